@@ -1,0 +1,7 @@
+"""helmet-otel: an OpenTelemetry-native, drop-in proxy for MCP servers."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__"]

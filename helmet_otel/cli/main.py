@@ -1,0 +1,162 @@
+"""The ``helmet-otel`` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from helmet_otel import __version__
+from helmet_otel.cli.naming import default_service_name
+from helmet_otel.cli.options import (
+    ConfigError,
+    ProxyOptions,
+    add_proxy_arguments,
+    child_environment,
+    environ,
+    resolve,
+)
+
+PROG = "helmet-otel"
+PROXY_COMMANDS = ("run", "serve", "connect")
+VIEWER_COMMANDS = ("logs", "sessions", "stats", "trace")
+
+DESCRIPTION = """\
+An OpenTelemetry-native, drop-in proxy for MCP servers.
+
+Put it in front of any stdio MCP server: every session becomes a trace, every message a log
+record, and MCP metrics are recorded. Telemetry goes to the local store (read it with
+`helmet-otel logs`) and, when OTEL_EXPORTER_OTLP_ENDPOINT or --otlp-endpoint is set, over OTLP.
+
+commands:
+  CMD [ARGS...]        wrap a stdio MCP server (same as `run -- CMD ARGS...`)
+  run -- CMD [ARGS...] wrap a stdio MCP server
+  logs                 show, follow, search and export recorded messages
+  sessions             list sessions
+  stats                latency, errors and sizes per method and tool
+  trace SESSION        a session's span tree
+"""
+
+EPILOG = """\
+examples:
+  helmet-otel python server.py
+  helmet-otel --name weather npx -y @acme/weather-mcp
+  OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4318 helmet-otel node server.js
+  helmet-otel run --capture metadata -- uvx mcp-server-fetch
+  helmet-otel logs -f
+  helmet-otel logs --tool search --errors --since 1h
+
+In an MCP client config, replace
+  "command": "python", "args": ["server.py"]
+with
+  "command": "helmet-otel", "args": ["python", "server.py"]
+"""
+
+RUN_EPILOG = """\
+examples:
+  helmet-otel run -- python server.py --port 3
+  helmet-otel run --no-store --otlp-endpoint http://collector:4318 -- node dist/index.js
+  helmet-otel run --redact customer_id --redact 're:ACME-[0-9]{8}' -- python server.py
+
+Options may also come from HELMET_<OPTION> environment variables (e.g. HELMET_CAPTURE=none,
+HELMET_NO_STORE=1) and from a TOML --config file whose keys are the long option names.
+Precedence: flag > environment > config file > default.
+Exit status: the server's (128+N when signal N ended it); 127 when the command is not found;
+2 on bad usage.
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        raise SystemExit(2)
+
+
+def _top_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=PROG,
+        usage=f"{PROG} [OPTIONS] CMD [ARGS...]\n       {PROG} COMMAND [OPTIONS]",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-V", "--version", action="version", version=f"{PROG} {__version__}")
+    add_proxy_arguments(parser)
+    return parser
+
+
+def _run_parser(prog: str) -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=prog,
+        usage=f"{prog} [OPTIONS] -- CMD [ARGS...]",
+        description="Wrap a stdio MCP server.",
+        epilog=RUN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_proxy_arguments(parser)
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="the server command and its arguments")
+    return parser
+
+
+def _viewer_parser() -> argparse.ArgumentParser:
+    from helmet_otel.cli import viewer
+
+    parser = _Parser(prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    subparsers = parser.add_subparsers(dest="subcommand", parser_class=_Parser)
+    viewer.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    first = next((a for a in args if not a.startswith("-")), None)
+    if args and args[0] in VIEWER_COMMANDS:
+        parsed = _viewer_parser().parse_args(args)
+        return int(parsed.handler(parsed))
+    if args and args[0] in ("serve", "connect"):
+        sys.stderr.write(f"{PROG}: {args[0]}: the Streamable HTTP transport is not available yet\n")
+        return 2
+    if args and args[0] == "run":
+        parsed = _run_parser(f"{PROG} run").parse_args(args[1:])
+    elif first is None or args[0] in ("-h", "--help", "-V", "--version"):
+        _top_parser().parse_args(args or ["--help"])
+        return 0
+    else:
+        parsed = _run_parser(PROG).parse_args(args)
+    command: list[str] = list(parsed.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        sys.stderr.write(f"{PROG}: error: no server command given (see {PROG} --help)\n")
+        return 2
+    env = environ()
+    try:
+        options = resolve(parsed, env)
+    except ConfigError as exc:
+        sys.stderr.write(f"{PROG}: error: {exc}\n")
+        return 2
+    return run_proxy(command, options, env)
+
+
+def run_proxy(command: list[str], options: ProxyOptions, env: dict[str, str]) -> int:
+    from helmet_otel.core.session import Session
+    from helmet_otel.transports.stdio import ServerCommand, run_stdio
+
+    server = ServerCommand(
+        argv=command,
+        env=child_environment(env, options.pass_otel_env),
+        cwd=options.cwd,
+        grace=options.grace,
+    )
+    session = Session(transport="stdio")
+    if not options.telemetry_enabled(env):
+        return run_stdio(server, session, ())
+    from helmet_otel.telemetry.feed import TelemetryFeed
+
+    name = options.name or env.get("OTEL_SERVICE_NAME") or default_service_name(command)
+    feed = TelemetryFeed(options, env, service_name=name)
+    try:
+        return run_stdio(server, session, [feed], after=feed.close)
+    finally:
+        feed.kill()

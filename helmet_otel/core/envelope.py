@@ -1,0 +1,47 @@
+"""One message on its way through the proxy."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from helmet_otel.protocol.message import Message
+
+if TYPE_CHECKING:
+    from helmet_otel.core.session import PendingRequest
+
+
+class Direction(enum.Enum):
+    C2S = "client->server"
+    S2C = "server->client"
+
+    @property
+    def reverse(self) -> Direction:
+        return Direction.S2C if self is Direction.C2S else Direction.C2S
+
+
+@dataclass(slots=True)
+class Envelope:
+    """A message with everything the relay knows about it.
+
+    ``raw`` is what the sender wrote; ``wire`` is what is forwarded (the same object unless a
+    documented feature, such as trace-context propagation, rewrote it). An interceptor that sets
+    ``reply`` answers the sender itself and the message is not forwarded (a policy block).
+    """
+
+    direction: Direction
+    raw: bytes
+    msg: Message
+    ts: int  # time.time_ns() when the line was read
+    wire: bytes = b""
+    reply: bytes | None = None
+    request: PendingRequest | None = None  # the matched request, on responses
+    trace_id: int = 0  # set by the telemetry feed, when it runs
+    server_span_id: int = 0
+    client_span_id: int = 0
+    annotations: dict[str, object] = field(default_factory=dict[str, object])
+
+    def __post_init__(self) -> None:
+        if not self.wire:
+            self.wire = self.raw

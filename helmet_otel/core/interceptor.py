@@ -1,0 +1,51 @@
+"""The seam where telemetry and policy plug into the relay."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from helmet_otel.core.envelope import Envelope
+from helmet_otel.core.session import Session
+
+
+class Interceptor(Protocol):
+    """Sees every message; runs on the relay's event loop, so it must be cheap.
+
+    ``before_forward`` may rewrite ``env.wire`` or set ``env.reply`` (then the message is not
+    forwarded and the reply goes back to the sender). ``after_forward`` sees the message once it
+    has been handed to the transport, with the session already updated.
+    """
+
+    def before_forward(self, env: Envelope) -> None: ...
+
+    def after_forward(self, env: Envelope) -> None: ...
+
+    def session_started(self, session: Session, upstream: dict[str, object]) -> None: ...
+
+    def session_ended(self, session: Session) -> None: ...
+
+    def upstream_stderr(self, session: Session, line: bytes, ts: int) -> None: ...
+
+    def upstream_failed(self, session: Session, reason: str) -> None: ...
+
+
+class BaseInterceptor:
+    """No-op implementations, so an interceptor only writes what it needs."""
+
+    def before_forward(self, env: Envelope) -> None:
+        return None
+
+    def after_forward(self, env: Envelope) -> None:
+        return None
+
+    def session_started(self, session: Session, upstream: dict[str, object]) -> None:
+        return None
+
+    def session_ended(self, session: Session) -> None:
+        return None
+
+    def upstream_stderr(self, session: Session, line: bytes, ts: int) -> None:
+        return None
+
+    def upstream_failed(self, session: Session, reason: str) -> None:
+        return None

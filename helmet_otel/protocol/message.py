@@ -1,0 +1,137 @@
+"""A lenient, read-only view of one JSON-RPC / MCP message.
+
+`inspect` never raises: whatever it cannot read comes back as ``Kind.INVALID`` (not JSON,
+not an object) or ``Kind.BATCH`` (a JSON array, the 2025-03-26 batch form). The relay forwards
+every kind unchanged; this view only feeds sessions, telemetry and policy.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+JsonId = str | int | float
+
+META_PROTOCOL_VERSION = "io.modelcontextprotocol/protocolVersion"
+META_CLIENT_INFO = "io.modelcontextprotocol/clientInfo"
+META_SERVER_INFO = "io.modelcontextprotocol/serverInfo"
+
+
+class Kind(enum.Enum):
+    REQUEST = "request"
+    RESPONSE = "response"  # a result
+    ERROR = "error"  # an error response
+    NOTIFICATION = "notification"
+    BATCH = "batch"
+    INVALID = "invalid"
+    BLANK = "blank"  # an empty or whitespace-only line
+
+
+@dataclass(slots=True)
+class Message:
+    kind: Kind
+    id: JsonId | None = None
+    method: str | None = None
+    payload: dict[str, Any] | None = None  # the parsed object, when it is one
+    error_code: int | None = None
+    error_message: str | None = None
+    parse_error: str | None = None
+
+    @property
+    def is_message(self) -> bool:
+        return self.kind is not Kind.BLANK
+
+    @property
+    def params(self) -> dict[str, Any] | None:
+        if self.payload is None:
+            return None
+        params = self.payload.get("params")
+        return params if isinstance(params, dict) else None  # pyright: ignore[reportUnknownVariableType]
+
+    @property
+    def result(self) -> dict[str, Any] | None:
+        if self.payload is None:
+            return None
+        result = self.payload.get("result")
+        return result if isinstance(result, dict) else None  # pyright: ignore[reportUnknownVariableType]
+
+    @property
+    def target_name(self) -> str | None:
+        """``params.name`` of ``tools/call`` / ``prompts/get``: the span target."""
+        if self.method not in ("tools/call", "prompts/get"):
+            return None
+        params = self.params
+        name = params.get("name") if params else None
+        return name if isinstance(name, str) else None
+
+    @property
+    def resource_uri(self) -> str | None:
+        params = self.params
+        uri = params.get("uri") if params else None
+        return uri if isinstance(uri, str) else None
+
+    @property
+    def is_tool_error(self) -> bool:
+        result = self.result
+        return bool(result and result.get("isError") is True)
+
+    @property
+    def meta(self) -> dict[str, Any] | None:
+        params = self.params
+        meta = params.get("_meta") if params else None
+        return meta if isinstance(meta, dict) else None  # pyright: ignore[reportUnknownVariableType]
+
+
+def id_key(value: JsonId) -> tuple[bool, JsonId]:
+    """A dict key that keeps ``1`` and ``"1"`` apart, as JSON-RPC does."""
+    return (isinstance(value, str), value)
+
+
+def _valid_id(value: object) -> bool:
+    return isinstance(value, str | int | float) and not isinstance(value, bool)
+
+
+def inspect(line: bytes) -> Message:
+    if not line.strip():
+        return Message(Kind.BLANK)
+    try:
+        data = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        return Message(Kind.INVALID, parse_error=str(exc))
+    if isinstance(data, list):
+        return Message(Kind.BATCH)
+    if not isinstance(data, dict):
+        return Message(Kind.INVALID, parse_error="not a JSON object")
+    obj: dict[str, Any] = data
+    method = obj.get("method")
+    raw_id = obj.get("id")
+    msg_id: JsonId | None = raw_id if _valid_id(raw_id) else None
+    if isinstance(method, str):
+        if "id" in obj and raw_id is not None:
+            return Message(Kind.REQUEST, id=msg_id, method=method, payload=obj)
+        return Message(Kind.NOTIFICATION, method=method, payload=obj)
+    error = obj.get("error")
+    if isinstance(error, dict):
+        code: object = error.get("code")  # pyright: ignore[reportUnknownMemberType]
+        message: object = error.get("message")  # pyright: ignore[reportUnknownMemberType]
+        return Message(
+            Kind.ERROR,
+            id=msg_id,
+            payload=obj,
+            error_code=code if isinstance(code, int) and not isinstance(code, bool) else None,
+            error_message=message if isinstance(message, str) else None,
+        )
+    if "result" in obj:
+        return Message(Kind.RESPONSE, id=msg_id, payload=obj)
+    return Message(Kind.INVALID, id=msg_id, payload=obj, parse_error="not a JSON-RPC message")
+
+
+def error_response(msg_id: JsonId | None, code: int, message: str, data: object = None) -> bytes:
+    """A JSON-RPC error response line (with its ``\\n``)."""
+    error: dict[str, object] = {"code": code, "message": message}
+    if data is not None:
+        error["data"] = data
+    return orjson.dumps({"jsonrpc": "2.0", "id": msg_id, "error": error}) + b"\n"

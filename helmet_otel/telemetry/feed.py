@@ -1,0 +1,309 @@
+"""The relay side of telemetry: cheap, non-blocking, no OpenTelemetry SDK.
+
+`TelemetryFeed` is an interceptor. On the relay's loop it only assigns trace and span ids,
+writes trace context into forwarded requests, and appends tuples to a batch. A timer hands the
+batch to the worker process through a non-blocking pipe; when the worker falls behind and the
+pipe plus our buffer are full, the batch is dropped and counted, never waited for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import fcntl
+import os
+import random
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import asdict
+from typing import Any
+
+import orjson
+
+from helmet_otel.cli.options import ProxyOptions
+from helmet_otel.core.envelope import Direction, Envelope
+from helmet_otel.core.interceptor import BaseInterceptor
+from helmet_otel.core.session import Session
+from helmet_otel.protocol.message import Kind
+from helmet_otel.telemetry.frames import Frame, encode
+
+FLUSH_DELAY = 0.005  # seconds a record may wait in the relay before it is handed over
+BUFFER_LIMIT = int(os.environ.get("HELMET_TELEMETRY_BUFFER", str(8 * 1024 * 1024)))
+FLUSH_TIMEOUT = float(os.environ.get("HELMET_FLUSH_TIMEOUT", "5"))
+PROPAGATE_MAX_BYTES = 1024 * 1024  # larger requests are forwarded without trace context
+PIPE_SIZE = 1024 * 1024
+_C2S = 0
+_S2C = 1
+
+
+def _traceparent(trace_id: int, span_id: int, sampled: bool) -> str:
+    return f"00-{trace_id:032x}-{span_id:016x}-{'01' if sampled else '00'}"
+
+
+def _sampled_by_env(env: Mapping[str, str]) -> bool:
+    sampler = env.get("OTEL_TRACES_SAMPLER", "parentbased_always_on").strip().lower()
+    return sampler not in ("always_off", "parentbased_always_off")
+
+
+class TelemetryFeed(BaseInterceptor):
+    def __init__(self, options: ProxyOptions, env: Mapping[str, str], *, service_name: str) -> None:
+        self.options = options
+        self.service_name = service_name
+        self._propagate = options.propagate
+        self._sampled = _sampled_by_env(env)
+        self._body_cap = 0 if options.capture == "none" else max(options.max_body, 4096) + 1024
+        self._batch: list[Frame] = []
+        self._out = bytearray()
+        self._dropped = 0
+        self._dropped_reported = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._writer_armed = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+        self.trace_id = random.getrandbits(128) or 1
+        self.root_span_id = random.getrandbits(64) or 1
+        self._segment_requests = 0
+        self._segment = 0
+        self._worker = self._spawn_worker(env)
+        self._fd = self._worker.stdin.fileno() if self._worker.stdin else -1
+        self._batch.append(("config", self._config()))
+
+    # -- the worker process -----------------------------------------------------------------
+    def _spawn_worker(self, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "helmet_otel.telemetry.worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            env=dict(env),
+            process_group=0,  # a terminal's Ctrl-C must not kill it before it flushed
+        )
+        assert worker.stdin is not None
+        fd = worker.stdin.fileno()
+        try:
+            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+        except (OSError, AttributeError):
+            pass
+        os.set_blocking(fd, False)
+        return worker
+
+    def _config(self) -> dict[str, Any]:
+        config = asdict(self.options)
+        config["service_name"] = self.service_name
+        config["proxy_pid"] = os.getpid()
+        config["proxy_host"] = socket.gethostname()
+        return config
+
+    # -- interceptor hooks (on the relay's loop) --------------------------------------------
+    def before_forward(self, env: Envelope) -> None:
+        msg = env.msg
+        if msg.kind is not Kind.REQUEST:
+            return
+        env.trace_id = self.trace_id
+        env.server_span_id = random.getrandbits(64) or 1
+        env.client_span_id = random.getrandbits(64) or 1
+        if env.direction is not Direction.C2S:
+            return
+        self._segment_requests += 1
+        if self._segment_requests > self.options.trace_max_requests:
+            self._roll_over(env.ts)
+            env.trace_id = self.trace_id
+        if self._propagate and len(env.raw) <= PROPAGATE_MAX_BYTES:
+            self._inject(env)
+
+    def _roll_over(self, ts: int) -> None:
+        self._segment += 1
+        self._segment_requests = 1
+        self.trace_id = random.getrandbits(128) or 1
+        self.root_span_id = random.getrandbits(64) or 1
+        self._append(("segment", ts, self.trace_id, self.root_span_id))
+
+    def _inject(self, env: Envelope) -> None:
+        payload = env.msg.payload
+        if payload is None:
+            return
+        params = payload.get("params")
+        if params is None:
+            params = payload["params"] = {}
+        if not isinstance(params, dict):
+            return
+        meta = params.get("_meta")  # pyright: ignore[reportUnknownMemberType,reportUnknownVariableType]
+        if meta is None:
+            meta = params["_meta"] = {}
+        if not isinstance(meta, dict):
+            return
+        previous = meta.get("traceparent")  # pyright: ignore[reportUnknownMemberType,reportUnknownVariableType]
+        if isinstance(previous, str):
+            env.annotations["client_traceparent"] = previous
+        meta["traceparent"] = _traceparent(env.trace_id, env.client_span_id, self._sampled)
+        raw = env.raw
+        ending = raw[len(raw.rstrip(b"\r\n")) :]
+        try:
+            env.wire = orjson.dumps(payload) + ending
+        except (TypeError, orjson.JSONEncodeError):
+            env.wire = raw
+
+    def after_forward(self, env: Envelope) -> None:
+        msg = env.msg
+        kind = msg.kind
+        if kind is Kind.BLANK:
+            return
+        raw = env.raw
+        size = len(raw)
+        cap = self._body_cap
+        body = raw if size <= cap else (raw[:cap] if cap else None)
+        request = env.request
+        matched = None if request is None else (request.method, request.name, request.started_ns)
+        summary = (
+            kind.value,
+            msg.id,
+            msg.method,
+            msg.target_name,
+            msg.resource_uri if msg.method is not None else None,
+            msg.error_code,
+            msg.error_message,
+            msg.is_tool_error,
+            env.annotations.get("client_traceparent"),
+            matched,
+            env.reply is not None,
+        )
+        direction = _C2S if env.direction is Direction.C2S else _S2C
+        self._append(
+            (
+                "msg", env.ts, direction, size, body, summary,
+                env.trace_id, env.server_span_id, env.client_span_id,
+            )
+        )  # fmt: skip
+
+    def session_started(self, session: Session, upstream: dict[str, object]) -> None:
+        self._loop = asyncio.get_running_loop()
+        info: dict[str, Any] = {
+            "session_id": session.id,
+            "transport": session.transport,
+            "trace_id": self.trace_id,
+            "root_span_id": self.root_span_id,
+            **upstream,
+        }
+        self._append(("start", session.started_ns, info))
+
+    def upstream_stderr(self, session: Session, line: bytes, ts: int) -> None:
+        self._append(("stderr", ts, line[:8192]))
+
+    def upstream_failed(self, session: Session, reason: str) -> None:
+        self._append(
+            (
+                "start",
+                session.started_ns,
+                {
+                    "session_id": session.id,
+                    "transport": session.transport,
+                    "trace_id": self.trace_id,
+                    "root_span_id": self.root_span_id,
+                },
+            )
+        )
+        self._append(("failed", time.time_ns(), reason))
+
+    def session_ended(self, session: Session) -> None:
+        info: dict[str, Any] = {
+            "exit_status": session.exit_status,
+            "exit_reason": session.exit_reason,
+            "era": session.era,
+            "protocol_version": session.protocol_version,
+            "client_info": session.client_info,
+            "server_info": session.server_info,
+            "requests": session.requests,
+            "errors": session.errors,
+            "method_counts": dict(session.method_counts),
+            "started_ns": session.started_ns,
+        }
+        self._append(("end", session.ended_ns or time.time_ns(), info))
+
+    # -- batching and hand-over -------------------------------------------------------------
+    def _append(self, frame: Frame) -> None:
+        self._batch.append(frame)
+        if self._timer is None and self._loop is not None and not self._closed:
+            self._timer = self._loop.call_later(FLUSH_DELAY, self._flush)
+
+    def _flush(self) -> None:
+        self._timer = None
+        batch = self._batch
+        if not batch:
+            return
+        self._batch = []
+        if self._dropped:
+            batch.insert(0, ("dropped", self._dropped))
+        data = encode(batch)
+        if len(self._out) + len(data) > BUFFER_LIMIT:
+            self._drop(sum(1 for f in batch if f[0] in ("msg", "stderr")))
+            return
+        if self._dropped:
+            self._dropped = 0
+        self._out += data
+        self._write()
+
+    def _drop(self, count: int) -> None:
+        self._dropped += count
+        if not self._dropped_reported:
+            self._dropped_reported = True
+            os.write(
+                2,
+                b"helmet-otel: telemetry is falling behind the traffic; dropping records "
+                b"(counted in helmet.telemetry.dropped). MCP traffic is not affected.\n",
+            )
+
+    def _write(self) -> None:
+        while self._out:
+            try:
+                written = os.write(self._fd, self._out)
+            except BlockingIOError:
+                break
+            except OSError as exc:  # the worker is gone: nothing more can be handed over
+                if exc.errno in (errno.EPIPE, errno.EBADF):
+                    self._out.clear()
+                    self._closed = True
+                    return
+                raise
+            del self._out[:written]
+        if self._out and not self._writer_armed and self._loop is not None:
+            self._writer_armed = True
+            self._loop.add_writer(self._fd, self._on_writable)
+        elif not self._out and self._writer_armed and self._loop is not None:
+            self._writer_armed = False
+            self._loop.remove_writer(self._fd)
+
+    def _on_writable(self) -> None:
+        self._write()
+
+    # -- shutdown ---------------------------------------------------------------------------
+    async def close(self, reason: str = "session ended") -> None:
+        """Hand over what is left, tell the worker to finish, wait for it (bounded)."""
+        import anyio
+
+        self._append(("close", time.time_ns(), {"reason": reason, "dropped": self._dropped}))
+        if self._timer is not None:
+            self._timer.cancel()
+        self._flush()
+        self._closed = True
+        with anyio.move_on_after(FLUSH_TIMEOUT):
+            while self._out:
+                await anyio.sleep(0.005)
+        if self._writer_armed and self._loop is not None:
+            self._loop.remove_writer(self._fd)
+            self._writer_armed = False
+        if self._worker.stdin is not None:
+            try:
+                self._worker.stdin.close()
+            except OSError:
+                pass
+        with anyio.move_on_after(FLUSH_TIMEOUT + 1.0):
+            while self._worker.poll() is None:
+                await anyio.sleep(0.01)
+
+    def kill(self) -> None:
+        """Last resort after `close`: the worker overstayed its flush deadline."""
+        if self._worker.poll() is None:
+            self._worker.kill()
+            self._worker.wait()
