@@ -95,7 +95,9 @@ def _run_parser(prog: str) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_proxy_arguments(parser)
-    parser.add_argument("command", nargs=argparse.REMAINDER, help="the server command and its arguments")
+    parser.add_argument(
+        "command", nargs=argparse.REMAINDER, help="the server command and its arguments"
+    )
     return parser
 
 

@@ -6,53 +6,10 @@ import argparse
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import fields
 from typing import Any
 
-
-class ConfigError(Exception):
-    """Bad configuration: reported as one line, exit status 2."""
-
-
-@dataclass
-class ProxyOptions:
-    name: str | None = None
-    store: str | None = None
-    no_store: bool = False
-    otlp_endpoint: str | None = None
-    otlp_protocol: str | None = None
-    capture: str = "full"
-    redact: list[str] = field(default_factory=list[str])
-    max_body: int = 65536
-    log_level: str = "warning"
-    metrics_interval: float = 60.0
-    config: str | None = None
-    pass_otel_env: bool = False
-    propagate: bool = True
-    grace: float = 2.0
-    trace_max_requests: int = 1000
-    cwd: str | None = None
-
-    @property
-    def store_enabled(self) -> bool:
-        return not self.no_store
-
-    def telemetry_enabled(self, env: Mapping[str, str]) -> bool:
-        if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
-            return self.store_enabled
-        return self.store_enabled or self.otlp_configured(env)
-
-    def otlp_configured(self, env: Mapping[str, str]) -> bool:
-        if self.otlp_endpoint:
-            return True
-        keys = (
-            "OTEL_EXPORTER_OTLP_ENDPOINT",
-            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-            "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
-            "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
-        )
-        return any(env.get(key) for key in keys)
-
+from helmet_otel.config import ConfigError, ProxyOptions
 
 _CAPTURE = ("none", "metadata", "full")
 _LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -65,9 +22,17 @@ def add_proxy_arguments(parser: argparse.ArgumentParser) -> None:
     add("--name", help="service name of the wrapped server (default: derived from the command)")
     add("--store", metavar="PATH", help="local telemetry store (default: user data dir)")
     add("--no-store", action="store_true", default=None, help="do not write the local store")
-    add("--otlp-endpoint", metavar="URL", help="send OTLP here (overrides OTEL_EXPORTER_OTLP_ENDPOINT)")
+    add(
+        "--otlp-endpoint",
+        metavar="URL",
+        help="send OTLP here (overrides OTEL_EXPORTER_OTLP_ENDPOINT)",
+    )
     add("--otlp-protocol", choices=_PROTOCOLS, help="OTLP protocol (default: http/protobuf)")
-    add("--capture", choices=_CAPTURE, help="payloads in telemetry: none, metadata or full (default)")
+    add(
+        "--capture",
+        choices=_CAPTURE,
+        help="payloads in telemetry: none, metadata or full (default)",
+    )
     add("--redact", action="append", metavar="KEY_OR_PATTERN",
         help="extra secret key name, 're:REGEX' value pattern or 'key:REGEX' (repeatable)")  # fmt: skip
     add("--max-body", type=int, metavar="BYTES", help="truncate recorded bodies (default 65536)")

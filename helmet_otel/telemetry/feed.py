@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from helmet_otel.cli.options import ProxyOptions
+from helmet_otel.config import ProxyOptions
 from helmet_otel.core.envelope import Direction, Envelope
 from helmet_otel.core.interceptor import BaseInterceptor
 from helmet_otel.core.session import Session

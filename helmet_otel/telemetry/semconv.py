@@ -110,5 +110,17 @@ METRIC_TELEMETRY_DROPPED: Final = "helmet.telemetry.dropped"  # Counter, {record
 
 DURATION_BUCKETS: Final = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60, 120, 300)
 SIZE_BUCKETS: Final = (
-    64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864,
+    64,
+    256,
+    1024,
+    4096,
+    16384,
+    65536,
+    262144,
+    1048576,
+    4194304,
+    16777216,
+    67108864,
 )
+HELMET_PROXY_PID: Final = "helmet.proxy.pid"  # the proxy process (sessions --active checks it)
+HELMET_PROXY_HOST: Final = "helmet.proxy.host"  # hostname of the proxy process

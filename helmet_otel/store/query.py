@@ -1,0 +1,652 @@
+"""The reading side of the store: filters, log listing and tailing, sessions, stats, traces.
+
+``Reader`` opens the store query-only and never writes (except to upgrade an old schema, which
+needs write access once). Every method returns plain dataclasses; rendering is the CLI's job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import re
+import socket
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final, Literal
+
+import orjson
+
+from helmet_otel.store.model import full_attributes
+from helmet_otel.store.schema import StoreError, connect_reader
+from helmet_otel.telemetry import semconv as sc
+
+__all__ = [
+    "ErrorCount",
+    "LogEntry",
+    "LogFilter",
+    "Reader",
+    "SessionInfo",
+    "SpanEntry",
+    "SpanNode",
+    "StatRow",
+    "Stats",
+    "TraceTree",
+    "fts_query",
+    "pid_alive",
+]
+
+_LOG_COLUMNS: Final = (
+    "id, ts, session_id, event, severity_number, severity_text, direction, kind, method, "
+    "target, request_id, latency_ms, size, is_error, error_type, service, trace_id, span_id, "
+    "body, attrs"
+)
+_TOKEN = re.compile(r"[^\W_]+", re.UNICODE)
+_PREFIX_END: Final = "\U0010ffff"
+_PID_REUSE_SLACK_NS: Final = 2_000_000_000
+
+
+def _decode(text: str | None) -> object:
+    if text is None:
+        return None
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return text
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    """One stored log record as read back."""
+
+    id: int
+    ts: int
+    session_id: str | None
+    event: str | None
+    severity_number: int | None
+    severity_text: str | None
+    direction: str | None
+    kind: str | None
+    method: str | None
+    target: str | None
+    request_id: str | None
+    latency_ms: float | None
+    size: int | None
+    is_error: bool
+    error_type: str | None
+    service: str | None
+    trace_id: str | None
+    span_id: str | None
+    body_json: str | None
+    attrs_json: str | None
+
+    @classmethod
+    def from_row(cls, row: Sequence[object]) -> LogEntry:
+        return cls(*row[:13], bool(row[13]), *row[14:])  # pyright: ignore[reportArgumentType,reportCallIssue]
+
+    @property
+    def body(self) -> object:
+        return _decode(self.body_json)
+
+    @property
+    def extra_attributes(self) -> dict[str, object]:
+        value = _decode(self.attrs_json)
+        return value if isinstance(value, dict) else {}  # pyright: ignore[reportUnknownVariableType]
+
+    @property
+    def attributes(self) -> dict[str, object]:
+        """The record's full attribute map, as it arrived (sorted by key)."""
+        columns: dict[str, object] = {
+            "session_id": self.session_id,
+            "direction": self.direction,
+            "kind": self.kind,
+            "method": self.method,
+            "request_id": self.request_id,
+            "latency_ms": self.latency_ms,
+            "size": self.size,
+            "error_type": self.error_type,
+        }
+        return full_attributes(columns, self.extra_attributes)
+
+    @property
+    def status_code(self) -> object:
+        if self.attrs_json is None or sc.RPC_RESPONSE_STATUS_CODE not in self.attrs_json:
+            return None
+        return self.extra_attributes.get(sc.RPC_RESPONSE_STATUS_CODE)
+
+
+def fts_query(text: str) -> str | None:
+    """``--grep`` text -> an FTS5 phrase query: the words in order, the last one as a prefix.
+
+    ``rate limi`` matches "Rate limited"; ``api_key`` matches "api key" and "API-KEY". None when
+    the text has no word characters.
+    """
+    tokens = _TOKEN.findall(text)
+    if not tokens:
+        return None
+    return '"' + " ".join(tokens) + '"*'
+
+
+@dataclass(frozen=True, slots=True)
+class LogFilter:
+    """What ``helmet-otel logs`` selects. Empty tuples and None mean "any"."""
+
+    session_prefixes: tuple[str, ...] = ()
+    events: tuple[str, ...] = ()
+    methods: tuple[str, ...] = ()
+    tools: tuple[str, ...] = ()
+    direction: str | None = None
+    since_ns: int | None = None
+    until_ns: int | None = None
+    grep: str | None = None
+    errors: bool = False
+
+    def where(self, session_ids: Sequence[str] | None) -> tuple[str, list[object]]:
+        """SQL conditions. ``session_ids``: the prefixes resolved to ids (None: use ranges)."""
+        conds: list[str] = []
+        args: list[object] = []
+        if session_ids is not None:
+            if len(session_ids) == 1:
+                conds.append("session_id = ?")
+            else:
+                conds.append(f"session_id IN ({', '.join('?' for _ in session_ids)})")
+            args.extend(session_ids)
+        elif self.session_prefixes:
+            ranges = ["(session_id >= ? AND session_id < ?)" for _ in self.session_prefixes]
+            conds.append("(" + " OR ".join(ranges) + ")")
+            for prefix in self.session_prefixes:
+                args.extend((prefix, prefix + _PREFIX_END))
+        for column, values in (("event", self.events), ("method", self.methods)):
+            if values:
+                conds.append(f"{column} IN ({', '.join('?' for _ in values)})")
+                args.extend(values)
+        if self.tools:
+            conds.append(f"target IN ({', '.join('?' for _ in self.tools)})")
+            args.extend(self.tools)
+        if self.direction is not None:
+            conds.append("direction = ?")
+            args.append(self.direction)
+        if self.since_ns is not None:
+            conds.append("ts >= ?")
+            args.append(self.since_ns)
+        if self.until_ns is not None:
+            conds.append("ts < ?")
+            args.append(self.until_ns)
+        if self.errors:
+            conds.append("is_error = 1")
+        if self.grep is not None:
+            query = fts_query(self.grep)
+            if query is None:
+                conds.append("0")
+            else:
+                conds.append("id IN (SELECT rowid FROM logs_fts WHERE logs_fts MATCH ?)")
+                args.append(query)
+        return (" AND ".join(conds) or "1"), args
+
+
+@dataclass(slots=True)
+class SessionInfo:
+    session_id: str
+    service: str | None
+    server_name: str | None
+    server_command: str | None
+    transport: str | None
+    proxy_pid: int | None
+    proxy_host: str | None
+    client_name: str | None
+    client_version: str | None
+    server_info_name: str | None
+    server_version: str | None
+    protocol_version: str | None
+    era: str | None
+    first_ts: int
+    last_ts: int
+    start_ts: int | None
+    end_ts: int | None
+    duration_ms: float | None
+    requests: int | None
+    errors: int | None
+    exit_status: object
+    exit_reason: str | None
+    status: str = ""  # ended | failed | active | lost
+
+    @property
+    def started_ts(self) -> int:
+        return self.start_ts if self.start_ts is not None else self.first_ts
+
+    @property
+    def client(self) -> str | None:
+        if self.client_name is None:
+            return None
+        return (
+            f"{self.client_name} {self.client_version}" if self.client_version else self.client_name
+        )
+
+    @property
+    def server(self) -> str | None:
+        return self.service or self.server_name or self.server_info_name
+
+
+_SESSION_COLUMNS: Final = (
+    "session_id, service, server_name, server_command, transport, proxy_pid, proxy_host, "
+    "client_name, client_version, server_info_name, server_version, protocol_version, era, "
+    "first_ts, last_ts, start_ts, end_ts, duration_ms, requests, errors, exit_status, exit_reason"
+)
+
+
+@dataclass(slots=True)
+class StatRow:
+    method: str
+    target: str | None
+    calls: int
+    errors: int
+    bytes: int
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+    max_ms: float | None
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.calls if self.calls else 0.0
+
+
+@dataclass(slots=True)
+class ErrorCount:
+    method: str
+    target: str | None
+    error: str
+    count: int
+    last_ts: int
+
+
+@dataclass(slots=True)
+class Stats:
+    by: str
+    since_ns: int | None
+    until_ns: int | None
+    rows: list[StatRow]
+    errors: list[ErrorCount]
+
+
+@dataclass(frozen=True, slots=True)
+class SpanEntry:
+    id: int
+    trace_id: str
+    span_id: str
+    parent_span_id: str | None
+    name: str
+    kind: str
+    start_ts: int
+    end_ts: int | None
+    status: str
+    status_message: str | None
+    session_id: str | None
+    segment: int | None
+    service: str | None
+    attrs_json: str | None
+    links_json: str | None
+
+    @property
+    def duration_ms(self) -> float | None:
+        return None if self.end_ts is None else (self.end_ts - self.start_ts) / 1e6
+
+    @property
+    def attributes(self) -> dict[str, object]:
+        value = _decode(self.attrs_json)
+        return value if isinstance(value, dict) else {}  # pyright: ignore[reportUnknownVariableType]
+
+    @property
+    def links(self) -> list[object]:
+        value = _decode(self.links_json)
+        return value if isinstance(value, list) else []  # pyright: ignore[reportUnknownVariableType]
+
+
+@dataclass(slots=True)
+class SpanNode:
+    span: SpanEntry
+    children: list[SpanNode] = field(default_factory=list["SpanNode"])
+
+    def walk(self, depth: int = 0) -> Iterator[tuple[int, SpanNode]]:
+        yield depth, self
+        for child in self.children:
+            yield from child.walk(depth + 1)
+
+
+@dataclass(slots=True)
+class TraceTree:
+    trace_id: str
+    segment: int | None
+    roots: list[SpanNode]
+
+
+def _percentile(sorted_values: Sequence[float], q: float) -> float | None:
+    """Nearest-rank percentile of an ascending sequence."""
+    if not sorted_values:
+        return None
+    rank = max(1, math.ceil(q * len(sorted_values)))
+    return sorted_values[rank - 1]
+
+
+def _boot_time_s() -> float | None:
+    with contextlib.suppress(OSError, ValueError), open("/proc/stat", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("btime "):
+                return float(line.split()[1])
+    return None
+
+
+def _process_start_ns(pid: int) -> int | None:
+    """When ``pid`` started (Linux /proc), else None."""
+    try:
+        with open(f"/proc/{pid:d}/stat", encoding="utf-8", errors="replace") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        ticks = int(fields[19])  # field 22 of stat, after pid and (comm)
+        boot = _boot_time_s()
+        if boot is None:
+            return None
+        return int((boot + ticks / os.sysconf("SC_CLK_TCK")) * 1e9)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def pid_alive(pid: int, *, started_by_ns: int | None = None) -> bool:
+    """Is ``pid`` a running process (that was already running at ``started_by_ns``)?"""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    except OSError:
+        return False
+    if started_by_ns is not None:
+        began = _process_start_ns(pid)
+        if began is not None and began > started_by_ns + _PID_REUSE_SLACK_NS:
+            return False  # the pid was reused by a newer process
+    return True
+
+
+class Reader:
+    """Query-only access to a store. ``Reader.open(path)`` raises ``StoreError``."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+        self.conn = conn
+        self.path = path
+
+    @classmethod
+    def open(cls, path: Path) -> Reader:
+        return cls(connect_reader(path), path)
+
+    def close(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self.conn.close()
+
+    def __enter__(self) -> Reader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _query(self, sql: str, args: Sequence[object] = ()) -> list[tuple[object, ...]]:
+        try:
+            return self.conn.execute(sql, args).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot read the store at {self.path}: {exc}") from None
+
+    # --- sessions -------------------------------------------------------------------------
+
+    def resolve_sessions(self, prefix: str) -> list[str]:
+        """Session ids starting with ``prefix`` (sorted)."""
+        rows = self._query(
+            "SELECT session_id FROM sessions WHERE session_id >= ? AND session_id < ? "
+            "ORDER BY session_id",
+            (prefix, prefix + _PREFIX_END),
+        )
+        return [str(r[0]) for r in rows]
+
+    def sessions(
+        self, *, since_ns: int | None = None, now_ns: int | None = None
+    ) -> list[SessionInfo]:
+        """Sessions with activity since ``since_ns``, oldest start first, with live status."""
+        sql = f"SELECT {_SESSION_COLUMNS} FROM sessions"
+        args: list[object] = []
+        if since_ns is not None:
+            sql += " WHERE last_ts >= ?"
+            args.append(since_ns)
+        sql += " ORDER BY coalesce(start_ts, first_ts), session_id"
+        now = time.time_ns() if now_ns is None else now_ns
+        host = socket.gethostname()
+        result: list[SessionInfo] = []
+        for row in self._query(sql, args):
+            info = SessionInfo(*row)  # pyright: ignore[reportArgumentType]
+            self._complete(info, now, host)
+            result.append(info)
+        return result
+
+    def _complete(self, info: SessionInfo, now: int, host: str) -> None:
+        if info.end_ts is not None:
+            failed = info.exit_status not in (None, 0, "0", "")
+            info.status = "failed" if failed else "ended"
+            if info.duration_ms is None:
+                info.duration_ms = (info.end_ts - info.started_ts) / 1e6
+        else:
+            alive = True
+            if info.proxy_pid is not None and (info.proxy_host in (None, host)):
+                alive = pid_alive(int(info.proxy_pid), started_by_ns=info.started_ts)
+            info.status = "active" if alive else "lost"
+            info.duration_ms = ((now if alive else info.last_ts) - info.started_ts) / 1e6
+        if info.requests is None or info.errors is None:
+            counts = self._query(
+                "SELECT sum(kind = 'request' AND direction = ?), "
+                "count(DISTINCT CASE WHEN is_error = 1 AND (kind = 'response' OR event = ?) "
+                "THEN coalesce('r:' || direction || request_id, 'i:' || id) END) "
+                "FROM logs WHERE session_id = ?",
+                (sc.DIRECTION_C2S, sc.EVENT_ERROR, info.session_id),
+            )[0]
+            if info.requests is None:
+                info.requests = int(counts[0] or 0)  # pyright: ignore[reportArgumentType]
+            if info.errors is None:
+                info.errors = int(counts[1] or 0)  # pyright: ignore[reportArgumentType]
+
+    # --- logs -----------------------------------------------------------------------------
+
+    def _session_ids(self, flt: LogFilter) -> list[str] | None:
+        if not flt.session_prefixes:
+            return None
+        ids: list[str] = []
+        for prefix in flt.session_prefixes:
+            ids.extend(i for i in self.resolve_sessions(prefix) if i not in ids)
+        return ids
+
+    def max_log_id(self) -> int:
+        row = self._query("SELECT max(id) FROM logs")[0]
+        return int(row[0] or 0)  # pyright: ignore[reportArgumentType]
+
+    def logs(
+        self, flt: LogFilter, *, limit: int | None = None, max_id: int | None = None
+    ) -> list[LogEntry]:
+        """Matching records, oldest first; with ``limit``, the newest ``limit`` of them."""
+        ids = self._session_ids(flt)
+        if ids is not None and not ids:
+            return []
+        where, args = flt.where(ids)
+        if max_id is not None:
+            where += " AND id <= ?"
+            args.append(max_id)
+        if limit is None:
+            sql = f"SELECT {_LOG_COLUMNS} FROM logs WHERE {where} ORDER BY ts, id"
+            return [LogEntry.from_row(r) for r in self._query(sql, args)]
+        sql = f"SELECT {_LOG_COLUMNS} FROM logs WHERE {where} ORDER BY ts DESC, id DESC LIMIT ?"
+        rows = self._query(sql, [*args, limit])
+        rows.reverse()
+        return [LogEntry.from_row(r) for r in rows]
+
+    def iter_logs(self, flt: LogFilter, *, batch: int = 5000) -> Iterator[LogEntry]:
+        """All matching records, oldest first, fetched in batches (for big exports)."""
+        ids = self._session_ids(flt)
+        if ids is not None and not ids:
+            return
+        where, args = flt.where(ids)
+        sql = f"SELECT {_LOG_COLUMNS} FROM logs WHERE {where} ORDER BY ts, id"
+        try:
+            cursor = self.conn.execute(sql, args)
+            while rows := cursor.fetchmany(batch):
+                for row in rows:
+                    yield LogEntry.from_row(row)
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot read the store at {self.path}: {exc}") from None
+
+    def logs_after(self, flt: LogFilter, after_id: int, *, limit: int = 5000) -> list[LogEntry]:
+        """Records written after ``after_id`` (in write order), for ``--follow``."""
+        where, args = flt.where(None)
+        sql = f"SELECT {_LOG_COLUMNS} FROM logs WHERE id > ? AND {where} ORDER BY id LIMIT ?"
+        return [LogEntry.from_row(r) for r in self._query(sql, [after_id, *args, limit])]
+
+    def last_id_after(self, after_id: int) -> int:
+        """The newest record id (to move the follow cursor past non-matching records)."""
+        return max(after_id, self.max_log_id())
+
+    # --- stats ----------------------------------------------------------------------------
+
+    def stats(
+        self,
+        *,
+        by: Literal["method", "tool"] = "method",
+        since_ns: int | None = None,
+        until_ns: int | None = None,
+        top_errors: int = 10,
+    ) -> Stats:
+        """Per method (or per method and tool): calls, errors, bytes, latency percentiles."""
+        conds = ["(kind IN ('request', 'response') OR event = ?)"]
+        args: list[object] = [sc.EVENT_ERROR]
+        if since_ns is not None:
+            conds.append("ts >= ?")
+            args.append(since_ns)
+        if until_ns is not None:
+            conds.append("ts < ?")
+            args.append(until_ns)
+        if by == "tool":
+            conds.append("target IS NOT NULL")
+        sql = (
+            "SELECT coalesce(method, '(unknown)'), target, kind, session_id, direction, request_id,"
+            " latency_ms, size, is_error, error_type, attrs, ts, id"
+            f" FROM logs WHERE {' AND '.join(conds)}"
+        )
+        calls: dict[tuple[str, str | None], int] = {}
+        size: dict[tuple[str, str | None], int] = {}
+        latency: dict[tuple[str, str | None], list[float]] = {}
+        answered: dict[tuple[str, str | None], set[tuple[object, ...]]] = {}
+        failed: dict[tuple[str, str | None], set[tuple[object, ...]]] = {}
+        errors: dict[tuple[str, str | None, str], list[int]] = {}
+        for row in self._query(sql, args):
+            method, target, kind, sid, direction, rid, lat, nbytes = row[:8]
+            is_err, etype, attrs, ts, rowid = row[8:]
+            tool = target if by == "tool" and isinstance(target, str) else None
+            key: tuple[str, str | None] = (str(method), tool)
+            if isinstance(nbytes, int):
+                size[key] = size.get(key, 0) + nbytes
+            if kind == "request":
+                calls[key] = calls.get(key, 0) + 1
+                continue
+            ident: tuple[object, ...] = (sid, direction, rid) if rid is not None else (rowid,)
+            if kind == "response":
+                seen = answered.setdefault(key, set())
+                if ident not in seen:
+                    seen.add(ident)
+                    if isinstance(lat, float | int):
+                        latency.setdefault(key, []).append(float(lat))
+            if is_err:
+                seen_err = failed.setdefault(key, set())
+                if ident not in seen_err:
+                    seen_err.add(ident)
+                    label = _error_label(etype, attrs)
+                    entry = errors.setdefault((key[0], key[1], label), [0, 0])
+                    entry[0] += 1
+                    entry[1] = max(entry[1], int(ts))  # pyright: ignore[reportArgumentType]
+        keys = set(calls) | set(answered) | set(failed)
+        rows: list[StatRow] = []
+        for key in keys:
+            values = sorted(latency.get(key, ()))
+            rows.append(
+                StatRow(
+                    method=key[0],
+                    target=key[1],
+                    calls=max(calls.get(key, 0), len(answered.get(key, ()))),
+                    errors=len(failed.get(key, ())),
+                    bytes=size.get(key, 0),
+                    p50_ms=_percentile(values, 0.50),
+                    p95_ms=_percentile(values, 0.95),
+                    p99_ms=_percentile(values, 0.99),
+                    max_ms=values[-1] if values else None,
+                )
+            )
+        rows.sort(key=lambda r: (-(r.p95_ms or -1.0), -r.calls, r.method, r.target or ""))
+        error_rows = [
+            ErrorCount(method=m, target=t, error=label, count=c[0], last_ts=c[1])
+            for (m, t, label), c in errors.items()
+        ]
+        error_rows.sort(key=lambda e: (-e.count, e.method, e.target or "", e.error))
+        return Stats(
+            by=by, since_ns=since_ns, until_ns=until_ns, rows=rows, errors=error_rows[:top_errors]
+        )
+
+    # --- traces ---------------------------------------------------------------------------
+
+    def spans(self, session_id: str) -> list[SpanEntry]:
+        rows = self._query(
+            "SELECT id, trace_id, span_id, parent_span_id, name, kind, start_ts, end_ts, status, "
+            "status_message, session_id, segment, service, attrs, links FROM spans "
+            "WHERE session_id = ? ORDER BY start_ts, id",
+            (session_id,),
+        )
+        return [SpanEntry(*r) for r in rows]  # pyright: ignore[reportArgumentType]
+
+    def traces(self, session_id: str) -> list[TraceTree]:
+        return build_traces(self.spans(session_id))
+
+
+def _error_label(error_type: object, attrs: object) -> str:
+    if isinstance(error_type, str) and error_type:
+        return error_type
+    if isinstance(attrs, str) and sc.RPC_RESPONSE_STATUS_CODE in attrs:
+        decoded = _decode(attrs)
+        if isinstance(decoded, dict):
+            code = decoded.get(sc.RPC_RESPONSE_STATUS_CODE)  # pyright: ignore[reportUnknownMemberType,reportUnknownVariableType]
+            if code is not None:
+                return str(code)  # pyright: ignore[reportUnknownArgumentType]
+    return "error"
+
+
+def build_traces(spans: Iterable[SpanEntry]) -> list[TraceTree]:
+    """Group spans by trace and nest them; traces in segment order, children by start time."""
+    by_trace: dict[str, list[SpanEntry]] = {}
+    for span in spans:
+        by_trace.setdefault(span.trace_id, []).append(span)
+    trees: list[TraceTree] = []
+    for trace_id, members in by_trace.items():
+        nodes = {s.span_id: SpanNode(s) for s in members}
+        roots: list[SpanNode] = []
+        for span in sorted(members, key=lambda s: (s.start_ts, s.id)):
+            node = nodes[span.span_id]
+            parent = nodes.get(span.parent_span_id) if span.parent_span_id else None
+            if parent is None or parent is node:
+                roots.append(node)
+            else:
+                parent.children.append(node)
+        segments = [s.segment for s in members if s.segment is not None]
+        trees.append(
+            TraceTree(trace_id=trace_id, segment=min(segments) if segments else None, roots=roots)
+        )
+    trees.sort(
+        key=lambda t: (
+            t.segment if t.segment is not None else math.inf,
+            min(r.span.start_ts for r in t.roots) if t.roots else 0,
+        )
+    )
+    return trees

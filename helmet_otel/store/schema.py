@@ -1,0 +1,283 @@
+"""The store's SQLite schema, its migrations, and how connections are opened.
+
+The schema version lives in ``PRAGMA user_version``. Migrations are an ordered registry; each
+runs with the record of it (the new ``user_version``) in one ``BEGIN IMMEDIATE`` transaction, so
+two processes opening a fresh or old store at once apply each migration exactly once. A store
+written by a newer helmet-otel (higher version) is never touched.
+
+The tables (see ``docs/store.md`` for every column):
+
+- ``logs``: one row per OTel log record. The attributes filters use are promoted to columns
+  (``session_id``, ``event``, ``direction``, ``kind``, ``method``, ``target``, ...); the rest
+  stay in ``attrs`` (JSON). ``id`` is AUTOINCREMENT, so it only grows and is the cursor
+  ``logs --follow`` polls with.
+- ``logs_fts``: contentless FTS5 index over the bodies (kept in step by triggers).
+- ``sessions``: one row per ``helmet.session.id``, upserted from the records as they arrive.
+- ``spans``: one row per ended span.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+__all__ = [
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "Migration",
+    "StoreError",
+    "connect_reader",
+    "connect_writer",
+    "migrate",
+    "schema_version",
+]
+
+
+class StoreError(Exception):
+    """The store cannot be used (missing, unreadable, corrupt, newer schema). Message is for users."""
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    description: str
+    statements: tuple[str, ...]
+
+
+# The FTS text is the JSON body with JSON escapes turned into spaces, so "a\nb" indexes a and b.
+_JSON_ESCAPES: Final = ("\\n", "\\r", "\\t", '\\"', "\\\\")
+
+
+def _fts_text(column: str) -> str:
+    expr = column
+    for escape in _JSON_ESCAPES:
+        expr = f"replace({expr}, '{escape}', ' ')"
+    return expr
+
+
+_FTS_TEXT_NEW: Final = _fts_text("new.body")
+_FTS_TEXT_OLD: Final = _fts_text("old.body")
+
+_V1: Final = (
+    """CREATE TABLE store_meta (key TEXT PRIMARY KEY, value TEXT) WITHOUT ROWID""",
+    """CREATE TABLE logs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        ts INTEGER NOT NULL,
+        session_id TEXT,
+        event TEXT,
+        severity_number INTEGER,
+        severity_text TEXT,
+        direction TEXT,
+        kind TEXT,
+        method TEXT,
+        target TEXT,
+        request_id TEXT,
+        latency_ms REAL,
+        size INTEGER,
+        is_error INTEGER NOT NULL DEFAULT 0,
+        error_type TEXT,
+        service TEXT,
+        trace_id TEXT,
+        span_id TEXT,
+        body TEXT,
+        attrs TEXT
+    )""",
+    "CREATE INDEX logs_ts ON logs (ts)",
+    "CREATE INDEX logs_session_ts ON logs (session_id, ts)",
+    "CREATE INDEX logs_event_ts ON logs (event, ts)",
+    "CREATE INDEX logs_target_ts ON logs (target, ts) WHERE target IS NOT NULL",
+    "CREATE INDEX logs_errors_ts ON logs (ts) WHERE is_error = 1",
+    """CREATE VIRTUAL TABLE logs_fts USING fts5 (
+        body, content='', tokenize='unicode61 remove_diacritics 2'
+    )""",
+    f"""CREATE TRIGGER logs_fts_insert AFTER INSERT ON logs WHEN new.body IS NOT NULL BEGIN
+        INSERT INTO logs_fts (rowid, body) VALUES (new.id, {_FTS_TEXT_NEW});
+    END""",
+    f"""CREATE TRIGGER logs_fts_delete AFTER DELETE ON logs WHEN old.body IS NOT NULL BEGIN
+        INSERT INTO logs_fts (logs_fts, rowid, body) VALUES ('delete', old.id, {_FTS_TEXT_OLD});
+    END""",
+    """CREATE TABLE sessions (
+        session_id TEXT PRIMARY KEY,
+        service TEXT,
+        server_name TEXT,
+        server_command TEXT,
+        transport TEXT,
+        proxy_pid INTEGER,
+        proxy_host TEXT,
+        client_name TEXT,
+        client_version TEXT,
+        server_info_name TEXT,
+        server_version TEXT,
+        protocol_version TEXT,
+        era TEXT,
+        first_ts INTEGER NOT NULL,
+        last_ts INTEGER NOT NULL,
+        start_ts INTEGER,
+        end_ts INTEGER,
+        duration_ms REAL,
+        requests INTEGER,
+        errors INTEGER,
+        exit_status,
+        exit_reason TEXT
+    ) WITHOUT ROWID""",
+    "CREATE INDEX sessions_last_ts ON sessions (last_ts)",
+    """CREATE TABLE spans (
+        id INTEGER PRIMARY KEY,
+        trace_id TEXT NOT NULL,
+        span_id TEXT NOT NULL,
+        parent_span_id TEXT,
+        name TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        start_ts INTEGER NOT NULL,
+        end_ts INTEGER,
+        status TEXT NOT NULL,
+        status_message TEXT,
+        session_id TEXT,
+        segment INTEGER,
+        service TEXT,
+        attrs TEXT,
+        links TEXT
+    )""",
+    "CREATE INDEX spans_session ON spans (session_id, start_ts)",
+    "CREATE INDEX spans_start ON spans (start_ts)",
+)
+
+MIGRATIONS: Final[tuple[Migration, ...]] = (Migration(1, "initial schema", _V1),)
+SCHEMA_VERSION: Final = MIGRATIONS[-1].version
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    row = conn.execute("PRAGMA user_version").fetchone()
+    return int(row[0])
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring the schema to ``SCHEMA_VERSION``; returns the version found before.
+
+    Raises ``StoreError`` for a store from a newer helmet-otel and ``sqlite3.Error`` otherwise
+    (busy included: callers retry).
+    """
+    found = schema_version(conn)
+    if found == SCHEMA_VERSION:
+        return found
+    if found > SCHEMA_VERSION:
+        raise StoreError(
+            f"the store has schema version {found}, newer than this helmet-otel understands "
+            f"({SCHEMA_VERSION}); upgrade helmet-otel or use another --store"
+        )
+    if found == 0 and not _has_tables(conn):
+        # Must precede the first table; a no-op on an existing database.
+        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        current = schema_version(conn)  # another process may have migrated meanwhile
+        if current > SCHEMA_VERSION:
+            raise StoreError(f"the store has schema version {current}, newer than supported")
+        for migration in MIGRATIONS:
+            if migration.version <= current:
+                continue
+            for statement in migration.statements:
+                conn.execute(statement)
+            conn.execute(
+                "INSERT OR REPLACE INTO store_meta (key, value) VALUES (?, ?)",
+                (f"migration.{migration.version}", migration.description),
+            )
+            conn.execute(f"PRAGMA user_version = {migration.version:d}")
+        conn.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        raise
+    return found
+
+
+def _has_tables(conn: sqlite3.Connection) -> bool:
+    return conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchone() is not None
+
+
+def _ensure_file(path: Path) -> None:
+    """Create the directory (0700) and an empty database file (0600): bodies may be private."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+
+
+def connect_writer(path: Path, *, busy_timeout_ms: int = 2000) -> sqlite3.Connection:
+    """A read-write connection in WAL mode with the schema migrated. Raises ``sqlite3.Error``
+    (busy included), ``OSError`` or ``StoreError``."""
+    _ensure_file(path)
+    conn = sqlite3.connect(
+        path, timeout=busy_timeout_ms / 1000, isolation_level=None, check_same_thread=False
+    )
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {busy_timeout_ms:d}")
+        if str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+            mode = str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]).lower()
+            if mode != "wal":
+                raise StoreError(f"cannot switch {path} to WAL mode (got {mode!r})")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA temp_store = MEMORY")
+        conn.execute("PRAGMA cache_size = -16000")
+        migrate(conn)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def connect_reader(path: Path, *, busy_timeout_ms: int = 5000) -> sqlite3.Connection:
+    """A query-only connection for the viewer commands. Raises ``StoreError`` with a message
+    for users when the store is missing, unreadable, corrupt or too new."""
+    if not path.exists():
+        raise StoreError(f"no store at {path} (no proxy has written to it yet)")
+    try:
+        conn = _open_existing(path, busy_timeout_ms)
+        try:
+            version = schema_version(conn)
+            if version != SCHEMA_VERSION:
+                conn.close()
+                _upgrade_for_reading(path, version, busy_timeout_ms)
+                conn = _open_existing(path, busy_timeout_ms)
+            conn.execute("PRAGMA query_only = 1")
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except BaseException:
+            conn.close()
+            raise
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"cannot read the store at {path}: {exc}") from None
+    return conn
+
+
+def _open_existing(path: Path, busy_timeout_ms: int) -> sqlite3.Connection:
+    uri = path.resolve().as_uri()
+    try:
+        conn = sqlite3.connect(
+            f"{uri}?mode=rw", uri=True, timeout=busy_timeout_ms / 1000, isolation_level=None
+        )
+    except sqlite3.OperationalError:
+        # read-only file or directory: read without being able to create -shm/-wal
+        conn = sqlite3.connect(
+            f"{uri}?mode=ro", uri=True, timeout=busy_timeout_ms / 1000, isolation_level=None
+        )
+    conn.execute(f"PRAGMA busy_timeout = {busy_timeout_ms:d}")
+    conn.execute("PRAGMA cache_size = -32000")
+    return conn
+
+
+def _upgrade_for_reading(path: Path, version: int, busy_timeout_ms: int) -> None:
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"the store at {path} has schema version {version}, newer than this helmet-otel "
+            f"understands ({SCHEMA_VERSION}); upgrade helmet-otel"
+        )
+    try:
+        connect_writer(path, busy_timeout_ms=busy_timeout_ms).close()
+    except (sqlite3.Error, OSError) as exc:
+        raise StoreError(
+            f"the store at {path} has schema version {version} and could not be upgraded "
+            f"to {SCHEMA_VERSION}: {exc}"
+        ) from None

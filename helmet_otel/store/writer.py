@@ -1,0 +1,423 @@
+"""The writing side of the store: ``Store`` batches rows into SQLite and never raises.
+
+Many proxy processes write to one store at once. Each batch is one short ``BEGIN IMMEDIATE``
+transaction (``executemany`` for the rows, one upsert per session touched). A busy database
+is waited for (SQLite's busy timeout, then our own retries with backoff) up to
+``lock_timeout_s``; after that the batch is dropped and counted. Every other failure (corrupt
+file, read-only or full disk, unreadable directory) is reported once on stderr with the
+``helmet-otel: store:`` prefix and counted in ``Store.dropped``: the pipeline, and the proxy,
+go on. WAL mode with ``synchronous = NORMAL`` means a process killed mid-write loses at most
+the transaction in flight and never corrupts the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import sqlite3
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Final
+
+from helmet_otel.store import retention
+from helmet_otel.store.model import LogRow, SpanRow
+from helmet_otel.store.paths import default_store_path, retention_from_env
+from helmet_otel.store.schema import StoreError, connect_writer
+from helmet_otel.telemetry import semconv as sc
+
+__all__ = ["Store"]
+
+INSERT_LOG: Final = (
+    "INSERT INTO logs (ts, session_id, event, severity_number, severity_text, direction, kind, "
+    "method, target, request_id, latency_ms, size, is_error, error_type, service, trace_id, "
+    "span_id, body, attrs) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+INSERT_SPAN: Final = (
+    "INSERT INTO spans (trace_id, span_id, parent_span_id, name, kind, start_ts, end_ts, status, "
+    "status_message, session_id, segment, service, attrs, links) "
+    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+
+# session column <- attribute, taken from any record that carries it (latest wins)
+_SESSION_ATTRS: Final = (
+    ("server_name", sc.HELMET_SERVER_NAME),
+    ("server_command", sc.HELMET_SERVER_COMMAND),
+    ("transport", sc.HELMET_TRANSPORT),
+    ("proxy_pid", sc.HELMET_PROXY_PID),
+    ("proxy_host", sc.HELMET_PROXY_HOST),
+    ("client_name", sc.HELMET_CLIENT_NAME),
+    ("client_version", sc.HELMET_CLIENT_VERSION),
+    ("server_info_name", sc.HELMET_SERVER_INFO_NAME),
+    ("server_version", sc.HELMET_SERVER_VERSION),
+    ("protocol_version", sc.MCP_PROTOCOL_VERSION),
+    ("era", sc.HELMET_ERA),
+)
+# only from helmet.session_end
+_END_ATTRS: Final = (
+    ("duration_ms", sc.HELMET_SESSION_DURATION_MS),
+    ("requests", sc.HELMET_SESSION_REQUESTS),
+    ("errors", sc.HELMET_SESSION_ERRORS),
+    ("exit_status", sc.HELMET_EXIT_STATUS),
+    ("exit_reason", sc.HELMET_EXIT_REASON),
+)
+_SESSION_COLUMNS: Final = (
+    "service",
+    *(c for c, _ in _SESSION_ATTRS),
+    "start_ts",
+    "end_ts",
+    *(c for c, _ in _END_ATTRS),
+)
+UPSERT_SESSION: Final = (
+    f"INSERT INTO sessions (session_id, first_ts, last_ts, {', '.join(_SESSION_COLUMNS)}) "
+    f"VALUES (?, ?, ?, {', '.join('?' for _ in _SESSION_COLUMNS)}) "
+    "ON CONFLICT (session_id) DO UPDATE SET "
+    "first_ts = min(first_ts, excluded.first_ts), last_ts = max(last_ts, excluded.last_ts), "
+    + ", ".join(f"{c} = coalesce(excluded.{c}, {c})" for c in _SESSION_COLUMNS)
+)
+
+_BUSY_TIMEOUT_MS: Final = 2000
+_REOPEN_AFTER_S: Final = 30.0
+_AGE_CHECK_EVERY_S: Final = 60.0
+_SIZE_CHECK_BACKOFF_S: Final = 5.0
+
+# sqlite primary result codes
+_SQLITE_PERM, _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY = 3, 5, 6, 8
+_SQLITE_IOERR, _SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_CANTOPEN, _SQLITE_NOTADB = 10, 11, 13, 14, 26
+
+
+def _report_stderr(message: str) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.write(f"helmet-otel: store: {message}\n")
+        sys.stderr.flush()
+
+
+def _is_busy(exc: BaseException) -> bool:
+    if not isinstance(exc, sqlite3.OperationalError):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED)
+    text = str(exc)
+    return "locked" in text or "busy" in text
+
+
+def _classify(exc: BaseException) -> tuple[str, bool, str]:
+    """-> (kind, permanent, what is wrong in words)."""
+    if isinstance(exc, StoreError):
+        return "schema", True, str(exc)
+    if isinstance(exc, OSError):
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return "full", False, "the disk is full"
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            return "readonly", False, f"no permission to write ({exc.strerror})"
+        return "io", False, f"I/O error ({exc})"
+    if isinstance(exc, sqlite3.InterfaceError | sqlite3.ProgrammingError | TypeError | ValueError):
+        return "data", False, f"a record could not be stored ({type(exc).__name__}: {exc})"
+    code = getattr(exc, "sqlite_errorcode", None)
+    primary = code & 0xFF if isinstance(code, int) else None
+    if primary in (_SQLITE_BUSY, _SQLITE_LOCKED):
+        return "locked", False, "the database stayed locked by another process too long"
+    if primary == _SQLITE_FULL:
+        return "full", False, "the disk is full"
+    if primary in (_SQLITE_READONLY, _SQLITE_PERM, _SQLITE_CANTOPEN):
+        return "readonly", False, f"the store is not writable ({exc})"
+    if primary in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
+        return "corrupt", True, f"the store file is corrupt or not a database ({exc})"
+    if primary == _SQLITE_IOERR:
+        return "io", False, f"cannot write the store file: disk full or failing ({exc})"
+    return "error", False, f"{type(exc).__name__}: {exc}"
+
+
+class Store:
+    """An embedded SQLite store of log records, spans and sessions.
+
+    Open with ``Store.open(path, max_bytes=..., max_age_s=...)``; write with ``write_logs`` /
+    ``write_spans`` (the exporters do); ``close()`` at the end. Thread-safe: the span and the
+    log batch processors may write at the same time. No method raises for a store problem.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        max_bytes: int,
+        max_age_s: float,
+        lock_timeout_s: float,
+        report: Callable[[str], None],
+    ) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        self.max_age_s = max_age_s
+        self.lock_timeout_s = lock_timeout_s
+        self._report = report
+        self._lock = threading.RLock()
+        self._closing = threading.Event()
+        self._conn: sqlite3.Connection | None = None
+        self._reopen_at = 0.0
+        self._permanent: str | None = None
+        self._reported: set[str] = set()
+        self._next_age_check = 0.0
+        self._next_size_check = 0.0
+        self.dropped_logs = 0
+        self.dropped_spans = 0
+        self.written_logs = 0
+        self.written_spans = 0
+        self.last_error: str | None = None
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        max_bytes: int | None = None,
+        max_age_s: float | None = None,
+        lock_timeout_s: float = 10.0,
+        report: Callable[[str], None] | None = None,
+    ) -> Store:
+        """Open (creating or migrating) the store at ``path`` (default: ``default_store_path()``).
+
+        ``max_bytes`` / ``max_age_s``: the retention caps; ``None`` reads
+        ``HELMET_STORE_MAX_BYTES`` / ``HELMET_STORE_MAX_AGE``, else 500 MB / 14 days; ``0``
+        disables a cap. ``lock_timeout_s``: how long a batch may wait for a busy database before
+        it is dropped. ``report``: where the one-line problem reports go (default: stderr with
+        the ``helmet-otel: store:`` prefix). Never raises: a store that cannot be opened is
+        returned degraded (``store.degraded``), and what it cannot write is counted.
+        """
+        resolved = Path(path).expanduser() if path is not None else default_store_path()
+        cap_bytes, cap_age, problems = retention_from_env(max_bytes, max_age_s)
+        store = cls(
+            resolved,
+            max_bytes=cap_bytes,
+            max_age_s=cap_age,
+            lock_timeout_s=lock_timeout_s,
+            report=report or _report_stderr,
+        )
+        for problem in problems:
+            store._report_once("env", problem)
+        with store._lock:
+            with contextlib.suppress(Exception):
+                store._transact(lambda _conn: 0)  # connect + migrate now; failures are reported
+            if store._conn is not None:
+                store._maybe_retain(force=True)
+        return store
+
+    # --- public state ---------------------------------------------------------------------
+
+    @property
+    def dropped(self) -> int:
+        """Log records plus spans that could not be written."""
+        return self.dropped_logs + self.dropped_spans
+
+    @property
+    def degraded(self) -> bool:
+        """True while the store cannot write (the last attempt failed)."""
+        return self.last_error is not None
+
+    # --- writing --------------------------------------------------------------------------
+
+    def write_logs(self, rows: Sequence[LogRow]) -> bool:
+        """Insert a batch of log records (and update their sessions). False when dropped."""
+        if not rows:
+            return True
+        sessions = _session_updates(rows)
+
+        def insert(conn: sqlite3.Connection) -> int:
+            conn.executemany(INSERT_LOG, [row.values() for row in rows])
+            if sessions:
+                conn.executemany(UPSERT_SESSION, sessions)
+            return len(rows)
+
+        with self._lock:
+            if self._write(insert):
+                self.written_logs += len(rows)
+                return True
+            self.dropped_logs += len(rows)
+            return False
+
+    def write_spans(self, rows: Sequence[SpanRow]) -> bool:
+        """Insert a batch of ended spans. False when dropped."""
+        if not rows:
+            return True
+
+        def insert(conn: sqlite3.Connection) -> int:
+            conn.executemany(INSERT_SPAN, [row.values() for row in rows])
+            return len(rows)
+
+        with self._lock:
+            if self._write(insert):
+                self.written_spans += len(rows)
+                return True
+            self.dropped_spans += len(rows)
+            return False
+
+    def add_dropped(self, *, logs: int = 0, spans: int = 0) -> None:
+        """Count records lost before they reached the store (the exporters use it)."""
+        with self._lock:
+            self.dropped_logs += logs
+            self.dropped_spans += spans
+
+    def enforce_retention(self) -> retention.RetentionResult:
+        """Apply both caps now (writers also do it on their own while running)."""
+        with self._lock:
+            return self._maybe_retain(force=True)
+
+    def close(self) -> None:
+        """Close the connection. Later writes are dropped and counted. Idempotent."""
+        self._closing.set()
+        with self._lock:
+            conn, self._conn = self._conn, None
+            self._permanent = self._permanent or "closed"
+            if conn is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.close()
+
+    # --- internals ------------------------------------------------------------------------
+
+    def _write(self, op: Callable[[sqlite3.Connection], int]) -> bool:
+        if self._permanent is not None or time.monotonic() < self._reopen_at:
+            return False
+        try:
+            self._transact(op)
+        except Exception:  # already classified and reported by _transact
+            return False
+        self._maybe_retain(force=False)
+        return True
+
+    def _transact(self, op: Callable[[sqlite3.Connection], int]) -> int:
+        """Run ``op`` in BEGIN IMMEDIATE ... COMMIT, retrying while the database is busy.
+
+        On failure: report once, set ``last_error``, close the connection (reopened later) and
+        re-raise.
+        """
+        deadline = time.monotonic() + self.lock_timeout_s
+        delay = 0.005
+        while True:
+            try:
+                conn = self._connection()
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    result = op(conn)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        with contextlib.suppress(sqlite3.Error):
+                            conn.execute("ROLLBACK")
+                    raise
+            except Exception as exc:
+                remaining = deadline - time.monotonic()
+                if _is_busy(exc) and remaining > 0 and not self._closing.is_set():
+                    self._closing.wait(min(delay, remaining))
+                    delay = min(delay * 2, 0.25)
+                    continue
+                self._fail(exc)
+                raise
+            self.last_error = None
+            return result
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            conn = connect_writer(self.path, busy_timeout_ms=_BUSY_TIMEOUT_MS)
+            pages = retention.wal_pages_for(self.max_bytes)
+            conn.execute(f"PRAGMA wal_autocheckpoint = {pages:d}")
+            conn.execute(f"PRAGMA journal_size_limit = {pages * 4096:d}")
+            self._conn = conn
+        return self._conn
+
+    def _fail(self, exc: BaseException) -> None:
+        kind, permanent, what = _classify(exc)
+        self.last_error = what
+        if kind not in ("locked", "data"):
+            if self._conn is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    self._conn.close()
+                self._conn = None
+            if permanent:
+                self._permanent = kind
+            else:
+                self._reopen_at = time.monotonic() + _REOPEN_AFTER_S
+        self._report_once(
+            kind,
+            f"cannot write to {self.path}: {what}; telemetry records are being dropped and "
+            "counted (MCP traffic is not affected)",
+        )
+
+    def _report_once(self, kind: str, message: str) -> None:
+        if kind in self._reported:
+            return
+        self._reported.add(kind)
+        with contextlib.suppress(Exception):
+            self._report(message)
+
+    def _maybe_retain(self, *, force: bool) -> retention.RetentionResult:
+        result = retention.RetentionResult()
+        conn = self._conn
+        if conn is None:
+            return result
+        now = time.monotonic()
+        try:
+            if self.max_age_s > 0 and (force or now >= self._next_age_check):
+                self._next_age_check = now + _AGE_CHECK_EVERY_S
+                result = retention.enforce_age(self._transact, time.time_ns(), self.max_age_s)
+            if (
+                self.max_bytes > 0
+                and (force or now >= self._next_size_check)
+                and retention.disk_bytes(self.path) > self.max_bytes * retention.HIGH_WATER
+            ):
+                sized = retention.enforce_size(conn, self._transact, self.path, self.max_bytes)
+                result.logs += sized.logs
+                result.spans += sized.spans
+                result.sessions += sized.sessions
+                over = retention.disk_bytes(self.path) > self.max_bytes * retention.HIGH_WATER
+                self._next_size_check = now + _SIZE_CHECK_BACKOFF_S if over else 0.0
+        except Exception as exc:  # retention problems never drop records
+            if not isinstance(exc, sqlite3.Error | OSError | StoreError):
+                self._report_once("retention", f"retention failed: {exc!r}")
+            elif self.last_error is None:
+                self._report_once("retention", f"retention failed: {exc}")
+        return result
+
+
+def _sql_value(value: object) -> object:
+    """Attribute values SQLite can bind as they are; anything else as text."""
+    if value is None or isinstance(value, str | int | float):
+        return value
+    return str(value)
+
+
+def _session_updates(rows: Iterable[LogRow]) -> list[tuple[object, ...]]:
+    """One upsert tuple per session in the batch (first/last ts, metadata seen)."""
+    bounds: dict[str, tuple[int, int]] = {}
+    meta: dict[str, dict[str, object]] = {}
+    for row in rows:
+        sid = row.session_id
+        if sid is None:
+            continue
+        seen = bounds.get(sid)
+        bounds[sid] = (
+            (row.ts, row.ts) if seen is None else (min(seen[0], row.ts), max(seen[1], row.ts))
+        )
+        entry = meta.setdefault(sid, {})
+        if row.service is not None:
+            entry["service"] = row.service
+        attrs = row.attrs
+        if attrs:
+            for column, key in _SESSION_ATTRS:
+                value = attrs.get(key)
+                if value is not None:
+                    entry[column] = _sql_value(value)
+        if row.event == sc.EVENT_SESSION_START:
+            entry["start_ts"] = row.ts
+        elif row.event == sc.EVENT_SESSION_END:
+            entry["end_ts"] = row.ts
+            for column, key in _END_ATTRS:
+                value = attrs.get(key)
+                if value is not None:
+                    entry[column] = _sql_value(value)
+    return [
+        (sid, first, last, *(meta[sid].get(c) for c in _SESSION_COLUMNS))
+        for sid, (first, last) in bounds.items()
+    ]

@@ -1,0 +1,725 @@
+"""Turn the relay's frames into spans, log records and metrics (runs in the worker process).
+
+One trace per session: a ``session`` root span; for every request a SERVER span
+``{mcp.method.name} {target}`` with a CLIENT child for the upstream call. Spans end as their
+response arrives and are exported then; the root ends with the session (or when a long
+session rolls over into a new, linked trace).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from opentelemetry import trace
+from opentelemetry._logs import SeverityNumber
+from opentelemetry.context import Context
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+
+from helmet_otel import __version__
+from helmet_otel.redaction import RedactionConfig, Redactor
+from helmet_otel.telemetry import semconv as sc
+from helmet_otel.telemetry.pipeline import Pipeline
+from helmet_otel.telemetry.severity import mcp_level_severity, stderr_severity
+
+# Server-side codes that mean "the caller sent something the receiver could not serve": not
+# errors of the server (MCP semconv, genai PR #404). Client spans treat every code as an error.
+CALLER_ERROR_CODES = frozenset({-32700, -32600, -32601, -32602, -32002})
+DIRECTIONS = (sc.DIRECTION_C2S, sc.DIRECTION_S2C)
+MAX_METHOD_LABELS = 64
+LATENCY_SAMPLES = 10_000
+
+_KNOWN_METHODS = frozenset(
+    [
+        "initialize",
+        "notifications/initialized",
+        "ping",
+        "server/discover",
+        "tools/list",
+        "tools/call",
+        "prompts/list",
+        "prompts/get",
+        "resources/list",
+        "resources/templates/list",
+        "resources/read",
+        "resources/subscribe",
+        "resources/unsubscribe",
+        "subscriptions/listen",
+        "completion/complete",
+        "logging/setLevel",
+        "sampling/createMessage",
+        "elicitation/create",
+        "roots/list",
+        "tasks/get",
+        "tasks/result",
+        "tasks/list",
+        "tasks/cancel",
+        "notifications/cancelled",
+        "notifications/progress",
+        "notifications/message",
+        "notifications/tools/list_changed",
+        "notifications/prompts/list_changed",
+        "notifications/resources/list_changed",
+        "notifications/resources/updated",
+        "notifications/roots/list_changed",
+        "notifications/elicitation/complete",
+        "notifications/tasks/status",
+        "notifications/subscriptions/acknowledged",
+    ]
+)
+
+
+@dataclass(slots=True)
+class _Open:
+    server: trace.Span
+    client: trace.Span | None
+    context: Context
+    method: str
+    name: str | None
+    started_ns: int
+    metric_attrs: dict[str, Any]
+
+
+@dataclass
+class _Stats:
+    count: int = 0
+    errors: int = 0
+    bytes: int = 0
+    latencies_ms: list[float] = field(default_factory=list[float])
+
+
+def _quantile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return 0.0
+    index = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
+    return round(sorted_values[index], 3)
+
+
+def _parse_traceparent(value: object) -> SpanContext | None:
+    if not isinstance(value, str):
+        return None
+    parts = value.strip().split("-")
+    if len(parts) < 4 or len(parts[1]) != 32 or len(parts[2]) != 16:
+        return None
+    try:
+        trace_id, span_id, flags = int(parts[1], 16), int(parts[2], 16), int(parts[3][:2], 16)
+    except ValueError:
+        return None
+    if not trace_id or not span_id:
+        return None
+    return SpanContext(trace_id, span_id, is_remote=True, trace_flags=TraceFlags(flags))
+
+
+class Recorder:
+    def __init__(self, pipeline: Pipeline, config: Mapping[str, Any]) -> None:
+        self.pipeline = pipeline
+        self.config = config
+        self.redactor = Redactor(
+            RedactionConfig(
+                capture=config.get("capture", "full"),
+                max_body=int(config.get("max_body", 65536)),
+                extra=tuple(config.get("redact") or ()),
+            )
+        )
+        self.capture = str(config.get("capture", "full"))
+        self.tracer = pipeline.tracer_provider.get_tracer(sc.SCOPE_NAME, __version__)
+        self.logger = pipeline.logger_provider.get_logger(sc.SCOPE_NAME, __version__)
+        meter = pipeline.meter_provider.get_meter(sc.SCOPE_NAME, __version__)
+        buckets = list(sc.DURATION_BUCKETS)
+        self.m_server_duration = meter.create_histogram(
+            sc.METRIC_SERVER_OPERATION_DURATION, unit="s",
+            description="MCP request duration as seen by the proxy facing the client",
+            explicit_bucket_boundaries_advisory=buckets,
+        )  # fmt: skip
+        self.m_client_duration = meter.create_histogram(
+            sc.METRIC_CLIENT_OPERATION_DURATION, unit="s",
+            description="MCP request duration of the proxy's call to the upstream",
+            explicit_bucket_boundaries_advisory=buckets,
+        )  # fmt: skip
+        self.m_session_duration = meter.create_histogram(
+            sc.METRIC_SERVER_SESSION_DURATION, unit="s", description="MCP session duration",
+            explicit_bucket_boundaries_advisory=buckets,
+        )  # fmt: skip
+        self.m_sessions_active = meter.create_up_down_counter(
+            sc.METRIC_SESSIONS_ACTIVE, unit="{session}", description="Sessions in progress"
+        )
+        self.m_messages = meter.create_counter(
+            sc.METRIC_MESSAGES, unit="{message}", description="MCP messages relayed"
+        )
+        self.m_message_size = meter.create_histogram(
+            sc.METRIC_MESSAGE_SIZE, unit="By", description="Size of relayed MCP messages",
+            explicit_bucket_boundaries_advisory=list(sc.SIZE_BUCKETS),
+        )  # fmt: skip
+        self.m_errors = meter.create_counter(
+            sc.METRIC_ERRORS, unit="{error}", description="Failed MCP operations"
+        )
+        self.m_dropped = meter.create_counter(
+            sc.METRIC_TELEMETRY_DROPPED, unit="{record}",
+            description="Telemetry records that could not be recorded or exported",
+        )  # fmt: skip
+        self.dropped_total: dict[str, int] = defaultdict(int)
+        self.session_id = ""
+        self.session_started_ns = 0
+        self.root: trace.Span | None = None
+        self.root_context: Context = Context()
+        self.segment = 0
+        self.open: dict[tuple[int, str], _Open] = {}
+        self.protocol_version: str | None = None
+        self.client_info: dict[str, Any] | None = None
+        self.server_info: dict[str, Any] | None = None
+        self.methods_seen: set[str] = set()
+        self.ended = False
+        self.closed = False
+        self.stats: dict[str, _Stats] = defaultdict(_Stats)
+        self.messages_total = 0
+        self.interval_started = time.monotonic()
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _emit(
+        self,
+        event: str,
+        ts: int,
+        context: Context | None,
+        attributes: dict[str, Any],
+        body: Any = None,
+        severity: SeverityNumber = SeverityNumber.INFO,
+    ) -> None:
+        attributes[sc.HELMET_SESSION_ID] = self.session_id
+        self.logger.emit(
+            timestamp=ts,
+            observed_timestamp=time.time_ns(),
+            context=context if context is not None else self.root_context,
+            severity_number=severity,
+            severity_text=severity.name.rstrip("0123456789") or severity.name,
+            body=body,
+            attributes=attributes,
+            event_name=event,
+        )
+
+    def _method_label(self, method: str | None) -> str:
+        if method is None:
+            return "unknown"
+        if method in _KNOWN_METHODS or method in self.methods_seen:
+            return method
+        if len(self.methods_seen) < MAX_METHOD_LABELS:
+            self.methods_seen.add(method)
+            return method
+        return "_other"
+
+    def _body(self, raw: bytes | None, size: int, part: str) -> Any:
+        """The recorded body: the redacted ``part`` of the message, per ``--capture``."""
+        if self.capture == "none" or raw is None:
+            return None
+        if len(raw) < size:  # the relay sent only the head of a large message
+            if self.capture == "metadata":
+                return {"_truncated": True, "_original_size": size}
+            preview = raw[: self.redactor.config.max_body].decode("utf-8", "replace")
+            return {
+                "_truncated": True,
+                "_original_size": size,
+                "_preview": self.redactor.scrub_text(preview),
+            }
+        try:
+            obj = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            text = raw.decode("utf-8", "replace").rstrip("\r\n")
+            return self.redactor.body(text)
+        if isinstance(obj, dict) and part:
+            obj = obj.get(part)  # pyright: ignore[reportUnknownMemberType,reportUnknownVariableType]
+        return self.redactor.body(obj)
+
+    def _take_drops(self) -> dict[str, int]:
+        drops = self.pipeline.drops.take()
+        for reason, count in drops.items():
+            self.dropped_total[reason] += count
+            self.m_dropped.add(count, {sc.HELMET_TELEMETRY_REASON: reason})
+        return drops
+
+    # -- frames -----------------------------------------------------------------------------
+    def handle(self, frame: tuple[Any, ...]) -> None:
+        tag = frame[0]
+        if tag == "msg":
+            self.message(*frame[1:])
+        elif tag == "stderr":
+            self.stderr(frame[1], frame[2])
+        elif tag == "start":
+            self.start(frame[1], frame[2])
+        elif tag == "end":
+            self.end(frame[1], frame[2])
+        elif tag == "segment":
+            self.roll_over(frame[1], frame[2], frame[3])
+        elif tag == "failed":
+            self.failed(frame[1], frame[2])
+        elif tag == "dropped":
+            self.pipeline.drops.add("relay_queue_full", int(frame[1]))
+        elif tag == "close":
+            self.close(frame[1], frame[2])
+
+    def _start_root(self, ts: int, trace_id: int, span_id: int, links: list[Link]) -> None:
+        ids = self.pipeline.ids
+        ids.next_trace_id, ids.next_span_id = trace_id, span_id
+        attributes: dict[str, Any] = {
+            sc.HELMET_SESSION_ID: self.session_id,
+            sc.HELMET_TRANSPORT: self.config.get("transport", "stdio"),
+            sc.HELMET_SERVER_NAME: self.config["service_name"],
+            sc.NETWORK_TRANSPORT: "pipe",
+            sc.HELMET_TRACE_SEGMENT: self.segment,
+        }
+        if self.protocol_version:
+            attributes[sc.MCP_PROTOCOL_VERSION] = self.protocol_version
+        self.root = self.tracer.start_span(
+            sc.SPAN_SESSION,
+            context=Context(),
+            kind=SpanKind.INTERNAL,
+            attributes=attributes,
+            links=links,
+            start_time=ts,
+        )
+        self.root_context = trace.set_span_in_context(self.root)
+
+    def start(self, ts: int, info: dict[str, Any]) -> None:
+        self.session_id = str(info["session_id"])
+        self.session_started_ns = ts
+        self._start_root(ts, int(info["trace_id"]), int(info["root_span_id"]), [])
+        command = info.get("command")
+        command_text = " ".join(str(a) for a in command) if isinstance(command, list) else None
+        assert self.root is not None
+        if command_text is not None:
+            self.root.set_attribute(
+                sc.HELMET_SERVER_COMMAND, self.redactor.scrub_text(command_text)
+            )
+        if info.get("pid") is not None:
+            self.root.set_attribute(sc.HELMET_SERVER_PID, int(info["pid"]))
+        self.m_sessions_active.add(1)
+        start_attrs: dict[str, Any] = {
+            sc.HELMET_SERVER_NAME: self.config["service_name"],
+            sc.HELMET_TRANSPORT: self.config.get("transport", "stdio"),
+            sc.HELMET_PROXY_PID: int(self.config.get("proxy_pid", 0)),
+            sc.HELMET_PROXY_HOST: str(self.config.get("proxy_host", "")),
+        }
+        if command_text is not None:
+            start_attrs[sc.HELMET_SERVER_COMMAND] = self.redactor.scrub_text(command_text)
+        self._emit(sc.EVENT_SESSION_START, ts, None, start_attrs)
+        effective = {k: v for k, v in self.config.items() if k not in ("proxy_pid", "proxy_host")}
+        self._emit(sc.EVENT_CONFIGURATION, ts, None, {}, body=self.redactor.scrub(effective))
+        if "pid" in info:
+            init_attrs: dict[str, Any] = {sc.HELMET_SERVER_PID: int(info["pid"])}
+            if command_text is not None:
+                init_attrs[sc.HELMET_SERVER_COMMAND] = self.redactor.scrub_text(command_text)
+            self._emit(
+                sc.EVENT_INITIALIZATION,
+                ts,
+                None,
+                init_attrs,
+                body={"cwd": self.redactor.scrub_text(str(info.get("cwd", "")))},
+            )
+
+    def roll_over(self, ts: int, trace_id: int, root_span_id: int) -> None:
+        previous = self.root
+        links: list[Link] = []
+        if previous is not None:
+            previous.set_attribute(sc.HELMET_SESSION_REQUESTS, self.messages_total)
+            links.append(Link(previous.get_span_context(), {"helmet.link": "previous_segment"}))
+            previous.end(end_time=ts)
+        self.segment += 1
+        self._start_root(ts, trace_id, root_span_id, links)
+
+    def message(
+        self,
+        ts: int,
+        direction: int,
+        size: int,
+        raw: bytes | None,
+        summary: tuple[Any, ...],
+        trace_id: int,
+        server_span_id: int,
+        client_span_id: int,
+    ) -> None:
+        (kind, msg_id, method, name, uri, code, error_message, tool_error, client_tp,
+         _matched, replied) = summary  # fmt: skip
+        self.messages_total += 1
+        dir_name = DIRECTIONS[direction]
+        attrs: dict[str, Any] = {
+            sc.HELMET_DIRECTION: dir_name,
+            sc.HELMET_MESSAGE_KIND: kind,
+            sc.HELMET_MESSAGE_SIZE: size,
+        }
+        if msg_id is not None:
+            attrs[sc.JSONRPC_REQUEST_ID] = str(msg_id)
+        if kind == "request":
+            self._request(ts, direction, attrs, raw, size, msg_id, method, name, uri, client_tp,
+                          trace_id, server_span_id, client_span_id, replied)  # fmt: skip
+        elif kind in ("response", "error"):
+            self._response(ts, direction, attrs, raw, size, msg_id, code, error_message,
+                           tool_error)  # fmt: skip
+        elif kind == "notification":
+            self._notification(ts, attrs, raw, size, method)
+        elif kind == "batch":
+            label = "batch"
+            self.m_messages.add(
+                1, {sc.MCP_METHOD_NAME: label, sc.HELMET_DIRECTION: dir_name,
+                    sc.HELMET_MESSAGE_KIND: kind},
+            )  # fmt: skip
+            self._emit(sc.EVENT_REQUEST, ts, None, attrs, self._body(raw, size, ""))
+        else:  # invalid
+            attrs[sc.ERROR_TYPE] = "parse_error"
+            self.m_messages.add(
+                1, {sc.MCP_METHOD_NAME: "unknown", sc.HELMET_DIRECTION: dir_name,
+                    sc.HELMET_MESSAGE_KIND: kind},
+            )  # fmt: skip
+            self.m_errors.add(1, {sc.ERROR_TYPE: "parse_error", sc.MCP_METHOD_NAME: "unknown"})
+            body = None
+            if raw is not None and self.capture != "none":
+                text = raw[: self.redactor.config.max_body].decode("utf-8", "replace")
+                body = self.redactor.scrub_text(text.rstrip("\r\n"))
+            self._emit(sc.EVENT_ERROR, ts, None, attrs, body, SeverityNumber.WARN)
+
+    def _op_attributes(self, method: str, name: str | None, uri: str | None) -> dict[str, Any]:
+        attrs: dict[str, Any] = {sc.MCP_METHOD_NAME: method}
+        if name is not None:
+            if method == "tools/call":
+                attrs[sc.GEN_AI_TOOL_NAME] = name
+                attrs[sc.GEN_AI_OPERATION_NAME] = sc.OPERATION_EXECUTE_TOOL
+            elif method == "prompts/get":
+                attrs[sc.GEN_AI_PROMPT_NAME] = name
+        if self.protocol_version:
+            attrs[sc.MCP_PROTOCOL_VERSION] = self.protocol_version
+        attrs[sc.NETWORK_TRANSPORT] = "pipe"
+        return attrs
+
+    def _request(
+        self, ts: int, direction: int, attrs: dict[str, Any], raw: bytes | None, size: int,
+        msg_id: Any, method: str, name: str | None, uri: str | None, client_tp: Any,
+        trace_id: int, server_span_id: int, client_span_id: int, replied: bool,
+    ) -> None:  # fmt: skip
+        body_obj = self._body(raw, size, "params")
+        if method == "initialize" and isinstance(body_obj, dict):
+            self._learn_initialize_request(body_obj, attrs)  # pyright: ignore[reportUnknownArgumentType]
+        label = self._method_label(method)
+        op_attrs = self._op_attributes(label, name, uri)
+        span_attrs = dict(op_attrs)
+        span_attrs[sc.MCP_METHOD_NAME] = method
+        span_attrs[sc.HELMET_SESSION_ID] = self.session_id
+        if msg_id is not None:
+            span_attrs[sc.JSONRPC_REQUEST_ID] = str(msg_id)
+        if uri is not None and method.startswith("resources/"):
+            span_attrs[sc.MCP_RESOURCE_URI] = uri
+            attrs[sc.MCP_RESOURCE_URI] = uri
+        span_name = f"{method} {name}" if name else method
+        links: list[Link] = []
+        remote = _parse_traceparent(client_tp)
+        if remote is not None:
+            links.append(Link(remote, {"helmet.link": "client_traceparent"}))
+        ids = self.pipeline.ids
+        ids.next_span_id = server_span_id
+        server = self.tracer.start_span(
+            span_name, context=self.root_context, kind=SpanKind.SERVER,
+            attributes=span_attrs, links=links, start_time=ts,
+        )  # fmt: skip
+        server_context = trace.set_span_in_context(server)
+        client = None
+        if not replied:
+            ids.next_span_id = client_span_id
+            client = self.tracer.start_span(
+                span_name, context=server_context, kind=SpanKind.CLIENT,
+                attributes=span_attrs, start_time=ts,
+            )  # fmt: skip
+        if msg_id is not None:
+            key = (direction, f"{type(msg_id).__name__}:{msg_id}")
+            self.open[key] = _Open(server, client, server_context, method, name, ts, op_attrs)
+        for k in (sc.MCP_METHOD_NAME, sc.GEN_AI_TOOL_NAME, sc.GEN_AI_PROMPT_NAME):
+            if k in span_attrs:
+                attrs[k] = span_attrs[k]
+        self.m_messages.add(1, {sc.MCP_METHOD_NAME: label, sc.HELMET_DIRECTION: attrs[sc.HELMET_DIRECTION], sc.HELMET_MESSAGE_KIND: "request"})  # fmt: skip
+        self.m_message_size.record(
+            size, {sc.MCP_METHOD_NAME: label, sc.HELMET_DIRECTION: attrs[sc.HELMET_DIRECTION]}
+        )
+        self._emit(sc.EVENT_REQUEST, ts, server_context, attrs, body_obj)
+
+    def _learn_initialize_request(self, params: dict[str, Any], attrs: dict[str, Any]) -> None:
+        version = params.get("protocolVersion")
+        if isinstance(version, str):
+            self.protocol_version = version
+        info = params.get("clientInfo")
+        if isinstance(info, dict):
+            self.client_info = info  # pyright: ignore[reportUnknownMemberType]
+            attrs[sc.HELMET_CLIENT_NAME] = str(info.get("name", ""))  # pyright: ignore[reportUnknownMemberType,reportUnknownArgumentType]
+            attrs[sc.HELMET_CLIENT_VERSION] = str(info.get("version", ""))  # pyright: ignore[reportUnknownMemberType,reportUnknownArgumentType]
+
+    def _learn_initialize_result(self, result: dict[str, Any], attrs: dict[str, Any]) -> None:
+        version = result.get("protocolVersion")
+        if isinstance(version, str):
+            self.protocol_version = version
+            if self.root is not None:
+                self.root.set_attribute(sc.MCP_PROTOCOL_VERSION, version)
+        info = result.get("serverInfo")
+        if isinstance(info, dict):
+            self.server_info = info  # pyright: ignore[reportUnknownMemberType]
+            attrs[sc.HELMET_SERVER_INFO_NAME] = str(info.get("name", ""))  # pyright: ignore[reportUnknownMemberType,reportUnknownArgumentType]
+            attrs[sc.HELMET_SERVER_VERSION] = str(info.get("version", ""))  # pyright: ignore[reportUnknownMemberType,reportUnknownArgumentType]
+
+    def _response(
+        self, ts: int, direction: int, attrs: dict[str, Any], raw: bytes | None, size: int,
+        msg_id: Any, code: int | None, error_message: str | None, tool_error: bool,
+    ) -> None:  # fmt: skip
+        is_error = code is not None or attrs[sc.HELMET_MESSAGE_KIND] == "error"
+        body_obj = self._body(raw, size, "error" if is_error else "result")
+        opened = None
+        if msg_id is not None:
+            opened = self.open.pop((1 - direction, f"{type(msg_id).__name__}:{msg_id}"), None)
+        severity = SeverityNumber.INFO
+        context = None
+        label = "unknown"
+        if opened is not None:
+            context = opened.context
+            label = self._method_label(opened.method)
+            attrs[sc.MCP_METHOD_NAME] = opened.method
+            if opened.name is not None:
+                key = (
+                    sc.GEN_AI_TOOL_NAME if opened.method == "tools/call" else sc.GEN_AI_PROMPT_NAME
+                )
+                attrs[key] = opened.name
+            latency_s = max(ts - opened.started_ns, 0) / 1e9
+            attrs[sc.HELMET_LATENCY_MS] = round(latency_s * 1000, 3)
+            if opened.method == "initialize" and isinstance(body_obj, dict):
+                self._learn_initialize_result(body_obj, attrs)  # pyright: ignore[reportUnknownArgumentType]
+            metric_attrs = dict(opened.metric_attrs)
+            if self.protocol_version:
+                metric_attrs[sc.MCP_PROTOCOL_VERSION] = self.protocol_version
+            server_attrs = dict(metric_attrs)
+            client_attrs = dict(metric_attrs)
+            if code is not None or is_error:
+                code_text = str(code) if code is not None else "unknown"
+                attrs[sc.RPC_RESPONSE_STATUS_CODE] = code_text
+                attrs[sc.ERROR_TYPE] = code_text
+                description = error_message or "error"
+                for span_attrs in (server_attrs, client_attrs):
+                    span_attrs[sc.RPC_RESPONSE_STATUS_CODE] = code_text
+                client_attrs[sc.ERROR_TYPE] = code_text
+                if code not in CALLER_ERROR_CODES:
+                    server_attrs[sc.ERROR_TYPE] = code_text
+                self._finish(
+                    opened.client, ts, client_attrs, description, sc.ERROR_TYPE in client_attrs
+                )
+                self._finish(
+                    opened.server, ts, server_attrs, description, sc.ERROR_TYPE in server_attrs
+                )
+                severity = SeverityNumber.ERROR
+            elif tool_error:
+                attrs[sc.ERROR_TYPE] = sc.ERROR_TYPE_TOOL_ERROR
+                server_attrs[sc.ERROR_TYPE] = client_attrs[sc.ERROR_TYPE] = sc.ERROR_TYPE_TOOL_ERROR
+                self._finish(opened.client, ts, client_attrs, "tool returned isError", True)
+                self._finish(opened.server, ts, server_attrs, "tool returned isError", True)
+                severity = SeverityNumber.ERROR
+            else:
+                self._finish(opened.client, ts, client_attrs, None, False)
+                self._finish(opened.server, ts, server_attrs, None, False)
+            self.m_server_duration.record(latency_s, server_attrs)
+            if opened.client is not None:
+                self.m_client_duration.record(latency_s, client_attrs)
+            stats = self.stats[f"{opened.method} {opened.name}" if opened.name else opened.method]
+            stats.count += 1
+            stats.bytes += size
+            if len(stats.latencies_ms) < LATENCY_SAMPLES:
+                stats.latencies_ms.append(latency_s * 1000)
+            if sc.ERROR_TYPE in attrs:
+                stats.errors += 1
+                error_attrs = {sc.ERROR_TYPE: attrs[sc.ERROR_TYPE], sc.MCP_METHOD_NAME: label}
+                if sc.GEN_AI_TOOL_NAME in attrs:
+                    error_attrs[sc.GEN_AI_TOOL_NAME] = attrs[sc.GEN_AI_TOOL_NAME]
+                self.m_errors.add(1, error_attrs)
+        elif is_error:
+            code_text = str(code) if code is not None else "unknown"
+            attrs[sc.RPC_RESPONSE_STATUS_CODE] = code_text
+            attrs[sc.ERROR_TYPE] = code_text
+            severity = SeverityNumber.ERROR
+            self.m_errors.add(1, {sc.ERROR_TYPE: code_text, sc.MCP_METHOD_NAME: label})
+        dir_name = attrs[sc.HELMET_DIRECTION]
+        self.m_messages.add(1, {sc.MCP_METHOD_NAME: label, sc.HELMET_DIRECTION: dir_name, sc.HELMET_MESSAGE_KIND: attrs[sc.HELMET_MESSAGE_KIND]})  # fmt: skip
+        self.m_message_size.record(size, {sc.MCP_METHOD_NAME: label, sc.HELMET_DIRECTION: dir_name})
+        self._emit(sc.EVENT_RESPONSE, ts, context, attrs, body_obj, severity)
+        if is_error:
+            error_attrs = dict(attrs)
+            if code is not None:
+                error_attrs[sc.HELMET_ERROR_CODE] = code
+            if error_message is not None:
+                error_attrs[sc.HELMET_ERROR_MESSAGE] = self.redactor.scrub_text(error_message)
+            self._emit(sc.EVENT_ERROR, ts, context, error_attrs, body_obj, SeverityNumber.ERROR)
+
+    @staticmethod
+    def _finish(
+        span: trace.Span | None, ts: int, attrs: dict[str, Any], description: str | None,
+        failed: bool,
+    ) -> None:  # fmt: skip
+        if span is None:
+            return
+        for key in (sc.ERROR_TYPE, sc.RPC_RESPONSE_STATUS_CODE, sc.MCP_PROTOCOL_VERSION):
+            if key in attrs:
+                span.set_attribute(key, attrs[key])
+        if failed:
+            span.set_status(Status(StatusCode.ERROR, description))
+        span.end(end_time=ts)
+
+    def _notification(
+        self, ts: int, attrs: dict[str, Any], raw: bytes | None, size: int, method: str
+    ) -> None:
+        label = self._method_label(method)
+        attrs[sc.MCP_METHOD_NAME] = method
+        body_obj = self._body(raw, size, "params")
+        severity = SeverityNumber.INFO
+        context = None
+        params: dict[str, Any] | None = None
+        if raw is not None and len(raw) >= size:
+            try:
+                parsed = orjson.loads(raw)
+                candidate = parsed.get("params") if isinstance(parsed, dict) else None  # pyright: ignore[reportUnknownMemberType,reportUnknownVariableType]
+                params = candidate if isinstance(candidate, dict) else None  # pyright: ignore[reportUnknownVariableType]
+            except orjson.JSONDecodeError:
+                params = None
+        if method == "notifications/message" and params is not None:
+            level = params.get("level")
+            if isinstance(level, str):
+                attrs[sc.HELMET_LOG_LEVEL] = level
+                severity = mcp_level_severity(level)
+        elif method in ("notifications/cancelled", "notifications/progress") and params is not None:
+            self._annotate_request(ts, attrs, params, method)
+            request_id = params.get("requestId")
+            if request_id is not None:
+                attrs[sc.JSONRPC_REQUEST_ID] = str(request_id)
+        dir_name = attrs[sc.HELMET_DIRECTION]
+        self.m_messages.add(1, {sc.MCP_METHOD_NAME: label, sc.HELMET_DIRECTION: dir_name, sc.HELMET_MESSAGE_KIND: "notification"})  # fmt: skip
+        self.m_message_size.record(size, {sc.MCP_METHOD_NAME: label, sc.HELMET_DIRECTION: dir_name})
+        self._emit(sc.EVENT_NOTIFICATION, ts, context, attrs, body_obj, severity)
+
+    def _annotate_request(
+        self, ts: int, attrs: dict[str, Any], params: dict[str, Any], method: str
+    ) -> None:
+        """A cancellation becomes an event on the cancelled request's spans."""
+        if method != "notifications/cancelled":
+            return
+        request_id = params.get("requestId")
+        if request_id is None:
+            return
+        for direction in (0, 1):
+            opened = self.open.get((direction, f"{type(request_id).__name__}:{request_id}"))
+            if opened is not None:
+                opened.server.add_event("cancelled", {"reason": str(params.get("reason", ""))}, ts)
+
+    def stderr(self, ts: int, line: bytes) -> None:
+        text = line.decode("utf-8", "replace").rstrip("\r\n")
+        if not text.strip():
+            return
+        severity = stderr_severity(text)
+        self._emit(sc.EVENT_SERVER_STDERR, ts, None, {}, self.redactor.scrub_text(text), severity)
+
+    def failed(self, ts: int, reason: str) -> None:
+        self._emit(
+            sc.EVENT_ERROR, ts, None, {sc.ERROR_TYPE: "upstream_start_failed",
+                                       sc.HELMET_ERROR_MESSAGE: reason},
+            reason, SeverityNumber.ERROR,
+        )  # fmt: skip
+        self.m_errors.add(
+            1, {sc.ERROR_TYPE: "upstream_start_failed", sc.MCP_METHOD_NAME: "unknown"}
+        )
+
+    def end(self, ts: int, info: Mapping[str, Any]) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        reason = str(info.get("exit_reason") or "session ended")
+        for opened in self.open.values():
+            attrs = {sc.ERROR_TYPE: "no_response"}
+            self._finish(opened.client, ts, attrs, f"no response: {reason}", True)
+            self._finish(opened.server, ts, attrs, f"no response: {reason}", True)
+        self.open.clear()
+        status = info.get("exit_status")
+        duration_s = max(ts - self.session_started_ns, 0) / 1e9
+        client = info.get("client_info") or self.client_info or {}
+        server = info.get("server_info") or self.server_info or {}
+        version = info.get("protocol_version") or self.protocol_version
+        attrs: dict[str, Any] = {
+            sc.HELMET_SESSION_DURATION_MS: round(duration_s * 1000, 3),
+            sc.HELMET_SESSION_REQUESTS: int(info.get("requests", 0)),
+            sc.HELMET_SESSION_ERRORS: int(info.get("errors", 0)),
+            sc.HELMET_EXIT_REASON: reason,
+            sc.HELMET_ERA: str(info.get("era", "unknown")),
+            sc.HELMET_SERVER_NAME: self.config["service_name"],
+        }
+        if status is not None:
+            attrs[sc.HELMET_EXIT_STATUS] = int(status)
+        if version:
+            attrs[sc.MCP_PROTOCOL_VERSION] = str(version)
+        for key, source, field_name in (
+            (sc.HELMET_CLIENT_NAME, client, "name"),
+            (sc.HELMET_CLIENT_VERSION, client, "version"),
+            (sc.HELMET_SERVER_INFO_NAME, server, "name"),
+            (sc.HELMET_SERVER_VERSION, server, "version"),
+        ):
+            if isinstance(source, dict) and source.get(field_name) is not None:  # pyright: ignore[reportUnknownMemberType]
+                attrs[key] = str(source[field_name])  # pyright: ignore[reportUnknownArgumentType]
+        crashed = status not in (None, 0) and not reason.startswith(
+            ("client closed", "proxy received")
+        )
+        root = self.root
+        if root is not None:
+            for key, value in attrs.items():
+                root.set_attribute(key, value)
+            if crashed:
+                root.set_status(Status(StatusCode.ERROR, reason))
+            root.end(end_time=ts)
+        session_metric: dict[str, Any] = {sc.NETWORK_TRANSPORT: "pipe"}
+        if version:
+            session_metric[sc.MCP_PROTOCOL_VERSION] = str(version)
+        if crashed:
+            session_metric[sc.ERROR_TYPE] = "server_exit"
+        self.m_session_duration.record(duration_s, session_metric)
+        self.m_sessions_active.add(-1)
+        self._emit(
+            sc.EVENT_SESSION_END, ts, None, attrs,
+            {"method_counts": dict(info.get("method_counts") or {})},
+            SeverityNumber.ERROR if crashed else SeverityNumber.INFO,
+        )  # fmt: skip
+
+    def performance(self, ts: int | None = None) -> None:
+        ts = ts or time.time_ns()
+        now = time.monotonic()
+        methods: dict[str, Any] = {}
+        for key, stats in sorted(self.stats.items()):
+            values = sorted(stats.latencies_ms)
+            methods[key] = {
+                "count": stats.count,
+                "errors": stats.errors,
+                "bytes": stats.bytes,
+                "p50_ms": _quantile(values, 0.5),
+                "p95_ms": _quantile(values, 0.95),
+                "p99_ms": _quantile(values, 0.99),
+            }
+        drops = self._take_drops()
+        body = {
+            "interval_s": round(now - self.interval_started, 3),
+            "messages": self.messages_total,
+            "open_requests": len(self.open),
+            "methods": methods,
+            "dropped": drops,
+        }
+        self.stats.clear()
+        self.interval_started = now
+        self._emit(sc.EVENT_PERFORMANCE, ts, None, {}, body)
+
+    def close(self, ts: int, info: Mapping[str, Any]) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if not self.ended and self.session_id:
+            self.end(ts, {"exit_reason": str(info.get("reason", "proxy closed"))})
+        self.performance(ts)
+        body = {
+            "reason": str(info.get("reason", "")),
+            "dropped": dict(self.dropped_total),
+            "sinks": list(self.pipeline.sinks),
+        }
+        self._emit(sc.EVENT_PROXY_CLOSE, ts, None, {}, body)

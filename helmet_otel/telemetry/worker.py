@@ -1,0 +1,95 @@
+"""The telemetry worker process: ``python -m helmet_otel.telemetry.worker``.
+
+Reads frame batches from stdin (see `frames`), owns the OpenTelemetry SDK, and flushes within
+a bounded time when stdin closes. It never writes to stdout. If the proxy dies without saying
+goodbye, stdin reaches EOF and the session is closed as "proxy terminated".
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+from helmet_otel.telemetry.frames import Frame, read_batch
+
+FLUSH_TIMEOUT = float(os.environ.get("HELMET_FLUSH_TIMEOUT", "5"))
+_EOF = None
+
+
+def _reader(stream: Any, batches: queue.Queue[list[Frame] | None]) -> None:
+    try:
+        while True:
+            batch = read_batch(stream)
+            batches.put(batch)
+            if batch is None:
+                return
+    except Exception:
+        batches.put(_EOF)
+
+
+def main() -> int:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the proxy decides when we stop
+    stdin = os.fdopen(0, "rb", buffering=1 << 20)
+    batches: queue.Queue[list[Frame] | None] = queue.Queue()
+    first = read_batch(stdin)
+    if not first or first[0][0] != "config":
+        return 2
+    config: dict[str, Any] = first[0][1]
+
+    from helmet_otel.telemetry.pipeline import build_pipeline
+    from helmet_otel.telemetry.recorder import Recorder
+
+    pipeline = build_pipeline(config, os.environ)  # type: ignore[arg-type]
+    recorder = Recorder(pipeline, config)
+    thread = threading.Thread(target=_reader, args=(stdin, batches), daemon=True)
+    thread.start()
+    interval = float(config.get("metrics_interval") or 60.0)
+    next_tick = time.monotonic() + interval
+    pending: list[Frame] = list(first[1:])
+    try:
+        while True:
+            for frame in pending:
+                recorder.handle(frame)
+            pending = []
+            now = time.monotonic()
+            if now >= next_tick:
+                recorder.performance()
+                next_tick = now + interval
+            try:
+                batch = batches.get(timeout=max(next_tick - time.monotonic(), 0.0))
+            except queue.Empty:
+                continue
+            if batch is None:
+                break
+            pending = batch
+    finally:
+        if not recorder.closed:
+            recorder.close(time.time_ns(), {"reason": "proxy terminated without closing"})
+        _flush(pipeline)
+    return 0
+
+
+def _flush(pipeline: Any) -> None:
+    """Flush every provider, but never for longer than FLUSH_TIMEOUT."""
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            pipeline.flush_and_shutdown(FLUSH_TIMEOUT)
+        finally:
+            done.set()
+
+    threading.Thread(target=run, daemon=True).start()
+    if not done.wait(FLUSH_TIMEOUT + 0.5):
+        sys.stderr.write("helmet-otel: telemetry flush timed out; some records were not exported\n")
+        sys.stderr.flush()
+        os._exit(0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
