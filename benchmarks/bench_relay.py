@@ -729,6 +729,8 @@ def machine_info() -> dict[str, Any]:
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }
     with contextlib.suppress(OSError):
+        info["loadavg"] = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 info["cpu"] = line.split(":", 1)[1].strip()
@@ -829,6 +831,7 @@ def main(argv: Sequence[str]) -> int:
         options.keep_stderr.mkdir(parents=True, exist_ok=True)
     configs = build_configs(args)
     rows: dict[str, list[dict[str, Any]]] = {c.label: [] for c in configs}
+    load_before = machine_info().get("loadavg", "?")
     with tempfile.TemporaryDirectory(prefix="bench-relay-") as workdir:
         for round_no in range(args.rounds):
             for config in configs:
@@ -845,6 +848,7 @@ def main(argv: Sequence[str]) -> int:
     print(
         f"Machine: {machine['nproc']} CPUs ({machine.get('cpu', 'unknown CPU')}), "
         f"Python {machine['python']}, {machine['platform']}, {machine['date']}; "
+        f"load average {load_before} before, {machine.get('loadavg', '?')} after; "
         f"{args.rounds} round(s), medians\n"
     )
     print(markdown(results, options))
@@ -856,6 +860,7 @@ def main(argv: Sequence[str]) -> int:
                     "machine": machine,
                     "options": vars(options) | {"keep_stderr": None},
                     "results": results,
+                    "rounds": rows,
                 },
                 indent=2,
                 default=str,

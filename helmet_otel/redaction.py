@@ -365,6 +365,15 @@ _PARTIAL_TAIL = re.compile(
     r"(?<![A-Za-z0-9])(?:sk[-_]|rk_|whsec_|gh[pousr]_|github_pat_|AKIA|ASIA|AIza|xox[baprs]-|eyJ)"
     r"[A-Za-z0-9_.\-]*+\Z"
 )
+_TAIL_RUN_CHARS: Final = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-"
+
+
+def _scrub_partial_tail(text: str) -> str:
+    """Redact a provider-prefixed token that the cut at the end of `text` left incomplete."""
+    start = len(text.rstrip(_TAIL_RUN_CHARS))  # the last run of token characters
+    m = _PARTIAL_TAIL.search(text, start)
+    return text if m is None else text[: m.start()] + _PARTIAL_MARKER
+
 
 _AWS_SECRET = re.compile(
     r"""(?<![A-Za-z0-9])((?i:aws_?secret_?access_?key)["']?[ \t]*+[=:][ \t]*+["']?)(?!\[REDACTED:)([A-Za-z0-9/+=]++)"""
@@ -435,7 +444,7 @@ def _fit_prefix(source: str, budget: int) -> str:
 class Redactor:
     """Scrubs payloads for telemetry; see the module docstring for the rules and formats.
 
-    Thread-safe (its only state is a cache of key decisions). Build one per configuration and
+    Thread-safe (its only state is caches of key decisions). Build one per configuration and
     reuse it: construction compiles the ``--redact`` patterns.
     """
 
@@ -455,8 +464,9 @@ class Redactor:
                     raise ValueError(f"--redact {item!r}: a key word needs a letter or digit")
                 self._extra_words.append((word, marker(f"key:{word}")))
         self._custom_marker = marker("custom")
-        # (key marker or None, key with secret shapes scrubbed)
-        self._key_cache: dict[str, tuple[str | None, str]] = {}
+        # caches of key decisions, bounded by _KEY_CACHE_MAX (cleared when full)
+        self._markers: dict[str, str | None] = {}
+        self._keys: dict[str, tuple[str | None, str]] = {}
 
         hints = [*_KEY_HINTS, *(r"[_.\- ]?".join(map(re.escape, w)) for w, _ in self._extra_words)]
         gate = "" if self._extra_keys else rf"(?={_KV_CLASS}*?(?i:{'|'.join(hints)}))"
@@ -471,18 +481,31 @@ class Redactor:
         )
 
     # -- keys -------------------------------------------------------------------------------
-    def _key_info(self, key: str) -> tuple[str | None, str]:
-        info = self._key_cache.get(key)
-        if info is None:
-            info = (self._classify(key), self.scrub_text(key))
-            if len(key) <= _KEY_CLASSIFY_MAX:
-                if len(self._key_cache) >= _KEY_CACHE_MAX:
-                    self._key_cache.clear()
-                self._key_cache[key] = info
-        return info
-
     def _key_marker(self, key: str) -> str | None:
-        return self._key_info(key)[0]
+        """The marker for values under `key`, or None when the key is not secret-like."""
+        try:
+            return self._markers[key]
+        except KeyError:
+            pass
+        found = self._classify(key)
+        if len(key) <= _KEY_CLASSIFY_MAX:
+            if len(self._markers) >= _KEY_CACHE_MAX:
+                self._markers.clear()
+            self._markers[key] = found
+        return found
+
+    def _key_info(self, key: str) -> tuple[str | None, str]:
+        """(marker or None, the key with secret shapes scrubbed) for an object member."""
+        try:
+            return self._keys[key]
+        except KeyError:
+            pass
+        info = (self._key_marker(key), self.scrub_text(key))
+        if len(key) <= _KEY_CLASSIFY_MAX:
+            if len(self._keys) >= _KEY_CACHE_MAX:
+                self._keys.clear()
+            self._keys[key] = info
+        return info
 
     def _classify(self, key: str) -> str | None:
         rule = _builtin_key_rule(key)
@@ -512,30 +535,40 @@ class Redactor:
         return self._scrub(value, 0)
 
     def _scrub(self, value: object, depth: int) -> object:
-        if type(value) is str:
-            return self.scrub_text(value)
-        if value is None or isinstance(value, (bool, int, float)):
+        kind = type(value)
+        if kind is str:
+            return self.scrub_text(cast(str, value))
+        if value is None or kind is int or kind is float or kind is bool:
             return value
         if depth >= MAX_DEPTH:
-            return marker("max-depth")
-        if isinstance(value, Mapping):
+            return _MAX_DEPTH_MARKER
+        if kind is dict or isinstance(value, Mapping):
+            key_info = self._key_info
+            scrub_text = self.scrub_text
             out: dict[object, object] = {}
             for key, item in cast(Mapping[object, object], value).items():
-                if isinstance(key, str):
-                    key_marker, skey = self._key_info(key)
+                if type(key) is str:
+                    key_marker, skey = key_info(key)
                 else:
                     key_marker, skey = None, key
-                if key_marker is not None and not (item is None or isinstance(item, bool)):
-                    _put(out, skey, key_marker)
-                else:
-                    _put(out, skey, self._scrub(item, depth + 1))
+                if key_marker is not None and item is not None and type(item) is not bool:
+                    item = key_marker
+                elif type(item) is str:
+                    item = scrub_text(item)
+                elif item is not None and type(item) not in _SCALARS:
+                    item = self._scrub(item, depth + 1)
+                if skey in out:
+                    skey = _free_key(out, skey)
+                out[skey] = item
             return out
-        if isinstance(value, (list, tuple)):
+        if kind is list or kind is tuple:
             return [self._scrub(item, depth + 1) for item in cast(list[object], value)]
-        if isinstance(value, str):  # a str subclass
-            return self.scrub_text(str(value))
+        if isinstance(value, (bool, int, float)):  # subclasses: enums and the like
+            return value
         if isinstance(value, (bytes, bytearray)):
             return self.scrub_text(bytes(value).decode("utf-8", "replace"))
+        if isinstance(value, (list, tuple)):
+            return [self._scrub(item, depth + 1) for item in cast(list[object], value)]
         return self.scrub_text(str(value))
 
     def scrub_headers(self, headers: Mapping[str, str]) -> dict[str, str]:
@@ -585,7 +618,7 @@ class Redactor:
         for pattern in self._extra_values:
             text = pattern.sub(self._custom_repl, text)
         if truncated:
-            text = _PARTIAL_TAIL.sub(_PARTIAL_MARKER, text)
+            text = _scrub_partial_tail(text)
         return text
 
     def _custom_repl(self, m: re.Match[str]) -> str:
@@ -699,7 +732,7 @@ class Redactor:
         if isinstance(value, (bytes, bytearray)):
             return f"<bytes:{len(value)}>"
         if depth >= MAX_DEPTH:
-            return marker("max-depth")
+            return _MAX_DEPTH_MARKER
         if isinstance(value, Mapping):
             out: dict[object, object] = {}
             for key, item in cast(Mapping[object, object], value).items():
@@ -730,13 +763,16 @@ def _compile(pattern: str, item: str, flags: int) -> re.Pattern[str]:
         raise ValueError(f"--redact {item!r}: invalid regular expression: {exc}") from exc
 
 
+def _free_key(out: dict[object, object], key: object) -> str:
+    """A variant of `key` not yet in `out` (two keys scrubbed to the same marker)."""
+    n = 2
+    while f"{key}#{n}" in out:
+        n += 1
+    return f"{key}#{n}"
+
+
 def _put(out: dict[object, object], key: object, value: object) -> None:
-    if key in out:  # two keys scrubbed to the same marker: keep both
-        n = 2
-        while f"{key}#{n}" in out:
-            n += 1
-        key = f"{key}#{n}"
-    out[key] = value
+    out[_free_key(out, key) if key in out else key] = value
 
 
 def _value_end(text: str, at: int) -> int:
@@ -766,6 +802,8 @@ def _value_end(text: str, at: int) -> int:
     return at if text[at:end] in _KEEP_SCALARS else end
 
 
+_SCALARS: Final = frozenset({int, float, bool})
+_MAX_DEPTH_MARKER: Final = marker("max-depth")
 _PRIVATE_KEY_MARKER: Final = marker("private-key")
 _JWT_MARKER: Final = marker("jwt")
 _PARTIAL_MARKER: Final = marker("partial-secret")

@@ -502,15 +502,15 @@ class Reader:
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"cannot read the store at {self.path}: {exc}") from None
 
-    def logs_after(self, flt: LogFilter, after_id: int, *, limit: int = 5000) -> list[LogEntry]:
-        """Records written after ``after_id`` (in write order), for ``--follow``."""
-        where, args = flt.where(None)
-        sql = f"SELECT {_LOG_COLUMNS} FROM logs WHERE id > ? AND {where} ORDER BY id LIMIT ?"
-        return [LogEntry.from_row(r) for r in self._query(sql, [after_id, *args, limit])]
+    def logs_after(self, flt: LogFilter, after_id: int, upto_id: int) -> list[LogEntry]:
+        """Matching records with ``after_id < id <= upto_id``, in write order (``--follow``).
 
-    def last_id_after(self, after_id: int) -> int:
-        """The newest record id (to move the follow cursor past non-matching records)."""
-        return max(after_id, self.max_log_id())
+        Ids are allocated under SQLite's write lock, so once ``upto_id`` is visible every
+        smaller id is committed too: polling ``(cursor, max_log_id()]`` never misses a record.
+        """
+        where, args = flt.where(None)
+        sql = f"SELECT {_LOG_COLUMNS} FROM logs WHERE id > ? AND id <= ? AND {where} ORDER BY id"
+        return [LogEntry.from_row(r) for r in self._query(sql, [after_id, upto_id, *args])]
 
     # --- stats ----------------------------------------------------------------------------
 

@@ -108,17 +108,18 @@ class TelemetryFeed(BaseInterceptor):
             return
         self._segment_requests += 1
         if self._segment_requests > self.options.trace_max_requests:
-            self._roll_over(env.ts)
+            self._roll_over()
             env.trace_id = self.trace_id
+            # Handed over in after_forward, right before this message: frames stay in order.
+            env.annotations["segment"] = (self.trace_id, self.root_span_id)
         if self._propagate and len(env.raw) <= PROPAGATE_MAX_BYTES:
             self._inject(env)
 
-    def _roll_over(self, ts: int) -> None:
+    def _roll_over(self) -> None:
         self._segment += 1
         self._segment_requests = 1
         self.trace_id = random.getrandbits(128) or 1
         self.root_span_id = random.getrandbits(64) or 1
-        self._append(("segment", ts, self.trace_id, self.root_span_id))
 
     def _inject(self, env: Envelope) -> None:
         payload = env.msg.payload
@@ -150,6 +151,9 @@ class TelemetryFeed(BaseInterceptor):
         kind = msg.kind
         if kind is Kind.BLANK:
             return
+        segment = env.annotations.get("segment")
+        if segment is not None:
+            self._append(("segment", env.ts, *segment))  # pyright: ignore[reportGeneralTypeIssues]
         raw = env.raw
         size = len(raw)
         cap = self._body_cap

@@ -44,8 +44,13 @@ def main() -> int:
     from helmet_otel.telemetry.pipeline import build_pipeline
     from helmet_otel.telemetry.recorder import Recorder
 
-    pipeline = build_pipeline(config, os.environ)  # type: ignore[arg-type]
-    recorder = Recorder(pipeline, config)
+    try:
+        pipeline = build_pipeline(config, os.environ)  # type: ignore[arg-type]
+        recorder = Recorder(pipeline, config)
+    except Exception as exc:  # a bad OTEL_* setting must not take the proxy down
+        sys.stderr.write(f"helmet-otel: telemetry is off: {type(exc).__name__}: {exc}\n")
+        sys.stderr.flush()
+        return 1
     thread = threading.Thread(target=_reader, args=(stdin, batches), daemon=True)
     thread.start()
     interval = float(config.get("metrics_interval") or 60.0)

@@ -30,6 +30,7 @@ EVERYTHING_JS = (
 DEMO_SERVER: tuple[str, ...] = (sys.executable, "-m", "helmet_otel.examples.demo_server")
 FASTMCP_SERVER: tuple[str, ...] = (sys.executable, str(SERVERS_DIR / "fastmcp_server.py"))
 RECORDING_UPSTREAM: tuple[str, ...] = (sys.executable, str(SERVERS_DIR / "recording_upstream.py"))
+MISBEHAVING: tuple[str, ...] = (sys.executable, str(SERVERS_DIR / "misbehaving.py"))
 
 
 def node() -> str:

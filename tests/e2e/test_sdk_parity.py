@@ -144,9 +144,8 @@ class Observed:
 
     async def on_list_roots(self, context: ClientRequestContext) -> types.ListRootsResult:
         self.roots_requests += 1
-        return types.ListRootsResult(
-            roots=[types.Root(uri="file:///workspace/project", name="project")]
-        )
+        root = {"uri": "file:///workspace/project", "name": "project"}
+        return types.ListRootsResult(roots=[types.Root.model_validate(root)])
 
     async def on_message(self, message: object) -> None:
         if isinstance(message, Exception):

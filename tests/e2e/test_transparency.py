@@ -10,14 +10,18 @@ file before answering, directly and through the proxy, and compares bytes exactl
 from __future__ import annotations
 
 import json
+import re
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.e2e.helpers import (
     DEMO_SERVER,
+    MISBEHAVING,
     RECORDING_UPSTREAM,
     RawProcess,
     describe,
@@ -166,8 +170,8 @@ def emit(
 ) -> tuple[bytes, bytes]:
     """Have the upstream write `script` to its stdout; return (stdout, stderr) after exit."""
     script_path.write_bytes(script)
-    request = {"jsonrpc": "2.0", "id": "emit-1", "method": "test/emit"}
-    request["params"] = {"file": str(script_path)}
+    params = {"file": str(script_path)}
+    request = {"jsonrpc": "2.0", "id": "emit-1", "method": "test/emit", "params": params}
     reply = dumps({"jsonrpc": "2.0", "id": "emit-1", "result": {"method": "test/emit"}}) + b"\n"
     with RawProcess(argv) as proc:
         proc.write(dumps(request) + b"\n")
@@ -265,3 +269,52 @@ def test_a_demo_server_session_is_byte_identical_through_the_proxy() -> None:
     assert direct_err == b"demo server ready\n"
     # The wrapped server's stderr is forwarded to ours.
     assert b"demo server ready\n" in proxied_err
+
+
+# Where the proxy changes the stream on purpose: the server goes away under the client.
+
+
+def server_pid(proc: RawProcess) -> int:
+    err = proc.stderr.wait(lambda data: re.search(rb"pid (\d+)\n", data) is not None, WAIT)
+    match = re.search(rb"pid (\d+)\n", err)
+    assert match is not None, f"the server's stderr was not forwarded: {err!r}"
+    return int(match.group(1))
+
+
+def test_a_dying_server_fails_pending_requests_and_its_status_becomes_ours() -> None:
+    with RawProcess(proxy_argv([*MISBEHAVING, "plain"])) as proc:
+        proc.write(
+            b'{"jsonrpc":"2.0","id":"h-1","method":"test/hang"}\n'
+            b'{"jsonrpc":"2.0","id":1,"method":"ping"}\n'
+        )
+        proc.stdout.wait(lambda out: out.endswith(b'{"jsonrpc":"2.0","id":1,"result":{}}\n'), WAIT)
+        proc.write(b'{"jsonrpc":"2.0","id":2,"method":"test/exit","params":{"code":3}}\n')
+        assert proc.wait() == 3
+        assert proc.stdout.join(WAIT)
+        lines = proc.stdout.data().splitlines()
+    assert lines[0] == b'{"jsonrpc":"2.0","id":1,"result":{}}'
+    errors = {json.dumps(m["id"]): m["error"]["code"] for m in map(json.loads, lines[1:])}
+    assert errors == {'"h-1"': -32000, "2": -32000}
+
+
+def test_a_server_that_ignores_eof_and_sigterm_is_killed() -> None:
+    with RawProcess(proxy_argv([*MISBEHAVING, "stubborn"], "--grace", "0.2")) as proc:
+        pid = server_pid(proc)
+        proc.write(b'{"jsonrpc":"2.0","id":1,"method":"ping"}\n')
+        proc.stdout.wait(lambda out: out.endswith(b"\n"), WAIT)
+        proc.close_stdin()
+        assert proc.wait() == 128 + signal.SIGKILL
+        assert proc.stdout.join(WAIT)
+        assert proc.stdout.data() == b'{"jsonrpc":"2.0","id":1,"result":{}}\n'
+    assert not psutil.pid_exists(pid), "the server outlived the proxy"
+
+
+def test_sigterm_is_forwarded_to_the_server() -> None:
+    with RawProcess(proxy_argv([*MISBEHAVING, "on-sigterm"])) as proc:
+        server_pid(proc)  # started, and its signal handler is installed
+        proc.proc.send_signal(signal.SIGTERM)
+        assert proc.wait() == 42
+        assert proc.stdout.join(WAIT)
+        assert proc.stdout.data() == (
+            b'{"jsonrpc":"2.0","method":"test/signal","params":{"signal":15}}\n'
+        )

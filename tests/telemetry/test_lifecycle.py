@@ -1,0 +1,185 @@
+"""Telemetry survives every way a session can end, never blocks the relay, and propagates
+trace context to a server that traces itself."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from mcp import Client
+
+from helmet_otel.telemetry import semconv as sc
+from tests.e2e.helpers import DEMO_SERVER, SERVERS_DIR, RawProcess
+from tests.otlp_receiver import OTLPReceiver, dead_endpoint
+from tests.telemetry.helpers import by_event, drive, proxy_env
+
+pytestmark = [pytest.mark.e2e]
+
+INIT = {
+    "jsonrpc": "2.0", "id": 1, "method": "initialize",
+    "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+               "clientInfo": {"name": "raw", "version": "0"}},
+}  # fmt: skip
+
+
+def _line(obj: dict[str, Any]) -> bytes:
+    return orjson.dumps(obj) + b"\n"
+
+
+def _call(i: int, name: str = "echo", **arguments: Any) -> bytes:
+    return _line({"jsonrpc": "2.0", "id": i, "method": "tools/call",
+                  "params": {"name": name, "arguments": arguments or {"text": f"m{i}"}}})  # fmt: skip
+
+
+def _closed(rx: OTLPReceiver) -> bool:
+    events = {r["event_name"] for r in rx.logs()}
+    return {sc.EVENT_SESSION_END, sc.EVENT_PROXY_CLOSE} <= events
+
+
+def _proxy(server: list[str] | tuple[str, ...], *options: str) -> list[str]:
+    return [sys.executable, "-m", "helmet_otel", "--no-store", *options, *server]
+
+
+@pytest.mark.parametrize(
+    ("how", "status"),
+    [("stdin", 0), ("sigterm", 128 + signal.SIGTERM), ("sigint", 128 + signal.SIGINT)],
+)
+def test_last_records_are_flushed_on_every_exit_path(how: str, status: int) -> None:
+    with OTLPReceiver() as rx, RawProcess(_proxy(DEMO_SERVER), env=proxy_env(rx.endpoint)) as proxy:
+        proxy.write(_line(INIT) + _call(2))
+        proxy.stdout.wait(lambda data: b'"id":2' in data, timeout=20)
+        if how == "stdin":
+            proxy.close_stdin()
+        else:
+            proxy.proc.send_signal(signal.SIGTERM if how == "sigterm" else signal.SIGINT)
+        assert proxy.wait(timeout=20) == status
+        rx.wait_for(_closed, timeout=20)
+        end = by_event(rx.logs(), sc.EVENT_SESSION_END)[0]
+        assert end["attributes"][sc.HELMET_EXIT_STATUS] == status
+        expected_reason = {
+            "stdin": "client closed the connection",
+            "sigterm": "proxy received SIGTERM",
+            "sigint": "proxy received SIGINT",
+        }[how]
+        assert end["attributes"][sc.HELMET_EXIT_REASON] == expected_reason
+        root = [s for s in rx.spans() if s["name"] == "session"]
+        assert len(root) == 1 and root[0]["status"]["code"] == "UNSET"
+
+
+def test_server_crash_ends_pending_spans_and_session_with_error() -> None:
+    crash = ["sh", "-c", "read line; echo 'fatal: boom' >&2; exit 3"]
+    with OTLPReceiver() as rx, RawProcess(_proxy(crash), env=proxy_env(rx.endpoint)) as proxy:
+        proxy.write(_call(7))
+        out = proxy.stdout.wait(lambda data: data.endswith(b"\n"), timeout=20)
+        reply = orjson.loads(out)
+        assert reply["id"] == 7
+        assert reply["error"]["code"] == -32000
+        assert "exited with status 3" in reply["error"]["message"]
+        assert proxy.wait(timeout=20) == 3
+        rx.wait_for(_closed, timeout=20)
+        spans = rx.spans()
+        server = [s for s in spans if s["name"] == "tools/call echo" and s["kind"] == "SERVER"][0]
+        assert server["status"]["code"] == "ERROR"
+        root = [s for s in spans if s["name"] == "session"][0]
+        assert root["status"]["code"] == "ERROR"
+        assert root["attributes"][sc.HELMET_EXIT_STATUS] == 3
+        stderr = by_event(rx.logs(), sc.EVENT_SERVER_STDERR)
+        assert [(r["body"], r["severity_text"]) for r in stderr] == [("fatal: boom", "FATAL")]
+
+
+@pytest.mark.parametrize("collector", ["dead", "slow"])
+def test_unusable_collector_changes_nothing_for_the_client(collector: str) -> None:
+    """A dead collector, or one that answers after 10 s: every call is answered, the proxy
+    exits with the server within its bounded flush time, and the loss is reported once."""
+    calls = 200
+    with OTLPReceiver(delay=10.0) as slow:
+        endpoint = dead_endpoint() if collector == "dead" else slow.endpoint
+        small_queues = {
+            "HELMET_FLUSH_TIMEOUT": "1",
+            "OTEL_BSP_MAX_QUEUE_SIZE": "64", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "32",
+            "OTEL_BLRP_MAX_QUEUE_SIZE": "64", "OTEL_BLRP_MAX_EXPORT_BATCH_SIZE": "32",
+        }  # fmt: skip
+        env = proxy_env(endpoint, small_queues)
+        with RawProcess(_proxy(DEMO_SERVER), env=env) as proxy:
+            proxy.write(_line(INIT) + b"".join(_call(i) for i in range(2, calls + 2)))
+            last = f'"id":{calls + 1}'.encode()
+            out = proxy.stdout.wait(lambda data: last in data, timeout=20)
+            assert out.count(b"\n") == calls + 1
+            proxy.close_stdin()
+            assert proxy.wait(timeout=15) == 0
+            err = proxy.stderr.wait(lambda data: True, timeout=1).decode()
+    assert err.count("telemetry records are being dropped") == 1
+    assert "Traceback" not in err
+
+
+def test_long_session_rolls_over_into_linked_traces(tmp_path: Path) -> None:
+    with OTLPReceiver() as rx:
+        with RawProcess(
+            _proxy(DEMO_SERVER, "--trace-max-requests", "3"), env=proxy_env(rx.endpoint)
+        ) as proxy:
+            proxy.write(_line(INIT) + b"".join(_call(i) for i in range(2, 9)))
+            proxy.stdout.wait(lambda data: b'"id":8' in data, timeout=20)
+            proxy.close_stdin()
+            assert proxy.wait(timeout=20) == 0
+        rx.wait_for(_closed, timeout=20)
+        roots = sorted(
+            (s for s in rx.spans() if s["name"] == "session"),
+            key=lambda s: s["attributes"][sc.HELMET_TRACE_SEGMENT],
+        )
+        assert [r["attributes"][sc.HELMET_TRACE_SEGMENT] for r in roots] == [0, 1, 2]
+        assert len({r["trace_id"] for r in roots}) == 3
+        for previous, current in zip(roots, roots[1:], strict=False):
+            assert [(link["trace_id"], link["span_id"]) for link in current["links"]] == [
+                (previous["trace_id"], previous["span_id"])
+            ]
+        servers_per_trace = [
+            sum(1 for s in rx.spans() if s["trace_id"] == root["trace_id"] and s["kind"] == "SERVER")
+            for root in roots
+        ]
+        assert servers_per_trace == [3, 3, 2]  # initialize + 7 calls, 3 requests per trace
+
+
+def test_grpc_protocol() -> None:
+    with OTLPReceiver(protocol="grpc") as rx:
+        env = proxy_env(rx.endpoint, {"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"})
+        with RawProcess(_proxy(DEMO_SERVER), env=env) as proxy:
+            proxy.write(_line(INIT) + _call(2))
+            proxy.stdout.wait(lambda data: b'"id":2' in data, timeout=20)
+            proxy.close_stdin()
+            assert proxy.wait(timeout=20) == 0
+        rx.wait_for(_closed, timeout=20)
+        names = {(s["name"], s["kind"]) for s in rx.spans()}
+        assert {("tools/call echo", "SERVER"), ("tools/call echo", "CLIENT")} <= names
+
+
+@pytest.mark.anyio
+async def test_server_spans_nest_under_our_client_span(tmp_path: Path) -> None:
+    """An MCP SDK 2.x server exporting its own spans lands inside the session trace."""
+
+    async def scenario(client: Client) -> Any:
+        return await client.call_tool("shout", {"text": "hi"})
+
+    server = (sys.executable, str(SERVERS_DIR / "traced_server.py"))
+    with OTLPReceiver() as rx:
+        env = proxy_env(rx.endpoint)
+        # The server exports to the same receiver: it needs the endpoint too.
+        result = await drive(
+            server, env, scenario, options=("--no-store", "--pass-otel-env"),
+            stderr_path=tmp_path / "err",
+        )  # fmt: skip
+        assert result.content[0].text == "HI"
+        rx.wait_for(_closed, timeout=20)
+        rx.wait_for(lambda r: any(s["name"] == "shout.work" for s in r.spans()), timeout=20)
+        spans = rx.spans()
+        ours = [s for s in spans if s["name"] == "tools/call shout" and s["kind"] == "CLIENT"
+                and s["resource"]["service.name"] != "traced-server"]  # fmt: skip
+        assert len(ours) == 1
+        theirs = [s for s in spans if s["resource"].get("service.name") == "traced-server"
+                  and s["kind"] == "SERVER" and s["attributes"].get("mcp.method.name") == "tools/call"]  # fmt: skip
+        assert len(theirs) == 1
+        assert theirs[0]["trace_id"] == ours[0]["trace_id"]
+        assert theirs[0]["parent_span_id"] == ours[0]["span_id"]
