@@ -401,13 +401,17 @@ class Reader:
 
     # --- sessions -------------------------------------------------------------------------
 
-    def resolve_sessions(self, prefix: str) -> list[str]:
-        """Session ids starting with ``prefix`` (sorted)."""
-        rows = self._query(
-            "SELECT session_id FROM sessions WHERE session_id >= ? AND session_id < ? "
-            "ORDER BY session_id",
-            (prefix, prefix + _PREFIX_END),
-        )
+    def resolve_sessions(self, prefix: str, *, include_spans: bool = False) -> list[str]:
+        """Session ids starting with ``prefix`` (sorted); optionally also those only in spans."""
+        bounds = (prefix, prefix + _PREFIX_END)
+        sql = "SELECT session_id FROM sessions WHERE session_id >= ? AND session_id < ?"
+        if include_spans:
+            sql += (
+                " UNION SELECT DISTINCT session_id FROM spans"
+                " WHERE session_id >= ? AND session_id < ?"
+            )
+            bounds = bounds * 2
+        rows = self._query(f"SELECT session_id FROM ({sql}) ORDER BY session_id", bounds)
         return [str(r[0]) for r in rows]
 
     def sessions(

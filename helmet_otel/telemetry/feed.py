@@ -31,7 +31,7 @@ from helmet_otel.protocol.message import Kind
 from helmet_otel.telemetry.frames import Frame, encode
 
 FLUSH_DELAY = 0.005  # seconds a record may wait in the relay before it is handed over
-BUFFER_LIMIT = int(os.environ.get("HELMET_TELEMETRY_BUFFER", str(8 * 1024 * 1024)))
+BUFFER_LIMIT = int(os.environ.get("HELMET_TELEMETRY_BUFFER", str(4 * 1024 * 1024)))
 FLUSH_TIMEOUT = float(os.environ.get("HELMET_FLUSH_TIMEOUT", "5"))
 PROPAGATE_MAX_BYTES = 1024 * 1024  # larger requests are forwarded without trace context
 PIPE_SIZE = 1024 * 1024

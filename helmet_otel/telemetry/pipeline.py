@@ -191,9 +191,9 @@ class Pipeline:
 
     def flush_and_shutdown(self, timeout_s: float) -> None:
         millis = max(int(timeout_s * 1000), 1)
+        self.meter_provider.force_flush(millis)  # small and carries the drop counts: first
         self.tracer_provider.force_flush(millis)
         self.logger_provider.force_flush(millis)
-        self.meter_provider.force_flush(millis)
         self.tracer_provider.shutdown()
         self.logger_provider.shutdown()
         self.meter_provider.shutdown()

@@ -162,6 +162,7 @@ class Recorder:
             description="Telemetry records that could not be recorded or exported",
         )  # fmt: skip
         self.dropped_total: dict[str, int] = defaultdict(int)
+        self._store_dropped_seen = 0
         self.session_id = ""
         self.session_started_ns = 0
         self.root: trace.Span | None = None
@@ -234,6 +235,12 @@ class Recorder:
 
     def _take_drops(self) -> dict[str, int]:
         drops = self.pipeline.drops.take()
+        store = self.pipeline.store
+        if store is not None:
+            unwritten = int(store.dropped) - self._store_dropped_seen
+            if unwritten > 0:
+                self._store_dropped_seen += unwritten
+                drops["store_unwritable"] = drops.get("store_unwritable", 0) + unwritten
         for reason, count in drops.items():
             self.dropped_total[reason] += count
             self.m_dropped.add(count, {sc.HELMET_TELEMETRY_REASON: reason})

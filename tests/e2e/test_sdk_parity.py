@@ -1,8 +1,9 @@
 """The official MCP Python SDK client sees the same thing through the proxy as without it.
 
-Each scenario runs twice, once connected to the server directly and once through
-`helmet-otel --no-store`, and everything the client observed (results, errors, progress,
-server-to-client requests, notifications) must be equal. Servers: the bundled demo server
+Each scenario runs three times: connected to the server directly, through
+`helmet-otel --no-store`, and through `helmet-otel --store PATH` (telemetry on); everything the
+client observed (results, errors, progress, server-to-client requests, notifications) must be
+equal. Servers: the bundled demo server
 (both protocol eras), a FastMCP server (both eras) and the reference server-everything (which
 speaks the handshake era only).
 
@@ -10,6 +11,9 @@ What may legitimately differ between two runs is excluded explicitly, and nothin
 - `notifications/progress` are compared per call through progress callbacks, not in the stream
   of notifications: after a cancellation a server may still send progress for the abandoned
   call, and how many arrive before the session ends is a matter of timing;
+- with telemetry on, W3C trace context in the `_meta` of server-to-client requests: the proxy
+  propagates trace context to the server on purpose, and a server that traces itself passes it
+  on in the requests it sends back;
 - server-everything asks for roots from a 350 ms timer as well as from `get-roots-list`, so it can
   ask once or twice and log "Roots updated" once or twice: for it, whether roots were asked for
   is compared instead of how often, and log messages are compared as a set.
@@ -17,7 +21,9 @@ What may legitimately differ between two runs is excluded explicitly, and nothin
 
 from __future__ import annotations
 
+import copy
 import json
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
@@ -336,6 +342,14 @@ async def observe(
     return obs, await anyio.Path(stderr_path).read_text()
 
 
+@dataclass
+class Runs:
+    direct: Observed
+    traced: Observed
+    direct_stderr: str
+    proxied_stderr: str
+
+
 async def compare(
     server: Sequence[str],
     scenario: Scenario,
@@ -343,14 +357,50 @@ async def compare(
     tmp_path: Path,
     *,
     roots_race: bool = False,
-) -> tuple[Observed, str, str]:
+) -> Runs:
+    """Observe the scenario directly, through the proxy, and through the proxy with telemetry on."""
     direct, direct_err = await observe(server, scenario, mode, tmp_path / "direct.stderr")
+    expected = direct.comparable(roots_race=roots_race)
+
     proxied, proxied_err = await observe(
         proxy_argv(server), scenario, mode, tmp_path / "proxied.stderr"
     )
-    expected = direct.comparable(roots_race=roots_race)
     assert proxied.comparable(roots_race=roots_race) == expected
-    return direct, direct_err, proxied_err
+
+    # Telemetry on (the local store; no OTLP endpoint in the environment): the proxy writes
+    # trace context into params._meta, and a server that traces itself passes it on.
+    store = str(tmp_path / "store.db")
+    traced, _ = await observe(
+        proxy_argv(server, "--store", store, store=True),
+        scenario,
+        mode,
+        tmp_path / "traced.stderr",
+    )
+    assert without_trace_context(traced.comparable(roots_race=roots_race)) == expected
+    assert Path(store).is_file(), "telemetry was not on: no local store was written"
+    return Runs(direct, traced, direct_err, proxied_err)
+
+
+TRACE_CONTEXT_KEYS = ("traceparent", "tracestate", "baggage")
+
+
+def without_trace_context(observed: dict[str, Any]) -> dict[str, Any]:
+    """Drop W3C trace context from the `_meta` of server-to-client requests.
+
+    With propagation on, a server that traces itself (the MCP Python SDK does) forwards the
+    context the proxy gave it in its own requests to the client; that is the feature working.
+    """
+    observed = copy.deepcopy(observed)
+    for key in ("sampling", "elicitation"):
+        for params in observed[key]:
+            meta = params.get("_meta")
+            if meta is None:
+                continue
+            for name in TRACE_CONTEXT_KEYS:
+                meta.pop(name, None)
+            if not meta:
+                del params["_meta"]
+    return observed
 
 
 @pytest.mark.parametrize(
@@ -359,8 +409,9 @@ async def compare(
     ids=["legacy", "modern"],
 )
 async def test_demo_server(mode: str, version: str, tmp_path: Path) -> None:
-    observed, direct_err, proxied_err = await compare(DEMO_SERVER, demo_scenario, mode, tmp_path)
+    runs = await compare(DEMO_SERVER, demo_scenario, mode, tmp_path)
 
+    observed = runs.direct
     steps = observed.steps
     assert steps["protocol version"] == version
     assert steps["echo"]["content"] == [{"type": "text", "text": "héllo 👋 世界"}]
@@ -383,8 +434,8 @@ async def test_demo_server(mode: str, version: str, tmp_path: Path) -> None:
     assert "loud" in logged
     assert ("quiet" in logged) is not (mode == "legacy")  # setLevel(warning) only exists in legacy
     # The server's stderr reaches the client's stderr through the proxy.
-    assert direct_err == "demo server ready\na line for stderr\n"
-    proxied_lines = proxied_err.splitlines()
+    assert runs.direct_stderr == "demo server ready\na line for stderr\n"
+    proxied_lines = runs.proxied_stderr.splitlines()
     assert "demo server ready" in proxied_lines
     assert "a line for stderr" in proxied_lines
 
@@ -395,8 +446,9 @@ async def test_demo_server(mode: str, version: str, tmp_path: Path) -> None:
     ids=["legacy", "modern"],
 )
 async def test_fastmcp_server(mode: str, version: str, tmp_path: Path) -> None:
-    observed, _, _ = await compare(FASTMCP_SERVER, fastmcp_scenario, mode, tmp_path)
+    runs = await compare(FASTMCP_SERVER, fastmcp_scenario, mode, tmp_path)
 
+    observed = runs.direct
     steps = observed.steps
     assert steps["protocol version"] == version
     assert steps["add"]["structuredContent"] == {"result": 42}
@@ -408,16 +460,21 @@ async def test_fastmcp_server(mode: str, version: str, tmp_path: Path) -> None:
     if mode == "legacy":
         assert steps["confirm"]["content"] == [{"type": "text", "text": "answer: True"}]
         assert len(observed.elicitation) == 1
+        # With telemetry on, the trace context the proxy sent reached the server, which
+        # continued the trace in its own request back to the client.
+        traceparent = runs.traced.elicitation[0]["_meta"]["traceparent"]
+        assert re.fullmatch(r"00-[0-9a-f]{32}-[0-9a-f]{16}-0[0-9a-f]", traceparent)
     else:  # no server-to-client requests in the modern era: FastMCP refuses to elicit
         assert steps["confirm"]["isError"] is True
         assert observed.elicitation == []
 
 
 async def test_server_everything(tmp_path: Path) -> None:
-    observed, _, _ = await compare(
+    runs = await compare(
         everything_server(), everything_scenario, "auto", tmp_path, roots_race=True
     )
 
+    observed = runs.direct
     steps = observed.steps
     assert steps["protocol version"] == "2025-11-25"  # server/discover is unknown: handshake
     assert steps["get-sum"]["content"] == [{"type": "text", "text": "The sum of 2 and 40 is 42."}]

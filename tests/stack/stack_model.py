@@ -23,6 +23,8 @@ from typing import Any, Literal
 import promql_parser
 import yaml
 
+from helmet_otel.telemetry import semconv as sc
+
 REPO = Path(__file__).resolve().parents[2]
 STACK_TESTS = Path(__file__).resolve().parent
 JS_DIR = STACK_TESTS / "js"
@@ -254,7 +256,9 @@ def collector_resource_inserts() -> dict[str, str]:
             continue
         for attr in proc.get("attributes", []):
             if attr.get("action") in ("insert", "upsert"):
-                out[attr["key"]] = str(attr.get("value"))
+                # ${env:NAME:-default}: what the collector sees when NAME is not set
+                value = re.sub(r"\$\{env:\w+:-([^}]*)\}", r"\1", str(attr.get("value")))
+                out[attr["key"]] = value
     return out
 
 
@@ -903,3 +907,38 @@ def is_produced(use: NameUse, produced: Produced) -> bool:
     return any(use.name in attrs for attrs in produced.span_attributes) or any(
         use.name in attrs for attrs in produced.resource_attributes
     )
+
+
+# =============================================================================================
+# helmet's instruments and names (kinds and units are not in semconv.py, only the names)
+# =============================================================================================
+
+INSTRUMENTS: dict[str, tuple[str, MetricKind]] = {
+    sc.METRIC_SERVER_OPERATION_DURATION: ("s", "histogram"),
+    sc.METRIC_CLIENT_OPERATION_DURATION: ("s", "histogram"),
+    sc.METRIC_SERVER_SESSION_DURATION: ("s", "histogram"),
+    sc.METRIC_SESSIONS_ACTIVE: ("{session}", "updown"),
+    sc.METRIC_MESSAGES: ("{message}", "counter"),
+    sc.METRIC_MESSAGE_SIZE: ("By", "histogram"),
+    sc.METRIC_ERRORS: ("{error}", "counter"),
+    sc.METRIC_POLICY_DECISIONS: ("{decision}", "counter"),
+    sc.METRIC_TELEMETRY_DROPPED: ("{record}", "counter"),
+}
+
+
+def semconv_attribute_names() -> set[str]:
+    """Every dotted name semconv.py defines (attributes, plus event and metric names)."""
+    return {
+        value
+        for key, value in vars(sc).items()
+        if key.isupper() and isinstance(value, str) and "." in value
+    }
+
+
+def expected_prometheus_series() -> dict[str, str]:
+    """Prometheus series name -> the helmet instrument it comes from."""
+    return {
+        series: name
+        for name, (unit, kind) in INSTRUMENTS.items()
+        for series in prometheus_series_names(name, unit, kind)
+    }
