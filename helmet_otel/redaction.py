@@ -45,7 +45,7 @@ text is kept):
 
 =====================  ====================================================================
 ``private-key``        a PEM block ``-----BEGIN ... PRIVATE KEY-----`` up to its END line
-                       (an unterminated block is redacted as far as its base64 runs)
+                       (without an END line: the BEGIN line and the base64 lines after it)
 ``bearer-token``       the credential after ``Bearer `` (the scheme word is kept)
 ``basic-auth``         the credential after ``Basic ``
 ``anthropic-key``      ``sk-ant-...``
@@ -322,10 +322,12 @@ _KEY_HINTS: Final = ("pass", "pwd", "secret", "token", "key", "auth", "cookie", 
 # value shapes
 # --------------------------------------------------------------------------------------------
 
+# A block runs to its END line; without one (a cut, or a broken paste) only the base64 lines
+# that follow BEGIN are taken, so text after a stray BEGIN line is still scrubbed normally.
 _PEM = re.compile(
     r"-----BEGIN[A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----"
-    r"(?:[A-Za-z0-9+/=\s:,.\\]|-(?!----))*+"
-    r"(?:-----END[A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----)?"
+    r"(?:(?:[^-]|-(?!----))*+-----END[A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----"
+    r"|[A-Za-z0-9+/=\r\n\\]*+)"
 )
 
 _AUTH_SCHEME = re.compile(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -98,14 +98,14 @@ def inspect(line: bytes) -> Message:
     if not line.strip():
         return Message(Kind.BLANK)
     try:
-        data = orjson.loads(line)
+        data: Any = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
         return Message(Kind.INVALID, parse_error=str(exc))
     if isinstance(data, list):
         return Message(Kind.BATCH)
     if not isinstance(data, dict):
         return Message(Kind.INVALID, parse_error="not a JSON object")
-    obj: dict[str, Any] = data
+    obj = cast(dict[str, Any], data)
     method = obj.get("method")
     raw_id = obj.get("id")
     msg_id: JsonId | None = raw_id if _valid_id(raw_id) else None
@@ -115,8 +115,9 @@ def inspect(line: bytes) -> Message:
         return Message(Kind.NOTIFICATION, method=method, payload=obj)
     error = obj.get("error")
     if isinstance(error, dict):
-        code: object = error.get("code")  # pyright: ignore[reportUnknownMemberType]
-        message: object = error.get("message")  # pyright: ignore[reportUnknownMemberType]
+        fields = cast(dict[str, Any], error)
+        code: object = fields.get("code")
+        message: object = fields.get("message")
         return Message(
             Kind.ERROR,
             id=msg_id,

@@ -19,7 +19,7 @@ import sys
 import time
 from collections.abc import Mapping
 from dataclasses import asdict
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -152,8 +152,9 @@ class TelemetryFeed(BaseInterceptor):
         if kind is Kind.BLANK:
             return
         segment = env.annotations.get("segment")
-        if segment is not None:
-            self._append(("segment", env.ts, *segment))  # pyright: ignore[reportGeneralTypeIssues]
+        if isinstance(segment, tuple):
+            trace_id, root_span_id = cast(tuple[int, int], segment)
+            self._append(("segment", env.ts, trace_id, root_span_id))
         raw = env.raw
         size = len(raw)
         cap = self._body_cap

@@ -12,7 +12,7 @@ import time
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from opentelemetry import trace
@@ -225,12 +225,13 @@ class Recorder:
                 "_preview": self.redactor.scrub_text(preview),
             }
         try:
-            obj = orjson.loads(raw)
+            obj: Any = orjson.loads(raw)
         except orjson.JSONDecodeError:
             text = raw.decode("utf-8", "replace").rstrip("\r\n")
             return self.redactor.body(text)
         if isinstance(obj, dict) and part:
-            obj = obj.get(part)  # pyright: ignore[reportUnknownMemberType,reportUnknownVariableType]
+            obj = cast(dict[str, Any], obj).get(part)
+        obj = cast(object, obj)
         return self.redactor.body(obj)
 
     def _take_drops(self) -> dict[str, int]:
@@ -293,7 +294,11 @@ class Recorder:
         self.session_started_ns = ts
         self._start_root(ts, int(info["trace_id"]), int(info["root_span_id"]), [])
         command = info.get("command")
-        command_text = " ".join(str(a) for a in command) if isinstance(command, list) else None
+        command_text = (
+            " ".join(str(a) for a in cast(list[object], command))
+            if isinstance(command, list)
+            else None
+        )
         assert self.root is not None
         if command_text is not None:
             self.root.set_attribute(

@@ -142,9 +142,7 @@ def prometheus_metric_name(name: str, unit: str, kind: MetricKind) -> str:
     tokens = [t for t in re.split(r"[^a-zA-Z0-9:]+", name) if t]
     for unit_token in _unit_tokens(unit):
         parts = unit_token.split("_")
-        if unit_token not in tokens and not (
-            len(parts) > 1 and tokens[-len(parts) :] == parts
-        ):
+        if unit_token not in tokens and not (len(parts) > 1 and tokens[-len(parts) :] == parts):
             tokens.extend(parts)
     if kind == "counter":
         tokens = [t for t in tokens if t != "total"] + ["total"]
@@ -228,9 +226,7 @@ def collector_copies_event_name() -> bool:
     """Whether every logs pipeline copies LogRecord.event_name into the attribute event_name."""
     config = load_yaml(COLLECTOR_CONFIG)
     processors = config.get("processors", {})
-    copy = re.compile(
-        r'^set\(log\.attributes\["event_name"\],\s*log\.event_name\)'
-    )
+    copy = re.compile(r'^set\(log\.attributes\["event_name"\],\s*log\.event_name\)')
     pipelines = [p for n, p in config["service"]["pipelines"].items() if n.split("/")[0] == "logs"]
     assert pipelines, "no logs pipeline"
     for pipeline in pipelines:
@@ -532,7 +528,9 @@ def dashboard_queries(path: Path) -> tuple[list[Query], list[TraceIdLookup]]:
             else:
                 raw = target["expr"]
             queries.append(
-                Query(DS_LANG[ds_type], raw, interpolate(raw), where, target.get("legendFormat", ""))
+                Query(
+                    DS_LANG[ds_type], raw, interpolate(raw), where, target.get("legendFormat", "")
+                )
             )
     for variable in dash.get("templating", {}).get("list", []):
         if variable.get("type") != "query":
@@ -542,11 +540,15 @@ def dashboard_queries(path: Path) -> tuple[list[Query], list[TraceIdLookup]]:
         assert uid in types, f"{where}: unknown datasource {uid!r}"
         query = variable["query"]
         raw, synthetic = variable_query_expression(types[uid], query, where)
-        queries.append(Query(DS_LANG[types[uid]], raw, interpolate(synthetic), where, synthetic=True))
+        queries.append(
+            Query(DS_LANG[types[uid]], raw, interpolate(synthetic), where, synthetic=True)
+        )
     return queries, lookups
 
 
-_LABEL_VALUES = re.compile(r"^\s*label_values\(\s*(?:(?P<selector>.+),\s*)?(?P<label>\w+)\s*\)\s*$", re.S)
+_LABEL_VALUES = re.compile(
+    r"^\s*label_values\(\s*(?:(?P<selector>.+),\s*)?(?P<label>\w+)\s*\)\s*$", re.S
+)
 
 
 def variable_query_expression(ds_type: str, query: Any, where: str) -> tuple[str, str]:
@@ -579,17 +581,27 @@ def link_queries() -> list[Query]:
         json_data = ds.get("jsonData", {})
         t2l = json_data.get("tracesToLogsV2")
         if t2l and t2l.get("customQuery"):
-            tags = ", ".join(f'{t.get("value") or label_name(t["key"])}="{VAR_SAMPLE_PREFIX}tag"' for t in t2l["tags"])
+            tags = ", ".join(
+                f'{t.get("value") or label_name(t["key"])}="{VAR_SAMPLE_PREFIX}tag"'
+                for t in t2l["tags"]
+            )
             raw = t2l["query"]
-            expr = interpolate(raw, {"__tags": tags, "__trace": "0af7651916cd43dd8448eb211c80319c"})
+            expr = interpolate(raw, {"__tags": tags, "__trace": f"{VAR_SAMPLE_PREFIX}trace_id"})
             out.append(Query("logql", raw, expr, f"datasource {ds['uid']} tracesToLogsV2"))
         t2m = json_data.get("tracesToMetrics")
         if t2m:
-            tags = ", ".join(f'{t.get("value") or label_name(t["key"])}="{VAR_SAMPLE_PREFIX}tag"' for t in t2m.get("tags", []))
+            tags = ", ".join(
+                f'{t.get("value") or label_name(t["key"])}="{VAR_SAMPLE_PREFIX}tag"'
+                for t in t2m.get("tags", [])
+            )
             for q in t2m.get("queries", []):
                 raw = q["query"]
                 expr = interpolate(raw, {"__tags": tags})
-                out.append(Query("promql", raw, expr, f"datasource {ds['uid']} tracesToMetrics {q['name']!r}"))
+                out.append(
+                    Query(
+                        "promql", raw, expr, f"datasource {ds['uid']} tracesToMetrics {q['name']!r}"
+                    )
+                )
     return out
 
 
@@ -784,20 +796,34 @@ def logql_names(query: Query, parsed: LezerResult) -> list[NameUse]:
         if node.type == "Matcher":
             kids = [n for n in nodes if n.parent == i]
             if [k.type for k in kids] == ["Identifier", "Eq", "String"]:
-                value = json.loads(text[kids[2].start : kids[2].end]) if text[kids[2].start] == '"' else text[kids[2].start + 1 : kids[2].end - 1]
+                value = (
+                    json.loads(text[kids[2].start : kids[2].end])
+                    if text[kids[2].start] == '"'
+                    else text[kids[2].start + 1 : kids[2].end - 1]
+                )
                 if _is_literal(value) and value:
                     equals.append((text[kids[0].start : kids[0].end], value))
         if node.type == "Identifier":
             in_selector = any(a.type == "Selector" for a in _ancestors(nodes, i))
             idents.append((text[node.start : node.end], in_selector))
-        if node.type in ("LabelFormatExpr", "JsonExpressionParser", "LabelExtractionExpression", "LineFormatExpr"):
-            raise AssertionError(f"{query.where}: label-creating stages are not modelled: {query.raw}")
+        if node.type in (
+            "LabelFormatExpr",
+            "JsonExpressionParser",
+            "LabelExtractionExpression",
+            "LineFormatExpr",
+        ):
+            raise AssertionError(
+                f"{query.where}: label-creating stages are not modelled: {query.raw}"
+            )
     eq = tuple(sorted(set(equals)))
     uses = [
         NameUse("loki", "stream_label" if in_selector else "label", name, query.where, equals=eq)
         for name, in_selector in idents
     ]
-    uses += [NameUse("loki", "label", label, query.where, equals=eq) for label in _legend_labels(query.legend)]
+    uses += [
+        NameUse("loki", "label", label, query.where, equals=eq)
+        for label in _legend_labels(query.legend)
+    ]
     return uses
 
 
@@ -860,7 +886,9 @@ def datasource_link_names() -> list[NameUse]:
                     uses.append(NameUse("prometheus", "label", mapped, f"{where} {key} tag"))
         for derived in json_data.get("derivedFields", []):
             if derived.get("matcherType") == "label":
-                uses.append(NameUse("loki", "label", derived["matcherRegex"], f"{where} derivedFields"))
+                uses.append(
+                    NameUse("loki", "label", derived["matcherRegex"], f"{where} derivedFields")
+                )
         for dest in json_data.get("exemplarTraceIdDestinations", []):
             uses.append(NameUse("prometheus", "exemplar_label", dest["name"], f"{where} exemplars"))
     return uses

@@ -43,10 +43,16 @@ pytestmark = pytest.mark.e2e
 # (backend, name) -> why the proxy cannot produce it in this test yet. A metric listed here
 # excuses every label used on it as well.
 PENDING: dict[tuple[str, str], str] = {
-    ("prometheus", "helmet_policy_decisions_total"): "policies (tool access control) are not implemented yet",
+    (
+        "prometheus",
+        "helmet_policy_decisions_total",
+    ): "policies (tool access control) are not implemented yet",
     ("prometheus", "helmet_policy_id"): "policies are not implemented yet",
     ("prometheus", "helmet_policy_action"): "policies are not implemented yet",
-    ("loki", "helmet_policy_id"): "policies are not implemented yet (policy blocks become helmet.error records)",
+    (
+        "loki",
+        "helmet_policy_id",
+    ): "policies are not implemented yet (policy blocks become helmet.error records)",
     ("prometheus", "helmet_telemetry_dropped_total"): (
         "only exported after the relay dropped telemetry; no deterministic way to make it drop here"
     ),
@@ -172,7 +178,9 @@ def test_pending_names_are_still_not_produced_and_are_semconv_names(
         for u in pending_uses
     }
     # every PENDING entry is used by a dashboard (else it is dead weight) ...
-    assert set(PENDING) <= used_pending | {("prometheus", m) for u in pending_uses for m in u.metrics}
+    assert set(PENDING) <= used_pending | {
+        ("prometheus", m) for u in pending_uses for m in u.metrics
+    }
     # ... is not produced yet (once it is, remove it from PENDING) ...
     now_produced = sorted({_describe(u) for u in pending_uses if is_produced(u, produced)})
     assert not now_produced, "remove these from PENDING, they are produced now:\n" + "\n".join(
@@ -181,7 +189,7 @@ def test_pending_names_are_still_not_produced_and_are_semconv_names(
     # ... and is the translation of a name helmet defines, not an invention.
     translated = {label_name(a) for a in semconv_attribute_names()}
     series = expected_prometheus_series()
-    for backend, name in PENDING:
+    for _backend, name in PENDING:
         assert name in translated or name in series or name == "trace_id", name
 
 
@@ -192,7 +200,9 @@ def test_a_renamed_attribute_breaks_the_contract(
     rename in the code would) and the dashboards' tool panels lose their names."""
 
     def rename(attributes: dict[str, Any]) -> dict[str, Any]:
-        return {("gen_ai.tool" if k == sc.GEN_AI_TOOL_NAME else k): v for k, v in attributes.items()}
+        return {
+            ("gen_ai.tool" if k == sc.GEN_AI_TOOL_NAME else k): v for k, v in attributes.items()
+        }
 
     spans = [dict(s, attributes=rename(s["attributes"])) for s in capture["spans"]]
     logs = [dict(r, attributes=rename(r["attributes"])) for r in capture["logs"]]

@@ -128,7 +128,11 @@ def test_tempo_data_lives_on_its_volume(compose: dict[str, Any]) -> None:
     assert _mount_targets(compose, "tempo")["/var/tempo"] == "tempo-data"
     trace = config["storage"]["trace"]
     assert trace["backend"] == "local"
-    for path in (trace["wal"]["path"], trace["local"]["path"], config["metrics_generator"]["storage"]["path"]):
+    for path in (
+        trace["wal"]["path"],
+        trace["local"]["path"],
+        config["metrics_generator"]["storage"]["path"],
+    ):
         assert path.startswith("/var/tempo/"), path
     assert config["server"]["http_listen_port"] == 3200
 

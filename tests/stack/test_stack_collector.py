@@ -5,10 +5,13 @@ are the checks the collector itself makes at start-up plus the stack's own invar
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+import tests.stack.stack_model as model
 from tests.stack.stack_model import (
     COLLECTOR_CONFIG,
     COMPOSE_FILE,
@@ -152,14 +155,10 @@ def test_logs_pipeline_copies_the_event_name_for_loki(config: dict[str, Any]) ->
             assert path in ("log", "resource", "scope"), statement
 
 
-def test_the_event_name_check_can_fail(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    import tests.stack.stack_model as model
-
+def test_the_event_name_check_can_fail(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config = load_yaml(COLLECTOR_CONFIG)
     config["service"]["pipelines"]["logs"]["processors"].remove("transform/loki")
     path = tmp_path / "config.yaml"
-    import yaml
-
     path.write_text(yaml.safe_dump(config))
     monkeypatch.setattr(model, "COLLECTOR_CONFIG", path)
     model.collector_copies_event_name.cache_clear()

@@ -31,9 +31,7 @@ def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bo
     return loader.construct_mapping(node, deep=deep)
 
 
-_UniqueKeyLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping
-)
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
 def _no_duplicate_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -64,7 +62,7 @@ def test_the_stack_has_the_expected_files() -> None:
 
 @pytest.mark.parametrize("path", STACK_YAML_FILES, ids=lambda p: str(p.relative_to(REPO)))
 def test_yaml_parses_without_duplicate_keys(path: Path) -> None:
-    data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506
+    data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
     assert isinstance(data, dict) and data
 
 
@@ -76,6 +74,6 @@ def test_dashboard_json_parses_without_duplicate_keys(path: Path) -> None:
 
 def test_the_duplicate_key_check_can_fail() -> None:
     with pytest.raises(yaml.constructor.ConstructorError, match="duplicate key 'a'"):
-        yaml.load("a: 1\nb: 2\na: 3\n", Loader=_UniqueKeyLoader)  # noqa: S506
+        yaml.load("a: 1\nb: 2\na: 3\n", Loader=_UniqueKeyLoader)
     with pytest.raises(AssertionError, match="duplicate keys"):
         json.loads('{"a": 1, "a": 2}', object_pairs_hook=_no_duplicate_pairs)

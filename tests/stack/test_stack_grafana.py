@@ -101,7 +101,11 @@ def test_datasource_uids_are_unique_and_fixed() -> None:
 
 def test_datasource_urls_point_at_compose_services() -> None:
     services = load_yaml(COMPOSE_FILE)["services"]
-    expected = {"prometheus": "http://prometheus:9090", "loki": "http://loki:3100", "tempo": "http://tempo:3200"}
+    expected = {
+        "prometheus": "http://prometheus:9090",
+        "loki": "http://loki:3100",
+        "tempo": "http://tempo:3200",
+    }
     for ds in datasources():
         assert ds["url"] == expected[ds["uid"]]
         assert urlsplit(ds["url"]).hostname in services
@@ -135,7 +139,11 @@ def test_links_between_signals_are_wired() -> None:
     assert derived["url"] == "${__value.raw}" and derived["datasourceUid"] == "tempo"
     # metric exemplar -> trace
     (exemplar,) = by_uid["prometheus"]["exemplarTraceIdDestinations"]
-    assert exemplar == {"name": "trace_id", "datasourceUid": "tempo", "urlDisplayLabel": "View trace"}
+    assert exemplar == {
+        "name": "trace_id",
+        "datasourceUid": "tempo",
+        "urlDisplayLabel": "View trace",
+    }
 
 
 def test_provisioning_dollars_are_escaped() -> None:
@@ -216,7 +224,9 @@ def test_every_variable_used_is_defined(path: Path) -> None:
     defined = [v["name"] for v in dash["templating"]["list"]]
     assert len(defined) == len(set(defined))
     used: set[str] = set()
-    for where, text in iter_strings({"panels": dash["panels"], "templating": dash["templating"], "links": dash["links"]}):
+    for where, text in iter_strings(
+        {"panels": dash["panels"], "templating": dash["templating"], "links": dash["links"]}
+    ):
         refs = variable_refs(text)
         assert refs <= set(defined), f"{path.name}{where}: undefined {sorted(refs - set(defined))}"
         used |= refs
@@ -252,7 +262,9 @@ def test_logs_panels_have_the_viewer_options(dashboards: dict[str, dict[str, Any
             assert options["sortOrder"] in ("Descending", "Ascending")
             assert panel["datasource"]["uid"] == "loki"
     assert found == 3
-    stream = next(p for p in iter_panels(dashboards["helmet-mcp-logs"]["panels"]) if p["type"] == "logs")
+    stream = next(
+        p for p in iter_panels(dashboards["helmet-mcp-logs"]["panels"]) if p["type"] == "logs"
+    )
     assert stream["options"]["sortOrder"] == "Descending"
     assert dashboards["helmet-mcp-logs"]["refresh"] == "10s"  # the live stream
 
@@ -266,7 +278,11 @@ def test_event_and_direction_choices_are_the_names_helmet_emits(
     assert [o["value"] for o in event["options"]] == ["$__all", *sc.ALL_EVENTS]
     direction = variables["direction"]
     assert direction["query"].split(",") == [sc.DIRECTION_C2S, sc.DIRECTION_S2C]
-    assert [o["value"] for o in direction["options"]] == ["$__all", sc.DIRECTION_C2S, sc.DIRECTION_S2C]
+    assert [o["value"] for o in direction["options"]] == [
+        "$__all",
+        sc.DIRECTION_C2S,
+        sc.DIRECTION_S2C,
+    ]
 
 
 def test_literal_values_in_queries_are_values_helmet_emits(

@@ -25,11 +25,23 @@ def _ids(queries: list[Query]) -> list[str]:
 
 
 def test_queries_were_found_in_every_dashboard_and_link() -> None:
-    by_lang = {lang: [q for q in QUERIES if q.lang == lang] for lang in ("promql", "logql", "traceql")}
+    by_lang = {
+        lang: [q for q in QUERIES if q.lang == lang] for lang in ("promql", "logql", "traceql")
+    }
     # Exact counts: a query lost by the extraction (or a panel dropped) shows up here.
-    assert {lang: len(qs) for lang, qs in by_lang.items()} == {"promql": 42, "logql": 18, "traceql": 4}
+    assert {lang: len(qs) for lang, qs in by_lang.items()} == {
+        "promql": 42,
+        "logql": 18,
+        "traceql": 4,
+    }
     sources = {q.where.split(" ")[0] for q in QUERIES}
-    assert sources == {"datasource", "mcp-overview.json", "mcp-logs.json", "mcp-session.json", "mcp-security.json"}
+    assert sources == {
+        "datasource",
+        "mcp-overview.json",
+        "mcp-logs.json",
+        "mcp-session.json",
+        "mcp-security.json",
+    }
     assert len(TRACE_LOOKUPS) == 1
 
 
@@ -44,7 +56,11 @@ def test_interpolation_leaves_no_grafana_syntax() -> None:
         interpolate("${__unknown_builtin}")
 
 
-@pytest.mark.parametrize("query", [q for q in QUERIES if q.lang == "promql"], ids=_ids([q for q in QUERIES if q.lang == "promql"]))
+@pytest.mark.parametrize(
+    "query",
+    [q for q in QUERIES if q.lang == "promql"],
+    ids=_ids([q for q in QUERIES if q.lang == "promql"]),
+)
 def test_promql_parses_with_promql_parser(query: Query) -> None:
     promql_parser.parse(query.expr)
 
@@ -60,7 +76,9 @@ def test_every_query_parses_with_the_lezer_grammars() -> None:
     Prometheus' UI uses (it tracks the 3.x language, promql-parser the 2.x one)."""
     results = lezer_parse([(q.lang, q.expr) for q in QUERIES])
     failures = [
-        f"{q.where}: {r.errors} in {q.expr}" for q, r in zip(QUERIES, results, strict=True) if not r.ok
+        f"{q.where}: {r.errors} in {q.expr}"
+        for q, r in zip(QUERIES, results, strict=True)
+        if not r.ok
     ]
     assert not failures, "\n".join(failures)
     expected_top = {"promql": "PromQL", "logql": "LogQL", "traceql": "TraceQL"}

@@ -11,9 +11,11 @@ import pytest
 from helmet_otel.telemetry import semconv as sc
 from tests.stack.stack_model import (
     INSTRUMENTS,
+    NameUse,
     Produced,
     all_name_uses,
     expected_prometheus_series,
+    is_produced,
     label_name,
     loki_index_resource_attributes,
     prometheus_metric_name,
@@ -33,7 +35,12 @@ DERIVED = {"event_name"}
 @pytest.mark.parametrize(
     ("name", "unit", "kind", "expected"),
     [
-        ("mcp.server.operation.duration", "s", "histogram", "mcp_server_operation_duration_seconds"),
+        (
+            "mcp.server.operation.duration",
+            "s",
+            "histogram",
+            "mcp_server_operation_duration_seconds",
+        ),
         ("helmet.messages", "{message}", "counter", "helmet_messages_total"),
         ("helmet.sessions.active", "{session}", "updown", "helmet_sessions_active"),
         ("helmet.message.size", "By", "histogram", "helmet_message_size_bytes"),
@@ -67,7 +74,9 @@ def test_label_names(key: str, expected: str) -> None:
     assert label_name(key) == expected
 
 
-def _metric(name: str, kind: str, unit: str, points: list[dict[str, Any]], monotonic: bool | None = None) -> dict[str, Any]:
+def _metric(
+    name: str, kind: str, unit: str, points: list[dict[str, Any]], monotonic: bool | None = None
+) -> dict[str, Any]:
     return {
         "name": name,
         "unit": unit,
@@ -89,8 +98,15 @@ def test_translate_metrics_applies_prometheus_rules() -> None:
         [],
         [],
         [
-            _metric(sc.METRIC_SERVER_OPERATION_DURATION, "histogram", "s", [{sc.MCP_METHOD_NAME: "tools/call", sc.GEN_AI_TOOL_NAME: "echo"}]),
-            _metric(sc.METRIC_ERRORS, "sum", "{error}", [{sc.ERROR_TYPE: "tool_error"}], monotonic=True),
+            _metric(
+                sc.METRIC_SERVER_OPERATION_DURATION,
+                "histogram",
+                "s",
+                [{sc.MCP_METHOD_NAME: "tools/call", sc.GEN_AI_TOOL_NAME: "echo"}],
+            ),
+            _metric(
+                sc.METRIC_ERRORS, "sum", "{error}", [{sc.ERROR_TYPE: "tool_error"}], monotonic=True
+            ),
             _metric(sc.METRIC_SESSIONS_ACTIVE, "sum", "{session}", [{}], monotonic=False),
         ],
     )
@@ -124,7 +140,11 @@ def test_translate_logs_applies_loki_and_collector_rules() -> None:
         "severity_number": 17,
         "severity_text": "ERROR",
         "body": {"error": {}},
-        "attributes": {sc.HELMET_SESSION_ID: "s1", sc.HELMET_LATENCY_MS: 1.5, "helmet.nested": {"a": {"b": 1}}},
+        "attributes": {
+            sc.HELMET_SESSION_ID: "s1",
+            sc.HELMET_LATENCY_MS: 1.5,
+            "helmet.nested": {"a": {"b": 1}},
+        },
         "trace_id": "0af7651916cd43dd8448eb211c80319c",
         "span_id": "b7ad6b7169203331",
         "resource": {"service.name": "demo", "service.instance.id": "i-1"},
@@ -197,16 +217,40 @@ def test_instrument_table_covers_every_metric_in_semconv() -> None:
 
 
 def test_is_produced_respects_equality_matchers() -> None:
-    from tests.stack.stack_model import NameUse, is_produced
-
     produced = Produced(
-        prom_series={"m_count": [{"mcp_method_name": "tools/list"}, {"mcp_method_name": "tools/call", "gen_ai_tool_name": "x"}]},
-        loki_records=[({"service_name": "a"}, {"event_name": "helmet.request"}), ({"service_name": "a"}, {"event_name": "helmet.response", "helmet_latency_ms": "1"})],
+        prom_series={
+            "m_count": [
+                {"mcp_method_name": "tools/list"},
+                {"mcp_method_name": "tools/call", "gen_ai_tool_name": "x"},
+            ]
+        },
+        loki_records=[
+            ({"service_name": "a"}, {"event_name": "helmet.request"}),
+            ({"service_name": "a"}, {"event_name": "helmet.response", "helmet_latency_ms": "1"}),
+        ],
     )
-    on_calls = NameUse("prometheus", "label", "gen_ai_tool_name", "t", frozenset({"m_count"}), (("mcp_method_name", "tools/call"),))
-    on_lists = NameUse("prometheus", "label", "gen_ai_tool_name", "t", frozenset({"m_count"}), (("mcp_method_name", "tools/list"),))
+    on_calls = NameUse(
+        "prometheus",
+        "label",
+        "gen_ai_tool_name",
+        "t",
+        frozenset({"m_count"}),
+        (("mcp_method_name", "tools/call"),),
+    )
+    on_lists = NameUse(
+        "prometheus",
+        "label",
+        "gen_ai_tool_name",
+        "t",
+        frozenset({"m_count"}),
+        (("mcp_method_name", "tools/list"),),
+    )
     assert is_produced(on_calls, produced) and not is_produced(on_lists, produced)
-    latency = NameUse("loki", "label", "helmet_latency_ms", "t", equals=(("event_name", "helmet.response"),))
-    wrong = NameUse("loki", "label", "helmet_latency_ms", "t", equals=(("event_name", "helmet.request"),))
+    latency = NameUse(
+        "loki", "label", "helmet_latency_ms", "t", equals=(("event_name", "helmet.response"),)
+    )
+    wrong = NameUse(
+        "loki", "label", "helmet_latency_ms", "t", equals=(("event_name", "helmet.request"),)
+    )
     assert is_produced(latency, produced) and not is_produced(wrong, produced)
     assert not is_produced(NameUse("loki", "stream_label", "event_name", "t"), produced)

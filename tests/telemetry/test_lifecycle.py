@@ -3,6 +3,7 @@ trace context to a server that traces itself."""
 
 from __future__ import annotations
 
+import itertools
 import signal
 import sys
 from pathlib import Path
@@ -82,9 +83,9 @@ def test_server_crash_ends_pending_spans_and_session_with_error() -> None:
         assert proxy.wait(timeout=20) == 3
         rx.wait_for(_closed, timeout=20)
         spans = rx.spans()
-        server = [s for s in spans if s["name"] == "tools/call echo" and s["kind"] == "SERVER"][0]
+        server = next(s for s in spans if s["name"] == "tools/call echo" and s["kind"] == "SERVER")
         assert server["status"]["code"] == "ERROR"
-        root = [s for s in spans if s["name"] == "session"][0]
+        root = next(s for s in spans if s["name"] == "session")
         assert root["status"]["code"] == "ERROR"
         assert root["attributes"][sc.HELMET_EXIT_STATUS] == 3
         stderr = by_event(rx.logs(), sc.EVENT_SERVER_STDERR)
@@ -132,12 +133,14 @@ def test_long_session_rolls_over_into_linked_traces(tmp_path: Path) -> None:
         )
         assert [r["attributes"][sc.HELMET_TRACE_SEGMENT] for r in roots] == [0, 1, 2]
         assert len({r["trace_id"] for r in roots}) == 3
-        for previous, current in zip(roots, roots[1:], strict=False):
+        for previous, current in itertools.pairwise(roots):
             assert [(link["trace_id"], link["span_id"]) for link in current["links"]] == [
                 (previous["trace_id"], previous["span_id"])
             ]
         servers_per_trace = [
-            sum(1 for s in rx.spans() if s["trace_id"] == root["trace_id"] and s["kind"] == "SERVER")
+            sum(
+                1 for s in rx.spans() if s["trace_id"] == root["trace_id"] and s["kind"] == "SERVER"
+            )
             for root in roots
         ]
         assert servers_per_trace == [3, 3, 2]  # initialize + 7 calls, 3 requests per trace

@@ -29,7 +29,13 @@ async def _scenario(client: Client) -> dict[str, Any]:
     with pytest.raises(MCPError) as unknown:
         await client.call_tool("no-such-tool", {})
     prompt = await client.get_prompt("greet", {"name": "Ada"})
-    return {"echo": echoed, "auth": auth, "failed": failed, "unknown": unknown.value, "prompt": prompt}
+    return {
+        "echo": echoed,
+        "auth": auth,
+        "failed": failed,
+        "unknown": unknown.value,
+        "prompt": prompt,
+    }
 
 
 def _finished(rx: OTLPReceiver) -> bool:
@@ -86,7 +92,7 @@ async def test_one_trace_per_session_with_server_and_client_spans(exported: Any)
 async def test_semconv_attributes_and_error_classification(exported: Any) -> None:
     rx, _ = exported
     spans = rx.spans()
-    echo = [s for s in spans if s["name"] == "tools/call echo" and s["kind"] == "SERVER"][0]
+    echo = next(s for s in spans if s["name"] == "tools/call echo" and s["kind"] == "SERVER")
     assert {k: v for k, v in echo["attributes"].items() if k != sc.HELMET_SESSION_ID} == {
         sc.MCP_METHOD_NAME: "tools/call",
         sc.GEN_AI_TOOL_NAME: "echo",
@@ -135,18 +141,20 @@ async def test_log_records_cover_the_taxonomy(exported: Any) -> None:
     for record in requests + responses:
         span = servers[record["span_id"]]
         assert record["attributes"][sc.MCP_METHOD_NAME] == span["attributes"][sc.MCP_METHOD_NAME]
-        assert record["attributes"][sc.JSONRPC_REQUEST_ID] == span["attributes"][sc.JSONRPC_REQUEST_ID]
+        assert (
+            record["attributes"][sc.JSONRPC_REQUEST_ID] == span["attributes"][sc.JSONRPC_REQUEST_ID]
+        )
     for record in requests:
         assert record["attributes"][sc.HELMET_DIRECTION] == sc.DIRECTION_C2S
         assert record["severity_text"] == "INFO"
     for record in responses:
         assert record["attributes"][sc.HELMET_DIRECTION] == sc.DIRECTION_S2C
         assert record["attributes"][sc.HELMET_LATENCY_MS] > 0
-    echo_request = [r for r in requests if r["attributes"].get(sc.GEN_AI_TOOL_NAME) == "echo"][0]
+    echo_request = next(r for r in requests if r["attributes"].get(sc.GEN_AI_TOOL_NAME) == "echo")
     assert echo_request["body"]["name"] == "echo"
     assert echo_request["body"]["arguments"]["text"] == "hello"
     assert echo_request["body"]["arguments"]["api_key"].startswith("[REDACTED")
-    failed = [r for r in responses if r["attributes"].get(sc.GEN_AI_TOOL_NAME) == "fail"][0]
+    failed = next(r for r in responses if r["attributes"].get(sc.GEN_AI_TOOL_NAME) == "fail")
     assert failed["severity_text"] == "ERROR"
     assert failed["attributes"][sc.ERROR_TYPE] == "tool_error"
     stderr = by_event(logs, sc.EVENT_SERVER_STDERR)
