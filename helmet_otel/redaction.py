@@ -12,28 +12,28 @@ stable (dashboards and tests may rely on them):
 Key rules, for a value under a secret-like key (JSON member, header name, ``name=value``
 parameter, ``name: value`` line, quoted ``"name": value`` member inside text):
 
-===================  ======================================================================
-``key:password``     a key part containing password/passwd/passphrase, or the part ``pwd``
-``key:secret``       a part ending in ``secret`` or equal to ``secrets`` (client_secret,
-                     clientSecret, secret_access_key)
-``key:token``        a part ending in ``token`` (token, access_token, idToken, x-auth-token,
-                     csrftoken); never ``tokens``: see "false positives"
-``key:api_key``      parts ``api`` + ``key(s)`` in a row, or a part ending in ``apikey``
-                     (api_key, apiKey, x-api-key, X-Goog-Api-Key, APIKEY)
-``key:private_key``  parts ``private`` + ``key(s)``, or a part ending in ``privatekey``
-``key:crypto_key``   ``signing``/``encryption``/``decryption``/``master`` + ``key``
-``key:authorization``a part ending in ``authorization`` (Authorization, Proxy-Authorization)
-``key:auth``         ``auth`` as the whole key or as its last part (auth, basic_auth, proxyAuth)
-``key:cookie``       a part ending in ``cookie`` or equal to ``cookies`` (Cookie, Set-Cookie)
-``key:credentials``  a part equal to credential(s), cred or creds
-``key:<word>``       ``--redact <word>``: the key, lowercased with everything but letters and
-                     digits removed, contains the word (same normalisation)
-``key:custom``       ``--redact key:<regex>``: the regex matches somewhere in the key
-                     (case-insensitive search)
-===================  ======================================================================
+* ``key:password``: a key part containing password/passwd/passphrase, or the part ``pwd``
+* ``key:secret``: a part ending in ``secret`` or equal to ``secrets`` (client_secret,
+  clientSecret, aws_secret_access_key)
+* ``key:token``: a part ending in ``token`` (token, access_token, idToken, x-auth-token,
+  csrftoken); never ``tokens``, and not the identifiers in `PLAIN_TOKEN_QUALIFIERS`
+  (progressToken, nextPageToken, eos_token): see "False positives, decided"
+* ``key:api_key``: parts ``api`` + ``key(s)`` in a row, or a part ending in ``apikey`` (api_key,
+  apiKey, x-api-key, X-Goog-Api-Key, APIKEY)
+* ``key:private_key``: parts ``private`` + ``key(s)``, or a part ending in ``privatekey``
+* ``key:crypto_key``: ``signing``/``encryption``/``decryption``/``master`` + ``key``
+* ``key:authorization``: a part ending in ``authorization`` (Authorization,
+  Proxy-Authorization)
+* ``key:auth``: ``auth`` as the whole key or as its last part (auth, basic_auth, proxyAuth)
+* ``key:cookie``: a part ending in ``cookie`` or equal to ``cookies`` (Cookie, Set-Cookie)
+* ``key:credentials``: a part equal to credential(s), cred or creds
+* ``key:<word>``: ``--redact <word>``; the key, lowercased and stripped of everything but letters
+  and digits, contains the word (normalised the same way)
+* ``key:custom``: ``--redact key:<regex>``; the regex matches somewhere in the key
+  (case-insensitive search)
 
-A key is split into parts at ``_ - . /`` and spaces, at camelCase humps and at letter/digit
-boundaries, then lowercased: ``X-API-Key`` -> ``x api key``, ``clientSecret`` -> ``client
+A key is split into parts at every character that is not an ASCII letter or digit, at camelCase
+humps and at letter/digit boundaries, then lowercased: ``X-API-Key`` -> ``x api key``, ``clientSecret`` -> ``client
 secret``, ``helmet.session.id`` -> ``helmet session id``, ``password2`` -> ``password 2``.
 
 Under a key rule every value is replaced (strings, numbers, lists, whole objects: a dict under
@@ -76,6 +76,8 @@ False positives, decided
   ``token_count``, ``tokenType``, ``password_min_length``, ``api_key_id``, ``secret_name``,
   ``private_key_path``, ``token_expires_in`` (the set is `DESCRIPTOR_PARTS`). Values under them
   are still scanned by the value rules.
+* ``progressToken`` (MCP progress notifications), pagination tokens and tokenizer vocabulary
+  (``eos_token``) are identifiers, not credentials.
 * ``id`` and ``session`` are never secret names (``sessionId``, ``helmet.session.id``,
   ``mcp-session-id`` are identifiers telemetry needs); nor is a bare ``key``.
 * ``signature``/``sig`` are not secret names by default (a function "signature" is common in
@@ -118,8 +120,9 @@ shaped) body exceeds ``max_body`` bytes, the body becomes::
 cut head, the size of the raw message). ``_preview`` is the longest prefix of that JSON text
 (for a string body, of the string itself) such that the whole record serialises to at most
 ``max_body`` bytes (it is empty when ``max_body`` is too small for even the record, about 60
-bytes). Scrubbing happens before the cut, on whole strings, so the preview can only contain
-markers, never the beginning of a secret; a cut may split a marker, which is harmless.
+bytes). Scrubbing happens before the cut, on whole strings, so the preview holds markers, never
+the beginning of a secret the rules recognise; a cut may split a marker, which is harmless.
+`is_truncation_record` tells a record from a body.
 
 Text that arrives already cut (the relay hands the worker only the head of a large message) is
 scrubbed with ``truncated=True``: a secret running into the cut is redacted even though it is
@@ -145,6 +148,7 @@ __all__ = [
     "MARKER_FORMAT",
     "MAX_DEPTH",
     "METADATA_LIST_ITEMS",
+    "PLAIN_TOKEN_QUALIFIERS",
     "VALUE_RULES",
     "Capture",
     "RedactionConfig",
@@ -262,7 +266,7 @@ _PAIR_RULES: Final = {
     ("master", "key"): "crypto_key",
 }
 _CREDENTIAL_PARTS: Final = frozenset({"credential", "credentials", "cred", "creds"})
-_PLAIN_TOKENS: Final = frozenset(
+PLAIN_TOKEN_QUALIFIERS: Final = frozenset(
     {
         "progress", "page", "continuation", "pagination", "sync", "resume", "cancellation",
         "cursor", "bos", "eos", "pad", "unk", "sep", "cls", "mask", "special",
@@ -303,7 +307,9 @@ def _builtin_key_rule(key: str) -> str | None:
     previous = ""
     for part in parts:
         rule = _PAIR_RULES.get((previous, part)) or _part_rule(part)
-        if rule == "token" and (previous in _PLAIN_TOKENS or part[:-5] in _PLAIN_TOKENS):
+        if rule == "token" and (
+            previous in PLAIN_TOKEN_QUALIFIERS or part[:-5] in PLAIN_TOKEN_QUALIFIERS
+        ):
             rule = None
         if rule is not None:
             return rule

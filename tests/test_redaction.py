@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import pytest
@@ -57,6 +57,12 @@ def m(rule: str) -> str:
 
 def dumps(value: object) -> bytes:
     return orjson.dumps(value)
+
+
+def as_record(body: object) -> dict[str, object]:
+    """`body`, checked to be a truncation record."""
+    assert is_truncation_record(body)
+    return cast(dict[str, object], body)
 
 
 # --------------------------------------------------------------------------------------------
@@ -265,7 +271,10 @@ VALUE_CASES = [
         "Authorization: Bearer abcDEF123456.ghi-789_jk",
         "Authorization: [REDACTED:key:authorization]",
     ),
-    ("curl -H 'Authorization: Bearer abcDEF123456'", "curl -H 'Authorization: Bearer " + m("bearer-token") + "'"),
+    (
+        "curl -H 'Authorization: Bearer abcDEF123456'",
+        "curl -H 'Authorization: Bearer " + m("bearer-token") + "'",
+    ),
     ("use bearer " + JWT + " then", "use bearer " + m("bearer-token") + " then"),
     ("BEARER tok_1234567890", "BEARER " + m("bearer-token")),
     ("header Basic " + BASIC + " sent", "header Basic " + m("basic-auth") + " sent"),
@@ -340,15 +349,24 @@ VALUE_CASES = [
     ),
     (
         '{"api_key": "abc", "name": "x", "credentials": {"a": [1, {"b": "c"}]}, "n": 5}',
-        '{"api_key": "' + m("key:api_key") + '", "name": "x", "credentials": "'
-        + m("key:credentials") + '", "n": 5}',
+        '{"api_key": "'
+        + m("key:api_key")
+        + '", "name": "x", "credentials": "'
+        + m("key:credentials")
+        + '", "n": 5}',
     ),
     (
         '{"password":12345,"remember":true,"token":null,"items":[{"secret":[1,"]"]}]}',
-        '{"password":"' + m("key:password") + '","remember":true,"token":null,"items":[{"secret":"'
-        + m("key:secret") + '"}]}',
+        '{"password":"'
+        + m("key:password")
+        + '","remember":true,"token":null,"items":[{"secret":"'
+        + m("key:secret")
+        + '"}]}',
     ),
-    ("{'password': 'hunter2', 'user': 'bob'}", "{'password': '" + m("key:password") + "', 'user': 'bob'}"),
+    (
+        "{'password': 'hunter2', 'user': 'bob'}",
+        "{'password': '" + m("key:password") + "', 'user': 'bob'}",
+    ),
 ]
 
 
@@ -494,7 +512,7 @@ def test_values_nested_deeper_than_the_limit_become_a_marker() -> None:
     out: Any = R.scrub(deep)
     levels = 0
     while isinstance(out, dict):
-        out = out["a"]
+        out = cast(dict[str, Any], out)["a"]
         levels += 1
     assert levels == MAX_DEPTH
     assert out == m("max-depth")
@@ -526,7 +544,10 @@ def test_json_text_inside_a_tool_result_is_scrubbed_by_key() -> None:
     }
     assert R.scrub(result) == {
         "content": [
-            {"type": "text", "text": '{"user": "bob", "apiKey": "' + m("key:api_key") + '", "n": 1}'}
+            {
+                "type": "text",
+                "text": '{"user": "bob", "apiKey": "' + m("key:api_key") + '", "n": 1}',
+            }
         ],
         "isError": False,
     }
@@ -675,7 +696,10 @@ def test_truncation_record_has_the_exact_shape() -> None:
     # 54 bytes of record leave 26 for the preview; its 3 quotes take 2 bytes each (\")
     assert len(b'{"_truncated":true,"_original_size":111,"_preview":""}') == 54
     assert out == {"_truncated": True, "_original_size": 111, "_preview": '{"text":"' + "a" * 14}
-    assert dumps(out) == b'{"_truncated":true,"_original_size":111,"_preview":"{\\"text\\":\\"aaaaaaaaaaaaaa"}'
+    assert (
+        dumps(out)
+        == b'{"_truncated":true,"_original_size":111,"_preview":"{\\"text\\":\\"aaaaaaaaaaaaaa"}'
+    )
     assert len(dumps(out)) == 80
     assert is_truncation_record(out)
     assert not is_truncation_record(body)
@@ -698,8 +722,7 @@ def test_the_size_bound_holds_with_escapes_and_non_ascii() -> None:
     }
     full = dumps(R.scrub(body))
     for max_body in (60, 61, 64, 100, 101, 150, 333, 500, 1000, len(full) - 1):
-        out = Redactor(RedactionConfig(max_body=max_body)).body(body)
-        assert isinstance(out, dict)
+        out = as_record(Redactor(RedactionConfig(max_body=max_body)).body(body))
         assert out["_original_size"] == len(full)
         encoded = dumps(out)
         assert len(encoded) <= max_body, max_body
@@ -714,10 +737,11 @@ def test_the_size_bound_holds_with_escapes_and_non_ascii() -> None:
 def test_a_string_body_previews_the_string_itself() -> None:
     r = Redactor(RedactionConfig(max_body=70))
     line = "x" * 200
-    out = r.body(line)
-    assert isinstance(out, dict)
+    out = as_record(r.body(line))
     assert out["_original_size"] == 202
-    assert out["_preview"] == "x" * (70 - len(b'{"_truncated":true,"_original_size":202,"_preview":""}'))
+    assert out["_preview"] == "x" * (
+        70 - len(b'{"_truncated":true,"_original_size":202,"_preview":""}')
+    )
 
 
 def test_a_tiny_max_body_still_says_it_truncated() -> None:
@@ -727,11 +751,13 @@ def test_a_tiny_max_body_still_says_it_truncated() -> None:
 
 def test_metadata_shapes_are_truncated_too() -> None:
     r = Redactor(RedactionConfig(capture="metadata", max_body=100))
-    out = r.body({"a": list(range(40))})
+    out = as_record(r.body({"a": list(range(40))}))
     shape = {"a": ["<int>"] * METADATA_LIST_ITEMS + ["<+24 more>"]}
-    assert isinstance(out, dict)
     assert out["_original_size"] == len(dumps(shape))
-    assert dumps(shape).decode().startswith(out["_preview"])
+    preview = out["_preview"]
+    assert isinstance(preview, str)
+    assert len(preview) > 20
+    assert dumps(shape).decode().startswith(preview)
     assert len(dumps(out)) <= 100
 
 
@@ -797,9 +823,7 @@ def test_body_from_json_of_a_cut_head_never_leaks_the_cut_secret() -> None:
     r = Redactor(RedactionConfig(max_body=200))
     for cut in range(len(message) - 40, len(message) - 1):
         head = message[:cut]
-        out = r.body_from_json(head, len(message))
-        assert isinstance(out, dict)
-        assert out["_truncated"] is True
+        out = as_record(r.body_from_json(head, len(message)))
         assert out["_original_size"] == len(message)
         assert len(dumps(out)) <= 200
         text = dumps(out).decode()

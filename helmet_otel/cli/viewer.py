@@ -272,7 +272,7 @@ class LogWriter:
         self.follow = follow
         self.count = 0
         self.table = LogTable(stream, colour=colour, utc=utc) if fmt == "table" else None
-        self.csv = csv.writer(stream) if fmt == "csv" else None
+        self.csv = csv.writer(stream, lineterminator="\n") if fmt == "csv" else None
 
     def begin(self) -> None:
         if self.table is not None:
@@ -520,7 +520,7 @@ def _cmd_sessions(args: argparse.Namespace) -> int:
         if args.format in ("json", "ndjson"):
             _write_objects(stream, args.format, [_session_record(s) for s in sessions])
         elif args.format == "csv":
-            out = csv.writer(stream)
+            out = csv.writer(stream, lineterminator="\n")
             out.writerow(_SESSION_CSV)
             for s in sessions:
                 rec = _session_record(s)
@@ -615,7 +615,7 @@ def _cmd_stats(args: argparse.Namespace) -> int:
         elif args.format == "ndjson":
             _write_objects(stream, "ndjson", objects)
         elif args.format == "csv":
-            out = csv.writer(stream)
+            out = csv.writer(stream, lineterminator="\n")
             fields = list(objects[0]) if objects else _stat_fields(stats.by)
             out.writerow(fields)
             for obj in objects:

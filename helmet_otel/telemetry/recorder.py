@@ -163,6 +163,8 @@ class Recorder:
         )  # fmt: skip
         self.dropped_total: dict[str, int] = defaultdict(int)
         self._store_dropped_seen = 0
+        # Exported from the start, so "nothing dropped" is a 0 on the dashboards, not "no data".
+        self.m_dropped.add(0, {sc.HELMET_TELEMETRY_REASON: "relay_queue_full"})
         self.session_id = ""
         self.session_started_ns = 0
         self.root: trace.Span | None = None
@@ -216,14 +218,7 @@ class Recorder:
         if self.capture == "none" or raw is None:
             return None
         if len(raw) < size:  # the relay sent only the head of a large message
-            if self.capture == "metadata":
-                return {"_truncated": True, "_original_size": size}
-            preview = raw[: self.redactor.config.max_body].decode("utf-8", "replace")
-            return {
-                "_truncated": True,
-                "_original_size": size,
-                "_preview": self.redactor.scrub_text(preview),
-            }
+            return self.redactor.body_from_json(raw, size)
         try:
             obj: Any = orjson.loads(raw)
         except orjson.JSONDecodeError:

@@ -186,3 +186,22 @@ async def test_server_spans_nest_under_our_client_span(tmp_path: Path) -> None:
         assert len(theirs) == 1
         assert theirs[0]["trace_id"] == ours[0]["trace_id"]
         assert theirs[0]["parent_span_id"] == ours[0]["span_id"]
+
+
+def test_large_message_is_recorded_truncated_and_relayed_whole() -> None:
+    text = "x" * (5 * 1024 * 1024) + " password=hunter2-is-secret"
+    request = _call(2, text=text)
+    with OTLPReceiver() as rx, RawProcess(_proxy(DEMO_SERVER), env=proxy_env(rx.endpoint)) as proxy:
+        proxy.write(request)
+        out = proxy.stdout.wait(lambda data: data.endswith(b"\n"), timeout=30)
+        assert orjson.loads(out)["result"]["content"][0]["text"] == text
+        proxy.close_stdin()
+        assert proxy.wait(timeout=20) == 0
+        rx.wait_for(_closed, timeout=20)
+        record = next(r for r in by_event(rx.logs(), sc.EVENT_REQUEST))
+        assert record["attributes"][sc.HELMET_MESSAGE_SIZE] == len(request)
+        assert record["body"]["_truncated"] is True
+        assert record["body"]["_original_size"] == len(request)
+        assert len(record["body"]["_preview"]) <= 65536
+        for body in rx.raw_bodies:
+            assert b"hunter2" not in body
