@@ -59,9 +59,10 @@ text is kept):
 ``jwt``                ``eyJ...`` ``.`` ``eyJ...`` ``.`` signature
 ``url-password``       the password in ``scheme://user:password@host`` (user and host kept)
 ``key:<rule>``         the value of ``name=value`` (query strings, ``--flag=value``,
-                       environment dumps), of ``name: value`` at the start of a line (YAML,
-                       HTTP header dumps) and of ``"name": value`` in JSON or Python-repr text,
-                       when the name matches a key rule above
+                       environment dumps), of ``--name value`` (command lines), of
+                       ``name: value`` at the start of a line (YAML, HTTP header dumps) and
+                       of ``"name": value`` in JSON or Python-repr text, when the name
+                       matches a key rule above
 ``partial-secret``     only for text known to be cut (``truncated=True``): a provider prefix
                        (``sk-``, ``ghp_``, ``AKIA``, ``eyJ``, ...) running into the cut
 ``custom``             ``--redact re:<regex>`` (applied as given; its linearity is the user's)
@@ -82,6 +83,8 @@ False positives, decided
   ``mcp-session-id`` are identifiers telemetry needs); nor is a bare ``key``.
 * ``signature``/``sig`` are not secret names by default (a function "signature" is common in
   tool arguments); add ``--redact signature`` to treat them as secrets.
+* ``--name value`` cannot be told from prose naming a flag: "pass the --token flag" loses the
+  word "flag". Accepted: the cost is one word, the alternative is a leaked command-line secret.
 * ``sk-`` needs 16+ characters and a digit or an uppercase letter (so ``sk-cleanup-old-files``
   stays); every prefix needs a non-alphanumeric character before it (``ask-me``, ``task-`` and
   ``skeleton`` stay). ``Bearer``/``Basic`` need a credential-looking word (8+ characters with a
@@ -487,6 +490,11 @@ class Redactor:
             rf"(?m)^[ \t]*+(?:-[ \t]++)?{line_gate}({_KV_CLASS}{{1,64}}+)[ \t]*+:[ \t]*+"
             r"(?!\[REDACTED:)([^\r\n]++)"
         )
+        # a command-line flag followed by its value: `--api-key abc`, `-password 'a b'`
+        self._flag = re.compile(
+            rf"(?<!\S)--?+{gate}({_KV_CLASS}++)[ \t]++(?![-\[])"
+            r"""([^\s"']++|"[^"\n]*+"?|'[^'\n]*+'?)"""
+        )
 
     # -- keys -------------------------------------------------------------------------------
     def _key_marker(self, key: str) -> str | None:
@@ -606,6 +614,8 @@ class Redactor:
             text = self._line_kv.sub(self._line_kv_repl, text)
         if "=" in text:
             text = self._kv.sub(self._kv_repl, text)
+        if "-" in text:
+            text = self._flag.sub(self._line_kv_repl, text)
         if "earer" in text or "EARER" in text or "asic" in text or "ASIC" in text:
             text = _AUTH_SCHEME.sub(_auth_repl_cut if truncated else _auth_repl, text)
         if "://" in text:

@@ -336,6 +336,14 @@ VALUE_CASES = [
         + m("key:password"),
     ),
     ("run --password=hunter2 --user bob", "run --password=" + m("key:password") + " --user bob"),
+    (
+        "npx server --api-key abc123 --verbose -password 'a b' --token-count 5 --port 80",
+        "npx server --api-key "
+        + m("key:api_key")
+        + " --verbose -password "
+        + m("key:password")
+        + " --token-count 5 --port 80",
+    ),
     ('export API_KEY="abc def"', 'export API_KEY="' + m("key:api_key") + '"'),
     ("client_secret = xyz", "client_secret = " + m("key:secret")),
     (
@@ -403,6 +411,7 @@ FALSE_POSITIVE_TEXTS = [
     "ghp_short",
     '{"max_tokens": 5, "sessionId": "abc", "progressToken": "p-1"}',
     "session_id=abc123&id=42",
+    "ls -la --token-count 5 --password-file /etc/pw --auth-type basic -- token x",
     "-----BEGIN PUBLIC KEY-----\nMIIBIjANBg\n-----END PUBLIC KEY-----",
     "",
     "pwd",
@@ -413,6 +422,11 @@ FALSE_POSITIVE_TEXTS = [
 def test_ordinary_text_is_left_alone(text: str) -> None:
     assert R.scrub_text(text) == text
     assert not contains_secret_shape(text)
+
+
+def test_a_secret_named_flag_always_hides_the_next_word() -> None:
+    # Accepted over-redaction: prose that names a flag cannot be told from a command line.
+    assert R.scrub_text("pass the --token flag") == "pass the --token " + m("key:token")
 
 
 def test_keys_that_are_secret_shaped_are_scrubbed_and_never_collide() -> None:

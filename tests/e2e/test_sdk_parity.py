@@ -3,9 +3,8 @@
 Each scenario runs three times: connected to the server directly, through
 `helmet-otel --no-store`, and through `helmet-otel --store PATH` (telemetry on); everything the
 client observed (results, errors, progress, server-to-client requests, notifications) must be
-equal. Servers: the bundled demo server
-(both protocol eras), a FastMCP server (both eras) and the reference server-everything (which
-speaks the handshake era only).
+equal. Servers: the bundled demo server (both protocol eras), a FastMCP server (both eras) and
+the reference server-everything (which speaks the handshake era only).
 
 What may legitimately differ between two runs is excluded explicitly, and nothing else:
 - `notifications/progress` are compared per call through progress callbacks, not in the stream

@@ -23,7 +23,14 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 from opentelemetry.sdk.trace.id_generator import IdGenerator
-from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+)
 
 from helmet_otel.store import Store, StoreLogExporter, StoreSpanExporter
 from helmet_otel.telemetry import semconv as sc
@@ -113,7 +120,11 @@ def everything_session(
     ) -> None:
         server_span = 0x2000_0000_0000_0000 + n
         client_span = 0x3000_0000_0000_0000 + n
-        common: dict[str, object] = {**sid, sc.MCP_METHOD_NAME: method, sc.JSONRPC_REQUEST_ID: str(n)}
+        common: dict[str, object] = {
+            **sid,
+            sc.MCP_METHOD_NAME: method,
+            sc.JSONRPC_REQUEST_ID: str(n),
+        }
         if target is not None:
             key = (
                 sc.GEN_AI_TOOL_NAME
@@ -180,11 +191,22 @@ def everything_session(
                 )
             )
         name = f"{method} {target}" if target else method
-        span_attrs: dict[str, object] = {k: v for k, v in common.items() if k != sc.HELMET_SESSION_ID}
+        span_attrs: dict[str, object] = {
+            k: v for k, v in common.items() if k != sc.HELMET_SESSION_ID
+        }
         span_attrs[sc.HELMET_SESSION_ID] = session_id
         spans.append(Sp(name, SpanKind.SERVER, server_span, root, at, done, span_attrs, error_type))
         spans.append(
-            Sp(name, SpanKind.CLIENT, client_span, server_span, at + MS // 10, done - MS // 10, span_attrs, error_type)
+            Sp(
+                name,
+                SpanKind.CLIENT,
+                client_span,
+                server_span,
+                at + MS // 10,
+                done - MS // 10,
+                span_attrs,
+                error_type,
+            )
         )
 
     call(
@@ -193,8 +215,14 @@ def everything_session(
         "initialize",
         None,
         2.5,
-        {"protocolVersion": "2025-11-25", "clientInfo": {"name": "claude-code", "version": "2.1.0"}},
-        {"protocolVersion": "2025-11-25", "serverInfo": {"name": "everything-server", "version": "1.4.0"}},
+        {
+            "protocolVersion": "2025-11-25",
+            "clientInfo": {"name": "claude-code", "version": "2.1.0"},
+        },
+        {
+            "protocolVersion": "2025-11-25",
+            "serverInfo": {"name": "everything-server", "version": "1.4.0"},
+        },
         c2s={sc.HELMET_CLIENT_NAME: "claude-code", sc.HELMET_CLIENT_VERSION: "2.1.0"},
         s2c={sc.HELMET_SERVER_INFO_NAME: "everything-server", sc.HELMET_SERVER_VERSION: "1.4.0"},
     )
@@ -285,7 +313,11 @@ def everything_session(
                 None,
                 t,
                 end_ts,
-                {sc.HELMET_SESSION_ID: session_id, sc.HELMET_TRACE_SEGMENT: 0, sc.HELMET_TRANSPORT: "stdio"},
+                {
+                    sc.HELMET_SESSION_ID: session_id,
+                    sc.HELMET_TRACE_SEGMENT: 0,
+                    sc.HELMET_TRANSPORT: "stdio",
+                },
             ),
         )
     return Session(session_id, service, trace_id, recs, spans)
@@ -294,7 +326,13 @@ def everything_session(
 def bulk_session(session_id: str, calls: int, *, base_ns: int, service: str = "bulk") -> Session:
     """A session with ``calls`` tool calls (2 records each), plus start and end."""
     sid = {sc.HELMET_SESSION_ID: session_id}
-    recs = [Rec(base_ns, sc.EVENT_SESSION_START, {**sid, sc.HELMET_PROXY_PID: os.getpid(), sc.HELMET_PROXY_HOST: socket.gethostname()})]
+    recs = [
+        Rec(
+            base_ns,
+            sc.EVENT_SESSION_START,
+            {**sid, sc.HELMET_PROXY_PID: os.getpid(), sc.HELMET_PROXY_HOST: socket.gethostname()},
+        )
+    ]
     for i in range(calls):
         at = base_ns + (i + 1) * MS
         common: dict[str, object] = {
@@ -304,12 +342,33 @@ def bulk_session(session_id: str, calls: int, *, base_ns: int, service: str = "b
             sc.GEN_AI_TOOL_NAME: f"tool{i % 7}",
         }
         recs.append(
-            Rec(at, sc.EVENT_REQUEST, {**common, sc.HELMET_DIRECTION: sc.DIRECTION_C2S, sc.HELMET_MESSAGE_KIND: "request"}, {"name": f"tool{i % 7}", "arguments": {"n": i, "who": session_id}})
+            Rec(
+                at,
+                sc.EVENT_REQUEST,
+                {
+                    **common,
+                    sc.HELMET_DIRECTION: sc.DIRECTION_C2S,
+                    sc.HELMET_MESSAGE_KIND: "request",
+                },
+                {"name": f"tool{i % 7}", "arguments": {"n": i, "who": session_id}},
+            )
         )
         recs.append(
-            Rec(at + MS // 2, sc.EVENT_RESPONSE, {**common, sc.HELMET_DIRECTION: sc.DIRECTION_S2C, sc.HELMET_MESSAGE_KIND: "response", sc.HELMET_LATENCY_MS: 0.5}, {"content": [{"type": "text", "text": f"result {i} for {session_id}"}]})
+            Rec(
+                at + MS // 2,
+                sc.EVENT_RESPONSE,
+                {
+                    **common,
+                    sc.HELMET_DIRECTION: sc.DIRECTION_S2C,
+                    sc.HELMET_MESSAGE_KIND: "response",
+                    sc.HELMET_LATENCY_MS: 0.5,
+                },
+                {"content": [{"type": "text", "text": f"result {i} for {session_id}"}]},
+            )
         )
-    recs.append(Rec(base_ns + (calls + 2) * MS, sc.EVENT_SESSION_END, {**sid, sc.HELMET_EXIT_STATUS: 0}))
+    recs.append(
+        Rec(base_ns + (calls + 2) * MS, sc.EVENT_SESSION_END, {**sid, sc.HELMET_EXIT_STATUS: 0})
+    )
     return Session(session_id, service, 0x1234 + calls, recs, [])
 
 
@@ -331,7 +390,9 @@ class Pipeline:
 
     store: Store
     loggers: dict[str, LoggerProvider] = field(default_factory=dict[str, LoggerProvider])
-    tracers: dict[str, tuple[TracerProvider, FixedIds]] = field(default_factory=dict[str, tuple[TracerProvider, FixedIds]])
+    tracers: dict[str, tuple[TracerProvider, FixedIds]] = field(
+        default_factory=dict[str, tuple[TracerProvider, FixedIds]]
+    )
     batch: bool = False
 
     def _providers(self, service: str) -> tuple[LoggerProvider, TracerProvider, FixedIds]:
@@ -343,8 +404,12 @@ class Pipeline:
             log_proc: LogRecordProcessor
             span_proc: SpanProcessor
             if self.batch:
-                log_proc = BatchLogRecordProcessor(StoreLogExporter(self.store), max_queue_size=100_000)
-                span_proc = BatchSpanProcessor(StoreSpanExporter(self.store), max_queue_size=100_000)
+                log_proc = BatchLogRecordProcessor(
+                    StoreLogExporter(self.store), max_queue_size=100_000
+                )
+                span_proc = BatchSpanProcessor(
+                    StoreSpanExporter(self.store), max_queue_size=100_000
+                )
             else:
                 log_proc = SimpleLogRecordProcessor(StoreLogExporter(self.store))
                 span_proc = SimpleSpanProcessor(StoreSpanExporter(self.store))
@@ -361,7 +426,9 @@ class Pipeline:
         for rec in session.records:
             context: Context | None = None
             if rec.span_id:
-                ctx = SpanContext(session.trace_id, rec.span_id, is_remote=False, trace_flags=TraceFlags(1))
+                ctx = SpanContext(
+                    session.trace_id, rec.span_id, is_remote=False, trace_flags=TraceFlags(1)
+                )
                 context = trace.set_span_in_context(NonRecordingSpan(ctx))
             logger.emit(
                 timestamp=rec.ts,
@@ -380,11 +447,15 @@ class Pipeline:
             ids.span_id = sp.span_id
             parent_ctx: Context | None = None
             if sp.parent is not None:
-                pctx = SpanContext(session.trace_id, sp.parent, is_remote=False, trace_flags=TraceFlags(1))
+                pctx = SpanContext(
+                    session.trace_id, sp.parent, is_remote=False, trace_flags=TraceFlags(1)
+                )
                 parent_ctx = trace.set_span_in_context(NonRecordingSpan(pctx))
             else:
                 parent_ctx = Context()
-            span = tracer.start_span(sp.name, context=parent_ctx, kind=sp.kind, attributes=sp.attrs, start_time=sp.start)  # pyright: ignore[reportArgumentType]
+            span = tracer.start_span(
+                sp.name, context=parent_ctx, kind=sp.kind, attributes=sp.attrs, start_time=sp.start
+            )  # pyright: ignore[reportArgumentType]
             if sp.error is not None:
                 span.set_status(Status(StatusCode.ERROR, sp.error))
             span.end(end_time=sp.end)
@@ -424,10 +495,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--lock-timeout", type=float, default=30.0)
     parser.add_argument("--batch", action="store_true", help="batch processors (as the worker)")
     args = parser.parse_args(argv)
-    store = Store.open(args.store, max_bytes=args.max_bytes, max_age_s=0, lock_timeout_s=args.lock_timeout)
+    store = Store.open(
+        args.store, max_bytes=args.max_bytes, max_age_s=0, lock_timeout_s=args.lock_timeout
+    )
     pipe = Pipeline(store, batch=args.batch)
     for i in range(args.sessions):
-        pipe.emit(bulk_session(f"{args.prefix}-{i:03d}", args.calls, base_ns=args.base_ns + i * 10**9))
+        pipe.emit(
+            bulk_session(f"{args.prefix}-{i:03d}", args.calls, base_ns=args.base_ns + i * 10**9)
+        )
         sys.stdout.write(f"session {i}\n")
         sys.stdout.flush()
     pipe.shutdown()
