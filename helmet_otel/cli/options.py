@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import fields
 from typing import Any
 
 from helmet_otel.config import ConfigError, ProxyOptions
+from helmet_otel.redaction import RedactionConfig, Redactor
 
 _CAPTURE = ("none", "metadata", "full")
 _LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -93,6 +95,11 @@ def _validate(opts: ProxyOptions) -> None:
         raise ConfigError("max-body, metrics-interval and grace must be positive")
     if opts.trace_max_requests < 1:
         raise ConfigError("trace-max-requests must be at least 1")
+    try:  # a bad --redact pattern is a usage error now, not a silent telemetry failure later
+        Redactor(RedactionConfig(capture=opts.capture, max_body=opts.max_body,  # type: ignore[arg-type]
+                                 extra=tuple(opts.redact)))  # fmt: skip
+    except (ValueError, re.error) as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def resolve(args: argparse.Namespace, env: Mapping[str, str]) -> ProxyOptions:

@@ -215,6 +215,11 @@ def build_pipeline(config: Mapping[str, Any], env: dict[str, str]) -> Pipeline:
     sdk_logger.addHandler(_QueueFullHandler(drops))
     sdk_logger.propagate = False  # exporter retries must not spam the MCP client's stderr log
     sdk_logger.setLevel(logging.WARNING)
+    if config.get("log_level") in ("debug", "info"):  # --log-level: show the SDK's own logs
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("helmet-otel: %(name)s: %(message)s"))
+        sdk_logger.addHandler(handler)
+        sdk_logger.setLevel(logging.DEBUG if config["log_level"] == "debug" else logging.INFO)
 
     attributes: dict[str, Any] = {
         sc.SERVICE_NAME: config["service_name"],

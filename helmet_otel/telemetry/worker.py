@@ -18,7 +18,7 @@ from typing import Any
 from helmet_otel.telemetry.frames import Frame, read_batch
 
 FLUSH_TIMEOUT = float(os.environ.get("HELMET_FLUSH_TIMEOUT", "5"))
-WORKER_NICENESS = int(os.environ.get("HELMET_WORKER_NICENESS", "10"))
+WORKER_NICENESS = int(os.environ.get("HELMET_WORKER_NICENESS", "19"))
 _EOF = None
 
 
