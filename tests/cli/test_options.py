@@ -1,0 +1,78 @@
+"""Option precedence (flag > HELMET_* > config file > default), env filtering, service names."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from helmet_otel.cli.naming import default_service_name
+from helmet_otel.cli.options import (
+    ConfigError,
+    add_proxy_arguments,
+    child_environment,
+    resolve,
+)
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_proxy_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_precedence_flag_over_env_over_config_over_default(tmp_path: Path) -> None:
+    config = tmp_path / "helmet.toml"
+    config.write_text('capture = "metadata"\nmax-body = 100\nredact = ["a", "b"]\ngrace = 5\n')
+    env = {"HELMET_CONFIG": str(config), "HELMET_MAX_BODY": "200", "HELMET_NO_STORE": "1"}
+    options = resolve(parse("--max-body", "300"), env)
+    assert options.max_body == 300  # flag
+    assert options.no_store is True  # environment
+    assert options.capture == "metadata" and options.redact == ["a", "b"] and options.grace == 5
+    assert options.metrics_interval == 60.0  # default
+    assert resolve(parse(), env).max_body == 200
+
+
+@pytest.mark.parametrize(
+    ("content", "env", "message"),
+    [
+        ("nope = 1\n", {}, "unknown key 'nope'"),
+        ("capture = 3 = \n", {}, "config file"),
+        ("", {"HELMET_MAX_BODY": "lots"}, "HELMET_MAX_BODY: bad value for max_body: 'lots'"),
+        ("", {"HELMET_CAPTURE": "all"}, "capture must be one of none, metadata, full"),
+    ],
+)
+def test_bad_configuration_is_one_clear_error(
+    tmp_path: Path, content: str, env: dict[str, str], message: str
+) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(content)
+    with pytest.raises(ConfigError) as info:
+        resolve(parse("--config", str(config)), env)
+    assert message in str(info.value)
+
+
+def test_child_environment_strips_helmet_and_otel() -> None:
+    env = {"HELMET_X": "1", "OTEL_SERVICE_NAME": "s", "PATH": "/bin", "HOME": "/root"}
+    assert child_environment(env, pass_otel_env=False) == {"PATH": "/bin", "HOME": "/root"}
+    assert child_environment(env, pass_otel_env=True) == {
+        "OTEL_SERVICE_NAME": "s", "PATH": "/bin", "HOME": "/root"
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("argv", "name"),
+    [
+        (["python", "server.py"], "server"),
+        (["python3", "-u", "/srv/weather/server.py"], "weather"),
+        (["npx", "-y", "@modelcontextprotocol/server-everything"], "server-everything"),
+        (["node", "/opt/github-mcp/dist/index.js"], "github-mcp"),
+        (["python", "-m", "helmet_otel.examples.demo_server"], "demo_server"),
+        (["uvx", "--from", "x", "mcp-server-fetch"], "mcp-server-fetch"),
+        (["uvx", "mcp-server-git@1.2.3"], "mcp-server-git"),
+        (["./my-server"], "my-server"),
+    ],
+)
+def test_default_service_name_identifies_the_server(argv: list[str], name: str) -> None:
+    assert default_service_name(argv) == name
