@@ -136,10 +136,15 @@ def is_echo_server(cmdline: Sequence[str]) -> bool:
     )
 
 
-def rss_sampler_main(root_pid: int, interval: float) -> int:
-    """Sample the RSS of ``root_pid``'s tree (minus the echo server) until stdin closes."""
+def rss_sampler_main(interval: float) -> int:
+    """Read a root pid from stdin, then sample its tree's RSS (minus the echo server) until
+    stdin closes. Started before the root, so that sampling begins at once."""
     import psutil
 
+    line = sys.stdin.readline()
+    if not line.strip():
+        return 0
+    root_pid = int(line)
     try:
         root = psutil.Process(root_pid)
     except psutil.NoSuchProcess:
@@ -160,7 +165,9 @@ def rss_sampler_main(root_pid: int, interval: float) -> int:
             for proc in candidates:
                 try:  # re-read: a shim may exec the real program under the same pid
                     cmdline = proc.cmdline()
-                except (psutil.NoSuchProcess, psutil.AccessDenied):
+                except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                    continue
+                if not cmdline:  # a zombie, or not yet exec'd
                     continue
                 if is_echo_server(cmdline):
                     labels.pop(proc.pid, None)
@@ -230,6 +237,11 @@ class Helper:
             stdout=subprocess.PIPE,
             text=True,
         )
+
+    def send(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
 
     def ask(self, line: str | None = None) -> dict[str, Any]:
         assert self.proc.stdin is not None and self.proc.stdout is not None
@@ -360,6 +372,39 @@ class Session:
             raise RuntimeError(f"{n - sum(seen)} responses missing")
         return elapsed
 
+    async def paced(self, n: int, depth: int, rate: float) -> float:
+        """``n`` calls at ``rate`` calls/s with at most ``depth`` in flight; achieved calls/s."""
+        first = self.take_ids(n)
+        requests = [call_request(first + i) for i in range(n)]
+        slots = asyncio.Semaphore(depth)
+        seen = bytearray(n)
+
+        async def receive() -> None:
+            for _ in range(n):
+                line = await self.reader.readline()
+                if not line:
+                    raise RuntimeError("the connection closed (EOF on stdout)")
+                index = loads(line)["id"] - first
+                if not 0 <= index < n or seen[index]:
+                    raise RuntimeError(f"unexpected response: {line[:200]!r}")
+                seen[index] = 1
+                slots.release()
+
+        receiver = asyncio.ensure_future(receive())
+        started = time.perf_counter()
+        try:
+            for i, request in enumerate(requests):
+                await slots.acquire()
+                # keep to the schedule: late sends go out at once, early ones wait their turn
+                wait = started + i / rate - time.perf_counter()
+                if wait > 0.001:
+                    await asyncio.sleep(wait)
+                self.writer.write(request)
+            await receiver
+        finally:
+            receiver.cancel()
+        return n / (time.perf_counter() - started)
+
     async def large(self, size: int) -> float:
         """Echo a ``size``-byte text argument; seconds for the round trip. Checks equality."""
         text = base64.b64encode(os.urandom(size * 3 // 4 + 3))[:size]
@@ -409,6 +454,8 @@ class Options:
     otlp_protocol: str
     interval: float
     keep_stderr: Path | None
+    rate: float
+    paced_calls: int
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float:
@@ -495,17 +542,17 @@ class Run:
         stderr_path: Path,
         body: Callable[[Session], Any],
     ) -> dict[str, Any]:
-        async with Session(argv, env, stderr_path) as session:
-            sampler = Helper("--_rss", str(session.proc.pid), str(self.options.interval))
-            try:
+        sampler = Helper("--_rss", str(self.options.interval))
+        try:
+            async with Session(argv, env, stderr_path) as session:
+                sampler.send(str(session.proc.pid))
                 result = await body(session)
                 result["shutdown_s"] = await session.close()
-            finally:
-                rss = sampler.finish()
-                sampler.kill()
-            result["rss"] = rss
-            result["exit_code"] = session.proc.returncode
-            return result
+            result["rss"] = sampler.finish()
+        finally:
+            sampler.kill()
+        result["exit_code"] = session.proc.returncode
+        return result
 
     async def _small(self, session: Session) -> dict[str, Any]:
         o = self.options
@@ -525,6 +572,12 @@ class Run:
             result["throughput_higher"] = o.pipelined / seconds
         result["calls"] = session.next_id - 1
         return result
+
+    async def _paced(self, session: Session) -> dict[str, Any]:
+        o = self.options
+        await session.initialize()
+        achieved = await session.paced(o.paced_calls, o.depth, o.rate)
+        return {"paced_throughput": achieved, "calls": session.next_id - 1}
 
     async def _large(self, session: Session) -> dict[str, Any]:
         await session.initialize()
@@ -549,6 +602,14 @@ class Run:
         if "telemetry" in small:
             row["telemetry"] = small["telemetry"]
             row["telemetry_large"] = large["telemetry"]
+        if self.options.rate > 0 and not self.config.direct:
+            paced = self._phase("paced", self._paced)
+            row["paced_throughput"] = paced["paced_throughput"]
+            row["paced_calls"] = paced["calls"]
+            row["shutdown_paced_s"] = paced["shutdown_s"]
+            row["rss_paced"] = paced["rss"]
+            if "telemetry" in paced:
+                row["telemetry_paced"] = paced["telemetry"]
         return row
 
     def describe(self) -> str:
@@ -568,6 +629,7 @@ NUMERIC = (
     "throughput",
     "throughput_higher",
     "shutdown_small_s",
+    "paced_throughput",
 )
 
 
@@ -629,18 +691,25 @@ def markdown(results: list[dict[str, Any]], options: Options) -> str:
     telemetry = [r for r in results if "telemetry" in r]
     if telemetry:
         out.append(
-            "\n| configuration | calls (small phase) | spans received | log records received "
+            "\nTelemetry delivered to the local OTLP receiver (last round):\n\n"
+            "| configuration | phase | calls | spans | log records "
             "| metric points | OTLP requests | rejected | helmet.telemetry.dropped "
             "| exit after stdin EOF s |\n"
-            "|---|---|---|---|---|---|---|---|---|"
+            "|---|---|---|---|---|---|---|---|---|---|"
         )
         for r in telemetry:
-            t = r["telemetry"]
-            out.append(
-                f"| {r['label']} | {r['calls']:,} | {t['counts']['spans']:,} | "
-                f"{t['counts']['logs']:,} | {t['counts']['data_points']:,} | {t['requests']:,} | "
-                f"{t['rejected']} | {t['dropped'] or 0} | {r['shutdown_small_s']:.2f} |"
-            )
+            phases = [("small, full speed", r["telemetry"], r["calls"], r["shutdown_small_s"])]
+            if "telemetry_paced" in r:
+                phase = f"paced {options.rate:,.0f}/s (got {r['paced_throughput']:,.0f}/s)"
+                phases.append(
+                    (phase, r["telemetry_paced"], r["paced_calls"], r["shutdown_paced_s"])
+                )
+            for phase, t, calls, shutdown in phases:
+                out.append(
+                    f"| {r['label']} | {phase} | {calls:,} | {t['counts']['spans']:,} | "
+                    f"{t['counts']['logs']:,} | {t['counts']['data_points']:,} | "
+                    f"{t['requests']:,} | {t['rejected']} | {t['dropped'] or 0} | {shutdown:.2f} |"
+                )
     processes = [r for r in results if r.get("rss_small") and r["rss_small"]["processes"]]
     if processes:
         out.append("\nPeak RSS per process (small-message phase, last round):\n")
@@ -652,6 +721,23 @@ def markdown(results: list[dict[str, Any]], options: Options) -> str:
         out.append("\n| target | measured | met |\n|---|---|---|")
         out.extend(f"| {t} | {m} | {'yes' if ok else '**no**'} |" for t, m, ok in targets)
     return "\n".join(out)
+
+
+def complete_telemetry(t: dict[str, Any], calls: int) -> bool:
+    """Nothing dropped: per call a SERVER and a CLIENT span, a request and a response record."""
+    return (
+        not t["dropped"]  # the counter has no data point until something is dropped
+        and t["rejected"] == 0
+        and t["counts"]["spans"] >= 2 * calls
+        and t["counts"]["logs"] >= 2 * calls
+    )
+
+
+def describe_telemetry(t: dict[str, Any], calls: int) -> str:
+    return (
+        f"helmet.telemetry.dropped {t['dropped'] or 0}; {t['counts']['spans']:,} spans, "
+        f"{t['counts']['logs']:,} log records for {calls:,} calls"
+    )
 
 
 def check_targets(results: list[dict[str, Any]], options: Options) -> list[tuple[str, str, bool]]:
@@ -680,23 +766,24 @@ def check_targets(results: list[dict[str, Any]], options: Options) -> list[tuple
         out.append(
             (f"telemetry on: >= 4,000 calls/s @{options.depth}", f"{tput:,.0f}", tput >= 4000)
         )
-        if "telemetry" in on:
-            t = on["telemetry"]
-            calls = on["calls"]
-            spans, logs = t["counts"]["spans"], t["counts"]["logs"]
-            # per call: a SERVER and a CLIENT span, a request and a response record
-            complete = (
-                not t["dropped"]  # the counter is absent until something is dropped
-                and t["rejected"] == 0
-                and spans >= 2 * calls
-                and logs >= 2 * calls
-            )
+        if "telemetry_paced" in on:
+            t, calls = on["telemetry_paced"], on["paced_calls"]
+            achieved = on["paced_throughput"]
+            ok = complete_telemetry(t, calls) and options.rate >= 4000 and achieved >= 0.98 * 4000
             out.append(
                 (
-                    "telemetry on: nothing dropped",
-                    f"helmet.telemetry.dropped {t['dropped'] or 0}; {spans:,} spans, {logs:,} log records "
-                    f"for {calls:,} calls",
-                    complete,
+                    f"telemetry on: nothing dropped at 4,000 calls/s @{options.depth}",
+                    f"{achieved:,.0f} calls/s; {describe_telemetry(t, calls)}",
+                    ok,
+                )
+            )
+        elif "telemetry" in on:
+            t, calls = on["telemetry"], on["calls"]
+            out.append(
+                (
+                    f"telemetry on: nothing dropped at full speed @{options.depth}",
+                    describe_telemetry(t, calls),
+                    complete_telemetry(t, calls),
                 )
             )
         if on["rss_small_mb"] is not None:
@@ -781,6 +868,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         metavar="MB",
         help="large-argument sizes in MB (repeatable; default 10 and 50)",
     )
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=4000,
+        help="calls/s of the paced run (--depth in flight) that checks nothing is dropped; 0 = skip",
+    )
+    parser.add_argument("--paced-calls", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=1, help="repeat all; report medians")
     parser.add_argument(
         "--otlp-protocol", choices=["http/protobuf", "grpc"], default="http/protobuf"
@@ -811,7 +905,7 @@ def build_configs(args: argparse.Namespace) -> list[Config]:
 
 def main(argv: Sequence[str]) -> int:
     if argv[:1] == ["--_rss"]:
-        return rss_sampler_main(int(argv[1]), float(argv[2]))
+        return rss_sampler_main(float(argv[1]))
     if argv[:1] == ["--_receiver"]:
         return receiver_main(argv[1])
 
@@ -826,6 +920,8 @@ def main(argv: Sequence[str]) -> int:
         otlp_protocol=args.otlp_protocol,
         interval=args.interval,
         keep_stderr=args.keep_stderr,
+        rate=args.rate,
+        paced_calls=args.paced_calls,
     )
     if options.keep_stderr is not None:
         options.keep_stderr.mkdir(parents=True, exist_ok=True)

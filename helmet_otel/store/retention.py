@@ -4,7 +4,7 @@ Both delete the oldest data first, in short transactions of ``CHUNK`` rows so ot
 never wait long. The size cap counts the database file plus its WAL. When they pass
 ``HIGH_WATER`` of the cap, the oldest records are deleted until the live data is about
 ``LOW_WATER`` of the cap, then the freed pages are given back to the file system
-(``auto_vacuum = INCREMENTAL``) and the WAL is checkpointed.
+(``auto_vacuum = INCREMENTAL``) and the WAL is truncated.
 """
 
 from __future__ import annotations
@@ -130,8 +130,8 @@ def enforce_size(
 
 
 def _give_back_pages(conn: sqlite3.Connection) -> None:
-    """Shrink the file by the free pages, then checkpoint (best effort, never waits: the WAL
-    shrinks to ``journal_size_limit`` once no reader holds it)."""
+    """Shrink the file by the free pages, then truncate the WAL (best effort, never waits;
+    otherwise the WAL shrinks to ``journal_size_limit`` once no reader holds it)."""
     if int(conn.execute("PRAGMA auto_vacuum").fetchone()[0]) == _AUTO_VACUUM_INCREMENTAL:
         free = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
         while free > 0:
@@ -140,5 +140,12 @@ def _give_back_pages(conn: sqlite3.Connection) -> None:
             if left >= free:
                 break
             free = left
-    with contextlib.suppress(sqlite3.OperationalError):
-        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+    # TRUNCATE without waiting: gives up at once when a reader or another writer holds the WAL
+    timeout = int(conn.execute("PRAGMA busy_timeout").fetchone()[0])
+    try:
+        conn.execute("PRAGMA busy_timeout = 0")
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    except sqlite3.OperationalError:
+        pass
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {timeout:d}")

@@ -169,9 +169,6 @@ def migrate(conn: sqlite3.Connection) -> int:
             f"the store has schema version {found}, newer than this helmet-otel understands "
             f"({SCHEMA_VERSION}); upgrade helmet-otel or use another --store"
         )
-    if found == 0 and not _has_tables(conn):
-        # Must precede the first table; a no-op on an existing database.
-        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
     conn.execute("BEGIN IMMEDIATE")
     try:
         current = schema_version(conn)  # another process may have migrated meanwhile
@@ -195,10 +192,6 @@ def migrate(conn: sqlite3.Connection) -> int:
     return found
 
 
-def _has_tables(conn: sqlite3.Connection) -> bool:
-    return conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchone() is not None
-
-
 def _ensure_file(path: Path) -> None:
     """Create the directory (0700) and an empty database file (0600): bodies may be private."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -215,6 +208,9 @@ def connect_writer(path: Path, *, busy_timeout_ms: int = 2000) -> sqlite3.Connec
     )
     try:
         conn.execute(f"PRAGMA busy_timeout = {busy_timeout_ms:d}")
+        if int(conn.execute("PRAGMA page_count").fetchone()[0]) == 0:
+            # A brand-new file: the vacuum mode must be set before anything initialises it.
+            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
         if str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
             mode = str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]).lower()
             if mode != "wal":

@@ -113,7 +113,7 @@ def _classify(exc: BaseException) -> tuple[str, bool, str]:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             return "full", False, "the disk is full"
         if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-            return "readonly", False, f"no permission to write ({exc.strerror})"
+            return "readonly", False, f"the store is not writable ({exc.strerror}: {exc.filename})"
         return "io", False, f"I/O error ({exc})"
     if isinstance(exc, sqlite3.InterfaceError | sqlite3.ProgrammingError | TypeError | ValueError):
         return "data", False, f"a record could not be stored ({type(exc).__name__}: {exc})"
@@ -197,7 +197,7 @@ class Store:
             report=report or _report_stderr,
         )
         for problem in problems:
-            store._report_once("env", problem)
+            store._report_once(f"env:{problem}", problem)
         with store._lock:
             with contextlib.suppress(Exception):
                 store._transact(lambda _conn: 0)  # connect + migrate now; failures are reported
@@ -287,11 +287,11 @@ class Store:
         self._maybe_retain(force=False)
         return True
 
-    def _transact(self, op: Callable[[sqlite3.Connection], int]) -> int:
+    def _transact(self, op: Callable[[sqlite3.Connection], int], *, quiet: bool = False) -> int:
         """Run ``op`` in BEGIN IMMEDIATE ... COMMIT, retrying while the database is busy.
 
-        On failure: report once, set ``last_error``, close the connection (reopened later) and
-        re-raise.
+        On failure: unless ``quiet``, report once, set ``last_error`` and close the connection
+        (reopened later); then re-raise.
         """
         deadline = time.monotonic() + self.lock_timeout_s
         delay = 0.005
@@ -313,14 +313,16 @@ class Store:
                     self._closing.wait(min(delay, remaining))
                     delay = min(delay * 2, 0.25)
                     continue
-                self._fail(exc)
+                if not quiet:
+                    self._fail(exc)
                 raise
             self.last_error = None
             return result
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
-            conn = connect_writer(self.path, busy_timeout_ms=_BUSY_TIMEOUT_MS)
+            busy_ms = max(1, min(_BUSY_TIMEOUT_MS, int(self.lock_timeout_s * 1000)))
+            conn = connect_writer(self.path, busy_timeout_ms=busy_ms)
             pages = retention.wal_pages_for(self.max_bytes)
             conn.execute(f"PRAGMA wal_autocheckpoint = {pages:d}")
             conn.execute(f"PRAGMA journal_size_limit = {pages * 4096:d}")
@@ -352,7 +354,12 @@ class Store:
         with contextlib.suppress(Exception):
             self._report(message)
 
+    def _retain_transact(self, op: Callable[[sqlite3.Connection], int]) -> int:
+        return self._transact(op, quiet=True)
+
     def _maybe_retain(self, *, force: bool) -> retention.RetentionResult:
+        """Apply the caps when due. Problems here never drop records; a busy database just
+        postpones the work to a later batch."""
         result = retention.RetentionResult()
         conn = self._conn
         if conn is None:
@@ -361,23 +368,26 @@ class Store:
         try:
             if self.max_age_s > 0 and (force or now >= self._next_age_check):
                 self._next_age_check = now + _AGE_CHECK_EVERY_S
-                result = retention.enforce_age(self._transact, time.time_ns(), self.max_age_s)
+                result = retention.enforce_age(
+                    self._retain_transact, time.time_ns(), self.max_age_s
+                )
             if (
                 self.max_bytes > 0
                 and (force or now >= self._next_size_check)
                 and retention.disk_bytes(self.path) > self.max_bytes * retention.HIGH_WATER
             ):
-                sized = retention.enforce_size(conn, self._transact, self.path, self.max_bytes)
+                self._next_size_check = now + _SIZE_CHECK_BACKOFF_S
+                sized = retention.enforce_size(
+                    conn, self._retain_transact, self.path, self.max_bytes
+                )
                 result.logs += sized.logs
                 result.spans += sized.spans
                 result.sessions += sized.sessions
-                over = retention.disk_bytes(self.path) > self.max_bytes * retention.HIGH_WATER
-                self._next_size_check = now + _SIZE_CHECK_BACKOFF_S if over else 0.0
-        except Exception as exc:  # retention problems never drop records
-            if not isinstance(exc, sqlite3.Error | OSError | StoreError):
-                self._report_once("retention", f"retention failed: {exc!r}")
-            elif self.last_error is None:
-                self._report_once("retention", f"retention failed: {exc}")
+                if retention.disk_bytes(self.path) <= self.max_bytes * retention.HIGH_WATER:
+                    self._next_size_check = 0.0
+        except Exception as exc:
+            if not _is_busy(exc):
+                self._report_once("retention", f"retention of {self.path} failed: {exc}")
         return result
 
 

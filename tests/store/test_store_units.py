@@ -1,0 +1,329 @@
+"""Store internals: time parsing, schema and migrations, the exporters' rows, redaction."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from opentelemetry.sdk._logs.export import LogRecordExportResult
+from opentelemetry.sdk.trace.export import SpanExportResult
+
+from helmet_otel.redaction import Redactor
+from helmet_otel.store import (
+    SCHEMA_VERSION,
+    Store,
+    StoreLogExporter,
+    StoreSpanExporter,
+    default_store_path,
+)
+from helmet_otel.store.query import LogFilter, Reader, fts_query
+from helmet_otel.store.schema import MIGRATIONS, Migration, StoreError, connect_reader, migrate
+from helmet_otel.store.timefmt import (
+    format_duration_ms,
+    format_rfc3339,
+    parse_duration,
+    parse_size,
+    parse_time,
+)
+from tests.store.conftest import REPO, cli_env
+from tests.store.scenario import (
+    SECRET,
+    Pipeline,
+    Rec,
+    Session,
+    everything_session,
+    write_store,
+)
+
+NOW = 1_795_000_000_000_000_000
+
+
+def test_durations_and_timestamps() -> None:
+    assert [
+        parse_duration(x) for x in ("30s", "5m", "2h", "7d", "1w", "1h30m", "250ms", "90", "1.5h")
+    ] == [
+        30,
+        300,
+        7200,
+        604800,
+        604800,
+        5400,
+        0.25,
+        90,
+        5400,
+    ]
+    for bad in ("", "5x", "-5m", "m", "5m3", "1h 30m", "nan"):
+        with pytest.raises(ValueError):
+            parse_duration(bad)
+    assert parse_time("5m", now_ns=NOW) == NOW - 300 * 10**9
+    assert parse_time("now", now_ns=NOW) == NOW
+    assert parse_time("2026-11-18T11:06:40Z") == NOW
+    assert parse_time("2026-11-18T12:06:40.5+01:00") == NOW + 500_000_000
+    assert format_rfc3339(NOW + 7) == "2026-11-18T11:06:40.000000007Z"
+    with pytest.raises(ValueError, match="invalid duration or timestamp: 'tomorrow'"):
+        parse_time("tomorrow")
+    assert [parse_size(x) for x in ("500MB", "1GiB", "4096", "2 kb", "1.5M")] == [
+        500_000_000,
+        1 << 30,
+        4096,
+        2000,
+        1_500_000,
+    ]
+    with pytest.raises(ValueError):
+        parse_size("lots")
+    assert [format_duration_ms(x) for x in (None, 0.42, 12.34, 1250.0, 192_000.0, 7_500_000.0)] == [
+        "",
+        "0.42 ms",
+        "12.3 ms",
+        "1.25 s",
+        "3m12s",
+        "2h05m",
+    ]
+
+
+def test_fts_query_quotes_user_text() -> None:
+    assert fts_query('rate "limit') == '"rate limit"*'
+    assert fts_query("api_key") == '"api key"*'
+    assert fts_query("NEAR(a b) OR c*") == '"NEAR a b OR c"*'
+    assert fts_query("!!") is None
+
+
+def test_default_store_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("HELMET_STORE", str(tmp_path / "x.db"))
+    assert default_store_path() == tmp_path / "x.db"
+    monkeypatch.delenv("HELMET_STORE")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    assert default_store_path() == tmp_path / "data" / "helmet-otel" / "store.db"
+
+
+def test_bad_environment_caps_fall_back_and_are_reported(
+    store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HELMET_STORE_MAX_BYTES", "huge")
+    monkeypatch.setenv("HELMET_STORE_MAX_AGE", "forever")
+    reports: list[str] = []
+    store = Store.open(store_path, report=reports.append)
+    assert (store.max_bytes, store.max_age_s) == (500_000_000, 14 * 86400)
+    assert reports == [
+        "HELMET_STORE_MAX_BYTES: invalid size: 'huge' (examples: 500MB, 1GiB, 1048576); using 500000000 bytes",
+        "HELMET_STORE_MAX_AGE: invalid duration: 'forever'; using 14d",
+    ]
+    store.close()
+
+
+def test_new_store_schema(store_path: Path) -> None:
+    Store.open(store_path).close()
+    conn = sqlite3.connect(store_path)
+    assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+    assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    assert conn.execute("PRAGMA auto_vacuum").fetchone() == (2,)  # incremental
+    names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+    assert {"logs", "logs_fts", "sessions", "spans", "logs_session_ts", "logs_event_ts"} <= names
+    assert store_path.stat().st_mode & 0o777 == 0o600
+    plan = " ".join(
+        str(r[3])
+        for r in conn.execute(
+            "EXPLAIN QUERY PLAN SELECT * FROM logs WHERE session_id = 'x' AND ts > 0 ORDER BY ts DESC LIMIT 5"
+        )
+    )
+    assert "USING INDEX logs_session_ts" in plan
+    conn.close()
+
+
+def test_migrations_apply_in_order_once(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    assert migrate(conn) == 0
+    assert migrate(conn) == SCHEMA_VERSION  # idempotent
+    extra = Migration(
+        SCHEMA_VERSION + 1, "test column", ("ALTER TABLE logs ADD COLUMN extra TEXT",)
+    )
+    import helmet_otel.store.schema as schema
+
+    saved = schema.MIGRATIONS, schema.SCHEMA_VERSION
+    try:
+        schema.MIGRATIONS, schema.SCHEMA_VERSION = (*MIGRATIONS, extra), extra.version  # type: ignore[misc]
+        assert migrate(conn) == SCHEMA_VERSION
+        assert conn.execute("PRAGMA user_version").fetchone() == (extra.version,)
+        assert "extra" in {r[1] for r in conn.execute("PRAGMA table_info(logs)")}
+    finally:
+        schema.MIGRATIONS, schema.SCHEMA_VERSION = saved  # type: ignore[misc]
+    # now the store is newer than this code: refuse to touch it
+    with pytest.raises(StoreError, match="newer than this helmet-otel understands"):
+        migrate(conn)
+    conn.close()
+    with pytest.raises(StoreError, match="newer than this helmet-otel understands"):
+        connect_reader(path)
+    reports: list[str] = []
+    store = Store.open(path, report=reports.append)
+    assert store.write_logs([]) and not store.write_logs(everything_session_rows())
+    assert reports[0].startswith(f"cannot write to {path}: the store has schema version 2, newer")
+
+
+def everything_session_rows() -> list:  # type: ignore[type-arg]
+    from helmet_otel.store.model import log_row
+
+    return [
+        log_row(
+            ts=NOW,
+            event="helmet.request",
+            severity_number=9,
+            severity_text="INFO",
+            service=None,
+            trace_id=None,
+            span_id=None,
+            body=None,
+            has_body=False,
+            attributes={},
+        )
+    ]
+
+
+def test_fresh_store_created_by_many_processes_at_once(store_path: Path) -> None:
+    code = "import sys; from helmet_otel.store import Store; s = Store.open(sys.argv[1]); print(s.degraded); s.close()"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(store_path)],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=cli_env(),
+            cwd=REPO,
+        )
+        for _ in range(6)
+    ]
+    assert [p.communicate(timeout=30)[0] for p in procs] == ["False\n"] * 6
+    conn = sqlite3.connect(store_path)
+    assert conn.execute("SELECT value FROM store_meta WHERE key = 'migration.1'").fetchone() == (
+        "initial schema",
+    )
+    conn.close()
+
+
+def test_exporter_rows_keep_every_attribute(store_path: Path) -> None:
+    store = write_store(store_path, [everything_session()], max_bytes=0, max_age_s=0)
+    store.close()
+    with Reader.open(store_path) as reader:
+        entries = reader.logs(LogFilter(errors=True))
+        [response, error] = [e for e in entries if e.method == "prompts/get"]
+        assert (response.event, response.kind, response.request_id, response.latency_ms) == (
+            "helmet.response",
+            "response",
+            "3",
+            1.0,
+        )
+        assert (response.error_type, response.status_code, response.target, response.size) == (
+            "-32602",
+            "-32602",
+            "greet",
+            203,
+        )
+        assert response.attributes == {
+            "error.type": "-32602",
+            "gen_ai.prompt.name": "greet",
+            "helmet.direction": "server->client",
+            "helmet.latency_ms": 1.0,
+            "helmet.message.kind": "response",
+            "helmet.message.size": 203,
+            "helmet.session.id": "s-everything-0001",
+            "jsonrpc.request.id": "3",
+            "mcp.method.name": "prompts/get",
+            "rpc.response.status_code": "-32602",
+        }
+        assert (response.trace_id, response.span_id) == (
+            "0af7651916cd43dd8448eb211c80319c",
+            "2000000000000003",
+        )
+        assert error.event == "helmet.error"
+        [root] = [s for s in reader.spans("s-everything-0001") if s.parent_span_id is None]
+        assert (root.name, root.kind, root.segment, root.status) == (
+            "session",
+            "INTERNAL",
+            0,
+            "UNSET",
+        )
+
+
+def test_unexpected_attribute_types_survive(store_path: Path) -> None:
+    odd = Session(
+        "odd",
+        "svc",
+        9,
+        [
+            Rec(
+                NOW,
+                "helmet.response",
+                {
+                    "helmet.session.id": "odd",
+                    "jsonrpc.request.id": 7,  # an int where a string is expected
+                    "helmet.latency_ms": 12,  # an int where a float is expected
+                    "tags": ("a", "b"),
+                    "helmet.exit.status": "signal 9",
+                },
+                body={"nested": {"deep": [1, 2.5, None, True]}, "bytes": "x"},
+            )
+        ],
+        [],
+    )
+    write_store(store_path, [odd], max_bytes=0, max_age_s=0).close()
+    with Reader.open(store_path) as reader:
+        [entry] = reader.logs(LogFilter())
+        assert (entry.request_id, entry.latency_ms) == ("7", 12.0)  # filterable columns
+        assert entry.attributes == {  # and the record as it arrived
+            "helmet.exit.status": "signal 9",
+            "helmet.latency_ms": 12,
+            "helmet.session.id": "odd",
+            "jsonrpc.request.id": 7,
+            "tags": ["a", "b"],
+        }
+        assert entry.body == {"nested": {"deep": [1, 2.5, None, True]}, "bytes": "x"}
+
+
+def test_exporters_after_shutdown_count_instead_of_raising(store_path: Path) -> None:
+    store = Store.open(store_path)
+    logs, spans = StoreLogExporter(store), StoreSpanExporter(store)
+    logs.shutdown()
+    spans.shutdown()
+    assert logs.export([object()]) == LogRecordExportResult.FAILURE  # type: ignore[list-item]
+    assert spans.export([object(), object()]) == SpanExportResult.FAILURE  # type: ignore[list-item]
+    assert (store.dropped_logs, store.dropped_spans) == (1, 2)
+    fresh = StoreLogExporter(store)
+    assert fresh.export([object()]) == LogRecordExportResult.FAILURE  # type: ignore[list-item]  # not a record
+    assert store.dropped_logs == 2
+    assert fresh.force_flush() is True
+    store.close()
+    assert fresh.export([]) == LogRecordExportResult.SUCCESS
+    pipe = Pipeline(store)
+    pipe.emit(everything_session())  # a closed store drops and counts
+    pipe.shutdown()
+    assert store.dropped == 2 + 2 + 13 + 9
+
+
+def test_redacted_values_never_reach_the_file(store_path: Path) -> None:
+    """The worker scrubs before export; the store must keep the markers and nothing else of
+    the secret: not in the table, not in the full-text index, not in the WAL."""
+    redactor = Redactor()
+    params = {
+        "name": "search",
+        "arguments": {"query": "weather", "api_key": SECRET, "note": f"Bearer {SECRET}"},
+    }
+    scrubbed = redactor.scrub(params)
+    assert SECRET not in repr(scrubbed)
+    session = everything_session()
+    session.records[4].body = scrubbed
+    store = write_store(store_path, [session], max_bytes=0, max_age_s=0)
+    raw = b"".join(
+        p.read_bytes() for p in store_path.parent.iterdir() if p.name.startswith("store.db")
+    )
+    store.close()
+    assert SECRET.encode() not in raw
+    markers = set(re.findall(r"\[REDACTED[^\]]*\]", repr(scrubbed)))
+    assert len(markers) == 2
+    for marker in markers:
+        assert marker.encode() in raw
+    with Reader.open(store_path) as reader:
+        assert [e.request_id for e in reader.logs(LogFilter(grep="REDACTED"))] == ["1"]
+        assert reader.logs(LogFilter(grep=SECRET)) == []
