@@ -13,6 +13,8 @@ driven by the same raw asyncio client (no MCP SDK), in one run on one machine:
 * sequential ``tools/call`` round trips: p50/p90/p99 over ``--calls`` calls after ``--warmup``;
 * pipelined throughput: ``--pipelined`` calls with ``--depth`` requests in flight (and with
   ``--higher-depth`` in flight when ``--higher-load`` is given);
+* proxies only: a paced run at ``--rate`` calls/s (default 4,000, ``--depth`` in flight) that
+  checks the telemetry keeps up at that load (nothing dropped);
 * a 10 MB and a 50 MB argument echoed back intact (seconds for the round trip);
 * peak RSS of the proxy process tree (the spawned process and its descendants, minus the echo
   server), sampled every 20 ms by a separate sampler process, once during the small-message

@@ -45,11 +45,41 @@ from helmet_otel.store import Store, StoreLogExporter  # noqa: E402
 from helmet_otel.store.model import LogRow, SpanRow, log_row  # noqa: E402
 from helmet_otel.telemetry import semconv as sc  # noqa: E402
 
-WORDS = (
-    "weather forecast london paris tokyo berlin report summary issue pull request file read "
-    "write search query result status build deploy invoice customer order ticket message "
-    "calendar meeting repository branch commit table column index"
-).split()
+WORDS = [
+    "weather",
+    "forecast",
+    "london",
+    "paris",
+    "tokyo",
+    "berlin",
+    "report",
+    "summary",
+    "issue",
+    "pull",
+    "request",
+    "file",
+    "read",
+    "write",
+    "search",
+    "query",
+    "result",
+    "status",
+    "build",
+    "deploy",
+    "invoice",
+    "customer",
+    "order",
+    "ticket",
+    "message",
+    "calendar",
+    "meeting",
+    "repository",
+    "branch",
+    "commit",
+    "table",
+    "column",
+    "index",
+]
 TOOLS = ("search", "read_file", "write_file", "list_issues", "create_ticket", "run_query", "fetch")
 RARE = "quokka"  # in ~0.1% of the responses
 NS = 1_000_000_000
@@ -82,7 +112,11 @@ def build(path: Path, records: int, sessions: int, seed: int = 7) -> tuple[float
                 span_id=None,
                 body=None,
                 has_body=False,
-                attributes={sc.HELMET_SESSION_ID: sid, sc.HELMET_PROXY_PID: 1, sc.HELMET_PROXY_HOST: "bench"},
+                attributes={
+                    sc.HELMET_SESSION_ID: sid,
+                    sc.HELMET_PROXY_PID: 1,
+                    sc.HELMET_PROXY_HOST: "bench",
+                },
             )
         )
     step = (now - start) // (records // 2 + 1)
@@ -123,7 +157,10 @@ def build(path: Path, records: int, sessions: int, seed: int = 7) -> tuple[float
             sc.JSONRPC_REQUEST_ID: rid,
             sc.GEN_AI_TOOL_NAME: tool,
         }
-        params = {"name": tool, "arguments": {"query": _text(rng, 5), "limit": rng.randrange(1, 50)}}
+        params = {
+            "name": tool,
+            "arguments": {"query": _text(rng, 5), "limit": rng.randrange(1, 50)},
+        }
         latency = rng.lognormvariate(3.0, 1.0)
         failed = rng.random() < 0.03
         text = _text(rng, rng.randrange(15, 45)) + (f" {RARE}" if rng.random() < 0.001 else "")
@@ -147,7 +184,10 @@ def build(path: Path, records: int, sessions: int, seed: int = 7) -> tuple[float
                             **({sc.ERROR_TYPE: "tool_error"} if failed else {})},
             )
         )  # fmt: skip
-        for kind, sp, parent in (("SERVER", span_id, None), ("CLIENT", f"{rng.getrandbits(64):016x}", span_id)):
+        for kind, sp, parent in (
+            ("SERVER", span_id, None),
+            ("CLIENT", f"{rng.getrandbits(64):016x}", span_id),
+        ):
             spans.append(
                 SpanRow(
                     trace_id=trace_id, span_id=sp, parent_span_id=parent, name=f"tools/call {tool}", kind=kind,
@@ -235,10 +275,26 @@ def exporter_rate(path: Path, n: int = 102_400) -> float:
     return len(batch) / elapsed
 
 
-def follow_rate(path: Path, rate: int = 5000, seconds: float = 10.0) -> tuple[int, int, float, float]:
+def follow_rate(
+    path: Path, rate: int = 5000, seconds: float = 10.0
+) -> tuple[int, int, float, float]:
     """-> (written, received, p99 lag s, max lag s)."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "helmet_otel", "logs", "-f", "--format", "ndjson", "--limit", "0", "--session", "follow-", "--store", str(path)],
+        [
+            sys.executable,
+            "-m",
+            "helmet_otel",
+            "logs",
+            "-f",
+            "--format",
+            "ndjson",
+            "--limit",
+            "0",
+            "--session",
+            "follow-",
+            "--store",
+            str(path),
+        ],
         stdout=subprocess.PIPE,
         text=True,
         cwd=REPO,
@@ -288,11 +344,18 @@ def follow_rate(path: Path, rate: int = 5000, seconds: float = 10.0) -> tuple[in
     proc.terminate()
     proc.wait()
     lags.sort()
-    return written, len(lags), lags[int(len(lags) * 0.99) - 1] if lags else float("nan"), lags[-1] if lags else float("nan")
+    return (
+        written,
+        len(lags),
+        lags[int(len(lags) * 0.99) - 1] if lags else float("nan"),
+        lags[-1] if lags else float("nan"),
+    )
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--sessions", type=int, default=100)
     parser.add_argument("--keep", metavar="DIR", help="keep the store in DIR")
@@ -307,17 +370,52 @@ def main() -> int:
     print(f"building {args.records:,} records in {path} ...", file=sys.stderr)
     build_rate, ids = build(path, args.records, args.sessions)
     size = path.stat().st_size
-    rows.append(("store size per 1,000,000 log records (+ their spans)", f"{size / args.records * 1e6 / 1e6:,.0f} MB", "report", "-"))
-    rows.append(("direct writer build rate (logs + spans)", f"{build_rate:,.0f} records/s", "-", "-"))
+    rows.append(
+        (
+            "store size per 1,000,000 log records (+ their spans)",
+            f"{size / args.records * 1e6 / 1e6:,.0f} MB",
+            "report",
+            "-",
+        )
+    )
+    rows.append(
+        ("direct writer build rate (logs + spans)", f"{build_rate:,.0f} records/s", "-", "-")
+    )
 
     sid = ids[0][:8]
     queries = [
-        ("logs --session S --event response --since 2h (table, newest 100)", ("logs", "--session", sid, "--event", "response", "--since", "2h"), 1.0),
-        ("logs --session S --event response --since 2h --format ndjson (all)", ("logs", "--session", sid, "--event", "response", "--since", "2h", "--format", "ndjson"), 1.0),
+        (
+            "logs --session S --event response --since 2h (table, newest 100)",
+            ("logs", "--session", sid, "--event", "response", "--since", "2h"),
+            1.0,
+        ),
+        (
+            "logs --session S --event response --since 2h --format ndjson (all)",
+            (
+                "logs",
+                "--session",
+                sid,
+                "--event",
+                "response",
+                "--since",
+                "2h",
+                "--format",
+                "ndjson",
+            ),
+            1.0,
+        ),
         (f"logs --grep {RARE} (rare word, table)", ("logs", "--grep", RARE), 1.0),
-        (f"logs --grep {RARE} --format ndjson (all matches)", ("logs", "--grep", RARE, "--format", "ndjson"), 1.0),
+        (
+            f"logs --grep {RARE} --format ndjson (all matches)",
+            ("logs", "--grep", RARE, "--format", "ndjson"),
+            1.0,
+        ),
         ("logs --grep weather (common word, table)", ("logs", "--grep", "weather"), 1.0),
-        ("logs --grep weather --session S --since 6h --format ndjson", ("logs", "--grep", "weather", "--session", sid, "--since", "6h", "--format", "ndjson"), 1.0),
+        (
+            "logs --grep weather --session S --since 6h --format ndjson",
+            ("logs", "--grep", "weather", "--session", sid, "--since", "6h", "--format", "ndjson"),
+            1.0,
+        ),
         ("stats --since 1h", ("stats", "--since", "1h"), 2.0),
         ("stats --since 1h --by tool", ("stats", "--since", "1h", "--by", "tool"), 2.0),
         ("stats (whole store)", ("stats",), 0.0),
@@ -325,18 +423,46 @@ def main() -> int:
         ("trace S", ("trace", ids[1][:10]), 0.0),
     ]
     baseline, _ = timed(path, "logs", "--help")
-    rows.append(("python start-up + argparse (`logs --help`), included below", f"{baseline:.2f} s", "-", "-"))
+    rows.append(
+        (
+            "python start-up + argparse (`logs --help`), included below",
+            f"{baseline:.2f} s",
+            "-",
+            "-",
+        )
+    )
     for label, argv, target in queries:
         seconds, nlines = timed(path, *argv)
         verdict = "-" if not target else ("ok" if seconds < target else "MISSED")
-        rows.append((f"`{label}` ({nlines:,} lines)", f"{seconds:.2f} s", f"< {target:g} s" if target else "-", verdict))
+        rows.append(
+            (
+                f"`{label}` ({nlines:,} lines)",
+                f"{seconds:.2f} s",
+                f"< {target:g} s" if target else "-",
+                verdict,
+            )
+        )
 
     ingest = exporter_rate(path)
-    rows.append(("ingest through StoreLogExporter (512-record batches, into the full store)", f"{ingest:,.0f} records/s", ">= 20,000/s", "ok" if ingest >= 20_000 else "MISSED"))
+    rows.append(
+        (
+            "ingest through StoreLogExporter (512-record batches, into the full store)",
+            f"{ingest:,.0f} records/s",
+            ">= 20,000/s",
+            "ok" if ingest >= 20_000 else "MISSED",
+        )
+    )
 
     written, received, p99, worst = follow_rate(path)
     ok = received == written and worst < 1.0
-    rows.append(("`logs -f` at 5,000 records/s for 10 s", f"{received:,}/{written:,} received, lag p99 {p99 * 1000:.0f} ms, max {worst * 1000:.0f} ms", "all, lag < 1 s", "ok" if ok else "MISSED"))
+    rows.append(
+        (
+            "`logs -f` at 5,000 records/s for 10 s",
+            f"{received:,}/{written:,} received, lag p99 {p99 * 1000:.0f} ms, max {worst * 1000:.0f} ms",
+            "all, lag < 1 s",
+            "ok" if ok else "MISSED",
+        )
+    )
 
     print("| measurement | result | target | |")
     print("|---|---|---|---|")
