@@ -53,10 +53,6 @@ PENDING: dict[tuple[str, str], str] = {
         "loki",
         "helmet_policy_id",
     ): "policies are not implemented yet (policy blocks become helmet.error records)",
-    ("prometheus", "helmet_telemetry_dropped_total"): (
-        "only exported after the relay dropped telemetry; no deterministic way to make it drop here"
-    ),
-    ("prometheus", "helmet_telemetry_reason"): "see helmet_telemetry_dropped_total",
     ("prometheus-exemplar", "trace_id"): (
         "the telemetry worker records histograms outside the span's context, so the SDK's "
         "trace_based exemplar filter keeps no exemplar (pass context= to record())"
@@ -157,7 +153,7 @@ def test_exported_metrics_have_the_declared_names_kinds_and_units(
         assert (metric["unit"], metric_kind(metric)) == (unit, kind), name
         assert metric["temporality"] in (None, "CUMULATIVE"), f"{name}: Prometheus drops delta"
         seen.add(name)
-    assert seen == set(INSTRUMENTS) - {sc.METRIC_POLICY_DECISIONS, sc.METRIC_TELEMETRY_DROPPED}
+    assert seen == set(INSTRUMENTS) - {sc.METRIC_POLICY_DECISIONS}
 
 
 def test_every_name_the_dashboards_and_links_use_is_produced(
