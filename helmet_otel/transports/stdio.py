@@ -157,9 +157,10 @@ class StdioProxy:
         )
 
     # -- the pumps --------------------------------------------------------------------------
-    async def _pump_c2s(
-        self, reader: ByteReader, server_in: ByteWriter, client_out: ByteWriter, tg: TaskGroup
+    async def _pump(
+        self, direction: Direction, reader: ByteReader, out: ByteWriter, back: ByteWriter
     ) -> None:
+        """Relay lines from ``reader`` to ``out`` until end of stream (``back`` takes replies)."""
         relay = self.relay
         splitter = LineSplitter()
         while True:
@@ -168,37 +169,30 @@ class StdioProxy:
                 break
             lines = splitter.feed(chunk)
             if lines:
-                await self._deliver(relay, Direction.C2S, lines, server_in, client_out)
+                await self._deliver(relay, direction, lines, out, back)
         rest = splitter.flush()
         if rest:
-            await self._deliver(relay, Direction.C2S, [rest], server_in, client_out)
+            await self._deliver(relay, direction, [rest], out, back)
+
+    def _client_gone(self, server_in: ByteWriter, tg: TaskGroup) -> None:
         if self.session.exit_reason is None:
             self.session.exit_reason = "client closed the connection"
         server_in.close()
         tg.start_soon(self._terminate, None)
 
+    async def _pump_c2s(
+        self, reader: ByteReader, server_in: ByteWriter, client_out: ByteWriter, tg: TaskGroup
+    ) -> None:
+        await self._pump(Direction.C2S, reader, server_in, client_out)
+        self._client_gone(server_in, tg)
+
     async def _pump_s2c(
         self, reader: ByteReader, client_out: ByteWriter, server_in: ByteWriter, tg: TaskGroup
     ) -> None:
-        relay = self.relay
-        splitter = LineSplitter()
         try:
-            while True:
-                chunk = await reader.receive()
-                if not chunk:
-                    break
-                lines = splitter.feed(chunk)
-                if lines:
-                    await self._deliver(relay, Direction.S2C, lines, client_out, server_in)
-            rest = splitter.flush()
-            if rest:
-                await self._deliver(relay, Direction.S2C, [rest], client_out, server_in)
-        except BrokenPipeError:
-            # The client stopped reading: treat it as a disconnect.
-            if self.session.exit_reason is None:
-                self.session.exit_reason = "client closed the connection"
-            server_in.close()
-            tg.start_soon(self._terminate, None)
+            await self._pump(Direction.S2C, reader, client_out, server_in)
+        except BrokenPipeError:  # the client stopped reading: a disconnect
+            self._client_gone(server_in, tg)
         finally:
             self._s2c_done.set()
 
