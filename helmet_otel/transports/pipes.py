@@ -34,6 +34,10 @@ class ByteWriter(Protocol):
 
     async def drain(self) -> None: ...
 
+    async def flush(self) -> None:
+        """Wait until every queued byte is written."""
+        ...
+
     def close(self) -> None: ...
 
     @property
@@ -149,6 +153,13 @@ class _PipeWriter(asyncio.Protocol):
         if self._closed:
             raise BrokenPipeError("pipe closed")
 
+    async def flush(self) -> None:
+        """Wait until every queued byte is written (before closing at shutdown)."""
+        if self._transport is None or self.closed:
+            return
+        self._transport.set_write_buffer_limits(high=0, low=0)  # pauses while anything is queued
+        await self.drain()
+
     def close(self) -> None:
         if self._transport is not None and not self._transport.is_closing():
             self._transport.close()
@@ -183,6 +194,9 @@ class _ThreadWriter:
         if self._closed:
             raise BrokenPipeError("file closed")
         self._queue.append(data)
+
+    async def flush(self) -> None:
+        await self.drain()
 
     async def drain(self) -> None:
         if self._queue:

@@ -89,6 +89,7 @@ class StdioProxy:
         self._proc: subprocess.Popen[bytes] | None = None
         self._exited = anyio.Event()
         self._s2c_done = anyio.Event()
+        self._stderr_done = anyio.Event()
         self._terminating = False
 
     # -- diagnostics ------------------------------------------------------------------------
@@ -133,7 +134,11 @@ class StdioProxy:
                 tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
-                await self._close_all(client_out, server_in, client_in, server_out, server_err)
+                streams: list[ByteReader | ByteWriter] = [client_out, server_in, client_in]
+                streams += [server_out, server_err]
+                if self._err is not None:
+                    streams.append(self._err)
+                await self._close_all(*streams)
         status, reason = describe_exit(proc.returncode if proc.returncode is not None else -9)
         self.session.exit_status = status
         if self.session.exit_reason is None:
@@ -249,6 +254,7 @@ class StdioProxy:
         if rest:
             for interceptor in interceptors:
                 interceptor.upstream_stderr(session, rest, time.time_ns())
+        self._stderr_done.set()
 
     # -- lifecycle --------------------------------------------------------------------------
     async def _watch_exit(self, proc: subprocess.Popen[bytes]) -> None:
@@ -305,6 +311,7 @@ class StdioProxy:
         """The child has exited: drain its stdout, answer what is pending, reap its group."""
         with anyio.move_on_after(STDOUT_DRAIN_AFTER_EXIT):
             await self._s2c_done.wait()
+            await self._stderr_done.wait()  # every stderr byte the server wrote, too
         _, reason = describe_exit(proc.returncode if proc.returncode is not None else -9)
         replies = self.relay.fail_pending(f"{reason} before responding (helmet-otel)")
         if replies:
@@ -328,10 +335,10 @@ class StdioProxy:
 
     async def _close_all(self, *streams: ByteReader | ByteWriter) -> None:
         for stream in streams:
-            if hasattr(stream, "drain") and not getattr(stream, "closed", True):
-                with anyio.move_on_after(1.0):
+            if hasattr(stream, "flush") and not getattr(stream, "closed", True):
+                with anyio.move_on_after(2.0):
                     try:
-                        await stream.drain()  # type: ignore[union-attr]
+                        await stream.flush()  # type: ignore[union-attr]
                     except BrokenPipeError:
                         pass
             stream.close()

@@ -92,7 +92,7 @@ def main() -> int:
 
     for line in sys.stdin.buffer:
         try:
-            message = json.loads(line)
+            message: object = json.loads(line)
         except ValueError:
             continue
         if not isinstance(message, dict) or "id" not in message or "method" not in message:
@@ -106,7 +106,7 @@ def main() -> int:
             "cwd": os.getcwd(),
             "env": dict(os.environ),
         }
-        reply = {"jsonrpc": "2.0", "id": message["id"], "result": result}
+        reply: dict[str, object] = {"jsonrpc": "2.0", "id": message["id"], "result": result}
         sys.stdout.buffer.write(json.dumps(reply).encode() + b"\n")
         sys.stdout.buffer.flush()
     if exit_on_eof:
