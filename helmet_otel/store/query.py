@@ -418,7 +418,7 @@ class Reader:
         self, *, since_ns: int | None = None, now_ns: int | None = None
     ) -> list[SessionInfo]:
         """Sessions with activity since ``since_ns``, oldest start first, with live status."""
-        sql = f"SELECT {_SESSION_COLUMNS} FROM sessions"
+        sql = f"SELECT {_SESSION_COLUMNS}, seen_requests FROM sessions"
         args: list[object] = []
         if since_ns is not None:
             sql += " WHERE last_ts >= ?"
@@ -427,13 +427,22 @@ class Reader:
         now = time.time_ns() if now_ns is None else now_ns
         host = socket.gethostname()
         result: list[SessionInfo] = []
+        errors: dict[str, int] = {
+            str(sid): int(n)  # pyright: ignore[reportArgumentType]
+            for sid, n in self._query(
+                "SELECT session_id, count(*) FROM session_errors GROUP BY session_id"
+            )
+        }
         for row in self._query(sql, args):
-            info = SessionInfo(*row)  # pyright: ignore[reportArgumentType]
-            self._complete(info, now, host)
+            info = SessionInfo(*row[:-1])  # pyright: ignore[reportArgumentType]
+            seen_requests = int(row[-1])  # pyright: ignore[reportArgumentType]
+            self._complete(info, now, host, seen_requests, errors.get(info.session_id, 0))
             result.append(info)
         return result
 
-    def _complete(self, info: SessionInfo, now: int, host: str) -> None:
+    def _complete(
+        self, info: SessionInfo, now: int, host: str, seen_requests: int, seen_errors: int
+    ) -> None:
         if info.end_ts is not None:
             failed = info.exit_status not in (None, 0, "0", "")
             info.status = "failed" if failed else "ended"
@@ -445,18 +454,10 @@ class Reader:
                 alive = pid_alive(int(info.proxy_pid), started_by_ns=info.started_ts)
             info.status = "active" if alive else "lost"
             info.duration_ms = ((now if alive else info.last_ts) - info.started_ts) / 1e6
-        if info.requests is None or info.errors is None:
-            counts = self._query(
-                "SELECT sum(kind = 'request' AND direction = ?), "
-                "count(DISTINCT CASE WHEN is_error = 1 AND (kind = 'response' OR event = ?) "
-                "THEN coalesce('r:' || direction || request_id, 'i:' || id) END) "
-                "FROM logs WHERE session_id = ?",
-                (sc.DIRECTION_C2S, sc.EVENT_ERROR, info.session_id),
-            )[0]
-            if info.requests is None:
-                info.requests = int(counts[0] or 0)  # pyright: ignore[reportArgumentType]
-            if info.errors is None:
-                info.errors = int(counts[1] or 0)  # pyright: ignore[reportArgumentType]
+        if info.requests is None:
+            info.requests = seen_requests
+        if info.errors is None:
+            info.errors = seen_errors
 
     # --- logs -----------------------------------------------------------------------------
 
@@ -527,8 +528,8 @@ class Reader:
         top_errors: int = 10,
     ) -> Stats:
         """Per method (or per method and tool): calls, errors, bytes, latency percentiles."""
-        conds = ["(kind IN ('request', 'response') OR event = ?)"]
-        args: list[object] = [sc.EVENT_ERROR]
+        conds = ["kind IN ('request', 'response', 'error')"]
+        args: list[object] = []
         if since_ns is not None:
             conds.append("ts >= ?")
             args.append(since_ns)
@@ -553,18 +554,20 @@ class Reader:
             is_err, etype, attrs, ts, rowid = row[8:]
             tool = target if by == "tool" and isinstance(target, str) else None
             key: tuple[str, str | None] = (str(method), tool)
-            if isinstance(nbytes, int):
-                size[key] = size.get(key, 0) + nbytes
             if kind == "request":
                 calls[key] = calls.get(key, 0) + 1
+                if isinstance(nbytes, int):
+                    size[key] = size.get(key, 0) + nbytes
                 continue
+            # one answer per request, though an error comes as helmet.response and helmet.error
             ident: tuple[object, ...] = (sid, direction, rid) if rid is not None else (rowid,)
-            if kind == "response":
-                seen = answered.setdefault(key, set())
-                if ident not in seen:
-                    seen.add(ident)
-                    if isinstance(lat, float | int):
-                        latency.setdefault(key, []).append(float(lat))
+            seen = answered.setdefault(key, set())
+            if ident not in seen:
+                seen.add(ident)
+                if isinstance(nbytes, int):
+                    size[key] = size.get(key, 0) + nbytes
+                if isinstance(lat, float | int):
+                    latency.setdefault(key, []).append(float(lat))
             if is_err:
                 seen_err = failed.setdefault(key, set())
                 if ident not in seen_err:

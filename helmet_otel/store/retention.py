@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from helmet_otel.store.schema import FTS_DELETE, fts_text
+
 __all__ = [
     "CHUNK",
     "HIGH_WATER",
@@ -66,10 +68,14 @@ def _delete_before(transact: Transact, cutoff_ts: int, result: RetentionResult) 
     """Delete logs with ts <= cutoff, then spans and sessions that ended before it."""
 
     def logs_chunk(conn: sqlite3.Connection) -> int:
-        return conn.execute(
-            "DELETE FROM logs WHERE id IN (SELECT id FROM logs WHERE ts <= ? ORDER BY ts LIMIT ?)",
-            (cutoff_ts, CHUNK),
-        ).rowcount
+        doomed = conn.execute(
+            "SELECT id, body FROM logs WHERE ts <= ? ORDER BY ts LIMIT ?", (cutoff_ts, CHUNK)
+        ).fetchall()
+        if not doomed:
+            return 0
+        conn.executemany(FTS_DELETE, [(i, fts_text(b)) for i, b in doomed if b is not None])
+        conn.executemany("DELETE FROM logs WHERE id = ?", [(i,) for i, _ in doomed])
+        return len(doomed)
 
     def spans_chunk(conn: sqlite3.Connection) -> int:
         return conn.execute(
@@ -79,7 +85,12 @@ def _delete_before(transact: Transact, cutoff_ts: int, result: RetentionResult) 
         ).rowcount
 
     def sessions_all(conn: sqlite3.Connection) -> int:
-        return conn.execute("DELETE FROM sessions WHERE last_ts <= ?", (cutoff_ts,)).rowcount
+        n = conn.execute("DELETE FROM sessions WHERE last_ts <= ?", (cutoff_ts,)).rowcount
+        if n:
+            conn.execute(
+                "DELETE FROM session_errors WHERE session_id NOT IN (SELECT session_id FROM sessions)"
+            )
+        return n
 
     while (n := transact(logs_chunk)) > 0:
         result.logs += n

@@ -26,16 +26,19 @@ from typing import Final
 from helmet_otel.store import retention
 from helmet_otel.store.model import LogRow, SpanRow
 from helmet_otel.store.paths import default_store_path, retention_from_env
-from helmet_otel.store.schema import StoreError, connect_writer
+from helmet_otel.store.schema import FTS_INSERT, StoreError, connect_writer, fts_text
 from helmet_otel.telemetry import semconv as sc
 
 __all__ = ["Store"]
 
 INSERT_LOG: Final = (
-    "INSERT INTO logs (ts, session_id, event, severity_number, severity_text, direction, kind, "
-    "method, target, request_id, latency_ms, size, is_error, error_type, service, trace_id, "
-    "span_id, body, attrs) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    "INSERT INTO logs (id, ts, session_id, event, severity_number, severity_text, direction, "
+    "kind, method, target, request_id, latency_ms, size, is_error, error_type, service, "
+    "trace_id, span_id, body, attrs) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
+LAST_LOG_ID: Final = "SELECT seq FROM sqlite_sequence WHERE name = 'logs'"
+INSERT_SESSION_ERROR: Final = "INSERT OR IGNORE INTO session_errors (session_id, key) VALUES (?, ?)"
+_RESPONSE_KINDS: Final = ("response", "error")
 INSERT_SPAN: Final = (
     "INSERT INTO spans (trace_id, span_id, parent_span_id, name, kind, start_ts, end_ts, status, "
     "status_message, session_id, segment, service, attrs, links) "
@@ -72,10 +75,12 @@ _SESSION_COLUMNS: Final = (
     *(c for c, _ in _END_ATTRS),
 )
 UPSERT_SESSION: Final = (
-    f"INSERT INTO sessions (session_id, first_ts, last_ts, {', '.join(_SESSION_COLUMNS)}) "
-    f"VALUES (?, ?, ?, {', '.join('?' for _ in _SESSION_COLUMNS)}) "
+    "INSERT INTO sessions (session_id, first_ts, last_ts, seen_requests, "
+    f"{', '.join(_SESSION_COLUMNS)}) "
+    f"VALUES (?, ?, ?, ?, {', '.join('?' for _ in _SESSION_COLUMNS)}) "
     "ON CONFLICT (session_id) DO UPDATE SET "
     "first_ts = min(first_ts, excluded.first_ts), last_ts = max(last_ts, excluded.last_ts), "
+    "seen_requests = seen_requests + excluded.seen_requests, "
     + ", ".join(f"{c} = coalesce(excluded.{c}, {c})" for c in _SESSION_COLUMNS)
 )
 
@@ -223,12 +228,21 @@ class Store:
         """Insert a batch of log records (and update their sessions). False when dropped."""
         if not rows:
             return True
-        sessions = _session_updates(rows)
+        sessions, errors = _session_updates(rows)
 
         def insert(conn: sqlite3.Connection) -> int:
-            conn.executemany(INSERT_LOG, [row.values() for row in rows])
+            # Ids are ours to give: we hold the write lock, and AUTOINCREMENT never reuses one.
+            last = conn.execute(LAST_LOG_ID).fetchone()
+            first = (int(last[0]) if last else 0) + 1
+            conn.executemany(INSERT_LOG, [(first + i, *row.values()) for i, row in enumerate(rows)])
+            conn.executemany(
+                FTS_INSERT,
+                [(first + i, fts_text(r.body)) for i, r in enumerate(rows) if r.body is not None],
+            )
             if sessions:
                 conn.executemany(UPSERT_SESSION, sessions)
+            if errors:
+                conn.executemany(INSERT_SESSION_ERROR, errors)
             return len(rows)
 
         with self._lock:
@@ -398,10 +412,15 @@ def _sql_value(value: object) -> object:
     return str(value)
 
 
-def _session_updates(rows: Iterable[LogRow]) -> list[tuple[object, ...]]:
-    """One upsert tuple per session in the batch (first/last ts, metadata seen)."""
+def _session_updates(
+    rows: Iterable[LogRow],
+) -> tuple[list[tuple[object, ...]], list[tuple[str, str]]]:
+    """One upsert per session in the batch (first/last ts, requests seen, metadata seen), and
+    the (session, failed request) pairs for the live error count."""
     bounds: dict[str, tuple[int, int]] = {}
+    requests: dict[str, int] = {}
     meta: dict[str, dict[str, object]] = {}
+    errors: list[tuple[str, str]] = []
     for row in rows:
         sid = row.session_id
         if sid is None:
@@ -410,6 +429,16 @@ def _session_updates(rows: Iterable[LogRow]) -> list[tuple[object, ...]]:
         bounds[sid] = (
             (row.ts, row.ts) if seen is None else (min(seen[0], row.ts), max(seen[1], row.ts))
         )
+        if row.kind == "request" and row.direction == sc.DIRECTION_C2S:
+            requests[sid] = requests.get(sid, 0) + 1
+        if row.is_error and (row.kind in _RESPONSE_KINDS or row.event == sc.EVENT_ERROR):
+            # a JSON-RPC error is reported twice (helmet.response + helmet.error): count it once
+            key = (
+                f"{row.direction}|{row.request_id}"
+                if row.request_id is not None
+                else f"{row.event}|{row.ts}"
+            )
+            errors.append((sid, key))
         entry = meta.setdefault(sid, {})
         if row.service is not None:
             entry["service"] = row.service
@@ -427,7 +456,8 @@ def _session_updates(rows: Iterable[LogRow]) -> list[tuple[object, ...]]:
                 value = attrs.get(key)
                 if value is not None:
                     entry[column] = _sql_value(value)
-    return [
-        (sid, first, last, *(meta[sid].get(c) for c in _SESSION_COLUMNS))
+    updates = [
+        (sid, first, last, requests.get(sid, 0), *(meta[sid].get(c) for c in _SESSION_COLUMNS))
         for sid, (first, last) in bounds.items()
     ]
+    return updates, errors

@@ -134,11 +134,8 @@ class StdioProxy:
                 tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
-                streams: list[ByteReader | ByteWriter] = [client_out, server_in, client_in]
-                streams += [server_out, server_err]
-                if self._err is not None:
-                    streams.append(self._err)
-                await self._close_all(*streams)
+                err = self._err
+                await self._close_all(client_out, server_in, client_in, server_out, server_err, err)
         status, reason = describe_exit(proc.returncode if proc.returncode is not None else -9)
         self.session.exit_status = status
         if self.session.exit_reason is None:

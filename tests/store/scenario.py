@@ -150,6 +150,7 @@ def everything_session(
             )
         )
         done = at + int(latency_ms * MS)
+        kind = "error" if status_code is not None else "response"  # a JSON-RPC error, as the worker says
         failure: dict[str, object] = {}
         if error_type is not None:
             failure[sc.ERROR_TYPE] = error_type
@@ -162,7 +163,7 @@ def everything_session(
                 {
                     **common,
                     sc.HELMET_DIRECTION: sc.DIRECTION_S2C,
-                    sc.HELMET_MESSAGE_KIND: "response",
+                    sc.HELMET_MESSAGE_KIND: kind,
                     sc.HELMET_MESSAGE_SIZE: 200 + n,
                     sc.HELMET_LATENCY_MS: latency_ms,
                     **failure,
@@ -181,8 +182,10 @@ def everything_session(
                     {
                         **common,
                         sc.HELMET_DIRECTION: sc.DIRECTION_S2C,
-                        sc.HELMET_MESSAGE_KIND: "response",
+                        sc.HELMET_MESSAGE_KIND: kind,
+                        sc.HELMET_MESSAGE_SIZE: 200 + n,
                         sc.HELMET_LATENCY_MS: latency_ms,
+                        sc.HELMET_ERROR_CODE: -32602,
                         **failure,
                     },
                     result,

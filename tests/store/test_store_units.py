@@ -211,7 +211,7 @@ def test_exporter_rows_keep_every_attribute(store_path: Path) -> None:
         [response, error] = [e for e in entries if e.method == "prompts/get"]
         assert (response.event, response.kind, response.request_id, response.latency_ms) == (
             "helmet.response",
-            "response",
+            "error",
             "3",
             1.0,
         )
@@ -226,7 +226,7 @@ def test_exporter_rows_keep_every_attribute(store_path: Path) -> None:
             "gen_ai.prompt.name": "greet",
             "helmet.direction": "server->client",
             "helmet.latency_ms": 1.0,
-            "helmet.message.kind": "response",
+            "helmet.message.kind": "error",
             "helmet.message.size": 203,
             "helmet.session.id": "s-everything-0001",
             "jsonrpc.request.id": "3",
