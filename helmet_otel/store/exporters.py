@@ -41,7 +41,7 @@ def _text(value: object) -> str | None:
 def log_row_from_sdk(record: ReadableLogRecord) -> LogRow:
     """Convert one SDK log record into a store row."""
     lr = record.log_record
-    attributes = _attr_map(lr.attributes)  # pyright: ignore[reportArgumentType]
+    attributes: Mapping[str, object] = lr.attributes or {}  # pyright: ignore[reportAssignmentType]
     ts = lr.timestamp or lr.observed_timestamp or time.time_ns()
     severity = lr.severity_number.value if lr.severity_number is not None else None
     service = record.resource.attributes.get(sc.SERVICE_NAME) if record.resource else None

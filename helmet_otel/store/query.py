@@ -473,6 +473,15 @@ class Reader:
         row = self._query("SELECT max(id) FROM logs")[0]
         return int(row[0] or 0)  # pyright: ignore[reportArgumentType]
 
+    @staticmethod
+    def _source(flt: LogFilter, session_ids: Sequence[str] | None) -> str:
+        """With only full-text and time/event filters, walk the time index newest first and
+        test FTS membership: a common word stops after ``limit`` rows, a rare one costs one
+        scan of the (covering) time index, instead of sorting every match."""
+        if flt.grep is not None and session_ids is None and not flt.tools:
+            return "logs INDEXED BY logs_ts"
+        return "logs"
+
     def logs(
         self, flt: LogFilter, *, limit: int | None = None, max_id: int | None = None
     ) -> list[LogEntry]:
@@ -484,13 +493,16 @@ class Reader:
         if max_id is not None:
             where += " AND id <= ?"
             args.append(max_id)
+        source = self._source(flt, ids)
         if limit is None:
-            sql = f"SELECT {_LOG_COLUMNS} FROM logs WHERE {where} ORDER BY ts, id"
+            sql = f"SELECT {_LOG_COLUMNS} FROM {source} WHERE {where} ORDER BY ts, id"
             return [LogEntry.from_row(r) for r in self._query(sql, args)]
-        sql = f"SELECT {_LOG_COLUMNS} FROM logs WHERE {where} ORDER BY ts DESC, id DESC LIMIT ?"
-        rows = self._query(sql, [*args, limit])
-        rows.reverse()
-        return [LogEntry.from_row(r) for r in rows]
+        # pick the ids first (a narrow sort), then read those rows
+        sql = (
+            f"SELECT {_LOG_COLUMNS} FROM logs WHERE id IN (SELECT id FROM {source} WHERE {where}"
+            " ORDER BY ts DESC, id DESC LIMIT ?) ORDER BY ts, id"
+        )
+        return [LogEntry.from_row(r) for r in self._query(sql, [*args, limit])]
 
     def iter_logs(self, flt: LogFilter, *, batch: int = 5000) -> Iterator[LogEntry]:
         """All matching records, oldest first, fetched in batches (for big exports)."""
@@ -498,7 +510,7 @@ class Reader:
         if ids is not None and not ids:
             return
         where, args = flt.where(ids)
-        sql = f"SELECT {_LOG_COLUMNS} FROM logs WHERE {where} ORDER BY ts, id"
+        sql = f"SELECT {_LOG_COLUMNS} FROM {self._source(flt, ids)} WHERE {where} ORDER BY ts, id"
         try:
             cursor = self.conn.execute(sql, args)
             while rows := cursor.fetchmany(batch):
@@ -540,7 +552,7 @@ class Reader:
             conds.append("target IS NOT NULL")
         sql = (
             "SELECT coalesce(method, '(unknown)'), target, kind, session_id, direction, request_id,"
-            " latency_ms, size, is_error, error_type, attrs, ts, id"
+            " latency_ms, size, is_error, error_type, CASE WHEN is_error THEN attrs END, ts, id"
             f" FROM logs WHERE {' AND '.join(conds)}"
         )
         calls: dict[tuple[str, str | None], int] = {}

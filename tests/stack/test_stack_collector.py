@@ -24,9 +24,17 @@ KINDS = ("receivers", "processors", "exporters", "connectors", "extensions")
 # Component types removed from the contrib distribution or renamed (they load, with a
 # deprecation warning, or fail): see the reference, section 1.2 / 1.3.
 REMOVED_OR_DEPRECATED: dict[str, set[str]] = {
-    "exporters": {"loki", "otlphttp", "otlp", "logging", "prometheusremotewrite", "jaeger"},
+    "exporters": {
+        "loki",
+        "otlphttp",
+        "otlp",
+        "logging",
+        "prometheusremotewrite",
+        "loadbalancing",
+        "jaeger",
+    },
     "connectors": {"spanmetrics"},
-    "processors": {"batch"},  # batching belongs in the exporters' sending_queue now
+    "processors": set(),
     "receivers": set(),
     "extensions": set(),
 }
@@ -126,6 +134,10 @@ def test_exporters_queue_persistently_and_retry(config: dict[str, Any]) -> None:
         assert retry["enabled"] is True, name
         assert retry["max_elapsed_time"] == "15m", name  # outlasts a backend restart
         assert exporter["tls"]["insecure"] is True, name  # plain traffic inside the compose net
+    # Batching happens in each exporter's sending_queue, after the persistent queue took the
+    # data. A batch processor would hold data in memory in front of it (lost if the collector
+    # dies) and answer the sender before the export is queued.
+    assert not any(_type(p) == "batch" for p in config["processors"])
 
 
 def test_receivers_and_health_check_listen_on_all_interfaces(config: dict[str, Any]) -> None:

@@ -9,6 +9,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
+from helmet_otel.config import ProxyOptions
 from helmet_otel.telemetry import semconv as sc
 from tests.stack.stack_model import (
     COMPOSE_FILE,
@@ -73,10 +74,6 @@ REQUIRED_VARIABLES = {
     "helmet-mcp-session": ["service", "session", "trace"],
     "helmet-mcp-security": ["service", "tool"],
 }
-
-
-def _uid(ref: Any) -> str | None:
-    return ref.get("uid") if isinstance(ref, dict) else ref
 
 
 @pytest.fixture(scope="module")
@@ -144,6 +141,16 @@ def test_links_between_signals_are_wired() -> None:
         "datasourceUid": "tempo",
         "urlDisplayLabel": "View trace",
     }
+
+
+def test_prometheus_time_interval_is_helmets_push_interval() -> None:
+    """Grafana's $__rate_interval is at least 4x the datasource's timeInterval. helmet-otel
+    pushes metrics every --metrics-interval seconds: a shorter timeInterval gives rate()
+    windows that hold a single sample, and the panels stay empty with default settings."""
+    (prometheus,) = [ds for ds in datasources() if ds["uid"] == "prometheus"]
+    interval = prometheus["jsonData"]["timeInterval"]
+    assert re.fullmatch(r"\d+s", interval), interval
+    assert int(interval[:-1]) == ProxyOptions().metrics_interval == 60
 
 
 def test_provisioning_dollars_are_escaped() -> None:
