@@ -47,6 +47,7 @@ _LOG_COLUMNS: Final = (
 _TOKEN = re.compile(r"[^\W_]+", re.UNICODE)
 _PREFIX_END: Final = "\U0010ffff"
 _PID_REUSE_SLACK_NS: Final = 2_000_000_000
+Key = tuple[str, str | None]  # (method, tool or None)
 
 
 def _decode(text: str | None) -> object:
@@ -540,7 +541,7 @@ class Reader:
         top_errors: int = 10,
     ) -> Stats:
         """Per method (or per method and tool): calls, errors, bytes, latency percentiles."""
-        conds = ["kind IN ('request', 'response', 'error')"]
+        conds: list[str] = []
         args: list[object] = []
         if since_ns is not None:
             conds.append("ts >= ?")
@@ -550,54 +551,70 @@ class Reader:
             args.append(until_ns)
         if by == "tool":
             conds.append("target IS NOT NULL")
-        sql = (
-            "SELECT coalesce(method, '(unknown)'), target, kind, session_id, direction, request_id,"
-            " latency_ms, size, is_error, error_type, CASE WHEN is_error THEN attrs END, ts, id"
-            f" FROM logs WHERE {' AND '.join(conds)}"
-        )
-        calls: dict[tuple[str, str | None], int] = {}
-        size: dict[tuple[str, str | None], int] = {}
-        latency: dict[tuple[str, str | None], list[float]] = {}
-        answered: dict[tuple[str, str | None], set[tuple[object, ...]]] = {}
-        failed: dict[tuple[str, str | None], set[tuple[object, ...]]] = {}
+        extra = "".join(f" AND {c}" for c in conds)
+        group = "coalesce(method, '(unknown)'), " + ("target" if by == "tool" else "NULL")
+        calls: dict[Key, int] = {}
+        size: dict[Key, int] = {}
+        for method, target, n, nbytes in self._query(
+            f"SELECT {group}, count(*), total(size) FROM logs WHERE kind = 'request'{extra}"
+            f" GROUP BY 1, 2",
+            args,
+        ):
+            key: Key = (str(method), target if isinstance(target, str) else None)
+            calls[key] = int(n)  # pyright: ignore[reportArgumentType]
+            size[key] = int(nbytes)  # pyright: ignore[reportArgumentType]
+        latency: dict[Key, list[float]] = {}
+        answers: dict[Key, int] = {}
+        failed: dict[Key, int] = {}
         errors: dict[tuple[str, str | None, str], list[int]] = {}
-        for row in self._query(sql, args):
-            method, target, kind, sid, direction, rid, lat, nbytes = row[:8]
-            is_err, etype, attrs, ts, rowid = row[8:]
-            tool = target if by == "tool" and isinstance(target, str) else None
-            key: tuple[str, str | None] = (str(method), tool)
-            if kind == "request":
-                calls[key] = calls.get(key, 0) + 1
-                if isinstance(nbytes, int):
-                    size[key] = size.get(key, 0) + nbytes
-                continue
-            # one answer per request, though an error comes as helmet.response and helmet.error
-            ident: tuple[object, ...] = (sid, direction, rid) if rid is not None else (rowid,)
-            seen = answered.setdefault(key, set())
-            if ident not in seen:
-                seen.add(ident)
-                if isinstance(nbytes, int):
-                    size[key] = size.get(key, 0) + nbytes
-                if isinstance(lat, float | int):
-                    latency.setdefault(key, []).append(float(lat))
+        seen_errors: set[tuple[object, ...]] = set()
+        rows = self._query(
+            f"SELECT {group}, kind, latency_ms, size, is_error, error_type,"
+            " CASE WHEN is_error THEN attrs END, ts, session_id, direction, request_id, id"
+            f" FROM logs WHERE kind IN ('response', 'error'){extra}",
+            args,
+        )
+        for (
+            method,
+            target,
+            kind,
+            lat,
+            nbytes,
+            is_err,
+            etype,
+            attrs,
+            ts,
+            sid,
+            direc,
+            rid,
+            rowid,
+        ) in rows:
+            key = (str(method), target if isinstance(target, str) else None)
+            if kind == "error":
+                # a JSON-RPC error comes twice (helmet.response and helmet.error): count it once
+                ident = (sid, direc, rid) if rid is not None else (rowid,)
+                if ident in seen_errors:
+                    continue
+                seen_errors.add(ident)
+            answers[key] = answers.get(key, 0) + 1
+            if isinstance(nbytes, int):
+                size[key] = size.get(key, 0) + nbytes
+            if isinstance(lat, float | int):
+                latency.setdefault(key, []).append(float(lat))
             if is_err:
-                seen_err = failed.setdefault(key, set())
-                if ident not in seen_err:
-                    seen_err.add(ident)
-                    label = _error_label(etype, attrs)
-                    entry = errors.setdefault((key[0], key[1], label), [0, 0])
-                    entry[0] += 1
-                    entry[1] = max(entry[1], int(ts))  # pyright: ignore[reportArgumentType]
-        keys = set(calls) | set(answered) | set(failed)
-        rows: list[StatRow] = []
-        for key in keys:
+                failed[key] = failed.get(key, 0) + 1
+                entry = errors.setdefault((key[0], key[1], _error_label(etype, attrs)), [0, 0])
+                entry[0] += 1
+                entry[1] = max(entry[1], int(ts))  # pyright: ignore[reportArgumentType]
+        result: list[StatRow] = []
+        for key in set(calls) | set(answers):
             values = sorted(latency.get(key, ()))
-            rows.append(
+            result.append(
                 StatRow(
                     method=key[0],
                     target=key[1],
-                    calls=max(calls.get(key, 0), len(answered.get(key, ()))),
-                    errors=len(failed.get(key, ())),
+                    calls=max(calls.get(key, 0), answers.get(key, 0)),
+                    errors=failed.get(key, 0),
                     bytes=size.get(key, 0),
                     p50_ms=_percentile(values, 0.50),
                     p95_ms=_percentile(values, 0.95),
@@ -605,14 +622,14 @@ class Reader:
                     max_ms=values[-1] if values else None,
                 )
             )
-        rows.sort(key=lambda r: (-(r.p95_ms or -1.0), -r.calls, r.method, r.target or ""))
+        result.sort(key=lambda r: (-(r.p95_ms or -1.0), -r.calls, r.method, r.target or ""))
         error_rows = [
             ErrorCount(method=m, target=t, error=label, count=c[0], last_ts=c[1])
             for (m, t, label), c in errors.items()
         ]
         error_rows.sort(key=lambda e: (-e.count, e.method, e.target or "", e.error))
         return Stats(
-            by=by, since_ns=since_ns, until_ns=until_ns, rows=rows, errors=error_rows[:top_errors]
+            by=by, since_ns=since_ns, until_ns=until_ns, rows=result, errors=error_rows[:top_errors]
         )
 
     # --- traces ---------------------------------------------------------------------------

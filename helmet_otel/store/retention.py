@@ -1,7 +1,8 @@
 """Retention: an age cap and a size cap, enforced by the writers while they run.
 
 Both delete the oldest data first, in short transactions of ``CHUNK`` rows so other writers
-never wait long. The size cap counts the database file plus its WAL. When they pass
+never wait long, and at most ``MAX_CHUNKS`` of them per call so a writer is never held up long
+(a store idle for weeks is trimmed over the next batches). The size cap counts the database file plus its WAL. When they pass
 ``HIGH_WATER`` of the cap, the oldest records are deleted until the live data is about
 ``LOW_WATER`` of the cap, then the freed pages are given back to the file system
 (``auto_vacuum = INCREMENTAL``) and the WAL is truncated.
@@ -24,6 +25,7 @@ __all__ = [
     "CHUNK",
     "HIGH_WATER",
     "LOW_WATER",
+    "MAX_CHUNKS",
     "RetentionResult",
     "disk_bytes",
     "enforce_age",
@@ -32,6 +34,7 @@ __all__ = [
 ]
 
 CHUNK: Final = 2000
+MAX_CHUNKS: Final = 10  # per call: a long-idle store is trimmed over several batches
 HIGH_WATER: Final = 0.8
 LOW_WATER: Final = 0.6
 _VACUUM_PAGES: Final = 2048
@@ -46,6 +49,7 @@ class RetentionResult:
     logs: int = 0
     spans: int = 0
     sessions: int = 0
+    complete: bool = True  # False: the work budget ran out, continue after the next batch
 
 
 def disk_bytes(path: Path) -> int:
@@ -92,10 +96,19 @@ def _delete_before(transact: Transact, cutoff_ts: int, result: RetentionResult) 
             )
         return n
 
+    chunks = 0
     while (n := transact(logs_chunk)) > 0:
         result.logs += n
+        chunks += 1
+        if chunks >= MAX_CHUNKS:
+            result.complete = False
+            return
     while (n := transact(spans_chunk)) > 0:
         result.spans += n
+        chunks += 1
+        if chunks >= MAX_CHUNKS:
+            result.complete = False
+            return
     result.sessions += transact(sessions_all)
 
 

@@ -385,6 +385,8 @@ class Store:
                 result = retention.enforce_age(
                     self._retain_transact, time.time_ns(), self.max_age_s
                 )
+                if not result.complete:
+                    self._next_age_check = 0.0  # more to delete after the next batch
             if (
                 self.max_bytes > 0
                 and (force or now >= self._next_size_check)
@@ -397,8 +399,9 @@ class Store:
                 result.logs += sized.logs
                 result.spans += sized.spans
                 result.sessions += sized.sessions
-                if retention.disk_bytes(self.path) <= self.max_bytes * retention.HIGH_WATER:
-                    self._next_size_check = 0.0
+                over = retention.disk_bytes(self.path) > self.max_bytes * retention.HIGH_WATER
+                if not over or not sized.complete:
+                    self._next_size_check = 0.0  # done, or more to delete after the next batch
         except Exception as exc:
             if not _is_busy(exc):
                 self._report_once("retention", f"retention of {self.path} failed: {exc}")

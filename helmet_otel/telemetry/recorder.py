@@ -162,7 +162,6 @@ class Recorder:
             description="Telemetry records that could not be recorded or exported",
         )  # fmt: skip
         self.dropped_total: dict[str, int] = defaultdict(int)
-        self._store_dropped_seen = 0
         # Exported from the start, so "nothing dropped" is a 0 on the dashboards, not "no data".
         self.m_dropped.add(0, {sc.HELMET_TELEMETRY_REASON: "relay_queue_full"})
         self.session_id = ""
@@ -231,12 +230,8 @@ class Recorder:
 
     def _take_drops(self) -> dict[str, int]:
         drops = self.pipeline.drops.take()
-        store = self.pipeline.store
-        if store is not None:
-            unwritten = int(store.dropped) - self._store_dropped_seen
-            if unwritten > 0:
-                self._store_dropped_seen += unwritten
-                drops["store_unwritable"] = drops.get("store_unwritable", 0) + unwritten
+        # Unwritable store batches come back as FAILURE and are counted by the exporter
+        # wrapper (store_export_failed); store.dropped counts the same records.
         for reason, count in drops.items():
             self.dropped_total[reason] += count
             self.m_dropped.add(count, {sc.HELMET_TELEMETRY_REASON: reason})

@@ -150,7 +150,9 @@ def everything_session(
             )
         )
         done = at + int(latency_ms * MS)
-        kind = "error" if status_code is not None else "response"  # a JSON-RPC error, as the worker says
+        kind = (
+            "error" if status_code is not None else "response"
+        )  # a JSON-RPC error, as the worker says
         failure: dict[str, object] = {}
         if error_type is not None:
             failure[sc.ERROR_TYPE] = error_type

@@ -116,3 +116,31 @@ def test_size_cap_deletes_oldest_and_stays_under_cap(store_path: Path) -> None:
         "logs", "--store", str(store_path), "--grep", f"row{written - 1}", "--format", "csv"
     )
     assert (gone.out.count("\n"), kept.out.count("\n")) == (1, 2)
+
+
+def test_a_long_idle_store_is_trimmed_over_several_batches(
+    store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from helmet_otel.store import retention
+
+    write_store(
+        store_path,
+        [everything_session(f"old-{i}", trace_id=i + 1) for i in range(4)],
+        max_bytes=0,
+        max_age_s=0,
+    ).close()
+    assert _counts(store_path) == (52, 36, 4)
+    monkeypatch.setattr(retention, "CHUNK", 10)
+    monkeypatch.setattr(retention, "MAX_CHUNKS", 2)
+    store = Store.open(store_path, max_bytes=0, max_age_s=86400)  # everything is older
+    assert _counts(store_path)[0] == 52 - 20  # one call's budget at open
+    fresh = _bulk(1, 0)
+    fresh[0].ts = time.time_ns()
+    remaining = []
+    for _ in range(6):
+        assert store.write_logs(fresh)
+        remaining.append(_counts(store_path))
+    store.close()
+    assert remaining[0][0] == 52 - 40 + 1
+    assert [r[1] for r in remaining] == [36, 36, 16, 0, 0, 0]  # then the spans, 20 a batch
+    assert remaining[-1] == (6, 0, 1)  # only the new records and their session are left
