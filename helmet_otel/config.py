@@ -34,17 +34,20 @@ class ProxyOptions:
         return not self.no_store
 
     def telemetry_enabled(self, env: Mapping[str, str]) -> bool:
-        if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
-            return self.store_enabled
-        return self.store_enabled or self.otlp_configured(env)
+        return self.store_enabled or bool(otlp_signals(env, self.otlp_endpoint))
 
-    def otlp_configured(self, env: Mapping[str, str]) -> bool:
-        if self.otlp_endpoint:
-            return True
-        keys = (
-            "OTEL_EXPORTER_OTLP_ENDPOINT",
-            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-            "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
-            "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
-        )
-        return any(env.get(key) for key in keys)
+
+OTLP_SIGNALS = ("traces", "logs", "metrics")
+
+
+def otlp_signals(env: Mapping[str, str], endpoint: str | None = None) -> set[str]:
+    """Signals with an OTLP destination: all with ``--otlp-endpoint`` or the generic endpoint,
+    else those with a per-signal endpoint. OTEL_SDK_DISABLED=true turns OTLP off, but an
+    explicit ``--otlp-endpoint`` (a flag) wins over it (the environment)."""
+    if endpoint:
+        return set(OTLP_SIGNALS)
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return set()
+    if env.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        return set(OTLP_SIGNALS)
+    return {s for s in OTLP_SIGNALS if env.get(f"OTEL_EXPORTER_OTLP_{s.upper()}_ENDPOINT")}

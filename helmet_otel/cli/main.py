@@ -112,7 +112,6 @@ def _viewer_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    first = next((a for a in args if not a.startswith("-")), None)
     if args and args[0] in VIEWER_COMMANDS:
         parsed = _viewer_parser().parse_args(args)
         return int(parsed.handler(parsed))
@@ -121,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args and args[0] == "run":
         parsed = _run_parser(f"{PROG} run").parse_args(args[1:])
-    elif first is None or args[0] in ("-h", "--help", "-V", "--version"):
+    elif not args or args[0] in ("-h", "--help", "-V", "--version"):
         _top_parser().parse_args(args or ["--help"])
         return 0
     else:

@@ -56,9 +56,10 @@ class Session:
     errors: int = 0
     exit_status: int | None = None
     exit_reason: str | None = None
-    pending: dict[tuple[bool, str], PendingRequest] = field(
-        default_factory=dict[tuple[bool, str], PendingRequest]
+    pending: dict[tuple[bool, tuple[bool, JsonId]], PendingRequest] = field(
+        default_factory=dict[tuple[bool, tuple[bool, JsonId]], PendingRequest]
     )
+    revision: int = 0  # bumped whenever era, protocol version, client or server info change
 
     def observe(self, env: Envelope) -> None:
         """Update the session with a message that was just forwarded."""
@@ -90,42 +91,48 @@ class Session:
     def _learn_from_request(self, msg: Message) -> None:
         params = msg.params
         if msg.method == "initialize" and params is not None:
-            self.era = LEGACY
-            version = params.get("protocolVersion")
-            if isinstance(version, str):
-                self.protocol_version = version
-            self.client_info = _info(params.get("clientInfo")) or self.client_info
+            self._learn(LEGACY, params.get("protocolVersion"), client=params.get("clientInfo"))
             return
         meta = msg.meta
         if meta is not None and META_PROTOCOL_VERSION in meta:
-            self.era = MODERN
-            version = meta[META_PROTOCOL_VERSION]
-            if isinstance(version, str):
-                self.protocol_version = version
-            self.client_info = _info(meta.get(META_CLIENT_INFO)) or self.client_info
+            self._learn(MODERN, meta[META_PROTOCOL_VERSION], client=meta.get(META_CLIENT_INFO))
         elif msg.method == "server/discover" and self.era == UNKNOWN:
-            self.era = MODERN
+            self._learn(MODERN)
 
     def _learn_from_response(self, request: PendingRequest, msg: Message) -> None:
         result = msg.result
         if result is None:
             return
         if request.method == "initialize":
-            version = result.get("protocolVersion")
-            if isinstance(version, str):
-                self.protocol_version = version
-            self.server_info = _info(result.get("serverInfo")) or self.server_info
+            self._learn(None, result.get("protocolVersion"), server=result.get("serverInfo"))
             return
         meta = _info(result.get("_meta"))
         if meta is not None:
-            self.server_info = _info(meta.get(META_SERVER_INFO)) or self.server_info
+            self._learn(None, server=meta.get(META_SERVER_INFO))
+
+    def _learn(
+        self, era: str | None, version: object = None, *, client: object = None,
+        server: object = None,
+    ) -> None:  # fmt: skip
+        """Take what the traffic says of the session; `revision` counts the changes."""
+        changed = False
+        if era is not None and era != self.era:
+            self.era, changed = era, True
+        if isinstance(version, str) and version != self.protocol_version:
+            self.protocol_version, changed = version, True
+        client_info, server_info = _info(client), _info(server)
+        if client_info is not None and client_info != self.client_info:
+            self.client_info, changed = client_info, True
+        if server_info is not None and server_info != self.server_info:
+            self.server_info, changed = server_info, True
+        if changed:
+            self.revision += 1
 
     def pending_from(self, direction: Direction) -> list[PendingRequest]:
         """Requests sent in ``direction`` that have no response yet, oldest first."""
         return [p for p in self.pending.values() if p.direction is direction]
 
 
-def _key(direction: Direction, msg_id: JsonId) -> tuple[bool, str]:
+def _key(direction: Direction, msg_id: JsonId) -> tuple[bool, tuple[bool, JsonId]]:
     """Pending requests are keyed by the direction they were sent in plus the id."""
-    is_str, value = id_key(msg_id)
-    return (direction is Direction.C2S, f"{'s' if is_str else 'n'}:{value}")
+    return (direction is Direction.C2S, id_key(msg_id))

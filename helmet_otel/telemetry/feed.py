@@ -54,7 +54,10 @@ class TelemetryFeed(BaseInterceptor):
         self.service_name = service_name
         self._propagate = options.propagate
         self._sampled = _sampled_by_env(env)
-        self._body_cap = 0 if options.capture == "none" else max(options.max_body, 4096) + 1024
+        # The worker applies --capture; it still needs small bodies (log levels, cancellations).
+        self._body_cap = max(options.max_body, 4096) + 1024
+        self._session: Session | None = None
+        self._revision = 0
         self._batch: list[Frame] = []
         self._out = bytearray()
         self._dropped = 0
@@ -112,6 +115,11 @@ class TelemetryFeed(BaseInterceptor):
             env.trace_id = self.trace_id
             # Handed over in after_forward, right before this message: frames stay in order.
             env.annotations["segment"] = (self.trace_id, self.root_span_id)
+        meta = msg.meta  # the client's own trace context becomes a span link, propagated or not
+        if meta is not None:
+            client_traceparent = meta.get("traceparent")
+            if isinstance(client_traceparent, str):
+                env.annotations["client_traceparent"] = client_traceparent
         if self._propagate and len(env.raw) <= PROPAGATE_MAX_BYTES:
             self._inject(env)
 
@@ -135,9 +143,6 @@ class TelemetryFeed(BaseInterceptor):
             meta = params["_meta"] = {}
         if not isinstance(meta, dict):
             return
-        previous = meta.get("traceparent")  # pyright: ignore[reportUnknownMemberType,reportUnknownVariableType]
-        if isinstance(previous, str):
-            env.annotations["client_traceparent"] = previous
         meta["traceparent"] = _traceparent(env.trace_id, env.client_span_id, self._sampled)
         raw = env.raw
         ending = raw[len(raw.rstrip(b"\r\n")) :]
@@ -159,8 +164,10 @@ class TelemetryFeed(BaseInterceptor):
         size = len(raw)
         cap = self._body_cap
         body = raw if size <= cap else (raw[:cap] if cap else None)
-        request = env.request
-        matched = None if request is None else (request.method, request.name, request.started_ns)
+        session = self._session
+        if session is not None and session.revision != self._revision:
+            self._revision = session.revision
+            self._append(("info", self._session_info(session)))
         summary = (
             kind.value,
             msg.id,
@@ -171,7 +178,6 @@ class TelemetryFeed(BaseInterceptor):
             msg.error_message,
             msg.is_tool_error,
             env.annotations.get("client_traceparent"),
-            matched,
             env.reply is not None,
         )
         direction = _C2S if env.direction is Direction.C2S else _S2C
@@ -182,8 +188,9 @@ class TelemetryFeed(BaseInterceptor):
             )
         )  # fmt: skip
 
-    def session_started(self, session: Session, upstream: dict[str, object]) -> None:
+    def _start(self, session: Session, upstream: dict[str, object]) -> None:
         self._loop = asyncio.get_running_loop()
+        self._session = session
         info: dict[str, Any] = {
             "session_id": session.id,
             "transport": session.transport,
@@ -193,36 +200,33 @@ class TelemetryFeed(BaseInterceptor):
         }
         self._append(("start", session.started_ns, info))
 
-    def upstream_stderr(self, session: Session, line: bytes, ts: int) -> None:
-        self._append(("stderr", ts, line[:8192]))
-
-    def upstream_failed(self, session: Session, reason: str) -> None:
-        self._append(
-            (
-                "start",
-                session.started_ns,
-                {
-                    "session_id": session.id,
-                    "transport": session.transport,
-                    "trace_id": self.trace_id,
-                    "root_span_id": self.root_span_id,
-                },
-            )
-        )
-        self._append(("failed", time.time_ns(), reason))
-
-    def session_ended(self, session: Session) -> None:
-        info: dict[str, Any] = {
-            "exit_status": session.exit_status,
-            "exit_reason": session.exit_reason,
+    @staticmethod
+    def _session_info(session: Session) -> dict[str, Any]:
+        return {
             "era": session.era,
             "protocol_version": session.protocol_version,
             "client_info": session.client_info,
             "server_info": session.server_info,
+        }
+
+    def session_started(self, session: Session, upstream: dict[str, object]) -> None:
+        self._start(session, upstream)
+
+    def upstream_stderr(self, session: Session, line: bytes, ts: int) -> None:
+        self._append(("stderr", ts, line[:8192]))
+
+    def upstream_failed(self, session: Session, reason: str) -> None:
+        self._start(session, {})
+        self._append(("failed", time.time_ns(), reason))
+
+    def session_ended(self, session: Session) -> None:
+        info: dict[str, Any] = {
+            **self._session_info(session),
+            "exit_status": session.exit_status,
+            "exit_reason": session.exit_reason,
             "requests": session.requests,
             "errors": session.errors,
             "method_counts": dict(session.method_counts),
-            "started_ns": session.started_ns,
         }
         self._append(("end", session.ended_ns or time.time_ns(), info))
 

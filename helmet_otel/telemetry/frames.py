@@ -7,6 +7,7 @@ Tuples (first item is the tag):
   ("config", dict)                      once, first
   ("start", ts, dict)                   the session started (ids, command, pid, ...)
   ("msg", ts, direction, size, body, summary, trace_id, server_span_id, client_span_id)
+  ("info", dict)                        era, protocol version, client/server info changed
   ("segment", ts, trace_id, root_span_id)      a long session rolls over into a new trace
   ("stderr", ts, line)
   ("failed", ts, reason)                the server could not be started
@@ -27,7 +28,7 @@ Frame = tuple[Any, ...]
 
 # ("msg", ...) summary tuple fields, in order:
 # kind, id, method, target name, resource uri, error code, error message, is tool error,
-# client traceparent (before we replaced it), matched request (method, name, started_ns) or None
+# client traceparent (before we replaced it), answered by the proxy itself
 
 
 def encode(batch: list[Frame]) -> bytes:

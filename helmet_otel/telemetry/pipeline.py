@@ -8,11 +8,10 @@ up in `DropCounter`, which feeds ``helmet.telemetry.dropped``.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import threading
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,9 +29,8 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
 
 from helmet_otel import __version__
+from helmet_otel.config import otlp_signals
 from helmet_otel.telemetry import semconv as sc
-
-SIGNALS = ("traces", "logs", "metrics")
 
 
 class DropCounter:
@@ -144,15 +142,6 @@ def otlp_protocol(signal: str, config: Mapping[str, Any], env: Mapping[str, str]
     ).strip()
 
 
-def otlp_signals(env: Mapping[str, str]) -> set[str]:
-    """Signals with an OTLP destination: all with a generic endpoint, else per-signal ones."""
-    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
-        return set()
-    if env.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
-        return set(SIGNALS)
-    return {s for s in SIGNALS if env.get(f"OTEL_EXPORTER_OTLP_{s.upper()}_ENDPOINT")}
-
-
 def _exporter(signal: str, protocol: str) -> Any:
     if protocol == "grpc":
         if signal == "traces":
@@ -201,14 +190,13 @@ class Pipeline:
             self.store.close()
 
 
-def build_pipeline(config: Mapping[str, Any], env: dict[str, str]) -> Pipeline:
+def build_pipeline(config: Mapping[str, Any], env: MutableMapping[str, str]) -> Pipeline:
     """Providers for every configured sink. Mutates ``env`` (our own os.environ) so the SDK's
     exporters see ``--otlp-endpoint``; OTEL_SDK_DISABLED turns off OTLP, never the store."""
     endpoint = config.get("otlp_endpoint")
+    signals = otlp_signals(env, endpoint)
     if endpoint:
         env["OTEL_EXPORTER_OTLP_ENDPOINT"] = str(endpoint)
-        env.pop("OTEL_SDK_DISABLED", None)
-    signals = otlp_signals(env)
     env.pop("OTEL_SDK_DISABLED", None)  # the providers must stay live for the store
     drops = DropCounter()
     sdk_logger = logging.getLogger("opentelemetry")
@@ -259,38 +247,21 @@ def build_pipeline(config: Mapping[str, Any], env: dict[str, str]) -> Pipeline:
             )
     store = None
     if not config.get("no_store"):
-        store = _open_store(config, drops)
-        if store is not None:
-            from helmet_otel.store import StoreLogExporter, StoreSpanExporter
+        from helmet_otel.store import Store, StoreLogExporter, StoreSpanExporter
 
-            sinks.append(f"store({store.path})")
-            tracer_provider.add_span_processor(
-                BatchSpanProcessor(
-                    _CountingSpanExporter(StoreSpanExporter(store), drops, "store"),
-                    schedule_delay_millis=200,
-                )
+        store = Store.open(config.get("store"))  # never raises: a bad store degrades, once
+        sinks.append(f"store({store.path})")
+        tracer_provider.add_span_processor(
+            BatchSpanProcessor(
+                _CountingSpanExporter(StoreSpanExporter(store), drops, "store"),
+                schedule_delay_millis=200,
             )
-            logger_provider.add_log_record_processor(
-                BatchLogRecordProcessor(
-                    _CountingLogExporter(StoreLogExporter(store), drops, "store"),
-                    schedule_delay_millis=200,
-                )
+        )
+        logger_provider.add_log_record_processor(
+            BatchLogRecordProcessor(
+                _CountingLogExporter(StoreLogExporter(store), drops, "store"),
+                schedule_delay_millis=200,
             )
+        )
     meter_provider = MeterProvider(resource=resource, metric_readers=readers)
     return Pipeline(tracer_provider, logger_provider, meter_provider, ids, drops, store, sinks)
-
-
-def _open_store(config: Mapping[str, Any], drops: DropCounter) -> Any:
-    from helmet_otel.store import Store, default_store_path
-
-    path = config.get("store") or str(default_store_path())
-    try:
-        return Store.open(path)
-    except Exception as exc:
-        sys.stderr.write(f"helmet-otel: store: cannot open {path}: {exc}; not recording locally\n")
-        drops.add("store_unavailable", 0)
-        return None
-
-
-def environ() -> dict[str, str]:
-    return dict(os.environ)

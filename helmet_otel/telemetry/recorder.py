@@ -21,6 +21,7 @@ from opentelemetry.context import Context
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from helmet_otel import __version__
+from helmet_otel.protocol.message import JsonId, id_key
 from helmet_otel.redaction import RedactionConfig, Redactor
 from helmet_otel.telemetry import semconv as sc
 from helmet_otel.telemetry.pipeline import Pipeline
@@ -114,6 +115,28 @@ def _parse_traceparent(value: object) -> SpanContext | None:
     return SpanContext(trace_id, span_id, is_remote=True, trace_flags=TraceFlags(flags))
 
 
+_CUT = object()  # the message is larger than what the relay handed over
+_NOT_JSON = object()
+
+
+def _parse(raw: bytes | None, size: int) -> Any:
+    """The parsed message, or `_CUT` / `_NOT_JSON`."""
+    if raw is None or len(raw) < size:
+        return _CUT
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return _NOT_JSON
+
+
+def _info_attributes(info: object, name_key: str, version_key: str) -> dict[str, str]:
+    """``clientInfo`` / ``serverInfo`` as log-record attributes."""
+    if not isinstance(info, dict):
+        return {}
+    fields = cast(dict[str, Any], info)
+    return {name_key: str(fields.get("name", "")), version_key: str(fields.get("version", ""))}
+
+
 class Recorder:
     def __init__(self, pipeline: Pipeline, config: Mapping[str, Any]) -> None:
         self.pipeline = pipeline
@@ -169,7 +192,7 @@ class Recorder:
         self.root: trace.Span | None = None
         self.root_context: Context = Context()
         self.segment = 0
-        self.open: dict[tuple[int, str], _Open] = {}
+        self.open: dict[tuple[int, tuple[bool, JsonId]], _Open] = {}
         self.protocol_version: str | None = None
         self.client_info: dict[str, Any] | None = None
         self.server_info: dict[str, Any] | None = None
@@ -212,21 +235,17 @@ class Recorder:
             return method
         return "_other"
 
-    def _body(self, raw: bytes | None, size: int, part: str) -> Any:
+    def _body(self, raw: bytes | None, size: int, parsed: Any, part: str) -> Any:
         """The recorded body: the redacted ``part`` of the message, per ``--capture``."""
-        if self.capture == "none" or raw is None:
+        if raw is None:
             return None
-        if len(raw) < size:  # the relay sent only the head of a large message
+        if parsed is _CUT:  # the relay sent only the head of a large message
             return self.redactor.body_from_json(raw, size)
-        try:
-            obj: Any = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            text = raw.decode("utf-8", "replace").rstrip("\r\n")
-            return self.redactor.body(text)
-        if isinstance(obj, dict) and part:
-            obj = cast(dict[str, Any], obj).get(part)
-        obj = cast(object, obj)
-        return self.redactor.body(obj)
+        if parsed is _NOT_JSON:
+            return self.redactor.body(raw.decode("utf-8", "replace").rstrip("\r\n"))
+        if isinstance(parsed, dict) and part:
+            return self.redactor.body(cast(dict[str, Any], parsed).get(part))
+        return self.redactor.body(cast(object, parsed))
 
     def _take_drops(self) -> dict[str, int]:
         drops = self.pipeline.drops.take()
@@ -252,6 +271,8 @@ class Recorder:
             self.roll_over(frame[1], frame[2], frame[3])
         elif tag == "failed":
             self.failed(frame[1], frame[2])
+        elif tag == "info":
+            self.info(frame[1])
         elif tag == "dropped":
             self.pipeline.drops.add("relay_queue_full", int(frame[1]))
         elif tag == "close":
@@ -342,45 +363,52 @@ class Recorder:
         client_span_id: int,
     ) -> None:
         (kind, msg_id, method, name, uri, code, error_message, tool_error, client_tp,
-         _matched, replied) = summary  # fmt: skip
+         replied) = summary  # fmt: skip
         self.messages_total += 1
-        dir_name = DIRECTIONS[direction]
         attrs: dict[str, Any] = {
-            sc.HELMET_DIRECTION: dir_name,
+            sc.HELMET_DIRECTION: DIRECTIONS[direction],
             sc.HELMET_MESSAGE_KIND: kind,
             sc.HELMET_MESSAGE_SIZE: size,
         }
         if msg_id is not None:
             attrs[sc.JSONRPC_REQUEST_ID] = str(msg_id)
+        parsed = _parse(raw, size)
         if kind == "request":
-            self._request(ts, direction, attrs, raw, size, msg_id, method, name, uri, client_tp,
-                          trace_id, server_span_id, client_span_id, replied)  # fmt: skip
+            self._request(ts, direction, attrs, raw, parsed, msg_id, method, name, uri, client_tp,
+                          server_span_id, client_span_id, replied)  # fmt: skip
         elif kind in ("response", "error"):
-            self._response(ts, direction, attrs, raw, size, msg_id, code, error_message,
+            self._response(ts, direction, attrs, raw, parsed, msg_id, code, error_message,
                            tool_error)  # fmt: skip
         elif kind == "notification":
-            self._notification(ts, attrs, raw, size, method)
+            self._notification(ts, attrs, raw, parsed, method)
         elif kind == "batch":
-            label = "batch"
-            self.m_messages.add(
-                1, {sc.MCP_METHOD_NAME: label, sc.HELMET_DIRECTION: dir_name,
-                    sc.HELMET_MESSAGE_KIND: kind},
-            )  # fmt: skip
-            self._emit(sc.EVENT_REQUEST, ts, None, attrs, self._body(raw, size, ""))
+            self._count_message("batch", attrs)
+            self._emit(
+                sc.EVENT_REQUEST,
+                ts,
+                None,
+                attrs,
+                self._body(raw, attrs[sc.HELMET_MESSAGE_SIZE], parsed, ""),
+            )
         else:  # invalid
             attrs[sc.ERROR_TYPE] = "parse_error"
-            self.m_messages.add(
-                1, {sc.MCP_METHOD_NAME: "unknown", sc.HELMET_DIRECTION: dir_name,
-                    sc.HELMET_MESSAGE_KIND: kind},
-            )  # fmt: skip
+            self._count_message("unknown", attrs)
             self.m_errors.add(1, {sc.ERROR_TYPE: "parse_error", sc.MCP_METHOD_NAME: "unknown"})
-            body = None
-            if raw is not None and self.capture != "none":
-                text = raw[: self.redactor.config.max_body].decode("utf-8", "replace")
-                body = self.redactor.scrub_text(text.rstrip("\r\n"))
+            body = self._body(raw, size, _NOT_JSON if parsed is not _CUT else _CUT, "")
             self._emit(sc.EVENT_ERROR, ts, None, attrs, body, SeverityNumber.WARN)
 
-    def _op_attributes(self, method: str, name: str | None, uri: str | None) -> dict[str, Any]:
+    def _count_message(self, label: str, attrs: dict[str, Any]) -> None:
+        direction = attrs[sc.HELMET_DIRECTION]
+        self.m_messages.add(
+            1, {sc.MCP_METHOD_NAME: label, sc.HELMET_DIRECTION: direction,
+                sc.HELMET_MESSAGE_KIND: attrs[sc.HELMET_MESSAGE_KIND]},
+        )  # fmt: skip
+        self.m_message_size.record(
+            attrs[sc.HELMET_MESSAGE_SIZE],
+            {sc.MCP_METHOD_NAME: label, sc.HELMET_DIRECTION: direction},
+        )
+
+    def _op_attributes(self, method: str, name: str | None) -> dict[str, Any]:
         attrs: dict[str, Any] = {sc.MCP_METHOD_NAME: method}
         if name is not None:
             if method == "tools/call":
@@ -394,15 +422,15 @@ class Recorder:
         return attrs
 
     def _request(
-        self, ts: int, direction: int, attrs: dict[str, Any], raw: bytes | None, size: int,
+        self, ts: int, direction: int, attrs: dict[str, Any], raw: bytes | None, parsed: Any,
         msg_id: Any, method: str, name: str | None, uri: str | None, client_tp: Any,
-        trace_id: int, server_span_id: int, client_span_id: int, replied: bool,
+        server_span_id: int, client_span_id: int, replied: bool,
     ) -> None:  # fmt: skip
-        body_obj = self._body(raw, size, "params")
-        if method == "initialize" and isinstance(body_obj, dict):
-            self._learn_initialize_request(body_obj, attrs)  # pyright: ignore[reportUnknownArgumentType]
+        if method == "initialize":
+            attrs.update(_info_attributes(self.client_info, sc.HELMET_CLIENT_NAME,
+                                          sc.HELMET_CLIENT_VERSION))  # fmt: skip
         label = self._method_label(method)
-        op_attrs = self._op_attributes(label, name, uri)
+        op_attrs = self._op_attributes(label, name)
         span_attrs = dict(op_attrs)
         span_attrs[sc.MCP_METHOD_NAME] = method
         span_attrs[sc.HELMET_SESSION_ID] = self.session_id
@@ -431,118 +459,49 @@ class Recorder:
                 attributes=span_attrs, start_time=ts,
             )  # fmt: skip
         if msg_id is not None:
-            key = (direction, f"{type(msg_id).__name__}:{msg_id}")
-            self.open[key] = _Open(server, client, server_context, method, name, ts, op_attrs)
+            self.open[(direction, id_key(msg_id))] = _Open(
+                server, client, server_context, method, name, ts, op_attrs
+            )
         for k in (sc.MCP_METHOD_NAME, sc.GEN_AI_TOOL_NAME, sc.GEN_AI_PROMPT_NAME):
             if k in span_attrs:
                 attrs[k] = span_attrs[k]
-        self.m_messages.add(1, {sc.MCP_METHOD_NAME: label, sc.HELMET_DIRECTION: attrs[sc.HELMET_DIRECTION], sc.HELMET_MESSAGE_KIND: "request"})  # fmt: skip
-        self.m_message_size.record(
-            size, {sc.MCP_METHOD_NAME: label, sc.HELMET_DIRECTION: attrs[sc.HELMET_DIRECTION]}
+        self._count_message(label, attrs)
+        self._emit(
+            sc.EVENT_REQUEST,
+            ts,
+            server_context,
+            attrs,
+            self._body(raw, attrs[sc.HELMET_MESSAGE_SIZE], parsed, "params"),
         )
-        self._emit(sc.EVENT_REQUEST, ts, server_context, attrs, body_obj)
-
-    def _learn_initialize_request(self, params: dict[str, Any], attrs: dict[str, Any]) -> None:
-        version = params.get("protocolVersion")
-        if isinstance(version, str):
-            self.protocol_version = version
-        info = params.get("clientInfo")
-        if isinstance(info, dict):
-            self.client_info = info  # pyright: ignore[reportUnknownMemberType]
-            attrs[sc.HELMET_CLIENT_NAME] = str(info.get("name", ""))  # pyright: ignore[reportUnknownMemberType,reportUnknownArgumentType]
-            attrs[sc.HELMET_CLIENT_VERSION] = str(info.get("version", ""))  # pyright: ignore[reportUnknownMemberType,reportUnknownArgumentType]
-
-    def _learn_initialize_result(self, result: dict[str, Any], attrs: dict[str, Any]) -> None:
-        version = result.get("protocolVersion")
-        if isinstance(version, str):
-            self.protocol_version = version
-            if self.root is not None:
-                self.root.set_attribute(sc.MCP_PROTOCOL_VERSION, version)
-        info = result.get("serverInfo")
-        if isinstance(info, dict):
-            self.server_info = info  # pyright: ignore[reportUnknownMemberType]
-            attrs[sc.HELMET_SERVER_INFO_NAME] = str(info.get("name", ""))  # pyright: ignore[reportUnknownMemberType,reportUnknownArgumentType]
-            attrs[sc.HELMET_SERVER_VERSION] = str(info.get("version", ""))  # pyright: ignore[reportUnknownMemberType,reportUnknownArgumentType]
 
     def _response(
-        self, ts: int, direction: int, attrs: dict[str, Any], raw: bytes | None, size: int,
+        self, ts: int, direction: int, attrs: dict[str, Any], raw: bytes | None, parsed: Any,
         msg_id: Any, code: int | None, error_message: str | None, tool_error: bool,
     ) -> None:  # fmt: skip
         is_error = code is not None or attrs[sc.HELMET_MESSAGE_KIND] == "error"
-        body_obj = self._body(raw, size, "error" if is_error else "result")
+        body_obj = self._body(
+            raw, attrs[sc.HELMET_MESSAGE_SIZE], parsed, "error" if is_error else "result"
+        )
+        code_text = None
+        severity = SeverityNumber.INFO
+        if is_error:
+            code_text = str(code) if code is not None else "unknown"
+            attrs[sc.RPC_RESPONSE_STATUS_CODE] = attrs[sc.ERROR_TYPE] = code_text
+            severity = SeverityNumber.ERROR
         opened = None
         if msg_id is not None:
-            opened = self.open.pop((1 - direction, f"{type(msg_id).__name__}:{msg_id}"), None)
-        severity = SeverityNumber.INFO
+            opened = self.open.pop((1 - direction, id_key(msg_id)), None)
         context = None
         label = "unknown"
         if opened is not None:
             context = opened.context
             label = self._method_label(opened.method)
-            attrs[sc.MCP_METHOD_NAME] = opened.method
-            if opened.name is not None:
-                key = (
-                    sc.GEN_AI_TOOL_NAME if opened.method == "tools/call" else sc.GEN_AI_PROMPT_NAME
-                )
-                attrs[key] = opened.name
-            latency_s = max(ts - opened.started_ns, 0) / 1e9
-            attrs[sc.HELMET_LATENCY_MS] = round(latency_s * 1000, 3)
-            if opened.method == "initialize" and isinstance(body_obj, dict):
-                self._learn_initialize_result(body_obj, attrs)  # pyright: ignore[reportUnknownArgumentType]
-            metric_attrs = dict(opened.metric_attrs)
-            if self.protocol_version:
-                metric_attrs[sc.MCP_PROTOCOL_VERSION] = self.protocol_version
-            server_attrs = dict(metric_attrs)
-            client_attrs = dict(metric_attrs)
-            if code is not None or is_error:
-                code_text = str(code) if code is not None else "unknown"
-                attrs[sc.RPC_RESPONSE_STATUS_CODE] = code_text
-                attrs[sc.ERROR_TYPE] = code_text
-                description = error_message or "error"
-                for span_attrs in (server_attrs, client_attrs):
-                    span_attrs[sc.RPC_RESPONSE_STATUS_CODE] = code_text
-                client_attrs[sc.ERROR_TYPE] = code_text
-                if code not in CALLER_ERROR_CODES:
-                    server_attrs[sc.ERROR_TYPE] = code_text
-                self._finish(
-                    opened.client, ts, client_attrs, description, sc.ERROR_TYPE in client_attrs
-                )
-                self._finish(
-                    opened.server, ts, server_attrs, description, sc.ERROR_TYPE in server_attrs
-                )
+            self._end_operation(ts, opened, attrs, code, code_text, error_message, tool_error)
+            if tool_error and not is_error:
                 severity = SeverityNumber.ERROR
-            elif tool_error:
-                attrs[sc.ERROR_TYPE] = sc.ERROR_TYPE_TOOL_ERROR
-                server_attrs[sc.ERROR_TYPE] = client_attrs[sc.ERROR_TYPE] = sc.ERROR_TYPE_TOOL_ERROR
-                self._finish(opened.client, ts, client_attrs, "tool returned isError", True)
-                self._finish(opened.server, ts, server_attrs, "tool returned isError", True)
-                severity = SeverityNumber.ERROR
-            else:
-                self._finish(opened.client, ts, client_attrs, None, False)
-                self._finish(opened.server, ts, server_attrs, None, False)
-            self.m_server_duration.record(latency_s, server_attrs)
-            if opened.client is not None:
-                self.m_client_duration.record(latency_s, client_attrs)
-            stats = self.stats[f"{opened.method} {opened.name}" if opened.name else opened.method]
-            stats.count += 1
-            stats.bytes += size
-            if len(stats.latencies_ms) < LATENCY_SAMPLES:
-                stats.latencies_ms.append(latency_s * 1000)
-            if sc.ERROR_TYPE in attrs:
-                stats.errors += 1
-                error_attrs = {sc.ERROR_TYPE: attrs[sc.ERROR_TYPE], sc.MCP_METHOD_NAME: label}
-                if sc.GEN_AI_TOOL_NAME in attrs:
-                    error_attrs[sc.GEN_AI_TOOL_NAME] = attrs[sc.GEN_AI_TOOL_NAME]
-                self.m_errors.add(1, error_attrs)
-        elif is_error:
-            code_text = str(code) if code is not None else "unknown"
-            attrs[sc.RPC_RESPONSE_STATUS_CODE] = code_text
-            attrs[sc.ERROR_TYPE] = code_text
-            severity = SeverityNumber.ERROR
+        elif code_text is not None:
             self.m_errors.add(1, {sc.ERROR_TYPE: code_text, sc.MCP_METHOD_NAME: label})
-        dir_name = attrs[sc.HELMET_DIRECTION]
-        self.m_messages.add(1, {sc.MCP_METHOD_NAME: label, sc.HELMET_DIRECTION: dir_name, sc.HELMET_MESSAGE_KIND: attrs[sc.HELMET_MESSAGE_KIND]})  # fmt: skip
-        self.m_message_size.record(size, {sc.MCP_METHOD_NAME: label, sc.HELMET_DIRECTION: dir_name})
+        self._count_message(label, attrs)
         self._emit(sc.EVENT_RESPONSE, ts, context, attrs, body_obj, severity)
         if is_error:
             error_attrs = dict(attrs)
@@ -552,64 +511,101 @@ class Recorder:
                 error_attrs[sc.HELMET_ERROR_MESSAGE] = self.redactor.scrub_text(error_message)
             self._emit(sc.EVENT_ERROR, ts, context, error_attrs, body_obj, SeverityNumber.ERROR)
 
-    @staticmethod
-    def _finish(
-        span: trace.Span | None, ts: int, attrs: dict[str, Any], description: str | None,
-        failed: bool,
+    def _end_operation(
+        self, ts: int, opened: _Open, attrs: dict[str, Any], code: int | None,
+        code_text: str | None, error_message: str | None, tool_error: bool,
     ) -> None:  # fmt: skip
+        """End the request's SERVER and CLIENT spans and record its duration and errors."""
+        attrs[sc.MCP_METHOD_NAME] = opened.method
+        if opened.name is not None:
+            key = sc.GEN_AI_TOOL_NAME if opened.method == "tools/call" else sc.GEN_AI_PROMPT_NAME
+            attrs[key] = opened.name
+        latency_s = max(ts - opened.started_ns, 0) / 1e9
+        attrs[sc.HELMET_LATENCY_MS] = round(latency_s * 1000, 3)
+        if opened.method == "initialize":
+            attrs.update(_info_attributes(self.server_info, sc.HELMET_SERVER_INFO_NAME,
+                                          sc.HELMET_SERVER_VERSION))  # fmt: skip
+        server_attrs = dict(opened.metric_attrs)
+        if self.protocol_version:
+            server_attrs[sc.MCP_PROTOCOL_VERSION] = self.protocol_version
+        client_attrs = dict(server_attrs)
+        description = None
+        if code_text is not None:
+            description = error_message or "error"
+            server_attrs[sc.RPC_RESPONSE_STATUS_CODE] = code_text
+            client_attrs[sc.RPC_RESPONSE_STATUS_CODE] = code_text
+            client_attrs[sc.ERROR_TYPE] = code_text  # a client sees every code as an error
+            if code not in CALLER_ERROR_CODES:
+                server_attrs[sc.ERROR_TYPE] = code_text
+        elif tool_error:
+            description = "tool returned isError"
+            attrs[sc.ERROR_TYPE] = sc.ERROR_TYPE_TOOL_ERROR
+            server_attrs[sc.ERROR_TYPE] = client_attrs[sc.ERROR_TYPE] = sc.ERROR_TYPE_TOOL_ERROR
+        self._finish(opened.client, ts, client_attrs, description)
+        self._finish(opened.server, ts, server_attrs, description)
+        self.m_server_duration.record(latency_s, server_attrs)
+        if opened.client is not None:
+            self.m_client_duration.record(latency_s, client_attrs)
+        stats = self.stats[f"{opened.method} {opened.name}" if opened.name else opened.method]
+        stats.count += 1
+        stats.bytes += attrs[sc.HELMET_MESSAGE_SIZE]
+        if len(stats.latencies_ms) < LATENCY_SAMPLES:
+            stats.latencies_ms.append(latency_s * 1000)
+        if sc.ERROR_TYPE in attrs:
+            stats.errors += 1
+            error_attrs = {sc.ERROR_TYPE: attrs[sc.ERROR_TYPE],
+                           sc.MCP_METHOD_NAME: self._method_label(opened.method)}  # fmt: skip
+            if sc.GEN_AI_TOOL_NAME in attrs:
+                error_attrs[sc.GEN_AI_TOOL_NAME] = attrs[sc.GEN_AI_TOOL_NAME]
+            self.m_errors.add(1, error_attrs)
+
+    @staticmethod
+    def _finish(span: trace.Span | None, ts: int, attrs: dict[str, Any], error: str | None) -> None:
+        """End ``span``; it failed when its attributes carry ``error.type``."""
         if span is None:
             return
         for key in (sc.ERROR_TYPE, sc.RPC_RESPONSE_STATUS_CODE, sc.MCP_PROTOCOL_VERSION):
             if key in attrs:
                 span.set_attribute(key, attrs[key])
-        if failed:
-            span.set_status(Status(StatusCode.ERROR, description))
+        if sc.ERROR_TYPE in attrs:
+            span.set_status(Status(StatusCode.ERROR, error))
         span.end(end_time=ts)
 
     def _notification(
-        self, ts: int, attrs: dict[str, Any], raw: bytes | None, size: int, method: str
+        self, ts: int, attrs: dict[str, Any], raw: bytes | None, parsed: Any, method: str
     ) -> None:
-        label = self._method_label(method)
         attrs[sc.MCP_METHOD_NAME] = method
-        body_obj = self._body(raw, size, "params")
         severity = SeverityNumber.INFO
-        context = None
-        params: dict[str, Any] | None = None
-        if raw is not None and len(raw) >= size:
-            try:
-                parsed = orjson.loads(raw)
-                candidate = parsed.get("params") if isinstance(parsed, dict) else None  # pyright: ignore[reportUnknownMemberType,reportUnknownVariableType]
-                params = candidate if isinstance(candidate, dict) else None  # pyright: ignore[reportUnknownVariableType]
-            except orjson.JSONDecodeError:
-                params = None
-        if method == "notifications/message" and params is not None:
+        message = cast(dict[str, Any], parsed) if isinstance(parsed, dict) else {}
+        params: object = message.get("params")
+        if isinstance(params, dict):
+            params = cast(dict[str, Any], params)
             level = params.get("level")
-            if isinstance(level, str):
+            request_id = params.get("requestId")
+            if method == "notifications/message" and isinstance(level, str):
                 attrs[sc.HELMET_LOG_LEVEL] = level
                 severity = mcp_level_severity(level)
-        elif method in ("notifications/cancelled", "notifications/progress") and params is not None:
-            self._annotate_request(ts, attrs, params, method)
-            request_id = params.get("requestId")
-            if request_id is not None:
+            elif method in ("notifications/cancelled", "notifications/progress") and (
+                request_id is not None
+            ):
                 attrs[sc.JSONRPC_REQUEST_ID] = str(request_id)
-        dir_name = attrs[sc.HELMET_DIRECTION]
-        self.m_messages.add(1, {sc.MCP_METHOD_NAME: label, sc.HELMET_DIRECTION: dir_name, sc.HELMET_MESSAGE_KIND: "notification"})  # fmt: skip
-        self.m_message_size.record(size, {sc.MCP_METHOD_NAME: label, sc.HELMET_DIRECTION: dir_name})
-        self._emit(sc.EVENT_NOTIFICATION, ts, context, attrs, body_obj, severity)
+                if method == "notifications/cancelled":  # an event on the cancelled request
+                    for direction in (0, 1):
+                        opened = self.open.get((direction, id_key(request_id)))
+                        if opened is not None:
+                            reason = str(params.get("reason", ""))
+                            opened.server.add_event("cancelled", {"reason": reason}, ts)
+        self._count_message(self._method_label(method), attrs)
+        body = self._body(raw, attrs[sc.HELMET_MESSAGE_SIZE], parsed, "params")
+        self._emit(sc.EVENT_NOTIFICATION, ts, None, attrs, body, severity)
 
-    def _annotate_request(
-        self, ts: int, attrs: dict[str, Any], params: dict[str, Any], method: str
-    ) -> None:
-        """A cancellation becomes an event on the cancelled request's spans."""
-        if method != "notifications/cancelled":
-            return
-        request_id = params.get("requestId")
-        if request_id is None:
-            return
-        for direction in (0, 1):
-            opened = self.open.get((direction, f"{type(request_id).__name__}:{request_id}"))
-            if opened is not None:
-                opened.server.add_event("cancelled", {"reason": str(params.get("reason", ""))}, ts)
+    def info(self, info: Mapping[str, Any]) -> None:
+        """What the relay learned of the session (era, protocol version, client and server)."""
+        self.protocol_version = info.get("protocol_version")
+        self.client_info = info.get("client_info")
+        self.server_info = info.get("server_info")
+        if self.protocol_version and self.root is not None:
+            self.root.set_attribute(sc.MCP_PROTOCOL_VERSION, self.protocol_version)
 
     def stderr(self, ts: int, line: bytes) -> None:
         text = line.decode("utf-8", "replace").rstrip("\r\n")
@@ -635,8 +631,8 @@ class Recorder:
         reason = str(info.get("exit_reason") or "session ended")
         for opened in self.open.values():
             attrs = {sc.ERROR_TYPE: "no_response"}
-            self._finish(opened.client, ts, attrs, f"no response: {reason}", True)
-            self._finish(opened.server, ts, attrs, f"no response: {reason}", True)
+            self._finish(opened.client, ts, attrs, f"no response: {reason}")
+            self._finish(opened.server, ts, attrs, f"no response: {reason}")
         self.open.clear()
         status = info.get("exit_status")
         duration_s = max(ts - self.session_started_ns, 0) / 1e9

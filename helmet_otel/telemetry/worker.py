@@ -53,7 +53,7 @@ def main() -> int:
     from helmet_otel.telemetry.recorder import Recorder
 
     try:
-        pipeline = build_pipeline(config, os.environ)  # type: ignore[arg-type]
+        pipeline = build_pipeline(config, os.environ)
         recorder = Recorder(pipeline, config)
     except Exception as exc:  # a bad OTEL_* setting must not take the proxy down
         sys.stderr.write(f"helmet-otel: telemetry is off: {type(exc).__name__}: {exc}\n")

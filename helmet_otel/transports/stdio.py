@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -396,13 +395,6 @@ class StdioProxy:
             await writer.drain()
         writer.close()
         reader.close()
-
-
-def resolve_program(argv: Sequence[str], env: dict[str, str]) -> str | None:
-    """The executable ``argv[0]`` resolves to on the child's PATH, if any."""
-    if not argv:
-        return None
-    return shutil.which(argv[0], path=env.get("PATH"))
 
 
 def run_stdio(

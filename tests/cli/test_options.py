@@ -76,3 +76,23 @@ def test_child_environment_strips_helmet_and_otel() -> None:
 )
 def test_default_service_name_identifies_the_server(argv: list[str], name: str) -> None:
     assert default_service_name(argv) == name
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--no-store"], "helmet-otel: error: no server command given (see helmet-otel --help)\n"),
+        (["run", "--"], "helmet-otel: error: no server command given (see helmet-otel --help)\n"),
+        (["serve"], "helmet-otel: serve: the Streamable HTTP transport is not available yet\n"),
+        (["connect", "http://x"],
+         "helmet-otel: connect: the Streamable HTTP transport is not available yet\n"),
+    ],
+)  # fmt: skip
+def test_usage_errors_exit_2_with_one_line(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from helmet_otel.cli.main import main
+
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert (captured.out, captured.err) == ("", message)

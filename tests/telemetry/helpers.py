@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import orjson
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
@@ -18,6 +19,18 @@ FAST_EXPORT = {
     "OTEL_BLRP_SCHEDULE_DELAY": "50",
     "HELMET_METRICS_INTERVAL": "60",
 }
+
+
+INIT = {
+    "jsonrpc": "2.0", "id": 1, "method": "initialize",
+    "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+               "clientInfo": {"name": "raw", "version": "0"}},
+}  # fmt: skip
+
+
+def line(obj: dict[str, Any]) -> bytes:
+    """One JSON-RPC message as a stdio line."""
+    return orjson.dumps(obj) + b"\n"
 
 
 def proxy_env(endpoint: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:

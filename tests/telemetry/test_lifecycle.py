@@ -16,23 +16,13 @@ from mcp import Client
 from helmet_otel.telemetry import semconv as sc
 from tests.e2e.helpers import DEMO_SERVER, SERVERS_DIR, RawProcess
 from tests.otlp_receiver import OTLPReceiver, dead_endpoint
-from tests.telemetry.helpers import by_event, drive, proxy_env
+from tests.telemetry.helpers import INIT, by_event, drive, line, proxy_env
 
 pytestmark = [pytest.mark.e2e]
 
-INIT = {
-    "jsonrpc": "2.0", "id": 1, "method": "initialize",
-    "params": {"protocolVersion": "2025-11-25", "capabilities": {},
-               "clientInfo": {"name": "raw", "version": "0"}},
-}  # fmt: skip
-
-
-def _line(obj: dict[str, Any]) -> bytes:
-    return orjson.dumps(obj) + b"\n"
-
 
 def _call(i: int, name: str = "echo", **arguments: Any) -> bytes:
-    return _line({"jsonrpc": "2.0", "id": i, "method": "tools/call",
+    return line({"jsonrpc": "2.0", "id": i, "method": "tools/call",
                   "params": {"name": name, "arguments": arguments or {"text": f"m{i}"}}})  # fmt: skip
 
 
@@ -51,7 +41,7 @@ def _proxy(server: list[str] | tuple[str, ...], *options: str) -> list[str]:
 )
 def test_last_records_are_flushed_on_every_exit_path(how: str, status: int) -> None:
     with OTLPReceiver() as rx, RawProcess(_proxy(DEMO_SERVER), env=proxy_env(rx.endpoint)) as proxy:
-        proxy.write(_line(INIT) + _call(2))
+        proxy.write(line(INIT) + _call(2))
         proxy.stdout.wait(lambda data: b'"id":2' in data, timeout=20)
         if how == "stdin":
             proxy.close_stdin()
@@ -106,7 +96,7 @@ def test_unusable_collector_changes_nothing_for_the_client(collector: str) -> No
         }  # fmt: skip
         env = proxy_env(endpoint, small_queues)
         with RawProcess(_proxy(DEMO_SERVER), env=env) as proxy:
-            proxy.write(_line(INIT) + b"".join(_call(i) for i in range(2, calls + 2)))
+            proxy.write(line(INIT) + b"".join(_call(i) for i in range(2, calls + 2)))
             last = f'"id":{calls + 1}'.encode()
             out = proxy.stdout.wait(lambda data: last in data, timeout=20)
             assert out.count(b"\n") == calls + 1
@@ -122,7 +112,7 @@ def test_long_session_rolls_over_into_linked_traces(tmp_path: Path) -> None:
         with RawProcess(
             _proxy(DEMO_SERVER, "--trace-max-requests", "3"), env=proxy_env(rx.endpoint)
         ) as proxy:
-            proxy.write(_line(INIT) + b"".join(_call(i) for i in range(2, 9)))
+            proxy.write(line(INIT) + b"".join(_call(i) for i in range(2, 9)))
             proxy.stdout.wait(lambda data: b'"id":8' in data, timeout=20)
             proxy.close_stdin()
             assert proxy.wait(timeout=20) == 0
@@ -150,7 +140,7 @@ def test_grpc_protocol() -> None:
     with OTLPReceiver(protocol="grpc") as rx:
         env = proxy_env(rx.endpoint, {"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"})
         with RawProcess(_proxy(DEMO_SERVER), env=env) as proxy:
-            proxy.write(_line(INIT) + _call(2))
+            proxy.write(line(INIT) + _call(2))
             proxy.stdout.wait(lambda data: b'"id":2' in data, timeout=20)
             proxy.close_stdin()
             assert proxy.wait(timeout=20) == 0
