@@ -13,7 +13,7 @@ Modes:
 - stream: write STREAM_MARKER to stderr, then serve. Exit 0 on stdin EOF.
 - dump [ARGS...]: serve (the answers carry argv, cwd, env). Exit 0 on stdin EOF.
 - family GRANDCHILD ON_EOF: spawn a grandchild (same process group, inherited stdio) that sleeps
-  60 s; GRANDCHILD is "plain" or "stubborn" (ignores SIGINT and SIGTERM). ON_EOF is "exit"
+  60 s, and serve only once it has started; GRANDCHILD is "plain" or "stubborn" (ignores SIGINT and SIGTERM). ON_EOF is "exit"
   (exit 0 on stdin EOF, leaving the grandchild behind) or "stay" (ignore EOF).
 - sigterm-exit0: on SIGTERM exit with status 0. Ignore EOF.
 - deaf: on SIGINT/SIGTERM write "lifecycle: got signal N" to stderr and carry on. Ignore EOF.
@@ -31,11 +31,16 @@ from types import FrameType
 
 STREAM_MARKER = b"lifecycle: streaming marker, the server is still running\n"
 
+# The grandchild reports on the fd named in argv[1] once its interpreter is up and its signal
+# dispositions are set, so a test's signal never lands while Python is still starting (which
+# would print a "Fatal Python error" that is the test's race, not the proxy's).
+_READY = "import os, sys; fd = int(sys.argv[1]); os.write(fd, b'r'); os.close(fd)"
 GRANDCHILD_CODE = {
-    "plain": "import time; time.sleep(60)",
+    # default dispositions: SIGINT kills it outright instead of raising KeyboardInterrupt
+    "plain": f"import signal, time; signal.signal(signal.SIGINT, signal.SIG_DFL); {_READY}; time.sleep(60)",
     "stubborn": (
         "import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); "
-        "signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
+        f"signal.signal(signal.SIGTERM, signal.SIG_IGN); {_READY}; time.sleep(60)"
     ),
 }
 
@@ -71,7 +76,13 @@ def main() -> int:
     elif mode == "stream":
         write_err(STREAM_MARKER)
     elif mode == "family":
-        child = subprocess.Popen([sys.executable, "-c", GRANDCHILD_CODE[sys.argv[2]]])
+        ready_r, ready_w = os.pipe()
+        code = GRANDCHILD_CODE[sys.argv[2]]
+        child = subprocess.Popen([sys.executable, "-c", code, str(ready_w)], pass_fds=(ready_w,))
+        os.close(ready_w)
+        if os.read(ready_r, 1) != b"r":
+            raise SystemExit("lifecycle: the grandchild did not start")
+        os.close(ready_r)
         grandchild = child.pid
         exit_on_eof = sys.argv[3] == "exit"
     elif mode == "sigterm-exit0":
