@@ -180,6 +180,7 @@ def _flatten_logs(request: logs_service_pb2.ExportLogsServiceRequest) -> list[di
                         "attributes": _attributes(record.attributes),
                         "trace_id": _hex(record.trace_id),
                         "span_id": _hex(record.span_id),
+                        "flags": record.flags,
                         "time_unix_nano": record.time_unix_nano,
                         "observed_time_unix_nano": record.observed_time_unix_nano,
                         "resource": resource,

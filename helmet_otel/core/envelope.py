@@ -21,7 +21,7 @@ class Direction(enum.Enum):
         return Direction.S2C if self is Direction.C2S else Direction.C2S
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Envelope:
     """A message with everything the relay knows about it.
 
@@ -42,6 +42,22 @@ class Envelope:
     client_span_id: int = 0
     annotations: dict[str, object] = field(default_factory=dict[str, object])
 
-    def __post_init__(self) -> None:
-        if not self.wire:
-            self.wire = self.raw
+    # Written out rather than generated: one is made per message, and the generated one pays for
+    # a ``__post_init__`` call and a generic-alias ``default_factory``.
+    def __init__(
+        self, direction: Direction, raw: bytes, msg: Message, ts: int, wire: bytes = b"",
+        reply: bytes | None = None, request: PendingRequest | None = None, trace_id: int = 0,
+        server_span_id: int = 0, client_span_id: int = 0,
+        annotations: dict[str, object] | None = None,
+    ) -> None:  # fmt: skip
+        self.direction = direction
+        self.raw = raw
+        self.msg = msg
+        self.ts = ts
+        self.wire = wire or raw
+        self.reply = reply
+        self.request = request
+        self.trace_id = trace_id
+        self.server_span_id = server_span_id
+        self.client_span_id = client_span_id
+        self.annotations = {} if annotations is None else annotations

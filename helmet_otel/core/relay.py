@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from helmet_otel.core.envelope import Direction, Envelope
 from helmet_otel.core.interceptor import Interceptor
@@ -19,12 +19,23 @@ from helmet_otel.protocol.message import Kind, error_response, inspect
 # MCP Python SDK's CONNECTION_CLOSED code, in the legacy implementation-defined range.
 UPSTREAM_GONE_CODE = -32000
 
+_C2S = Direction.C2S  # enum members are slow to look up on their class (Python 3.11)
 
-@dataclass(slots=True)
+
+@dataclass(slots=True, init=False)
 class Routed:
-    forward: list[bytes] = field(default_factory=list[bytes])  # to the other side, in order
-    replies: list[bytes] = field(default_factory=list[bytes])  # back to the sender, in order
-    envelopes: list[Envelope] = field(default_factory=list[Envelope])
+    forward: list[bytes]  # to the other side, in order
+    replies: list[bytes]  # back to the sender, in order
+    envelopes: list[Envelope]
+
+    # Written out: the generated one calls a generic alias per list (slow, and once per read).
+    def __init__(
+        self, forward: list[bytes] | None = None, replies: list[bytes] | None = None,
+        envelopes: list[Envelope] | None = None,
+    ) -> None:  # fmt: skip
+        self.forward = [] if forward is None else forward
+        self.replies = [] if replies is None else replies
+        self.envelopes = [] if envelopes is None else envelopes
 
 
 class Relay:
@@ -35,21 +46,23 @@ class Relay:
 
     def route(self, direction: Direction, lines: list[bytes]) -> Routed:
         routed = Routed()
+        forward, replies, envelopes = routed.forward, routed.replies, routed.envelopes
         now = time.time_ns()
         interceptors = self.interceptors
+        c2s = direction is _C2S
         for line in lines:
             env = Envelope(direction, line, inspect(line), now)
             for interceptor in interceptors:
                 interceptor.before_forward(env)
-            if env.reply is None and self.upstream_gone is not None and direction is Direction.C2S:
+            if env.reply is None and self.upstream_gone is not None and c2s:
                 msg = env.msg
                 if msg.kind is Kind.REQUEST:
                     env.reply = error_response(msg.id, UPSTREAM_GONE_CODE, self.upstream_gone)
             if env.reply is not None:
-                routed.replies.append(env.reply)
+                replies.append(env.reply)
             else:
-                routed.forward.append(env.wire)
-            routed.envelopes.append(env)
+                forward.append(env.wire)
+            envelopes.append(env)
         return routed
 
     def forwarded(self, routed: Routed) -> None:

@@ -16,7 +16,6 @@ from helmet_otel.protocol.message import (
     JsonId,
     Kind,
     Message,
-    id_key,
 )
 
 LEGACY = "legacy"
@@ -65,38 +64,51 @@ class Session:
         """Update the session with a message that was just forwarded."""
         msg = env.msg
         kind = msg.kind
-        if kind is Kind.REQUEST:
-            assert msg.method is not None
+        if kind is _REQUEST:
+            method = msg.method
+            assert method is not None
             self.requests += 1
-            self.method_counts[msg.method] += 1
-            if msg.id is not None:
-                self.pending[_key(env.direction, msg.id)] = PendingRequest(
-                    msg.id, msg.method, env.direction, env.ts, msg.target_name
+            self.method_counts[method] += 1
+            payload = msg.payload  # params read once here (the Message properties re-read them)
+            params = _info(payload.get("params")) if payload is not None else None
+            msg_id = msg.id
+            direction = env.direction
+            c2s = direction is _C2S
+            if msg_id is not None:
+                name = params.get("name") if params is not None and method in _NAMED else None
+                self.pending[(c2s, (isinstance(msg_id, str), msg_id))] = PendingRequest(
+                    msg_id, method, direction, env.ts, name if isinstance(name, str) else None
                 )
-            if env.direction is Direction.C2S:
-                self._learn_from_request(msg)
-        elif kind is Kind.NOTIFICATION:
+            if c2s:
+                self._learn_from_request(method, params)
+        elif kind is _NOTIFICATION:
             assert msg.method is not None
             self.method_counts[msg.method] += 1
-        elif kind in (Kind.RESPONSE, Kind.ERROR):
-            if kind is Kind.ERROR:
+        elif kind is _RESPONSE or kind is _ERROR:
+            if kind is _ERROR:
                 self.errors += 1
-            if msg.id is not None:
-                env.request = self.pending.pop(_key(env.direction.reverse, msg.id), None)
-            if env.request is not None and env.direction is Direction.S2C:
+            msg_id = msg.id
+            s2c = env.direction is _S2C
+            if msg_id is not None:  # the request went the other way
+                key = (s2c, (isinstance(msg_id, str), msg_id))
+                env.request = self.pending.pop(key, None)
+            if env.request is not None and s2c:
                 self._learn_from_response(env.request, msg)
-            elif env.request is None and kind is Kind.RESPONSE and msg.is_tool_error:
+            elif env.request is None and kind is _RESPONSE and msg.is_tool_error:
                 self.errors += 1
 
-    def _learn_from_request(self, msg: Message) -> None:
-        params = msg.params
-        if msg.method == "initialize" and params is not None:
+    def _learn_from_request(self, method: str, params: dict[str, Any] | None) -> None:
+        if params is None:
+            if method == "server/discover" and self.era == UNKNOWN:
+                self._learn(MODERN)
+            return
+        if method == "initialize":
             self._learn(LEGACY, params.get("protocolVersion"), client=params.get("clientInfo"))
             return
-        meta = msg.meta
+        meta = _info(params.get("_meta"))
         if meta is not None and META_PROTOCOL_VERSION in meta:
             self._learn(MODERN, meta[META_PROTOCOL_VERSION], client=meta.get(META_CLIENT_INFO))
-        elif msg.method == "server/discover" and self.era == UNKNOWN:
+        elif method == "server/discover" and self.era == UNKNOWN:
             self._learn(MODERN)
 
     def _learn_from_response(self, request: PendingRequest, msg: Message) -> None:
@@ -133,6 +145,13 @@ class Session:
         return [p for p in self.pending.values() if p.direction is direction]
 
 
-def _key(direction: Direction, msg_id: JsonId) -> tuple[bool, tuple[bool, JsonId]]:
-    """Pending requests are keyed by the direction they were sent in plus the id."""
-    return (direction is Direction.C2S, id_key(msg_id))
+# Pending requests are keyed by the direction they were sent in (is it client->server?) plus
+# `id_key` of the id; `observe` builds the key inline. Enum members are slow to look up on their
+# class in Python 3.11, hence the module constants.
+_C2S = Direction.C2S
+_S2C = Direction.S2C
+_REQUEST = Kind.REQUEST
+_NOTIFICATION = Kind.NOTIFICATION
+_RESPONSE = Kind.RESPONSE
+_ERROR = Kind.ERROR
+_NAMED = ("tools/call", "prompts/get")  # methods whose params.name is the span target

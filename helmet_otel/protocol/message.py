@@ -90,44 +90,54 @@ def id_key(value: JsonId) -> tuple[bool, JsonId]:
     return (isinstance(value, str), value)
 
 
-def _valid_id(value: object) -> bool:
-    return isinstance(value, str | int | float) and not isinstance(value, bool)
+# `inspect` runs for every line. Enum members are slow to look up on their class in Python
+# 3.11 (the enum metaclass has a ``__getattr__``), so the hot path uses module constants; and
+# JSON decoded by orjson holds exact builtin types only, so ``type(x) is ...`` tests suffice.
+_REQUEST = Kind.REQUEST
+_RESPONSE = Kind.RESPONSE
+_ERROR = Kind.ERROR
+_NOTIFICATION = Kind.NOTIFICATION
+_BATCH = Kind.BATCH
+_INVALID = Kind.INVALID
+_BLANK = Kind.BLANK
+_ID_TYPES = frozenset((str, int, float))  # not bool: a JSON-RPC id is a string or a number
 
 
 def inspect(line: bytes) -> Message:
-    if not line.strip():
-        return Message(Kind.BLANK)
     try:
         data: Any = orjson.loads(line)
-    except orjson.JSONDecodeError as exc:
-        return Message(Kind.INVALID, parse_error=str(exc))
-    if isinstance(data, list):
-        return Message(Kind.BATCH)
-    if not isinstance(data, dict):
-        return Message(Kind.INVALID, parse_error="not a JSON object")
+    except orjson.JSONDecodeError as exc:  # a blank line never parses: tell it apart here
+        if not line.strip():
+            return Message(_BLANK)
+        return Message(_INVALID, parse_error=str(exc))
+    if type(data) is not dict:
+        if type(data) is list:
+            return Message(_BATCH)
+        return Message(_INVALID, parse_error="not a JSON object")
     obj = cast(dict[str, Any], data)
     method = obj.get("method")
     raw_id = obj.get("id")
-    msg_id: JsonId | None = raw_id if _valid_id(raw_id) else None
-    if isinstance(method, str):
-        if "id" in obj and raw_id is not None:
-            return Message(Kind.REQUEST, id=msg_id, method=method, payload=obj)
-        return Message(Kind.NOTIFICATION, method=method, payload=obj)
+    msg_id: JsonId | None = raw_id if type(raw_id) in _ID_TYPES else None
+    if type(method) is str:
+        if raw_id is not None:  # present and not null
+            return Message(_REQUEST, msg_id, method, obj)
+        return Message(_NOTIFICATION, None, method, obj)
     error = obj.get("error")
-    if isinstance(error, dict):
+    if type(error) is dict:
         fields = cast(dict[str, Any], error)
         code: object = fields.get("code")
         message: object = fields.get("message")
         return Message(
-            Kind.ERROR,
-            id=msg_id,
-            payload=obj,
-            error_code=code if isinstance(code, int) and not isinstance(code, bool) else None,
-            error_message=message if isinstance(message, str) else None,
+            _ERROR,
+            msg_id,
+            None,
+            obj,
+            code if type(code) is int else None,
+            message if type(message) is str else None,
         )
     if "result" in obj:
-        return Message(Kind.RESPONSE, id=msg_id, payload=obj)
-    return Message(Kind.INVALID, id=msg_id, payload=obj, parse_error="not a JSON-RPC message")
+        return Message(_RESPONSE, msg_id, None, obj)
+    return Message(_INVALID, id=msg_id, payload=obj, parse_error="not a JSON-RPC message")
 
 
 def error_response(msg_id: JsonId | None, code: int, message: str, data: object = None) -> bytes:

@@ -37,6 +37,15 @@ PROPAGATE_MAX_BYTES = 1024 * 1024  # larger requests are forwarded without trace
 PIPE_SIZE = 1024 * 1024
 _C2S = 0
 _S2C = 1
+_SPAN_MASK = (1 << 64) - 1
+_NAMED = ("tools/call", "prompts/get")  # methods whose params.name is the span target
+_getrandbits = random.getrandbits
+
+# Enum members are slow to look up on their class in Python 3.11 (the enum metaclass has a
+# ``__getattr__``); the per-message hooks compare against these module constants instead.
+_REQUEST = Kind.REQUEST
+_BLANK = Kind.BLANK
+_DIRECTION_C2S = Direction.C2S
 
 
 def _traceparent(trace_id: int, span_id: int, sampled: bool) -> str:
@@ -70,6 +79,10 @@ class TelemetryFeed(BaseInterceptor):
         self.root_span_id = random.getrandbits(64) or 1
         self._segment_requests = 0
         self._segment = 0
+        # `_traceparent` split around the span id, remade when the trace id changes
+        self._tp_trace = -1
+        self._tp_prefix = ""
+        self._tp_suffix = "-01" if self._sampled else "-00"
         self._worker = self._spawn_worker(env)
         self._fd = self._worker.stdin.fileno() if self._worker.stdin else -1
         self._batch.append(("config", self._config()))
@@ -102,12 +115,13 @@ class TelemetryFeed(BaseInterceptor):
     # -- interceptor hooks (on the relay's loop) --------------------------------------------
     def before_forward(self, env: Envelope) -> None:
         msg = env.msg
-        if msg.kind is not Kind.REQUEST:
+        if msg.kind is not _REQUEST:
             return
         env.trace_id = self.trace_id
-        env.server_span_id = random.getrandbits(64) or 1
-        env.client_span_id = random.getrandbits(64) or 1
-        if env.direction is not Direction.C2S:
+        bits = _getrandbits(128)  # both span ids from one draw
+        env.server_span_id = (bits & _SPAN_MASK) or 1
+        env.client_span_id = (bits >> 64) or 1
+        if env.direction is not _DIRECTION_C2S:
             return
         self._segment_requests += 1
         if self._segment_requests > self.options.trace_max_requests:
@@ -115,13 +129,18 @@ class TelemetryFeed(BaseInterceptor):
             env.trace_id = self.trace_id
             # Handed over in after_forward, right before this message: frames stay in order.
             env.annotations["segment"] = (self.trace_id, self.root_span_id)
-        meta = msg.meta  # the client's own trace context becomes a span link, propagated or not
-        if meta is not None:
-            client_traceparent = meta.get("traceparent")
-            if isinstance(client_traceparent, str):
-                env.annotations["client_traceparent"] = client_traceparent
-        if self._propagate and len(env.raw) <= PROPAGATE_MAX_BYTES:
-            self._inject(env)
+        # params and params._meta as parsed (any JSON type), each read once
+        payload = msg.payload
+        params: object = payload.get("params") if payload is not None else None
+        meta: object = None
+        if isinstance(params, dict):
+            meta = cast(dict[str, object], params).get("_meta")
+            if isinstance(meta, dict):  # the client's trace context becomes a span link
+                client_traceparent = cast(dict[str, object], meta).get("traceparent")
+                if isinstance(client_traceparent, str):
+                    env.annotations["client_traceparent"] = client_traceparent
+        if self._propagate and payload is not None and len(env.raw) <= PROPAGATE_MAX_BYTES:
+            self._inject(env, payload, params, meta)
 
     def _roll_over(self) -> None:
         self._segment += 1
@@ -129,37 +148,47 @@ class TelemetryFeed(BaseInterceptor):
         self.trace_id = random.getrandbits(128) or 1
         self.root_span_id = random.getrandbits(64) or 1
 
-    def _inject(self, env: Envelope) -> None:
-        payload = env.msg.payload
-        if payload is None:
-            return
-        params = payload.get("params")
+    def _inject(self, env: Envelope, payload: dict[str, Any], params: object, meta: object) -> None:
+        """Write our traceparent into ``params._meta`` (creating either when absent or null) and
+        re-serialise; ``params`` and ``meta`` are the parsed values of ``payload``."""
         if params is None:
             params = payload["params"] = {}
-        if not isinstance(params, dict):
+            meta = None
+        elif not isinstance(params, dict):
             return
-        meta = params.get("_meta")  # pyright: ignore[reportUnknownMemberType,reportUnknownVariableType]
         if meta is None:
-            meta = params["_meta"] = {}
-        if not isinstance(meta, dict):
+            meta = cast(dict[str, object], params)["_meta"] = {}
+        elif not isinstance(meta, dict):
             return
-        meta["traceparent"] = _traceparent(env.trace_id, env.client_span_id, self._sampled)
+        trace_id = env.trace_id
+        if trace_id != self._tp_trace:
+            self._tp_trace = trace_id
+            self._tp_prefix = f"00-{trace_id:032x}-"
+        cast(dict[str, object], meta)["traceparent"] = (
+            f"{self._tp_prefix}{env.client_span_id:016x}{self._tp_suffix}"
+        )
         raw = env.raw
-        ending = raw[len(raw.rstrip(b"\r\n")) :]
         try:
-            env.wire = orjson.dumps(payload) + ending
+            if raw.endswith(b"\n") and not raw.endswith((b"\r\n", b"\n\n")):
+                env.wire = orjson.dumps(payload, option=orjson.OPT_APPEND_NEWLINE)
+            else:  # keep whatever run of CR and LF ended the line (or none, at EOF)
+                env.wire = orjson.dumps(payload) + raw[len(raw.rstrip(b"\r\n")) :]
         except (TypeError, orjson.JSONEncodeError):
             env.wire = raw
 
     def after_forward(self, env: Envelope) -> None:
         msg = env.msg
         kind = msg.kind
-        if kind is Kind.BLANK:
+        if kind is _BLANK:
             return
-        segment = env.annotations.get("segment")
-        if isinstance(segment, tuple):
-            trace_id, root_span_id = cast(tuple[int, int], segment)
-            self._append(("segment", env.ts, trace_id, root_span_id))
+        annotations = env.annotations
+        client_traceparent: object = None
+        if annotations:
+            segment = annotations.get("segment")
+            if isinstance(segment, tuple):
+                trace_id, root_span_id = cast(tuple[int, int], segment)
+                self._append(("segment", env.ts, trace_id, root_span_id))
+            client_traceparent = annotations.get("client_traceparent")
         raw = env.raw
         size = len(raw)
         cap = self._body_cap
@@ -168,19 +197,39 @@ class TelemetryFeed(BaseInterceptor):
         if session is not None and session.revision != self._revision:
             self._revision = session.revision
             self._append(("info", self._session_info(session)))
+        # What the Message properties target_name, resource_uri and is_tool_error give, with
+        # params and result each read once.
+        method = msg.method
+        payload = msg.payload
+        target_name: str | None = None
+        resource_uri: str | None = None
+        is_tool_error = False
+        if payload is not None:
+            if method is not None:
+                params = payload.get("params")
+                if isinstance(params, dict):
+                    fields = cast(dict[str, object], params)
+                    if method in _NAMED:
+                        name = fields.get("name")
+                        target_name = name if isinstance(name, str) else None
+                    uri = fields.get("uri")
+                    resource_uri = uri if isinstance(uri, str) else None
+            result = payload.get("result")
+            if isinstance(result, dict) and result:
+                is_tool_error = cast(dict[str, object], result).get("isError") is True
         summary = (
             kind.value,
             msg.id,
-            msg.method,
-            msg.target_name,
-            msg.resource_uri if msg.method is not None else None,
+            method,
+            target_name,
+            resource_uri,
             msg.error_code,
             msg.error_message,
-            msg.is_tool_error,
-            env.annotations.get("client_traceparent"),
+            is_tool_error,
+            client_traceparent,
             env.reply is not None,
         )
-        direction = _C2S if env.direction is Direction.C2S else _S2C
+        direction = _C2S if env.direction is _DIRECTION_C2S else _S2C
         self._append(
             (
                 "msg", env.ts, direction, size, body, summary,
@@ -244,6 +293,9 @@ class TelemetryFeed(BaseInterceptor):
         self._batch = []
         if self._dropped:
             batch.insert(0, ("dropped", self._dropped))
+        if len(self._out) >= BUFFER_LIMIT:  # no room for any batch: spare the encoding
+            self._drop(sum(1 for f in batch if f[0] in ("msg", "stderr")))
+            return
         data = encode(batch)
         if len(self._out) + len(data) > BUFFER_LIMIT:
             self._drop(sum(1 for f in batch if f[0] in ("msg", "stderr")))

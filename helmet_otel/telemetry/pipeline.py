@@ -1,8 +1,9 @@
-"""OpenTelemetry SDK providers for the worker process: OTLP and the local store as sinks.
+"""The worker's sinks: OTLP (the SDK's exporters) and the local store.
 
-Every sink gets its own batch processor, so a dead collector never holds up the store and the
-other way round. Drops are counted: the SDK's "queue full" warnings and failed exports both end
-up in `DropCounter`, which feeds ``helmet.telemetry.dropped``.
+Spans and log records are built by `Recorder` as the SDK's readable types and queued per sink
+(`BatchQueue`), so a dead collector never holds up the store and the other way round. Metrics
+are aggregated in `MetricSet` and exported by the SDK's OTLP metric exporter. What never reaches
+a sink is counted in `DropCounter`, which feeds ``helmet.telemetry.dropped``.
 """
 
 from __future__ import annotations
@@ -10,40 +11,43 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-from collections import Counter
+import time
+from collections import Counter as CountMap
 from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from opentelemetry.sdk._logs import LoggerProvider, ReadableLogRecord
-from opentelemetry.sdk._logs.export import (
-    BatchLogRecordProcessor,
-    LogRecordExporter,
-    LogRecordExportResult,
-)
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk._logs import ReadableLogRecord
+from opentelemetry.sdk._logs.export import LogRecordExportResult
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
-from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
+from opentelemetry.sdk.trace.export import SpanExportResult
+from opentelemetry.sdk.trace.sampling import Sampler
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from helmet_otel import __version__
 from helmet_otel.config import otlp_signals
 from helmet_otel.telemetry import semconv as sc
+from helmet_otel.telemetry.batching import BatchQueue, settings
+from helmet_otel.telemetry.metrics import Counter, MetricSet, PeriodicExport, delta_preferred
 
 
 class DropCounter:
-    """Thread-safe counts of telemetry that never reached a sink, by reason."""
+    """Thread-safe counts of telemetry that never reached a sink, by reason; every count also
+    goes to the ``helmet.telemetry.dropped`` counter."""
 
-    def __init__(self) -> None:
+    def __init__(self, metric: Counter) -> None:
         self._lock = threading.Lock()
-        self._counts: Counter[str] = Counter()
+        self._counts: CountMap[str] = CountMap()
         self._reported = False
+        self._metric = metric
+        # Exported from the start, so "nothing dropped" is a 0 on the dashboards, not "no data".
+        metric.add(0, {sc.HELMET_TELEMETRY_REASON: "relay_queue_full"})
 
     def add(self, reason: str, count: int = 1) -> None:
         if count <= 0:
             return
+        self._metric.add(count, {sc.HELMET_TELEMETRY_REASON: reason})
         with self._lock:
             self._counts[reason] += count
             first = not self._reported
@@ -61,76 +65,6 @@ class DropCounter:
             counts = dict(self._counts)
             self._counts.clear()
         return counts
-
-
-class _QueueFullHandler(logging.Handler):
-    """The SDK reports a full batch queue only as a log line; turn it into a count."""
-
-    def __init__(self, drops: DropCounter) -> None:
-        super().__init__(logging.WARNING)
-        self.drops = drops
-
-    def emit(self, record: logging.LogRecord) -> None:
-        message = record.getMessage()
-        if message.startswith("Queue full"):
-            self.drops.add("export_queue_full")
-
-
-class _CountingSpanExporter(SpanExporter):
-    def __init__(self, inner: SpanExporter, drops: DropCounter, sink: str) -> None:
-        self.inner, self.drops, self.sink = inner, drops, sink
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        try:
-            result = self.inner.export(spans)
-        except Exception:
-            result = SpanExportResult.FAILURE
-        if result is not SpanExportResult.SUCCESS:
-            self.drops.add(f"{self.sink}_export_failed", len(spans))
-        return result
-
-    def shutdown(self) -> None:
-        self.inner.shutdown()
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return self.inner.force_flush(timeout_millis)
-
-
-class _CountingLogExporter(LogRecordExporter):
-    def __init__(self, inner: LogRecordExporter, drops: DropCounter, sink: str) -> None:
-        self.inner, self.drops, self.sink = inner, drops, sink
-
-    def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
-        try:
-            result = self.inner.export(batch)
-        except Exception:
-            result = LogRecordExportResult.FAILURE
-        if result is not LogRecordExportResult.SUCCESS:
-            self.drops.add(f"{self.sink}_export_failed", len(batch))
-        return result
-
-    def shutdown(self) -> None:
-        self.inner.shutdown()
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return self.inner.force_flush(timeout_millis)
-
-
-class PresetIdGenerator(IdGenerator):
-    """Hands out ids the relay chose (it needs them for ``traceparent``); random otherwise."""
-
-    def __init__(self) -> None:
-        self.next_trace_id = 0
-        self.next_span_id = 0
-        self._random = RandomIdGenerator()
-
-    def generate_span_id(self) -> int:
-        value, self.next_span_id = self.next_span_id, 0
-        return value or self._random.generate_span_id()
-
-    def generate_trace_id(self) -> int:
-        value, self.next_trace_id = self.next_trace_id, 0
-        return value or self._random.generate_trace_id()
 
 
 def otlp_protocol(signal: str, config: Mapping[str, Any], env: Mapping[str, str]) -> str:
@@ -170,39 +104,73 @@ def _exporter(signal: str, protocol: str) -> Any:
 
 @dataclass
 class Pipeline:
-    tracer_provider: TracerProvider
-    logger_provider: LoggerProvider
-    meter_provider: MeterProvider
-    ids: PresetIdGenerator
+    resource: Resource
+    scope: InstrumentationScope
+    sampler: Sampler
+    metrics: MetricSet
     drops: DropCounter
+    span_queues: list[BatchQueue[ReadableSpan]] = field(
+        default_factory=list[BatchQueue[ReadableSpan]]
+    )
+    log_queues: list[BatchQueue[ReadableLogRecord]] = field(
+        default_factory=list[BatchQueue[ReadableLogRecord]]
+    )
+    metric_export: PeriodicExport | None = None
     store: Any = None  # helmet_otel.store.Store when the local store is on
     sinks: list[str] = field(default_factory=list[str])
+    exporters: list[Any] = field(default_factory=list[Any])  # span and log exporters
+
+    def emit_span(self, span: ReadableSpan) -> None:
+        for queue in self.span_queues:
+            queue.put(span)
+
+    def emit_log(self, record: ReadableLogRecord) -> None:
+        for queue in self.log_queues:
+            queue.put(record)
 
     def flush_and_shutdown(self, timeout_s: float) -> None:
-        millis = max(int(timeout_s * 1000), 1)
-        self.meter_provider.force_flush(millis)  # small and carries the drop counts: first
-        self.tracer_provider.force_flush(millis)
-        self.logger_provider.force_flush(millis)
-        self.tracer_provider.shutdown()
-        self.logger_provider.shutdown()
-        self.meter_provider.shutdown()
+        """Export what is queued within ``timeout_s``; count what is left; metrics last, so the
+        final ``helmet.telemetry.dropped`` includes what the deadline cut off."""
+        start = time.monotonic()
+        deadline = start + timeout_s * 0.8
+        for queue in [*self.span_queues, *self.log_queues]:
+            self.drops.add("shutdown_timeout", queue.drain(deadline))
+        for exporter in self.exporters:
+            try:
+                exporter.shutdown()
+            except Exception:
+                pass
         if self.store is not None:
             self.store.close()
+        if self.metric_export is not None:
+            self.metric_export.shutdown(max(start + timeout_s - time.monotonic(), 0.5))
+
+
+def _span_export(exporter: Any) -> Any:
+    def export(batch: Sequence[ReadableSpan]) -> bool:
+        return exporter.export(batch) is SpanExportResult.SUCCESS
+
+    return export
+
+
+def _log_export(exporter: Any) -> Any:
+    def export(batch: Sequence[ReadableLogRecord]) -> bool:
+        return exporter.export(batch) is LogRecordExportResult.SUCCESS
+
+    return export
 
 
 def build_pipeline(config: Mapping[str, Any], env: MutableMapping[str, str]) -> Pipeline:
-    """Providers for every configured sink. Mutates ``env`` (our own os.environ) so the SDK's
+    """Sinks for every configured destination. Mutates ``env`` (our own os.environ) so the SDK's
     exporters see ``--otlp-endpoint``; OTEL_SDK_DISABLED turns off OTLP, never the store."""
     endpoint = config.get("otlp_endpoint")
     signals = otlp_signals(env, endpoint)
     if endpoint:
         env["OTEL_EXPORTER_OTLP_ENDPOINT"] = str(endpoint)
-    env.pop("OTEL_SDK_DISABLED", None)  # the providers must stay live for the store
-    drops = DropCounter()
+    env.pop("OTEL_SDK_DISABLED", None)
     sdk_logger = logging.getLogger("opentelemetry")
-    sdk_logger.addHandler(_QueueFullHandler(drops))
     sdk_logger.propagate = False  # exporter retries must not spam the MCP client's stderr log
-    sdk_logger.setLevel(logging.WARNING)
+    sdk_logger.setLevel(logging.ERROR)
     if config.get("log_level") in ("debug", "info"):  # --log-level: show the SDK's own logs
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("helmet-otel: %(name)s: %(message)s"))
@@ -218,11 +186,18 @@ def build_pipeline(config: Mapping[str, Any], env: MutableMapping[str, str]) -> 
     resource = Resource.create(attributes)
     if env.get("OTEL_SERVICE_NAME") and not config.get("name"):
         resource = resource.merge(Resource({sc.SERVICE_NAME: env["OTEL_SERVICE_NAME"]}))
-    ids = PresetIdGenerator()
-    tracer_provider = TracerProvider(resource=resource, id_generator=ids)
-    logger_provider = LoggerProvider(resource=resource)
-    readers: list[MetricReader] = []
-    sinks: list[str] = []
+    scope = InstrumentationScope(sc.SCOPE_NAME, __version__)
+    # The SDK reads OTEL_TRACES_SAMPLER(_ARG); we only borrow its sampler.
+    sampler = TracerProvider(resource=resource, shutdown_on_exit=False).sampler
+    metrics = MetricSet(resource, scope, delta=delta_preferred(env))
+    dropped = metrics.counter(
+        sc.METRIC_TELEMETRY_DROPPED, "{record}",
+        "Telemetry records that could not be recorded or exported",
+    )  # fmt: skip
+    drops = DropCounter(dropped)
+    pipeline = Pipeline(resource, scope, sampler, metrics, drops)
+    span_settings = settings(env, "OTEL_BSP", delay_s=1.0)
+    log_settings = settings(env, "OTEL_BLRP", delay_s=1.0)
     for signal in sorted(signals):
         protocol = otlp_protocol(signal, config, env)
         if protocol not in ("grpc", "http/protobuf"):
@@ -231,37 +206,33 @@ def build_pipeline(config: Mapping[str, Any], env: MutableMapping[str, str]) -> 
             )
             protocol = "http/protobuf"
         exporter = _exporter(signal, protocol)
-        sinks.append(f"otlp-{signal}({protocol})")
+        pipeline.sinks.append(f"otlp-{signal}({protocol})")
+        pipeline.exporters.append(exporter)
         if signal == "traces":
-            tracer_provider.add_span_processor(
-                BatchSpanProcessor(_CountingSpanExporter(exporter, drops, "otlp"))
+            pipeline.span_queues.append(
+                BatchQueue("otlp_spans", _span_export(exporter), drops.add, span_settings)
             )
         elif signal == "logs":
-            logger_provider.add_log_record_processor(
-                BatchLogRecordProcessor(_CountingLogExporter(exporter, drops, "otlp"))
+            pipeline.log_queues.append(
+                BatchQueue("otlp_logs", _log_export(exporter), drops.add, log_settings)
             )
         else:
+            pipeline.exporters.remove(exporter)  # the periodic export shuts it down
             interval = float(config.get("metrics_interval") or 60.0)
-            readers.append(
-                PeriodicExportingMetricReader(exporter, export_interval_millis=interval * 1000)
+            pipeline.metric_export = PeriodicExport(
+                metrics, exporter, interval, lambda: drops.add("otlp_metrics_export_failed")
             )
-    store = None
     if not config.get("no_store"):
         from helmet_otel.store import Store, StoreLogExporter, StoreSpanExporter
 
         store = Store.open(config.get("store"))  # never raises: a bad store degrades, once
-        sinks.append(f"store({store.path})")
-        tracer_provider.add_span_processor(
-            BatchSpanProcessor(
-                _CountingSpanExporter(StoreSpanExporter(store), drops, "store"),
-                schedule_delay_millis=200,
-            )
+        pipeline.store = store
+        pipeline.sinks.append(f"store({store.path})")
+        fast = settings(env, "HELMET_STORE_BATCH", delay_s=0.2)  # --follow shows records soon
+        pipeline.span_queues.append(
+            BatchQueue("store_spans", _span_export(StoreSpanExporter(store)), drops.add, fast)
         )
-        logger_provider.add_log_record_processor(
-            BatchLogRecordProcessor(
-                _CountingLogExporter(StoreLogExporter(store), drops, "store"),
-                schedule_delay_millis=200,
-            )
+        pipeline.log_queues.append(
+            BatchQueue("store_logs", _log_export(StoreLogExporter(store)), drops.add, fast)
         )
-    meter_provider = MeterProvider(resource=resource, metric_readers=readers)
-    return Pipeline(tracer_provider, logger_provider, meter_provider, ids, drops, store, sinks)
+    return pipeline

@@ -4,6 +4,11 @@ One trace per session: a ``session`` root span; for every request a SERVER span
 ``{mcp.method.name} {target}`` with a CLIENT child for the upstream call. Spans end as their
 response arrives and are exported then; the root ends with the session (or when a long
 session rolls over into a new, linked trace).
+
+Spans and log records are built directly as the SDK's readable types (`ReadableSpan`,
+`ReadableLogRecord`) from what the relay measured: the relay chose the ids and the times, so
+there is no live span to keep, and skipping the SDK's tracer and logger saves most of the
+per-record cost. The sampler from ``OTEL_TRACES_SAMPLER`` decides once per trace segment.
 """
 
 from __future__ import annotations
@@ -15,12 +20,21 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import orjson
-from opentelemetry import trace
-from opentelemetry._logs import SeverityNumber
+from opentelemetry._logs import LogRecord, SeverityNumber
 from opentelemetry.context import Context
-from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.sdk._logs import ReadableLogRecord
+from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.trace import (
+    Link,
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    set_span_in_context,
+)
 
-from helmet_otel import __version__
 from helmet_otel.protocol.message import JsonId, id_key
 from helmet_otel.redaction import RedactionConfig, Redactor
 from helmet_otel.telemetry import semconv as sc
@@ -74,10 +88,28 @@ _KNOWN_METHODS = frozenset(
 )
 
 
+_UNSET = Status(StatusCode.UNSET)
+
+
+@dataclass(slots=True)
+class _Span:
+    """A span in progress: what becomes a `ReadableSpan` when it ends."""
+
+    name: str
+    context: SpanContext
+    parent: SpanContext | None
+    kind: SpanKind
+    start: int
+    attributes: dict[str, Any]
+    links: list[Link] = field(default_factory=list[Link])
+    events: list[Event] = field(default_factory=list[Event])
+    status: Status = _UNSET
+
+
 @dataclass(slots=True)
 class _Open:
-    server: trace.Span
-    client: trace.Span | None
+    server: _Span
+    client: _Span | None
     context: Context
     method: str
     name: str | None
@@ -115,6 +147,7 @@ def _parse_traceparent(value: object) -> SpanContext | None:
     return SpanContext(trace_id, span_id, is_remote=True, trace_flags=TraceFlags(flags))
 
 
+_SEVERITY_TEXT = {s: s.name.rstrip("0123456789") or s.name for s in SeverityNumber}
 _CUT = object()  # the message is larger than what the relay handed over
 _NOT_JSON = object()
 
@@ -149,47 +182,34 @@ class Recorder:
             )
         )
         self.capture = str(config.get("capture", "full"))
-        self.tracer = pipeline.tracer_provider.get_tracer(sc.SCOPE_NAME, __version__)
-        self.logger = pipeline.logger_provider.get_logger(sc.SCOPE_NAME, __version__)
-        meter = pipeline.meter_provider.get_meter(sc.SCOPE_NAME, __version__)
-        buckets = list(sc.DURATION_BUCKETS)
-        self.m_server_duration = meter.create_histogram(
-            sc.METRIC_SERVER_OPERATION_DURATION, unit="s",
-            description="MCP request duration as seen by the proxy facing the client",
-            explicit_bucket_boundaries_advisory=buckets,
+        self.resource, self.scope = pipeline.resource, pipeline.scope
+        metrics = pipeline.metrics
+        durations = sc.DURATION_BUCKETS
+        self.m_server_duration = metrics.histogram(
+            sc.METRIC_SERVER_OPERATION_DURATION, "s",
+            "MCP request duration as seen by the proxy facing the client", durations,
         )  # fmt: skip
-        self.m_client_duration = meter.create_histogram(
-            sc.METRIC_CLIENT_OPERATION_DURATION, unit="s",
-            description="MCP request duration of the proxy's call to the upstream",
-            explicit_bucket_boundaries_advisory=buckets,
+        self.m_client_duration = metrics.histogram(
+            sc.METRIC_CLIENT_OPERATION_DURATION, "s",
+            "MCP request duration of the proxy's call to the upstream", durations,
         )  # fmt: skip
-        self.m_session_duration = meter.create_histogram(
-            sc.METRIC_SERVER_SESSION_DURATION, unit="s", description="MCP session duration",
-            explicit_bucket_boundaries_advisory=buckets,
-        )  # fmt: skip
-        self.m_sessions_active = meter.create_up_down_counter(
-            sc.METRIC_SESSIONS_ACTIVE, unit="{session}", description="Sessions in progress"
+        self.m_session_duration = metrics.histogram(
+            sc.METRIC_SERVER_SESSION_DURATION, "s", "MCP session duration", durations
         )
-        self.m_messages = meter.create_counter(
-            sc.METRIC_MESSAGES, unit="{message}", description="MCP messages relayed"
+        self.m_sessions_active = metrics.up_down_counter(
+            sc.METRIC_SESSIONS_ACTIVE, "{session}", "Sessions in progress"
         )
-        self.m_message_size = meter.create_histogram(
-            sc.METRIC_MESSAGE_SIZE, unit="By", description="Size of relayed MCP messages",
-            explicit_bucket_boundaries_advisory=list(sc.SIZE_BUCKETS),
-        )  # fmt: skip
-        self.m_errors = meter.create_counter(
-            sc.METRIC_ERRORS, unit="{error}", description="Failed MCP operations"
+        self.m_messages = metrics.counter(sc.METRIC_MESSAGES, "{message}", "MCP messages relayed")
+        self.m_message_size = metrics.histogram(
+            sc.METRIC_MESSAGE_SIZE, "By", "Size of relayed MCP messages", sc.SIZE_BUCKETS
         )
-        self.m_dropped = meter.create_counter(
-            sc.METRIC_TELEMETRY_DROPPED, unit="{record}",
-            description="Telemetry records that could not be recorded or exported",
-        )  # fmt: skip
+        self.m_errors = metrics.counter(sc.METRIC_ERRORS, "{error}", "Failed MCP operations")
         self.dropped_total: dict[str, int] = defaultdict(int)
-        # Exported from the start, so "nothing dropped" is a 0 on the dashboards, not "no data".
-        self.m_dropped.add(0, {sc.HELMET_TELEMETRY_REASON: "relay_queue_full"})
+        self.sampled = True
+        self.trace_flags = TraceFlags(TraceFlags.SAMPLED)
         self.session_id = ""
         self.session_started_ns = 0
-        self.root: trace.Span | None = None
+        self.root: _Span | None = None
         self.root_context: Context = Context()
         self.segment = 0
         self.open: dict[tuple[int, tuple[bool, JsonId]], _Open] = {}
@@ -214,16 +234,46 @@ class Recorder:
         severity: SeverityNumber = SeverityNumber.INFO,
     ) -> None:
         attributes[sc.HELMET_SESSION_ID] = self.session_id
-        self.logger.emit(
+        record = LogRecord(
             timestamp=ts,
             observed_timestamp=time.time_ns(),
             context=context if context is not None else self.root_context,
             severity_number=severity,
-            severity_text=severity.name.rstrip("0123456789") or severity.name,
+            severity_text=_SEVERITY_TEXT[severity],
             body=body,
             attributes=attributes,
             event_name=event,
         )
+        self.pipeline.emit_log(ReadableLogRecord(record, self.resource, self.scope))
+
+    def _context(self, span: _Span) -> Context:
+        """A context that makes log records carry ``span``'s ids."""
+        return set_span_in_context(NonRecordingSpan(span.context))
+
+    def _new_span(
+        self,
+        name: str,
+        trace_id: int,
+        span_id: int,
+        parent: SpanContext | None,
+        kind: SpanKind,
+        ts: int,
+        attributes: dict[str, Any],
+        links: list[Link] | None = None,
+    ) -> _Span:
+        context = SpanContext(trace_id, span_id, False, self.trace_flags)
+        return _Span(name, context, parent, kind, ts, attributes, links or [])
+
+    def _end_span(self, span: _Span, ts: int) -> None:
+        if not self.sampled:
+            return
+        self.pipeline.emit_span(
+            ReadableSpan(
+                span.name, span.context, span.parent, self.resource, span.attributes,
+                span.events, span.links, span.kind, None, span.status, span.start, ts,
+                self.scope,
+            )
+        )  # fmt: skip
 
     def _method_label(self, method: str | None) -> str:
         if method is None:
@@ -248,12 +298,9 @@ class Recorder:
         return self.redactor.body(cast(object, parsed))
 
     def _take_drops(self) -> dict[str, int]:
-        drops = self.pipeline.drops.take()
-        # Unwritable store batches come back as FAILURE and are counted by the exporter
-        # wrapper (store_export_failed); store.dropped counts the same records.
+        drops = self.pipeline.drops.take()  # already in helmet.telemetry.dropped
         for reason, count in drops.items():
             self.dropped_total[reason] += count
-            self.m_dropped.add(count, {sc.HELMET_TELEMETRY_REASON: reason})
         return drops
 
     # -- frames -----------------------------------------------------------------------------
@@ -279,8 +326,6 @@ class Recorder:
             self.close(frame[1], frame[2])
 
     def _start_root(self, ts: int, trace_id: int, span_id: int, links: list[Link]) -> None:
-        ids = self.pipeline.ids
-        ids.next_trace_id, ids.next_span_id = trace_id, span_id
         attributes: dict[str, Any] = {
             sc.HELMET_SESSION_ID: self.session_id,
             sc.HELMET_TRANSPORT: self.config.get("transport", "stdio"),
@@ -290,15 +335,15 @@ class Recorder:
         }
         if self.protocol_version:
             attributes[sc.MCP_PROTOCOL_VERSION] = self.protocol_version
-        self.root = self.tracer.start_span(
-            sc.SPAN_SESSION,
-            context=Context(),
-            kind=SpanKind.INTERNAL,
-            attributes=attributes,
-            links=links,
-            start_time=ts,
+        decision = self.pipeline.sampler.should_sample(
+            None, trace_id, sc.SPAN_SESSION, SpanKind.INTERNAL, attributes, links
         )
-        self.root_context = trace.set_span_in_context(self.root)
+        self.sampled = decision.decision.is_sampled()
+        self.trace_flags = TraceFlags(TraceFlags.SAMPLED if self.sampled else TraceFlags.DEFAULT)
+        self.root = self._new_span(
+            sc.SPAN_SESSION, trace_id, span_id, None, SpanKind.INTERNAL, ts, attributes, links
+        )
+        self.root_context = self._context(self.root)
 
     def start(self, ts: int, info: dict[str, Any]) -> None:
         self.session_id = str(info["session_id"])
@@ -312,11 +357,9 @@ class Recorder:
         )
         assert self.root is not None
         if command_text is not None:
-            self.root.set_attribute(
-                sc.HELMET_SERVER_COMMAND, self.redactor.scrub_text(command_text)
-            )
+            self.root.attributes[sc.HELMET_SERVER_COMMAND] = self.redactor.scrub_text(command_text)
         if info.get("pid") is not None:
-            self.root.set_attribute(sc.HELMET_SERVER_PID, int(info["pid"]))
+            self.root.attributes[sc.HELMET_SERVER_PID] = int(info["pid"])
         self.m_sessions_active.add(1)
         start_attrs: dict[str, Any] = {
             sc.HELMET_SERVER_NAME: self.config["service_name"],
@@ -345,9 +388,9 @@ class Recorder:
         previous = self.root
         links: list[Link] = []
         if previous is not None:
-            previous.set_attribute(sc.HELMET_SESSION_REQUESTS, self.messages_total)
-            links.append(Link(previous.get_span_context(), {"helmet.link": "previous_segment"}))
-            previous.end(end_time=ts)
+            previous.attributes[sc.HELMET_SESSION_REQUESTS] = self.messages_total
+            links.append(Link(previous.context, {"helmet.link": "previous_segment"}))
+            self._end_span(previous, ts)
         self.segment += 1
         self._start_root(ts, trace_id, root_span_id, links)
 
@@ -375,7 +418,7 @@ class Recorder:
         parsed = _parse(raw, size)
         if kind == "request":
             self._request(ts, direction, attrs, raw, parsed, msg_id, method, name, uri, client_tp,
-                          server_span_id, client_span_id, replied)  # fmt: skip
+                          trace_id, server_span_id, client_span_id, replied)  # fmt: skip
         elif kind in ("response", "error"):
             self._response(ts, direction, attrs, raw, parsed, msg_id, code, error_message,
                            tool_error)  # fmt: skip
@@ -424,7 +467,7 @@ class Recorder:
     def _request(
         self, ts: int, direction: int, attrs: dict[str, Any], raw: bytes | None, parsed: Any,
         msg_id: Any, method: str, name: str | None, uri: str | None, client_tp: Any,
-        server_span_id: int, client_span_id: int, replied: bool,
+        trace_id: int, server_span_id: int, client_span_id: int, replied: bool,
     ) -> None:  # fmt: skip
         if method == "initialize":
             attrs.update(_info_attributes(self.client_info, sc.HELMET_CLIENT_NAME,
@@ -444,19 +487,19 @@ class Recorder:
         remote = _parse_traceparent(client_tp)
         if remote is not None:
             links.append(Link(remote, {"helmet.link": "client_traceparent"}))
-        ids = self.pipeline.ids
-        ids.next_span_id = server_span_id
-        server = self.tracer.start_span(
-            span_name, context=self.root_context, kind=SpanKind.SERVER,
-            attributes=span_attrs, links=links, start_time=ts,
+        root = self.root
+        if root is not None:
+            trace_id = root.context.trace_id
+        server = self._new_span(
+            span_name, trace_id, server_span_id, root.context if root is not None else None,
+            SpanKind.SERVER, ts, span_attrs, links,
         )  # fmt: skip
-        server_context = trace.set_span_in_context(server)
+        server_context = self._context(server)
         client = None
         if not replied:
-            ids.next_span_id = client_span_id
-            client = self.tracer.start_span(
-                span_name, context=server_context, kind=SpanKind.CLIENT,
-                attributes=span_attrs, start_time=ts,
+            client = self._new_span(
+                span_name, trace_id, client_span_id, server.context, SpanKind.CLIENT, ts,
+                dict(span_attrs),
             )  # fmt: skip
         if msg_id is not None:
             self.open[(direction, id_key(msg_id))] = _Open(
@@ -543,9 +586,13 @@ class Recorder:
             server_attrs[sc.ERROR_TYPE] = client_attrs[sc.ERROR_TYPE] = sc.ERROR_TYPE_TOOL_ERROR
         self._finish(opened.client, ts, client_attrs, description)
         self._finish(opened.server, ts, server_attrs, description)
-        self.m_server_duration.record(latency_s, server_attrs)
+        server = opened.server.context  # exemplars: a latency bucket links to a request's trace
+        self.m_server_duration.record(latency_s, server_attrs, server.trace_id, server.span_id, ts)
         if opened.client is not None:
-            self.m_client_duration.record(latency_s, client_attrs)
+            client = opened.client.context
+            self.m_client_duration.record(
+                latency_s, client_attrs, client.trace_id, client.span_id, ts
+            )
         stats = self.stats[f"{opened.method} {opened.name}" if opened.name else opened.method]
         stats.count += 1
         stats.bytes += attrs[sc.HELMET_MESSAGE_SIZE]
@@ -559,17 +606,18 @@ class Recorder:
                 error_attrs[sc.GEN_AI_TOOL_NAME] = attrs[sc.GEN_AI_TOOL_NAME]
             self.m_errors.add(1, error_attrs)
 
-    @staticmethod
-    def _finish(span: trace.Span | None, ts: int, attrs: dict[str, Any], error: str | None) -> None:
+    def _finish(
+        self, span: _Span | None, ts: int, attrs: dict[str, Any], error: str | None
+    ) -> None:
         """End ``span``; it failed when its attributes carry ``error.type``."""
         if span is None:
             return
         for key in (sc.ERROR_TYPE, sc.RPC_RESPONSE_STATUS_CODE, sc.MCP_PROTOCOL_VERSION):
             if key in attrs:
-                span.set_attribute(key, attrs[key])
+                span.attributes[key] = attrs[key]
         if sc.ERROR_TYPE in attrs:
-            span.set_status(Status(StatusCode.ERROR, error))
-        span.end(end_time=ts)
+            span.status = Status(StatusCode.ERROR, error)
+        self._end_span(span, ts)
 
     def _notification(
         self, ts: int, attrs: dict[str, Any], raw: bytes | None, parsed: Any, method: str
@@ -594,7 +642,7 @@ class Recorder:
                         opened = self.open.get((direction, id_key(request_id)))
                         if opened is not None:
                             reason = str(params.get("reason", ""))
-                            opened.server.add_event("cancelled", {"reason": reason}, ts)
+                            opened.server.events.append(Event("cancelled", {"reason": reason}, ts))
         self._count_message(self._method_label(method), attrs)
         body = self._body(raw, attrs[sc.HELMET_MESSAGE_SIZE], parsed, "params")
         self._emit(sc.EVENT_NOTIFICATION, ts, None, attrs, body, severity)
@@ -605,7 +653,7 @@ class Recorder:
         self.client_info = info.get("client_info")
         self.server_info = info.get("server_info")
         if self.protocol_version and self.root is not None:
-            self.root.set_attribute(sc.MCP_PROTOCOL_VERSION, self.protocol_version)
+            self.root.attributes[sc.MCP_PROTOCOL_VERSION] = self.protocol_version
 
     def stderr(self, ts: int, line: bytes) -> None:
         text = line.decode("utf-8", "replace").rstrip("\r\n")
@@ -665,10 +713,10 @@ class Recorder:
         root = self.root
         if root is not None:
             for key, value in attrs.items():
-                root.set_attribute(key, value)
+                root.attributes[key] = value
             if crashed:
-                root.set_status(Status(StatusCode.ERROR, reason))
-            root.end(end_time=ts)
+                root.status = Status(StatusCode.ERROR, reason)
+            self._end_span(root, ts)
         session_metric: dict[str, Any] = {sc.NETWORK_TRANSPORT: "pipe"}
         if version:
             session_metric[sc.MCP_PROTOCOL_VERSION] = str(version)

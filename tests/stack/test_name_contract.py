@@ -53,10 +53,6 @@ PENDING: dict[tuple[str, str], str] = {
         "loki",
         "helmet_policy_id",
     ): "policies are not implemented yet (policy blocks become helmet.error records)",
-    ("prometheus-exemplar", "trace_id"): (
-        "the telemetry worker records histograms outside the span's context, so the SDK's "
-        "trace_based exemplar filter keeps no exemplar (pass context= to record())"
-    ),
 }
 
 

@@ -192,6 +192,24 @@ async def test_metrics_names_units_and_buckets(exported: Any) -> None:
     assert {(p["attributes"][sc.ERROR_TYPE], p["value"]) for p in errors} >= {("tool_error", 1)}
 
 
+async def test_duration_exemplars_point_at_the_request_spans(exported: Any) -> None:
+    rx, _ = exported
+    metrics = {m["name"]: m for m in rx.metrics()}
+    spans = {(s["trace_id"], s["span_id"]): s for s in rx.spans()}
+    for name, kind in ((sc.METRIC_SERVER_OPERATION_DURATION, "SERVER"),
+                       (sc.METRIC_CLIENT_OPERATION_DURATION, "CLIENT")):  # fmt: skip
+        for point in metrics[name]["data_points"]:
+            assert point["exemplars"], point["attributes"]
+            for exemplar in point["exemplars"]:
+                span = spans[(exemplar["trace_id"], exemplar["span_id"])]
+                assert span["kind"] == kind
+                assert span["attributes"][sc.MCP_METHOD_NAME] == point["attributes"][
+                    sc.MCP_METHOD_NAME
+                ]
+                duration = (span["end_time_unix_nano"] - span["start_time_unix_nano"]) / 1e9
+                assert exemplar["value"] == pytest.approx(duration)
+
+
 async def test_no_secret_in_any_exported_byte(exported: Any) -> None:
     rx, results = exported
     assert SECRET in results["auth"].content[0].text  # the secret did travel both ways...

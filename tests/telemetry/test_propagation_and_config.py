@@ -147,3 +147,44 @@ def test_otel_sdk_disabled_turns_off_otlp_but_not_the_store(
         assert viewer.wait(timeout=20) == 0
         out = viewer.stdout.wait(lambda data: data.endswith(b"\n"), timeout=5)
     assert [orjson.loads(line)["event"] for line in out.splitlines()] == [sc.EVENT_PROXY_CLOSE]
+
+
+def _echo_session(env: dict[str, str], calls: int = 2) -> OTLPReceiver:
+    """``calls`` tools/call echo through the proxy to the demo server, then a clean close."""
+    argv = [sys.executable, "-m", "helmet_otel", "--no-store", *DEMO_SERVER]
+    requests = [
+        line({"jsonrpc": "2.0", "id": 10 + i, "method": "tools/call",
+              "params": {"name": "echo", "arguments": {"text": f"t{i}"}}})  # fmt: skip
+        for i in range(calls)
+    ]
+    rx = OTLPReceiver()
+    with rx, RawProcess(argv, env=proxy_env(rx.endpoint, env)) as proxy:
+        proxy.write(line(INIT) + b"".join(requests))
+        proxy.stdout.wait(lambda data: data.count(b"\n") == 1 + calls, timeout=20)
+        proxy.close_stdin()
+        assert proxy.wait(timeout=20) == 0
+        rx.wait_for(_closed, timeout=20)
+    return rx
+
+
+def test_sampler_always_off_exports_no_spans_but_every_log_record() -> None:
+    rx = _echo_session({"OTEL_TRACES_SAMPLER": "always_off"})
+    assert rx.spans() == []
+    responses = by_event(rx.logs(), sc.EVENT_RESPONSE)
+    assert len(responses) == 3  # initialize and the two calls
+    assert all(r["trace_id"] and r["span_id"] for r in responses)  # still correlatable
+    assert all(r["flags"] & 1 == 0 for r in responses)  # ...and marked as not sampled
+
+
+@pytest.mark.parametrize(("preference", "monotonic"), [("cumulative", "CUMULATIVE"),
+                                                       ("delta", "DELTA")])  # fmt: skip
+def test_metrics_temporality_follows_the_otlp_preference(preference: str, monotonic: str) -> None:
+    rx = _echo_session({"OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE": preference})
+    metrics = {m["name"]: m for m in rx.metrics()}
+    assert metrics[sc.METRIC_MESSAGES]["temporality"] == monotonic
+    assert metrics[sc.METRIC_SERVER_OPERATION_DURATION]["temporality"] == monotonic
+    # an up-down counter stays cumulative whatever the preference (OTel specification)
+    assert metrics[sc.METRIC_SESSIONS_ACTIVE]["temporality"] == "CUMULATIVE"
+    points = metrics[sc.METRIC_SERVER_OPERATION_DURATION]["data_points"]
+    echo = [p for p in points if p["attributes"].get(sc.GEN_AI_TOOL_NAME) == "echo"]
+    assert sum(p["count"] for p in echo) == 2

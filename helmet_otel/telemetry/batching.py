@@ -1,0 +1,108 @@
+"""One sink's bounded queue and the thread that exports it in batches.
+
+This replaces the SDK's batch processors on the worker's hot path: queuing a record is a deque
+append, a full queue drops its oldest record and counts it (the SDK logs a warning per dropped
+record instead, which costs more than the record), and `drain` reports what a deadline left
+behind so that it is counted too. The SDK's ``OTEL_BSP_*`` (spans) and ``OTEL_BLRP_*`` (log
+records) settings apply; the defaults differ where noted in `settings`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+# Larger than the SDK's 2048: a burst of a few thousand calls must fit while an export to a
+# slow collector is in flight. Both queues together stay within the worker's memory budget.
+DEFAULT_MAX_QUEUE = 8192
+DEFAULT_BATCH = 512
+
+
+@dataclass(frozen=True, slots=True)
+class BatchSettings:
+    max_queue: int = DEFAULT_MAX_QUEUE
+    batch_size: int = DEFAULT_BATCH
+    delay_s: float = 1.0
+
+
+def settings(env: Mapping[str, str], prefix: str, *, delay_s: float) -> BatchSettings:
+    """``OTEL_BSP_*`` / ``OTEL_BLRP_*`` (``prefix``), falling back to our defaults."""
+
+    def number(name: str, default: float) -> float:
+        raw = env.get(f"{prefix}_{name}", "").strip()
+        try:
+            value = float(raw) if raw else default
+        except ValueError:
+            value = default
+        return value if value > 0 else default
+
+    max_queue = int(number("MAX_QUEUE_SIZE", DEFAULT_MAX_QUEUE))
+    batch_size = min(int(number("MAX_EXPORT_BATCH_SIZE", DEFAULT_BATCH)), max_queue)
+    return BatchSettings(max_queue, batch_size, number("SCHEDULE_DELAY", delay_s * 1000) / 1000)
+
+
+class BatchQueue(Generic[T]):
+    """Items wait here until the export thread hands a batch of them to ``export``.
+
+    ``export`` returns False (or raises) when the batch could not be delivered; those items are
+    counted through ``on_drop(reason, count)`` as ``{name}_export_failed``. A full queue drops
+    its oldest item as ``{name}_queue_full``.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        export: Callable[[Sequence[T]], bool],
+        on_drop: Callable[[str, int], None],
+        batch: BatchSettings,
+    ) -> None:
+        self.name = name
+        self._export = export
+        self._on_drop = on_drop
+        self._settings = batch
+        self._queue: deque[T] = deque()
+        self._wake = threading.Event()
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, name=f"helmet-{name}", daemon=True)
+        self._thread.start()
+
+    def put(self, item: T) -> None:
+        queue = self._queue
+        if len(queue) >= self._settings.max_queue:
+            queue.popleft()
+            self._on_drop(f"{self.name}_queue_full", 1)
+        queue.append(item)
+        if len(queue) >= self._settings.batch_size and not self._wake.is_set():
+            self._wake.set()
+
+    def _run(self) -> None:
+        queue, size = self._queue, self._settings.batch_size
+        while not self._closing:
+            self._wake.wait(self._settings.delay_s)
+            self._wake.clear()
+            while queue:
+                batch = [queue.popleft() for _ in range(min(size, len(queue)))]
+                try:
+                    delivered = self._export(batch)
+                except Exception:
+                    delivered = False
+                if not delivered:
+                    self._on_drop(f"{self.name}_export_failed", len(batch))
+
+    def drain(self, deadline: float) -> int:
+        """Export what is queued until ``deadline`` (monotonic); return how many were left.
+
+        A batch whose export is still in flight at the deadline is not among them: it is
+        counted by ``export`` failing, if it does."""
+        self._closing = True
+        self._wake.set()
+        self._thread.join(max(deadline - time.monotonic(), 0.0))
+        left = len(self._queue)
+        self._queue.clear()
+        return left

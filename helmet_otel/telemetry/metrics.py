@@ -1,0 +1,251 @@
+"""Metric instruments aggregated in the worker, exported through the SDK's OTLP exporter.
+
+The SDK's synchronous instruments cost about 25 us per measurement on these machines; at six
+measurements per call that alone held the worker under 5,000 calls/s. These instruments are a
+dict lookup and a bisect. `MetricSet.collect` turns them into the SDK's `MetricsData`, which
+the SDK's own OTLP exporters encode and send, so every ``OTEL_EXPORTER_OTLP_*`` setting applies.
+
+Temporality follows ``OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE``: cumulative by
+default; ``delta`` and ``lowmemory`` make counters and histograms delta (up-down counters stay
+cumulative, as the specification says). Duration histograms keep one exemplar per bucket and
+interval, the last request that fell in it, so Grafana can jump from a latency bucket to a trace.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from bisect import bisect_left
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from opentelemetry.sdk.metrics import Exemplar
+from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
+    HistogramDataPoint,
+    Metric,
+    MetricExportResult,
+    MetricsData,
+    NumberDataPoint,
+    ResourceMetrics,
+    ScopeMetrics,
+    Sum,
+)
+from opentelemetry.sdk.metrics.export import Histogram as HistogramData
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+Key = frozenset[tuple[str, Any]]
+
+
+def delta_preferred(env: Mapping[str, str]) -> bool:
+    value = env.get("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "cumulative")
+    return value.strip().lower() in ("delta", "lowmemory")
+
+
+class _Instrument:
+    def __init__(self, name: str, unit: str, description: str, lock: threading.Lock) -> None:
+        self.name, self.unit, self.description = name, unit, description
+        self._lock = lock
+
+
+class Counter(_Instrument):
+    """A sum: monotonic (a counter) or not (an up-down counter)."""
+
+    def __init__(
+        self, name: str, unit: str, description: str, lock: threading.Lock, *, monotonic: bool
+    ) -> None:
+        super().__init__(name, unit, description, lock)
+        self.monotonic = monotonic
+        self.values: dict[Key, float] = {}
+
+    def add(self, value: float, attributes: Mapping[str, Any] | None = None) -> None:
+        key: Key = frozenset(attributes.items()) if attributes else frozenset()
+        with self._lock:
+            self.values[key] = self.values.get(key, 0) + value
+
+
+class _Point:
+    __slots__ = ("buckets", "count", "exemplars", "max", "min", "sum")
+
+    def __init__(self, size: int) -> None:
+        self.count = 0
+        self.sum = 0.0
+        self.min = float("inf")
+        self.max = float("-inf")
+        self.buckets = [0] * size
+        self.exemplars: dict[int, tuple[float, int, int, int]] = {}
+
+
+class Histogram(_Instrument):
+    """Explicit-bucket histogram with optional exemplars."""
+
+    def __init__(
+        self,
+        name: str,
+        unit: str,
+        description: str,
+        lock: threading.Lock,
+        bounds: Sequence[float],
+    ) -> None:
+        super().__init__(name, unit, description, lock)
+        self.bounds = list(bounds)
+        self.points: dict[Key, _Point] = {}
+
+    def record(
+        self,
+        value: float,
+        attributes: Mapping[str, Any],
+        trace_id: int = 0,
+        span_id: int = 0,
+        ts: int = 0,
+    ) -> None:
+        key: Key = frozenset(attributes.items())
+        index = bisect_left(self.bounds, value)
+        with self._lock:
+            point = self.points.get(key)
+            if point is None:
+                point = self.points[key] = _Point(len(self.bounds) + 1)
+            point.count += 1
+            point.sum += value
+            if value < point.min:
+                point.min = value
+            if value > point.max:
+                point.max = value
+            point.buckets[index] += 1
+            if span_id:
+                point.exemplars[index] = (value, ts, trace_id, span_id)
+
+
+class MetricSet:
+    """Every instrument of one worker, and their collection into `MetricsData`."""
+
+    def __init__(
+        self, resource: Resource, scope: InstrumentationScope, *, delta: bool = False
+    ) -> None:
+        self.resource, self.scope, self.delta = resource, scope, delta
+        self._lock = threading.Lock()
+        self._counters: list[Counter] = []
+        self._histograms: list[Histogram] = []
+        self._started_ns = time.time_ns()
+        self._last_ns = self._started_ns
+
+    def counter(self, name: str, unit: str, description: str) -> Counter:
+        counter = Counter(name, unit, description, self._lock, monotonic=True)
+        self._counters.append(counter)
+        return counter
+
+    def up_down_counter(self, name: str, unit: str, description: str) -> Counter:
+        counter = Counter(name, unit, description, self._lock, monotonic=False)
+        self._counters.append(counter)
+        return counter
+
+    def histogram(
+        self, name: str, unit: str, description: str, bounds: Sequence[float]
+    ) -> Histogram:
+        histogram = Histogram(name, unit, description, self._lock, bounds)
+        self._histograms.append(histogram)
+        return histogram
+
+    def collect(self) -> MetricsData | None:
+        """The current points (and, for delta, a fresh interval); None when there are none."""
+        now = time.time_ns()
+        metrics: list[Metric] = []
+        with self._lock:
+            for counter in self._counters:
+                delta = self.delta and counter.monotonic
+                start = self._last_ns if delta else self._started_ns
+                points = [
+                    NumberDataPoint(dict(key), start, now, value)
+                    for key, value in counter.values.items()
+                ]
+                if delta:
+                    counter.values.clear()
+                if points:
+                    temporality = (
+                        AggregationTemporality.DELTA if delta else AggregationTemporality.CUMULATIVE
+                    )
+                    data = Sum(points, temporality, counter.monotonic)
+                    metrics.append(Metric(counter.name, counter.description, counter.unit, data))
+            start = self._last_ns if self.delta else self._started_ns
+            for histogram in self._histograms:
+                hpoints = [
+                    _histogram_point(key, point, histogram.bounds, start, now)
+                    for key, point in histogram.points.items()
+                ]
+                if self.delta:
+                    histogram.points.clear()
+                else:
+                    for point in histogram.points.values():
+                        point.exemplars.clear()  # exemplars belong to one interval
+                if hpoints:
+                    temporality = (
+                        AggregationTemporality.DELTA
+                        if self.delta
+                        else AggregationTemporality.CUMULATIVE
+                    )
+                    data = HistogramData(hpoints, temporality)
+                    metrics.append(
+                        Metric(histogram.name, histogram.description, histogram.unit, data)
+                    )
+            self._last_ns = now
+        if not metrics:
+            return None
+        scope_metrics = ScopeMetrics(self.scope, metrics, "")
+        return MetricsData([ResourceMetrics(self.resource, [scope_metrics], "")])
+
+
+def _histogram_point(
+    key: Key, point: _Point, bounds: list[float], start: int, now: int
+) -> HistogramDataPoint:
+    exemplars = [
+        Exemplar({}, value, ts, span_id, trace_id)
+        for value, ts, trace_id, span_id in point.exemplars.values()
+    ]
+    return HistogramDataPoint(
+        dict(key), start, now, point.count, point.sum, list(point.buckets), bounds,
+        point.min, point.max, exemplars,
+    )  # fmt: skip
+
+
+class PeriodicExport:
+    """Exports a `MetricSet` every ``interval`` seconds on its own thread."""
+
+    def __init__(
+        self,
+        metrics: MetricSet,
+        exporter: Any,  # an SDK MetricExporter
+        interval: float,
+        on_failure: Callable[[], None],
+    ) -> None:
+        self.metrics, self.exporter, self.interval = metrics, exporter, interval
+        self._on_failure = on_failure
+        self._stop = threading.Event()
+        self._export_lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="helmet-metrics", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.export(self.interval)
+
+    def export(self, timeout_s: float) -> None:
+        with self._export_lock:
+            data = self.metrics.collect()
+            if data is None:
+                return
+            try:
+                result = self.exporter.export(data, timeout_millis=max(timeout_s, 0.1) * 1000)
+            except Exception:
+                result = MetricExportResult.FAILURE
+            if result is not MetricExportResult.SUCCESS:
+                self._on_failure()
+
+    def shutdown(self, timeout_s: float) -> None:
+        """A last export with what was recorded, then the exporter's shutdown."""
+        self._stop.set()
+        self.export(timeout_s)
+        try:
+            self.exporter.shutdown(timeout_millis=max(timeout_s, 0.1) * 1000)
+        except Exception:
+            pass

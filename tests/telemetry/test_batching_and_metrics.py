@@ -1,0 +1,113 @@
+"""The worker's own batching queue and metric aggregation, unit by unit."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+
+from opentelemetry.sdk.metrics.export import AggregationTemporality, HistogramDataPoint
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+from helmet_otel.telemetry.batching import BatchQueue, BatchSettings, settings
+from helmet_otel.telemetry.metrics import MetricSet, delta_preferred
+
+
+class Gate:
+    """An exporter that blocks until released and records every batch it got."""
+
+    def __init__(self, result: bool = True) -> None:
+        self.release = threading.Event()
+        self.entered = threading.Event()
+        self.batches: list[list[int]] = []
+        self.result = result
+
+    def __call__(self, batch: Sequence[int]) -> bool:
+        self.entered.set()
+        assert self.release.wait(10)
+        self.batches.append(list(batch))
+        return self.result
+
+
+def test_settings_read_the_sdk_variables_and_ignore_nonsense() -> None:
+    env = {"OTEL_BSP_MAX_QUEUE_SIZE": "100", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "500",
+           "OTEL_BSP_SCHEDULE_DELAY": "250"}  # fmt: skip
+    assert settings(env, "OTEL_BSP", delay_s=1.0) == BatchSettings(100, 100, 0.25)
+    bad = {"OTEL_BLRP_MAX_QUEUE_SIZE": "lots", "OTEL_BLRP_SCHEDULE_DELAY": "-5"}
+    assert settings(bad, "OTEL_BLRP", delay_s=0.2) == BatchSettings(8192, 512, 0.2)
+
+
+def test_a_full_queue_drops_its_oldest_items_and_counts_them() -> None:
+    gate = Gate()
+    drops: Counter[str] = Counter()
+    queue = BatchQueue("sink", gate, lambda r, n: drops.update({r: n}), BatchSettings(4, 2, 60))
+    queue.put(0)
+    queue.put(1)  # a full batch: the thread takes [0, 1] and blocks in the exporter
+    assert gate.entered.wait(10)
+    for item in range(2, 8):  # 6 more into a queue of 4: the two oldest (2, 3) go
+        queue.put(item)
+    assert drops == {"sink_queue_full": 2}
+    gate.release.set()
+    assert queue.drain(time.monotonic() + 10) == 0
+    assert gate.batches == [[0, 1], [4, 5], [6, 7]]
+
+
+def test_failed_exports_and_what_a_deadline_leaves_are_counted() -> None:
+    gate = Gate(result=False)
+    drops: Counter[str] = Counter()
+    queue = BatchQueue("sink", gate, lambda r, n: drops.update({r: n}), BatchSettings(10, 2, 60))
+    for item in range(5):
+        queue.put(item)
+    assert gate.entered.wait(10)
+    assert queue.drain(time.monotonic()) == 3  # [0, 1] is in flight; 2, 3, 4 never left
+    gate.release.set()
+    queue._thread.join(10)  # pyright: ignore[reportPrivateUsage]
+    assert drops == {"sink_export_failed": 2}
+
+
+def _histogram(metrics: MetricSet) -> list[HistogramDataPoint]:
+    data = metrics.collect()
+    assert data is not None
+    (metric,) = [m for m in data.resource_metrics[0].scope_metrics[0].metrics if m.name == "h"]
+    return list(metric.data.data_points)  # pyright: ignore[reportReturnType]
+
+
+def test_histogram_buckets_exemplars_and_temporality() -> None:
+    for delta in (False, True):
+        metrics = MetricSet(Resource({}), InstrumentationScope("t"), delta=delta)
+        histogram = metrics.histogram("h", "s", "d", [0.1, 1.0])
+        histogram.record(0.05, {"m": "a"}, trace_id=7, span_id=9, ts=123)
+        histogram.record(0.1, {"m": "a"})  # a bound belongs to the bucket below it
+        histogram.record(5.0, {"m": "a"})
+        (point,) = _histogram(metrics)
+        assert (point.count, point.sum, point.min, point.max) == (3, 5.15, 0.05, 5.0)
+        assert list(point.bucket_counts) == [2, 0, 1]
+        assert [(e.value, e.trace_id, e.span_id, e.time_unix_nano) for e in point.exemplars] == [
+            (0.05, 7, 9, 123)
+        ]
+        histogram.record(0.5, {"m": "a"})
+        (point,) = _histogram(metrics)
+        assert point.count == (1 if delta else 4)
+        assert point.exemplars == []  # exemplars belong to the interval they were taken in
+
+
+def test_counters_delta_resets_but_up_down_stays_cumulative() -> None:
+    metrics = MetricSet(Resource({}), InstrumentationScope("t"), delta=True)
+    counter = metrics.counter("c", "1", "d")
+    gauge = metrics.up_down_counter("u", "1", "d")
+    counter.add(2, {"k": "v"})
+    gauge.add(1)
+    metrics.collect()
+    counter.add(3, {"k": "v"})
+    gauge.add(1)
+    data = metrics.collect()
+    assert data is not None
+    by_name = {m.name: m.data for m in data.resource_metrics[0].scope_metrics[0].metrics}
+    assert [p.value for p in by_name["c"].data_points] == [3]  # pyright: ignore[reportAttributeAccessIssue]
+    assert by_name["c"].aggregation_temporality is AggregationTemporality.DELTA  # pyright: ignore[reportAttributeAccessIssue]
+    assert [p.value for p in by_name["u"].data_points] == [2]  # pyright: ignore[reportAttributeAccessIssue]
+    assert by_name["u"].aggregation_temporality is AggregationTemporality.CUMULATIVE  # pyright: ignore[reportAttributeAccessIssue]
+    assert delta_preferred({"OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE": "LowMemory"})
+    assert not delta_preferred({})
