@@ -48,10 +48,6 @@ _BLANK = Kind.BLANK
 _DIRECTION_C2S = Direction.C2S
 
 
-def _traceparent(trace_id: int, span_id: int, sampled: bool) -> str:
-    return f"00-{trace_id:032x}-{span_id:016x}-{'01' if sampled else '00'}"
-
-
 def _sampled_by_env(env: Mapping[str, str]) -> bool:
     sampler = env.get("OTEL_TRACES_SAMPLER", "parentbased_always_on").strip().lower()
     return sampler not in ("always_off", "parentbased_always_off")
@@ -129,18 +125,20 @@ class TelemetryFeed(BaseInterceptor):
             env.trace_id = self.trace_id
             # Handed over in after_forward, right before this message: frames stay in order.
             env.annotations["segment"] = (self.trace_id, self.root_span_id)
-        # params and params._meta as parsed (any JSON type), each read once
         payload = msg.payload
-        params: object = payload.get("params") if payload is not None else None
-        meta: object = None
-        if isinstance(params, dict):
-            meta = cast(dict[str, object], params).get("_meta")
-            if isinstance(meta, dict):  # the client's trace context becomes a span link
-                client_traceparent = cast(dict[str, object], meta).get("traceparent")
+        if payload is None:
+            return
+        params = payload.get("params")
+        if isinstance(params, dict):  # the client's own trace context becomes a span link
+            fields: dict[str, object] = params
+            meta = fields.get("_meta")
+            if isinstance(meta, dict):
+                meta_fields: dict[str, object] = meta
+                client_traceparent = meta_fields.get("traceparent")
                 if isinstance(client_traceparent, str):
                     env.annotations["client_traceparent"] = client_traceparent
-        if self._propagate and payload is not None and len(env.raw) <= PROPAGATE_MAX_BYTES:
-            self._inject(env, payload, params, meta)
+        if self._propagate and len(env.raw) <= PROPAGATE_MAX_BYTES:
+            self._inject(env, payload)
 
     def _roll_over(self) -> None:
         self._segment += 1
@@ -148,25 +146,25 @@ class TelemetryFeed(BaseInterceptor):
         self.trace_id = random.getrandbits(128) or 1
         self.root_span_id = random.getrandbits(64) or 1
 
-    def _inject(self, env: Envelope, payload: dict[str, Any], params: object, meta: object) -> None:
-        """Write our traceparent into ``params._meta`` (creating either when absent or null) and
-        re-serialise; ``params`` and ``meta`` are the parsed values of ``payload``."""
+    def _inject(self, env: Envelope, payload: dict[str, Any]) -> None:
+        """Write our traceparent into ``params._meta`` (made when absent or null), re-serialise."""
+        params = payload.get("params")
         if params is None:
             params = payload["params"] = {}
-            meta = None
-        elif not isinstance(params, dict):
+        if not isinstance(params, dict):
             return
+        fields: dict[str, object] = params
+        meta = fields.get("_meta")
         if meta is None:
-            meta = cast(dict[str, object], params)["_meta"] = {}
-        elif not isinstance(meta, dict):
+            meta = fields["_meta"] = {}
+        if not isinstance(meta, dict):
             return
         trace_id = env.trace_id
         if trace_id != self._tp_trace:
             self._tp_trace = trace_id
             self._tp_prefix = f"00-{trace_id:032x}-"
-        cast(dict[str, object], meta)["traceparent"] = (
-            f"{self._tp_prefix}{env.client_span_id:016x}{self._tp_suffix}"
-        )
+        meta_fields: dict[str, object] = meta
+        meta_fields["traceparent"] = f"{self._tp_prefix}{env.client_span_id:016x}{self._tp_suffix}"
         raw = env.raw
         try:
             if raw.endswith(b"\n") and not raw.endswith((b"\r\n", b"\n\n")):
@@ -208,15 +206,16 @@ class TelemetryFeed(BaseInterceptor):
             if method is not None:
                 params = payload.get("params")
                 if isinstance(params, dict):
-                    fields = cast(dict[str, object], params)
+                    fields: dict[str, object] = params
                     if method in _NAMED:
                         name = fields.get("name")
                         target_name = name if isinstance(name, str) else None
                     uri = fields.get("uri")
                     resource_uri = uri if isinstance(uri, str) else None
             result = payload.get("result")
-            if isinstance(result, dict) and result:
-                is_tool_error = cast(dict[str, object], result).get("isError") is True
+            if isinstance(result, dict):
+                result_fields: dict[str, object] = result
+                is_tool_error = result_fields.get("isError") is True
         summary = (
             kind.value,
             msg.id,

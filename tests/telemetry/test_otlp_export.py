@@ -203,9 +203,10 @@ async def test_duration_exemplars_point_at_the_request_spans(exported: Any) -> N
             for exemplar in point["exemplars"]:
                 span = spans[(exemplar["trace_id"], exemplar["span_id"])]
                 assert span["kind"] == kind
-                assert span["attributes"][sc.MCP_METHOD_NAME] == point["attributes"][
-                    sc.MCP_METHOD_NAME
-                ]
+                assert (
+                    span["attributes"][sc.MCP_METHOD_NAME]
+                    == point["attributes"][sc.MCP_METHOD_NAME]
+                )
                 duration = (span["end_time_unix_nano"] - span["start_time_unix_nano"]) / 1e9
                 assert exemplar["value"] == pytest.approx(duration)
 
