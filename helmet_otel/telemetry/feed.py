@@ -130,10 +130,10 @@ class TelemetryFeed(BaseInterceptor):
             return
         params = payload.get("params")
         if isinstance(params, dict):  # the client's own trace context becomes a span link
-            fields: dict[str, object] = params
+            fields: dict[str, object] = params  # pyright: ignore[reportUnknownVariableType]
             meta = fields.get("_meta")
             if isinstance(meta, dict):
-                meta_fields: dict[str, object] = meta
+                meta_fields: dict[str, object] = meta  # pyright: ignore[reportUnknownVariableType]
                 client_traceparent = meta_fields.get("traceparent")
                 if isinstance(client_traceparent, str):
                     env.annotations["client_traceparent"] = client_traceparent
@@ -153,7 +153,7 @@ class TelemetryFeed(BaseInterceptor):
             params = payload["params"] = {}
         if not isinstance(params, dict):
             return
-        fields: dict[str, object] = params
+        fields: dict[str, object] = params  # pyright: ignore[reportUnknownVariableType]
         meta = fields.get("_meta")
         if meta is None:
             meta = fields["_meta"] = {}
@@ -163,7 +163,7 @@ class TelemetryFeed(BaseInterceptor):
         if trace_id != self._tp_trace:
             self._tp_trace = trace_id
             self._tp_prefix = f"00-{trace_id:032x}-"
-        meta_fields: dict[str, object] = meta
+        meta_fields: dict[str, object] = meta  # pyright: ignore[reportUnknownVariableType]
         meta_fields["traceparent"] = f"{self._tp_prefix}{env.client_span_id:016x}{self._tp_suffix}"
         raw = env.raw
         try:
@@ -206,7 +206,7 @@ class TelemetryFeed(BaseInterceptor):
             if method is not None:
                 params = payload.get("params")
                 if isinstance(params, dict):
-                    fields: dict[str, object] = params
+                    fields: dict[str, object] = params  # pyright: ignore[reportUnknownVariableType]
                     if method in _NAMED:
                         name = fields.get("name")
                         target_name = name if isinstance(name, str) else None
@@ -214,10 +214,10 @@ class TelemetryFeed(BaseInterceptor):
                     resource_uri = uri if isinstance(uri, str) else None
             result = payload.get("result")
             if isinstance(result, dict):
-                result_fields: dict[str, object] = result
+                result_fields: dict[str, object] = result  # pyright: ignore[reportUnknownVariableType]
                 is_tool_error = result_fields.get("isError") is True
         summary = (
-            kind.value,
+            kind._value_,  # `.value` is a slow descriptor on enum members
             msg.id,
             method,
             target_name,
@@ -229,12 +229,14 @@ class TelemetryFeed(BaseInterceptor):
             env.reply is not None,
         )
         direction = _C2S if env.direction is _DIRECTION_C2S else _S2C
-        self._append(
+        self._batch.append(
             (
                 "msg", env.ts, direction, size, body, summary,
                 env.trace_id, env.server_span_id, env.client_span_id,
             )
         )  # fmt: skip
+        if self._timer is None:  # the rest of `_append`
+            self._arm()
 
     def _start(self, session: Session, upstream: dict[str, object]) -> None:
         self._loop = asyncio.get_running_loop()
@@ -281,7 +283,11 @@ class TelemetryFeed(BaseInterceptor):
     # -- batching and hand-over -------------------------------------------------------------
     def _append(self, frame: Frame) -> None:
         self._batch.append(frame)
-        if self._timer is None and self._loop is not None and not self._closed:
+        if self._timer is None:
+            self._arm()
+
+    def _arm(self) -> None:
+        if self._loop is not None and not self._closed:
             self._timer = self._loop.call_later(FLUSH_DELAY, self._flush)
 
     def _flush(self) -> None:

@@ -30,6 +30,8 @@ from helmet_otel.config import otlp_signals
 from helmet_otel.telemetry import semconv as sc
 from helmet_otel.telemetry.batching import BatchQueue, settings
 from helmet_otel.telemetry.metrics import Counter, MetricSet, PeriodicExport, delta_preferred
+from helmet_otel.telemetry.otlp_encoding import OtlpEncoder
+from helmet_otel.telemetry.otlp_exporters import otlp_exporter
 
 
 class DropCounter:
@@ -74,32 +76,6 @@ def otlp_protocol(signal: str, config: Mapping[str, Any], env: Mapping[str, str]
         or env.get("OTEL_EXPORTER_OTLP_PROTOCOL")
         or "http/protobuf"
     ).strip()
-
-
-def _exporter(signal: str, protocol: str) -> Any:
-    if protocol == "grpc":
-        if signal == "traces":
-            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-
-            return OTLPSpanExporter()
-        if signal == "logs":
-            from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
-
-            return OTLPLogExporter()
-        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
-
-        return OTLPMetricExporter()
-    if signal == "traces":
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-        return OTLPSpanExporter()
-    if signal == "logs":
-        from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
-
-        return OTLPLogExporter()
-    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-
-    return OTLPMetricExporter()
 
 
 @dataclass
@@ -196,6 +172,7 @@ def build_pipeline(config: Mapping[str, Any], env: MutableMapping[str, str]) -> 
     )  # fmt: skip
     drops = DropCounter(dropped)
     pipeline = Pipeline(resource, scope, sampler, metrics, drops)
+    encoder = OtlpEncoder()  # shared: one attribute cache for spans and log records
     span_settings = settings(env, "OTEL_BSP", delay_s=1.0)
     log_settings = settings(env, "OTEL_BLRP", delay_s=1.0)
     for signal in sorted(signals):
@@ -205,7 +182,7 @@ def build_pipeline(config: Mapping[str, Any], env: MutableMapping[str, str]) -> 
                 f"helmet-otel: OTLP protocol {protocol!r} is not supported; using http/protobuf\n"
             )
             protocol = "http/protobuf"
-        exporter = _exporter(signal, protocol)
+        exporter = otlp_exporter(signal, protocol, encoder)
         pipeline.sinks.append(f"otlp-{signal}({protocol})")
         pipeline.exporters.append(exporter)
         if signal == "traces":

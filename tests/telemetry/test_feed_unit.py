@@ -1,0 +1,270 @@
+"""The relay side of telemetry, in process: the frames it hands over and the bytes it forwards.
+
+The worker is replaced by a pipe we read back with `frames.read_batch`, so these tests see the
+exact frames the recorder would get.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import pytest
+
+from helmet_otel.config import ProxyOptions
+from helmet_otel.core.envelope import Direction
+from helmet_otel.core.relay import Relay
+from helmet_otel.core.session import Session
+from helmet_otel.telemetry import feed as feed_module
+from helmet_otel.telemetry.feed import PROPAGATE_MAX_BYTES, TelemetryFeed
+from helmet_otel.telemetry.frames import Frame, read_batch
+
+TRACEPARENT = re.compile(rb'"traceparent":"00-([0-9a-f]{32})-([0-9a-f]{16})-(0[01])"')
+CLIENT_TP = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+class PipeWorker:
+    """Stands in for the worker process: its stdin is a pipe the test reads."""
+
+    def __init__(self) -> None:
+        read_fd, write_fd = os.pipe()
+        self.reader = os.fdopen(read_fd, "rb")
+        self.stdin = os.fdopen(write_fd, "wb")
+        os.set_blocking(write_fd, False)
+
+    def poll(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        self.stdin.close()
+        self.reader.close()
+
+
+class PipeFeed(TelemetryFeed):
+    def _spawn_worker(self, env: Any) -> Any:
+        self.pipe = PipeWorker()
+        return self.pipe
+
+    def frames(self) -> list[Frame]:
+        """Hand over what is batched and read it back, without the config frame."""
+        self._flush()
+        self.pipe.stdin.close()
+        frames: list[Frame] = []
+        while (batch := read_batch(self.pipe.reader)) is not None:
+            frames += batch
+        return [f for f in frames if f[0] != "config"]
+
+
+@pytest.fixture
+def make_feed() -> Iterator[Any]:
+    feeds: list[PipeFeed] = []
+
+    def make(env: dict[str, str] | None = None, **options: Any) -> PipeFeed:
+        feed = PipeFeed(ProxyOptions(no_store=True, **options), env or {}, service_name="t")
+        feeds.append(feed)
+        return feed
+
+    yield make
+    for feed in feeds:
+        feed.pipe.close()
+
+
+def line(obj: object, ending: bytes = b"\n") -> bytes:
+    return orjson.dumps(obj) + ending
+
+
+def call(msg_id: object, params: object = None, method: str = "tools/call") -> dict[str, object]:
+    obj: dict[str, object] = {"jsonrpc": "2.0", "id": msg_id, "method": method}
+    if params is not None:
+        obj["params"] = params
+    return obj
+
+
+def route(relay: Relay, direction: Direction, lines: list[bytes]) -> list[bytes]:
+    routed = relay.route(direction, lines)
+    relay.forwarded(routed)
+    return routed.forward
+
+
+def ours(wire: bytes, trace_id: int, span_id: int) -> bytes:
+    """The wire with our own traceparent (checked against the ids) replaced by ``TP``."""
+    match = TRACEPARENT.search(wire)
+    assert match is not None, wire
+    assert (int(match[1], 16), int(match[2], 16), match[3]) == (trace_id, span_id, b"01")
+    return wire[: match.start()] + b'"traceparent":"TP"' + wire[match.end() :]
+
+
+def test_summaries_carry_the_protocol_facts(make_feed: Any) -> None:
+    feed = make_feed(propagate=False)
+    relay = Relay(Session(transport="stdio"), [feed])
+    requests = [
+        line(call(1, {"name": "echo", "uri": "u1", "_meta": {"traceparent": CLIENT_TP}})),
+        line(call("p", {"name": "greet", "uri": 5}, "prompts/get")),
+        line(call(3, {"uri": "file:///é", "name": "n"}, "resources/read")),
+        line(call(4, [1, 2])),
+        line({"jsonrpc": "2.0", "method": "notifications/progress", "params": {"uri": "u"}}),
+        b"\r\n",
+        b"not json\n",
+    ]
+    responses = [
+        line({"jsonrpc": "2.0", "id": 1, "result": {"isError": True}}),
+        line({"jsonrpc": "2.0", "id": "p", "result": {"isError": 1}}),
+        line({"jsonrpc": "2.0", "id": 3, "error": {"code": -32602, "message": "bad"}}),
+        line({"jsonrpc": "2.0", "id": 4, "error": {"code": True, "message": 7}}),
+    ]
+    assert route(relay, Direction.C2S, requests) == requests
+    assert route(relay, Direction.S2C, responses) == responses
+    msgs = [f for f in feed.frames() if f[0] == "msg"]
+    assert [(f[2], f[3], f[4], f[5]) for f in msgs] == [
+        (0, len(requests[0]), requests[0],
+         ("request", 1, "tools/call", "echo", "u1", None, None, False, CLIENT_TP, False)),
+        (0, len(requests[1]), requests[1],
+         ("request", "p", "prompts/get", "greet", None, None, None, False, None, False)),
+        (0, len(requests[2]), requests[2],
+         ("request", 3, "resources/read", None, "file:///é", None, None, False, None, False)),
+        (0, len(requests[3]), requests[3],
+         ("request", 4, "tools/call", None, None, None, None, False, None, False)),
+        (0, len(requests[4]), requests[4],
+         ("notification", None, "notifications/progress", None, "u", None, None, False, None,
+          False)),
+        (0, len(requests[6]), requests[6],
+         ("invalid", None, None, None, None, None, None, False, None, False)),
+        (1, len(responses[0]), responses[0],
+         ("response", 1, None, None, None, None, None, True, None, False)),
+        (1, len(responses[1]), responses[1],
+         ("response", "p", None, None, None, None, None, False, None, False)),
+        (1, len(responses[2]), responses[2],
+         ("error", 3, None, None, None, -32602, "bad", False, None, False)),
+        (1, len(responses[3]), responses[3],
+         ("error", 4, None, None, None, None, None, False, None, False)),
+    ]  # fmt: skip
+    for frame in msgs[:4]:  # requests get a trace and two distinct, non-zero 64-bit span ids
+        assert frame[6] == feed.trace_id
+        assert 0 < frame[7] < 1 << 64 and 0 < frame[8] < 1 << 64 and frame[7] != frame[8]
+    assert [f[6:] for f in msgs[4:]] == [(0, 0, 0)] * 6
+
+
+@pytest.mark.parametrize("ending", [b"\n", b"\r\n", b"\r\r\n", b"\n\r\n", b""])
+def test_injection_keeps_the_line_ending(make_feed: Any, ending: bytes) -> None:
+    feed = make_feed()
+    relay = Relay(Session(transport="stdio"), [feed])
+    routed = relay.route(Direction.C2S, [line(call(1, {"name": "é"}), ending)])
+    env = routed.envelopes[0]
+    assert ours(routed.forward[0], feed.trace_id, env.client_span_id) == (
+        '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"é",'
+        '"_meta":{"traceparent":"TP"}}}'.encode()
+        + ending
+    )
+
+
+@pytest.mark.parametrize(
+    ("request_line", "expected"),
+    [
+        (b'{"jsonrpc":"2.0","id":1,"method":"ping"}\n',
+         b'{"jsonrpc":"2.0","id":1,"method":"ping","params":{"_meta":{"traceparent":"TP"}}}\n'),
+        (b'{"jsonrpc":"2.0","id":1,"method":"ping","params":null}\n',
+         b'{"jsonrpc":"2.0","id":1,"method":"ping","params":{"_meta":{"traceparent":"TP"}}}\n'),
+        (b'{"id":1, "method":"x", "params":{"_meta":null, "a":1.0e3}}\n',
+         b'{"id":1,"method":"x","params":{"_meta":{"traceparent":"TP"},"a":1000.0}}\n'),
+        (b'{"id":1,"method":"x","params":{"_meta":{"p":7,"traceparent":"00-x"},"n":"\\u00e9"}}\n',
+         '{"id":1,"method":"x","params":{"_meta":{"p":7,"traceparent":"TP"},"n":"é"}}\n'.encode()),
+    ],
+)  # fmt: skip
+def test_injection_writes_our_traceparent_into_params_meta(
+    make_feed: Any, request_line: bytes, expected: bytes
+) -> None:
+    feed = make_feed()
+    relay = Relay(Session(transport="stdio"), [feed])
+    routed = relay.route(Direction.C2S, [request_line])
+    assert ours(routed.forward[0], feed.trace_id, routed.envelopes[0].client_span_id) == expected
+
+
+@pytest.mark.parametrize(
+    "request_line",
+    [
+        b'{"jsonrpc":"2.0","id":1,"method":"x","params":[1]}\n',
+        b'{"jsonrpc":"2.0","id":1,"method":"x","params":"s"}\n',
+        b'{"jsonrpc":"2.0","id":1,"method":"x","params":{"_meta":5}}\n',
+        b'{"jsonrpc":"2.0","id":1,"method":"x","params":{"_meta":[]}}\r\n',
+        b'{"jsonrpc":"2.0","method":"notifications/x","params":{}}\n',
+        b'{"jsonrpc":"2.0","id":1,"result":{}}\n',
+        b"[1]\n",
+    ],
+)
+def test_what_cannot_carry_trace_context_passes_byte_for_byte(
+    make_feed: Any, request_line: bytes
+) -> None:
+    feed = make_feed()
+    relay = Relay(Session(transport="stdio"), [feed])
+    routed = relay.route(Direction.C2S, [request_line])
+    assert routed.forward == [request_line] and routed.forward[0] is request_line
+
+
+def test_huge_requests_and_server_requests_are_not_rewritten(make_feed: Any) -> None:
+    feed = make_feed()
+    relay = Relay(Session(transport="stdio"), [feed])
+    huge = line(call(1, {"name": "big", "arguments": {"t": "x" * PROPAGATE_MAX_BYTES}}))
+    assert route(relay, Direction.C2S, [huge])[0] is huge
+    server_request = line(call(9, {"_meta": {"traceparent": CLIENT_TP}}, "sampling/createMessage"))
+    routed = relay.route(Direction.S2C, [server_request])
+    assert routed.forward[0] is server_request
+    assert "client_traceparent" not in routed.envelopes[0].annotations
+    assert routed.envelopes[0].server_span_id and routed.envelopes[0].client_span_id
+
+
+def test_sampled_flag_follows_the_sampler(make_feed: Any) -> None:
+    feed = make_feed({"OTEL_TRACES_SAMPLER": "always_off"})
+    relay = Relay(Session(transport="stdio"), [feed])
+    wire = route(relay, Direction.C2S, [line(call(1))])[0]
+    match = TRACEPARENT.search(wire)
+    assert match is not None and match[3] == b"00"
+
+
+def test_a_long_session_rolls_over_to_new_traces(make_feed: Any) -> None:
+    feed = make_feed(trace_max_requests=2)
+    relay = Relay(Session(transport="stdio"), [feed])
+    first_trace = feed.trace_id
+    traces: list[int] = []
+    for i in range(5):
+        routed = relay.route(Direction.C2S, [line(call(i))])
+        relay.forwarded(routed)
+        env = routed.envelopes[0]
+        assert ours(routed.forward[0], env.trace_id, env.client_span_id)
+        traces.append(env.trace_id)
+    assert traces[:2] == [first_trace] * 2 and traces[2] == traces[3] != first_trace
+    assert traces[4] not in (first_trace, traces[2])
+    tags = [(f[0], f[2]) if f[0] == "segment" else (f[0], f[6]) for f in feed.frames()]
+    assert tags == [
+        ("msg", first_trace), ("msg", first_trace),
+        ("segment", traces[2]), ("msg", traces[2]), ("msg", traces[2]),
+        ("segment", traces[4]), ("msg", traces[4]),
+    ]  # fmt: skip
+
+
+def test_a_full_buffer_drops_the_batch_without_encoding_it(
+    make_feed: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    feed = make_feed(propagate=False)
+    relay = Relay(Session(transport="stdio"), [feed])
+    feed._flush()  # the config frame
+    feed._out += b"x" * feed_module.BUFFER_LIMIT  # the worker is not reading
+    encoded: list[int] = []
+    real_encode = feed_module.encode
+
+    def counting_encode(batch: list[Frame]) -> bytes:
+        encoded.append(len(batch))
+        return real_encode(batch)
+
+    monkeypatch.setattr(feed_module, "encode", counting_encode)
+    route(relay, Direction.C2S, [line(call(1)), line(call(2))])
+    feed._flush()
+    assert encoded == [] and feed._dropped == 2
+    feed._out.clear()
+    monkeypatch.undo()
+    route(relay, Direction.C2S, [line(call(3))])
+    frames = feed.frames()
+    assert [f[0] for f in frames] == ["dropped", "msg"] and frames[0] == ("dropped", 2)
+    assert frames[1][5][1] == 3
