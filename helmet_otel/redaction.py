@@ -12,7 +12,7 @@ stable (dashboards and tests may rely on them):
 Key rules, for a value under a secret-like key (JSON member, header name, ``name=value``
 parameter, ``name: value`` line, quoted ``"name": value`` member inside text):
 
-* ``key:password``: a key part containing password/passwd/passphrase, or the part ``pwd``
+* ``key:password``: a key part containing password/passwd/passphrase, or the part ``pwd``, or a last part ``pass``
 * ``key:secret``: a part ending in ``secret`` or equal to ``secrets`` (client_secret,
   clientSecret, aws_secret_access_key)
 * ``key:token``: a part ending in ``token`` (token, access_token, idToken, x-auth-token,
@@ -319,6 +319,8 @@ def _builtin_key_rule(key: str) -> str | None:
         previous = part
     if parts[-1] == "auth":
         return "auth"
+    if parts[-1] == "pass":  # db_pass, smtp_pass; not pass_count
+        return "password"
     return None
 
 

@@ -121,6 +121,9 @@ SECRET_KEYS = [
     ("passwordConfirmation", "key:password"),
     ("passwd", "key:password"),
     ("pwd", "key:password"),
+    ("pass", "key:password"),
+    ("db_pass", "key:password"),
+    ("PASS", "key:password"),
     ("passphrase", "key:password"),
     ("secret", "key:secret"),
     ("client_secret", "key:secret"),
@@ -415,6 +418,7 @@ FALSE_POSITIVE_TEXTS = [
     "-----BEGIN PUBLIC KEY-----\nMIIBIjANBg\n-----END PUBLIC KEY-----",
     "",
     "pwd",
+    '{"bypass": "yes", "passenger": "Ada", "compass": "north", "pass_count": 3}',
 ]
 
 

@@ -21,16 +21,25 @@ def _is_launcher(token: str) -> bool:
     return base in _LAUNCHERS or bool(_VERSIONED.match(base))
 
 
+def _package(token: str) -> str | None:
+    """The package name of an npm/PyPI spec (``@scope/name@1.2``, ``name@1.2``), else None."""
+    if token.startswith("@") and token.count("/") == 1:
+        return token.split("/", 1)[1].split("@", 1)[0]
+    if "/" not in token and os.sep not in token and "@" in token:
+        return token.split("@", 1)[0]
+    return None
+
+
 def _clean(token: str) -> str:
-    if token.startswith("@") and "/" in token:  # npm scope: @scope/name@1.2.3
-        token = token.split("/", 1)[1]
-    token = token.split("@", 1)[0] if not token.startswith("@") else token
+    package = _package(token)
+    if package is not None:
+        return package
     if "/" in token or os.sep in token:
         parts = [p for p in re.split(r"[/\\]", token) if p]
         stem = os.path.splitext(parts[-1])[0] if parts else token
         if stem in _GENERIC:
-            for part in reversed(parts[:-1]):
-                if part not in _GENERIC:
+            for part in reversed(parts[:-1]):  # .../node_modules/@scope/name/dist/index.js
+                if part not in _GENERIC and part != "node_modules" and not part.startswith("@"):
                     return part
         return stem
     if "." in token and not token.endswith((".py", ".js", ".ts", ".mjs", ".cjs")):

@@ -115,6 +115,7 @@ class _Open:
     name: str | None
     started_ns: int
     metric_attrs: dict[str, Any]
+    uri: str | None
 
 
 @dataclass
@@ -217,6 +218,9 @@ class Recorder:
         self.client_info: dict[str, Any] | None = None
         self.server_info: dict[str, Any] | None = None
         self.methods_seen: set[str] = set()
+        self.era = "unknown"
+        self.requests = 0  # what the relay counts on the session, for a session_end we must write
+        self.errors = 0
         self.ended = False
         self.closed = False
         self.stats: dict[str, _Stats] = defaultdict(_Stats)
@@ -417,9 +421,11 @@ class Recorder:
             attrs[sc.JSONRPC_REQUEST_ID] = str(msg_id)
         parsed = _parse(raw, size)
         if kind == "request":
+            self.requests += 1
             self._request(ts, direction, attrs, raw, parsed, msg_id, method, name, uri, client_tp,
                           trace_id, server_span_id, client_span_id, replied)  # fmt: skip
         elif kind in ("response", "error"):
+            self.errors += kind == "error" or tool_error
             self._response(ts, direction, attrs, raw, parsed, msg_id, code, error_message,
                            tool_error)  # fmt: skip
         elif kind == "notification":
@@ -502,8 +508,9 @@ class Recorder:
                 dict(span_attrs),
             )  # fmt: skip
         if msg_id is not None:
+            resource_uri = span_attrs.get(sc.MCP_RESOURCE_URI)
             self.open[(direction, id_key(msg_id))] = _Open(
-                server, client, server_context, method, name, ts, op_attrs
+                server, client, server_context, method, name, ts, op_attrs, resource_uri
             )
         for k in (sc.MCP_METHOD_NAME, sc.GEN_AI_TOOL_NAME, sc.GEN_AI_PROMPT_NAME):
             if k in span_attrs:
@@ -560,6 +567,8 @@ class Recorder:
     ) -> None:  # fmt: skip
         """End the request's SERVER and CLIENT spans and record its duration and errors."""
         attrs[sc.MCP_METHOD_NAME] = opened.method
+        if opened.uri is not None:
+            attrs[sc.MCP_RESOURCE_URI] = opened.uri
         if opened.name is not None:
             key = sc.GEN_AI_TOOL_NAME if opened.method == "tools/call" else sc.GEN_AI_PROMPT_NAME
             attrs[key] = opened.name
@@ -649,6 +658,7 @@ class Recorder:
 
     def info(self, info: Mapping[str, Any]) -> None:
         """What the relay learned of the session (era, protocol version, client and server)."""
+        self.era = str(info.get("era") or self.era)
         self.protocol_version = info.get("protocol_version")
         self.client_info = info.get("client_info")
         self.server_info = info.get("server_info")
@@ -760,8 +770,9 @@ class Recorder:
         if self.closed:
             return
         self.closed = True
-        if not self.ended and self.session_id:
-            self.end(ts, {"exit_reason": str(info.get("reason", "proxy closed"))})
+        if not self.ended and self.session_id:  # the relay never said: what we know of it
+            self.end(ts, {"exit_reason": str(info.get("reason", "proxy closed")),
+                          "requests": self.requests, "errors": self.errors, "era": self.era})  # fmt: skip
         self.performance(ts)
         body = {
             "reason": str(info.get("reason", "")),

@@ -72,6 +72,9 @@ def test_child_environment_strips_helmet_and_otel() -> None:
         (["uvx", "--from", "x", "mcp-server-fetch"], "mcp-server-fetch"),
         (["uvx", "mcp-server-git@1.2.3"], "mcp-server-git"),
         (["./my-server"], "my-server"),
+        (["node", "node_modules/@modelcontextprotocol/server-everything/dist/index.js", "stdio"],
+         "server-everything"),
+        (["npx", "@modelcontextprotocol/server-everything@2026.8.31"], "server-everything"),
     ],
 )
 def test_default_service_name_identifies_the_server(argv: list[str], name: str) -> None:

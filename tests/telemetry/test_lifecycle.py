@@ -61,6 +61,23 @@ def test_last_records_are_flushed_on_every_exit_path(how: str, status: int) -> N
         assert len(root) == 1 and root[0]["status"]["code"] == "UNSET"
 
 
+def test_a_killed_proxy_still_gets_a_complete_session_end() -> None:
+    """SIGKILL leaves no time to say goodbye: the worker sees its input end and writes
+    session_end from what it had been told (counts, era) rather than zeros."""
+    with OTLPReceiver() as rx, RawProcess(_proxy(DEMO_SERVER), env=proxy_env(rx.endpoint)) as proxy:
+        proxy.write(line(INIT) + _call(2))
+        proxy.stdout.wait(lambda data: b'"id":2' in data, timeout=20)
+        rx.wait_for(lambda r: len(by_event(r.logs(), sc.EVENT_RESPONSE)) == 2, timeout=20)
+        proxy.proc.send_signal(signal.SIGKILL)
+        assert proxy.wait(timeout=20) == -signal.SIGKILL
+        rx.wait_for(_closed, timeout=20)
+        end = by_event(rx.logs(), sc.EVENT_SESSION_END)[0]["attributes"]
+        assert end[sc.HELMET_EXIT_REASON] == "proxy terminated without closing"
+        assert end[sc.HELMET_SESSION_REQUESTS] == 2
+        assert end[sc.HELMET_ERA] == "legacy"
+        assert sc.HELMET_EXIT_STATUS not in end
+
+
 def test_server_crash_ends_pending_spans_and_session_with_error() -> None:
     crash = ["sh", "-c", "read line; echo 'fatal: boom' >&2; exit 3"]
     with OTLPReceiver() as rx, RawProcess(_proxy(crash), env=proxy_env(rx.endpoint)) as proxy:

@@ -29,6 +29,7 @@ async def _scenario(client: Client) -> dict[str, Any]:
     with pytest.raises(MCPError) as unknown:
         await client.call_tool("no-such-tool", {})
     prompt = await client.get_prompt("greet", {"name": "Ada"})
+    await client.read_resource("demo://readme")
     return {
         "echo": echoed,
         "auth": auth,
@@ -74,7 +75,7 @@ async def test_one_trace_per_session_with_server_and_client_spans(exported: Any)
     assert root["attributes"][sc.HELMET_SERVER_INFO_NAME] == "helmet-demo"
     assert root["resource"]["service.name"] == "demo_server"
     expected = ["initialize", "tools/list", "tools/call echo", "tools/call echo",
-                "tools/call fail", "tools/call no-such-tool", "prompts/get greet"]  # fmt: skip
+                "tools/call fail", "tools/call no-such-tool", "prompts/get greet", "resources/read"]  # fmt: skip
     servers = sorted(
         (s for s in spans if s["kind"] == "SERVER"), key=lambda s: s["start_time_unix_nano"]
     )
@@ -137,7 +138,7 @@ async def test_log_records_cover_the_taxonomy(exported: Any) -> None:
     servers = {s["span_id"]: s for s in spans if s["kind"] == "SERVER"}
     requests = by_event(logs, sc.EVENT_REQUEST)
     responses = by_event(logs, sc.EVENT_RESPONSE)
-    assert len(requests) == len(responses) == len(servers) == 7
+    assert len(requests) == len(responses) == len(servers) == 8
     for record in requests + responses:
         span = servers[record["span_id"]]
         assert record["attributes"][sc.MCP_METHOD_NAME] == span["attributes"][sc.MCP_METHOD_NAME]
@@ -161,7 +162,7 @@ async def test_log_records_cover_the_taxonomy(exported: Any) -> None:
     assert [r["body"] for r in stderr] == ["demo server ready"]
     assert stderr[0]["severity_text"] == "WARN"
     end = by_event(logs, sc.EVENT_SESSION_END)[0]
-    assert end["attributes"][sc.HELMET_SESSION_REQUESTS] == 7
+    assert end["attributes"][sc.HELMET_SESSION_REQUESTS] == 8
     assert end["attributes"][sc.HELMET_EXIT_STATUS] == 0
     assert end["attributes"][sc.HELMET_EXIT_REASON] == "client closed the connection"
 
@@ -190,6 +191,15 @@ async def test_metrics_names_units_and_buckets(exported: Any) -> None:
     assert sum(p["count"] for p in calls) == 2
     errors = metrics[sc.METRIC_ERRORS]["data_points"]
     assert {(p["attributes"][sc.ERROR_TYPE], p["value"]) for p in errors} >= {("tool_error", 1)}
+
+
+async def test_resource_reads_carry_the_uri_on_request_and_response(exported: Any) -> None:
+    rx, _ = exported
+    reads = [r for r in rx.logs() if r["attributes"].get(sc.MCP_METHOD_NAME) == "resources/read"]
+    assert sorted(r["event_name"] for r in reads) == [sc.EVENT_REQUEST, sc.EVENT_RESPONSE]
+    assert {r["attributes"][sc.MCP_RESOURCE_URI] for r in reads} == {"demo://readme"}
+    span = _span(rx.spans(), "resources/read", "SERVER")
+    assert span["attributes"][sc.MCP_RESOURCE_URI] == "demo://readme"
 
 
 async def test_duration_exemplars_point_at_the_request_spans(exported: Any) -> None:
