@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from collections.abc import Sequence
 
@@ -128,6 +129,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     command: list[str] = list(parsed.command)
     if command and command[0] == "--":
         command = command[1:]
+    if command and command[0] == "run" and not shutil.which("run"):  # `--no-store run -- CMD`
+        command = command[2:] if command[1:2] == ["--"] else command[1:]
+    if command and command[0] in VIEWER_COMMANDS and not shutil.which(command[0]):
+        sys.stderr.write(
+            f"{PROG}: error: {command[0]!r} is a command of its own: put it first, "
+            f"e.g. {PROG} {command[0]} --store PATH\n"
+        )
+        return 2
     if not command:
         sys.stderr.write(f"{PROG}: error: no server command given (see {PROG} --help)\n")
         return 2

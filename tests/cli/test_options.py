@@ -72,8 +72,10 @@ def test_child_environment_strips_helmet_and_otel() -> None:
         (["uvx", "--from", "x", "mcp-server-fetch"], "mcp-server-fetch"),
         (["uvx", "mcp-server-git@1.2.3"], "mcp-server-git"),
         (["./my-server"], "my-server"),
-        (["node", "node_modules/@modelcontextprotocol/server-everything/dist/index.js", "stdio"],
-         "server-everything"),
+        (
+            ["node", "node_modules/@modelcontextprotocol/server-everything/dist/index.js", "stdio"],
+            "server-everything",
+        ),
         (["npx", "@modelcontextprotocol/server-everything@2026.8.31"], "server-everything"),
     ],
 )
@@ -89,6 +91,10 @@ def test_default_service_name_identifies_the_server(argv: list[str], name: str) 
         (["serve"], "helmet-otel: serve: the Streamable HTTP transport is not available yet\n"),
         (["connect", "http://x"],
          "helmet-otel: connect: the Streamable HTTP transport is not available yet\n"),
+        (["--no-store", "run", "--"],
+         "helmet-otel: error: no server command given (see helmet-otel --help)\n"),
+        (["--store", "/tmp/x.db", "logs"], "helmet-otel: error: 'logs' is a command of its own: "
+         "put it first, e.g. helmet-otel logs --store PATH\n"),
     ],
 )  # fmt: skip
 def test_usage_errors_exit_2_with_one_line(
