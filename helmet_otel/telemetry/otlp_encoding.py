@@ -27,8 +27,9 @@ _DOUBLE = struct.Struct("<d")
 _FIXED64 = struct.Struct("<Q")
 _FIXED32 = struct.Struct("<I")
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
-_CACHE_LIMIT = 4096
-_CACHEABLE_LEN = 256
+_CACHE_LIMIT = 8192  # cached attribute fields
+_DISTINCT_LIMIT = 64  # distinct values of one key before it is no longer cached
+_CACHEABLE_LEN = 128
 # Span.flags: the SDK always says whether the parent is remote (SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE)
 _HAS_IS_REMOTE, _IS_REMOTE = 0x100, 0x200
 
@@ -47,15 +48,17 @@ def _varint(value: int) -> bytes:
 _SMALL = [_varint(i) for i in range(256)]
 
 
-def _len(value: int) -> bytes:
-    return _SMALL[value] if value < 256 else _varint(value)
-
-
 def _field(out: bytearray, tag: int, payload: bytes | bytearray) -> None:
     """A length-delimited field (``tag`` is the whole first byte: field << 3 | 2)."""
+    n = len(payload)
     out.append(tag)
-    out += _len(len(payload))
+    out += _SMALL[n] if n < 256 else _varint(n)
     out += payload
+
+
+def _wrapped(tag: bytes, payload: bytes) -> bytes:
+    n = len(payload)
+    return tag + (_SMALL[n] if n < 256 else _varint(n)) + payload
 
 
 def _text(value: str) -> bytes:
@@ -64,41 +67,34 @@ def _text(value: str) -> bytes:
 
 def any_value(value: Any) -> bytes:
     """An ``AnyValue`` message body."""
-    if value is None:
-        return b""
     kind = cast("type[object]", type(value))
     if kind is str:
-        data = _text(value)
-        return b"\x0a" + _len(len(data)) + data
+        return _wrapped(b"\x0a", value.encode("utf-8", "replace"))
+    if value is None:
+        return b""
+    if kind is dict:
+        return _wrapped(
+            b"\x32",
+            b"".join([_wrapped(b"\x0a", key_value(str(k), v)) for k, v in value.items()]),  # pyright: ignore[reportUnknownVariableType,reportUnknownArgumentType,reportUnknownMemberType]
+        )
+    if kind is list:
+        return _wrapped(b"\x2a", b"".join([_wrapped(b"\x0a", any_value(v)) for v in value]))  # pyright: ignore[reportUnknownVariableType]
     if kind is bool:
         return b"\x10\x01" if value else b"\x10\x00"
     if kind is int:
         if _INT64_MIN <= value <= _INT64_MAX:
             return b"\x18" + _varint(value)
-        data = str(value).encode()
-        return b"\x0a" + _len(len(data)) + data
+        return _wrapped(b"\x0a", str(value).encode())
     if kind is float:
         return b"\x21" + _DOUBLE.pack(value)
-    if isinstance(value, Mapping):
-        inner = bytearray()
-        for key, item in value.items():  # pyright: ignore[reportUnknownVariableType]
-            _field(inner, 0x0A, key_value(str(key), item))  # pyright: ignore[reportUnknownArgumentType]
-        out = bytearray(b"\x32")
-        out += _len(len(inner))
-        out += inner
-        return bytes(out)
     if isinstance(value, (bytes, bytearray)):
-        return b"\x3a" + _len(len(value)) + bytes(value)
+        return _wrapped(b"\x3a", bytes(value))
+    if isinstance(value, Mapping):
+        return any_value(dict(value))  # pyright: ignore[reportUnknownArgumentType]
     if isinstance(value, Sequence):
-        inner = bytearray()
-        for item in value:  # pyright: ignore[reportUnknownVariableType]
-            _field(inner, 0x0A, any_value(item))
-        out = bytearray(b"\x2a")
-        out += _len(len(inner))
-        out += inner
-        return bytes(out)
+        return any_value(list(value))  # pyright: ignore[reportUnknownArgumentType]
     if isinstance(value, bool):
-        return b"\x10\x01" if value else b"\x10\x00"
+        return any_value(bool(value))
     if isinstance(value, int):
         return any_value(int(value))
     if isinstance(value, float):
@@ -108,39 +104,43 @@ def any_value(value: Any) -> bytes:
 
 def key_value(key: str, value: Any) -> bytes:
     """A ``KeyValue`` message body."""
-    data = _text(key)
-    encoded = any_value(value)
-    return b"\x0a" + _len(len(data)) + data + b"\x12" + _len(len(encoded)) + encoded
+    return _wrapped(b"\x0a", key.encode("utf-8", "replace")) + _wrapped(b"\x12", any_value(value))
 
 
 class OtlpEncoder:
     """Encodes batches into ``ExportTraceServiceRequest`` / ``ExportLogsServiceRequest`` bytes."""
 
     def __init__(self) -> None:
-        self._pairs: dict[tuple[str, type, Any], bytes] = {}
+        self._fields: dict[tuple[int, str, Any, type], bytes] = {}
+        self._distinct: dict[str, int] = {}  # distinct values cached per key
+        self._uncached: set[str] = set()
         # (id(resource), id(scope)) -> encoded fields, and the objects (so the ids stay theirs)
         self._headers: dict[tuple[int, int], tuple[bytes, bytes, object, object]] = {}
 
     # -- shared pieces ----------------------------------------------------------------------
     def _attributes(self, out: bytearray, tag: int, attributes: Mapping[str, Any] | None) -> None:
+        """Append ``attributes`` as repeated KeyValue fields numbered by ``tag``.
+
+        Pairs that repeat (method, tool, direction...) come from a cache of whole fields; a key
+        whose values keep changing (request ids, sizes) stops being cached."""
         if not attributes:
             return
-        pairs = self._pairs
+        fields, seen, uncached = self._fields, self._distinct, self._uncached
         for key, value in attributes.items():
-            kind = cast("type[object]", type(value))
-            if kind is str and len(value) > _CACHEABLE_LEN:
+            kind = type(value)
+            if key in uncached or not (kind is str or kind is int or kind is bool):
                 _field(out, tag, key_value(key, value))
                 continue
-            if kind is str or kind is int or kind is bool:
-                cache_key = (key, kind, value)
-                encoded = pairs.get(cache_key)
-                if encoded is None:
-                    if len(pairs) >= _CACHE_LIMIT:
-                        pairs.clear()
-                    encoded = pairs[cache_key] = key_value(key, value)
-            else:
-                encoded = key_value(key, value)
-            _field(out, tag, encoded)
+            cache_key = (tag, key, value, kind)
+            field = fields.get(cache_key)
+            if field is None:
+                field = _wrapped(bytes((tag,)), key_value(key, value))
+                count = seen[key] = seen.get(key, 0) + 1
+                if count > _DISTINCT_LIMIT or (kind is str and len(value) > _CACHEABLE_LEN):
+                    uncached.add(key)
+                elif len(fields) < _CACHE_LIMIT:
+                    fields[cache_key] = field
+            out += field
 
     def _header(
         self, resource: Resource, scope: InstrumentationScope | None
