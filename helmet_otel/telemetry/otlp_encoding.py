@@ -127,7 +127,7 @@ class OtlpEncoder:
             return
         fields, seen, uncached = self._fields, self._distinct, self._uncached
         for key, value in attributes.items():
-            kind = type(value)
+            kind = cast("type[object]", type(value))
             if key in uncached or not (kind is str or kind is int or kind is bool):
                 _field(out, tag, key_value(key, value))
                 continue
