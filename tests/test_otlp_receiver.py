@@ -213,6 +213,7 @@ def test_log_record_with_event_name_and_map_body(receiver: OTLPReceiver) -> None
             },
             "trace_id": "0af7651916cd43dd8448eb211c80319c",
             "span_id": "b7ad6b7169203331",
+            "flags": 1,  # sampled
             "time_unix_nano": 3_000_000_000,
             "observed_time_unix_nano": 3_000_000_500,
             "resource": RESOURCE,
@@ -226,6 +227,7 @@ def test_log_record_with_event_name_and_map_body(receiver: OTLPReceiver) -> None
             "attributes": {},
             "trace_id": "",
             "span_id": "",
+            "flags": 0,
             "time_unix_nano": 3_100_000_000,
             "observed_time_unix_nano": 3_100_000_000,
             "resource": RESOURCE,

@@ -13,6 +13,7 @@ import contextlib
 import csv
 import hashlib
 import os
+import re
 import shutil
 import sys
 import time
@@ -173,6 +174,18 @@ def _output(path: str | None, *, csv_mode: bool = False) -> Generator[IO[str], N
         yield stream
 
 
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_ESCAPES: Final = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _printable(text: str) -> str:
+    """``text`` on one line and harmless to a terminal: control characters (newlines, ESC)
+    shown as escapes (``\\n``, ``\\x1b``). Names and messages come from the wire."""
+    if not _CONTROL.search(text):
+        return text
+    return _CONTROL.sub(lambda m: _ESCAPES.get(m[0], f"\\x{ord(m[0]):02x}"), text)
+
+
 def _fit(text: str, width: int, *, right: bool = False) -> str:
     if len(text) > width:
         text = text[: max(0, width - 1)] + "…" if width > 0 else ""
@@ -251,12 +264,12 @@ class LogTable:
             st.session(_fit((e.session_id or "")[:8], 8), e.session_id),
             st(_fit(event, 14), *_EVENT_STYLE.get(e.event or "", ())),
             _fit(direction, 3),
-            _fit(what, 30),
+            _fit(_printable(what), 30),
             st(_fit(latency, 9, right=True), "yellow")
             if (e.latency_ms or 0) >= 1000
             else _fit(latency, 9, right=True),
             st(_fit(status, 12), "red", "bold") if e.is_error else _fit(status, 12),
-            _fit(codec.body_preview(e), self.body_width).rstrip(),
+            _fit(_printable(codec.body_preview(e)), self.body_width).rstrip(),
         ]
         self.stream.write("  ".join(cells).rstrip() + "\n")
 
@@ -366,6 +379,8 @@ def _follow(args: argparse.Namespace) -> int:
     backlog: int | None = args.limit
     if backlog is None:
         backlog = 0 if args.since is not None else DEFAULT_FOLLOW_BACKLOG
+    if path.exists():
+        Reader.open(path).close()  # an unreadable store fails before any output
     with _output(args.output, csv_mode=args.format == "csv") as stream:
         writer = LogWriter(
             args.format,
@@ -447,19 +462,24 @@ def _import(args: argparse.Namespace) -> int:
             rows.append(codec.import_record(obj))
         except ValueError as exc:
             raise StoreError(f"{source}: record {n}: not a helmet-otel log record: {exc}") from None
-    errors: list[str] = []
-    store = Store.open(args.store, max_bytes=0, max_age_s=0, report=errors.append)
+    reports: list[str] = []  # the proxy's wording; the error below says it for a command
+    store = Store.open(args.store, max_bytes=0, max_age_s=0, report=reports.append)
     try:
-        for start in range(0, len(rows), 1000):
-            store.write_logs(rows[start : start + 1000])
+        if store.degraded:
+            raise StoreError(f"cannot write to {store.path}: {store.last_error}")
+        counts = store.import_logs(rows)
     finally:
         store.close()
-    if store.dropped:
+    if counts is None:
         raise StoreError(
             f"imported {store.written_logs} of {len(rows)} records into {store.path}: "
-            + "; ".join(errors)
+            f"{store.last_error}"
         )
-    _note(f"imported {len(rows)} records into {store.path}")
+    written, skipped = counts
+    note = f"imported {written} records into {store.path}"
+    if skipped:
+        note += f"; skipped {skipped} already in the store"
+    _note(note)
     return 0
 
 
@@ -530,8 +550,8 @@ def _cmd_sessions(args: argparse.Namespace) -> int:
             rows = [
                 [
                     s.session_id,
-                    s.server or "",
-                    s.client or "",
+                    _printable(s.server or ""),
+                    _printable(s.client or ""),
                     format_local(s.started_ts, utc=args.utc),
                     format_duration_ms(s.duration_ms),
                     str(s.requests or 0),
@@ -772,14 +792,14 @@ def _trace_table(
             title += f"  segment {tree.segment}"
         stream.write(style(title, "bold") + f"  session {session_id}\n")
         lines = [
-            (lead + node.span.name, node)
+            (lead + _printable(node.span.name), node)
             for i, root in enumerate(tree.roots)
             for lead, node in _tree_lines(root, "", i == len(tree.roots) - 1, True, glyphs)
         ]
         width = max(len(label) for label, _ in lines)
         for label, node in lines:
             s = node.span
-            status = s.status + (f": {s.status_message}" if s.status_message else "")
+            status = s.status + (f": {_printable(s.status_message)}" if s.status_message else "")
             text = (
                 f"{label.ljust(width)}  {s.kind.ljust(8)}  "
                 f"{format_duration_ms(s.duration_ms).rjust(9)}  {status}"

@@ -114,7 +114,7 @@ def inspect(line: bytes) -> Message:
         if type(data) is list:
             return Message(_BATCH)
         return Message(_INVALID, parse_error="not a JSON object")
-    obj = cast(dict[str, Any], data)
+    obj: dict[str, Any] = data  # pyright: ignore[reportUnknownVariableType]  # (cheaper than cast)
     method = obj.get("method")
     raw_id = obj.get("id")
     msg_id: JsonId | None = raw_id if type(raw_id) in _ID_TYPES else None

@@ -25,6 +25,7 @@ from helmet_otel.store.schema import StoreError, connect_reader
 from helmet_otel.telemetry import semconv as sc
 
 __all__ = [
+    "LOST_EXIT_REASON",
     "ErrorCount",
     "LogEntry",
     "LogFilter",
@@ -47,6 +48,9 @@ _LOG_COLUMNS: Final = (
 _TOKEN = re.compile(r"[^\W_]+", re.UNICODE)
 _PREFIX_END: Final = "\U0010ffff"
 _PID_REUSE_SLACK_NS: Final = 2_000_000_000
+# helmet.exit.reason of the session_end the telemetry worker writes when its proxy vanished
+# (SIGKILL, crash) without ending the session: such a session is "lost", not "ended".
+LOST_EXIT_REASON: Final = "proxy terminated without closing"
 Key = tuple[str, str | None]  # (method, tool or None)
 
 
@@ -332,6 +336,18 @@ def _percentile(sorted_values: Sequence[float], q: float) -> float | None:
     return sorted_values[rank - 1]
 
 
+def _count(value: object) -> int:
+    """A stored count (an integer, or whatever a foreign record put there) as an int."""
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float | str):
+        with contextlib.suppress(ValueError, OverflowError):
+            return int(float(value))
+    return 0
+
+
 def _boot_time_s() -> float | None:
     with contextlib.suppress(OSError, ValueError), open("/proc/stat", encoding="ascii") as f:
         for line in f:
@@ -446,7 +462,10 @@ class Reader:
     ) -> None:
         if info.end_ts is not None:
             failed = info.exit_status not in (None, 0, "0", "")
-            info.status = "failed" if failed else "ended"
+            if (info.exit_reason or "").startswith(LOST_EXIT_REASON):
+                info.status = "lost"  # the worker ended it for a proxy that went away
+            else:
+                info.status = "failed" if failed else "ended"
             if info.duration_ms is None:
                 info.duration_ms = (info.end_ts - info.started_ts) / 1e6
         else:
@@ -455,10 +474,10 @@ class Reader:
                 alive = pid_alive(int(info.proxy_pid), started_by_ns=info.started_ts)
             info.status = "active" if alive else "lost"
             info.duration_ms = ((now if alive else info.last_ts) - info.started_ts) / 1e6
-        if info.requests is None:
-            info.requests = seen_requests
-        if info.errors is None:
-            info.errors = seen_errors
+        # helmet.session_end's counts, unless more were seen: the end of a killed proxy's
+        # session may know fewer than its records showed while it ran.
+        info.requests = max(_count(info.requests), seen_requests)
+        info.errors = max(_count(info.errors), seen_errors)
 
     # --- logs -----------------------------------------------------------------------------
 

@@ -36,6 +36,7 @@ __all__ = [
     "connect_reader",
     "connect_writer",
     "fts_text",
+    "is_a_directory",
     "migrate",
     "schema_version",
 ]
@@ -198,8 +199,19 @@ def migrate(conn: sqlite3.Connection) -> int:
     return found
 
 
+def is_a_directory(path: Path) -> str:
+    """What is wrong with a store path that names a directory (SQLite only says "disk I/O
+    error" or "unable to open database file")."""
+    return (
+        "it is a directory, not a store file (--store and HELMET_STORE name the database "
+        f"file itself, e.g. {path / 'store.db'})"
+    )
+
+
 def _ensure_file(path: Path) -> None:
     """Create the directory (0700) and an empty database file (0600): bodies may be private."""
+    if path.is_dir():
+        raise StoreError(is_a_directory(path))
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     with contextlib.suppress(FileExistsError):
         os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
@@ -236,6 +248,8 @@ def connect_reader(path: Path, *, busy_timeout_ms: int = 5000) -> sqlite3.Connec
     for users when the store is missing, unreadable, corrupt or too new."""
     if not path.exists():
         raise StoreError(f"no store at {path} (no proxy has written to it yet)")
+    if path.is_dir():
+        raise StoreError(f"cannot read the store at {path}: {is_a_directory(path)}")
     try:
         conn = _open_existing(path, busy_timeout_ms)
         try:

@@ -74,6 +74,17 @@ _SESSION_COLUMNS: Final = (
     "end_ts",
     *(c for c, _ in _END_ATTRS),
 )
+ERA_UNKNOWN: Final = "unknown"
+# How a column of an existing session row takes a new value (default: the new one, if any).
+_MERGE: Final = {
+    # A count never goes down: a proxy killed with SIGKILL still gets a helmet.session_end from
+    # its telemetry worker, which may know fewer requests than were already counted.
+    "requests": "coalesce(max(requests, excluded.requests), excluded.requests, requests)",
+    "errors": "coalesce(max(errors, excluded.errors), excluded.errors, errors)",
+    # "unknown" never replaces an era already learned.
+    "era": f"CASE WHEN excluded.era = '{ERA_UNKNOWN}' THEN coalesce(era, excluded.era)"
+    " ELSE coalesce(excluded.era, era) END",
+}
 UPSERT_SESSION: Final = (
     "INSERT INTO sessions (session_id, first_ts, last_ts, seen_requests, "
     f"{', '.join(_SESSION_COLUMNS)}) "
@@ -81,7 +92,13 @@ UPSERT_SESSION: Final = (
     "ON CONFLICT (session_id) DO UPDATE SET "
     "first_ts = min(first_ts, excluded.first_ts), last_ts = max(last_ts, excluded.last_ts), "
     "seen_requests = seen_requests + excluded.seen_requests, "
-    + ", ".join(f"{c} = coalesce(excluded.{c}, {c})" for c in _SESSION_COLUMNS)
+    + ", ".join(f"{c} = {_MERGE.get(c, f'coalesce(excluded.{c}, {c})')}" for c in _SESSION_COLUMNS)
+)
+# The stored rows an imported record could duplicate: same time and session, every column.
+SELECT_SAME_LOGS: Final = (
+    "SELECT ts, session_id, event, severity_number, severity_text, direction, kind, method, "
+    "target, request_id, latency_ms, size, is_error, error_type, service, trace_id, span_id, "
+    "body, attrs FROM logs WHERE ts = ? AND session_id IS ?"
 )
 
 _BUSY_TIMEOUT_MS: Final = 2000
@@ -228,21 +245,10 @@ class Store:
         """Insert a batch of log records (and update their sessions). False when dropped."""
         if not rows:
             return True
-        sessions, errors = _session_updates(rows)
+        updates = _session_updates(rows)
 
         def insert(conn: sqlite3.Connection) -> int:
-            # Ids are ours to give: we hold the write lock, and AUTOINCREMENT never reuses one.
-            last = conn.execute(LAST_LOG_ID).fetchone()
-            first = (int(last[0]) if last else 0) + 1
-            conn.executemany(INSERT_LOG, [(first + i, *row.values()) for i, row in enumerate(rows)])
-            conn.executemany(
-                FTS_INSERT,
-                [(first + i, fts_text(r.body)) for i, r in enumerate(rows) if r.body is not None],
-            )
-            if sessions:
-                conn.executemany(UPSERT_SESSION, sessions)
-            if errors:
-                conn.executemany(INSERT_SESSION_ERROR, errors)
+            _insert_logs(conn, rows, updates)
             return len(rows)
 
         with self._lock:
@@ -251,6 +257,46 @@ class Store:
                 return True
             self.dropped_logs += len(rows)
             return False
+
+    def import_logs(self, rows: Sequence[LogRow], *, batch: int = 1000) -> tuple[int, int] | None:
+        """Insert the records that are not in the store yet -> ``(written, skipped)``.
+
+        A record is in the store when a stored row has the same value in every column (time,
+        session, event, span id, body, attributes, ...). The match is a multiset one: a
+        record present twice in ``rows`` and once in the store is written once, so importing
+        a file again writes nothing, and an export that holds two identical records imports
+        as two. One transaction per ``batch`` rows. ``None`` when a batch could not be
+        written (``dropped_logs`` counts what was lost, ``last_error`` says why).
+        """
+        matcher = _ImportMatcher()
+        written = skipped = 0
+        for start in range(0, len(rows), batch):
+            chunk = rows[start : start + batch]
+            fresh = self._import_batch(matcher, chunk)
+            if fresh is None:
+                with self._lock:
+                    self.dropped_logs += len(rows) - start
+                return None
+            written += fresh
+            skipped += len(chunk) - fresh
+        return written, skipped
+
+    def _import_batch(self, matcher: _ImportMatcher, chunk: Sequence[LogRow]) -> int | None:
+        """One transaction of ``import_logs`` -> how many rows were new (None: not written)."""
+        fresh: list[LogRow] = []
+
+        def insert(conn: sqlite3.Connection) -> int:
+            fresh[:] = matcher.fresh(conn, chunk)  # again on a retry: the rollback undid it
+            if fresh:
+                _insert_logs(conn, fresh, _session_updates(fresh))
+            return len(fresh)
+
+        with self._lock:
+            if not self._write(insert):
+                return None
+            matcher.claim(chunk)
+            self.written_logs += len(fresh)
+        return len(fresh)
 
     def write_spans(self, rows: Sequence[SpanRow]) -> bool:
         """Insert a batch of ended spans. False when dropped."""
@@ -408,6 +454,61 @@ class Store:
         return result
 
 
+def _insert_logs(
+    conn: sqlite3.Connection,
+    rows: Sequence[LogRow],
+    updates: tuple[list[tuple[object, ...]], list[tuple[str, str]]],
+) -> None:
+    """The rows, their full-text entries and their sessions' updates (inside a transaction)."""
+    sessions, errors = updates
+    # Ids are ours to give: we hold the write lock, and AUTOINCREMENT never reuses one.
+    last = conn.execute(LAST_LOG_ID).fetchone()
+    first = (int(last[0]) if last else 0) + 1
+    conn.executemany(INSERT_LOG, [(first + i, *row.values()) for i, row in enumerate(rows)])
+    conn.executemany(
+        FTS_INSERT,
+        [(first + i, fts_text(r.body)) for i, r in enumerate(rows) if r.body is not None],
+    )
+    if sessions:
+        conn.executemany(UPSERT_SESSION, sessions)
+    if errors:
+        conn.executemany(INSERT_SESSION_ERROR, errors)
+
+
+class _ImportMatcher:
+    """Which rows of an import are already stored, across the import's transactions."""
+
+    def __init__(self) -> None:
+        # rows of earlier batches, each matched to a stored row: skipped, or written by us
+        self._claimed: dict[tuple[object, ...], int] = {}
+
+    def fresh(self, conn: sqlite3.Connection, rows: Sequence[LogRow]) -> list[LogRow]:
+        stored: dict[tuple[int, str | None], dict[tuple[object, ...], int]] = {}
+        result: list[LogRow] = []
+        for row in rows:
+            key = (row.ts, row.session_id)
+            counts = stored.get(key)
+            if counts is None:
+                counts = stored[key] = {}
+                for found in conn.execute(SELECT_SAME_LOGS, key):
+                    values = tuple(found)
+                    counts[values] = counts.get(values, 0) + 1
+                for values, n in counts.items():
+                    counts[values] = max(0, n - self._claimed.get(values, 0))
+            values = row.values()
+            if counts.get(values, 0) > 0:
+                counts[values] -= 1
+            else:
+                result.append(row)
+        return result
+
+    def claim(self, rows: Iterable[LogRow]) -> None:
+        """``rows`` (a committed batch) now each have their stored row."""
+        for row in rows:
+            values = row.values()
+            self._claimed[values] = self._claimed.get(values, 0) + 1
+
+
 def _sql_value(value: object) -> object:
     """Attribute values SQLite can bind as they are; anything else as text."""
     if value is None or isinstance(value, str | int | float):
@@ -449,7 +550,9 @@ def _session_updates(
         if attrs:
             for column, key in _SESSION_ATTRS:
                 value = attrs.get(key)
-                if value is not None:
+                if value is not None and not (
+                    column == "era" and value == ERA_UNKNOWN and column in entry
+                ):
                     entry[column] = _sql_value(value)
         if row.event == sc.EVENT_SESSION_START:
             entry["start_ts"] = row.ts

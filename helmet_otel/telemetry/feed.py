@@ -21,13 +21,12 @@ from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any, cast
 
-import orjson
-
 from helmet_otel.config import ProxyOptions
 from helmet_otel.core.envelope import Direction, Envelope
 from helmet_otel.core.interceptor import BaseInterceptor
 from helmet_otel.core.session import Session
 from helmet_otel.protocol.message import Kind
+from helmet_otel.protocol.splice import with_meta_entry
 from helmet_otel.telemetry.frames import Frame, encode
 
 FLUSH_DELAY = 0.005  # seconds a record may wait in the relay before it is handed over
@@ -75,7 +74,7 @@ class TelemetryFeed(BaseInterceptor):
         self.root_span_id = random.getrandbits(64) or 1
         self._segment_requests = 0
         self._segment = 0
-        # `_traceparent` split around the span id, remade when the trace id changes
+        # our traceparent is prefix + client span id + suffix; the prefix follows the trace id
         self._tp_trace = -1
         self._tp_prefix = ""
         self._tp_suffix = "-01" if self._sampled else "-00"
@@ -147,32 +146,16 @@ class TelemetryFeed(BaseInterceptor):
         self.root_span_id = random.getrandbits(64) or 1
 
     def _inject(self, env: Envelope, payload: dict[str, Any]) -> None:
-        """Write our traceparent into ``params._meta`` (made when absent or null), re-serialise."""
-        params = payload.get("params")
-        if params is None:
-            params = payload["params"] = {}
-        if not isinstance(params, dict):
-            return
-        fields: dict[str, object] = params  # pyright: ignore[reportUnknownVariableType]
-        meta = fields.get("_meta")
-        if meta is None:
-            meta = fields["_meta"] = {}
-        if not isinstance(meta, dict):
-            return
+        """Write our traceparent into ``params._meta`` (made when absent or null) by splicing
+        it into the sender's bytes; when that cannot be done exactly, forward them untouched."""
         trace_id = env.trace_id
         if trace_id != self._tp_trace:
             self._tp_trace = trace_id
             self._tp_prefix = f"00-{trace_id:032x}-"
-        meta_fields: dict[str, object] = meta  # pyright: ignore[reportUnknownVariableType]
-        meta_fields["traceparent"] = f"{self._tp_prefix}{env.client_span_id:016x}{self._tp_suffix}"
-        raw = env.raw
-        try:
-            if raw.endswith(b"\n") and not raw.endswith((b"\r\n", b"\n\n")):
-                env.wire = orjson.dumps(payload, option=orjson.OPT_APPEND_NEWLINE)
-            else:  # keep whatever run of CR and LF ended the line (or none, at EOF)
-                env.wire = orjson.dumps(payload) + raw[len(raw.rstrip(b"\r\n")) :]
-        except (TypeError, orjson.JSONEncodeError):
-            env.wire = raw
+        traceparent = f"{self._tp_prefix}{env.client_span_id:016x}{self._tp_suffix}"
+        wire = with_meta_entry(env.raw, payload, "traceparent", traceparent)
+        if wire is not None:
+            env.wire = wire
 
     def after_forward(self, env: Envelope) -> None:
         msg = env.msg

@@ -18,6 +18,7 @@ Tuples (first item is the tag):
 
 from __future__ import annotations
 
+import io
 import pickle
 import struct
 from typing import IO, Any
@@ -32,7 +33,13 @@ Frame = tuple[Any, ...]
 
 
 def encode(batch: list[Frame]) -> bytes:
-    data = pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL)
+    buffer = io.BytesIO()
+    pickler = pickle.Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL)
+    # No memo: half the relay's pickling time. Frames are trees of plain values (never cyclic),
+    # and any unpickler reads the result; shared objects merely arrive as equal copies.
+    pickler.fast = True
+    pickler.dump(batch)
+    data = buffer.getvalue()
     return HEADER.pack(len(data)) + data
 
 

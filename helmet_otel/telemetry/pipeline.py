@@ -46,14 +46,16 @@ class DropCounter:
         # Exported from the start, so "nothing dropped" is a 0 on the dashboards, not "no data".
         metric.add(0, {sc.HELMET_TELEMETRY_REASON: "relay_queue_full"})
 
-    def add(self, reason: str, count: int = 1) -> None:
+    def add(self, reason: str, count: int = 1, *, quiet: bool = False) -> None:
+        """Count ``count`` dropped records; ``quiet``: the sink already told the user what is
+        wrong (the store does, once), so print nothing more."""
         if count <= 0:
             return
         self._metric.add(count, {sc.HELMET_TELEMETRY_REASON: reason})
         with self._lock:
             self._counts[reason] += count
-            first = not self._reported
-            self._reported = True
+            first = not self._reported and not quiet
+            self._reported = self._reported or not quiet
         if first:
             sys.stderr.write(
                 f"helmet-otel: telemetry records are being dropped ({reason}); MCP traffic is "
@@ -206,10 +208,14 @@ def build_pipeline(config: Mapping[str, Any], env: MutableMapping[str, str]) -> 
         pipeline.store = store
         pipeline.sinks.append(f"store({store.path})")
         fast = settings(env, "HELMET_STORE_BATCH", delay_s=0.2)  # --follow shows records soon
+
+        def store_drop(reason: str, count: int) -> None:  # the store reports its own failures
+            drops.add(reason, count, quiet=reason.endswith("_export_failed"))
+
         pipeline.span_queues.append(
-            BatchQueue("store_spans", _span_export(StoreSpanExporter(store)), drops.add, fast)
+            BatchQueue("store_spans", _span_export(StoreSpanExporter(store)), store_drop, fast)
         )
         pipeline.log_queues.append(
-            BatchQueue("store_logs", _log_export(StoreLogExporter(store)), drops.add, fast)
+            BatchQueue("store_logs", _log_export(StoreLogExporter(store)), store_drop, fast)
         )
     return pipeline

@@ -20,7 +20,7 @@ from helmet_otel.core.relay import Relay
 from helmet_otel.core.session import Session
 from helmet_otel.telemetry import feed as feed_module
 from helmet_otel.telemetry.feed import PROPAGATE_MAX_BYTES, TelemetryFeed
-from helmet_otel.telemetry.frames import Frame, read_batch
+from helmet_otel.telemetry.frames import Frame, encode, read_batch
 
 TRACEPARENT = re.compile(rb'"traceparent":"00-([0-9a-f]{32})-([0-9a-f]{16})-(0[01])"')
 CLIENT_TP = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -154,12 +154,14 @@ def test_injection_keeps_the_line_ending(make_feed: Any, ending: bytes) -> None:
     routed = relay.route(Direction.C2S, [line(call(1, {"name": "é"}), ending)])
     env = routed.envelopes[0]
     assert ours(routed.forward[0], feed.trace_id, env.client_span_id) == (
-        '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"é",'
-        '"_meta":{"traceparent":"TP"}}}'.encode()
+        '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{'
+        '"_meta":{"traceparent":"TP"},"name":"é"}}'.encode()
         + ending
     )
 
 
+# The entry is spliced into the sender's bytes: whitespace, number spelling, big integers,
+# escapes and key order are forwarded exactly as written.
 @pytest.mark.parametrize(
     ("request_line", "expected"),
     [
@@ -167,10 +169,21 @@ def test_injection_keeps_the_line_ending(make_feed: Any, ending: bytes) -> None:
          b'{"jsonrpc":"2.0","id":1,"method":"ping","params":{"_meta":{"traceparent":"TP"}}}\n'),
         (b'{"jsonrpc":"2.0","id":1,"method":"ping","params":null}\n',
          b'{"jsonrpc":"2.0","id":1,"method":"ping","params":{"_meta":{"traceparent":"TP"}}}\n'),
+        (b'{"jsonrpc":"2.0","id":1,"method":"ping","params":{}}\n',
+         b'{"jsonrpc":"2.0","id":1,"method":"ping","params":{"_meta":{"traceparent":"TP"}}}\n'),
         (b'{"id":1, "method":"x", "params":{"_meta":null, "a":1.0e3}}\n',
-         b'{"id":1,"method":"x","params":{"_meta":{"traceparent":"TP"},"a":1000.0}}\n'),
+         b'{"id":1, "method":"x", "params":{"_meta":{"traceparent":"TP"}, "a":1.0e3}}\n'),
         (b'{"id":1,"method":"x","params":{"_meta":{"p":7,"traceparent":"00-x"},"n":"\\u00e9"}}\n',
-         '{"id":1,"method":"x","params":{"_meta":{"p":7,"traceparent":"TP"},"n":"é"}}\n'.encode()),
+         b'{"id":1,"method":"x","params":{"_meta":{"p":7,"traceparent":"TP"},"n":"\\u00e9"}}\n'),
+        (b'{"id":1,"method":"x","params":{"_meta":{},"v":18446744073709551616}}\n',
+         b'{"id":1,"method":"x","params":{"_meta":{"traceparent":"TP"},"v":18446744073709551616}}\n'),
+        (b'{ "id" : 1 , "method" : "x" , "params" : { "f" : 0.1000000000000000055511151231257827,'
+         b' "g" : 1.50 , "h" : 1E5 } }\n',
+         b'{ "id" : 1 , "method" : "x" , "params" : {"_meta":{"traceparent":"TP"}, "f" : '
+         b'0.1000000000000000055511151231257827, "g" : 1.50 , "h" : 1E5 } }\n'),
+        (b'{"id":1,"method":"x","params":{"a":{"params":{"_meta":1}},"_meta":{"k":"params"}}}\n',
+         b'{"id":1,"method":"x","params":{"a":{"params":{"_meta":1}},"_meta":{"traceparent":"TP",'
+         b'"k":"params"}}}\n'),
     ],
 )  # fmt: skip
 def test_injection_writes_our_traceparent_into_params_meta(
@@ -189,6 +202,11 @@ def test_injection_writes_our_traceparent_into_params_meta(
         b'{"jsonrpc":"2.0","id":1,"method":"x","params":"s"}\n',
         b'{"jsonrpc":"2.0","id":1,"method":"x","params":{"_meta":5}}\n',
         b'{"jsonrpc":"2.0","id":1,"method":"x","params":{"_meta":[]}}\r\n',
+        # duplicate keys: the parse keeps the last, a splice cannot be sure where: untouched
+        b'{"jsonrpc":"2.0","id":1,"method":"x","params":{"a":1},"params":{"b":2}}\n',
+        b'{"jsonrpc":"2.0","id":1,"method":"x","params":{"_meta":{},"_meta":{"b":2}}}\n',
+        # a member name spelled with escapes is not matched by bytes: untouched
+        b'{"jsonrpc":"2.0","id":1,"method":"x","par\\u0061ms":{"a":1}}\n',
         b'{"jsonrpc":"2.0","method":"notifications/x","params":{}}\n',
         b'{"jsonrpc":"2.0","id":1,"result":{}}\n',
         b"[1]\n",
@@ -268,3 +286,23 @@ def test_a_full_buffer_drops_the_batch_without_encoding_it(
     frames = feed.frames()
     assert [f[0] for f in frames] == ["dropped", "msg"] and frames[0] == ("dropped", 2)
     assert frames[1][5][1] == 3
+
+
+def test_frames_round_trip_shared_and_deeply_nested_values() -> None:
+    deep: object = "leaf"
+    for _ in range(200):  # deeper than the pickler's fast-mode nesting limit (50)
+        deep = {"k": [deep]}
+    shared = {"name": "c", "version": "1"}
+    batch: list[Frame] = [
+        ("info", {"client_info": shared, "deep": deep}),
+        ("end", 5, {"client_info": shared, "n": 1 << 127, "f": 2.5, "b": True, "l": [None]}),
+        ("msg", 1, 0, 3, b"{}\n", ("request", "x", None, None, None, None, None, False, None,
+                                  False), (1 << 128) - 1, 1, (1 << 64) - 1),
+    ]  # fmt: skip
+    read_fd, write_fd = os.pipe()
+    with os.fdopen(read_fd, "rb") as reader:
+        with os.fdopen(write_fd, "wb") as writer:
+            writer.write(encode(batch) + encode(batch[:1]) + encode(batch)[:-1])
+        assert read_batch(reader) == batch
+        assert read_batch(reader) == batch[:1]
+        assert read_batch(reader) is None  # a torn batch is the end

@@ -3,6 +3,7 @@ sinks and service name the configuration selects."""
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -58,6 +59,31 @@ def test_forwarded_request_carries_our_client_span_and_links_the_clients(tmp_pat
         assert [(link["trace_id"], link["span_id"]) for link in server["links"]] == [
             (CLIENT_TRACE, CLIENT_SPAN)
         ]
+
+
+def test_propagation_changes_nothing_but_the_traceparent_it_adds(tmp_path: Path) -> None:
+    """With propagation on (the default) every byte the client wrote still arrives: numbers
+    beyond float precision or spelled oddly, escapes, whitespace and key order included."""
+    lines = [
+        b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":'
+        b'{"v":18446744073709551616,"w":12345678901234567890123,"f":0.1000000000000000055511151'
+        b'231257827,"g":1.50,"h":1E5,"t":"caf\\u00e9 \\ud83d\\ude00"}}}\n',
+        b'{ "jsonrpc" : "2.0" , "id" : "a" , "method" : "tools/list" }\r\n',
+        b'{"method":"ping","id":3,"jsonrpc":"2.0","params":{"_meta":{"progressToken":1}}}\n',
+    ]
+    with OTLPReceiver() as rx:
+        received = _run_recording(tmp_path, rx, lines)
+    clients = {s["span_id"]: s for s in rx.spans() if s["kind"] == "CLIENT"}
+    ours = re.compile(rb'"traceparent":"00-([0-9a-f]{32})-([0-9a-f]{16})-01"')
+    found = [m.group(2).decode() for m in ours.finditer(received)]
+    assert len(found) == 3 and set(found) <= set(clients)  # each carries its own CLIENT span
+    tp = b'"traceparent":"TP"'
+    expected = [
+        lines[0].replace(b'"params":{', b'"params":{"_meta":{' + tp + b"},", 1),
+        lines[1].replace(b" }\r\n", b' ,"params":{"_meta":{' + tp + b"}}}\r\n"),
+        lines[2].replace(b'"_meta":{', b'"_meta":{' + tp + b",", 1),
+    ]
+    assert ours.sub(tp, received) == b"".join(expected)
 
 
 @pytest.mark.parametrize("case", ["no-propagate", "over-1-MiB"])
