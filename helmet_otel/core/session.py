@@ -34,6 +34,7 @@ class PendingRequest:
     direction: Direction
     started_ns: int
     name: str | None = None
+    cancelled: bool = False  # the sender cancelled it: it expects no response
 
 
 def _info(value: object) -> dict[str, Any] | None:
@@ -82,8 +83,11 @@ class Session:
             if c2s:
                 self._learn_from_request(method, params)
         elif kind is _NOTIFICATION:
-            assert msg.method is not None
-            self.method_counts[msg.method] += 1
+            method = msg.method
+            assert method is not None
+            self.method_counts[method] += 1
+            if method == "notifications/cancelled":
+                self._cancel(env)
         elif kind is _RESPONSE or kind is _ERROR:
             if kind is _ERROR:
                 self.errors += 1
@@ -141,8 +145,19 @@ class Session:
             self.revision += 1
 
     def pending_from(self, direction: Direction) -> list[PendingRequest]:
-        """Requests sent in ``direction`` that have no response yet, oldest first."""
-        return [p for p in self.pending.values() if p.direction is direction]
+        """Requests sent in ``direction`` that still wait for a response, oldest first (a
+        cancelled request waits for none, though the other side may still answer it)."""
+        return [p for p in self.pending.values() if p.direction is direction and not p.cancelled]
+
+    def _cancel(self, env: Envelope) -> None:
+        payload = env.msg.payload
+        params = _info(payload.get("params")) if payload is not None else None
+        request_id: object = params.get("requestId") if params is not None else None
+        if isinstance(request_id, str | int) and not isinstance(request_id, bool):
+            c2s = env.direction is _C2S  # cancels a request sent the same way
+            pending = self.pending.get((c2s, (isinstance(request_id, str), request_id)))
+            if pending is not None:
+                pending.cancelled = True
 
 
 # Pending requests are keyed by the direction they were sent in (is it client->server?) plus

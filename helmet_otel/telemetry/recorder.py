@@ -116,6 +116,7 @@ class _Open:
     started_ns: int
     metric_attrs: dict[str, Any]
     uri: str | None
+    cancelled: bool = False
 
 
 @dataclass
@@ -652,6 +653,7 @@ class Recorder:
                         if opened is not None:
                             reason = str(params.get("reason", ""))
                             opened.server.events.append(Event("cancelled", {"reason": reason}, ts))
+                            opened.cancelled = True
         self._count_message(self._method_label(method), attrs)
         body = self._body(raw, attrs[sc.HELMET_MESSAGE_SIZE], parsed, "params")
         self._emit(sc.EVENT_NOTIFICATION, ts, None, attrs, body, severity)
@@ -687,8 +689,8 @@ class Recorder:
             return
         self.ended = True
         reason = str(info.get("exit_reason") or "session ended")
-        for opened in self.open.values():
-            attrs = {sc.ERROR_TYPE: "no_response"}
+        for opened in self.open.values():  # a cancelled request expected no response
+            attrs = {} if opened.cancelled else {sc.ERROR_TYPE: "no_response"}
             self._finish(opened.client, ts, attrs, f"no response: {reason}")
             self._finish(opened.server, ts, attrs, f"no response: {reason}")
         self.open.clear()

@@ -124,6 +124,27 @@ def test_pending_requests_are_answered_when_the_upstream_is_gone() -> None:
     assert orjson.loads(later.replies[0])["error"]["code"] == UPSTREAM_GONE_CODE
 
 
+def test_a_cancelled_request_gets_no_synthesized_answer() -> None:
+    """MCP: the receiver of a cancellation does not answer the cancelled request."""
+    session = Session(transport="stdio")
+    relay = Relay(session)
+    cancel = {"jsonrpc": "2.0", "method": "notifications/cancelled"}
+    relay.forwarded(relay.route(Direction.C2S, [
+        line({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "slow"}}),
+        line({"jsonrpc": "2.0", "id": "1", "method": "ping"}),
+        line({"jsonrpc": "2.0", "id": 2, "method": "ping"}),
+        line({**cancel, "params": {"requestId": 1, "reason": "user"}}),
+        line({**cancel, "params": {"requestId": 77}}),  # unknown: ignored
+    ]))  # fmt: skip
+    # a server->client request with the same id is not the one the client cancelled
+    relay.forwarded(relay.route(Direction.S2C, [
+        line({"jsonrpc": "2.0", "id": 1, "method": "roots/list"}),
+    ]))  # fmt: skip
+    replies = [orjson.loads(r)["id"] for r in relay.fail_pending("MCP server exited")]
+    assert replies == ["1", 2]
+    assert [p.id for p in session.pending_from(Direction.S2C)] == [1]
+
+
 def test_an_interceptor_can_rewrite_or_answer_instead() -> None:
     class Block(BaseInterceptor):
         def before_forward(self, env: Envelope) -> None:

@@ -78,6 +78,26 @@ def test_a_killed_proxy_still_gets_a_complete_session_end() -> None:
         assert sc.HELMET_EXIT_STATUS not in end
 
 
+def test_a_cancelled_request_is_not_answered_or_counted_as_an_error() -> None:
+    cancel = line({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                   "params": {"requestId": 2, "reason": "user gave up"}})  # fmt: skip
+    ping = line({"jsonrpc": "2.0", "id": 3, "method": "ping"})
+    with OTLPReceiver() as rx, RawProcess(_proxy(DEMO_SERVER), env=proxy_env(rx.endpoint)) as proxy:
+        proxy.write(line(INIT) + _call(2, "slow", seconds=30) + cancel + ping)
+        proxy.stdout.wait(lambda data: b'"id":3' in data, timeout=20)
+        proxy.close_stdin()
+        assert proxy.wait(timeout=20) == 0
+        messages = [orjson.loads(x) for x in proxy.stdout.data().splitlines()]
+        assert [m["id"] for m in messages if "id" in m] == [1, 3]
+        rx.wait_for(_closed, timeout=20)
+        slow = next(
+            s for s in rx.spans() if s["name"] == "tools/call slow" and s["kind"] == "SERVER"
+        )
+        assert slow["status"]["code"] == "UNSET" and sc.ERROR_TYPE not in slow["attributes"]
+        assert [e["name"] for e in slow["events"]] == ["cancelled"]
+        assert by_event(rx.logs(), sc.EVENT_ERROR) == []
+
+
 def test_server_crash_ends_pending_spans_and_session_with_error() -> None:
     crash = ["sh", "-c", "read line; echo 'fatal: boom' >&2; exit 3"]
     with OTLPReceiver() as rx, RawProcess(_proxy(crash), env=proxy_env(rx.endpoint)) as proxy:
