@@ -21,15 +21,18 @@ _STRING = re.compile(rb'"(?:[^"\\]|\\.)*+"')
 _SPACE = b" \t\r\n"
 
 
-def _value_start(raw: bytes, obj: int, key: bytes) -> int:
-    """Where the value of member ``key`` (a string token) of the object at ``obj`` starts; -1.
+def _value_start(raw: bytes, obj: int, key: bytes, literal: bool) -> tuple[int, bool]:
+    """Where the value of member ``key`` (a string token) of the object at ``obj`` starts, or
+    -1; and whether that is certain.
 
-    The first member with that exact spelling at the object's own level counts; a spelling
-    with escapes or a duplicate makes the final check fail rather than this scan guess."""
+    It is certain when ``literal`` (``raw`` has no backslash, so every name is spelled as is)
+    and the key occurs once from ``obj`` on: the member the parse found must be that one.
+    Otherwise the first member with that spelling at the object's own level is taken, and the
+    caller checks the result by parsing it."""
     if len(raw) - obj < 4096:  # small: one find settles it when the key appears only once
         at = raw.find(key, obj)
         if at > 0 and raw.find(key, at + 1) < 0 and raw[at - 1] != 0x5C:
-            return _after_colon(raw, at + len(key))
+            return _after_colon(raw, at + len(key)), literal
     depth = 0
     expect_key = False
     for match in _TOKEN.finditer(raw, obj):
@@ -38,7 +41,7 @@ def _value_start(raw: bytes, obj: int, key: bytes) -> int:
             if depth == 1 and expect_key:
                 expect_key = False
                 if match.group() == key:
-                    return _after_colon(raw, match.end())
+                    return _after_colon(raw, match.end()), False
         elif first == 0x2C:  # ,
             expect_key = depth == 1
         elif first == 0x7B or first == 0x5B:  # { [
@@ -47,8 +50,8 @@ def _value_start(raw: bytes, obj: int, key: bytes) -> int:
         else:  # } ]
             depth -= 1
             if depth <= 0:
-                return -1
-    return -1
+                return -1, False
+    return -1, False
 
 
 def _after_colon(raw: bytes, at: int) -> int:
@@ -76,6 +79,8 @@ def with_meta_entry(raw: bytes, payload: dict[str, Any], key: str, value: str) -
     string) leaves the message alone: None."""
     entry = orjson.dumps(key) + b":" + orjson.dumps(value)
     top = raw.find(b"{")
+    literal = b"\\" not in raw
+    certain = literal
     params: object = payload.get("params")
     expected_params: dict[str, Any]
     if params is None:
@@ -86,13 +91,13 @@ def with_meta_entry(raw: bytes, payload: dict[str, Any], key: str, value: str) -
             empty = not raw[top + 1 : end].strip()
             spliced = raw[:end] + (b"" if empty else b",") + b'"params":' + meta_object + raw[end:]
         else:
-            at = _value_start(raw, top, b'"params"')
+            at, certain = _value_start(raw, top, b'"params"', literal)
             if at < 0 or not raw.startswith(b"null", at):
                 return None
             spliced = raw[:at] + meta_object + raw[at + 4 :]
     elif type(params) is dict:
         fields: dict[str, Any] = params  # pyright: ignore[reportUnknownVariableType]
-        at = _value_start(raw, top, b'"params"')
+        at, certain = _value_start(raw, top, b'"params"', literal)
         if at < 0 or raw[at] != 0x7B:
             return None
         meta: object = fields.get("_meta")
@@ -101,20 +106,23 @@ def with_meta_entry(raw: bytes, payload: dict[str, Any], key: str, value: str) -
             if "_meta" not in fields:
                 spliced = _open(raw, at, b'"_meta":{' + entry + b"}", not fields)
             else:
-                m_at = _value_start(raw, at, b'"_meta"')
+                m_at, sure = _value_start(raw, at, b'"_meta"', literal)
+                certain = certain and sure
                 if m_at < 0 or not raw.startswith(b"null", m_at):
                     return None
                 spliced = raw[:m_at] + b"{" + entry + b"}" + raw[m_at + 4 :]
         elif type(meta) is dict:
             entries: dict[str, Any] = meta  # pyright: ignore[reportUnknownVariableType]
             expected_params = {**fields, "_meta": {**entries, key: value}}
-            m_at = _value_start(raw, at, b'"_meta"')
+            m_at, sure = _value_start(raw, at, b'"_meta"', literal)
+            certain = certain and sure
             if m_at < 0 or raw[m_at] != 0x7B:
                 return None
             if key not in entries:
                 spliced = _open(raw, m_at, entry, not entries)
             else:
-                v_at = _value_start(raw, m_at, orjson.dumps(key))
+                v_at, sure = _value_start(raw, m_at, orjson.dumps(key), literal)
+                certain = certain and sure
                 old = _STRING.match(raw, v_at) if v_at >= 0 else None
                 if old is None:
                     return None
@@ -123,6 +131,8 @@ def with_meta_entry(raw: bytes, payload: dict[str, Any], key: str, value: str) -
             return None
     else:
         return None
+    if certain:
+        return spliced
     try:
         ok = orjson.loads(spliced) == {**payload, "params": expected_params}
     except orjson.JSONDecodeError:
