@@ -69,6 +69,10 @@ def dumps(value: object, *, sort_keys: bool = False) -> str:
             return json.dumps(str(value), ensure_ascii=False)
 
 
+def _no_attrs() -> dict[str, object]:  # a plain function: calling dict[str, object] is slow
+    return {}
+
+
 @dataclass(slots=True)
 class LogRow:
     """One log record, ready for ``INSERT INTO logs``."""
@@ -81,7 +85,7 @@ class LogRow:
     trace_id: str | None
     span_id: str | None
     body: str | None  # JSON text, or None when the record had no body
-    attrs: dict[str, object] = field(default_factory=dict[str, object])  # not promoted
+    attrs: dict[str, object] = field(default_factory=_no_attrs)  # not promoted
     session_id: str | None = None
     direction: str | None = None
     kind: str | None = None

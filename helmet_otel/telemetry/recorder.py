@@ -101,8 +101,8 @@ class _Span:
     kind: SpanKind
     start: int
     attributes: dict[str, Any]
-    links: list[Link] = field(default_factory=list[Link])
-    events: list[Event] = field(default_factory=list[Event])
+    links: list[Link] = field(default_factory=lambda: [])  # pyright: ignore[reportUnknownLambdaType]
+    events: list[Event] = field(default_factory=lambda: [])  # pyright: ignore[reportUnknownLambdaType]
     status: Status = _UNSET
 
 
