@@ -78,10 +78,14 @@ def with_meta_entry(raw: bytes, payload: dict[str, Any], key: str, value: str) -
     replaced. Anything else (``params`` or ``_meta`` not an object, an entry that is not a
     string) leaves the message alone: None."""
     entry = orjson.dumps(key) + b":" + orjson.dumps(value)
-    top = raw.find(b"{")
-    literal = b"\\" not in raw
-    certain = literal
     params: object = payload.get("params")
+    literal = b"\\" not in raw
+    if literal and type(params) is dict and "_meta" not in params:  # the usual request
+        at = raw.find(b'"params":{')  # compact writers; with no escapes, one hit is the member
+        if at > 0 and raw.find(b'"params"', at + 8) < 0 and raw.find(b'"params"', 0, at) < 0:
+            return _open(raw, at + 9, b'"_meta":{' + entry + b"}", not params)
+    top = raw.find(b"{")
+    certain = literal
     expected_params: dict[str, Any]
     if params is None:
         meta_object = b'{"_meta":{' + entry + b"}}"
