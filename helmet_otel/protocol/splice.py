@@ -11,7 +11,7 @@ with that certainty it returns None and the caller forwards the message untouche
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -80,10 +80,11 @@ def with_meta_entry(raw: bytes, payload: dict[str, Any], key: str, value: str) -
     entry = orjson.dumps(key) + b":" + orjson.dumps(value)
     params: object = payload.get("params")
     literal = b"\\" not in raw
-    if literal and type(params) is dict and "_meta" not in params:  # the usual request
+    usual = cast("dict[str, Any]", params) if type(params) is dict else None
+    if literal and usual is not None and "_meta" not in usual:  # the usual request
         at = raw.find(b'"params":{')  # compact writers; with no escapes, one hit is the member
         if at > 0 and raw.find(b'"params"', at + 8) < 0 and raw.find(b'"params"', 0, at) < 0:
-            return _open(raw, at + 9, b'"_meta":{' + entry + b"}", not params)
+            return _open(raw, at + 9, b'"_meta":{' + entry + b"}", not usual)
     top = raw.find(b"{")
     certain = literal
     expected_params: dict[str, Any]
