@@ -71,6 +71,10 @@ def _open(raw: bytes, at: int, entry: bytes, empty: bool) -> bytes:
     return raw[: at + 1] + entry + (b"" if empty else b",") + raw[at + 1 :]
 
 
+def _object(value: object) -> dict[str, Any] | None:
+    return cast("dict[str, Any]", value) if type(value) is dict else None
+
+
 def with_meta_entry(raw: bytes, payload: dict[str, Any], key: str, value: str) -> bytes | None:
     """``raw`` (whose parse is ``payload``) with ``params._meta[key] = value``, or None.
 
@@ -80,7 +84,7 @@ def with_meta_entry(raw: bytes, payload: dict[str, Any], key: str, value: str) -
     entry = orjson.dumps(key) + b":" + orjson.dumps(value)
     params: object = payload.get("params")
     literal = b"\\" not in raw
-    usual = cast("dict[str, Any]", params) if type(params) is dict else None
+    usual = _object(params)
     if literal and usual is not None and "_meta" not in usual:  # the usual request
         at = raw.find(b'"params":{')  # compact writers; with no escapes, one hit is the member
         if at > 0 and raw.find(b'"params"', at + 8) < 0 and raw.find(b'"params"', 0, at) < 0:
