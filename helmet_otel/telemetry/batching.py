@@ -18,9 +18,9 @@ from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
-# Larger than the SDK's 2048: a burst of a few thousand calls must fit while an export to a
+# Twice the SDK's 2048: a burst of a thousand calls must fit while an export to a
 # slow collector is in flight. Both queues together stay within the worker's memory budget.
-DEFAULT_MAX_QUEUE = 8192
+DEFAULT_MAX_QUEUE = 4096
 DEFAULT_BATCH = 512
 
 
@@ -53,6 +53,11 @@ class BatchQueue(Generic[T]):
     ``export`` returns False (or raises) when the batch could not be delivered; those items are
     counted through ``on_drop(reason, count)`` as ``{name}_export_failed``. A full queue drops
     its oldest item as ``{name}_queue_full``.
+
+    ``wait_s`` > 0 makes a full queue first wait that long for room: for a sink whose export
+    always finishes (the local store), so a producer that is only faster for a moment yields
+    to the export thread and slows down (its own input, the relay's pipe, buffers meanwhile)
+    instead of dropping. A remote sink keeps 0: a hung collector must never hold anything up.
     """
 
     def __init__(
@@ -61,8 +66,12 @@ class BatchQueue(Generic[T]):
         export: Callable[[Sequence[T]], bool],
         on_drop: Callable[[str, int], None],
         batch: BatchSettings,
+        *,
+        wait_s: float = 0.0,
     ) -> None:
         self.name = name
+        self._wait_s = wait_s
+        self._room = threading.Event()
         self._export = export
         self._on_drop = on_drop
         self._settings = batch
@@ -75,8 +84,13 @@ class BatchQueue(Generic[T]):
     def put(self, item: T) -> None:
         queue = self._queue
         if len(queue) >= self._settings.max_queue:
-            queue.popleft()
-            self._on_drop(f"{self.name}_queue_full", 1)
+            if self._wait_s > 0 and not self._closing:
+                self._room.clear()
+                self._wake.set()
+                self._room.wait(self._wait_s)
+            if len(queue) >= self._settings.max_queue:
+                queue.popleft()
+                self._on_drop(f"{self.name}_queue_full", 1)
         queue.append(item)
         if len(queue) >= self._settings.batch_size and not self._wake.is_set():
             self._wake.set()
@@ -88,6 +102,7 @@ class BatchQueue(Generic[T]):
             self._wake.clear()
             while queue:
                 batch = [queue.popleft() for _ in range(min(size, len(queue)))]
+                self._room.set()
                 try:
                     delivered = self._export(batch)
                 except Exception:

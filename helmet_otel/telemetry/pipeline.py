@@ -33,6 +33,8 @@ from helmet_otel.telemetry.metrics import Counter, MetricSet, PeriodicExport, de
 from helmet_otel.telemetry.otlp_encoding import OtlpEncoder
 from helmet_otel.telemetry.otlp_exporters import otlp_exporter
 
+STORE_QUEUE_WAIT_S = 0.25  # how long a full store queue holds the worker before dropping
+
 
 class DropCounter:
     """Thread-safe counts of telemetry that never reached a sink, by reason; every count also
@@ -212,10 +214,14 @@ def build_pipeline(config: Mapping[str, Any], env: MutableMapping[str, str]) -> 
         def store_drop(reason: str, count: int) -> None:  # the store reports its own failures
             drops.add(reason, count, quiet=reason.endswith("_export_failed"))
 
+        # The store always answers (a locked or broken store fails fast and counts): a full
+        # queue may wait for it a little, which yields the worker's time to the writer.
         pipeline.span_queues.append(
-            BatchQueue("store_spans", _span_export(StoreSpanExporter(store)), store_drop, fast)
-        )
+            BatchQueue("store_spans", _span_export(StoreSpanExporter(store)), store_drop, fast,
+                       wait_s=STORE_QUEUE_WAIT_S)
+        )  # fmt: skip
         pipeline.log_queues.append(
-            BatchQueue("store_logs", _log_export(StoreLogExporter(store)), store_drop, fast)
-        )
+            BatchQueue("store_logs", _log_export(StoreLogExporter(store)), store_drop, fast,
+                       wait_s=STORE_QUEUE_WAIT_S)
+        )  # fmt: skip
     return pipeline

@@ -39,8 +39,6 @@ def main() -> int:
     # (counted) instead of taking CPU from the client, the relay and the server.
     try:
         os.nice(WORKER_NICENESS)
-        if os.environ.get("HELMET_WORKER_IDLE", "1") == "1" and hasattr(os, "SCHED_IDLE"):
-            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     except OSError:
         pass
     stdin = os.fdopen(0, "rb", buffering=1 << 20)

@@ -36,7 +36,7 @@ def test_settings_read_the_sdk_variables_and_ignore_nonsense() -> None:
            "OTEL_BSP_SCHEDULE_DELAY": "250"}  # fmt: skip
     assert settings(env, "OTEL_BSP", delay_s=1.0) == BatchSettings(100, 100, 0.25)
     bad = {"OTEL_BLRP_MAX_QUEUE_SIZE": "lots", "OTEL_BLRP_SCHEDULE_DELAY": "-5"}
-    assert settings(bad, "OTEL_BLRP", delay_s=0.2) == BatchSettings(8192, 512, 0.2)
+    assert settings(bad, "OTEL_BLRP", delay_s=0.2) == BatchSettings(4096, 512, 0.2)
 
 
 def test_a_full_queue_drops_its_oldest_items_and_counts_them() -> None:
@@ -111,3 +111,29 @@ def test_counters_delta_resets_but_up_down_stays_cumulative() -> None:
     assert by_name["u"].aggregation_temporality is AggregationTemporality.CUMULATIVE  # pyright: ignore[reportAttributeAccessIssue]
     assert delta_preferred({"OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE": "LowMemory"})
     assert not delta_preferred({})
+
+
+def test_a_waiting_queue_holds_the_producer_until_there_is_room_instead_of_dropping() -> None:
+    gate = Gate()
+    drops: Counter[str] = Counter()
+    queue = BatchQueue(
+        "store", gate, lambda r, n: drops.update({r: n}), BatchSettings(4, 2, 60), wait_s=30
+    )
+    waited = threading.Event()
+
+    class Room(threading.Event):
+        def wait(self, timeout: float | None = None) -> bool:
+            waited.set()
+            gate.release.set()  # the producer is waiting now: let the stuck export finish
+            return super().wait(timeout)
+
+    queue._room = Room()  # pyright: ignore[reportPrivateUsage]
+    queue.put(0)
+    queue.put(1)  # the thread takes [0, 1] and blocks in the exporter
+    assert gate.entered.wait(10)
+    for item in range(2, 7):  # the fifth does not fit: it waits for room, nothing is dropped
+        queue.put(item)
+    assert waited.is_set()
+    assert queue.drain(time.monotonic() + 10) == 0
+    assert drops == {}
+    assert [x for batch in gate.batches for x in batch] == list(range(7))
