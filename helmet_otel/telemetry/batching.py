@@ -71,6 +71,7 @@ class BatchQueue(Generic[T]):
     ) -> None:
         self.name = name
         self._wait_s = wait_s
+        self._patient = wait_s > 0  # whether a full queue waits for room now
         self._room = threading.Event()
         self._export = export
         self._on_drop = on_drop
@@ -84,10 +85,12 @@ class BatchQueue(Generic[T]):
     def put(self, item: T) -> None:
         queue = self._queue
         if len(queue) >= self._settings.max_queue:
-            if self._wait_s > 0 and not self._closing:
+            if self._patient and not self._closing:
                 self._room.clear()
                 self._wake.set()
-                self._room.wait(self._wait_s)
+                # a sink that did not make room in time is stuck, not slow: stop waiting for
+                # it until its queue is half empty again (a locked store costs one wait)
+                self._patient = self._room.wait(self._wait_s)
             if len(queue) >= self._settings.max_queue:
                 queue.popleft()
                 self._on_drop(f"{self.name}_queue_full", 1)
@@ -103,6 +106,8 @@ class BatchQueue(Generic[T]):
             while queue:
                 batch = [queue.popleft() for _ in range(min(size, len(queue)))]
                 self._room.set()
+                if not self._patient and len(queue) * 2 <= self._settings.max_queue:
+                    self._patient = self._wait_s > 0
                 try:
                     delivered = self._export(batch)
                 except Exception:

@@ -137,3 +137,30 @@ def test_a_waiting_queue_holds_the_producer_until_there_is_room_instead_of_dropp
     assert queue.drain(time.monotonic() + 10) == 0
     assert drops == {}
     assert [x for batch in gate.batches for x in batch] == list(range(7))
+
+
+def test_a_stuck_sink_costs_one_wait_then_the_queue_drops_until_it_recovers() -> None:
+    gate = Gate()
+    drops: Counter[str] = Counter()
+    queue = BatchQueue(
+        "store", gate, lambda r, n: drops.update({r: n}), BatchSettings(4, 2, 60), wait_s=0.05
+    )
+    waits = 0
+
+    class Room(threading.Event):
+        def wait(self, timeout: float | None = None) -> bool:
+            nonlocal waits
+            waits += 1
+            return super().wait(timeout)
+
+    queue._room = Room()  # pyright: ignore[reportPrivateUsage]
+    queue.put(0)
+    queue.put(1)
+    assert gate.entered.wait(10)  # stuck in the exporter from now on
+    for item in range(2, 12):
+        queue.put(item)
+    assert waits == 1  # the first overflow waited (in vain); the next six dropped at once
+    assert drops == {"store_queue_full": 6}
+    gate.release.set()
+    assert queue.drain(time.monotonic() + 10) == 0
+    assert [x for batch in gate.batches for x in batch] == [0, 1, 8, 9, 10, 11]
