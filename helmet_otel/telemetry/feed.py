@@ -136,8 +136,13 @@ class TelemetryFeed(BaseInterceptor):
                 client_traceparent = meta_fields.get("traceparent")
                 if isinstance(client_traceparent, str):
                     env.annotations["client_traceparent"] = client_traceparent
-        if self._propagate and len(env.raw) <= PROPAGATE_MAX_BYTES:
+        # While the worker cannot take more (see after_forward) the CLIENT span will not be
+        # recorded: name no parent that will never arrive, and save the splice.
+        if self._propagate and len(env.raw) <= PROPAGATE_MAX_BYTES and not self._shedding():
             self._inject(env, payload)
+
+    def _shedding(self) -> bool:
+        return len(self._out) >= BUFFER_LIMIT
 
     def _roll_over(self) -> None:
         self._segment += 1
@@ -178,6 +183,9 @@ class TelemetryFeed(BaseInterceptor):
         if session is not None and session.revision != self._revision:
             self._revision = session.revision
             self._append(("info", self._session_info(session)))
+        if len(self._out) >= BUFFER_LIMIT:  # the worker is not keeping up: shed, count, move on
+            self._drop(1)
+            return
         # What the Message properties target_name, resource_uri and is_tool_error give, with
         # params and result each read once.
         method = msg.method

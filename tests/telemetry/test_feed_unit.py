@@ -265,10 +265,13 @@ def test_a_long_session_rolls_over_to_new_traces(make_feed: Any) -> None:
 def test_a_full_buffer_drops_the_batch_without_encoding_it(
     make_feed: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    feed = make_feed(propagate=False)
+    feed = make_feed()
     relay = Relay(Session(transport="stdio"), [feed])
     feed._flush()  # the config frame
     feed._out += b"x" * feed_module.BUFFER_LIMIT  # the worker is not reading
+    shed = route(relay, Direction.C2S, [line(call(0))])  # shed at once: no frame, no splice
+    assert shed == [line(call(0))] and feed._batch == [] and feed._dropped == 1
+    feed._dropped = 0
     encoded: list[int] = []
     real_encode = feed_module.encode
 
