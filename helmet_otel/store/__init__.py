@@ -1,6 +1,6 @@
 """The embedded local store: an OTel exporter into SQLite plus the query API the CLI uses.
 
-Writing (the telemetry worker)::
+Writing (behind the telemetry worker's batch queues, or the SDK's batch processors)::
 
     from helmet_otel.store import Store, StoreLogExporter, StoreSpanExporter, default_store_path
 

@@ -1,6 +1,6 @@
 """OTel SDK exporters into the store: ``StoreSpanExporter`` and ``StoreLogExporter``.
 
-Use them behind the SDK's batch processors (the telemetry worker does)::
+Use them behind any batching processor: the SDK's, or the telemetry worker's own queues::
 
     store = Store.open(path)
     tracer_provider.add_span_processor(BatchSpanProcessor(StoreSpanExporter(store)))
