@@ -86,11 +86,12 @@ class BatchQueue(Generic[T]):
         queue = self._queue
         if len(queue) >= self._settings.max_queue:
             if self._patient and not self._closing:
-                self._room.clear()
-                self._wake.set()
-                # a sink that did not make room in time is stuck, not slow: stop waiting for
-                # it until its queue is half empty again (a locked store costs one wait)
-                self._patient = self._room.wait(self._wait_s)
+                self._room.clear()  # before the check: a batch taken after it sets the event
+                if len(queue) >= self._settings.max_queue:
+                    self._wake.set()
+                    # a sink that made no room in time is stuck, not slow: stop waiting for it
+                    # until its queue is half empty again (a locked store costs one wait)
+                    self._patient = self._room.wait(self._wait_s)
             if len(queue) >= self._settings.max_queue:
                 queue.popleft()
                 self._on_drop(f"{self.name}_queue_full", 1)
