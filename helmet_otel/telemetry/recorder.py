@@ -326,7 +326,7 @@ class Recorder:
         elif tag == "info":
             self.info(frame[1])
         elif tag == "dropped":
-            self.pipeline.drops.add("relay_queue_full", int(frame[1]))
+            self.pipeline.drops.add("relay_queue_full", int(frame[1]), quiet=True)  # relay said it
         elif tag == "close":
             self.close(frame[1], frame[2])
 

@@ -7,12 +7,14 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 
+import pytest
 from opentelemetry.sdk.metrics.export import AggregationTemporality, HistogramDataPoint
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from helmet_otel.telemetry.batching import BatchQueue, BatchSettings, settings
 from helmet_otel.telemetry.metrics import MetricSet, delta_preferred
+from helmet_otel.telemetry.pipeline import DropCounter
 
 
 class Gate:
@@ -164,3 +166,17 @@ def test_a_stuck_sink_costs_one_wait_then_the_queue_drops_until_it_recovers() ->
     gate.release.set()
     assert queue.drain(time.monotonic() + 10) == 0
     assert [x for batch in gate.batches for x in batch] == [0, 1, 8, 9, 10, 11]
+
+
+def test_drop_counter_counts_everything_and_says_so_once(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    metrics = MetricSet(Resource({}), InstrumentationScope("t"))
+    drops = DropCounter(metrics.counter("d", "1", "d"))
+    drops.add("relay_queue_full", 5, quiet=True)  # the relay has said it on its own stderr
+    assert capsys.readouterr().err == ""
+    drops.add("otlp_spans_queue_full", 2)
+    drops.add("otlp_logs_queue_full", 1)
+    assert capsys.readouterr().err.count("being dropped") == 1
+    assert drops.take() == {"relay_queue_full": 5, "otlp_spans_queue_full": 2,
+                            "otlp_logs_queue_full": 1}  # fmt: skip
