@@ -16,6 +16,7 @@ from helmet_otel.protocol.message import (
     JsonId,
     Kind,
     Message,
+    id_key,
 )
 
 LEGACY = "legacy"
@@ -155,7 +156,7 @@ class Session:
         request_id: object = params.get("requestId") if params is not None else None
         if isinstance(request_id, str | int) and not isinstance(request_id, bool):
             c2s = env.direction is _C2S  # cancels a request sent the same way
-            pending = self.pending.get((c2s, (isinstance(request_id, str), request_id)))
+            pending = self.pending.get((c2s, id_key(request_id)))
             if pending is not None:
                 pending.cancelled = True
 

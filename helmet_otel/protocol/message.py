@@ -41,10 +41,6 @@ class Message:
     parse_error: str | None = None
 
     @property
-    def is_message(self) -> bool:
-        return self.kind is not Kind.BLANK
-
-    @property
     def params(self) -> dict[str, Any] | None:
         if self.payload is None:
             return None
@@ -68,21 +64,9 @@ class Message:
         return name if isinstance(name, str) else None
 
     @property
-    def resource_uri(self) -> str | None:
-        params = self.params
-        uri = params.get("uri") if params else None
-        return uri if isinstance(uri, str) else None
-
-    @property
     def is_tool_error(self) -> bool:
         result = self.result
         return bool(result and result.get("isError") is True)
-
-    @property
-    def meta(self) -> dict[str, Any] | None:
-        params = self.params
-        meta = params.get("_meta") if params else None
-        return meta if isinstance(meta, dict) else None  # pyright: ignore[reportUnknownVariableType]
 
 
 def id_key(value: JsonId) -> tuple[bool, JsonId]:

@@ -71,7 +71,7 @@ def _open(raw: bytes, at: int, entry: bytes, empty: bool) -> bytes:
     return raw[: at + 1] + entry + (b"" if empty else b",") + raw[at + 1 :]
 
 
-def first_meta(raw: bytes, params: dict[str, Any], entry: bytes) -> bytes | None:
+def _first_meta(raw: bytes, params: dict[str, Any], entry: bytes) -> bytes | None:
     """The usual request, fast: ``params`` (the parsed ``params`` object of ``raw``) has no
     ``_meta``, so ``{"_meta":{<entry>}`` goes in as its first member; ``entry`` is an encoded
     ``"key":value`` member. None when the bytes are not that plain (see `with_meta_entry`).
@@ -99,9 +99,9 @@ def with_meta_entry(raw: bytes, payload: dict[str, Any], key: str, value: str) -
     string) leaves the message alone: None."""
     entry = orjson.dumps(key) + b":" + orjson.dumps(value)
     params: object = payload.get("params")
-    usual = _object(params)
-    if usual is not None:
-        spliced = first_meta(raw, usual, entry)
+    fields = _object(params)
+    if fields is not None:  # the usual request first
+        spliced = _first_meta(raw, fields, entry)
         if spliced is not None:
             return spliced
     literal = b"\\" not in raw
@@ -120,8 +120,7 @@ def with_meta_entry(raw: bytes, payload: dict[str, Any], key: str, value: str) -
             if at < 0 or not raw.startswith(b"null", at):
                 return None
             spliced = raw[:at] + meta_object + raw[at + 4 :]
-    elif type(params) is dict:
-        fields: dict[str, Any] = params  # pyright: ignore[reportUnknownVariableType]
+    elif fields is not None:
         at, certain = _value_start(raw, top, b'"params"', literal)
         if at < 0 or raw[at] != 0x7B:
             return None

@@ -26,7 +26,7 @@ from helmet_otel.core.envelope import Direction, Envelope
 from helmet_otel.core.interceptor import BaseInterceptor
 from helmet_otel.core.session import Session
 from helmet_otel.protocol.message import Kind
-from helmet_otel.protocol.splice import first_meta, with_meta_entry
+from helmet_otel.protocol.splice import with_meta_entry
 from helmet_otel.telemetry.frames import Frame, encode
 
 FLUSH_DELAY = 0.005  # seconds a record may wait in the relay before it is handed over
@@ -76,8 +76,8 @@ class TelemetryFeed(BaseInterceptor):
         self._segment = 0
         # our traceparent is prefix + client span id + suffix; the prefix follows the trace id
         self._tp_trace = -1
-        self._tp_prefix = b""  # '"traceparent":"00-<trace id>-' of the current trace
-        self._tp_suffix = b'-01"' if self._sampled else b'-00"'
+        self._tp_prefix = ""  # "00-<trace id>-" of the current trace
+        self._tp_suffix = "-01" if self._sampled else "-00"
         self._worker = self._spawn_worker(env)
         self._fd = self._worker.stdin.fileno() if self._worker.stdin else -1
         self._batch.append(("config", self._config()))
@@ -156,13 +156,9 @@ class TelemetryFeed(BaseInterceptor):
         trace_id = env.trace_id
         if trace_id != self._tp_trace:
             self._tp_trace = trace_id
-            self._tp_prefix = b'"traceparent":"00-%032x-' % trace_id
-        entry = b"%s%016x%s" % (self._tp_prefix, env.client_span_id, self._tp_suffix)
-        params = payload.get("params")
-        wire = first_meta(env.raw, params, entry) if type(params) is dict else None  # pyright: ignore[reportUnknownArgumentType]
-        if wire is None:
-            traceparent = entry[len(b'"traceparent":"') : -1].decode()
-            wire = with_meta_entry(env.raw, payload, "traceparent", traceparent)
+            self._tp_prefix = f"00-{trace_id:032x}-"
+        traceparent = f"{self._tp_prefix}{env.client_span_id:016x}{self._tp_suffix}"
+        wire = with_meta_entry(env.raw, payload, "traceparent", traceparent)
         if wire is not None:
             env.wire = wire
 
@@ -187,7 +183,7 @@ class TelemetryFeed(BaseInterceptor):
         if session is not None and session.revision != self._revision:
             self._revision = session.revision
             self._append(("info", self._session_info(session)))
-        if len(self._out) >= BUFFER_LIMIT:  # the worker is not keeping up: shed, count, move on
+        if self._shedding():  # the worker is not keeping up: shed, count, move on
             self._drop(1)
             return
         # What the Message properties target_name, resource_uri and is_tool_error give, with
@@ -293,7 +289,7 @@ class TelemetryFeed(BaseInterceptor):
         self._batch = []
         if self._dropped:
             batch.insert(0, ("dropped", self._dropped))
-        if len(self._out) >= BUFFER_LIMIT:  # no room for any batch: spare the encoding
+        if self._shedding():  # no room for any batch: spare the encoding
             self._drop(sum(1 for f in batch if f[0] in ("msg", "stderr")))
             return
         data = encode(batch)

@@ -14,7 +14,7 @@ import threading
 import time
 from collections import Counter as CountMap
 from collections.abc import Mapping, MutableMapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from opentelemetry.sdk._logs import ReadableLogRecord
@@ -188,17 +188,17 @@ def build_pipeline(config: Mapping[str, Any], env: MutableMapping[str, str]) -> 
             protocol = "http/protobuf"
         exporter = otlp_exporter(signal, protocol, encoder)
         pipeline.sinks.append(f"otlp-{signal}({protocol})")
-        pipeline.exporters.append(exporter)
         if signal == "traces":
+            pipeline.exporters.append(exporter)
             pipeline.span_queues.append(
                 BatchQueue("otlp_spans", _span_export(exporter), drops.add, span_settings)
             )
         elif signal == "logs":
+            pipeline.exporters.append(exporter)
             pipeline.log_queues.append(
                 BatchQueue("otlp_logs", _log_export(exporter), drops.add, log_settings)
             )
-        else:
-            pipeline.exporters.remove(exporter)  # the periodic export shuts it down
+        else:  # the periodic export shuts its exporter down
             interval = float(config.get("metrics_interval") or 60.0)
             pipeline.metric_export = PeriodicExport(
                 metrics, exporter, interval, lambda: drops.add("otlp_metrics_export_failed")
@@ -209,7 +209,9 @@ def build_pipeline(config: Mapping[str, Any], env: MutableMapping[str, str]) -> 
         store = Store.open(config.get("store"))  # never raises: a bad store degrades, once
         pipeline.store = store
         pipeline.sinks.append(f"store({store.path})")
-        fast = settings(env, "HELMET_STORE_BATCH", delay_s=0.2)  # --follow shows records soon
+        # the OTel batch settings, but every 0.2 s: `logs --follow` shows records soon
+        span_store = replace(span_settings, delay_s=0.2)
+        log_store = replace(log_settings, delay_s=0.2)
 
         def store_drop(reason: str, count: int) -> None:  # the store reports its own failures
             drops.add(reason, count, quiet=reason.endswith("_export_failed"))
@@ -217,11 +219,11 @@ def build_pipeline(config: Mapping[str, Any], env: MutableMapping[str, str]) -> 
         # The store always answers (a locked or broken store fails fast and counts): a full
         # queue may wait for it a little, which yields the worker's time to the writer.
         pipeline.span_queues.append(
-            BatchQueue("store_spans", _span_export(StoreSpanExporter(store)), store_drop, fast,
+            BatchQueue("store_spans", _span_export(StoreSpanExporter(store)), store_drop, span_store,
                        wait_s=STORE_QUEUE_WAIT_S)
         )  # fmt: skip
         pipeline.log_queues.append(
-            BatchQueue("store_logs", _log_export(StoreLogExporter(store)), store_drop, fast,
+            BatchQueue("store_logs", _log_export(StoreLogExporter(store)), store_drop, log_store,
                        wait_s=STORE_QUEUE_WAIT_S)
         )  # fmt: skip
     return pipeline

@@ -91,6 +91,10 @@ _KNOWN_METHODS = frozenset(
 _UNSET = Status(StatusCode.UNSET)
 
 
+def _no_events() -> list[Event]:  # a plain function: calling list[Event] is slow
+    return []
+
+
 @dataclass(slots=True)
 class _Span:
     """A span in progress: what becomes a `ReadableSpan` when it ends."""
@@ -101,8 +105,8 @@ class _Span:
     kind: SpanKind
     start: int
     attributes: dict[str, Any]
-    links: list[Link] = field(default_factory=lambda: [])  # pyright: ignore[reportUnknownLambdaType]
-    events: list[Event] = field(default_factory=lambda: [])  # pyright: ignore[reportUnknownLambdaType]
+    links: list[Link]
+    events: list[Event] = field(default_factory=_no_events)
     status: Status = _UNSET
 
 
@@ -115,7 +119,6 @@ class _Open:
     name: str | None
     started_ns: int
     metric_attrs: dict[str, Any]
-    uri: str | None
     cancelled: bool = False
 
 
@@ -207,8 +210,7 @@ class Recorder:
         )
         self.m_errors = metrics.counter(sc.METRIC_ERRORS, "{error}", "Failed MCP operations")
         self.dropped_total: dict[str, int] = defaultdict(int)
-        self.sampled = True
-        self.trace_flags = TraceFlags(TraceFlags.SAMPLED)
+        self.trace_flags = TraceFlags(TraceFlags.SAMPLED)  # the sampler's say on this segment
         self.session_id = ""
         self.session_started_ns = 0
         self.root: _Span | None = None
@@ -270,7 +272,7 @@ class Recorder:
         return _Span(name, context, parent, kind, ts, attributes, links or [])
 
     def _end_span(self, span: _Span, ts: int) -> None:
-        if not self.sampled:
+        if not span.context.trace_flags.sampled:
             return
         self.pipeline.emit_span(
             ReadableSpan(
@@ -343,8 +345,8 @@ class Recorder:
         decision = self.pipeline.sampler.should_sample(
             None, trace_id, sc.SPAN_SESSION, SpanKind.INTERNAL, attributes, links
         )
-        self.sampled = decision.decision.is_sampled()
-        self.trace_flags = TraceFlags(TraceFlags.SAMPLED if self.sampled else TraceFlags.DEFAULT)
+        sampled = decision.decision.is_sampled()
+        self.trace_flags = TraceFlags(TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT)
         self.root = self._new_span(
             sc.SPAN_SESSION, trace_id, span_id, None, SpanKind.INTERNAL, ts, attributes, links
         )
@@ -509,9 +511,8 @@ class Recorder:
                 dict(span_attrs),
             )  # fmt: skip
         if msg_id is not None:
-            resource_uri = span_attrs.get(sc.MCP_RESOURCE_URI)
             self.open[(direction, id_key(msg_id))] = _Open(
-                server, client, server_context, method, name, ts, op_attrs, resource_uri
+                server, client, server_context, method, name, ts, op_attrs
             )
         for k in (sc.MCP_METHOD_NAME, sc.GEN_AI_TOOL_NAME, sc.GEN_AI_PROMPT_NAME):
             if k in span_attrs:
@@ -568,8 +569,9 @@ class Recorder:
     ) -> None:  # fmt: skip
         """End the request's SERVER and CLIENT spans and record its duration and errors."""
         attrs[sc.MCP_METHOD_NAME] = opened.method
-        if opened.uri is not None:
-            attrs[sc.MCP_RESOURCE_URI] = opened.uri
+        uri = opened.server.attributes.get(sc.MCP_RESOURCE_URI)
+        if uri is not None:
+            attrs[sc.MCP_RESOURCE_URI] = uri
         if opened.name is not None:
             key = sc.GEN_AI_TOOL_NAME if opened.method == "tools/call" else sc.GEN_AI_PROMPT_NAME
             attrs[key] = opened.name

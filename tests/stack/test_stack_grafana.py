@@ -322,6 +322,20 @@ def _variable_matches_empty(variable: dict[str, Any]) -> bool:
     return False
 
 
+def test_free_text_search_is_regex_escaped(dashboards: dict[str, dict[str, Any]]) -> None:
+    """The search box is text, not a regex: `(` must not break the query. Grafana's
+    ``:regex`` format escapes it, inside a raw (backtick) LogQL string where escapes stay."""
+    uses = 0
+    for dash in dashboards.values():
+        for panel in iter_panels(dash["panels"]):
+            for target in panel.get("targets", []):
+                expr = str(target.get("expr", ""))
+                if "search" in variable_refs(expr):
+                    uses += 1
+                    assert "|~ `(?i)${search:regex}`" in expr, (panel["title"], expr)
+    assert uses >= 3
+
+
 def test_loki_stream_selectors_always_have_a_non_empty_matcher(
     dashboards: dict[str, dict[str, Any]],
 ) -> None:

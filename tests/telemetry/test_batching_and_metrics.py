@@ -10,11 +10,13 @@ from collections.abc import Sequence
 import pytest
 from opentelemetry.sdk.metrics.export import AggregationTemporality, HistogramDataPoint
 from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
+from helmet_otel.telemetry import semconv as sc
 from helmet_otel.telemetry.batching import BatchQueue, BatchSettings, settings
 from helmet_otel.telemetry.metrics import MetricSet, delta_preferred
-from helmet_otel.telemetry.pipeline import DropCounter
+from helmet_otel.telemetry.pipeline import DropCounter, Pipeline
 
 
 class Gate:
@@ -180,3 +182,25 @@ def test_drop_counter_counts_everything_and_says_so_once(
     assert capsys.readouterr().err.count("being dropped") == 1
     assert drops.take() == {"relay_queue_full": 5, "otlp_spans_queue_full": 2,
                             "otlp_logs_queue_full": 1}  # fmt: skip
+
+
+def test_what_the_flush_deadline_leaves_is_counted_before_the_last_metric_export() -> None:
+    gate = Gate()
+    metrics = MetricSet(Resource({}), InstrumentationScope("t"))
+    drops = DropCounter(metrics.counter("dropped", "1", "d"))
+    queue = BatchQueue("otlp_spans", gate, drops.add, BatchSettings(10, 2, 60))
+    pipeline = Pipeline(Resource({}), InstrumentationScope("t"), ALWAYS_ON, metrics, drops,
+                        span_queues=[queue])  # fmt: skip
+    for item in range(5):
+        queue.put(item)
+    assert gate.entered.wait(10)  # [0, 1] stuck in an export to a hung collector
+    pipeline.flush_and_shutdown(0.1)
+    assert drops.take() == {"shutdown_timeout": 3}
+    data = metrics.collect()
+    assert data is not None
+    (dropped,) = data.resource_metrics[0].scope_metrics[0].metrics
+    assert {(dict(p.attributes)[sc.HELMET_TELEMETRY_REASON], p.value)
+            for p in dropped.data.data_points} == {  # pyright: ignore[reportAttributeAccessIssue]
+        ("relay_queue_full", 0), ("shutdown_timeout", 3)
+    }  # fmt: skip
+    gate.release.set()
