@@ -94,6 +94,11 @@ def inspect(line: bytes) -> Message:
         if not line.strip():
             return Message(_BLANK)
         return Message(_INVALID, parse_error=str(exc))
+    return classify(data)
+
+
+def classify(data: Any) -> Message:
+    """The view of an already parsed JSON value."""
     if type(data) is not dict:
         if type(data) is list:
             return Message(_BATCH)

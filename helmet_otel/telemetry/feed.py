@@ -1,9 +1,10 @@
 """The relay side of telemetry: cheap, non-blocking, no OpenTelemetry SDK.
 
 `TelemetryFeed` is an interceptor. On the relay's loop it only assigns trace and span ids,
-writes trace context into forwarded requests, and appends tuples to a batch. A timer hands the
-batch to the worker process through a non-blocking pipe; when the worker falls behind and the
-pipe plus our buffer are full, the batch is dropped and counted, never waited for.
+writes trace context into forwarded requests, and appends each message's bytes behind a small
+binary header to a batch (see `frames`); the worker parses them again. A timer hands the batch
+to the worker process through a non-blocking pipe; when the worker falls behind and the pipe
+plus our buffer are full, messages are dropped and counted, never waited for.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from helmet_otel.core.interceptor import BaseInterceptor
 from helmet_otel.core.session import Session
 from helmet_otel.protocol.message import Kind
 from helmet_otel.protocol.splice import with_meta_entry
-from helmet_otel.telemetry.frames import Frame, encode
+from helmet_otel.telemetry.frames import BATCH, FLAG_REPLIED, WHOLE, Frame, pickled, summarize
 
 FLUSH_DELAY = 0.005  # seconds a record may wait in the relay before it is handed over
 BUFFER_LIMIT = int(os.environ.get("HELMET_TELEMETRY_BUFFER", str(4 * 1024 * 1024)))
@@ -37,8 +38,8 @@ PIPE_SIZE = 1024 * 1024
 _C2S = 0
 _S2C = 1
 _SPAN_MASK = (1 << 64) - 1
-_NAMED = ("tools/call", "prompts/get")  # methods whose params.name is the span target
 _getrandbits = random.getrandbits
+_pack_whole = WHOLE.pack
 
 # Enum members are slow to look up on their class in Python 3.11 (the enum metaclass has a
 # ``__getattr__``); the per-message hooks compare against these module constants instead.
@@ -62,8 +63,8 @@ class TelemetryFeed(BaseInterceptor):
         self._body_cap = max(options.max_body, 4096) + 1024
         self._session: Session | None = None
         self._revision = 0
-        self._batch: list[Frame] = []
-        self._out = bytearray()
+        self._pending = bytearray()  # records of the batch being gathered
+        self._out = bytearray()  # batches not yet taken by the worker's pipe
         self._dropped = 0
         self._dropped_reported = False
         self._timer: asyncio.TimerHandle | None = None
@@ -74,13 +75,14 @@ class TelemetryFeed(BaseInterceptor):
         self.root_span_id = random.getrandbits(64) or 1
         self._segment_requests = 0
         self._segment = 0
-        # our traceparent is prefix + client span id + suffix; the prefix follows the trace id
+        # our traceparent, JSON-encoded, is head + client span id + tail; the head follows
+        # the trace id
         self._tp_trace = -1
-        self._tp_prefix = ""  # "00-<trace id>-" of the current trace
-        self._tp_suffix = "-01" if self._sampled else "-00"
+        self._tp_head = b""  # '"00-<trace id>-' of the current trace
+        self._tp_tail = b'-01"' if self._sampled else b'-00"'
         self._worker = self._spawn_worker(env)
         self._fd = self._worker.stdin.fileno() if self._worker.stdin else -1
-        self._batch.append(("config", self._config()))
+        self._pending += pickled(("config", self._config()))
 
     # -- the worker process -----------------------------------------------------------------
     def _spawn_worker(self, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
@@ -124,25 +126,20 @@ class TelemetryFeed(BaseInterceptor):
             env.trace_id = self.trace_id
             # Handed over in after_forward, right before this message: frames stay in order.
             env.annotations["segment"] = (self.trace_id, self.root_span_id)
-        payload = msg.payload
-        if payload is None:
-            return
-        params = payload.get("params")
-        if isinstance(params, dict):  # the client's own trace context becomes a span link
-            fields: dict[str, object] = params  # pyright: ignore[reportUnknownVariableType]
-            meta = fields.get("_meta")
-            if isinstance(meta, dict):
-                meta_fields: dict[str, object] = meta  # pyright: ignore[reportUnknownVariableType]
-                client_traceparent = meta_fields.get("traceparent")
-                if isinstance(client_traceparent, str):
-                    env.annotations["client_traceparent"] = client_traceparent
         # While the worker cannot take more (see after_forward) the CLIENT span will not be
-        # recorded: name no parent that will never arrive, and save the splice.
-        if self._propagate and len(env.raw) <= PROPAGATE_MAX_BYTES and not self._shedding():
+        # recorded: name no parent that will never arrive, and save the splice. (The client's
+        # own traceparent, which becomes a span link, the worker reads from the message.)
+        payload = msg.payload
+        if (
+            self._propagate
+            and payload is not None
+            and len(env.raw) <= PROPAGATE_MAX_BYTES
+            and not self._shedding()
+        ):
             self._inject(env, payload)
 
     def _shedding(self) -> bool:
-        return len(self._out) >= BUFFER_LIMIT
+        return len(self._out) + len(self._pending) >= BUFFER_LIMIT
 
     def _roll_over(self) -> None:
         self._segment += 1
@@ -156,29 +153,22 @@ class TelemetryFeed(BaseInterceptor):
         trace_id = env.trace_id
         if trace_id != self._tp_trace:
             self._tp_trace = trace_id
-            self._tp_prefix = f"00-{trace_id:032x}-"
-        traceparent = f"{self._tp_prefix}{env.client_span_id:016x}{self._tp_suffix}"
-        wire = with_meta_entry(env.raw, payload, "traceparent", traceparent)
+            self._tp_head = b'"00-%032x-' % trace_id
+        encoded = self._tp_head + b"%016x" % env.client_span_id + self._tp_tail
+        wire = with_meta_entry(env.raw, payload, "traceparent", encoded)
         if wire is not None:
             env.wire = wire
 
     def after_forward(self, env: Envelope) -> None:
         msg = env.msg
-        kind = msg.kind
-        if kind is _BLANK:
+        if msg.kind is _BLANK:
             return
         annotations = env.annotations
-        client_traceparent: object = None
         if annotations:
             segment = annotations.get("segment")
             if isinstance(segment, tuple):
                 trace_id, root_span_id = cast(tuple[int, int], segment)
                 self._append(("segment", env.ts, trace_id, root_span_id))
-            client_traceparent = annotations.get("client_traceparent")
-        raw = env.raw
-        size = len(raw)
-        cap = self._body_cap
-        body = raw if size <= cap else (raw[:cap] if cap else None)
         session = self._session
         if session is not None and session.revision != self._revision:
             self._revision = session.revision
@@ -186,46 +176,24 @@ class TelemetryFeed(BaseInterceptor):
         if self._shedding():  # the worker is not keeping up: shed, count, move on
             self._drop(1)
             return
-        # What the Message properties target_name, resource_uri and is_tool_error give, with
-        # params and result each read once.
-        method = msg.method
-        payload = msg.payload
-        target_name: str | None = None
-        resource_uri: str | None = None
-        is_tool_error = False
-        if payload is not None:
-            if method is not None:
-                params = payload.get("params")
-                if isinstance(params, dict):
-                    fields: dict[str, object] = params  # pyright: ignore[reportUnknownVariableType]
-                    if method in _NAMED:
-                        name = fields.get("name")
-                        target_name = name if isinstance(name, str) else None
-                    uri = fields.get("uri")
-                    resource_uri = uri if isinstance(uri, str) else None
-            result = payload.get("result")
-            if isinstance(result, dict):
-                result_fields: dict[str, object] = result  # pyright: ignore[reportUnknownVariableType]
-                is_tool_error = result_fields.get("isError") is True
-        summary = (
-            kind._value_,  # `.value` is a slow descriptor on enum members
-            msg.id,
-            method,
-            target_name,
-            resource_uri,
-            msg.error_code,
-            msg.error_message,
-            is_tool_error,
-            client_traceparent,
-            env.reply is not None,
-        )
-        direction = _C2S if env.direction is _DIRECTION_C2S else _S2C
-        self._batch.append(
-            (
-                "msg", env.ts, direction, size, body, summary,
+        raw = env.raw
+        size = len(raw)
+        s2c = env.direction is not _DIRECTION_C2S
+        if size > self._body_cap:  # only its head goes over, with the facts the worker needs
+            summary = summarize(msg, not s2c, env.reply is not None)
+            frame = (
+                "msg", env.ts, int(s2c), size, raw[: self._body_cap], summary,
                 env.trace_id, env.server_span_id, env.client_span_id,
-            )
+            )  # fmt: skip
+            self._append(frame)
+            return
+        trace_id = env.trace_id
+        pending = self._pending
+        pending += _pack_whole(
+            b"M", s2c | (FLAG_REPLIED if env.reply is not None else 0), env.ts, size,
+            trace_id >> 64, trace_id & _SPAN_MASK, env.server_span_id, env.client_span_id,
         )  # fmt: skip
+        pending += raw
         if self._timer is None:  # the rest of `_append`
             self._arm()
 
@@ -254,7 +222,10 @@ class TelemetryFeed(BaseInterceptor):
         self._start(session, upstream)
 
     def upstream_stderr(self, session: Session, line: bytes, ts: int) -> None:
-        self._append(("stderr", ts, line[:8192]))
+        if self._shedding():
+            self._drop(1)
+        else:
+            self._append(("stderr", ts, line[:8192]))
 
     def upstream_failed(self, session: Session, reason: str) -> None:
         self._start(session, {})
@@ -273,7 +244,7 @@ class TelemetryFeed(BaseInterceptor):
 
     # -- batching and hand-over -------------------------------------------------------------
     def _append(self, frame: Frame) -> None:
-        self._batch.append(frame)
+        self._pending += pickled(frame)
         if self._timer is None:
             self._arm()
 
@@ -282,27 +253,22 @@ class TelemetryFeed(BaseInterceptor):
             self._timer = self._loop.call_later(FLUSH_DELAY, self._flush)
 
     def _flush(self) -> None:
+        """Hand the batch over. Messages were shed as they came while the buffer was full, so
+        what is left (session events) always goes, and the buffer stays bounded."""
         self._timer = None
-        batch = self._batch
-        if not batch:
+        pending = self._pending
+        if not pending and not self._dropped:
             return
-        self._batch = []
-        if self._dropped:
-            batch.insert(0, ("dropped", self._dropped))
-        if self._shedding():  # no room for any batch: spare the encoding
-            self._drop(sum(1 for f in batch if f[0] in ("msg", "stderr")))
-            return
-        data = encode(batch)
-        if len(self._out) + len(data) > BUFFER_LIMIT:
-            self._drop(sum(1 for f in batch if f[0] in ("msg", "stderr")))
-            return
-        if self._dropped:
-            self._dropped = 0
-        self._out += data
+        self._pending = bytearray()
+        self._out += BATCH.pack(len(pending), self._dropped)
+        self._out += pending
+        self._dropped = 0
         self._write()
 
     def _drop(self, count: int) -> None:
         self._dropped += count
+        if self._timer is None:  # the count travels with the next batch
+            self._arm()
         if not self._dropped_reported:
             self._dropped_reported = True
             os.write(
@@ -339,7 +305,7 @@ class TelemetryFeed(BaseInterceptor):
         """Hand over what is left, tell the worker to finish, wait for it (bounded)."""
         import anyio
 
-        self._append(("close", time.time_ns(), {"reason": reason, "dropped": self._dropped}))
+        self._append(("close", time.time_ns(), {"reason": reason}))
         if self._timer is not None:
             self._timer.cancel()
         self._flush()

@@ -19,7 +19,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-import orjson
 from opentelemetry._logs import LogRecord, SeverityNumber
 from opentelemetry.context import Context
 from opentelemetry.sdk._logs import ReadableLogRecord
@@ -38,6 +37,7 @@ from opentelemetry.trace import (
 from helmet_otel.protocol.message import JsonId, id_key
 from helmet_otel.redaction import RedactionConfig, Redactor
 from helmet_otel.telemetry import semconv as sc
+from helmet_otel.telemetry.frames import CUT, NOT_JSON
 from helmet_otel.telemetry.pipeline import Pipeline
 from helmet_otel.telemetry.severity import mcp_level_severity, stderr_severity
 
@@ -153,18 +153,6 @@ def _parse_traceparent(value: object) -> SpanContext | None:
 
 
 _SEVERITY_TEXT = {s: s.name.rstrip("0123456789") or s.name for s in SeverityNumber}
-_CUT = object()  # the message is larger than what the relay handed over
-_NOT_JSON = object()
-
-
-def _parse(raw: bytes | None, size: int) -> Any:
-    """The parsed message, or `_CUT` / `_NOT_JSON`."""
-    if raw is None or len(raw) < size:
-        return _CUT
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return _NOT_JSON
 
 
 def _info_attributes(info: object, name_key: str, version_key: str) -> dict[str, str]:
@@ -296,9 +284,9 @@ class Recorder:
         """The recorded body: the redacted ``part`` of the message, per ``--capture``."""
         if raw is None:
             return None
-        if parsed is _CUT:  # the relay sent only the head of a large message
+        if parsed is CUT:  # the relay sent only the head of a large message
             return self.redactor.body_from_json(raw, size)
-        if parsed is _NOT_JSON:
+        if parsed is NOT_JSON:
             return self.redactor.body(raw.decode("utf-8", "replace").rstrip("\r\n"))
         if isinstance(parsed, dict) and part:
             return self.redactor.body(cast(dict[str, Any], parsed).get(part))
@@ -411,6 +399,7 @@ class Recorder:
         trace_id: int,
         server_span_id: int,
         client_span_id: int,
+        parsed: Any,
     ) -> None:
         (kind, msg_id, method, name, uri, code, error_message, tool_error, client_tp,
          replied) = summary  # fmt: skip
@@ -422,7 +411,6 @@ class Recorder:
         }
         if msg_id is not None:
             attrs[sc.JSONRPC_REQUEST_ID] = str(msg_id)
-        parsed = _parse(raw, size)
         if kind == "request":
             self.requests += 1
             self._request(ts, direction, attrs, raw, parsed, msg_id, method, name, uri, client_tp,
@@ -446,7 +434,7 @@ class Recorder:
             attrs[sc.ERROR_TYPE] = "parse_error"
             self._count_message("unknown", attrs)
             self.m_errors.add(1, {sc.ERROR_TYPE: "parse_error", sc.MCP_METHOD_NAME: "unknown"})
-            body = self._body(raw, size, _NOT_JSON if parsed is not _CUT else _CUT, "")
+            body = self._body(raw, size, NOT_JSON if parsed is not CUT else CUT, "")
             self._emit(sc.EVENT_ERROR, ts, None, attrs, body, SeverityNumber.WARN)
 
     def _count_message(self, label: str, attrs: dict[str, Any]) -> None:

@@ -54,7 +54,7 @@ def test_whatever_it_returns_is_the_message_plus_the_entry(seed: int) -> None:
     for _ in range(250):
         raw = _message(rng)
         payload = orjson.loads(raw)
-        out = with_meta_entry(raw, payload, "traceparent", TP)
+        out = with_meta_entry(raw, payload, "traceparent", orjson.dumps(TP))
         if out is None:
             continue
         spliced_some += 1
@@ -81,5 +81,5 @@ def test_whatever_it_returns_is_the_message_plus_the_entry(seed: int) -> None:
     ],
 )  # fmt: skip
 def test_hand_picked(raw: bytes, expected: bytes | None) -> None:
-    out = with_meta_entry(raw, orjson.loads(raw), "traceparent", TP)
+    out = with_meta_entry(raw, orjson.loads(raw), "traceparent", orjson.dumps(TP))
     assert (out.replace(TP.encode(), b"TP") if out is not None else None) == expected

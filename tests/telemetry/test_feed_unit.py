@@ -6,6 +6,7 @@ exact frames the recorder would get.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 from collections.abc import Iterator
@@ -19,8 +20,9 @@ from helmet_otel.core.envelope import Direction
 from helmet_otel.core.relay import Relay
 from helmet_otel.core.session import Session
 from helmet_otel.telemetry import feed as feed_module
+from helmet_otel.telemetry import frames
 from helmet_otel.telemetry.feed import PROPAGATE_MAX_BYTES, TelemetryFeed
-from helmet_otel.telemetry.frames import Frame, encode, read_batch
+from helmet_otel.telemetry.frames import Frame, read_batch
 
 TRACEPARENT = re.compile(rb'"traceparent":"00-([0-9a-f]{32})-([0-9a-f]{16})-(0[01])"')
 CLIENT_TP = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -31,6 +33,7 @@ class PipeWorker:
 
     def __init__(self) -> None:
         read_fd, write_fd = os.pipe()
+        fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, feed_module.PIPE_SIZE)  # as the real one
         self.reader = os.fdopen(read_fd, "rb")
         self.stdin = os.fdopen(write_fd, "wb")
         os.set_blocking(write_fd, False)
@@ -144,7 +147,11 @@ def test_summaries_carry_the_protocol_facts(make_feed: Any) -> None:
     for frame in msgs[:4]:  # requests get a trace and two distinct, non-zero 64-bit span ids
         assert frame[6] == feed.trace_id
         assert 0 < frame[7] < 1 << 64 and 0 < frame[8] < 1 << 64 and frame[7] != frame[8]
-    assert [f[6:] for f in msgs[4:]] == [(0, 0, 0)] * 6
+    assert [f[6:9] for f in msgs[4:]] == [(0, 0, 0)] * 6
+    # the worker gets each message's parse with it, and parses nothing twice
+    assert [f[9] for f in msgs] == [orjson.loads(r) for r in requests[:5]] + [frames.NOT_JSON] + [
+        orjson.loads(r) for r in responses
+    ]
 
 
 @pytest.mark.parametrize("ending", [b"\n", b"\r\n", b"\r\r\n", b"\n\r\n", b""])
@@ -228,9 +235,20 @@ def test_huge_requests_and_server_requests_are_not_rewritten(make_feed: Any) -> 
     assert route(relay, Direction.C2S, [huge])[0] is huge
     server_request = line(call(9, {"_meta": {"traceparent": CLIENT_TP}}, "sampling/createMessage"))
     routed = relay.route(Direction.S2C, [server_request])
+    relay.forwarded(routed)
     assert routed.forward[0] is server_request
-    assert "client_traceparent" not in routed.envelopes[0].annotations
     assert routed.envelopes[0].server_span_id and routed.envelopes[0].client_span_id
+    # a huge message goes over as its head, with the summary the relay worked out; a
+    # server's traceparent is not the client's
+    head, server = [f for f in feed.frames() if f[0] == "msg"]
+    cap = feed._body_cap
+    assert head[3:6] == (
+        len(huge),
+        huge[:cap],
+        ("request", 1, "tools/call", "big", None, None, None, False, None, False),
+    )
+    assert head[9] is frames.CUT
+    assert server[5][8] is None and server[9] == orjson.loads(server_request)
 
 
 def test_sampled_flag_follows_the_sampler(make_feed: Any) -> None:
@@ -262,33 +280,23 @@ def test_a_long_session_rolls_over_to_new_traces(make_feed: Any) -> None:
     ]  # fmt: skip
 
 
-def test_a_full_buffer_drops_the_batch_without_encoding_it(
-    make_feed: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_full_buffer_sheds_messages_at_once_but_keeps_session_events(make_feed: Any) -> None:
     feed = make_feed()
-    relay = Relay(Session(transport="stdio"), [feed])
+    session = Session(transport="stdio")
+    relay = Relay(session, [feed])
     feed._flush()  # the config frame
     feed._out += b"x" * feed_module.BUFFER_LIMIT  # the worker is not reading
-    shed = route(relay, Direction.C2S, [line(call(0))])  # shed at once: no frame, no splice
-    assert shed == [line(call(0))] and feed._batch == [] and feed._dropped == 1
-    feed._dropped = 0
-    encoded: list[int] = []
-    real_encode = feed_module.encode
-
-    def counting_encode(batch: list[Frame]) -> bytes:
-        encoded.append(len(batch))
-        return real_encode(batch)
-
-    monkeypatch.setattr(feed_module, "encode", counting_encode)
-    route(relay, Direction.C2S, [line(call(1)), line(call(2))])
-    feed._flush()
-    assert encoded == [] and feed._dropped == 2
-    feed._out.clear()
-    monkeypatch.undo()
-    route(relay, Direction.C2S, [line(call(3))])
-    frames = feed.frames()
-    assert [f[0] for f in frames] == ["dropped", "msg"] and frames[0] == ("dropped", 2)
-    assert frames[1][5][1] == 3
+    shed = route(relay, Direction.C2S, [line(call(0))])  # shed at once: no record, no splice
+    assert shed == [line(call(0))] and feed._pending == b"" and feed._dropped == 1
+    feed.upstream_stderr(session, b"boom\n", 5)
+    session.ended_ns = 7
+    feed.session_ended(session)  # session events are never shed
+    assert feed._dropped == 2 and feed._pending
+    feed._out.clear()  # the worker caught up
+    route(relay, Direction.C2S, [line(call(1))])
+    got = feed.frames()
+    assert [f[0] for f in got] == ["dropped", "end", "msg"] and got[0] == ("dropped", 2)
+    assert got[1][1] == 7 and got[2][5][1] == 1
 
 
 def test_frames_round_trip_shared_and_deeply_nested_values() -> None:
@@ -296,16 +304,35 @@ def test_frames_round_trip_shared_and_deeply_nested_values() -> None:
     for _ in range(200):  # deeper than the pickler's fast-mode nesting limit (50)
         deep = {"k": [deep]}
     shared = {"name": "c", "version": "1"}
-    batch: list[Frame] = [
-        ("info", {"client_info": shared, "deep": deep}),
-        ("end", 5, {"client_info": shared, "n": 1 << 127, "f": 2.5, "b": True, "l": [None]}),
-        ("msg", 1, 0, 3, b"{}\n", ("request", "x", None, None, None, None, None, False, None,
-                                  False), (1 << 128) - 1, 1, (1 << 64) - 1),
-    ]  # fmt: skip
+    info = ("info", {"client_info": shared, "deep": deep})
+    end = ("end", 5, {"client_info": shared, "n": 1 << 127, "f": 2.5, "b": True, "l": [None]})
+    summary = ("request", "x", None, None, None, None, None, False, None, False)
+    cut = ("msg", 1, 0, 9, b"{}", summary, 7, 1, 2)
+    records = (
+        frames.pickled(info)
+        + frames.pickled(end)
+        + frames.whole(1, True, 3, b'{"id":"x","method":"m"}\n', (1 << 128) - 1, 1, (1 << 64) - 1)
+        + frames.pickled(cut)
+        + frames.whole(0, False, 4, b"nope\n", 0, 0, 0)
+    )
     read_fd, write_fd = os.pipe()
     with os.fdopen(read_fd, "rb") as reader:
         with os.fdopen(write_fd, "wb") as writer:
-            writer.write(encode(batch) + encode(batch[:1]) + encode(batch)[:-1])
-        assert read_batch(reader) == batch
-        assert read_batch(reader) == batch[:1]
+            writer.write(
+                frames.batch(records, 3) + frames.batch(records[:40]) + frames.batch(records)[:-1]
+            )
+        assert read_batch(reader) == [
+            ("dropped", 3),
+            info,
+            end,
+            ("msg", 3, 1, 24, b'{"id":"x","method":"m"}\n',
+             ("request", "x", "m", None, None, None, None, False, None, True),
+             (1 << 128) - 1, 1, (1 << 64) - 1, {"id": "x", "method": "m"}),
+            (*cut, frames.CUT),
+            ("msg", 4, 0, 5, b"nope\n",
+             ("invalid", None, None, None, None, None, None, False, None, False), 0, 0, 0,
+             frames.NOT_JSON),
+        ]  # fmt: skip
+        with pytest.raises(Exception):  # noqa: B017  # a record cut in two is not a frame
+            read_batch(reader)
         assert read_batch(reader) is None  # a torn batch is the end
