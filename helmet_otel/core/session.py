@@ -36,6 +36,7 @@ class PendingRequest:
     started_ns: int
     name: str | None = None
     cancelled: bool = False  # the sender cancelled it: it expects no response
+    span_id: int = 0  # the SERVER span telemetry gave it; 0 when telemetry does not trace it
 
 
 def _info(value: object) -> dict[str, Any] | None:
@@ -79,8 +80,9 @@ class Session:
             if msg_id is not None:
                 name = params.get("name") if params is not None and method in _NAMED else None
                 self.pending[(c2s, (isinstance(msg_id, str), msg_id))] = PendingRequest(
-                    msg_id, method, direction, env.ts, name if isinstance(name, str) else None
-                )
+                    msg_id, method, direction, env.ts, name if isinstance(name, str) else None,
+                    False, env.server_span_id,
+                )  # fmt: skip
             if c2s:
                 self._learn_from_request(method, params)
         elif kind is _NOTIFICATION:

@@ -78,7 +78,7 @@ def _first_meta(raw: bytes, params: dict[str, Any], entry: bytes) -> bytes | Non
 
     With no backslash in ``raw`` every name is spelled as is, so a single ``"params"`` in the
     bytes is the member the parse found, and ``{`` right after its colon opens it."""
-    if "_meta" in params or b"\\" in raw:
+    if "_meta" in params or raw.find(0x5C) >= 0:  # no backslash
         return None
     at = raw.find(b'"params":{')
     if at < 0 or raw.count(b'"params"') != 1:

@@ -3,8 +3,12 @@
 `TelemetryFeed` is an interceptor. On the relay's loop it only assigns trace and span ids,
 writes trace context into forwarded requests, and appends each message's bytes behind a small
 binary header to a batch (see `frames`); the worker parses them again. A timer hands the batch
-to the worker process through a non-blocking pipe; when the worker falls behind and the pipe
-plus our buffer are full, messages are dropped and counted, never waited for.
+to the worker process through a non-blocking pipe.
+
+Telemetry sheds whole calls, never parts of one: a request is traced or not, and its response
+follows it. It sheds (and counts) new calls while the worker's pipe and our buffer are full,
+and, while the relay's own loop is busy, all but one call in `_every` (see `_govern`), so at
+saturation the traffic keeps the relay's CPU.
 """
 
 from __future__ import annotations
@@ -35,6 +39,13 @@ BUFFER_LIMIT = int(os.environ.get("HELMET_TELEMETRY_BUFFER", str(4 * 1024 * 1024
 FLUSH_TIMEOUT = float(os.environ.get("HELMET_FLUSH_TIMEOUT", "5"))
 PROPAGATE_MAX_BYTES = 1024 * 1024  # larger requests are forwarded without trace context
 PIPE_SIZE = 1024 * 1024
+# The governor: every GOVERN_WINDOW seconds, a relay that used more than BUSY_LIMIT of a CPU
+# traces half as many calls (down to one in MAX_EVERY); one under BUSY_LIMIT - 0.1, twice as many.
+GOVERN_WINDOW = 0.1
+BUSY_LIMIT = float(os.environ.get("HELMET_RELAY_BUSY_LIMIT", "0.85"))
+MAX_EVERY = 64
+QUEUE_FULL = "relay_queue_full"
+BUSY = "relay_busy"
 _C2S = 0
 _S2C = 1
 _SPAN_MASK = (1 << 64) - 1
@@ -44,6 +55,8 @@ _pack_whole = WHOLE.pack
 # Enum members are slow to look up on their class in Python 3.11 (the enum metaclass has a
 # ``__getattr__``); the per-message hooks compare against these module constants instead.
 _REQUEST = Kind.REQUEST
+_RESPONSE = Kind.RESPONSE
+_ERROR = Kind.ERROR
 _BLANK = Kind.BLANK
 _DIRECTION_C2S = Direction.C2S
 
@@ -65,8 +78,12 @@ class TelemetryFeed(BaseInterceptor):
         self._revision = 0
         self._pending = bytearray()  # records of the batch being gathered
         self._out = bytearray()  # batches not yet taken by the worker's pipe
-        self._dropped = 0
+        self._dropped = {QUEUE_FULL: 0, BUSY: 0}  # since the last batch
         self._dropped_reported = False
+        self._every = 1  # trace one call (or notification) in this many
+        self._tick = 0
+        self._cpu_mark = time.process_time()
+        self._wall_mark = time.monotonic()
         self._timer: asyncio.TimerHandle | None = None
         self._writer_armed = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -112,7 +129,7 @@ class TelemetryFeed(BaseInterceptor):
     # -- interceptor hooks (on the relay's loop) --------------------------------------------
     def before_forward(self, env: Envelope) -> None:
         msg = env.msg
-        if msg.kind is not _REQUEST:
+        if msg.kind is not _REQUEST or self._shed():  # a shed call gets no ids, no splice
             return
         env.trace_id = self.trace_id
         bits = _getrandbits(128)  # both span ids from one draw
@@ -126,20 +143,28 @@ class TelemetryFeed(BaseInterceptor):
             env.trace_id = self.trace_id
             # Handed over in after_forward, right before this message: frames stay in order.
             env.annotations["segment"] = (self.trace_id, self.root_span_id)
-        # While the worker cannot take more (see after_forward) the CLIENT span will not be
-        # recorded: name no parent that will never arrive, and save the splice. (The client's
-        # own traceparent, which becomes a span link, the worker reads from the message.)
+        # (The client's own traceparent, which becomes a span link, the worker reads from the
+        # message.)
         payload = msg.payload
-        if (
-            self._propagate
-            and payload is not None
-            and len(env.raw) <= PROPAGATE_MAX_BYTES
-            and not self._shedding()
-        ):
+        if self._propagate and payload is not None and len(env.raw) <= PROPAGATE_MAX_BYTES:
             self._inject(env, payload)
 
-    def _shedding(self) -> bool:
+    def _full(self) -> bool:
+        """The worker is behind: its pipe and our buffer are full."""
         return len(self._out) + len(self._pending) >= BUFFER_LIMIT
+
+    def _shed(self) -> bool:
+        """Whether telemetry sheds the call (or notification) that starts now; counted."""
+        if self._full():
+            self._drop(QUEUE_FULL)
+            return True
+        every = self._every
+        if every > 1:
+            self._tick += 1
+            if self._tick % every:
+                self._drop(BUSY)
+                return True
+        return False
 
     def _roll_over(self) -> None:
         self._segment += 1
@@ -161,7 +186,8 @@ class TelemetryFeed(BaseInterceptor):
 
     def after_forward(self, env: Envelope) -> None:
         msg = env.msg
-        if msg.kind is _BLANK:
+        kind = msg.kind
+        if kind is _BLANK:
             return
         annotations = env.annotations
         if annotations:
@@ -173,8 +199,20 @@ class TelemetryFeed(BaseInterceptor):
         if session is not None and session.revision != self._revision:
             self._revision = session.revision
             self._append(("info", self._session_info(session)))
-        if self._shedding():  # the worker is not keeping up: shed, count, move on
-            self._drop(1)
+        if kind is _REQUEST:
+            if not env.server_span_id:  # shed in before_forward
+                return
+        elif kind is _RESPONSE or kind is _ERROR:
+            request = env.request
+            if request is None:  # an answer to no request we know: on its own
+                if self._shed():
+                    return
+            elif not request.span_id:  # its request was shed
+                self._drop(BUSY if self._every > 1 else QUEUE_FULL)
+                return
+            # else its request was traced: the response goes too, whatever the buffer holds
+            # (it is bounded by the traced requests in flight)
+        elif self._shed():
             return
         raw = env.raw
         size = len(raw)
@@ -222,8 +260,8 @@ class TelemetryFeed(BaseInterceptor):
         self._start(session, upstream)
 
     def upstream_stderr(self, session: Session, line: bytes, ts: int) -> None:
-        if self._shedding():
-            self._drop(1)
+        if self._full():  # the governor spares them: they are few, and they explain crashes
+            self._drop(QUEUE_FULL)
         else:
             self._append(("stderr", ts, line[:8192]))
 
@@ -253,27 +291,42 @@ class TelemetryFeed(BaseInterceptor):
             self._timer = self._loop.call_later(FLUSH_DELAY, self._flush)
 
     def _flush(self) -> None:
-        """Hand the batch over. Messages were shed as they came while the buffer was full, so
-        what is left (session events) always goes, and the buffer stays bounded."""
+        """Hand the batch over. New calls are shed while the buffer is full, so what is left
+        (responses to traced calls, session events) always goes, and the buffer stays bounded."""
         self._timer = None
+        now = time.monotonic()
+        if now - self._wall_mark >= GOVERN_WINDOW:
+            self._govern(now)
         pending = self._pending
-        if not pending and not self._dropped:
+        dropped = self._dropped
+        if not pending and not dropped[QUEUE_FULL] and not dropped[BUSY]:
             return
         self._pending = bytearray()
-        self._out += BATCH.pack(len(pending), self._dropped)
+        self._out += BATCH.pack(len(pending), dropped[QUEUE_FULL], dropped[BUSY])
         self._out += pending
-        self._dropped = 0
+        dropped[QUEUE_FULL] = dropped[BUSY] = 0
         self._write()
 
-    def _drop(self, count: int) -> None:
-        self._dropped += count
+    def _govern(self, now: float) -> None:
+        """Trace fewer calls while the relay's loop is busy, more again when it is not."""
+        cpu = time.process_time()
+        busy = (cpu - self._cpu_mark) / (now - self._wall_mark)
+        self._cpu_mark = cpu
+        self._wall_mark = now
+        if busy > BUSY_LIMIT:
+            self._every = min(self._every * 2, MAX_EVERY)
+        elif busy < BUSY_LIMIT - 0.1:
+            self._every = max(self._every // 2, 1)
+
+    def _drop(self, reason: str) -> None:
+        self._dropped[reason] += 1
         if self._timer is None:  # the count travels with the next batch
             self._arm()
         if not self._dropped_reported:
             self._dropped_reported = True
             os.write(
                 2,
-                b"helmet-otel: telemetry is falling behind the traffic; dropping records "
+                b"helmet-otel: telemetry is shedding records to keep up with the traffic "
                 b"(counted in helmet.telemetry.dropped). MCP traffic is not affected.\n",
             )
 

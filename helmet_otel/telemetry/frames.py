@@ -1,7 +1,8 @@
 """Frames between the relay and the telemetry worker.
 
 The relay writes batches to the worker's stdin. A batch is a header (payload length, records
-the relay dropped since the previous batch) followed by records:
+the relay dropped since the previous batch because the worker was behind, and because the
+relay itself was busy) followed by records:
 
 - ``M``: a message the relay forwarded whole, in a fixed binary header followed by its bytes.
   This is nearly every message, and it costs the relay one ``struct.pack`` and two appends: the
@@ -20,7 +21,7 @@ the relay dropped since the previous batch) followed by records:
   ("stderr", ts, line)
   ("failed", ts, reason)                the server could not be started
   ("end", ts, dict)                     the session ended (exit status, reason, counts)
-  ("dropped", n)                        records the relay could not hand over
+  ("dropped", reason, n)                records the relay shed (relay_queue_full, relay_busy)
   ("close", ts, dict)                   the proxy is shutting down
 
 ``parsed`` is the body's JSON value, `CUT` when the body is only the head of the message, or
@@ -38,7 +39,7 @@ import orjson
 
 from helmet_otel.protocol.message import Kind, Message, classify
 
-BATCH = struct.Struct("<II")  # payload length, records dropped by the relay
+BATCH = struct.Struct("<III")  # payload length, records the relay shed (queue full, busy)
 WHOLE = struct.Struct("<cBqQQQQQ")  # b"M", flags, ts, size, trace id (hi, lo), span ids
 _PICKLED = struct.Struct("<cI")  # b"P", length
 FLAG_S2C: Final = 1
@@ -112,8 +113,8 @@ def whole(
     return header + raw
 
 
-def batch(records: bytes, dropped: int = 0) -> bytes:
-    return BATCH.pack(len(records), dropped) + records
+def batch(records: bytes, queue_full: int = 0, busy: int = 0) -> bytes:
+    return BATCH.pack(len(records), queue_full, busy) + records
 
 
 def _message(record: tuple[Any, ...], body: bytes) -> Frame:
@@ -163,11 +164,13 @@ def read_batch(stream: IO[bytes]) -> list[Frame] | None:
     header = stream.read(BATCH.size)
     if len(header) < BATCH.size:
         return None
-    size, dropped = BATCH.unpack(header)
+    size, queue_full, busy = BATCH.unpack(header)
     data = stream.read(size)
     if len(data) < size:
         return None
     frames = decode(data)
-    if dropped:
-        frames.insert(0, ("dropped", dropped))
+    if busy:
+        frames.insert(0, ("dropped", "relay_busy", busy))
+    if queue_full:
+        frames.insert(0, ("dropped", "relay_queue_full", queue_full))
     return frames

@@ -46,7 +46,8 @@ class DropCounter:
         self._reported = False
         self._metric = metric
         # Exported from the start, so "nothing dropped" is a 0 on the dashboards, not "no data".
-        metric.add(0, {sc.HELMET_TELEMETRY_REASON: "relay_queue_full"})
+        for reason in ("relay_queue_full", "relay_busy"):
+            metric.add(0, {sc.HELMET_TELEMETRY_REASON: reason})
 
     def add(self, reason: str, count: int = 1, *, quiet: bool = False) -> None:
         """Count ``count`` dropped records; ``quiet``: the sink already told the user what is

@@ -316,7 +316,7 @@ class Recorder:
         elif tag == "info":
             self.info(frame[1])
         elif tag == "dropped":
-            self.pipeline.drops.add("relay_queue_full", int(frame[1]), quiet=True)  # relay said it
+            self.pipeline.drops.add(frame[1], int(frame[2]), quiet=True)  # the relay said it
         elif tag == "close":
             self.close(frame[1], frame[2])
 

@@ -201,6 +201,6 @@ def test_what_the_flush_deadline_leaves_is_counted_before_the_last_metric_export
     (dropped,) = data.resource_metrics[0].scope_metrics[0].metrics
     assert {(dict(p.attributes)[sc.HELMET_TELEMETRY_REASON], p.value)
             for p in dropped.data.data_points} == {  # pyright: ignore[reportAttributeAccessIssue]
-        ("relay_queue_full", 0), ("shutdown_timeout", 3)
+        ("relay_queue_full", 0), ("relay_busy", 0), ("shutdown_timeout", 3)
     }  # fmt: skip
     gate.release.set()

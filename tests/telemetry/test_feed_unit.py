@@ -280,23 +280,72 @@ def test_a_long_session_rolls_over_to_new_traces(make_feed: Any) -> None:
     ]  # fmt: skip
 
 
-def test_a_full_buffer_sheds_messages_at_once_but_keeps_session_events(make_feed: Any) -> None:
+def response(msg_id: object) -> bytes:
+    return line({"jsonrpc": "2.0", "id": msg_id, "result": {}})
+
+
+def test_a_full_buffer_sheds_whole_calls_and_keeps_session_events(make_feed: Any) -> None:
     feed = make_feed()
     session = Session(transport="stdio")
     relay = Relay(session, [feed])
-    feed._flush()  # the config frame
+    route(relay, Direction.C2S, [line(call("traced"))])
+    feed._flush()
     feed._out += b"x" * feed_module.BUFFER_LIMIT  # the worker is not reading
-    shed = route(relay, Direction.C2S, [line(call(0))])  # shed at once: no record, no splice
-    assert shed == [line(call(0))] and feed._pending == b"" and feed._dropped == 1
-    feed.upstream_stderr(session, b"boom\n", 5)
+    # a new call is shed at once: no ids, no splice, no record
+    routed = relay.route(Direction.C2S, [line(call("shed"))])
+    relay.forwarded(routed)
+    assert routed.forward == [line(call("shed"))] and routed.envelopes[0].server_span_id == 0
+    assert feed._pending == b"" and feed._dropped == {"relay_queue_full": 1, "relay_busy": 0}
+    feed.upstream_stderr(session, b"boom\n", 5)  # shed too
+    # the answer to the shed call follows it; the answer to the traced call goes regardless
+    route(relay, Direction.S2C, [response("shed"), response("traced")])
     session.ended_ns = 7
     feed.session_ended(session)  # session events are never shed
-    assert feed._dropped == 2 and feed._pending
+    assert feed._dropped == {"relay_queue_full": 3, "relay_busy": 0}
     feed._out.clear()  # the worker caught up
-    route(relay, Direction.C2S, [line(call(1))])
     got = feed.frames()
-    assert [f[0] for f in got] == ["dropped", "end", "msg"] and got[0] == ("dropped", 2)
-    assert got[1][1] == 7 and got[2][5][1] == 1
+    assert [f[0] for f in got] == ["msg", "dropped", "msg", "end"]
+    assert got[0][4] == line(call("traced")) and got[1] == ("dropped", "relay_queue_full", 3)
+    assert got[2][4] == response("traced") and got[3][1] == 7
+
+
+def test_a_busy_relay_traces_one_call_in_every(make_feed: Any) -> None:
+    feed = make_feed()
+    relay = Relay(Session(transport="stdio"), [feed])
+    feed._every = 4
+    requests = [line(call(i)) for i in range(8)]
+    routed = relay.route(Direction.C2S, requests)
+    relay.forwarded(routed)
+    traced = [i for i, env in enumerate(routed.envelopes) if env.server_span_id]
+    assert traced == [3, 7]
+    for i, wire in enumerate(routed.forward):  # only traced calls carry trace context
+        assert (TRACEPARENT.search(wire) is not None) == (i in traced)
+        assert i in traced or wire is requests[i]
+    note = line({"jsonrpc": "2.0", "method": "notifications/progress"})
+    route(relay, Direction.S2C, [response(i) for i in range(8)] + [note] * 4)
+    got = feed.frames()
+    assert got[0] == ("dropped", "relay_busy", 6 + 6 + 3)
+    msgs = [(f[5][0], f[5][1]) for f in got if f[0] == "msg"]
+    assert msgs == [("request", 3), ("request", 7), ("response", 3), ("response", 7),
+                    ("notification", None)]  # fmt: skip
+
+
+def test_the_governor_follows_the_relays_cpu(
+    make_feed: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    feed = make_feed()
+    clock = {"cpu": 0.0}
+    monkeypatch.setattr(feed_module.time, "process_time", lambda: clock["cpu"])
+    feed._cpu_mark, feed._wall_mark = 0.0, 0.0
+    seen: list[int] = []
+    wall = 0.0
+    # busy (95% of a CPU) for 8 windows, in between (80%) for 2, then idle (10%) for 8
+    for share in [0.95] * 8 + [0.8] * 2 + [0.1] * 8:
+        wall += 0.1
+        clock["cpu"] += 0.1 * share
+        feed._govern(wall)
+        seen.append(feed._every)
+    assert seen == [2, 4, 8, 16, 32, 64, 64, 64, 64, 64, 32, 16, 8, 4, 2, 1, 1, 1]
 
 
 def test_frames_round_trip_shared_and_deeply_nested_values() -> None:
@@ -319,10 +368,13 @@ def test_frames_round_trip_shared_and_deeply_nested_values() -> None:
     with os.fdopen(read_fd, "rb") as reader:
         with os.fdopen(write_fd, "wb") as writer:
             writer.write(
-                frames.batch(records, 3) + frames.batch(records[:40]) + frames.batch(records)[:-1]
+                frames.batch(records, 3, 4)
+                + frames.batch(records[:40])
+                + frames.batch(records)[:-1]
             )
         assert read_batch(reader) == [
-            ("dropped", 3),
+            ("dropped", "relay_queue_full", 3),
+            ("dropped", "relay_busy", 4),
             info,
             end,
             ("msg", 3, 1, 24, b'{"id":"x","method":"m"}\n',

@@ -119,6 +119,61 @@ def test_server_crash_ends_pending_spans_and_session_with_error() -> None:
         assert [(r["body"], r["severity_text"]) for r in stderr] == [("fatal: boom", "FATAL")]
 
 
+def test_a_busy_relay_sheds_whole_calls_and_counts_them() -> None:
+    """With the busy limit at 0 the governor always finds the relay busy and traces one call
+    in up to 64. Whatever it sheds, every traced call is complete (request and response
+    records, a SERVER span that did not end in error) and the rest is counted."""
+    calls = 0
+    with OTLPReceiver() as rx:
+        env = proxy_env(rx.endpoint, {"HELMET_RELAY_BUSY_LIMIT": "0"})
+        with RawProcess(_proxy(DEMO_SERVER), env=env) as proxy:
+            proxy.write(line(INIT))
+            proxy.stdout.wait(lambda data: b'"id":1' in data, timeout=20)
+            # waves of calls until the relay says it sheds, then one more wave
+            for wave in itertools.count():
+                first = 2 + calls
+                proxy.write(b"".join(_call(i) for i in range(first, first + 100)))
+                calls += 100
+                answered = proxy.stdout.wait(
+                    lambda data, n=calls: data.count(b"\n") > n, timeout=20
+                ).count(b"\n")
+                assert answered == calls + 1  # every call answered
+                if b"shedding" in proxy.stderr.data() and wave > 0:
+                    break
+            proxy.close_stdin()
+            assert proxy.wait(timeout=20) == 0
+        rx.wait_for(_closed, timeout=20)
+        rx.wait_for(lambda r: _dropped(r, "relay_busy") is not None, timeout=20)
+        servers = [
+            s for s in rx.spans() if s["name"] == "tools/call echo" and s["kind"] == "SERVER"
+        ]
+        clients = [
+            s for s in rx.spans() if s["name"] == "tools/call echo" and s["kind"] == "CLIENT"
+        ]
+        requests = by_event(rx.logs(), sc.EVENT_REQUEST)
+        responses = by_event(rx.logs(), sc.EVENT_RESPONSE)
+        traced = len(servers)
+        assert 0 < traced < calls
+        assert len(clients) == traced
+        assert len(requests) == len(responses) == traced + 1  # and the initialize call
+        assert all(s["status"]["code"] == "UNSET" for s in servers + clients)
+        assert by_event(rx.logs(), sc.EVENT_ERROR) == []
+        assert _dropped(rx, "relay_busy") == 2 * (calls - traced)
+        assert _dropped(rx, "relay_queue_full") == 0
+
+
+def _dropped(rx: OTLPReceiver, reason: str) -> float | None:
+    """The last value of ``helmet.telemetry.dropped`` for ``reason``."""
+    values = [
+        p["value"]
+        for m in rx.metrics()
+        if m["name"] == sc.METRIC_TELEMETRY_DROPPED
+        for p in m["data_points"]
+        if p["attributes"].get(sc.HELMET_TELEMETRY_REASON) == reason
+    ]
+    return values[-1] if values else None
+
+
 @pytest.mark.parametrize("collector", ["dead", "slow"])
 def test_unusable_collector_changes_nothing_for_the_client(collector: str) -> None:
     """A dead collector, or one that answers after 10 s: every call is answered, the proxy
