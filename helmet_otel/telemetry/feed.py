@@ -39,11 +39,15 @@ BUFFER_LIMIT = int(os.environ.get("HELMET_TELEMETRY_BUFFER", str(4 * 1024 * 1024
 FLUSH_TIMEOUT = float(os.environ.get("HELMET_FLUSH_TIMEOUT", "5"))
 PROPAGATE_MAX_BYTES = 1024 * 1024  # larger requests are forwarded without trace context
 PIPE_SIZE = 1024 * 1024
-# The governor: every GOVERN_WINDOW seconds, a relay that used more than BUSY_LIMIT of a CPU
-# traces half as many calls (down to one in MAX_EVERY); one under BUSY_LIMIT - 0.1, twice as many.
+# The governor: every GOVERN_WINDOW seconds, a relay whose loop wanted a CPU (ran, or waited
+# for one) more than BUSY_LIMIT of the time traces one call in MAX_EVERY at once, and keeps
+# at most BUSY_BUFFER for the worker; one under BUSY_LIMIT - 0.1 traces twice as many as before.
+# Backing off at once keeps a backlog for the worker from building up at saturation, when the
+# worker's CPU would be taken from the traffic.
 GOVERN_WINDOW = 0.1
 BUSY_LIMIT = float(os.environ.get("HELMET_RELAY_BUSY_LIMIT", "0.85"))
 MAX_EVERY = 64
+BUSY_BUFFER = BUFFER_LIMIT // 8
 QUEUE_FULL = "relay_queue_full"
 BUSY = "relay_busy"
 _C2S = 0
@@ -59,6 +63,20 @@ _RESPONSE = Kind.RESPONSE
 _ERROR = Kind.ERROR
 _BLANK = Kind.BLANK
 _DIRECTION_C2S = Direction.C2S
+
+
+def cpu_demand() -> float:
+    """Seconds the calling thread has run, plus (where Linux says) waited to run.
+
+    On a machine whose CPUs are all taken (the client, the server, the telemetry worker, a local
+    collector) the relay's loop may run only part of the time yet be the bottleneck: the time it
+    waits in the run queue counts as busy too."""
+    try:
+        with open("/proc/thread-self/schedstat", "rb") as stat:
+            ran, waited = stat.read().split()[:2]
+        return (int(ran) + int(waited)) / 1e9
+    except (OSError, ValueError):
+        return time.thread_time()
 
 
 def _sampled_by_env(env: Mapping[str, str]) -> bool:
@@ -81,8 +99,9 @@ class TelemetryFeed(BaseInterceptor):
         self._dropped = {QUEUE_FULL: 0, BUSY: 0}  # since the last batch
         self._dropped_reported = False
         self._every = 1  # trace one call (or notification) in this many
+        self._limit = BUFFER_LIMIT  # bytes waiting for the worker before new calls are shed
         self._tick = 0
-        self._cpu_mark = time.process_time()
+        self._demand_mark = cpu_demand()
         self._wall_mark = time.monotonic()
         self._timer: asyncio.TimerHandle | None = None
         self._writer_armed = False
@@ -151,7 +170,7 @@ class TelemetryFeed(BaseInterceptor):
 
     def _full(self) -> bool:
         """The worker is behind: its pipe and our buffer are full."""
-        return len(self._out) + len(self._pending) >= BUFFER_LIMIT
+        return len(self._out) + len(self._pending) >= self._limit
 
     def _shed(self) -> bool:
         """Whether telemetry sheds the call (or notification) that starts now; counted."""
@@ -309,14 +328,15 @@ class TelemetryFeed(BaseInterceptor):
 
     def _govern(self, now: float) -> None:
         """Trace fewer calls while the relay's loop is busy, more again when it is not."""
-        cpu = time.process_time()
-        busy = (cpu - self._cpu_mark) / (now - self._wall_mark)
-        self._cpu_mark = cpu
+        demand = cpu_demand()
+        busy = (demand - self._demand_mark) / (now - self._wall_mark)
+        self._demand_mark = demand
         self._wall_mark = now
         if busy > BUSY_LIMIT:
-            self._every = min(self._every * 2, MAX_EVERY)
+            self._every = MAX_EVERY
         elif busy < BUSY_LIMIT - 0.1:
             self._every = max(self._every // 2, 1)
+        self._limit = BUFFER_LIMIT if self._every == 1 else BUSY_BUFFER
 
     def _drop(self, reason: str) -> None:
         self._dropped[reason] += 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -335,17 +336,22 @@ def test_the_governor_follows_the_relays_cpu(
 ) -> None:
     feed = make_feed()
     clock = {"cpu": 0.0}
-    monkeypatch.setattr(feed_module.time, "process_time", lambda: clock["cpu"])
-    feed._cpu_mark, feed._wall_mark = 0.0, 0.0
-    seen: list[int] = []
+    monkeypatch.setattr(feed_module, "cpu_demand", lambda: clock["cpu"])
+    feed._demand_mark, feed._wall_mark = 0.0, 0.0
+    seen: list[tuple[int, int]] = []
     wall = 0.0
-    # busy (95% of a CPU) for 8 windows, in between (80%) for 2, then idle (10%) for 8
-    for share in [0.95] * 8 + [0.8] * 2 + [0.1] * 8:
+    # busy (95% of a CPU) for 2 windows, in between (80%) for 2, idle (10%) for 4, busy again
+    for share in [0.95] * 2 + [0.8] * 2 + [0.1] * 8 + [0.9]:
         wall += 0.1
         clock["cpu"] += 0.1 * share
         feed._govern(wall)
-        seen.append(feed._every)
-    assert seen == [2, 4, 8, 16, 32, 64, 64, 64, 64, 64, 32, 16, 8, 4, 2, 1, 1, 1]
+        seen.append((feed._every, feed._limit))
+    busy_buffer, full_buffer = feed_module.BUSY_BUFFER, feed_module.BUFFER_LIMIT
+    assert seen == [(64, busy_buffer)] * 4 + [
+        (32, busy_buffer), (16, busy_buffer), (8, busy_buffer), (4, busy_buffer),
+        (2, busy_buffer), (1, full_buffer), (1, full_buffer), (1, full_buffer),
+        (64, busy_buffer),
+    ]  # fmt: skip
 
 
 def test_frames_round_trip_shared_and_deeply_nested_values() -> None:
@@ -388,3 +394,11 @@ def test_frames_round_trip_shared_and_deeply_nested_values() -> None:
         with pytest.raises(Exception):  # noqa: B017  # a record cut in two is not a frame
             read_batch(reader)
         assert read_batch(reader) is None  # a torn batch is the end
+
+
+def test_cpu_demand_counts_running_time() -> None:
+    before = feed_module.cpu_demand()
+    started = time.thread_time()
+    while time.thread_time() - started < 0.05:  # spin: run 50 ms of CPU
+        pass
+    assert feed_module.cpu_demand() - before >= 0.05
