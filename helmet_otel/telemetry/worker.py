@@ -19,6 +19,7 @@ from helmet_otel.telemetry.frames import Frame, read_batch
 
 FLUSH_TIMEOUT = float(os.environ.get("HELMET_FLUSH_TIMEOUT", "5"))
 WORKER_NICENESS = int(os.environ.get("HELMET_WORKER_NICENESS", "19"))
+WORKER_SCHED = os.environ.get("HELMET_WORKER_SCHED", "idle")  # or "normal": nice only
 _EOF = None
 
 
@@ -36,11 +37,18 @@ def _reader(stream: Any, batches: queue.Queue[list[Frame] | None]) -> None:
 def main() -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the proxy decides when we stop
     # Under CPU contention the MCP traffic wins: a worker that falls behind sheds records
-    # (counted) instead of taking CPU from the client, the relay and the server.
+    # (counted) instead of taking CPU from the client, the relay and the server. SCHED_IDLE
+    # (Linux; the threads started below inherit it) also lets any of them preempt the worker
+    # the moment it wakes, which nice alone does not.
     try:
         os.nice(WORKER_NICENESS)
     except OSError:
         pass
+    if WORKER_SCHED == "idle" and hasattr(os, "SCHED_IDLE"):
+        try:
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        except OSError:
+            pass
     stdin = os.fdopen(0, "rb", buffering=1 << 20)
     # Bounded: when the worker falls behind, the pipe fills and the relay drops (and counts).
     batches: queue.Queue[list[Frame] | None] = queue.Queue(maxsize=4)

@@ -4,6 +4,7 @@ trace context to a server that traces itself."""
 from __future__ import annotations
 
 import itertools
+import os
 import signal
 import sys
 from pathlib import Path
@@ -287,3 +288,31 @@ def test_large_message_is_recorded_truncated_and_relayed_whole() -> None:
         assert len(record["body"]["_preview"]) <= 65536
         for body in rx.raw_bodies:
             assert b"hunter2" not in body
+
+
+def _worker_threads(proxy_pid: int) -> list[int]:
+    children = Path(f"/proc/{proxy_pid}/task/{proxy_pid}/children").read_text().split()
+    for child in map(int, children):
+        if b"helmet_otel.telemetry.worker" in Path(f"/proc/{child}/cmdline").read_bytes():
+            return [int(tid) for tid in os.listdir(f"/proc/{child}/task")]
+    raise AssertionError("no telemetry worker")
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux-only")
+@pytest.mark.parametrize(("sched", "policy"), [("", "SCHED_IDLE"), ("normal", "SCHED_OTHER")])
+def test_the_worker_yields_the_cpu_to_the_traffic(sched: str, policy: str) -> None:
+    """Every thread of the worker (exporters and store writers too) runs at SCHED_IDLE and
+    nice 19, unless HELMET_WORKER_SCHED=normal asks for nice alone."""
+    with OTLPReceiver() as rx:
+        env = proxy_env(rx.endpoint, {"HELMET_WORKER_SCHED": sched} if sched else None)
+        with RawProcess(_proxy(DEMO_SERVER), env=env) as proxy:
+            proxy.write(line(INIT))
+            proxy.stdout.wait(lambda data: b'"id":1' in data, timeout=20)
+            # exported: the worker has started its threads
+            rx.wait_for(lambda r: bool(by_event(r.logs(), sc.EVENT_REQUEST)), timeout=20)
+            threads = _worker_threads(proxy.proc.pid)
+            assert len(threads) >= 4  # main, reader, and the export threads
+            assert {os.sched_getscheduler(tid) for tid in threads} == {getattr(os, policy)}
+            assert {os.getpriority(os.PRIO_PROCESS, tid) for tid in threads} == {19}
+            proxy.close_stdin()
+            assert proxy.wait(timeout=20) == 0
