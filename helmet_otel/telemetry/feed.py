@@ -45,7 +45,10 @@ PIPE_SIZE = 1024 * 1024
 # at most BUSY_BUFFER for the worker; one under BUSY_LIMIT - 0.1 traces twice as many as before.
 # Backing off at once keeps a backlog for the worker from building up at saturation, when the
 # worker's CPU would be taken from the traffic.
-GOVERN_WINDOW = 0.1
+GOVERN_WINDOW = 0.05
+# ...and only while calls pass faster than this: below it telemetry's share of the relay's CPU
+# is small, and a busy start-up or a loaded machine must not cost the first calls their records.
+GOVERN_MIN_RATE = 2000.0
 BUSY_LIMIT = float(os.environ.get("HELMET_RELAY_BUSY_LIMIT", "0.85"))
 MAX_EVERY = 64
 BUSY_BUFFER = BUFFER_LIMIT // 8
@@ -101,7 +104,8 @@ class TelemetryFeed(BaseInterceptor):
         self._dropped_reported = False
         self._every = 1  # trace one call (or notification) in this many
         self._limit = BUFFER_LIMIT  # bytes waiting for the worker before new calls are shed
-        self._tick = 0
+        self._tick = 0  # calls and notifications seen (and decided on)
+        self._tick_mark = 0
         self._demand_mark = cpu_demand()
         self._wall_mark = time.monotonic()
         self._timer: asyncio.TimerHandle | None = None
@@ -175,12 +179,12 @@ class TelemetryFeed(BaseInterceptor):
 
     def _shed(self) -> bool:
         """Whether telemetry sheds the call (or notification) that starts now; counted."""
+        self._tick += 1
         every = self._every
-        if every > 1:  # the governor's check first: while it sheds, it sheds the most
-            self._tick += 1
-            if self._tick % every:
-                self._drop(BUSY)
-                return True
+        # the governor's check first: while it sheds, it sheds the most
+        if every > 1 and self._tick % every:
+            self._drop(BUSY)
+            return True
         if self._full():
             self._drop(QUEUE_FULL)
             return True
@@ -241,15 +245,16 @@ class TelemetryFeed(BaseInterceptor):
             summary = summarize(msg, not s2c, env.reply is not None)
             frame = (
                 "msg", env.ts, int(s2c), size, raw[: self._body_cap], summary,
-                env.trace_id, env.server_span_id, env.client_span_id,
+                env.trace_id, env.server_span_id, env.client_span_id, self._every,
             )  # fmt: skip
             self._append(frame)
             return
         trace_id = env.trace_id
         pending = self._pending
         pending += _pack_whole(
-            b"M", s2c | (FLAG_REPLIED if env.reply is not None else 0), env.ts, size,
-            trace_id >> 64, trace_id & _SPAN_MASK, env.server_span_id, env.client_span_id,
+            b"M", s2c | (FLAG_REPLIED if env.reply is not None else 0), self._every, env.ts,
+            size, trace_id >> 64, trace_id & _SPAN_MASK, env.server_span_id,
+            env.client_span_id,
         )  # fmt: skip
         pending += raw
         if self._timer is None:  # the rest of `_append`
@@ -332,10 +337,13 @@ class TelemetryFeed(BaseInterceptor):
     def _govern(self, now: float) -> None:
         """Trace fewer calls while the relay's loop is busy, more again when it is not."""
         demand = cpu_demand()
-        busy = (demand - self._demand_mark) / (now - self._wall_mark)
+        elapsed = now - self._wall_mark
+        busy = (demand - self._demand_mark) / elapsed
+        rate = (self._tick - self._tick_mark) / elapsed
         self._demand_mark = demand
         self._wall_mark = now
-        if busy > BUSY_LIMIT:
+        self._tick_mark = self._tick
+        if busy > BUSY_LIMIT and rate >= GOVERN_MIN_RATE:
             self._every = MAX_EVERY
         elif busy < BUSY_LIMIT - 0.1:
             self._every = max(self._every // 2, 1)

@@ -15,7 +15,8 @@ relay itself was busy) followed by records:
 `read_batch` turns a batch back into tuples (first item is the tag):
   ("config", dict)                      once, first
   ("start", ts, dict)                   the session started (ids, command, pid, ...)
-  ("msg", ts, direction, size, body, summary, trace_id, server_span_id, client_span_id, parsed)
+  ("msg", ts, direction, size, body, summary, trace_id, server_span_id, client_span_id, weight,
+   parsed)
   ("info", dict)                        era, protocol version, client/server info changed
   ("segment", ts, trace_id, root_span_id)      a long session rolls over into a new trace
   ("stderr", ts, line)
@@ -24,8 +25,9 @@ relay itself was busy) followed by records:
   ("dropped", reason, n)                records the relay shed (relay_queue_full, relay_busy)
   ("close", ts, dict)                   the proxy is shutting down
 
-``parsed`` is the body's JSON value, `CUT` when the body is only the head of the message, or
-`NOT_JSON`.
+``weight`` is how many calls (or notifications) the message stands for while the relay traces
+only one in so many (1 otherwise); ``parsed`` is the body's JSON value, `CUT` when the body is
+only the head of the message, or `NOT_JSON`.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ import orjson
 from helmet_otel.protocol.message import Kind, Message, classify
 
 BATCH = struct.Struct("<III")  # payload length, records the relay shed (queue full, busy)
-WHOLE = struct.Struct("<cBqQQQQQ")  # b"M", flags, ts, size, trace id (hi, lo), span ids
+WHOLE = struct.Struct("<cBHqQQQQQ")  # b"M", flags, weight, ts, size, trace id (hi, lo), spans
 _PICKLED = struct.Struct("<cI")  # b"P", length
 FLAG_S2C: Final = 1
 FLAG_REPLIED: Final = 2  # the proxy answered the message itself; it was not forwarded
@@ -103,13 +105,14 @@ def pickled(frame: Frame) -> bytes:
 
 def whole(
     direction: int, replied: bool, ts: int, raw: bytes, trace_id: int, server_span: int,
-    client_span: int,
+    client_span: int, weight: int = 1,
 ) -> bytes:  # fmt: skip
     """An ``M`` record (the relay's loop packs these inline; this is the same, for tests)."""
     flags = direction | (FLAG_REPLIED if replied else 0)
     header = WHOLE.pack(
-        b"M", flags, ts, len(raw), trace_id >> 64, trace_id & _LOW64, server_span, client_span
-    )
+        b"M", flags, weight, ts, len(raw), trace_id >> 64, trace_id & _LOW64, server_span,
+        client_span,
+    )  # fmt: skip
     return header + raw
 
 
@@ -118,7 +121,7 @@ def batch(records: bytes, queue_full: int = 0, busy: int = 0) -> bytes:
 
 
 def _message(record: tuple[Any, ...], body: bytes) -> Frame:
-    _, flags, ts, size, trace_hi, trace_lo, server_span, client_span = record
+    _, flags, weight, ts, size, trace_hi, trace_lo, server_span, client_span = record
     try:
         parsed: Any = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -129,7 +132,10 @@ def _message(record: tuple[Any, ...], body: bytes) -> Frame:
     direction = flags & FLAG_S2C
     summary = summarize(msg, not direction, bool(flags & FLAG_REPLIED))
     trace_id = (trace_hi << 64) | trace_lo
-    return ("msg", ts, direction, size, body, summary, trace_id, server_span, client_span, parsed)
+    return (
+        "msg", ts, direction, size, body, summary, trace_id, server_span, client_span, weight,
+        parsed,
+    )  # fmt: skip
 
 
 def decode(data: bytes) -> list[Frame]:
@@ -143,7 +149,7 @@ def decode(data: bytes) -> list[Frame]:
         if tag == b"M":
             record = WHOLE.unpack_from(data, at)
             at += WHOLE.size
-            size = record[3]
+            size = record[4]
             frames.append(_message(record, bytes(view[at : at + size])))
             at += size
         elif tag == b"P":

@@ -99,20 +99,22 @@ class Histogram(_Instrument):
         trace_id: int = 0,
         span_id: int = 0,
         ts: int = 0,
+        weight: int = 1,
     ) -> None:
+        """``weight``: how many measurements this one stands for (a sampled call)."""
         key: Key = frozenset(attributes.items())
         index = bisect_left(self.bounds, value)
         with self._lock:
             point = self.points.get(key)
             if point is None:
                 point = self.points[key] = _Point(len(self.bounds) + 1)
-            point.count += 1
-            point.sum += value
+            point.count += weight
+            point.sum += value * weight
             if value < point.min:
                 point.min = value
             if value > point.max:
                 point.max = value
-            point.buckets[index] += 1
+            point.buckets[index] += weight
             if span_id:
                 point.exemplars[index] = (value, ts, trace_id, span_id)
 

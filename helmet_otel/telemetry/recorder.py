@@ -119,6 +119,7 @@ class _Open:
     name: str | None
     started_ns: int
     metric_attrs: dict[str, Any]
+    weight: int
     cancelled: bool = False
 
 
@@ -399,6 +400,7 @@ class Recorder:
         trace_id: int,
         server_span_id: int,
         client_span_id: int,
+        weight: int,
         parsed: Any,
     ) -> None:
         (kind, msg_id, method, name, uri, code, error_message, tool_error, client_tp,
@@ -411,18 +413,19 @@ class Recorder:
         }
         if msg_id is not None:
             attrs[sc.JSONRPC_REQUEST_ID] = str(msg_id)
+        if weight > 1:
+            attrs[sc.HELMET_SAMPLE_WEIGHT] = weight
         if kind == "request":
-            self.requests += 1
+            self.requests += weight
             self._request(ts, direction, attrs, raw, parsed, msg_id, method, name, uri, client_tp,
-                          trace_id, server_span_id, client_span_id, replied)  # fmt: skip
+                          trace_id, server_span_id, client_span_id, replied, weight)  # fmt: skip
         elif kind in ("response", "error"):
-            self.errors += kind == "error" or tool_error
             self._response(ts, direction, attrs, raw, parsed, msg_id, code, error_message,
-                           tool_error)  # fmt: skip
+                           tool_error, weight)  # fmt: skip
         elif kind == "notification":
-            self._notification(ts, attrs, raw, parsed, method)
+            self._notification(ts, attrs, raw, parsed, method, weight)
         elif kind == "batch":
-            self._count_message("batch", attrs)
+            self._count_message("batch", attrs, weight)
             self._emit(
                 sc.EVENT_REQUEST,
                 ts,
@@ -432,20 +435,21 @@ class Recorder:
             )
         else:  # invalid
             attrs[sc.ERROR_TYPE] = "parse_error"
-            self._count_message("unknown", attrs)
-            self.m_errors.add(1, {sc.ERROR_TYPE: "parse_error", sc.MCP_METHOD_NAME: "unknown"})
+            self._count_message("unknown", attrs, weight)
+            self.m_errors.add(weight, {sc.ERROR_TYPE: "parse_error", sc.MCP_METHOD_NAME: "unknown"})
             body = self._body(raw, size, NOT_JSON if parsed is not CUT else CUT, "")
             self._emit(sc.EVENT_ERROR, ts, None, attrs, body, SeverityNumber.WARN)
 
-    def _count_message(self, label: str, attrs: dict[str, Any]) -> None:
+    def _count_message(self, label: str, attrs: dict[str, Any], weight: int) -> None:
         direction = attrs[sc.HELMET_DIRECTION]
         self.m_messages.add(
-            1, {sc.MCP_METHOD_NAME: label, sc.HELMET_DIRECTION: direction,
-                sc.HELMET_MESSAGE_KIND: attrs[sc.HELMET_MESSAGE_KIND]},
+            weight, {sc.MCP_METHOD_NAME: label, sc.HELMET_DIRECTION: direction,
+                     sc.HELMET_MESSAGE_KIND: attrs[sc.HELMET_MESSAGE_KIND]},
         )  # fmt: skip
         self.m_message_size.record(
             attrs[sc.HELMET_MESSAGE_SIZE],
             {sc.MCP_METHOD_NAME: label, sc.HELMET_DIRECTION: direction},
+            weight=weight,
         )
 
     def _op_attributes(self, method: str, name: str | None) -> dict[str, Any]:
@@ -464,7 +468,7 @@ class Recorder:
     def _request(
         self, ts: int, direction: int, attrs: dict[str, Any], raw: bytes | None, parsed: Any,
         msg_id: Any, method: str, name: str | None, uri: str | None, client_tp: Any,
-        trace_id: int, server_span_id: int, client_span_id: int, replied: bool,
+        trace_id: int, server_span_id: int, client_span_id: int, replied: bool, weight: int,
     ) -> None:  # fmt: skip
         if method == "initialize":
             attrs.update(_info_attributes(self.client_info, sc.HELMET_CLIENT_NAME,
@@ -479,6 +483,8 @@ class Recorder:
         if uri is not None and method.startswith("resources/"):
             span_attrs[sc.MCP_RESOURCE_URI] = uri
             attrs[sc.MCP_RESOURCE_URI] = uri
+        if weight > 1:
+            span_attrs[sc.HELMET_SAMPLE_WEIGHT] = weight
         span_name = f"{method} {name}" if name else method
         links: list[Link] = []
         remote = _parse_traceparent(client_tp)
@@ -500,12 +506,12 @@ class Recorder:
             )  # fmt: skip
         if msg_id is not None:
             self.open[(direction, id_key(msg_id))] = _Open(
-                server, client, server_context, method, name, ts, op_attrs
+                server, client, server_context, method, name, ts, op_attrs, weight
             )
         for k in (sc.MCP_METHOD_NAME, sc.GEN_AI_TOOL_NAME, sc.GEN_AI_PROMPT_NAME):
             if k in span_attrs:
                 attrs[k] = span_attrs[k]
-        self._count_message(label, attrs)
+        self._count_message(label, attrs, weight)
         self._emit(
             sc.EVENT_REQUEST,
             ts,
@@ -516,7 +522,7 @@ class Recorder:
 
     def _response(
         self, ts: int, direction: int, attrs: dict[str, Any], raw: bytes | None, parsed: Any,
-        msg_id: Any, code: int | None, error_message: str | None, tool_error: bool,
+        msg_id: Any, code: int | None, error_message: str | None, tool_error: bool, weight: int,
     ) -> None:  # fmt: skip
         is_error = code is not None or attrs[sc.HELMET_MESSAGE_KIND] == "error"
         body_obj = self._body(
@@ -533,15 +539,20 @@ class Recorder:
             opened = self.open.pop((1 - direction, id_key(msg_id)), None)
         context = None
         label = "unknown"
-        if opened is not None:
+        if opened is not None:  # a response stands for as many calls as its request
+            weight = opened.weight
+            attrs.pop(sc.HELMET_SAMPLE_WEIGHT, None)
+            if weight > 1:
+                attrs[sc.HELMET_SAMPLE_WEIGHT] = weight
             context = opened.context
             label = self._method_label(opened.method)
             self._end_operation(ts, opened, attrs, code, code_text, error_message, tool_error)
             if tool_error and not is_error:
                 severity = SeverityNumber.ERROR
         elif code_text is not None:
-            self.m_errors.add(1, {sc.ERROR_TYPE: code_text, sc.MCP_METHOD_NAME: label})
-        self._count_message(label, attrs)
+            self.m_errors.add(weight, {sc.ERROR_TYPE: code_text, sc.MCP_METHOD_NAME: label})
+        self.errors += (is_error or tool_error) * weight
+        self._count_message(label, attrs, weight)
         self._emit(sc.EVENT_RESPONSE, ts, context, attrs, body_obj, severity)
         if is_error:
             error_attrs = dict(attrs)
@@ -587,24 +598,27 @@ class Recorder:
         self._finish(opened.client, ts, client_attrs, description)
         self._finish(opened.server, ts, server_attrs, description)
         server = opened.server.context  # exemplars: a latency bucket links to a request's trace
-        self.m_server_duration.record(latency_s, server_attrs, server.trace_id, server.span_id, ts)
+        weight = opened.weight
+        self.m_server_duration.record(
+            latency_s, server_attrs, server.trace_id, server.span_id, ts, weight
+        )
         if opened.client is not None:
             client = opened.client.context
             self.m_client_duration.record(
-                latency_s, client_attrs, client.trace_id, client.span_id, ts
+                latency_s, client_attrs, client.trace_id, client.span_id, ts, weight
             )
         stats = self.stats[f"{opened.method} {opened.name}" if opened.name else opened.method]
-        stats.count += 1
-        stats.bytes += attrs[sc.HELMET_MESSAGE_SIZE]
+        stats.count += weight
+        stats.bytes += attrs[sc.HELMET_MESSAGE_SIZE] * weight
         if len(stats.latencies_ms) < LATENCY_SAMPLES:
             stats.latencies_ms.append(latency_s * 1000)
         if sc.ERROR_TYPE in attrs:
-            stats.errors += 1
+            stats.errors += weight
             error_attrs = {sc.ERROR_TYPE: attrs[sc.ERROR_TYPE],
                            sc.MCP_METHOD_NAME: self._method_label(opened.method)}  # fmt: skip
             if sc.GEN_AI_TOOL_NAME in attrs:
                 error_attrs[sc.GEN_AI_TOOL_NAME] = attrs[sc.GEN_AI_TOOL_NAME]
-            self.m_errors.add(1, error_attrs)
+            self.m_errors.add(weight, error_attrs)
 
     def _finish(
         self, span: _Span | None, ts: int, attrs: dict[str, Any], error: str | None
@@ -620,8 +634,9 @@ class Recorder:
         self._end_span(span, ts)
 
     def _notification(
-        self, ts: int, attrs: dict[str, Any], raw: bytes | None, parsed: Any, method: str
-    ) -> None:
+        self, ts: int, attrs: dict[str, Any], raw: bytes | None, parsed: Any, method: str,
+        weight: int,
+    ) -> None:  # fmt: skip
         attrs[sc.MCP_METHOD_NAME] = method
         severity = SeverityNumber.INFO
         message = cast(dict[str, Any], parsed) if isinstance(parsed, dict) else {}
@@ -644,7 +659,7 @@ class Recorder:
                             reason = str(params.get("reason", ""))
                             opened.server.events.append(Event("cancelled", {"reason": reason}, ts))
                             opened.cancelled = True
-        self._count_message(self._method_label(method), attrs)
+        self._count_message(self._method_label(method), attrs, weight)
         body = self._body(raw, attrs[sc.HELMET_MESSAGE_SIZE], parsed, "params")
         self._emit(sc.EVENT_NOTIFICATION, ts, None, attrs, body, severity)
 

@@ -56,6 +56,9 @@ HELMET_SESSION_DURATION_MS: Final = "helmet.session.duration_ms"
 HELMET_SESSION_REQUESTS: Final = "helmet.session.requests"
 HELMET_SESSION_ERRORS: Final = "helmet.session.errors"
 HELMET_TRACE_SEGMENT: Final = "helmet.trace.segment"  # 0, 1, 2... for rolled-over traces
+# While the relay sheds calls to keep up (see docs/design.md), each traced one stands for this
+# many; set only when above 1. Metrics already count it that many times.
+HELMET_SAMPLE_WEIGHT: Final = "helmet.sample.weight"
 HELMET_ERROR_CODE: Final = "helmet.error.code"
 HELMET_ERROR_MESSAGE: Final = "helmet.error.message"
 HELMET_LOG_LEVEL: Final = "helmet.log.level"  # the MCP notifications/message level

@@ -150,7 +150,8 @@ def test_summaries_carry_the_protocol_facts(make_feed: Any) -> None:
         assert 0 < frame[7] < 1 << 64 and 0 < frame[8] < 1 << 64 and frame[7] != frame[8]
     assert [f[6:9] for f in msgs[4:]] == [(0, 0, 0)] * 6
     # the worker gets each message's parse with it, and parses nothing twice
-    assert [f[9] for f in msgs] == [orjson.loads(r) for r in requests[:5]] + [frames.NOT_JSON] + [
+    assert [f[9] for f in msgs] == [1] * 10  # every call traced: each stands for itself
+    assert [f[10] for f in msgs] == [orjson.loads(r) for r in requests[:5]] + [frames.NOT_JSON] + [
         orjson.loads(r) for r in responses
     ]
 
@@ -248,8 +249,8 @@ def test_huge_requests_and_server_requests_are_not_rewritten(make_feed: Any) -> 
         huge[:cap],
         ("request", 1, "tools/call", "big", None, None, None, False, None, False),
     )
-    assert head[9] is frames.CUT
-    assert server[5][8] is None and server[9] == orjson.loads(server_request)
+    assert head[9:] == (1, frames.CUT)
+    assert server[5][8] is None and server[10] == orjson.loads(server_request)
 
 
 def test_sampled_flag_follows_the_sampler(make_feed: Any) -> None:
@@ -326,9 +327,9 @@ def test_a_busy_relay_traces_one_call_in_every(make_feed: Any) -> None:
     route(relay, Direction.S2C, [response(i) for i in range(8)] + [note] * 4)
     got = feed.frames()
     assert got[0] == ("dropped", "relay_busy", 6 + 6 + 3)
-    msgs = [(f[5][0], f[5][1]) for f in got if f[0] == "msg"]
-    assert msgs == [("request", 3), ("request", 7), ("response", 3), ("response", 7),
-                    ("notification", None)]  # fmt: skip
+    msgs = [(f[5][0], f[5][1], f[9]) for f in got if f[0] == "msg"]
+    assert msgs == [("request", 3, 4), ("request", 7, 4), ("response", 3, 4),
+                    ("response", 7, 4), ("notification", None, 4)]  # fmt: skip
 
 
 def test_the_governor_follows_the_relays_cpu(
@@ -340,14 +341,18 @@ def test_the_governor_follows_the_relays_cpu(
     feed._demand_mark, feed._wall_mark = 0.0, 0.0
     seen: list[tuple[int, int]] = []
     wall = 0.0
-    # busy (95% of a CPU) for 2 windows, in between (80%) for 2, idle (10%) for 4, busy again
-    for share in [0.95] * 2 + [0.8] * 2 + [0.1] * 8 + [0.9]:
+    # busy (95% of a CPU) but few calls (a start-up, a loaded machine); busy with calls at
+    # 10,000/s for 2 windows, in between (80%) for 2, idle (10%) for 8, busy again
+    for share, calls in (
+        [(0.95, 100)] + [(0.95, 1000)] * 2 + [(0.8, 1000)] * 2 + [(0.1, 1000)] * 8 + [(0.9, 1000)]
+    ):
         wall += 0.1
         clock["cpu"] += 0.1 * share
+        feed._tick += calls
         feed._govern(wall)
         seen.append((feed._every, feed._limit))
     busy_buffer, full_buffer = feed_module.BUSY_BUFFER, feed_module.BUFFER_LIMIT
-    assert seen == [(64, busy_buffer)] * 4 + [
+    assert seen == [(1, full_buffer)] + [(64, busy_buffer)] * 4 + [
         (32, busy_buffer), (16, busy_buffer), (8, busy_buffer), (4, busy_buffer),
         (2, busy_buffer), (1, full_buffer), (1, full_buffer), (1, full_buffer),
         (64, busy_buffer),
@@ -362,11 +367,13 @@ def test_frames_round_trip_shared_and_deeply_nested_values() -> None:
     info = ("info", {"client_info": shared, "deep": deep})
     end = ("end", 5, {"client_info": shared, "n": 1 << 127, "f": 2.5, "b": True, "l": [None]})
     summary = ("request", "x", None, None, None, None, None, False, None, False)
-    cut = ("msg", 1, 0, 9, b"{}", summary, 7, 1, 2)
+    cut = ("msg", 1, 0, 9, b"{}", summary, 7, 1, 2, 1)
     records = (
         frames.pickled(info)
         + frames.pickled(end)
-        + frames.whole(1, True, 3, b'{"id":"x","method":"m"}\n', (1 << 128) - 1, 1, (1 << 64) - 1)
+        + frames.whole(
+            1, True, 3, b'{"id":"x","method":"m"}\n', (1 << 128) - 1, 1, (1 << 64) - 1, 64
+        )
         + frames.pickled(cut)
         + frames.whole(0, False, 4, b"nope\n", 0, 0, 0)
     )
@@ -385,10 +392,10 @@ def test_frames_round_trip_shared_and_deeply_nested_values() -> None:
             end,
             ("msg", 3, 1, 24, b'{"id":"x","method":"m"}\n',
              ("request", "x", "m", None, None, None, None, False, None, True),
-             (1 << 128) - 1, 1, (1 << 64) - 1, {"id": "x", "method": "m"}),
+             (1 << 128) - 1, 1, (1 << 64) - 1, 64, {"id": "x", "method": "m"}),
             (*cut, frames.CUT),
             ("msg", 4, 0, 5, b"nope\n",
-             ("invalid", None, None, None, None, None, None, False, None, False), 0, 0, 0,
+             ("invalid", None, None, None, None, None, None, False, None, False), 0, 0, 0, 1,
              frames.NOT_JSON),
         ]  # fmt: skip
         with pytest.raises(Exception):  # noqa: B017  # a record cut in two is not a frame

@@ -161,6 +161,38 @@ def test_a_busy_relay_sheds_whole_calls_and_counts_them() -> None:
         assert by_event(rx.logs(), sc.EVENT_ERROR) == []
         assert _dropped(rx, "relay_busy") == 2 * (calls - traced)
         assert _dropped(rx, "relay_queue_full") == 0
+        # each traced call stands for as many as the relay traced one in; the metrics count
+        # it that many times, so rates stay right while records are shed
+        weights = [s["attributes"].get(sc.HELMET_SAMPLE_WEIGHT, 1) for s in servers]
+        assert max(weights) == 64 and sum(weights) > traced
+        tool_requests = [
+            r for r in requests if r["attributes"].get(sc.MCP_METHOD_NAME) == "tools/call"
+        ]
+        assert sorted(r["attributes"].get(sc.HELMET_SAMPLE_WEIGHT, 1) for r in tool_requests) == (
+            sorted(weights)
+        )
+        assert _last_point(rx, sc.METRIC_MESSAGES, {sc.MCP_METHOD_NAME: "tools/call",
+                                                    sc.HELMET_MESSAGE_KIND: "request"}) == (
+            sum(weights)
+        )  # fmt: skip
+        duration = _last_point(rx, sc.METRIC_SERVER_OPERATION_DURATION,
+                               {sc.MCP_METHOD_NAME: "tools/call"}, "count")  # fmt: skip
+        assert duration == sum(weights)
+
+
+def _last_point(
+    rx: OTLPReceiver, metric: str, attributes: dict[str, str], field: str = "value"
+) -> float:
+    """``field`` of the last exported point of ``metric`` whose attributes include these."""
+    points = [
+        p[field]
+        for m in rx.metrics()
+        if m["name"] == metric
+        for p in m["data_points"]
+        if attributes.items() <= p["attributes"].items()
+    ]
+    assert points, (metric, attributes)
+    return points[-1]
 
 
 def _dropped(rx: OTLPReceiver, reason: str) -> float | None:
