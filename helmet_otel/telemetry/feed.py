@@ -52,8 +52,6 @@ GOVERN_MIN_RATE = 2000.0
 BUSY_LIMIT = float(os.environ.get("HELMET_RELAY_BUSY_LIMIT", "0.85"))
 MAX_EVERY = 64
 BUSY_BUFFER = BUFFER_LIMIT // 8
-QUEUE_FULL = "relay_queue_full"
-BUSY = "relay_busy"
 _SPAN_MASK = (1 << 64) - 1
 _getrandbits = random.getrandbits
 _pack_whole = WHOLE.pack
@@ -98,7 +96,8 @@ class TelemetryFeed(BaseInterceptor):
         self._revision = 0
         self._pending = bytearray()  # records of the batch being gathered
         self._out = bytearray()  # batches not yet taken by the worker's pipe
-        self._dropped = {QUEUE_FULL: 0, BUSY: 0}  # since the last batch
+        self._shed_full = 0  # messages shed since the last batch: the worker was behind
+        self._shed_busy = 0  # ... the governor shed them
         self._dropped_reported = False
         self._every = 1  # trace one call (or notification) in this many
         self._limit = BUFFER_LIMIT  # bytes waiting for the worker before new calls are shed
@@ -176,17 +175,21 @@ class TelemetryFeed(BaseInterceptor):
         return len(self._out) + len(self._pending) >= self._limit
 
     def _shed(self) -> bool:
-        """Whether telemetry sheds the call (or notification) that starts now; counted."""
-        self._tick += 1
+        """Whether telemetry sheds the call (or notification) that starts now; counted.
+
+        While the governor sheds, this runs for nearly every message at the relay's busiest:
+        it is written out for speed."""
+        self._tick = tick = self._tick + 1
         every = self._every
-        # the governor's check first: while it sheds, it sheds the most
-        if every > 1 and self._tick % every:
-            self._drop(BUSY)
-            return True
-        if self._full():
-            self._drop(QUEUE_FULL)
-            return True
-        return False
+        if every > 1 and tick % every:
+            self._shed_busy += 1
+        elif len(self._out) + len(self._pending) >= self._limit:
+            self._shed_full += 1
+        else:
+            return False
+        if self._timer is None:
+            self._arm_for_drops()
+        return True
 
     def _roll_over(self) -> None:
         self._segment += 1
@@ -209,18 +212,6 @@ class TelemetryFeed(BaseInterceptor):
     def after_forward(self, env: Envelope) -> None:
         msg = env.msg
         kind = msg.kind
-        if kind is _BLANK:
-            return
-        annotations = env.annotations
-        if annotations:
-            segment = annotations.get("segment")
-            if isinstance(segment, tuple):
-                trace_id, root_span_id = cast(tuple[int, int], segment)
-                self._append(("segment", env.ts, trace_id, root_span_id))
-        session = self._session
-        if session is not None and session.revision != self._revision:
-            self._revision = session.revision
-            self._append(("info", self._session_info(session)))
         if kind is _REQUEST:
             if not env.server_span_id:  # shed in before_forward
                 return
@@ -230,12 +221,29 @@ class TelemetryFeed(BaseInterceptor):
                 if self._shed():
                     return
             elif not request.span_id:  # its request was shed
-                self._drop(BUSY if self._every > 1 else QUEUE_FULL)
+                if self._every > 1:
+                    self._shed_busy += 1
+                else:
+                    self._shed_full += 1
+                if self._timer is None:
+                    self._arm_for_drops()
                 return
             # else its request was traced: the response goes too, whatever the buffer holds
             # (it is bounded by the traced requests in flight)
-        elif self._shed():
+        elif kind is _BLANK or self._shed():
             return
+        # What the session learned travels before the next record that is handed over (a
+        # shed message needs none of it, and is done with sooner).
+        session = self._session
+        if session is not None and session.revision != self._revision:
+            self._revision = session.revision
+            self._append(("info", self._session_info(session)))
+        annotations = env.annotations
+        if annotations:
+            segment = annotations.get("segment")
+            if isinstance(segment, tuple):
+                trace_id, root_span_id = cast(tuple[int, int], segment)
+                self._append(("segment", env.ts, trace_id, root_span_id))
         raw = env.raw
         size = len(raw)
         s2c = env.direction is not _DIRECTION_C2S
@@ -284,7 +292,9 @@ class TelemetryFeed(BaseInterceptor):
 
     def upstream_stderr(self, session: Session, line: bytes, ts: int) -> None:
         if self._full():  # the governor spares them: they are few, and they explain crashes
-            self._drop(QUEUE_FULL)
+            self._shed_full += 1
+            if self._timer is None:
+                self._arm_for_drops()
         else:
             self._append(("stderr", ts, line[:8192]))
 
@@ -323,13 +333,12 @@ class TelemetryFeed(BaseInterceptor):
         if now - self._wall_mark >= GOVERN_WINDOW:
             self._govern(now)
         pending = self._pending
-        dropped = self._dropped
-        if not pending and not dropped[QUEUE_FULL] and not dropped[BUSY]:
+        if not pending and not self._shed_full and not self._shed_busy:
             return
         self._pending = bytearray()
-        self._out += BATCH.pack(len(pending), dropped[QUEUE_FULL], dropped[BUSY])
+        self._out += BATCH.pack(len(pending), self._shed_full, self._shed_busy)
         self._out += pending
-        dropped[QUEUE_FULL] = dropped[BUSY] = 0
+        self._shed_full = self._shed_busy = 0
         self._write()
 
     def _govern(self, now: float) -> None:
@@ -347,20 +356,16 @@ class TelemetryFeed(BaseInterceptor):
             self._every = max(self._every // 2, 1)
         self._limit = BUFFER_LIMIT if self._every == 1 else BUSY_BUFFER
 
-    def _drop(self, reason: str) -> None:
-        self._dropped[reason] += 1
-        if self._timer is None:  # the count travels with the next batch
-            self._arm()
-            if not self._dropped_reported:
-                self._report_drops()
-
-    def _report_drops(self) -> None:
-        self._dropped_reported = True
-        os.write(
-            2,
-            b"helmet-otel: telemetry is shedding records to keep up with the traffic "
-            b"(counted in helmet.telemetry.dropped). MCP traffic is not affected.\n",
-        )
+    def _arm_for_drops(self) -> None:
+        """The counts travel with the next batch; the first time, tell the user."""
+        self._arm()
+        if not self._dropped_reported:
+            self._dropped_reported = True
+            os.write(
+                2,
+                b"helmet-otel: telemetry is shedding records to keep up with the traffic "
+                b"(counted in helmet.telemetry.dropped). MCP traffic is not affected.\n",
+            )
 
     def _write(self) -> None:
         while self._out:

@@ -297,13 +297,13 @@ def test_a_full_buffer_sheds_whole_calls_and_keeps_session_events(make_feed: Any
     routed = relay.route(Direction.C2S, [line(call("shed"))])
     relay.forwarded(routed)
     assert routed.forward == [line(call("shed"))] and routed.envelopes[0].server_span_id == 0
-    assert feed._pending == b"" and feed._dropped == {"relay_queue_full": 1, "relay_busy": 0}
+    assert feed._pending == b"" and (feed._shed_full, feed._shed_busy) == (1, 0)
     feed.upstream_stderr(session, b"boom\n", 5)  # shed too
     # the answer to the shed call follows it; the answer to the traced call goes regardless
     route(relay, Direction.S2C, [response("shed"), response("traced")])
     session.ended_ns = 7
     feed.session_ended(session)  # session events are never shed
-    assert feed._dropped == {"relay_queue_full": 3, "relay_busy": 0}
+    assert (feed._shed_full, feed._shed_busy) == (3, 0)
     feed._out.clear()  # the worker caught up
     got = feed.frames()
     assert [f[0] for f in got] == ["msg", "dropped", "msg", "end"]

@@ -121,9 +121,10 @@ def test_server_crash_ends_pending_spans_and_session_with_error() -> None:
 
 
 def test_a_busy_relay_sheds_whole_calls_and_counts_them() -> None:
-    """With the busy limit at 0 the governor always finds the relay busy and traces one call
-    in up to 64. Whatever it sheds, every traced call is complete (request and response
-    records, a SERVER span that did not end in error) and the rest is counted."""
+    """With the busy limit at 0 the governor finds the relay busy whenever calls pass faster
+    than 2,000/s (waves of 500 do) and traces one call in 64. Whatever it sheds, every traced
+    call is complete (request and response records, a SERVER span that did not end in error),
+    the rest is counted, and the metrics still count every call."""
     calls = 0
     with OTLPReceiver() as rx:
         env = proxy_env(rx.endpoint, {"HELMET_RELAY_BUSY_LIMIT": "0"})
@@ -131,16 +132,17 @@ def test_a_busy_relay_sheds_whole_calls_and_counts_them() -> None:
             proxy.write(line(INIT))
             proxy.stdout.wait(lambda data: b'"id":1' in data, timeout=20)
             # waves of calls until the relay says it sheds, then one more wave
-            for wave in itertools.count():
+            for wave in range(40):
                 first = 2 + calls
-                proxy.write(b"".join(_call(i) for i in range(first, first + 100)))
-                calls += 100
+                proxy.write(b"".join(_call(i) for i in range(first, first + 500)))
+                calls += 500
                 answered = proxy.stdout.wait(
                     lambda data, n=calls: data.count(b"\n") > n, timeout=20
                 ).count(b"\n")
                 assert answered == calls + 1  # every call answered
                 if b"shedding" in proxy.stderr.data() and wave > 0:
                     break
+            assert b"shedding" in proxy.stderr.data()
             proxy.close_stdin()
             assert proxy.wait(timeout=20) == 0
         rx.wait_for(_closed, timeout=20)
