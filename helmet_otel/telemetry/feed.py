@@ -63,6 +63,7 @@ _RESPONSE = Kind.RESPONSE
 _ERROR = Kind.ERROR
 _BLANK = Kind.BLANK
 _DIRECTION_C2S = Direction.C2S
+_CANCELLED = "notifications/cancelled"
 
 
 def cpu_demand() -> float:
@@ -212,6 +213,7 @@ class TelemetryFeed(BaseInterceptor):
     def after_forward(self, env: Envelope) -> None:
         msg = env.msg
         kind = msg.kind
+        weight = self._every  # how many calls a traced one stands for
         if kind is _REQUEST:
             if not env.server_span_id:  # shed in before_forward
                 return
@@ -221,7 +223,7 @@ class TelemetryFeed(BaseInterceptor):
                 if self._shed():
                     return
             elif not request.span_id:  # its request was shed
-                if self._every > 1:
+                if weight > 1:
                     self._shed_busy += 1
                 else:
                     self._shed_full += 1
@@ -230,7 +232,11 @@ class TelemetryFeed(BaseInterceptor):
                 return
             # else its request was traced: the response goes too, whatever the buffer holds
             # (it is bounded by the traced requests in flight)
-        elif kind is _BLANK or self._shed():
+        elif kind is _BLANK:
+            return
+        elif msg.method == _CANCELLED:  # always goes, standing for itself: the request it
+            weight = 1  # cancels may be traced, and must not end as unanswered
+        elif self._shed():
             return
         # What the session learned travels before the next record that is handed over (a
         # shed message needs none of it, and is done with sooner).
@@ -251,14 +257,14 @@ class TelemetryFeed(BaseInterceptor):
             summary = summarize(msg, not s2c, env.reply is not None)
             frame = (
                 "msg", env.ts, int(s2c), size, raw[: self._body_cap], summary,
-                env.trace_id, env.server_span_id, env.client_span_id, self._every,
+                env.trace_id, env.server_span_id, env.client_span_id, weight,
             )  # fmt: skip
             self._append(frame)
             return
         trace_id = env.trace_id
         pending = self._pending
         pending += _pack_whole(
-            b"M", s2c | (FLAG_REPLIED if env.reply is not None else 0), self._every, env.ts,
+            b"M", s2c | (FLAG_REPLIED if env.reply is not None else 0), weight, env.ts,
             size, trace_id >> 64, trace_id & _SPAN_MASK, env.server_span_id,
             env.client_span_id,
         )  # fmt: skip

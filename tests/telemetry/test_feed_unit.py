@@ -324,12 +324,20 @@ def test_a_busy_relay_traces_one_call_in_every(make_feed: Any) -> None:
         assert (TRACEPARENT.search(wire) is not None) == (i in traced)
         assert i in traced or wire is requests[i]
     note = line({"jsonrpc": "2.0", "method": "notifications/progress"})
+    cancel = line({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                   "params": {"requestId": 3}})  # fmt: skip
     route(relay, Direction.S2C, [response(i) for i in range(8)] + [note] * 4)
+    route(relay, Direction.C2S, [cancel] * 2)  # a cancellation is never shed
     got = feed.frames()
     assert got[0] == ("dropped", "relay_busy", 6 + 6 + 3)
-    msgs = [(f[5][0], f[5][1], f[9]) for f in got if f[0] == "msg"]
-    assert msgs == [("request", 3, 4), ("request", 7, 4), ("response", 3, 4),
-                    ("response", 7, 4), ("notification", None, 4)]  # fmt: skip
+    msgs = [(f[5][0], f[5][1], f[5][2], f[9]) for f in got if f[0] == "msg"]
+    assert msgs == [
+        ("request", 3, "tools/call", 4), ("request", 7, "tools/call", 4),
+        ("response", 3, None, 4), ("response", 7, None, 4),
+        ("notification", None, "notifications/progress", 4),
+        ("notification", None, "notifications/cancelled", 1),
+        ("notification", None, "notifications/cancelled", 1),
+    ]  # fmt: skip
 
 
 def test_the_governor_follows_the_relays_cpu(
