@@ -46,6 +46,13 @@ _LOG_COLUMNS: Final = (
     "body, attrs"
 )
 _TOKEN = re.compile(r"[^\W_]+", re.UNICODE)
+# How many calls a record stands for: more than one while the proxy traced only a sample
+# (``helmet.sample.weight``, see docs/design.md). The ``instr`` test keeps the usual record,
+# which has none, from paying for a JSON parse.
+_WEIGHT: Final = (
+    f"(CASE WHEN instr(attrs, '{sc.HELMET_SAMPLE_WEIGHT}') THEN"
+    f" coalesce(json_extract(attrs, '$.\"{sc.HELMET_SAMPLE_WEIGHT}\"'), 1) ELSE 1 END)"
+)
 _PREFIX_END: Final = "\U0010ffff"
 _PID_REUSE_SLACK_NS: Final = 2_000_000_000
 # helmet.exit.reason of the session_end the telemetry worker writes when its proxy vanished
@@ -575,13 +582,13 @@ class Reader:
         calls: dict[Key, int] = {}
         size: dict[Key, int] = {}
         for method, target, n, nbytes in self._query(
-            f"SELECT {group}, count(*), total(size) FROM logs WHERE kind = 'request'{extra}"
-            f" GROUP BY 1, 2",
+            f"SELECT {group}, total({_WEIGHT}), total(size * {_WEIGHT}) FROM logs"
+            f" WHERE kind = 'request'{extra} GROUP BY 1, 2",
             args,
         ):
             key: Key = (str(method), target if isinstance(target, str) else None)
-            calls[key] = int(n)  # pyright: ignore[reportArgumentType]
-            size[key] = int(nbytes)  # pyright: ignore[reportArgumentType]
+            calls[key] = round(n)  # pyright: ignore[reportArgumentType]
+            size[key] = round(nbytes)  # pyright: ignore[reportArgumentType]
         latency: dict[Key, list[float]] = {}
         answers: dict[Key, int] = {}
         failed: dict[Key, int] = {}
@@ -589,8 +596,8 @@ class Reader:
         seen_errors: set[tuple[object, ...]] = set()
         rows = self._query(
             f"SELECT {group}, kind, latency_ms, size, is_error, error_type,"
-            " CASE WHEN is_error THEN attrs END, ts, session_id, direction, request_id, id"
-            f" FROM logs WHERE kind IN ('response', 'error'){extra}",
+            " CASE WHEN is_error THEN attrs END, ts, session_id, direction, request_id, id,"
+            f" {_WEIGHT} FROM logs WHERE kind IN ('response', 'error'){extra}",
             args,
         )
         for (
@@ -607,7 +614,9 @@ class Reader:
             direc,
             rid,
             rowid,
+            weight,
         ) in rows:
+            w = int(weight)  # pyright: ignore[reportArgumentType]
             key = (str(method), target if isinstance(target, str) else None)
             if kind == "error":
                 # a JSON-RPC error comes twice (helmet.response and helmet.error): count it once
@@ -615,15 +624,15 @@ class Reader:
                 if ident in seen_errors:
                     continue
                 seen_errors.add(ident)
-            answers[key] = answers.get(key, 0) + 1
+            answers[key] = answers.get(key, 0) + w
             if isinstance(nbytes, int):
-                size[key] = size.get(key, 0) + nbytes
+                size[key] = size.get(key, 0) + nbytes * w
             if isinstance(lat, float | int):
                 latency.setdefault(key, []).append(float(lat))
             if is_err:
-                failed[key] = failed.get(key, 0) + 1
+                failed[key] = failed.get(key, 0) + w
                 entry = errors.setdefault((key[0], key[1], _error_label(etype, attrs)), [0, 0])
-                entry[0] += 1
+                entry[0] += w
                 entry[1] = max(entry[1], int(ts))  # pyright: ignore[reportArgumentType]
         result: list[StatRow] = []
         for key in set(calls) | set(answers):

@@ -172,7 +172,9 @@ def test_stats_table_json_csv(cli: Cli) -> None:
     assert empty.out == "method,calls,errors,error_rate,p50_ms,p95_ms,p99_ms,max_ms,bytes\n"
 
 
-def _latency_session(sid: str, tool: str, latencies: list[float], *, errors: int = 0) -> Session:
+def _latency_session(
+    sid: str, tool: str, latencies: list[float], *, errors: int = 0, weight: int = 1
+) -> Session:
     recs: list[Rec] = []
     for i, latency in enumerate(latencies):
         common: dict[str, object] = {
@@ -181,6 +183,8 @@ def _latency_session(sid: str, tool: str, latencies: list[float], *, errors: int
             sc.GEN_AI_TOOL_NAME: tool,
             sc.JSONRPC_REQUEST_ID: str(i),
         }
+        if weight > 1:
+            common[sc.HELMET_SAMPLE_WEIGHT] = weight
         at = BASE_NS + i * MS
         recs.append(
             Rec(
@@ -353,3 +357,31 @@ def test_trace_unknown_or_ambiguous_session_exits_1(store_path: Path) -> None:
     missing_arg = run_cli("trace", "--store", s)
     assert missing_arg.code == 2
     assert "the following arguments are required: SESSION" in missing_arg.err
+
+
+def test_stats_count_a_sampled_call_as_many_as_it_stands_for(store_path: Path) -> None:
+    """While the proxy traced one call in 64, each stored call counts 64 times (calls, errors,
+    bytes); its latency is one sample of the distribution."""
+    write_store(
+        store_path,
+        [
+            _latency_session("a", "sampled", [10.0, 20.0, 30.0], errors=1, weight=64),
+            _latency_session("b", "sampled", [40.0]),
+        ],
+        max_bytes=0,
+        max_age_s=0,
+    ).close()
+    out = run_cli("stats", "--by", "tool", "--format", "ndjson", "--store", str(store_path)).out
+    (row,) = [json.loads(x) for x in out.splitlines()]
+    assert row == {
+        "method": "tools/call",
+        "tool": "sampled",
+        "calls": 3 * 64 + 1,
+        "errors": 64,
+        "error_rate": round(64 / 193, 6),
+        "p50_ms": 20.0,
+        "p95_ms": 40.0,
+        "p99_ms": 40.0,
+        "max_ms": 40.0,
+        "bytes": (3 * 64 + 1) * 1010,
+    }
