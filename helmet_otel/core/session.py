@@ -13,6 +13,7 @@ from helmet_otel.protocol.message import (
     META_CLIENT_INFO,
     META_PROTOCOL_VERSION,
     META_SERVER_INFO,
+    NAMED_METHODS,
     JsonId,
     Kind,
     Message,
@@ -78,7 +79,9 @@ class Session:
             direction = env.direction
             c2s = direction is _C2S
             if msg_id is not None:
-                name = params.get("name") if params is not None and method in _NAMED else None
+                name = (
+                    params.get("name") if params is not None and method in NAMED_METHODS else None
+                )
                 self.pending[(c2s, (isinstance(msg_id, str), msg_id))] = PendingRequest(
                     msg_id, method, direction, env.ts, name if isinstance(name, str) else None,
                     False, env.server_span_id,
@@ -172,4 +175,3 @@ _REQUEST = Kind.REQUEST
 _NOTIFICATION = Kind.NOTIFICATION
 _RESPONSE = Kind.RESPONSE
 _ERROR = Kind.ERROR
-_NAMED = ("tools/call", "prompts/get")  # methods whose params.name is the span target

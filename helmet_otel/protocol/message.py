@@ -18,6 +18,7 @@ JsonId = str | int | float
 META_PROTOCOL_VERSION = "io.modelcontextprotocol/protocolVersion"
 META_CLIENT_INFO = "io.modelcontextprotocol/clientInfo"
 META_SERVER_INFO = "io.modelcontextprotocol/serverInfo"
+NAMED_METHODS = ("tools/call", "prompts/get")  # methods whose params.name is the span target
 
 
 class Kind(enum.Enum):
@@ -57,7 +58,7 @@ class Message:
     @property
     def target_name(self) -> str | None:
         """``params.name`` of ``tools/call`` / ``prompts/get``: the span target."""
-        if self.method not in ("tools/call", "prompts/get"):
+        if self.method not in NAMED_METHODS:
             return None
         params = self.params
         name = params.get("name") if params else None

@@ -39,7 +39,7 @@ from typing import IO, Any, Final
 
 import orjson
 
-from helmet_otel.protocol.message import Kind, Message, classify
+from helmet_otel.protocol.message import NAMED_METHODS, Kind, Message, classify
 
 BATCH = struct.Struct("<III")  # payload length, records the relay shed (queue full, busy)
 WHOLE = struct.Struct("<cBHqQQQQQ")  # b"M", flags, weight, ts, size, trace id (hi, lo), spans
@@ -47,7 +47,6 @@ _PICKLED = struct.Struct("<cI")  # b"P", length
 FLAG_S2C: Final = 1
 FLAG_REPLIED: Final = 2  # the proxy answered the message itself; it was not forwarded
 _LOW64 = (1 << 64) - 1
-_NAMED = ("tools/call", "prompts/get")  # methods whose params.name is the span target
 
 CUT: Final = object()
 NOT_JSON: Final = object()
@@ -71,7 +70,7 @@ def summarize(msg: Message, c2s: bool, replied: bool) -> Summary:
             params = payload.get("params")
             if type(params) is dict:
                 fields: dict[str, object] = params  # pyright: ignore[reportUnknownVariableType]
-                if method in _NAMED:
+                if method in NAMED_METHODS:
                     name = fields.get("name")
                     target_name = name if type(name) is str else None
                 uri = fields.get("uri")
