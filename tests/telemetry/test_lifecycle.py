@@ -124,7 +124,8 @@ def test_a_busy_relay_sheds_whole_calls_and_counts_them() -> None:
     """With the busy limit at 0 the governor finds the relay busy whenever calls pass faster
     than 2,000/s (waves of 500 do) and traces one call in 64. Whatever it sheds, every traced
     call is complete (request and response records, a SERVER span that did not end in error),
-    the rest is counted, and the metrics still count every call."""
+    the rest is counted, and the metrics still count every call. One call in eight is to the
+    `fail` tool, so that the error counts are weighted too."""
     calls = 0
     with OTLPReceiver() as rx:
         env = proxy_env(rx.endpoint, {"HELMET_RELAY_BUSY_LIMIT": "0"})
@@ -134,7 +135,10 @@ def test_a_busy_relay_sheds_whole_calls_and_counts_them() -> None:
             # waves of calls until the relay says it sheds, then one more wave
             for wave in range(40):
                 first = 2 + calls
-                proxy.write(b"".join(_call(i) for i in range(first, first + 500)))
+                wave_calls = (
+                    _call(i, "fail" if i % 8 == 0 else "echo") for i in range(first, first + 500)
+                )
+                proxy.write(b"".join(wave_calls))
                 calls += 500
                 answered = proxy.stdout.wait(
                     lambda data, n=calls: data.count(b"\n") > n, timeout=20
@@ -147,25 +151,24 @@ def test_a_busy_relay_sheds_whole_calls_and_counts_them() -> None:
             assert proxy.wait(timeout=20) == 0
         rx.wait_for(_closed, timeout=20)
         rx.wait_for(lambda r: _dropped(r, "relay_busy") is not None, timeout=20)
-        servers = [
-            s for s in rx.spans() if s["name"] == "tools/call echo" and s["kind"] == "SERVER"
-        ]
-        clients = [
-            s for s in rx.spans() if s["name"] == "tools/call echo" and s["kind"] == "CLIENT"
-        ]
+        spans = rx.spans()
+        servers = [s for s in spans if s["name"] == "tools/call echo" and s["kind"] == "SERVER"]
+        clients = [s for s in spans if s["name"] == "tools/call echo" and s["kind"] == "CLIENT"]
+        failed = [s for s in spans if s["name"] == "tools/call fail" and s["kind"] == "SERVER"]
         requests = by_event(rx.logs(), sc.EVENT_REQUEST)
         responses = by_event(rx.logs(), sc.EVENT_RESPONSE)
-        traced = len(servers)
-        assert 0 < traced < calls
-        assert len(clients) == traced
+        traced = len(servers) + len(failed)
+        assert servers and failed and traced < calls
+        assert len(clients) == len(servers)
         assert len(requests) == len(responses) == traced + 1  # and the initialize call
         assert all(s["status"]["code"] == "UNSET" for s in servers + clients)
+        assert {s["attributes"].get(sc.ERROR_TYPE) for s in failed} == {"tool_error"}
         assert by_event(rx.logs(), sc.EVENT_ERROR) == []
         assert _dropped(rx, "relay_busy") == 2 * (calls - traced)
         assert _dropped(rx, "relay_queue_full") == 0
         # each traced call stands for as many as the relay traced one in; the metrics count
         # it that many times, so rates stay right while records are shed
-        weights = [s["attributes"].get(sc.HELMET_SAMPLE_WEIGHT, 1) for s in servers]
+        weights = [s["attributes"].get(sc.HELMET_SAMPLE_WEIGHT, 1) for s in servers + failed]
         assert max(weights) == 64 and sum(weights) > traced
         tool_requests = [
             r for r in requests if r["attributes"].get(sc.MCP_METHOD_NAME) == "tools/call"
@@ -173,28 +176,33 @@ def test_a_busy_relay_sheds_whole_calls_and_counts_them() -> None:
         assert sorted(r["attributes"].get(sc.HELMET_SAMPLE_WEIGHT, 1) for r in tool_requests) == (
             sorted(weights)
         )
-        assert _last_point(rx, sc.METRIC_MESSAGES, {sc.MCP_METHOD_NAME: "tools/call",
-                                                    sc.HELMET_MESSAGE_KIND: "request"}) == (
-            sum(weights)
-        )  # fmt: skip
-        duration = _last_point(rx, sc.METRIC_SERVER_OPERATION_DURATION,
-                               {sc.MCP_METHOD_NAME: "tools/call"}, "count")  # fmt: skip
-        assert duration == sum(weights)
+        tools = {sc.MCP_METHOD_NAME: "tools/call"}
+        requests_out = {**tools, sc.HELMET_DIRECTION: sc.DIRECTION_C2S}
+        assert _total(
+            rx, sc.METRIC_MESSAGES, {**requests_out, sc.HELMET_MESSAGE_KIND: "request"}
+        ) == (sum(weights))
+        assert _total(rx, sc.METRIC_MESSAGE_SIZE, requests_out, "count") == sum(weights)
+        assert _total(rx, sc.METRIC_SERVER_OPERATION_DURATION, tools, "count") == sum(weights)
+        fail_weights = [s["attributes"].get(sc.HELMET_SAMPLE_WEIGHT, 1) for s in failed]
+        assert _total(rx, sc.METRIC_ERRORS, {**tools, sc.ERROR_TYPE: "tool_error"}) == (
+            sum(fail_weights)
+        )
 
 
-def _last_point(
+def _total(
     rx: OTLPReceiver, metric: str, attributes: dict[str, str], field: str = "value"
 ) -> float:
-    """``field`` of the last exported point of ``metric`` whose attributes include these."""
+    """The sum of ``field`` over the points of the last export of ``metric`` whose attributes
+    include these."""
+    exports = [m for m in rx.metrics() if m["name"] == metric]
+    assert exports, metric
     points = [
         p[field]
-        for m in rx.metrics()
-        if m["name"] == metric
-        for p in m["data_points"]
+        for p in exports[-1]["data_points"]
         if attributes.items() <= p["attributes"].items()
     ]
     assert points, (metric, attributes)
-    return points[-1]
+    return sum(points)
 
 
 def _dropped(rx: OTLPReceiver, reason: str) -> float | None:
