@@ -206,7 +206,7 @@ def receiver_main(protocol: str) -> int:
     sys.modules["otlp_receiver"] = module
     spec.loader.exec_module(module)
     sys.path.insert(0, str(REPO))
-    from helmet_otel.telemetry import semconv
+    from helmet_otel import semconv
 
     with module.OTLPReceiver(protocol=protocol, sink=True) as receiver:
         print(json.dumps({"endpoint": receiver.endpoint}), flush=True)

@@ -43,7 +43,7 @@ from opentelemetry.sdk.resources import Resource  # noqa: E402
 
 from helmet_otel.store import Store, StoreLogExporter  # noqa: E402
 from helmet_otel.store.model import LogRow, SpanRow, log_row  # noqa: E402
-from helmet_otel.telemetry import semconv as sc  # noqa: E402
+from helmet_otel import semconv as sc  # noqa: E402
 
 WORDS = [
     "weather",

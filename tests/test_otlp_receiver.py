@@ -54,7 +54,7 @@ from opentelemetry.trace import (
     set_span_in_context,
 )
 
-from helmet_otel.telemetry import semconv
+from helmet_otel import semconv
 from tests.otlp_receiver import OTLPReceiver, Protocol, dead_endpoint
 
 PROTOCOLS: tuple[Protocol, ...] = ("http/protobuf", "grpc")

@@ -37,7 +37,7 @@ from helmet_otel.store.query import (
 )
 from helmet_otel.store.schema import StoreError
 from helmet_otel.store.timefmt import format_duration_ms, format_local, format_rfc3339, parse_time
-from helmet_otel.telemetry import semconv as sc
+from helmet_otel import semconv as sc
 
 __all__ = ["register"]
 

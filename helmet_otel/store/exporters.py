@@ -23,7 +23,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from helmet_otel.store.model import LogRow, SpanRow, log_row
 from helmet_otel.store.writer import Store
-from helmet_otel.telemetry import semconv as sc
+from helmet_otel import semconv as sc
 
 __all__ = ["StoreLogExporter", "StoreSpanExporter", "log_row_from_sdk", "span_row_from_sdk"]
 

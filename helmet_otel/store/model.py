@@ -16,7 +16,7 @@ from typing import Final
 
 import orjson
 
-from helmet_otel.telemetry import semconv as sc
+from helmet_otel import semconv as sc
 
 __all__ = [
     "PROMOTED",

@@ -22,7 +22,7 @@ import orjson
 
 from helmet_otel.store.model import full_attributes
 from helmet_otel.store.schema import StoreError, connect_reader
-from helmet_otel.telemetry import semconv as sc
+from helmet_otel import semconv as sc
 
 __all__ = [
     "LOST_EXIT_REASON",
@@ -55,9 +55,7 @@ _WEIGHT: Final = (
 )
 _PREFIX_END: Final = "\U0010ffff"
 _PID_REUSE_SLACK_NS: Final = 2_000_000_000
-# helmet.exit.reason of the session_end the telemetry worker writes when its proxy vanished
-# (SIGKILL, crash) without ending the session: such a session is "lost", not "ended".
-LOST_EXIT_REASON: Final = "proxy terminated without closing"
+LOST_EXIT_REASON: Final = sc.LOST_EXIT_REASON
 Key = tuple[str, str | None]  # (method, tool or None)
 
 

@@ -27,7 +27,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from helmet_otel import __version__
 from helmet_otel.config import otlp_signals
-from helmet_otel.telemetry import semconv as sc
+from helmet_otel import semconv as sc
 from helmet_otel.telemetry.batching import BatchQueue, settings
 from helmet_otel.telemetry.metrics import Counter, MetricSet, PeriodicExport, delta_preferred
 from helmet_otel.telemetry.otlp_encoding import OtlpEncoder

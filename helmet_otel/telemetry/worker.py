@@ -15,6 +15,7 @@ import threading
 import time
 from typing import Any
 
+from helmet_otel import semconv as sc
 from helmet_otel.telemetry.frames import Frame, read_batch
 
 FLUSH_TIMEOUT = float(os.environ.get("HELMET_FLUSH_TIMEOUT", "5"))
@@ -90,7 +91,7 @@ def main() -> int:
             pending = batch
     finally:
         if not recorder.closed:
-            recorder.close(time.time_ns(), {"reason": "proxy terminated without closing"})
+            recorder.close(time.time_ns(), {"reason": sc.LOST_EXIT_REASON})
         _flush(pipeline)
     return 0
 

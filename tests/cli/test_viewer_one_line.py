@@ -9,7 +9,7 @@ from pathlib import Path
 from opentelemetry.trace import SpanKind
 
 from helmet_otel.cli.viewer import _printable  # pyright: ignore[reportPrivateUsage]
-from helmet_otel.telemetry import semconv as sc
+from helmet_otel import semconv as sc
 from tests.store.conftest import run_cli
 from tests.store.scenario import BASE_NS, MS, Rec, Session, Sp, write_store
 

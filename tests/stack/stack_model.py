@@ -23,7 +23,7 @@ from typing import Any, Literal
 import promql_parser
 import yaml
 
-from helmet_otel.telemetry import semconv as sc
+from helmet_otel import semconv as sc
 
 REPO = Path(__file__).resolve().parents[2]
 STACK_TESTS = Path(__file__).resolve().parent

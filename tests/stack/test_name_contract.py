@@ -23,7 +23,7 @@ import pytest
 from mcp import ClientSession, MCPError
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
-from helmet_otel.telemetry import semconv as sc
+from helmet_otel import semconv as sc
 from tests.otlp_receiver import OTLPReceiver
 from tests.stack.stack_model import (
     INSTRUMENTS,

@@ -1,5 +1,5 @@
 """The name translation rules the name contract relies on, and the static half of the contract:
-every name a dashboard queries is the translation of a name in helmet_otel/telemetry/semconv.py
+every name a dashboard queries is the translation of a name in helmet_otel/semconv.py
 (or one the backends add themselves)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from helmet_otel.telemetry import semconv as sc
+from helmet_otel import semconv as sc
 from tests.stack.stack_model import (
     INSTRUMENTS,
     NameUse,

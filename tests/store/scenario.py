@@ -33,7 +33,7 @@ from opentelemetry.trace import (
 )
 
 from helmet_otel.store import Store, StoreLogExporter, StoreSpanExporter
-from helmet_otel.telemetry import semconv as sc
+from helmet_otel import semconv as sc
 
 BASE_NS = 1_795_000_000_000_000_000  # 2026-11-18T08:26:40Z
 MS = 1_000_000

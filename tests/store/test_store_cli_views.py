@@ -11,7 +11,7 @@ from pathlib import Path
 
 from opentelemetry.trace import SpanKind
 
-from helmet_otel.telemetry import semconv as sc
+from helmet_otel import semconv as sc
 from tests.store.conftest import Cli, run_cli
 from tests.store.scenario import (
     BASE_NS,

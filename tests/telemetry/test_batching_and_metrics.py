@@ -13,7 +13,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-from helmet_otel.telemetry import semconv as sc
+from helmet_otel import semconv as sc
 from helmet_otel.telemetry.batching import BatchQueue, BatchSettings, settings
 from helmet_otel.telemetry.metrics import MetricSet, delta_preferred
 from helmet_otel.telemetry.pipeline import DropCounter, Pipeline

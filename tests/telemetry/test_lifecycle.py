@@ -14,7 +14,7 @@ import orjson
 import pytest
 from mcp import Client
 
-from helmet_otel.telemetry import semconv as sc
+from helmet_otel import semconv as sc
 from tests.e2e.helpers import DEMO_SERVER, SERVERS_DIR, RawProcess
 from tests.otlp_receiver import OTLPReceiver, dead_endpoint
 from tests.telemetry.helpers import INIT, by_event, drive, line, proxy_env

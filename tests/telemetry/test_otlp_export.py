@@ -10,7 +10,7 @@ import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
 
-from helmet_otel.telemetry import semconv as sc
+from helmet_otel import semconv as sc
 from tests.e2e.helpers import DEMO_SERVER
 from tests.otlp_receiver import OTLPReceiver
 from tests.telemetry.helpers import by_event, drive, proxy_env

@@ -10,7 +10,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from helmet_otel.telemetry import semconv as sc
+from helmet_otel import semconv as sc
 from tests.e2e.helpers import DEMO_SERVER, RECORDING_UPSTREAM, RawProcess
 from tests.otlp_receiver import OTLPReceiver
 from tests.telemetry.helpers import INIT, by_event, line, proxy_env

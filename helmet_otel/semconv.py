@@ -127,3 +127,8 @@ SIZE_BUCKETS: Final = (
 )
 HELMET_PROXY_PID: Final = "helmet.proxy.pid"  # the proxy process (sessions --active checks it)
 HELMET_PROXY_HOST: Final = "helmet.proxy.host"  # hostname of the proxy process
+
+# --- session end reasons -------------------------------------------------------------------
+# The worker ends a session with this reason when the proxy went away (SIGKILL, crash) without
+# ending it; the store shows such a session as "lost", not "ended".
+LOST_EXIT_REASON: Final = "proxy terminated without closing"
