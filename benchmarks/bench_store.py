@@ -41,9 +41,9 @@ from opentelemetry.sdk._logs import LoggerProvider  # noqa: E402
 from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor  # noqa: E402
 from opentelemetry.sdk.resources import Resource  # noqa: E402
 
+from helmet_otel import semconv as sc  # noqa: E402
 from helmet_otel.store import Store, StoreLogExporter  # noqa: E402
 from helmet_otel.store.model import LogRow, SpanRow, log_row  # noqa: E402
-from helmet_otel import semconv as sc  # noqa: E402
 
 WORDS = [
     "weather",

@@ -28,6 +28,9 @@ class ProxyOptions:
     grace: float = 2.0
     trace_max_requests: int = 1000
     cwd: str | None = None
+    telemetry_buffer: int = 4 * 1024 * 1024
+    flush_timeout: float = 5.0
+    relay_busy_limit: float = 0.85
 
     @property
     def store_enabled(self) -> bool:

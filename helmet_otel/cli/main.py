@@ -19,7 +19,6 @@ from helmet_otel.cli.options import (
 )
 
 PROG = "helmet-otel"
-PROXY_COMMANDS = ("run", "serve", "connect")
 VIEWER_COMMANDS = ("logs", "sessions", "stats", "trace")
 
 DESCRIPTION = """\
@@ -150,6 +149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run_proxy(command: list[str], options: ProxyOptions, env: dict[str, str]) -> int:
+    from helmet_otel.cli.interceptors import build_interceptors
+    from helmet_otel.core.interceptor import session_interceptors
     from helmet_otel.core.session import Session
     from helmet_otel.transports.stdio import ServerCommand, run_stdio
 
@@ -159,14 +160,11 @@ def run_proxy(command: list[str], options: ProxyOptions, env: dict[str, str]) ->
         cwd=options.cwd,
         grace=options.grace,
     )
-    session = Session(transport="stdio")
-    if not options.telemetry_enabled(env):
-        return run_stdio(server, session, ())
-    from helmet_otel.telemetry.feed import TelemetryFeed
-
     name = options.name or env.get("OTEL_SERVICE_NAME") or default_service_name(command)
-    feed = TelemetryFeed(options, env, service_name=name)
+    built = build_interceptors(options, env, service_name=name, transport="stdio")
+    session = Session(transport="stdio")
     try:
-        return run_stdio(server, session, [feed], after=feed.close)
+        interceptors = session_interceptors(built.factories, session)
+        return run_stdio(server, session, interceptors, after=built.close)
     finally:
-        feed.kill()
+        built.kill()

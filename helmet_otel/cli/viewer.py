@@ -23,6 +23,7 @@ from typing import IO, Final, TypeVar
 
 import orjson
 
+from helmet_otel import semconv as sc
 from helmet_otel.store import codec
 from helmet_otel.store.paths import default_store_path
 from helmet_otel.store.query import (
@@ -37,7 +38,6 @@ from helmet_otel.store.query import (
 )
 from helmet_otel.store.schema import StoreError
 from helmet_otel.store.timefmt import format_duration_ms, format_local, format_rfc3339, parse_time
-from helmet_otel import semconv as sc
 
 __all__ = ["register"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from helmet_otel.protocol.message import Message
 
@@ -16,9 +16,10 @@ class Direction(enum.Enum):
     C2S = "client->server"
     S2C = "server->client"
 
-    @property
-    def reverse(self) -> Direction:
-        return Direction.S2C if self is Direction.C2S else Direction.C2S
+
+# Module constants for the per-message paths (see protocol.message.REQUEST for why).
+C2S: Final = Direction.C2S
+S2C: Final = Direction.S2C
 
 
 @dataclass(slots=True, init=False)
@@ -27,7 +28,9 @@ class Envelope:
 
     ``raw`` is what the sender wrote; ``wire`` is what is forwarded (the same object unless a
     documented feature, such as trace-context propagation, rewrote it). An interceptor that sets
-    ``reply`` answers the sender itself and the message is not forwarded (a policy block).
+    ``reply`` answers the sender itself and the message is not forwarded (a policy block); the
+    reply then travels as an envelope of its own, with ``proxy`` set (the proxy wrote it), so the
+    session and every interceptor see it like any answer.
     """
 
     direction: Direction
@@ -41,6 +44,7 @@ class Envelope:
     server_span_id: int = 0
     client_span_id: int = 0
     annotations: dict[str, object] = field(default_factory=dict[str, object])
+    proxy: bool = False  # the proxy wrote this message (a reply, an "upstream gone" error)
 
     # Written out rather than generated: one is made per message, and the generated one pays for
     # a ``__post_init__`` call and a generic-alias ``default_factory``.
@@ -48,7 +52,7 @@ class Envelope:
         self, direction: Direction, raw: bytes, msg: Message, ts: int, wire: bytes = b"",
         reply: bytes | None = None, request: PendingRequest | None = None, trace_id: int = 0,
         server_span_id: int = 0, client_span_id: int = 0,
-        annotations: dict[str, object] | None = None,
+        annotations: dict[str, object] | None = None, proxy: bool = False,
     ) -> None:  # fmt: skip
         self.direction = direction
         self.raw = raw
@@ -61,3 +65,4 @@ class Envelope:
         self.server_span_id = server_span_id
         self.client_span_id = client_span_id
         self.annotations = {} if annotations is None else annotations
+        self.proxy = proxy

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 from helmet_otel.core.envelope import Envelope
@@ -49,3 +50,17 @@ class BaseInterceptor:
 
     def upstream_failed(self, session: Session, reason: str) -> None:
         return None
+
+
+class InterceptorFactory(Protocol):
+    """Process-wide part of an interceptor (a policy engine, the telemetry channel): makes the
+    interceptor of each new session, so per-session state needs no lookup per message."""
+
+    def for_session(self, session: Session) -> Interceptor: ...
+
+
+def session_interceptors(
+    factories: Sequence[InterceptorFactory], session: Session
+) -> list[Interceptor]:
+    """The session's interceptors, in the factories' order (the order `before_forward` runs)."""
+    return [factory.for_session(session) for factory in factories]

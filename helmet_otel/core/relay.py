@@ -1,7 +1,9 @@
 """The relay: transport-agnostic message handling between a client and a server.
 
 Transports read bytes, split lines and hand them to `Relay.route`; it returns what to write on
-each side. Nothing here awaits, so a batch of lines is handled in order, atomically.
+each side. Nothing here awaits, so a batch of lines is handled in order, atomically. Answers the
+proxy writes itself (an interceptor's reply, an error for a request the upstream can no longer
+take) are envelopes like any message: the session and every interceptor see them.
 """
 
 from __future__ import annotations
@@ -10,32 +12,30 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from helmet_otel.core.envelope import Direction, Envelope
+from helmet_otel.core.envelope import C2S, S2C, Direction, Envelope
 from helmet_otel.core.interceptor import Interceptor
 from helmet_otel.core.session import Session
-from helmet_otel.protocol.message import Kind, error_response, inspect
+from helmet_otel.protocol.message import REQUEST, error_response, inspect
 
 # JSON-RPC code used for errors the proxy synthesises when the upstream is gone. It is the
 # MCP Python SDK's CONNECTION_CLOSED code, in the legacy implementation-defined range.
 UPSTREAM_GONE_CODE = -32000
 
-_C2S = Direction.C2S  # enum members are slow to look up on their class (Python 3.11)
-
 
 @dataclass(slots=True, init=False)
 class Routed:
-    forward: list[bytes]  # to the other side, in order
-    replies: list[bytes]  # back to the sender, in order
+    """What to write: ``forward`` to the other side, ``replies`` back to the sender (each in
+    order), and the envelopes to hand to `Relay.forwarded` once the bytes are written."""
+
+    forward: list[bytes]
+    replies: list[bytes]
     envelopes: list[Envelope]
 
     # Written out: the generated one calls a generic alias per list (slow, and once per read).
-    def __init__(
-        self, forward: list[bytes] | None = None, replies: list[bytes] | None = None,
-        envelopes: list[Envelope] | None = None,
-    ) -> None:  # fmt: skip
-        self.forward = [] if forward is None else forward
-        self.replies = [] if replies is None else replies
-        self.envelopes = [] if envelopes is None else envelopes
+    def __init__(self) -> None:
+        self.forward = []
+        self.replies = []
+        self.envelopes = []
 
 
 class Relay:
@@ -49,46 +49,42 @@ class Relay:
         forward, replies, envelopes = routed.forward, routed.replies, routed.envelopes
         now = time.time_ns()
         interceptors = self.interceptors
-        c2s = direction is _C2S
+        c2s = direction is C2S
         for line in lines:
             env = Envelope(direction, line, inspect(line), now)
             for interceptor in interceptors:
                 interceptor.before_forward(env)
             if env.reply is None and self.upstream_gone is not None and c2s:
                 msg = env.msg
-                if msg.kind is Kind.REQUEST:
+                if msg.kind is REQUEST:
                     env.reply = error_response(msg.id, UPSTREAM_GONE_CODE, self.upstream_gone)
-            if env.reply is not None:
-                replies.append(env.reply)
-            else:
-                forward.append(env.wire)
             envelopes.append(env)
+            reply = env.reply
+            if reply is None:
+                forward.append(env.wire)
+            else:
+                replies.append(reply)
+                back = S2C if c2s else C2S
+                envelopes.append(Envelope(back, reply, inspect(reply), now, proxy=True))
         return routed
 
     def forwarded(self, routed: Routed) -> None:
         """Call once the transport has taken the routed bytes: updates the session, runs hooks."""
-        session = self.session
+        observe = self.session.observe
         interceptors = self.interceptors
         for env in routed.envelopes:
-            if env.reply is None:
-                session.observe(env)
+            observe(env)
             for interceptor in interceptors:
                 interceptor.after_forward(env)
 
-    def fail_pending(self, reason: str) -> list[bytes]:
-        """Mark the upstream gone and answer every request the client still waits for."""
+    def answer_pending(self, reason: str) -> Routed:
+        """The upstream is gone: from now on the proxy answers requests itself, and here are
+        the answers to every request the client still waits for (``forward``: to the client)."""
         self.upstream_gone = reason
-        replies: list[bytes] = []
-        session = self.session
-        for pending in session.pending_from(Direction.C2S):
-            line = error_response(pending.id, UPSTREAM_GONE_CODE, reason)
-            replies.append(line)
-        return replies
-
-    def synthesized(self, direction: Direction, lines: list[bytes]) -> None:
-        """Record lines the proxy wrote itself (e.g. the errors of `fail_pending`)."""
-        now = time.time_ns()
         routed = Routed()
-        for line in lines:
-            routed.envelopes.append(Envelope(direction, line, inspect(line), now))
-        self.forwarded(routed)
+        now = time.time_ns()
+        for pending in self.session.pending_from(C2S):
+            line = error_response(pending.id, UPSTREAM_GONE_CODE, reason)
+            routed.forward.append(line)
+            routed.envelopes.append(Envelope(S2C, line, inspect(line), now, proxy=True))
+        return routed

@@ -8,14 +8,17 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from helmet_otel.core.envelope import Direction, Envelope
+from helmet_otel.core.envelope import C2S, S2C, Direction, Envelope
 from helmet_otel.protocol.message import (
+    ERROR,
     META_CLIENT_INFO,
     META_PROTOCOL_VERSION,
     META_SERVER_INFO,
     NAMED_METHODS,
+    NOTIFICATION,
+    REQUEST,
+    RESPONSE,
     JsonId,
-    Kind,
     Message,
     id_key,
 )
@@ -59,6 +62,11 @@ class Session:
     errors: int = 0
     exit_status: int | None = None
     exit_reason: str | None = None
+    # The protocol's own session id (Streamable HTTP, legacy era: ``Mcp-Session-Id``); None where
+    # the protocol has none (stdio, the 2026-07-28 revision). ``id`` is the proxy's grouping.
+    mcp_session_id: str | None = None
+    # Requests waiting for an answer, keyed by the direction they were sent in (is it
+    # client->server?) plus `id_key` of the id; `observe` builds the key inline.
     pending: dict[tuple[bool, tuple[bool, JsonId]], PendingRequest] = field(
         default_factory=dict[tuple[bool, tuple[bool, JsonId]], PendingRequest]
     )
@@ -68,7 +76,7 @@ class Session:
         """Update the session with a message that was just forwarded."""
         msg = env.msg
         kind = msg.kind
-        if kind is _REQUEST:
+        if kind is REQUEST:
             method = msg.method
             assert method is not None
             self.requests += 1
@@ -77,7 +85,7 @@ class Session:
             params = _info(payload.get("params")) if payload is not None else None
             msg_id = msg.id
             direction = env.direction
-            c2s = direction is _C2S
+            c2s = direction is C2S
             if msg_id is not None:
                 name = (
                     params.get("name") if params is not None and method in NAMED_METHODS else None
@@ -88,23 +96,23 @@ class Session:
                 )  # fmt: skip
             if c2s:
                 self._learn_from_request(method, params)
-        elif kind is _NOTIFICATION:
+        elif kind is NOTIFICATION:
             method = msg.method
             assert method is not None
             self.method_counts[method] += 1
             if method == "notifications/cancelled":
                 self._cancel(env)
-        elif kind is _RESPONSE or kind is _ERROR:
-            if kind is _ERROR:
+        elif kind is RESPONSE or kind is ERROR:
+            if kind is ERROR:
                 self.errors += 1
             msg_id = msg.id
-            s2c = env.direction is _S2C
+            s2c = env.direction is S2C
             if msg_id is not None:  # the request went the other way
                 key = (s2c, (isinstance(msg_id, str), msg_id))
                 env.request = self.pending.pop(key, None)
             if env.request is not None and s2c:
                 self._learn_from_response(env.request, msg)
-            elif env.request is None and kind is _RESPONSE and msg.is_tool_error:
+            elif env.request is None and kind is RESPONSE and msg.is_tool_error:
                 self.errors += 1
 
     def _learn_from_request(self, method: str, params: dict[str, Any] | None) -> None:
@@ -160,18 +168,7 @@ class Session:
         params = _info(payload.get("params")) if payload is not None else None
         request_id: object = params.get("requestId") if params is not None else None
         if isinstance(request_id, str | int) and not isinstance(request_id, bool):
-            c2s = env.direction is _C2S  # cancels a request sent the same way
+            c2s = env.direction is C2S  # cancels a request sent the same way
             pending = self.pending.get((c2s, id_key(request_id)))
             if pending is not None:
                 pending.cancelled = True
-
-
-# Pending requests are keyed by the direction they were sent in (is it client->server?) plus
-# `id_key` of the id; `observe` builds the key inline. Enum members are slow to look up on their
-# class in Python 3.11, hence the module constants.
-_C2S = Direction.C2S
-_S2C = Direction.S2C
-_REQUEST = Kind.REQUEST
-_NOTIFICATION = Kind.NOTIFICATION
-_RESPONSE = Kind.RESPONSE
-_ERROR = Kind.ERROR

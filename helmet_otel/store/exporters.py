@@ -21,9 +21,9 @@ from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportRes
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
+from helmet_otel import semconv as sc
 from helmet_otel.store.model import LogRow, SpanRow, log_row
 from helmet_otel.store.writer import Store
-from helmet_otel import semconv as sc
 
 __all__ = ["StoreLogExporter", "StoreSpanExporter", "log_row_from_sdk", "span_row_from_sdk"]
 

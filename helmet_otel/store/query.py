@@ -20,9 +20,9 @@ from typing import Final, Literal
 
 import orjson
 
+from helmet_otel import semconv as sc
 from helmet_otel.store.model import full_attributes
 from helmet_otel.store.schema import StoreError, connect_reader
-from helmet_otel import semconv as sc
 
 __all__ = [
     "LOST_EXIT_REASON",

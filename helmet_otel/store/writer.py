@@ -23,11 +23,11 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Final
 
+from helmet_otel import semconv as sc
 from helmet_otel.store import retention
 from helmet_otel.store.model import LogRow, SpanRow
 from helmet_otel.store.paths import default_store_path, retention_from_env
 from helmet_otel.store.schema import FTS_INSERT, StoreError, connect_writer, fts_text
-from helmet_otel import semconv as sc
 
 __all__ = ["Store"]
 

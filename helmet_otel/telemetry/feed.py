@@ -1,13 +1,15 @@
 """The relay side of telemetry: cheap, non-blocking, no OpenTelemetry SDK.
 
-`TelemetryFeed` is an interceptor. On the relay's loop it only assigns trace and span ids,
-writes trace context into forwarded requests, and appends each message's bytes behind a small
-binary header to a batch (see `frames`); the worker parses them again. A timer hands the batch
-to the worker process through a non-blocking pipe.
+`TelemetryFeed` is the process-wide part (one worker process, one batch, one governor, however
+many sessions the process carries); each session's interceptor is a `SessionFeed`. On the relay's
+loop they only assign trace and span ids, write trace context into forwarded requests, and append
+each message's bytes behind a small binary header, keyed by session, to the batch (see
+`frames`); the worker parses them again. A timer hands the batch to the worker process through
+a non-blocking pipe.
 
 Telemetry sheds whole calls, never parts of one: a request is traced or not, and its response
 follows it. It sheds (and counts) new calls while the worker's pipe and our buffer are full,
-and, while the relay's own loop is busy, all but one call in `_every` (see `_govern`), so at
+and, while the relay's own loop is busy, all but one call in `every` (see `_govern`), so at
 saturation the traffic keeps the relay's CPU.
 """
 
@@ -23,46 +25,50 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import asdict
 from typing import Any, cast
 
 from helmet_otel.config import ProxyOptions
-from helmet_otel.core.envelope import Direction, Envelope
+from helmet_otel.core.envelope import C2S, Envelope
 from helmet_otel.core.interceptor import BaseInterceptor
 from helmet_otel.core.session import Session
-from helmet_otel.protocol.message import Kind
+from helmet_otel.protocol.message import BLANK, ERROR, REQUEST, RESPONSE
 from helmet_otel.protocol.splice import with_meta_entry
-from helmet_otel.telemetry.frames import BATCH, FLAG_REPLIED, WHOLE, Frame, pickled, summarize
+from helmet_otel.telemetry.frames import (
+    BATCH,
+    FLAG_PROXY,
+    FLAG_REPLIED,
+    WHOLE,
+    Close,
+    Config,
+    End,
+    Failed,
+    Frame,
+    Info,
+    Msg,
+    Segment,
+    Start,
+    Stderr,
+    pickled,
+    summarize,
+)
 
 FLUSH_DELAY = 0.005  # seconds a record may wait in the relay before it is handed over
 BUSY_FLUSH_DELAY = 0.05  # the same while the governor sheds
-BUFFER_LIMIT = int(os.environ.get("HELMET_TELEMETRY_BUFFER", str(4 * 1024 * 1024)))
-FLUSH_TIMEOUT = float(os.environ.get("HELMET_FLUSH_TIMEOUT", "5"))
 PROPAGATE_MAX_BYTES = 1024 * 1024  # larger requests are forwarded without trace context
 PIPE_SIZE = 1024 * 1024
 # The governor: every GOVERN_WINDOW seconds, a relay whose loop wanted a CPU (ran, or waited
-# for one) more than BUSY_LIMIT of the time traces one call in MAX_EVERY at once, and keeps
-# at most BUSY_BUFFER for the worker; one under BUSY_LIMIT - 0.1 traces twice as many as before.
-# Backing off at once keeps a backlog for the worker from building up at saturation, when the
-# worker's CPU would be taken from the traffic.
+# for one) more than `--relay-busy-limit` of the time traces one call in MAX_EVERY at once, and
+# keeps at most an eighth of `--telemetry-buffer` for the worker; one under the limit - 0.1
+# traces twice as many as before. Backing off at once keeps a backlog for the worker from
+# building up at saturation, when the worker's CPU would be taken from the traffic.
 GOVERN_WINDOW = 0.05
 # ...and only while calls pass faster than this: below it telemetry's share of the relay's CPU
 # is small, and a busy start-up or a loaded machine must not cost the first calls their records.
 GOVERN_MIN_RATE = 2000.0
-BUSY_LIMIT = float(os.environ.get("HELMET_RELAY_BUSY_LIMIT", "0.85"))
 MAX_EVERY = 64
-BUSY_BUFFER = BUFFER_LIMIT // 8
 _SPAN_MASK = (1 << 64) - 1
 _getrandbits = random.getrandbits
 _pack_whole = WHOLE.pack
-
-# Enum members are slow to look up on their class in Python 3.11 (the enum metaclass has a
-# ``__getattr__``); the per-message hooks compare against these module constants instead.
-_REQUEST = Kind.REQUEST
-_RESPONSE = Kind.RESPONSE
-_ERROR = Kind.ERROR
-_BLANK = Kind.BLANK
-_DIRECTION_C2S = Direction.C2S
 _CANCELLED = "notifications/cancelled"
 
 
@@ -85,43 +91,47 @@ def _sampled_by_env(env: Mapping[str, str]) -> bool:
     return sampler not in ("always_off", "parentbased_always_off")
 
 
-class TelemetryFeed(BaseInterceptor):
-    def __init__(self, options: ProxyOptions, env: Mapping[str, str], *, service_name: str) -> None:
+class TelemetryFeed:
+    """The process-wide side: the worker process, the batch and its hand-over, the governor.
+
+    One per proxy process, whatever the number of sessions; `for_session` makes each session's
+    interceptor (`SessionFeed`), which holds that session's trace and key."""
+
+    def __init__(
+        self, options: ProxyOptions, env: Mapping[str, str], *, service_name: str,
+        transport: str = "stdio",
+    ) -> None:  # fmt: skip
         self.options = options
         self.service_name = service_name
-        self._propagate = options.propagate
-        self._sampled = _sampled_by_env(env)
+        self.sampled = _sampled_by_env(env)
         # The worker applies --capture; it still needs small bodies (log levels, cancellations).
-        self._body_cap = max(options.max_body, 4096) + 1024
-        self._session: Session | None = None
-        self._revision = 0
-        self._pending = bytearray()  # records of the batch being gathered
+        self.body_cap = max(options.max_body, 4096) + 1024
+        self._buffer_limit = options.telemetry_buffer
+        self._busy_limit = options.relay_busy_limit
+        self._sessions = 0  # keys handed out
+        self.batch = bytearray()  # records of the batch being gathered
         self._out = bytearray()  # batches not yet taken by the worker's pipe
         self._shed_full = 0  # messages shed since the last batch: the worker was behind
         self._shed_busy = 0  # ... the governor shed them
         self._dropped_reported = False
-        self._every = 1  # trace one call (or notification) in this many
-        self._limit = BUFFER_LIMIT  # bytes waiting for the worker before new calls are shed
+        self.every = 1  # trace one call (or notification) in this many
+        self._limit = self._buffer_limit  # bytes waiting for the worker before calls are shed
         self._tick = 0  # calls and notifications seen (and decided on)
         self._tick_mark = 0
         self._demand_mark = cpu_demand()
         self._wall_mark = time.monotonic()
-        self._timer: asyncio.TimerHandle | None = None
+        self.timer: asyncio.TimerHandle | None = None
         self._writer_armed = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
-        self.trace_id = random.getrandbits(128) or 1
-        self.root_span_id = random.getrandbits(64) or 1
-        self._segment_requests = 0
-        self._segment = 0
-        # our traceparent, JSON-encoded, is head + client span id + tail; the head follows
-        # the trace id
-        self._tp_trace = -1
-        self._tp_head = b""  # '"00-<trace id>-' of the current trace
-        self._tp_tail = b'-01"' if self._sampled else b'-00"'
         self._worker = self._spawn_worker(env)
         self._fd = self._worker.stdin.fileno() if self._worker.stdin else -1
-        self._pending += pickled(("config", self._config()))
+        config = Config(options, service_name, os.getpid(), socket.gethostname(), transport)
+        self.batch += pickled(config)
+
+    def for_session(self, session: Session) -> SessionFeed:
+        self._sessions += 1
+        return SessionFeed(self, session, self._sessions)
 
     # -- the worker process -----------------------------------------------------------------
     def _spawn_worker(self, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
@@ -141,207 +151,68 @@ class TelemetryFeed(BaseInterceptor):
         os.set_blocking(fd, False)
         return worker
 
-    def _config(self) -> dict[str, Any]:
-        config = asdict(self.options)
-        config["service_name"] = self.service_name
-        config["proxy_pid"] = os.getpid()
-        config["proxy_host"] = socket.gethostname()
-        return config
-
-    # -- interceptor hooks (on the relay's loop) --------------------------------------------
-    def before_forward(self, env: Envelope) -> None:
-        msg = env.msg
-        if msg.kind is not _REQUEST or self._shed():  # a shed call gets no ids, no splice
-            return
-        env.trace_id = self.trace_id
-        bits = _getrandbits(128)  # both span ids from one draw
-        env.server_span_id = (bits & _SPAN_MASK) or 1
-        env.client_span_id = (bits >> 64) or 1
-        if env.direction is not _DIRECTION_C2S:
-            return
-        self._segment_requests += 1
-        if self._segment_requests > self.options.trace_max_requests:
-            self._roll_over()
-            env.trace_id = self.trace_id
-            # Handed over in after_forward, right before this message: frames stay in order.
-            env.annotations["segment"] = (self.trace_id, self.root_span_id)
-        # (The client's own traceparent, which becomes a span link, the worker reads from the
-        # message.)
-        payload = msg.payload
-        if self._propagate and payload is not None and len(env.raw) <= PROPAGATE_MAX_BYTES:
-            self._inject(env, payload)
-
-    def _full(self) -> bool:
+    # -- shedding ---------------------------------------------------------------------------
+    def full(self) -> bool:
         """The worker is behind: its pipe and our buffer are full."""
-        return len(self._out) + len(self._pending) >= self._limit
+        return len(self._out) + len(self.batch) >= self._limit
 
-    def _shed(self) -> bool:
+    def shed(self) -> bool:
         """Whether telemetry sheds the call (or notification) that starts now; counted.
 
         While the governor sheds, this runs for nearly every message at the relay's busiest:
         it is written out for speed."""
         self._tick = tick = self._tick + 1
-        every = self._every
+        every = self.every
         if every > 1 and tick % every:
             self._shed_busy += 1
-        elif len(self._out) + len(self._pending) >= self._limit:
+        elif len(self._out) + len(self.batch) >= self._limit:
             self._shed_full += 1
         else:
             return False
-        if self._timer is None:
+        if self.timer is None:
             self._arm_for_drops()
         return True
 
-    def _roll_over(self) -> None:
-        self._segment += 1
-        self._segment_requests = 1
-        self.trace_id = random.getrandbits(128) or 1
-        self.root_span_id = random.getrandbits(64) or 1
-
-    def _inject(self, env: Envelope, payload: dict[str, Any]) -> None:
-        """Write our traceparent into ``params._meta`` (made when absent or null) by splicing
-        it into the sender's bytes; when that cannot be done exactly, forward them untouched."""
-        trace_id = env.trace_id
-        if trace_id != self._tp_trace:
-            self._tp_trace = trace_id
-            self._tp_head = b'"00-%032x-' % trace_id
-        encoded = self._tp_head + b"%016x" % env.client_span_id + self._tp_tail
-        wire = with_meta_entry(env.raw, payload, "traceparent", encoded)
-        if wire is not None:
-            env.wire = wire
-
-    def after_forward(self, env: Envelope) -> None:
-        msg = env.msg
-        kind = msg.kind
-        weight = self._every  # how many calls a traced one stands for
-        if kind is _REQUEST:
-            if not env.server_span_id:  # shed in before_forward
-                return
-        elif kind is _RESPONSE or kind is _ERROR:
-            request = env.request
-            if request is None:  # an answer to no request we know: on its own
-                if self._shed():
-                    return
-            elif not request.span_id:  # its request was shed
-                if weight > 1:
-                    self._shed_busy += 1
-                else:
-                    self._shed_full += 1
-                if self._timer is None:
-                    self._arm_for_drops()
-                return
-            # else its request was traced: the response goes too, whatever the buffer holds
-            # (it is bounded by the traced requests in flight)
-        elif kind is _BLANK:
-            return
-        elif msg.method == _CANCELLED:  # always goes, standing for itself: the request it
-            weight = 1  # cancels may be traced, and must not end as unanswered
-        elif self._shed():
-            return
-        # What the session learned travels before the next record that is handed over (a
-        # shed message needs none of it, and is done with sooner).
-        session = self._session
-        if session is not None and session.revision != self._revision:
-            self._revision = session.revision
-            self._append(("info", self._session_info(session)))
-        annotations = env.annotations
-        if annotations:
-            segment = annotations.get("segment")
-            if isinstance(segment, tuple):
-                trace_id, root_span_id = cast(tuple[int, int], segment)
-                self._append(("segment", env.ts, trace_id, root_span_id))
-        raw = env.raw
-        size = len(raw)
-        s2c = env.direction is not _DIRECTION_C2S
-        if size > self._body_cap:  # only its head goes over, with the facts the worker needs
-            summary = summarize(msg, not s2c, env.reply is not None)
-            frame = (
-                "msg", env.ts, int(s2c), size, raw[: self._body_cap], summary,
-                env.trace_id, env.server_span_id, env.client_span_id, weight,
-            )  # fmt: skip
-            self._append(frame)
-            return
-        trace_id = env.trace_id
-        pending = self._pending
-        pending += _pack_whole(
-            b"M", s2c | (FLAG_REPLIED if env.reply is not None else 0), weight, env.ts,
-            size, trace_id >> 64, trace_id & _SPAN_MASK, env.server_span_id,
-            env.client_span_id,
-        )  # fmt: skip
-        pending += raw
-        if self._timer is None:  # the rest of `_append`
-            self._arm()
-
-    def _start(self, session: Session, upstream: dict[str, object]) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._session = session
-        info: dict[str, Any] = {
-            "session_id": session.id,
-            "transport": session.transport,
-            "trace_id": self.trace_id,
-            "root_span_id": self.root_span_id,
-            **upstream,
-        }
-        self._append(("start", session.started_ns, info))
-
-    @staticmethod
-    def _session_info(session: Session) -> dict[str, Any]:
-        return {
-            "era": session.era,
-            "protocol_version": session.protocol_version,
-            "client_info": session.client_info,
-            "server_info": session.server_info,
-        }
-
-    def session_started(self, session: Session, upstream: dict[str, object]) -> None:
-        self._start(session, upstream)
-
-    def upstream_stderr(self, session: Session, line: bytes, ts: int) -> None:
-        if self._full():  # the governor spares them: they are few, and they explain crashes
-            self._shed_full += 1
-            if self._timer is None:
-                self._arm_for_drops()
+    def shed_follower(self, busy: bool) -> None:
+        """Count a message shed because of a decision made before it (a response whose request
+        was shed: ``busy`` when the governor sheds; a stderr line while the buffer is full)."""
+        if busy:
+            self._shed_busy += 1
         else:
-            self._append(("stderr", ts, line[:8192]))
-
-    def upstream_failed(self, session: Session, reason: str) -> None:
-        self._start(session, {})
-        self._append(("failed", time.time_ns(), reason))
-
-    def session_ended(self, session: Session) -> None:
-        info: dict[str, Any] = {
-            **self._session_info(session),
-            "exit_status": session.exit_status,
-            "exit_reason": session.exit_reason,
-            "requests": session.requests,
-            "errors": session.errors,
-            "method_counts": dict(session.method_counts),
-        }
-        self._append(("end", session.ended_ns or time.time_ns(), info))
+            self._shed_full += 1
+        if self.timer is None:
+            self._arm_for_drops()
 
     # -- batching and hand-over -------------------------------------------------------------
-    def _append(self, frame: Frame) -> None:
-        self._pending += pickled(frame)
-        if self._timer is None:
-            self._arm()
+    def attach(self) -> None:
+        """Hand-overs run on the running loop (called as a session starts)."""
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+            if self.batch and self.timer is None:
+                self.arm()
 
-    def _arm(self) -> None:
+    def append(self, frame: Frame) -> None:
+        self.batch += pickled(frame)
+        if self.timer is None:
+            self.arm()
+
+    def arm(self) -> None:
         if self._loop is not None and not self._closed:
             # while the governor sheds, fewer, larger hand-overs: fewer syscalls and wake-ups
-            delay = FLUSH_DELAY if self._every == 1 else BUSY_FLUSH_DELAY
-            self._timer = self._loop.call_later(delay, self._flush)
+            delay = FLUSH_DELAY if self.every == 1 else BUSY_FLUSH_DELAY
+            self.timer = self._loop.call_later(delay, self._flush)
 
     def _flush(self) -> None:
         """Hand the batch over. New calls are shed while the buffer is full, so what is left
         (responses to traced calls, session events) always goes, and the buffer stays bounded."""
-        self._timer = None
+        self.timer = None
         now = time.monotonic()
         if now - self._wall_mark >= GOVERN_WINDOW:
             self._govern(now)
-        pending = self._pending
+        pending = self.batch
         if not pending and not self._shed_full and not self._shed_busy:
             return
-        self._pending = bytearray()
+        self.batch = bytearray()
         self._out += BATCH.pack(len(pending), self._shed_full, self._shed_busy)
         self._out += pending
         self._shed_full = self._shed_busy = 0
@@ -356,15 +227,15 @@ class TelemetryFeed(BaseInterceptor):
         self._demand_mark = demand
         self._wall_mark = now
         self._tick_mark = self._tick
-        if busy > BUSY_LIMIT and rate >= GOVERN_MIN_RATE:
-            self._every = MAX_EVERY
-        elif busy < BUSY_LIMIT - 0.1:
-            self._every = max(self._every // 2, 1)
-        self._limit = BUFFER_LIMIT if self._every == 1 else BUSY_BUFFER
+        if busy > self._busy_limit and rate >= GOVERN_MIN_RATE:
+            self.every = MAX_EVERY
+        elif busy < self._busy_limit - 0.1:
+            self.every = max(self.every // 2, 1)
+        self._limit = self._buffer_limit if self.every == 1 else self._buffer_limit // 8
 
     def _arm_for_drops(self) -> None:
         """The counts travel with the next batch; the first time, tell the user."""
-        self._arm()
+        self.arm()
         if not self._dropped_reported:
             self._dropped_reported = True
             os.write(
@@ -401,12 +272,13 @@ class TelemetryFeed(BaseInterceptor):
         """Hand over what is left, tell the worker to finish, wait for it (bounded)."""
         import anyio
 
-        self._append(("close", time.time_ns(), {"reason": reason}))
-        if self._timer is not None:
-            self._timer.cancel()
+        self.append(Close(time.time_ns(), reason))
+        if self.timer is not None:
+            self.timer.cancel()
         self._flush()
         self._closed = True
-        with anyio.move_on_after(FLUSH_TIMEOUT):
+        flush_timeout = self.options.flush_timeout
+        with anyio.move_on_after(flush_timeout):
             while self._out:
                 await anyio.sleep(0.005)
         if self._writer_armed and self._loop is not None:
@@ -417,7 +289,7 @@ class TelemetryFeed(BaseInterceptor):
                 self._worker.stdin.close()
             except OSError:
                 pass
-        with anyio.move_on_after(FLUSH_TIMEOUT + 1.0):
+        with anyio.move_on_after(flush_timeout + 1.0):
             while self._worker.poll() is None:
                 await anyio.sleep(0.01)
 
@@ -426,3 +298,164 @@ class TelemetryFeed(BaseInterceptor):
         if self._worker.poll() is None:
             self._worker.kill()
             self._worker.wait()
+
+
+class SessionFeed(BaseInterceptor):
+    """One session's interceptor: assigns trace and span ids, writes trace context into the
+    forwarded requests, and appends each message to the process's batch under the session's
+    key (the worker keeps one trace, one set of records and one store row per key)."""
+
+    def __init__(self, feed: TelemetryFeed, session: Session, key: int) -> None:
+        self._feed = feed
+        self.session = session
+        self.key = key
+        self._revision = 0
+        self._propagate = feed.options.propagate
+        self._max_requests = feed.options.trace_max_requests
+        self.trace_id = _getrandbits(128) or 1
+        self.root_span_id = _getrandbits(64) or 1
+        self._segment_requests = 0
+        # our traceparent, JSON-encoded, is head + client span id + tail; the head follows
+        # the trace id
+        self._tp_trace = -1
+        self._tp_head = b""  # '"00-<trace id>-' of the current trace
+        self._tp_tail = b'-01"' if feed.sampled else b'-00"'
+
+    # -- interceptor hooks (on the relay's loop) --------------------------------------------
+    def before_forward(self, env: Envelope) -> None:
+        msg = env.msg
+        if msg.kind is not REQUEST or self._feed.shed():  # a shed call gets no ids, no splice
+            return
+        env.trace_id = self.trace_id
+        bits = _getrandbits(128)  # both span ids from one draw
+        env.server_span_id = (bits & _SPAN_MASK) or 1
+        env.client_span_id = (bits >> 64) or 1
+        if env.direction is not C2S:
+            return
+        self._segment_requests += 1
+        if self._segment_requests > self._max_requests:
+            self._roll_over()
+            env.trace_id = self.trace_id
+            # Handed over in after_forward, right before this message: frames stay in order.
+            env.annotations["segment"] = (self.trace_id, self.root_span_id)
+        # (The client's own traceparent, which becomes a span link, the worker reads from the
+        # message.)
+        payload = msg.payload
+        if self._propagate and payload is not None and len(env.raw) <= PROPAGATE_MAX_BYTES:
+            self._inject(env, payload)
+
+    def _roll_over(self) -> None:
+        self._segment_requests = 1
+        self.trace_id = _getrandbits(128) or 1
+        self.root_span_id = _getrandbits(64) or 1
+
+    def _inject(self, env: Envelope, payload: dict[str, Any]) -> None:
+        """Write our traceparent into ``params._meta`` (made when absent or null) by splicing
+        it into the sender's bytes; when that cannot be done exactly, forward them untouched."""
+        trace_id = env.trace_id
+        if trace_id != self._tp_trace:
+            self._tp_trace = trace_id
+            self._tp_head = b'"00-%032x-' % trace_id
+        encoded = self._tp_head + b"%016x" % env.client_span_id + self._tp_tail
+        wire = with_meta_entry(env.raw, payload, "traceparent", encoded)
+        if wire is not None:
+            env.wire = wire
+
+    def after_forward(self, env: Envelope) -> None:
+        msg = env.msg
+        kind = msg.kind
+        feed = self._feed
+        weight = feed.every  # how many calls a traced one stands for
+        if kind is REQUEST:
+            if not env.server_span_id:  # shed in before_forward
+                return
+        elif kind is RESPONSE or kind is ERROR:
+            request = env.request
+            if request is None:  # an answer to no request we know: on its own
+                if feed.shed():
+                    return
+            elif not request.span_id:  # its request was shed
+                feed.shed_follower(weight > 1)
+                return
+            # else its request was traced: the response goes too, whatever the buffer holds
+            # (it is bounded by the traced requests in flight)
+        elif kind is BLANK:
+            return
+        elif msg.method == _CANCELLED:  # always goes, standing for itself: the request it
+            weight = 1  # cancels may be traced, and must not end as unanswered
+        elif feed.shed():
+            return
+        # What the session learned travels before the next record that is handed over (a
+        # shed message needs none of it, and is done with sooner).
+        session = self.session
+        if session.revision != self._revision:
+            self._revision = session.revision
+            feed.append(self._info())
+        annotations = env.annotations
+        if annotations:
+            segment = annotations.get("segment")
+            if isinstance(segment, tuple):
+                trace_id, root_span_id = cast(tuple[int, int], segment)
+                feed.append(Segment(self.key, env.ts, trace_id, root_span_id))
+        raw = env.raw
+        size = len(raw)
+        s2c = env.direction is not C2S
+        replied = env.reply is not None
+        flags = s2c | (FLAG_REPLIED if replied else 0) | (FLAG_PROXY if env.proxy else 0)
+        if size > feed.body_cap:  # only its head goes over, with the facts the worker needs
+            summary = summarize(msg, not s2c, replied, env.proxy)
+            feed.append(
+                Msg(self.key, env.ts, int(s2c), size, raw[: feed.body_cap], summary,
+                    env.trace_id, env.server_span_id, env.client_span_id, weight, None)
+            )  # fmt: skip
+            return
+        trace_id = env.trace_id
+        pending = feed.batch
+        pending += _pack_whole(
+            b"M", flags, weight, self.key, env.ts, size, trace_id >> 64, trace_id & _SPAN_MASK,
+            env.server_span_id, env.client_span_id,
+        )  # fmt: skip
+        pending += raw
+        if feed.timer is None:  # the rest of `append`
+            feed.arm()
+
+    def _info(self) -> Info:
+        session = self.session
+        return Info(
+            self.key, session.era, session.protocol_version, session.client_info,
+            session.server_info, session.mcp_session_id,
+        )  # fmt: skip
+
+    def _start(self, upstream: dict[str, object]) -> None:
+        feed = self._feed
+        feed.attach()
+        session = self.session
+        feed.append(
+            Start(self.key, session.started_ns, session.id, session.transport, self.trace_id,
+                  self.root_span_id, upstream)
+        )  # fmt: skip
+        if session.revision or session.mcp_session_id is not None:
+            self._revision = session.revision
+            feed.append(self._info())
+
+    def session_started(self, session: Session, upstream: dict[str, object]) -> None:
+        self._start(upstream)
+
+    def upstream_stderr(self, session: Session, line: bytes, ts: int) -> None:
+        feed = self._feed
+        if feed.full():  # the governor spares them: they are few, and they explain crashes
+            feed.shed_follower(False)
+        else:
+            feed.append(Stderr(self.key, ts, line[:8192]))
+
+    def upstream_failed(self, session: Session, reason: str) -> None:
+        self._start({})
+        self._feed.append(Failed(self.key, time.time_ns(), reason))
+
+    def session_ended(self, session: Session) -> None:
+        self._feed.append(
+            End(self.key, session.ended_ns or time.time_ns(), session.exit_status,
+                session.exit_reason, session.requests, session.errors,
+                dict(session.method_counts), session.era, session.protocol_version,
+                session.client_info, session.server_info)
+        )  # fmt: skip

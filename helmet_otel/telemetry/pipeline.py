@@ -26,8 +26,8 @@ from opentelemetry.sdk.trace.sampling import Sampler
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from helmet_otel import __version__
-from helmet_otel.config import otlp_signals
 from helmet_otel import semconv as sc
+from helmet_otel.config import otlp_signals
 from helmet_otel.telemetry.batching import BatchQueue, settings
 from helmet_otel.telemetry.metrics import Counter, MetricSet, PeriodicExport, delta_preferred
 from helmet_otel.telemetry.otlp_encoding import OtlpEncoder

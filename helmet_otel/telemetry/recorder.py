@@ -34,9 +34,9 @@ from opentelemetry.trace import (
     set_span_in_context,
 )
 
+from helmet_otel import semconv as sc
 from helmet_otel.protocol.message import JsonId, id_key
 from helmet_otel.redaction import RedactionConfig, Redactor
-from helmet_otel import semconv as sc
 from helmet_otel.telemetry.frames import CUT, NOT_JSON
 from helmet_otel.telemetry.pipeline import Pipeline
 from helmet_otel.telemetry.severity import mcp_level_severity, stderr_severity

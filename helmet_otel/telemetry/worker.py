@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 from helmet_otel import semconv as sc
+from helmet_otel.telemetry import frames as fr
 from helmet_otel.telemetry.frames import Frame, read_batch
 
 FLUSH_TIMEOUT = float(os.environ.get("HELMET_FLUSH_TIMEOUT", "5"))
@@ -54,9 +55,14 @@ def main() -> int:
     # Bounded: when the worker falls behind, the pipe fills and the relay drops (and counts).
     batches: queue.Queue[list[Frame] | None] = queue.Queue(maxsize=4)
     first = read_batch(stdin)
-    if not first or first[0][0] != "config":
+    if not first or not isinstance(first[0], fr.Config):
         return 2
-    config: dict[str, Any] = first[0][1]
+    from dataclasses import asdict
+
+    head = first[0]
+    config: dict[str, Any] = {**asdict(head.options), "service_name": head.service_name,
+                              "proxy_pid": head.proxy_pid, "proxy_host": head.proxy_host,
+                              "transport": head.transport}  # fmt: skip
 
     from helmet_otel.telemetry.pipeline import build_pipeline
     from helmet_otel.telemetry.recorder import Recorder
@@ -76,7 +82,7 @@ def main() -> int:
     try:
         while True:
             for frame in pending:
-                recorder.handle(frame)
+                recorder.handle(_legacy(frame))
             pending = []
             now = time.monotonic()
             if now >= next_tick:
@@ -94,6 +100,39 @@ def main() -> int:
             recorder.close(time.time_ns(), {"reason": sc.LOST_EXIT_REASON})
         _flush(pipeline)
     return 0
+
+
+def _legacy(frame: Frame) -> tuple[Any, ...]:  # (interim: the recorder's old tuples)
+    match frame:
+        case fr.Msg():
+            return ("msg", frame.ts, frame.s2c, frame.size, frame.body, tuple(frame.summary)[:10],
+                    frame.trace_id, frame.server_span_id, frame.client_span_id, frame.weight,
+                    frame.parsed)  # fmt: skip
+        case fr.Start():
+            return ("start", frame.ts, {"session_id": frame.session_id,
+                    "transport": frame.transport, "trace_id": frame.trace_id,
+                    "root_span_id": frame.root_span_id, **frame.upstream})  # fmt: skip
+        case fr.Info():
+            return ("info", {"era": frame.era, "protocol_version": frame.protocol_version,
+                    "client_info": frame.client_info, "server_info": frame.server_info})  # fmt: skip
+        case fr.End():
+            return ("end", frame.ts, {"exit_status": frame.exit_status,
+                    "exit_reason": frame.exit_reason, "requests": frame.requests,
+                    "errors": frame.errors, "method_counts": frame.method_counts,
+                    "era": frame.era, "protocol_version": frame.protocol_version,
+                    "client_info": frame.client_info, "server_info": frame.server_info})  # fmt: skip
+        case fr.Segment():
+            return ("segment", frame.ts, frame.trace_id, frame.root_span_id)
+        case fr.Stderr():
+            return ("stderr", frame.ts, frame.line)
+        case fr.Failed():
+            return ("failed", frame.ts, frame.reason)
+        case fr.Dropped():
+            return ("dropped", frame.reason, frame.records)
+        case fr.Close():
+            return ("close", frame.ts, {"reason": frame.reason})
+        case fr.Config():
+            return ("config",)
 
 
 def _flush(pipeline: Any) -> None:

@@ -10,61 +10,34 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import IO
 
 import anyio
 from anyio.abc import TaskGroup
 
-from helmet_otel.core.envelope import Direction
+from helmet_otel.core.envelope import C2S, S2C, Direction
 from helmet_otel.core.interceptor import Interceptor
-from helmet_otel.core.relay import Relay
+from helmet_otel.core.lifecycle import Lifecycle
+from helmet_otel.core.relay import Routed
 from helmet_otel.core.session import Session
 from helmet_otel.protocol.framing import LineSplitter
-from helmet_otel.protocol.message import Kind, error_response, inspect
+from helmet_otel.transports.child import ChildProcess, ServerCommand, describe_start_failure
 from helmet_otel.transports.pipes import ByteReader, ByteWriter, open_reader, open_writer
 
-EXIT_NOT_FOUND = 127
-EXIT_CANNOT_RUN = 126
+__all__ = ["ServerCommand", "StdioProxy", "run_stdio"]
+
 # How long a proxy whose server could not start waits for the client's first request, to
 # answer it with an error that names the cause instead of a bare disconnect.
 START_FAILURE_ANSWER_WINDOW = 2.0
 STDOUT_DRAIN_AFTER_EXIT = 1.0
 
 
-@dataclass(frozen=True)
-class ServerCommand:
-    argv: Sequence[str]
-    env: dict[str, str]
-    cwd: str | None = None
-    grace: float = 2.0
-
-
-def describe_exit(returncode: int) -> tuple[int, str]:
-    """Our exit status and a sentence for a child's ``returncode``."""
-    if returncode < 0:
-        signum = -returncode
-        try:
-            name = signal.Signals(signum).name
-        except ValueError:
-            name = f"signal {signum}"
-        return 128 + signum, f"MCP server was killed by {name}"
-    return returncode, f"MCP server exited with status {returncode}"
-
-
-def _killpg(pgid: int, signum: int) -> bool:
-    try:
-        os.killpg(pgid, signum)
-    except (ProcessLookupError, PermissionError):
-        return False
-    return True
-
-
 class StdioProxy:
+    """One session: our stdin/stdout (or the given pipes) face the client, a child the server."""
+
     def __init__(
         self,
         command: ServerCommand,
@@ -74,22 +47,22 @@ class StdioProxy:
         stdin: IO[bytes] | None = None,
         stdout: IO[bytes] | None = None,
         stderr: IO[bytes] | None = None,
+        signals: bool = True,
     ) -> None:
         self.command = command
         self.session = session
-        self.relay = Relay(session, interceptors)
-        self.interceptors = tuple(interceptors)
+        self.lifecycle = Lifecycle(session, interceptors)
+        self.relay = self.lifecycle.relay
+        self._signals = signals  # forward SIGINT/SIGTERM/SIGHUP (the process's own session)
         self._stdin = stdin or open(0, "rb", buffering=0, closefd=False)  # noqa: SIM115
         self._stdout = stdout or open(1, "wb", buffering=0, closefd=False)  # noqa: SIM115
         self._stderr = stderr or open(2, "wb", buffering=0, closefd=False)  # noqa: SIM115
         self._stdin_fd = self._stdin.fileno()
         self._stdout_fd = self._stdout.fileno()
         self._err: ByteWriter | None = None
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._exited = anyio.Event()
+        self._child: ChildProcess | None = None
         self._s2c_done = anyio.Event()
         self._stderr_done = anyio.Event()
-        self._terminating = False
 
     # -- diagnostics ------------------------------------------------------------------------
     def diag(self, text: str) -> None:
@@ -103,10 +76,11 @@ class StdioProxy:
     # -- entry point ------------------------------------------------------------------------
     async def run(self) -> int:
         try:
-            proc = self._spawn()
+            child = ChildProcess(self.command)
         except OSError as exc:
             return await self._start_failed(exc)
-        self._proc = proc
+        self._child = child
+        proc = child.proc
         assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
         client_in = await open_reader(self._stdin)
         client_out = await open_writer(self._stdout)
@@ -114,55 +88,35 @@ class StdioProxy:
         server_in = await open_writer(proc.stdin)
         server_out = await open_reader(proc.stdout)
         server_err = await open_reader(proc.stderr)
-        upstream: dict[str, object] = {
-            "command": list(self.command.argv),
-            "pid": proc.pid,
-            "cwd": self.command.cwd or os.getcwd(),
-        }
-        for interceptor in self.interceptors:
-            interceptor.session_started(self.session, upstream)
+        self.lifecycle.upstream_started(
+            {"command": list(self.command.argv), "pid": child.pid,
+             "cwd": self.command.cwd or os.getcwd()}
+        )  # fmt: skip
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._watch_exit, proc)
-                tg.start_soon(self._watch_signals, tg)
+                tg.start_soon(child.watch_exit)
+                if self._signals:
+                    tg.start_soon(self._watch_signals, tg)
                 tg.start_soon(self._pump_stderr, server_err)
                 tg.start_soon(self._pump_s2c, server_out, client_out, server_in, tg)
                 tg.start_soon(self._pump_c2s, client_in, server_in, client_out, tg)
-                await self._exited.wait()
-                await self._finish(proc, client_out)
+                await child.exited.wait()
+                await self._finish(child, client_out)
                 tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
                 err = self._err
                 await self._close_all(client_out, server_in, client_in, server_out, server_err, err)
-        status, reason = describe_exit(proc.returncode if proc.returncode is not None else -9)
-        self.session.exit_status = status
-        if self.session.exit_reason is None:
-            self.session.exit_reason = reason
-        self.session.ended_ns = time.time_ns()
-        for interceptor in self.interceptors:
-            interceptor.session_ended(self.session)
+        status = self.session.exit_status
+        assert status is not None
+        self.lifecycle.ended()
         return status
-
-    def _spawn(self) -> subprocess.Popen[bytes]:
-        argv = list(self.command.argv)
-        return subprocess.Popen(
-            argv,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=self.command.env,
-            cwd=self.command.cwd,
-            process_group=0,
-            bufsize=0,
-        )
 
     # -- the pumps --------------------------------------------------------------------------
     async def _pump(
         self, direction: Direction, reader: ByteReader, out: ByteWriter, back: ByteWriter
     ) -> None:
         """Relay lines from ``reader`` to ``out`` until end of stream (``back`` takes replies)."""
-        relay = self.relay
         splitter = LineSplitter()
         while True:
             chunk = await reader.receive()
@@ -170,65 +124,61 @@ class StdioProxy:
                 break
             lines = splitter.feed(chunk)
             if lines:
-                await self._deliver(relay, direction, lines, out, back)
+                await self._deliver(direction, lines, out, back)
         rest = splitter.flush()
         if rest:
-            await self._deliver(relay, direction, [rest], out, back)
+            await self._deliver(direction, [rest], out, back)
 
     def _client_gone(self, server_in: ByteWriter, tg: TaskGroup) -> None:
-        if self.session.exit_reason is None:
-            self.session.exit_reason = "client closed the connection"
+        self.lifecycle.client_closed()
         server_in.close()
-        tg.start_soon(self._terminate, None)
+        assert self._child is not None
+        tg.start_soon(self._child.terminate, None)
 
     async def _pump_c2s(
         self, reader: ByteReader, server_in: ByteWriter, client_out: ByteWriter, tg: TaskGroup
     ) -> None:
-        await self._pump(Direction.C2S, reader, server_in, client_out)
+        await self._pump(C2S, reader, server_in, client_out)
         self._client_gone(server_in, tg)
 
     async def _pump_s2c(
         self, reader: ByteReader, client_out: ByteWriter, server_in: ByteWriter, tg: TaskGroup
     ) -> None:
         try:
-            await self._pump(Direction.S2C, reader, client_out, server_in)
+            await self._pump(S2C, reader, client_out, server_in)
         except BrokenPipeError:  # the client stopped reading: a disconnect
             self._client_gone(server_in, tg)
         finally:
             self._s2c_done.set()
 
     async def _deliver(
-        self,
-        relay: Relay,
-        direction: Direction,
-        lines: list[bytes],
-        out: ByteWriter,
-        back: ByteWriter,
+        self, direction: Direction, lines: list[bytes], out: ByteWriter, back: ByteWriter
     ) -> None:
+        relay = self.relay
         routed = relay.route(direction, lines)
         forward = routed.forward
         try:
             if routed.replies:
                 back.write(b"".join(routed.replies))
-            if forward and not (direction is Direction.C2S and out.closed):
+            if forward and not (direction is C2S and out.closed):
                 out.write(forward[0] if len(forward) == 1 else b"".join(forward))
         except BrokenPipeError:
-            if direction is Direction.S2C:
+            if direction is S2C:
                 raise
             # The server's stdin is gone: the exit watcher answers what is pending.
         relay.forwarded(routed)
         try:
             await out.drain()
         except BrokenPipeError:
-            if direction is Direction.S2C:
+            if direction is S2C:
                 raise
 
     async def _pump_stderr(self, reader: ByteReader) -> None:
         assert self._err is not None
         err = self._err
         splitter = LineSplitter()
-        session = self.session
-        interceptors = self.interceptors
+        lifecycle = self.lifecycle
+        watched = bool(lifecycle.interceptors)
         while True:
             chunk = await reader.receive()
             if not chunk:
@@ -237,97 +187,48 @@ class StdioProxy:
                 err.write(chunk)
             except BrokenPipeError:
                 pass
-            if interceptors:
-                now = time.time_ns()
-                for line in splitter.feed(chunk):
-                    for interceptor in interceptors:
-                        interceptor.upstream_stderr(session, line, now)
+            if watched:
+                lifecycle.upstream_stderr(splitter.feed(chunk), time.time_ns())
             try:
                 await err.drain()
             except BrokenPipeError:
                 pass
         rest = splitter.flush()
-        if rest:
-            for interceptor in interceptors:
-                interceptor.upstream_stderr(session, rest, time.time_ns())
+        if rest and watched:
+            lifecycle.upstream_stderr([rest], time.time_ns())
         self._stderr_done.set()
 
     # -- lifecycle --------------------------------------------------------------------------
-    async def _watch_exit(self, proc: subprocess.Popen[bytes]) -> None:
-        try:
-            pidfd = os.pidfd_open(proc.pid)
-        except (AttributeError, OSError):
-            while proc.poll() is None:
-                await anyio.sleep(0.05)
-        else:
-            try:
-                await anyio.wait_readable(pidfd)
-            finally:
-                os.close(pidfd)
-            proc.wait()
-        self._exited.set()
-
     async def _watch_signals(self, tg: TaskGroup) -> None:
+        child = self._child
+        assert child is not None
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
             async for signum in signals:
-                if self.session.exit_reason is None:
-                    self.session.exit_reason = f"proxy received {signal.Signals(signum).name}"
-                if self._terminating:
-                    # A second signal: no more patience.
-                    self._signal_group(signal.SIGKILL)
+                self.lifecycle.signalled(signal.Signals(signum).name)
+                if child.terminating:
+                    child.signal_group(signal.SIGKILL)  # a second signal: no more patience
                 else:
-                    tg.start_soon(self._terminate, signum)
+                    tg.start_soon(child.terminate, signum)
 
-    def _signal_group(self, signum: int) -> None:
-        proc = self._proc
-        if proc is not None and proc.returncode is None:
-            _killpg(proc.pid, signum)
-
-    async def _terminate(self, first: int | None) -> None:
-        """Escalate until the child is gone: (first signal), grace, SIGTERM, grace, SIGKILL."""
-        if self._terminating:
-            return
-        self._terminating = True
-        grace = self.command.grace
-        if first is not None:
-            self._signal_group(first)
-        with anyio.move_on_after(grace):
-            await self._exited.wait()
-        if self._exited.is_set():
-            return
-        if first != signal.SIGTERM:
-            self._signal_group(signal.SIGTERM)
-            with anyio.move_on_after(grace):
-                await self._exited.wait()
-            if self._exited.is_set():
-                return
-        self._signal_group(signal.SIGKILL)
-
-    async def _finish(self, proc: subprocess.Popen[bytes], client_out: ByteWriter) -> None:
+    async def _finish(self, child: ChildProcess, client_out: ByteWriter) -> None:
         """The child has exited: drain its stdout, answer what is pending, reap its group."""
         with anyio.move_on_after(STDOUT_DRAIN_AFTER_EXIT):
             await self._s2c_done.wait()
             await self._stderr_done.wait()  # every stderr byte the server wrote, too
-        _, reason = describe_exit(proc.returncode if proc.returncode is not None else -9)
-        replies = self.relay.fail_pending(f"{reason} before responding (helmet-otel)")
-        if replies:
+        routed = self.lifecycle.upstream_exited(*child.describe_exit())
+        await self._write_answers(client_out, routed)
+        await child.reap_group()
+
+    async def _write_answers(self, client_out: ByteWriter, routed: Routed) -> None:
+        """Write the proxy's own answers to the client; they reach telemetry either way."""
+        answers = routed.forward + routed.replies
+        if answers:
             try:
-                client_out.write(b"".join(replies))
+                client_out.write(b"".join(answers))
                 await client_out.drain()
             except BrokenPipeError:
                 pass
-            self.relay.synthesized(Direction.S2C, replies)
-        await self._reap_group(proc.pid)
-
-    async def _reap_group(self, pgid: int) -> None:
-        """Children the server left behind in its process group go too: no orphans."""
-        if not _killpg(pgid, 0):
-            return
-        _killpg(pgid, signal.SIGTERM)
-        with anyio.move_on_after(self.command.grace):
-            while _killpg(pgid, 0):
-                await anyio.sleep(0.02)
-        _killpg(pgid, signal.SIGKILL)
+        self.relay.forwarded(routed)
 
     async def _close_all(self, *streams: ByteReader | ByteWriter) -> None:
         for stream in streams:
@@ -347,31 +248,14 @@ class StdioProxy:
 
     # -- a server that could not start ------------------------------------------------------
     async def _start_failed(self, exc: OSError) -> int:
-        program = self.command.argv[0] if self.command.argv else ""
-        if isinstance(exc, FileNotFoundError):
-            status = EXIT_NOT_FOUND
-            if self.command.cwd and not os.path.isdir(self.command.cwd):
-                cause = f"working directory not found: {self.command.cwd}"
-            else:
-                cause = f"command not found: {program}"
-        elif isinstance(exc, PermissionError):
-            status, cause = EXIT_CANNOT_RUN, f"permission denied: {program}"
-        else:
-            status, cause = EXIT_CANNOT_RUN, f"cannot start {program}: {exc.strerror or exc}"
-        reason = f"MCP server could not be started: {cause}"
+        status, reason = describe_start_failure(self.command, exc)
         self.diag(reason)
-        self.session.exit_status = status
-        self.session.exit_reason = reason
-        for interceptor in self.interceptors:
-            interceptor.upstream_failed(self.session, reason)
-        self.relay.upstream_gone = reason
-        await self._answer_early_requests(reason)
-        self.session.ended_ns = time.time_ns()
-        for interceptor in self.interceptors:
-            interceptor.session_ended(self.session)
+        self.lifecycle.upstream_failed(status, reason)
+        await self._answer_early_requests()
+        self.lifecycle.ended()
         return status
 
-    async def _answer_early_requests(self, reason: str) -> None:
+    async def _answer_early_requests(self) -> None:
         """Answer the requests the client sends right away, so its UI shows the cause."""
         if os.isatty(self._stdin.fileno()):
             return
@@ -384,15 +268,10 @@ class StdioProxy:
                 chunk = await reader.receive()
                 if not chunk:
                     break
-                for line in splitter.feed(chunk):
-                    msg = inspect(line)
-                    if msg.kind is Kind.REQUEST:
-                        reply = error_response(msg.id, -32000, reason)
-                        writer.write(reply)
-                        self.relay.synthesized(Direction.S2C, [reply])
-                        answered = True
-        with anyio.move_on_after(1.0):
-            await writer.drain()
+                routed = self.relay.route(C2S, splitter.feed(chunk))  # requests get the reason
+                routed.forward.clear()  # there is no server to forward anything to
+                answered = bool(routed.replies)
+                await self._write_answers(writer, routed)
         writer.close()
         reader.close()
 

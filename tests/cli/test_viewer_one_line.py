@@ -8,8 +8,8 @@ from pathlib import Path
 
 from opentelemetry.trace import SpanKind
 
-from helmet_otel.cli.viewer import _printable  # pyright: ignore[reportPrivateUsage]
 from helmet_otel import semconv as sc
+from helmet_otel.cli.viewer import _printable  # pyright: ignore[reportPrivateUsage]
 from tests.store.conftest import run_cli
 from tests.store.scenario import BASE_NS, MS, Rec, Session, Sp, write_store
 

@@ -112,7 +112,9 @@ def test_pending_requests_are_answered_when_the_upstream_is_gone() -> None:
         line({"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"name": "t"}}),
         line({"jsonrpc": "2.0", "id": "z", "method": "ping"}),
     ]))  # fmt: skip
-    replies = [orjson.loads(r) for r in relay.fail_pending("MCP server exited with status 1")]
+    replies = [
+        orjson.loads(r) for r in relay.answer_pending("MCP server exited with status 1").forward
+    ]
     assert replies == [
         {"jsonrpc": "2.0", "id": 9,
          "error": {"code": UPSTREAM_GONE_CODE, "message": "MCP server exited with status 1"}},
@@ -140,7 +142,7 @@ def test_a_cancelled_request_gets_no_synthesized_answer() -> None:
     relay.forwarded(relay.route(Direction.S2C, [
         line({"jsonrpc": "2.0", "id": 1, "method": "roots/list"}),
     ]))  # fmt: skip
-    replies = [orjson.loads(r)["id"] for r in relay.fail_pending("MCP server exited")]
+    replies = [orjson.loads(r)["id"] for r in relay.answer_pending("MCP server exited").forward]
     assert replies == ["1", 2]
     assert [p.id for p in session.pending_from(Direction.S2C)] == [1]
 

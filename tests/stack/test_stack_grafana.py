@@ -9,8 +9,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
-from helmet_otel.config import ProxyOptions
 from helmet_otel import semconv as sc
+from helmet_otel.config import ProxyOptions
 from tests.stack.stack_model import (
     COMPOSE_FILE,
     DASHBOARD_PROVIDERS,

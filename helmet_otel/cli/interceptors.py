@@ -1,0 +1,43 @@
+"""The composition root of the interceptors: which run, in which order, built from the options.
+
+Order matters: ``before_forward`` runs in list order, so a policy that answers a call itself
+(a block) comes before telemetry, which then sees the call and its answer as they were. Every
+proxy command (``run``, later ``serve`` and ``connect``) builds its interceptors here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from helmet_otel.config import ProxyOptions
+from helmet_otel.core.interceptor import InterceptorFactory
+from helmet_otel.telemetry.feed import TelemetryFeed
+
+
+@dataclass
+class Interceptors:
+    """The process's interceptor factories, in order, and what must be closed at the end."""
+
+    factories: list[InterceptorFactory] = field(default_factory=list[InterceptorFactory])
+    feed: TelemetryFeed | None = None
+
+    async def close(self, reason: str = "session ended") -> None:
+        if self.feed is not None:
+            await self.feed.close(reason)
+
+    def kill(self) -> None:
+        """Last resort after `close` (the telemetry worker overstayed its deadline)."""
+        if self.feed is not None:
+            self.feed.kill()
+
+
+def build_interceptors(
+    options: ProxyOptions, env: Mapping[str, str], *, service_name: str, transport: str
+) -> Interceptors:
+    built = Interceptors()
+    # (policy goes first, once it exists)
+    if options.telemetry_enabled(env):
+        built.feed = TelemetryFeed(options, env, service_name=service_name, transport=transport)
+        built.factories.append(built.feed)
+    return built

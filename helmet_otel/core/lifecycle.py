@@ -1,0 +1,69 @@
+"""A session's life as core events: the transport reports what happened, the core decides.
+
+Upstream started, failed to start, wrote to stderr or exited; the client closed; the proxy was
+signalled; the session ended. Each event updates the session and runs the interceptors' hooks;
+the events that imply answers (an upstream gone while requests wait) return them as `Routed`
+envelopes, which the transport writes and then hands to `Relay.forwarded` like any message.
+The transport only does I/O.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from helmet_otel.core.interceptor import Interceptor
+from helmet_otel.core.relay import Relay, Routed
+from helmet_otel.core.session import Session
+
+
+class Lifecycle:
+    def __init__(self, session: Session, interceptors: Sequence[Interceptor] = ()) -> None:
+        self.session = session
+        self.interceptors = tuple(interceptors)
+        self.relay = Relay(session, self.interceptors)
+
+    def upstream_started(self, upstream: dict[str, object]) -> None:
+        """The server runs (stdio: ``command``, ``pid``, ``cwd``; HTTP: ``url``)."""
+        for interceptor in self.interceptors:
+            interceptor.session_started(self.session, upstream)
+
+    def upstream_failed(self, status: int, reason: str) -> None:
+        """The server could not be started: every request from now on is answered with
+        ``reason`` (route them through the relay; its replies say why)."""
+        session = self.session
+        session.exit_status = status
+        session.exit_reason = reason
+        self.relay.upstream_gone = reason
+        for interceptor in self.interceptors:
+            interceptor.upstream_failed(session, reason)
+
+    def upstream_stderr(self, lines: list[bytes], ts: int) -> None:
+        session = self.session
+        for interceptor in self.interceptors:
+            for line in lines:
+                interceptor.upstream_stderr(session, line, ts)
+
+    def upstream_exited(self, status: int, reason: str) -> Routed:
+        """The server is gone: the answers for every request still pending (to the client)."""
+        session = self.session
+        session.exit_status = status
+        if session.exit_reason is None:
+            session.exit_reason = reason
+        return self.relay.answer_pending(f"{reason} before responding (helmet-otel)")
+
+    def client_closed(self) -> None:
+        if self.session.exit_reason is None:
+            self.session.exit_reason = "client closed the connection"
+
+    def signalled(self, name: str) -> None:
+        if self.session.exit_reason is None:
+            self.session.exit_reason = f"proxy received {name}"
+
+    def ended(self) -> None:
+        session = self.session
+        if session.ended_ns is not None:
+            return
+        session.ended_ns = time.time_ns()
+        for interceptor in self.interceptors:
+            interceptor.session_ended(session)

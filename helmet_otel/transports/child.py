@@ -1,0 +1,148 @@
+"""The upstream server as a child process: spawn, exit watch, signals, termination, reaping.
+
+Shared by every front that starts a stdio server (the stdio proxy: one child per process; an HTTP
+front: one child per session). Shutdown follows the MCP stdio rules: close the child's stdin,
+wait ``grace``, SIGTERM the child's process group, wait ``grace``, SIGKILL. Children the server
+leaves behind in its process group go too.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import anyio
+
+EXIT_NOT_FOUND = 127
+EXIT_CANNOT_RUN = 126
+
+
+@dataclass(frozen=True)
+class ServerCommand:
+    argv: Sequence[str]
+    env: dict[str, str]
+    cwd: str | None = None
+    grace: float = 2.0
+
+
+def describe_exit(returncode: int) -> tuple[int, str]:
+    """Our exit status and a sentence for a child's ``returncode``."""
+    if returncode < 0:
+        signum = -returncode
+        try:
+            name = signal.Signals(signum).name
+        except ValueError:
+            name = f"signal {signum}"
+        return 128 + signum, f"MCP server was killed by {name}"
+    return returncode, f"MCP server exited with status {returncode}"
+
+
+def describe_start_failure(command: ServerCommand, exc: OSError) -> tuple[int, str]:
+    """Our exit status and a sentence for a server that could not be started."""
+    program = command.argv[0] if command.argv else ""
+    if isinstance(exc, FileNotFoundError):
+        status = EXIT_NOT_FOUND
+        if command.cwd and not os.path.isdir(command.cwd):
+            cause = f"working directory not found: {command.cwd}"
+        else:
+            cause = f"command not found: {program}"
+    elif isinstance(exc, PermissionError):
+        status, cause = EXIT_CANNOT_RUN, f"permission denied: {program}"
+    else:
+        status, cause = EXIT_CANNOT_RUN, f"cannot start {program}: {exc.strerror or exc}"
+    return status, f"MCP server could not be started: {cause}"
+
+
+def killpg(pgid: int, signum: int) -> bool:
+    """Signal a process group; False when it is gone (or not ours)."""
+    try:
+        os.killpg(pgid, signum)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+class ChildProcess:
+    """One server process in its own process group, with its three pipes."""
+
+    def __init__(self, command: ServerCommand) -> None:
+        """Start it; raises OSError when it cannot be started (see `describe_start_failure`)."""
+        self.command = command
+        self.proc = subprocess.Popen(
+            list(command.argv),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=command.env,
+            cwd=command.cwd,
+            process_group=0,
+            bufsize=0,
+        )
+        self.exited = anyio.Event()
+        self._terminating = False
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def terminating(self) -> bool:
+        return self._terminating
+
+    def describe_exit(self) -> tuple[int, str]:
+        returncode = self.proc.returncode
+        return describe_exit(returncode if returncode is not None else -9)
+
+    async def watch_exit(self) -> None:
+        """Return once the child has exited (and is reaped); sets `exited`."""
+        proc = self.proc
+        try:
+            pidfd = os.pidfd_open(proc.pid)
+        except (AttributeError, OSError):
+            while proc.poll() is None:
+                await anyio.sleep(0.05)
+        else:
+            try:
+                await anyio.wait_readable(pidfd)
+            finally:
+                os.close(pidfd)
+            proc.wait()
+        self.exited.set()
+
+    def signal_group(self, signum: int) -> None:
+        if self.proc.returncode is None:
+            killpg(self.proc.pid, signum)
+
+    async def terminate(self, first: int | None = None) -> None:
+        """Escalate until the child is gone: (first signal), grace, SIGTERM, grace, SIGKILL."""
+        if self._terminating:
+            return
+        self._terminating = True
+        grace = self.command.grace
+        if first is not None:
+            self.signal_group(first)
+        with anyio.move_on_after(grace):
+            await self.exited.wait()
+        if self.exited.is_set():
+            return
+        if first != signal.SIGTERM:
+            self.signal_group(signal.SIGTERM)
+            with anyio.move_on_after(grace):
+                await self.exited.wait()
+            if self.exited.is_set():
+                return
+        self.signal_group(signal.SIGKILL)
+
+    async def reap_group(self) -> None:
+        """Children the server left behind in its process group go too: no orphans."""
+        pgid = self.proc.pid
+        if not killpg(pgid, 0):
+            return
+        killpg(pgid, signal.SIGTERM)
+        with anyio.move_on_after(self.command.grace):
+            while killpg(pgid, 0):
+                await anyio.sleep(0.02)
+        killpg(pgid, signal.SIGKILL)
