@@ -1,9 +1,38 @@
-"""The proxy's effective configuration, shared by the CLI and the telemetry feed."""
+"""The proxy's effective configuration, shared by the CLI and the telemetry feed.
+
+`ProxyOptions` holds typed, validated values: `helmet_otel.cli.options` parses every source
+(flags, ``HELMET_*`` variables, the ``--config`` file) into it, and nothing else reads those
+sources. ``docs/configuration.md`` lists every option.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Final, Literal
+
+from helmet_otel.redaction import Capture
+
+__all__ = [
+    "DEFAULT_TELEMETRY_BUFFER",
+    "MIN_TELEMETRY_BUFFER",
+    "OTLP_SIGNALS",
+    "Capture",
+    "ConfigError",
+    "LogLevel",
+    "OtlpProtocol",
+    "ProxyOptions",
+    "WorkerSched",
+    "otlp_signals",
+]
+
+LogLevel = Literal["debug", "info", "warning", "error"]
+OtlpProtocol = Literal["http/protobuf", "grpc"]
+WorkerSched = Literal["idle", "normal"]
+
+DEFAULT_TELEMETRY_BUFFER: Final = 4 * 1024 * 1024
+MIN_TELEMETRY_BUFFER: Final = 64 * 1024
+"""Below this a single large message would not fit and every call would be shed."""
 
 
 class ConfigError(Exception):
@@ -16,11 +45,11 @@ class ProxyOptions:
     store: str | None = None
     no_store: bool = False
     otlp_endpoint: str | None = None
-    otlp_protocol: str | None = None
-    capture: str = "full"
+    otlp_protocol: OtlpProtocol | None = None
+    capture: Capture = "full"
     redact: list[str] = field(default_factory=list[str])
     max_body: int = 65536
-    log_level: str = "warning"
+    log_level: LogLevel = "warning"
     metrics_interval: float = 60.0
     config: str | None = None
     pass_otel_env: bool = False
@@ -28,9 +57,19 @@ class ProxyOptions:
     grace: float = 2.0
     trace_max_requests: int = 1000
     cwd: str | None = None
-    telemetry_buffer: int = 4 * 1024 * 1024
+    # tuning
+    telemetry_buffer: int = DEFAULT_TELEMETRY_BUFFER
+    """Bytes of telemetry the relay keeps for the worker before it sheds new calls."""
     flush_timeout: float = 5.0
+    """Seconds the worker may take to flush at shutdown."""
     relay_busy_limit: float = 0.85
+    """Share of the relay's time (0..1) wanting a CPU above which telemetry sheds calls."""
+    worker_niceness: int = 19
+    worker_sched: WorkerSched = "idle"
+    store_max_bytes: int | None = None
+    """The store's size cap in bytes; 0: no cap; None: the store's default (500 MB)."""
+    store_max_age: float | None = None
+    """The store's age cap in seconds; 0: no cap; None: the store's default (14 days)."""
 
     @property
     def store_enabled(self) -> bool:

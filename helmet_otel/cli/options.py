@@ -1,137 +1,349 @@
-"""Proxy options: command-line flag > HELMET_* environment > config file > default."""
+"""Proxy options: command-line flag > HELMET_* environment > config file > default.
+
+One table, `OPTIONS`, says for every `ProxyOptions` field how it is spelled as a flag, an
+environment variable (``HELMET_<FIELD>``) and a config-file key (the flag without ``--``), how
+its value is parsed and checked, and the form it accepts. A bad value from any source is a
+`ConfigError` naming the source and that form: one line, exit status 2, nothing started. A bad
+value is an error even where a higher source overrides it. Nothing is read at import time.
+``docs/configuration.md`` lists the options.
+"""
 
 from __future__ import annotations
 
 import argparse
+import difflib
+import math
 import os
 import re
 import tomllib
-from collections.abc import Mapping
-from dataclasses import fields
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, cast, get_args
 
-from helmet_otel.config import ConfigError, ProxyOptions
+from helmet_otel.config import (
+    MIN_TELEMETRY_BUFFER,
+    Capture,
+    ConfigError,
+    LogLevel,
+    OtlpProtocol,
+    ProxyOptions,
+    WorkerSched,
+)
 from helmet_otel.redaction import RedactionConfig, Redactor
 
-_CAPTURE = ("none", "metadata", "full")
-_LOG_LEVELS = ("debug", "info", "warning", "error")
-_PROTOCOLS = ("http/protobuf", "grpc")
+__all__ = [
+    "OPTIONS",
+    "ConfigError",
+    "Option",
+    "ProxyOptions",
+    "add_proxy_arguments",
+    "child_environment",
+    "environ",
+    "resolve",
+]
+
+_ENV_PREFIX = "HELMET_"
+
+Parser = Callable[[object], Any]
+"""A flag or environment value (text) or a TOML value -> the field's value; ValueError if bad."""
+
+
+class _Rejected(ValueError):
+    """A parser's rejection that names the bad part of a value and says why."""
+
+    def __init__(self, part: object, why: str) -> None:
+        super().__init__(why)
+        self.part = part
+        self.why = why
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    """The `ProxyOptions` field."""
+    parse: Parser
+    expected: str
+    """The accepted form: every bad-value message ends with ``expected <this>``."""
+    help: str
+    metavar: str = ""
+    """Empty for a switch, a flag without a value."""
+    switch: bool = True
+    """What a switch flag sets the field to (``--no-propagate`` sets ``propagate`` False)."""
+    flag_name: str = ""
+    """The flag when it is not ``--<key>``."""
+    repeat: bool = False
+    tuning: bool = False
+
+    @property
+    def key(self) -> str:
+        """The config-file key (``max-body``; ``max_body`` is accepted too)."""
+        return self.name.replace("_", "-")
+
+    @property
+    def flag(self) -> str:
+        return self.flag_name or f"--{self.key}"
+
+    @property
+    def env(self) -> str:
+        return _ENV_PREFIX + self.name.upper()
+
+
+# -- parsers ---------------------------------------------------------------------------------
+def _text(value: object) -> str:
+    """Flag and environment values are text; a TOML file may give numbers too."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    raise ValueError(value)
+
+
+def _nonempty(value: object) -> str:
+    if not isinstance(value, str) or not value.strip() or "\0" in value:
+        raise ValueError(value)
+    return value
+
+
+def _service_name(value: object) -> str:
+    text = _nonempty(value)
+    if not text.isprintable():
+        raise ValueError(value)
+    return text
+
+
+def _endpoint(value: object) -> str:
+    text = _nonempty(value)
+    if not text.isprintable() or " " in text:  # other spaces are not printable
+        raise ValueError(value)
+    return text
+
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off", "")
+
+
+def _switch(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = _text(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError(value)
+
+
+def _size(minimum: int) -> Parser:
+    def parse(value: object) -> int:
+        from helmet_otel.store.timefmt import parse_size  # not at import: the store is heavy
+
+        size = parse_size(_text(value))
+        if size < minimum:
+            raise ValueError(value)
+        return size
+
+    return parse
+
+
+def _duration(*, zero: bool) -> Parser:
+    def parse(value: object) -> float:
+        from helmet_otel.store.timefmt import parse_duration
+
+        seconds = parse_duration(_text(value))
+        if not math.isfinite(seconds) or (seconds == 0 and not zero):
+            raise ValueError(value)
+        return seconds
+
+    return parse
+
+
+def _whole(low: int, high: int | None = None) -> Parser:
+    def parse(value: object) -> int:
+        number = int(_text(value).strip())
+        if number < low or (high is not None and number > high):
+            raise ValueError(value)
+        return number
+
+    return parse
+
+
+def _fraction(value: object) -> float:
+    number = float(_text(value))
+    if not 0 <= number <= 1:  # NaN fails too
+        raise ValueError(value)
+    return number
+
+
+def _redact(value: object) -> list[str]:
+    if isinstance(value, list):
+        items = [_nonempty(item) for item in cast("list[object]", value)]
+    else:
+        items = [part for part in _text(value).split(",") if part]
+    for item in items:
+        try:
+            Redactor(RedactionConfig(extra=(item,)))
+        except (ValueError, re.error) as exc:
+            raise _Rejected(item, str(exc).removeprefix(f"--redact {item!r}: ")) from None
+    return items
+
+
+def _one_of(choices: tuple[str, ...]) -> str:
+    return f"{', '.join(choices[:-1])} or {choices[-1]}"
+
+
+def _choice(name: str, literal: object, help: str, *, tuning: bool = False) -> Option:
+    """An option whose values are the strings of a ``Literal`` type."""
+    choices: tuple[str, ...] = get_args(literal)
+
+    def parse(value: object) -> str:
+        text = _text(value).strip().lower()
+        if text not in choices:
+            raise ValueError(value)
+        return text
+
+    return Option(name, parse, _one_of(choices), help, f"{{{','.join(choices)}}}", tuning=tuning)
+
+
+_SWITCH_FORM = _one_of(_TRUE + _FALSE[:-1])  # empty means off too
+_CONFIG_FORM = "a path to a readable TOML file"
+
+OPTIONS: tuple[Option, ...] = (
+    Option("name", _service_name, "a non-empty service name without control characters",
+           "service name of the wrapped server (default: derived from the command)", "NAME"),
+    Option("store", _nonempty, "a non-empty path to the store file",
+           "local telemetry store (default: user data dir)", "PATH"),
+    Option("no_store", _switch, _SWITCH_FORM, "do not write the local store"),
+    Option("otlp_endpoint", _endpoint, "a URL without spaces such as http://localhost:4318",
+           "send OTLP here (overrides OTEL_EXPORTER_OTLP_ENDPOINT)", "URL"),
+    _choice("otlp_protocol", OtlpProtocol, "OTLP protocol (default: http/protobuf)"),
+    _choice("capture", Capture, "payloads in telemetry: none, metadata or full (default)"),
+    Option("redact", _redact, "a secret key name, re:REGEX or key:REGEX",
+           "extra secret key name, 're:REGEX' value pattern or 'key:REGEX' (repeatable)",
+           "KEY_OR_PATTERN", repeat=True),
+    Option("max_body", _size(0), "a size in bytes such as 65536 or 64KiB",
+           "truncate recorded bodies (default 65536)", "BYTES"),
+    _choice("log_level", LogLevel, "helmet-otel's own diagnostics on stderr (default: warning)"),
+    Option("metrics_interval", _duration(zero=False), "a duration above 0 such as 60, 2.5 or 1m",
+           "metric export and helmet.performance interval (default 60)", "SECONDS"),
+    Option("config", _nonempty, _CONFIG_FORM, "TOML config file (keys as the long options)",
+           "FILE"),
+    Option("pass_otel_env", _switch, _SWITCH_FORM,
+           "let the server inherit OTEL_* variables (stripped by default)"),
+    Option("propagate", _switch, _SWITCH_FORM, "do not write trace context into params._meta",
+           switch=False, flag_name="--no-propagate"),
+    Option("grace", _duration(zero=True), "a duration of 0 or more such as 2, 0.5 or 500ms",
+           "shutdown grace before each escalation step (default 2)", "SECONDS"),
+    Option("trace_max_requests", _whole(1), "a whole number of at least 1 such as 1000",
+           "requests per trace before a long session rolls over (default 1000)", "N"),
+    Option("cwd", _nonempty, "a non-empty directory path",
+           "working directory of the server (default: ours)", "DIR"),
+    Option("telemetry_buffer", _size(MIN_TELEMETRY_BUFFER),
+           "a size in bytes of at least 64KiB such as 4194304 or 4MiB",
+           "telemetry the relay holds for the worker before it sheds calls (default 4MiB)",
+           "SIZE", tuning=True),
+    Option("flush_timeout", _duration(zero=False), "a duration above 0 such as 5, 0.5 or 500ms",
+           "how long the worker may flush telemetry at shutdown (default 5)", "SECONDS",
+           tuning=True),
+    Option("relay_busy_limit", _fraction, "a fraction from 0 to 1 such as 0.85",
+           "relay CPU share above which telemetry sheds calls (default 0.85)", "FRACTION",
+           tuning=True),
+    Option("worker_niceness", _whole(0, 19), "a whole number from 0 to 19",
+           "nice value of the telemetry worker (default 19)", "N", tuning=True),
+    _choice("worker_sched", WorkerSched,
+            "idle: the worker runs only on an idle CPU (Linux, default); normal: nice only",
+            tuning=True),
+    Option("store_max_bytes", _size(0), "a size in bytes such as 500MB or 1GiB, or 0 for no cap",
+           "size cap of the local store (default 500MB; 0: none)", "SIZE", tuning=True),
+    Option("store_max_age", _duration(zero=True), "a duration such as 14d or 12h, or 0 for no cap",
+           "age cap of the local store (default 14d; 0: none)", "DURATION", tuning=True),
+)  # fmt: skip
+_BY_NAME = {option.name: option for option in OPTIONS}
+_CONFIG = _BY_NAME["config"]
 
 
 def add_proxy_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options every proxy command shares. Defaults are None: `resolve` fills them."""
-    add = parser.add_argument
-    add("--name", help="service name of the wrapped server (default: derived from the command)")
-    add("--store", metavar="PATH", help="local telemetry store (default: user data dir)")
-    add("--no-store", action="store_true", default=None, help="do not write the local store")
-    add(
-        "--otlp-endpoint",
-        metavar="URL",
-        help="send OTLP here (overrides OTEL_EXPORTER_OTLP_ENDPOINT)",
+    """The options every proxy command shares. Values are text and defaults None: `resolve`
+    parses them, so a bad one is the same one-line error as from any other source."""
+    tuning = parser.add_argument_group(
+        "tuning", "telemetry and store limits; the defaults suit most setups"
     )
-    add("--otlp-protocol", choices=_PROTOCOLS, help="OTLP protocol (default: http/protobuf)")
-    add(
-        "--capture",
-        choices=_CAPTURE,
-        help="payloads in telemetry: none, metadata or full (default)",
-    )
-    add("--redact", action="append", metavar="KEY_OR_PATTERN",
-        help="extra secret key name, 're:REGEX' value pattern or 'key:REGEX' (repeatable)")  # fmt: skip
-    add("--max-body", type=int, metavar="BYTES", help="truncate recorded bodies (default 65536)")
-    add("--log-level", choices=_LOG_LEVELS, help="helmet-otel's own diagnostics on stderr")
-    add("--metrics-interval", type=float, metavar="SECONDS",
-        help="metric export and helmet.performance interval (default 60)")  # fmt: skip
-    add("--config", metavar="FILE", help="TOML config file (keys as the long options)")
-    add("--pass-otel-env", action="store_true", default=None,
-        help="let the server inherit OTEL_* variables (stripped by default)")  # fmt: skip
-    add("--no-propagate", dest="propagate", action="store_false", default=None,
-        help="do not write trace context into params._meta")  # fmt: skip
-    add("--grace", type=float, metavar="SECONDS",
-        help="shutdown grace before each escalation step (default 2)")  # fmt: skip
-    add("--trace-max-requests", type=int, metavar="N",
-        help="requests per trace before a long session rolls over (default 1000)")  # fmt: skip
-    add("--cwd", metavar="DIR", help="working directory of the server (default: ours)")
+    for option in OPTIONS:
+        group = tuning if option.tuning else parser
+        if not option.metavar:
+            action = "store_true" if option.switch else "store_false"
+            group.add_argument(
+                option.flag, dest=option.name, action=action, default=None, help=option.help
+            )
+        else:
+            group.add_argument(
+                option.flag,
+                dest=option.name,
+                action="append" if option.repeat else "store",
+                metavar=option.metavar,
+                help=option.help,
+            )
 
 
-_ENV_PREFIX = "HELMET_"
-_LIST_KEYS = {"redact"}
-_BOOL_KEYS = {"no_store", "pass_otel_env", "propagate"}
+# -- resolution ------------------------------------------------------------------------------
+def _bad(source: str, option: Option, value: object, why: str = "") -> ConfigError:
+    reason = f" ({why})" if why else ""
+    return ConfigError(f"{source}: bad value {value!r}: expected {option.expected}{reason}")
 
 
-def _coerce(key: str, value: Any, source: str) -> Any:
-    kinds = {f.name: f.type for f in fields(ProxyOptions)}
-    kind = str(kinds[key])
+def _parse(option: Option, value: object, source: str) -> Any:
     try:
-        if key in _BOOL_KEYS:
-            if isinstance(value, bool):
-                return value
-            text = str(value).strip().lower()
-            if text in ("1", "true", "yes", "on"):
-                return True
-            if text in ("0", "false", "no", "off", ""):
-                return False
-            raise ValueError(value)
-        if key in _LIST_KEYS:
-            if isinstance(value, list):
-                return [str(v) for v in value]  # pyright: ignore[reportUnknownVariableType,reportUnknownArgumentType]
-            return [part for part in str(value).split(",") if part]
-        if kind.startswith("int"):
-            return int(value)
-        if kind.startswith("float"):
-            return float(value)
-        return str(value)
-    except ValueError:
-        raise ConfigError(f"{source}: bad value for {key}: {value!r}") from None
+        return option.parse(value)
+    except _Rejected as exc:
+        raise _bad(source, option, exc.part, exc.why) from None
+    except (ValueError, ArithmeticError):
+        raise _bad(source, option, value) from None
 
 
-def _validate(opts: ProxyOptions) -> None:
-    if opts.capture not in _CAPTURE:
-        raise ConfigError(f"capture must be one of {', '.join(_CAPTURE)}, not {opts.capture!r}")
-    if opts.log_level not in _LOG_LEVELS:
-        raise ConfigError(f"log level must be one of {', '.join(_LOG_LEVELS)}")
-    if opts.otlp_protocol is not None and opts.otlp_protocol not in _PROTOCOLS:
-        raise ConfigError(f"OTLP protocol must be one of {', '.join(_PROTOCOLS)}")
-    if opts.max_body < 0 or opts.metrics_interval <= 0 or opts.grace < 0:
-        raise ConfigError("max-body, metrics-interval and grace must be positive")
-    if opts.trace_max_requests < 1:
-        raise ConfigError("trace-max-requests must be at least 1")
-    try:  # a bad --redact pattern is a usage error now, not a silent telemetry failure later
-        Redactor(RedactionConfig(capture=opts.capture, max_body=opts.max_body,  # type: ignore[arg-type]
-                                 extra=tuple(opts.redact)))  # fmt: skip
-    except (ValueError, re.error) as exc:
-        raise ConfigError(str(exc)) from None
+def _read_config(path: str, source: str) -> dict[str, Any]:
+    """The values in the config file ``path`` (named by ``source``), parsed."""
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except OSError as exc:
+        raise _bad(source, _CONFIG, path, exc.strerror or str(exc)) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise _bad(source, _CONFIG, path, f"invalid TOML: {exc}") from None
+    section: object = data.get("helmet", data)
+    if not isinstance(section, dict):
+        raise ConfigError(f"config file {path}: helmet: expected a table of options")
+    keys = [option.key for option in OPTIONS if option is not _CONFIG]
+    values: dict[str, Any] = {}
+    for raw_key, value in cast("dict[str, object]", section).items():
+        option = _BY_NAME.get(raw_key.replace("-", "_"))
+        if option is None or option is _CONFIG:
+            near = difflib.get_close_matches(raw_key.replace("_", "-"), keys, n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise ConfigError(f"config file {path}: unknown key {raw_key!r}{hint}")
+        values[option.name] = _parse(option, value, f"config file {path}: {raw_key}")
+    return values
 
 
 def resolve(args: argparse.Namespace, env: Mapping[str, str]) -> ProxyOptions:
-    names = [f.name for f in fields(ProxyOptions)]
-    values: dict[str, Any] = {}
-    config_path = getattr(args, "config", None) or env.get("HELMET_CONFIG")
-    if config_path:
-        try:
-            with open(config_path, "rb") as fh:
-                data = tomllib.load(fh)
-        except OSError as exc:
-            raise ConfigError(f"cannot read config file {config_path}: {exc.strerror}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {config_path}: {exc}") from None
-        section = data.get("helmet", data)
-        for raw_key, value in section.items():
-            key = raw_key.replace("-", "_")
-            if key not in names:
-                raise ConfigError(f"config file {config_path}: unknown key {raw_key!r}")
-            values[key] = _coerce(key, value, f"config file {config_path}")
-        values["config"] = config_path
-    for key in names:
-        env_value = env.get(_ENV_PREFIX + key.upper())
-        if env_value is not None and key != "config":
-            values[key] = _coerce(key, env_value, _ENV_PREFIX + key.upper())
-    for key in names:
-        value = getattr(args, key, None)
+    """The options from ``args`` (flags), ``env`` (HELMET_*) and the config file they name.
+
+    Raises `ConfigError` (one line) for the first bad value."""
+    flags: dict[str, Any] = {}
+    for option in OPTIONS:
+        value = getattr(args, option.name, None)
         if value is not None:
-            values[key] = value
-    opts = ProxyOptions(**values)
-    _validate(opts)
-    return opts
+            flags[option.name] = value if not option.metavar else _parse(option, value, option.flag)
+    environment: dict[str, Any] = {}
+    for option in OPTIONS:
+        text = env.get(option.env)
+        if text is not None:
+            environment[option.name] = _parse(option, text, option.env)
+    if "config" in flags:
+        config: dict[str, Any] = _read_config(flags["config"], _CONFIG.flag)
+    elif "config" in environment:
+        config = _read_config(environment["config"], _CONFIG.env)
+    else:
+        config = {}
+    return ProxyOptions(**{**config, **environment, **flags})
 
 
 def child_environment(env: Mapping[str, str], pass_otel_env: bool) -> dict[str, str]:

@@ -37,12 +37,25 @@ def test_precedence_flag_over_env_over_config_over_default(tmp_path: Path) -> No
 @pytest.mark.parametrize(
     ("content", "env", "message"),
     [
-        ("nope = 1\n", {}, "unknown key 'nope'"),
-        ("capture = 3 = \n", {}, "config file"),
-        ("", {"HELMET_MAX_BODY": "lots"}, "HELMET_MAX_BODY: bad value for max_body: 'lots'"),
-        ("", {"HELMET_CAPTURE": "all"}, "capture must be one of none, metadata, full"),
+        ("nope = 1\n", {}, "config file {config}: unknown key 'nope'"),
+        ("max-bdy = 1\n", {}, "config file {config}: unknown key 'max-bdy' (did you mean 'max-body'?)"),
+        ("config = 'x.toml'\n", {}, "config file {config}: unknown key 'config'"),
+        ("helmet = 1\n", {}, "config file {config}: helmet: expected a table of options"),
+        ("capture = 3 = \n", {}, "--config: bad value '{config}': expected a path to a readable "
+         "TOML file (invalid TOML: Expected newline or end of document after a statement "
+         "(at line 1, column 13))"),
+        ("", {"HELMET_MAX_BODY": "lots"},
+         "HELMET_MAX_BODY: bad value 'lots': expected a size in bytes such as 65536 or 64KiB"),
+        ("", {"HELMET_CAPTURE": "all"},
+         "HELMET_CAPTURE: bad value 'all': expected none, metadata or full"),
+        ("", {"HELMET_REDACT": "token,key:"},
+         "HELMET_REDACT: bad value 'key:': expected a secret key name, re:REGEX or key:REGEX "
+         "(empty pattern)"),
+        ("", {"HELMET_REDACT": "--"},
+         "HELMET_REDACT: bad value '--': expected a secret key name, re:REGEX or key:REGEX "
+         "(a key word needs a letter or digit)"),
     ],
-)
+)  # fmt: skip
 def test_bad_configuration_is_one_clear_error(
     tmp_path: Path, content: str, env: dict[str, str], message: str
 ) -> None:
@@ -50,7 +63,7 @@ def test_bad_configuration_is_one_clear_error(
     config.write_text(content)
     with pytest.raises(ConfigError) as info:
         resolve(parse("--config", str(config)), env)
-    assert message in str(info.value)
+    assert str(info.value) == message.format(config=config)
 
 
 def test_child_environment_strips_helmet_and_otel() -> None:
