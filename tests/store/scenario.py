@@ -32,8 +32,8 @@ from opentelemetry.trace import (
     TraceFlags,
 )
 
-from helmet_otel.store import Store, StoreLogExporter, StoreSpanExporter
 from helmet_otel import semconv as sc
+from helmet_otel.store import Store, StoreLogExporter, StoreSpanExporter
 
 BASE_NS = 1_795_000_000_000_000_000  # 2026-11-18T08:26:40Z
 MS = 1_000_000

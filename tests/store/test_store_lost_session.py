@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from helmet_otel import semconv as sc
 from helmet_otel.store import Store
 from helmet_otel.store.model import LogRow, log_row
 from helmet_otel.store.query import Reader
-from helmet_otel import semconv as sc
 from tests.store.conftest import run_cli
 from tests.store.scenario import BASE_NS, MS, Rec, Session, write_store
 
