@@ -3,7 +3,8 @@
 A few attributes are *promoted*: moved out of the attribute map into their own column so
 filters can use an index. The rest stay in ``attrs`` (JSON). Promotion is lossless: a value is
 only moved when its column can give it back with the same type, so ``full_attributes`` rebuilds
-exactly the attribute map the record arrived with.
+exactly the attribute map the record arrived with. ``dumps`` writes the JSON columns and
+``decode`` reads them back.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ __all__ = [
     "PROMOTED",
     "LogRow",
     "SpanRow",
+    "decode",
     "dumps",
     "full_attributes",
     "log_row",
@@ -67,6 +69,16 @@ def dumps(value: object, *, sort_keys: bool = False) -> str:
             )
         except (TypeError, ValueError, RecursionError):
             return json.dumps(str(value), ensure_ascii=False)
+
+
+def decode(text: str | None) -> object:
+    """A JSON column's value; text that is not JSON as it is; None for NULL."""
+    if text is None:
+        return None
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return text
 
 
 def _no_attrs() -> dict[str, object]:  # a plain function: calling dict[str, object] is slow

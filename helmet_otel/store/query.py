@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import re
 import socket
 import sqlite3
@@ -18,26 +17,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal
 
-import orjson
-
 from helmet_otel import semconv as sc
-from helmet_otel.store.model import full_attributes
+from helmet_otel.store.model import decode, full_attributes
+from helmet_otel.store.procfs import pid_alive
 from helmet_otel.store.schema import StoreError, connect_reader
+from helmet_otel.store.stats import Stats, compute_stats
 
 __all__ = [
     "LOST_EXIT_REASON",
-    "ErrorCount",
     "LogEntry",
     "LogFilter",
     "Reader",
     "SessionInfo",
     "SpanEntry",
     "SpanNode",
-    "StatRow",
-    "Stats",
     "TraceTree",
     "fts_query",
-    "pid_alive",
 ]
 
 _LOG_COLUMNS: Final = (
@@ -46,26 +41,8 @@ _LOG_COLUMNS: Final = (
     "body, attrs"
 )
 _TOKEN = re.compile(r"[^\W_]+", re.UNICODE)
-# How many calls a record stands for: more than one while the proxy traced only a sample
-# (``helmet.sample.weight``, see docs/design.md). The ``instr`` test keeps the usual record,
-# which has none, from paying for a JSON parse.
-_WEIGHT: Final = (
-    f"(CASE WHEN instr(attrs, '{sc.HELMET_SAMPLE_WEIGHT}') THEN"
-    f" coalesce(json_extract(attrs, '$.\"{sc.HELMET_SAMPLE_WEIGHT}\"'), 1) ELSE 1 END)"
-)
 _PREFIX_END: Final = "\U0010ffff"
-_PID_REUSE_SLACK_NS: Final = 2_000_000_000
 LOST_EXIT_REASON: Final = sc.LOST_EXIT_REASON
-Key = tuple[str, str | None]  # (method, tool or None)
-
-
-def _decode(text: str | None) -> object:
-    if text is None:
-        return None
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return text
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,11 +76,11 @@ class LogEntry:
 
     @property
     def body(self) -> object:
-        return _decode(self.body_json)
+        return decode(self.body_json)
 
     @property
     def extra_attributes(self) -> dict[str, object]:
-        value = _decode(self.attrs_json)
+        value = decode(self.attrs_json)
         return value if isinstance(value, dict) else {}  # pyright: ignore[reportUnknownVariableType]
 
     @property
@@ -247,41 +224,6 @@ _SESSION_COLUMNS: Final = (
 )
 
 
-@dataclass(slots=True)
-class StatRow:
-    method: str
-    target: str | None
-    calls: int
-    errors: int
-    bytes: int
-    p50_ms: float | None
-    p95_ms: float | None
-    p99_ms: float | None
-    max_ms: float | None
-
-    @property
-    def error_rate(self) -> float:
-        return self.errors / self.calls if self.calls else 0.0
-
-
-@dataclass(slots=True)
-class ErrorCount:
-    method: str
-    target: str | None
-    error: str
-    count: int
-    last_ts: int
-
-
-@dataclass(slots=True)
-class Stats:
-    by: str
-    since_ns: int | None
-    until_ns: int | None
-    rows: list[StatRow]
-    errors: list[ErrorCount]
-
-
 @dataclass(frozen=True, slots=True)
 class SpanEntry:
     id: int
@@ -306,12 +248,12 @@ class SpanEntry:
 
     @property
     def attributes(self) -> dict[str, object]:
-        value = _decode(self.attrs_json)
+        value = decode(self.attrs_json)
         return value if isinstance(value, dict) else {}  # pyright: ignore[reportUnknownVariableType]
 
     @property
     def links(self) -> list[object]:
-        value = _decode(self.links_json)
+        value = decode(self.links_json)
         return value if isinstance(value, list) else []  # pyright: ignore[reportUnknownVariableType]
 
 
@@ -333,14 +275,6 @@ class TraceTree:
     roots: list[SpanNode]
 
 
-def _percentile(sorted_values: Sequence[float], q: float) -> float | None:
-    """Nearest-rank percentile of an ascending sequence."""
-    if not sorted_values:
-        return None
-    rank = max(1, math.ceil(q * len(sorted_values)))
-    return sorted_values[rank - 1]
-
-
 def _count(value: object) -> int:
     """A stored count (an integer, or whatever a foreign record put there) as an int."""
     if isinstance(value, bool):
@@ -351,47 +285,6 @@ def _count(value: object) -> int:
         with contextlib.suppress(ValueError, OverflowError):
             return int(float(value))
     return 0
-
-
-def _boot_time_s() -> float | None:
-    with contextlib.suppress(OSError, ValueError), open("/proc/stat", encoding="ascii") as f:
-        for line in f:
-            if line.startswith("btime "):
-                return float(line.split()[1])
-    return None
-
-
-def _process_start_ns(pid: int) -> int | None:
-    """When ``pid`` started (Linux /proc), else None."""
-    try:
-        with open(f"/proc/{pid:d}/stat", encoding="utf-8", errors="replace") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        ticks = int(fields[19])  # field 22 of stat, after pid and (comm)
-        boot = _boot_time_s()
-        if boot is None:
-            return None
-        return int((boot + ticks / os.sysconf("SC_CLK_TCK")) * 1e9)
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def pid_alive(pid: int, *, started_by_ns: int | None = None) -> bool:
-    """Is ``pid`` a running process (that was already running at ``started_by_ns``)?"""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    except OSError:
-        return False
-    if started_by_ns is not None:
-        began = _process_start_ns(pid)
-        if began is not None and began > started_by_ns + _PID_REUSE_SLACK_NS:
-            return False  # the pid was reused by a newer process
-    return True
 
 
 class Reader:
@@ -565,97 +458,8 @@ class Reader:
         top_errors: int = 10,
     ) -> Stats:
         """Per method (or per method and tool): calls, errors, bytes, latency percentiles."""
-        conds: list[str] = []
-        args: list[object] = []
-        if since_ns is not None:
-            conds.append("ts >= ?")
-            args.append(since_ns)
-        if until_ns is not None:
-            conds.append("ts < ?")
-            args.append(until_ns)
-        if by == "tool":
-            conds.append("target IS NOT NULL")
-        extra = "".join(f" AND {c}" for c in conds)
-        group = "coalesce(method, '(unknown)'), " + ("target" if by == "tool" else "NULL")
-        calls: dict[Key, int] = {}
-        size: dict[Key, int] = {}
-        for method, target, n, nbytes in self._query(
-            f"SELECT {group}, total({_WEIGHT}), total(size * {_WEIGHT}) FROM logs"
-            f" WHERE kind = 'request'{extra} GROUP BY 1, 2",
-            args,
-        ):
-            key: Key = (str(method), target if isinstance(target, str) else None)
-            calls[key] = round(n)  # pyright: ignore[reportArgumentType]
-            size[key] = round(nbytes)  # pyright: ignore[reportArgumentType]
-        latency: dict[Key, list[float]] = {}
-        answers: dict[Key, int] = {}
-        failed: dict[Key, int] = {}
-        errors: dict[tuple[str, str | None, str], list[int]] = {}
-        seen_errors: set[tuple[object, ...]] = set()
-        rows = self._query(
-            f"SELECT {group}, kind, latency_ms, size, is_error, error_type,"
-            " CASE WHEN is_error THEN attrs END, ts, session_id, direction, request_id, id,"
-            f" {_WEIGHT} FROM logs WHERE kind IN ('response', 'error'){extra}",
-            args,
-        )
-        for (
-            method,
-            target,
-            kind,
-            lat,
-            nbytes,
-            is_err,
-            etype,
-            attrs,
-            ts,
-            sid,
-            direc,
-            rid,
-            rowid,
-            weight,
-        ) in rows:
-            w = int(weight)  # pyright: ignore[reportArgumentType]
-            key = (str(method), target if isinstance(target, str) else None)
-            if kind == "error":
-                # a JSON-RPC error comes twice (helmet.response and helmet.error): count it once
-                ident = (sid, direc, rid) if rid is not None else (rowid,)
-                if ident in seen_errors:
-                    continue
-                seen_errors.add(ident)
-            answers[key] = answers.get(key, 0) + w
-            if isinstance(nbytes, int):
-                size[key] = size.get(key, 0) + nbytes * w
-            if isinstance(lat, float | int):
-                latency.setdefault(key, []).append(float(lat))
-            if is_err:
-                failed[key] = failed.get(key, 0) + w
-                entry = errors.setdefault((key[0], key[1], _error_label(etype, attrs)), [0, 0])
-                entry[0] += w
-                entry[1] = max(entry[1], int(ts))  # pyright: ignore[reportArgumentType]
-        result: list[StatRow] = []
-        for key in set(calls) | set(answers):
-            values = sorted(latency.get(key, ()))
-            result.append(
-                StatRow(
-                    method=key[0],
-                    target=key[1],
-                    calls=max(calls.get(key, 0), answers.get(key, 0)),
-                    errors=failed.get(key, 0),
-                    bytes=size.get(key, 0),
-                    p50_ms=_percentile(values, 0.50),
-                    p95_ms=_percentile(values, 0.95),
-                    p99_ms=_percentile(values, 0.99),
-                    max_ms=values[-1] if values else None,
-                )
-            )
-        result.sort(key=lambda r: (-(r.p95_ms or -1.0), -r.calls, r.method, r.target or ""))
-        error_rows = [
-            ErrorCount(method=m, target=t, error=label, count=c[0], last_ts=c[1])
-            for (m, t, label), c in errors.items()
-        ]
-        error_rows.sort(key=lambda e: (-e.count, e.method, e.target or "", e.error))
-        return Stats(
-            by=by, since_ns=since_ns, until_ns=until_ns, rows=result, errors=error_rows[:top_errors]
+        return compute_stats(
+            self._query, by=by, since_ns=since_ns, until_ns=until_ns, top_errors=top_errors
         )
 
     # --- traces ---------------------------------------------------------------------------
@@ -671,18 +475,6 @@ class Reader:
 
     def traces(self, session_id: str) -> list[TraceTree]:
         return build_traces(self.spans(session_id))
-
-
-def _error_label(error_type: object, attrs: object) -> str:
-    if isinstance(error_type, str) and error_type:
-        return error_type
-    if isinstance(attrs, str) and sc.RPC_RESPONSE_STATUS_CODE in attrs:
-        decoded = _decode(attrs)
-        if isinstance(decoded, dict):
-            code = decoded.get(sc.RPC_RESPONSE_STATUS_CODE)  # pyright: ignore[reportUnknownMemberType,reportUnknownVariableType]
-            if code is not None:
-                return str(code)  # pyright: ignore[reportUnknownArgumentType]
-    return "error"
 
 
 def build_traces(spans: Iterable[SpanEntry]) -> list[TraceTree]:

@@ -94,12 +94,6 @@ UPSERT_SESSION: Final = (
     "seen_requests = seen_requests + excluded.seen_requests, "
     + ", ".join(f"{c} = {_MERGE.get(c, f'coalesce(excluded.{c}, {c})')}" for c in _SESSION_COLUMNS)
 )
-# The stored rows an imported record could duplicate: same time and session, every column.
-SELECT_SAME_LOGS: Final = (
-    "SELECT ts, session_id, event, severity_number, severity_text, direction, kind, method, "
-    "target, request_id, latency_ms, size, is_error, error_type, service, trace_id, span_id, "
-    "body, attrs FROM logs WHERE ts = ? AND session_id IS ?"
-)
 
 _BUSY_TIMEOUT_MS: Final = 2000
 _REOPEN_AFTER_S: Final = 30.0
@@ -258,45 +252,28 @@ class Store:
             self.dropped_logs += len(rows)
             return False
 
-    def import_logs(self, rows: Sequence[LogRow], *, batch: int = 1000) -> tuple[int, int] | None:
-        """Insert the records that are not in the store yet -> ``(written, skipped)``.
-
-        A record is in the store when a stored row has the same value in every column (time,
-        session, event, span id, body, attributes, ...). The match is a multiset one: a
-        record present twice in ``rows`` and once in the store is written once, so importing
-        a file again writes nothing, and an export that holds two identical records imports
-        as two. One transaction per ``batch`` rows. ``None`` when a batch could not be
-        written (``dropped_logs`` counts what was lost, ``last_error`` says why).
+    def write_chosen_logs(
+        self, choose: Callable[[sqlite3.Connection], Sequence[LogRow]]
+    ) -> int | None:
+        """One transaction that inserts the log records ``choose(conn)`` picks inside it (asked
+        again on a retry: the rollback undid the first pick) -> how many it wrote. None when
+        the transaction failed (reported, ``last_error`` set); the caller counts what it drops.
         """
-        matcher = _ImportMatcher()
-        written = skipped = 0
-        for start in range(0, len(rows), batch):
-            chunk = rows[start : start + batch]
-            fresh = self._import_batch(matcher, chunk)
-            if fresh is None:
-                with self._lock:
-                    self.dropped_logs += len(rows) - start
-                return None
-            written += fresh
-            skipped += len(chunk) - fresh
-        return written, skipped
-
-    def _import_batch(self, matcher: _ImportMatcher, chunk: Sequence[LogRow]) -> int | None:
-        """One transaction of ``import_logs`` -> how many rows were new (None: not written)."""
-        fresh: list[LogRow] = []
+        written = 0
 
         def insert(conn: sqlite3.Connection) -> int:
-            fresh[:] = matcher.fresh(conn, chunk)  # again on a retry: the rollback undid it
-            if fresh:
-                _insert_logs(conn, fresh, _session_updates(fresh))
-            return len(fresh)
+            nonlocal written
+            rows = choose(conn)
+            if rows:
+                _insert_logs(conn, rows, _session_updates(rows))
+            written = len(rows)
+            return written
 
         with self._lock:
             if not self._write(insert):
                 return None
-            matcher.claim(chunk)
-            self.written_logs += len(fresh)
-        return len(fresh)
+            self.written_logs += written
+            return written
 
     def write_spans(self, rows: Sequence[SpanRow]) -> bool:
         """Insert a batch of ended spans. False when dropped."""
@@ -319,11 +296,6 @@ class Store:
         with self._lock:
             self.dropped_logs += logs
             self.dropped_spans += spans
-
-    def enforce_retention(self) -> retention.RetentionResult:
-        """Apply both caps now (writers also do it on their own while running)."""
-        with self._lock:
-            return self._maybe_retain(force=True)
 
     def close(self) -> None:
         """Close the connection. Later writes are dropped and counted. Idempotent."""
@@ -473,40 +445,6 @@ def _insert_logs(
         conn.executemany(UPSERT_SESSION, sessions)
     if errors:
         conn.executemany(INSERT_SESSION_ERROR, errors)
-
-
-class _ImportMatcher:
-    """Which rows of an import are already stored, across the import's transactions."""
-
-    def __init__(self) -> None:
-        # rows of earlier batches, each matched to a stored row: skipped, or written by us
-        self._claimed: dict[tuple[object, ...], int] = {}
-
-    def fresh(self, conn: sqlite3.Connection, rows: Sequence[LogRow]) -> list[LogRow]:
-        stored: dict[tuple[int, str | None], dict[tuple[object, ...], int]] = {}
-        result: list[LogRow] = []
-        for row in rows:
-            key = (row.ts, row.session_id)
-            counts = stored.get(key)
-            if counts is None:
-                counts = stored[key] = {}
-                for found in conn.execute(SELECT_SAME_LOGS, key):
-                    values = tuple(found)
-                    counts[values] = counts.get(values, 0) + 1
-                for values, n in counts.items():
-                    counts[values] = max(0, n - self._claimed.get(values, 0))
-            values = row.values()
-            if counts.get(values, 0) > 0:
-                counts[values] -= 1
-            else:
-                result.append(row)
-        return result
-
-    def claim(self, rows: Iterable[LogRow]) -> None:
-        """``rows`` (a committed batch) now each have their stored row."""
-        for row in rows:
-            values = row.values()
-            self._claimed[values] = self._claimed.get(values, 0) + 1
 
 
 def _sql_value(value: object) -> object:

@@ -9,7 +9,7 @@ from pathlib import Path
 from opentelemetry.trace import SpanKind
 
 from helmet_otel import semconv as sc
-from helmet_otel.cli.viewer import _printable  # pyright: ignore[reportPrivateUsage]
+from helmet_otel.cli.render import printable
 from tests.store.conftest import run_cli
 from tests.store.scenario import BASE_NS, MS, Rec, Session, Sp, write_store
 
@@ -17,11 +17,11 @@ MESSAGE = "upstream failed:\nTraceback (most recent call last)\r\n  boom\t\x1b[3
 
 
 def test_printable_escapes_control_characters_only() -> None:
-    assert _printable("plain café ✓") == "plain café ✓"
-    assert _printable(MESSAGE) == (
+    assert printable("plain café ✓") == "plain café ✓"
+    assert printable(MESSAGE) == (
         "upstream failed:\\nTraceback (most recent call last)\\r\\n  boom\\t\\x1b[31mred"
     )
-    assert _printable("\x00\x7f\x85") == "\\x00\\x7f\\x85"
+    assert printable("\x00\x7f\x85") == "\\x00\\x7f\\x85"
 
 
 def _session(tmp_path: Path) -> Path:

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from helmet_otel.store import Store
+from helmet_otel.store.importer import import_logs
 from helmet_otel.store.model import LogRow, log_row
 from helmet_otel.store.query import LogFilter, Reader
 from tests.store.conftest import Cli, run_cli
@@ -89,13 +90,13 @@ def test_identical_records_match_one_for_one_across_batches(store_path: Path) ->
     store = Store.open(store_path, max_bytes=0, max_age_s=0)
     # a file holding the same record three times, into a store holding it twice
     assert store.write_logs([same, same])
-    assert store.import_logs([same, _row(2, "x"), same, same], batch=1) == (2, 2)
-    assert store.import_logs([same, _row(2, "x"), same, same], batch=3) == (0, 4)
+    assert import_logs(store, [same, _row(2, "x"), same, same], batch=1) == (2, 2)
+    assert import_logs(store, [same, _row(2, "x"), same, same], batch=3) == (0, 4)
     # an export that holds two identical records imports as two, and only once
     fresh = store_path.with_name("fresh.db")
     other = Store.open(fresh, max_bytes=0, max_age_s=0)
-    assert other.import_logs([same, same]) == (2, 0)
-    assert other.import_logs([same, same]) == (0, 2)
+    assert import_logs(other, [same, same]) == (2, 0)
+    assert import_logs(other, [same, same]) == (0, 2)
     other.close()
     store.close()
     with Reader.open(store_path) as reader:

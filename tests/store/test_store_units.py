@@ -12,6 +12,7 @@ import pytest
 from opentelemetry.sdk._logs.export import LogRecordExportResult
 from opentelemetry.sdk.trace.export import SpanExportResult
 
+from helmet_otel.percentile import percentile
 from helmet_otel.redaction import Redactor
 from helmet_otel.store import (
     SCHEMA_VERSION,
@@ -83,6 +84,21 @@ def test_durations_and_timestamps() -> None:
         "3m12s",
         "2h05m",
     ]
+
+
+def test_percentile_is_nearest_rank() -> None:
+    ten = [float(v) for v in range(1, 11)]
+    assert [percentile(ten, q) for q in (0.0, 0.1, 0.5, 0.51, 0.95, 0.99, 1.0)] == [
+        1.0,
+        1.0,
+        5.0,
+        6.0,
+        10.0,
+        10.0,
+        10.0,
+    ]
+    assert percentile([7.0], 0.5) == 7.0
+    assert percentile([], 0.95) == 0.0
 
 
 def test_fts_query_quotes_user_text() -> None:
