@@ -6,6 +6,7 @@ exact frames the recorder would get.
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import os
 import re
@@ -17,12 +18,14 @@ import orjson
 import pytest
 
 from helmet_otel.config import ProxyOptions
-from helmet_otel.core.envelope import Direction
-from helmet_otel.core.relay import Relay
+from helmet_otel.core.envelope import Direction, Envelope
+from helmet_otel.core.interceptor import BaseInterceptor, Interceptor
+from helmet_otel.core.relay import UPSTREAM_GONE_CODE, Relay
 from helmet_otel.core.session import Session
+from helmet_otel.protocol.message import REQUEST, error_response
 from helmet_otel.telemetry import feed as feed_module
 from helmet_otel.telemetry import frames
-from helmet_otel.telemetry.feed import PROPAGATE_MAX_BYTES, TelemetryFeed
+from helmet_otel.telemetry.feed import PROPAGATE_MAX_BYTES, SessionFeed, TelemetryFeed
 from helmet_otel.telemetry.frames import Frame, read_batch
 
 TRACEPARENT = re.compile(rb'"traceparent":"00-([0-9a-f]{32})-([0-9a-f]{16})-(0[01])"')
@@ -56,10 +59,10 @@ class PipeFeed(TelemetryFeed):
         """Hand over what is batched and read it back, without the config frame."""
         self._flush()
         self.pipe.stdin.close()
-        frames: list[Frame] = []
+        got: list[Frame] = []
         while (batch := read_batch(self.pipe.reader)) is not None:
-            frames += batch
-        return [f for f in frames if f[0] != "config"]
+            got += batch
+        return [f for f in got if not isinstance(f, frames.Config)]
 
 
 @pytest.fixture
@@ -74,6 +77,17 @@ def make_feed() -> Iterator[Any]:
     yield make
     for feed in feeds:
         feed.pipe.close()
+
+
+def open_session(feed: TelemetryFeed, *before: Interceptor) -> tuple[Session, SessionFeed, Relay]:
+    """A session, its telemetry interceptor (after ``before``) and its relay."""
+    session = Session(transport="stdio")
+    session_feed = feed.for_session(session)
+    return session, session_feed, Relay(session, [*before, session_feed])
+
+
+def messages(got: list[Frame]) -> list[frames.Msg]:
+    return [f for f in got if isinstance(f, frames.Msg)]
 
 
 def line(obj: object, ending: bytes = b"\n") -> bytes:
@@ -103,7 +117,7 @@ def ours(wire: bytes, trace_id: int, span_id: int) -> bytes:
 
 def test_summaries_carry_the_protocol_facts(make_feed: Any) -> None:
     feed = make_feed(propagate=False)
-    relay = Relay(Session(transport="stdio"), [feed])
+    _, session_feed, relay = open_session(feed)
     requests = [
         line(call(1, {"name": "echo", "uri": "u1", "_meta": {"traceparent": CLIENT_TP}})),
         line(call("p", {"name": "greet", "uri": 5}, "prompts/get")),
@@ -121,48 +135,53 @@ def test_summaries_carry_the_protocol_facts(make_feed: Any) -> None:
     ]
     assert route(relay, Direction.C2S, requests) == requests
     assert route(relay, Direction.S2C, responses) == responses
-    msgs = [f for f in feed.frames() if f[0] == "msg"]
-    assert [(f[2], f[3], f[4], f[5]) for f in msgs] == [
+    got = feed.frames()
+    msgs = messages(got)
+    assert msgs == got  # nothing but messages (the session learned nothing)
+    assert [(f.s2c, f.size, f.body, f.summary) for f in msgs] == [
         (0, len(requests[0]), requests[0],
-         ("request", 1, "tools/call", "echo", "u1", None, None, False, CLIENT_TP, False)),
+         ("request", 1, "tools/call", "echo", "u1", None, None, False, CLIENT_TP, False, False)),
         (0, len(requests[1]), requests[1],
-         ("request", "p", "prompts/get", "greet", None, None, None, False, None, False)),
+         ("request", "p", "prompts/get", "greet", None, None, None, False, None, False, False)),
         (0, len(requests[2]), requests[2],
-         ("request", 3, "resources/read", None, "file:///é", None, None, False, None, False)),
+         ("request", 3, "resources/read", None, "file:///é", None, None, False, None, False,
+          False)),
         (0, len(requests[3]), requests[3],
-         ("request", 4, "tools/call", None, None, None, None, False, None, False)),
+         ("request", 4, "tools/call", None, None, None, None, False, None, False, False)),
         (0, len(requests[4]), requests[4],
          ("notification", None, "notifications/progress", None, "u", None, None, False, None,
-          False)),
+          False, False)),
         (0, len(requests[6]), requests[6],
-         ("invalid", None, None, None, None, None, None, False, None, False)),
+         ("invalid", None, None, None, None, None, None, False, None, False, False)),
         (1, len(responses[0]), responses[0],
-         ("response", 1, None, None, None, None, None, True, None, False)),
+         ("response", 1, None, None, None, None, None, True, None, False, False)),
         (1, len(responses[1]), responses[1],
-         ("response", "p", None, None, None, None, None, False, None, False)),
+         ("response", "p", None, None, None, None, None, False, None, False, False)),
         (1, len(responses[2]), responses[2],
-         ("error", 3, None, None, None, -32602, "bad", False, None, False)),
+         ("error", 3, None, None, None, -32602, "bad", False, None, False, False)),
         (1, len(responses[3]), responses[3],
-         ("error", 4, None, None, None, None, None, False, None, False)),
+         ("error", 4, None, None, None, None, None, False, None, False, False)),
     ]  # fmt: skip
+    assert [f.session for f in msgs] == [session_feed.key] * 10 == [1] * 10
     for frame in msgs[:4]:  # requests get a trace and two distinct, non-zero 64-bit span ids
-        assert frame[6] == feed.trace_id
-        assert 0 < frame[7] < 1 << 64 and 0 < frame[8] < 1 << 64 and frame[7] != frame[8]
-    assert [f[6:9] for f in msgs[4:]] == [(0, 0, 0)] * 6
+        assert frame.trace_id == session_feed.trace_id
+        assert 0 < frame.server_span_id < 1 << 64 and 0 < frame.client_span_id < 1 << 64
+        assert frame.server_span_id != frame.client_span_id
+    assert [(f.trace_id, f.server_span_id, f.client_span_id) for f in msgs[4:]] == [(0, 0, 0)] * 6
     # the worker gets each message's parse with it, and parses nothing twice
-    assert [f[9] for f in msgs] == [1] * 10  # every call traced: each stands for itself
-    assert [f[10] for f in msgs] == [orjson.loads(r) for r in requests[:5]] + [frames.NOT_JSON] + [
-        orjson.loads(r) for r in responses
-    ]
+    assert [f.weight for f in msgs] == [1] * 10  # every call traced: each stands for itself
+    assert [f.parsed for f in msgs] == [orjson.loads(r) for r in requests[:5]] + [
+        frames.NOT_JSON
+    ] + [orjson.loads(r) for r in responses]
 
 
 @pytest.mark.parametrize("ending", [b"\n", b"\r\n", b"\r\r\n", b"\n\r\n", b""])
 def test_injection_keeps_the_line_ending(make_feed: Any, ending: bytes) -> None:
     feed = make_feed()
-    relay = Relay(Session(transport="stdio"), [feed])
+    _, session_feed, relay = open_session(feed)
     routed = relay.route(Direction.C2S, [line(call(1, {"name": "é"}), ending)])
     env = routed.envelopes[0]
-    assert ours(routed.forward[0], feed.trace_id, env.client_span_id) == (
+    assert ours(routed.forward[0], session_feed.trace_id, env.client_span_id) == (
         '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{'
         '"_meta":{"traceparent":"TP"},"name":"é"}}'.encode()
         + ending
@@ -199,9 +218,10 @@ def test_injection_writes_our_traceparent_into_params_meta(
     make_feed: Any, request_line: bytes, expected: bytes
 ) -> None:
     feed = make_feed()
-    relay = Relay(Session(transport="stdio"), [feed])
+    _, session_feed, relay = open_session(feed)
     routed = relay.route(Direction.C2S, [request_line])
-    assert ours(routed.forward[0], feed.trace_id, routed.envelopes[0].client_span_id) == expected
+    client_span = routed.envelopes[0].client_span_id
+    assert ours(routed.forward[0], session_feed.trace_id, client_span) == expected
 
 
 @pytest.mark.parametrize(
@@ -225,14 +245,14 @@ def test_what_cannot_carry_trace_context_passes_byte_for_byte(
     make_feed: Any, request_line: bytes
 ) -> None:
     feed = make_feed()
-    relay = Relay(Session(transport="stdio"), [feed])
+    _, _, relay = open_session(feed)
     routed = relay.route(Direction.C2S, [request_line])
     assert routed.forward == [request_line] and routed.forward[0] is request_line
 
 
 def test_huge_requests_and_server_requests_are_not_rewritten(make_feed: Any) -> None:
     feed = make_feed()
-    relay = Relay(Session(transport="stdio"), [feed])
+    _, session_feed, relay = open_session(feed)
     huge = line(call(1, {"name": "big", "arguments": {"t": "x" * PROPAGATE_MAX_BYTES}}))
     assert route(relay, Direction.C2S, [huge])[0] is huge
     server_request = line(call(9, {"_meta": {"traceparent": CLIENT_TP}}, "sampling/createMessage"))
@@ -242,20 +262,22 @@ def test_huge_requests_and_server_requests_are_not_rewritten(make_feed: Any) -> 
     assert routed.envelopes[0].server_span_id and routed.envelopes[0].client_span_id
     # a huge message goes over as its head, with the summary the relay worked out; a
     # server's traceparent is not the client's
-    head, server = [f for f in feed.frames() if f[0] == "msg"]
-    cap = feed._body_cap
-    assert head[3:6] == (
+    head, server = messages(feed.frames())
+    cap = feed.body_cap
+    assert (head.session, head.size, head.body, head.summary) == (
+        session_feed.key,
         len(huge),
         huge[:cap],
-        ("request", 1, "tools/call", "big", None, None, None, False, None, False),
+        ("request", 1, "tools/call", "big", None, None, None, False, None, False, False),
     )
-    assert head[9:] == (1, frames.CUT)
-    assert server[5][8] is None and server[10] == orjson.loads(server_request)
+    assert (head.weight, head.parsed) == (1, frames.CUT)
+    assert server.summary.client_traceparent is None
+    assert server.parsed == orjson.loads(server_request)
 
 
 def test_sampled_flag_follows_the_sampler(make_feed: Any) -> None:
     feed = make_feed({"OTEL_TRACES_SAMPLER": "always_off"})
-    relay = Relay(Session(transport="stdio"), [feed])
+    _, _, relay = open_session(feed)
     wire = route(relay, Direction.C2S, [line(call(1))])[0]
     match = TRACEPARENT.search(wire)
     assert match is not None and match[3] == b"00"
@@ -263,18 +285,25 @@ def test_sampled_flag_follows_the_sampler(make_feed: Any) -> None:
 
 def test_a_long_session_rolls_over_to_new_traces(make_feed: Any) -> None:
     feed = make_feed(trace_max_requests=2)
-    relay = Relay(Session(transport="stdio"), [feed])
-    first_trace = feed.trace_id
+    _, session_feed, relay = open_session(feed)
+    first_trace = session_feed.trace_id
     traces: list[int] = []
+    roots: list[int] = []
     for i in range(5):
         routed = relay.route(Direction.C2S, [line(call(i))])
         relay.forwarded(routed)
         env = routed.envelopes[0]
         assert ours(routed.forward[0], env.trace_id, env.client_span_id)
         traces.append(env.trace_id)
+        roots.append(session_feed.root_span_id)
     assert traces[:2] == [first_trace] * 2 and traces[2] == traces[3] != first_trace
     assert traces[4] not in (first_trace, traces[2])
-    tags = [(f[0], f[2]) if f[0] == "segment" else (f[0], f[6]) for f in feed.frames()]
+    assert session_feed.trace_id == traces[4]
+    tags = [
+        ("segment", f.trace_id) if isinstance(f, frames.Segment) else ("msg", f.trace_id)
+        for f in feed.frames()
+        if isinstance(f, frames.Segment | frames.Msg)
+    ]
     assert tags == [
         ("msg", first_trace), ("msg", first_trace),
         ("segment", traces[2]), ("msg", traces[2]), ("msg", traces[2]),
@@ -288,33 +317,36 @@ def response(msg_id: object) -> bytes:
 
 def test_a_full_buffer_sheds_whole_calls_and_keeps_session_events(make_feed: Any) -> None:
     feed = make_feed()
-    session = Session(transport="stdio")
-    relay = Relay(session, [feed])
+    session, session_feed, relay = open_session(feed)
     route(relay, Direction.C2S, [line(call("traced"))])
     feed._flush()
-    feed._out += b"x" * feed_module.BUFFER_LIMIT  # the worker is not reading
+    feed._out += b"x" * feed.options.telemetry_buffer  # the worker is not reading
     # a new call is shed at once: no ids, no splice, no record
     routed = relay.route(Direction.C2S, [line(call("shed"))])
     relay.forwarded(routed)
     assert routed.forward == [line(call("shed"))] and routed.envelopes[0].server_span_id == 0
-    assert feed._pending == b"" and (feed._shed_full, feed._shed_busy) == (1, 0)
-    feed.upstream_stderr(session, b"boom\n", 5)  # shed too
+    assert feed.batch == b"" and (feed._shed_full, feed._shed_busy) == (1, 0)
+    session_feed.upstream_stderr(session, b"boom\n", 5)  # shed too
     # the answer to the shed call follows it; the answer to the traced call goes regardless
     route(relay, Direction.S2C, [response("shed"), response("traced")])
     session.ended_ns = 7
-    feed.session_ended(session)  # session events are never shed
+    session_feed.session_ended(session)  # session events are never shed
     assert (feed._shed_full, feed._shed_busy) == (3, 0)
     feed._out.clear()  # the worker caught up
     got = feed.frames()
-    assert [f[0] for f in got] == ["msg", "dropped", "msg", "end"]
-    assert got[0][4] == line(call("traced")) and got[1] == ("dropped", "relay_queue_full", 3)
-    assert got[2][4] == response("traced") and got[3][1] == 7
+    assert [type(f) for f in got] == [frames.Msg, frames.Dropped, frames.Msg, frames.End]
+    traced, dropped, answer, end = got
+    assert isinstance(traced, frames.Msg) and isinstance(answer, frames.Msg)
+    assert isinstance(end, frames.End)
+    assert traced.body == line(call("traced"))
+    assert dropped == frames.Dropped("relay_queue_full", 3)
+    assert answer.body == response("traced") and end.ts == 7
 
 
 def test_a_busy_relay_traces_one_call_in_every(make_feed: Any) -> None:
     feed = make_feed()
-    relay = Relay(Session(transport="stdio"), [feed])
-    feed._every = 4
+    _, _, relay = open_session(feed)
+    feed.every = 4
     requests = [line(call(i)) for i in range(8)]
     routed = relay.route(Direction.C2S, requests)
     relay.forwarded(routed)
@@ -329,8 +361,9 @@ def test_a_busy_relay_traces_one_call_in_every(make_feed: Any) -> None:
     route(relay, Direction.S2C, [response(i) for i in range(8)] + [note] * 4)
     route(relay, Direction.C2S, [cancel] * 2)  # a cancellation is never shed
     got = feed.frames()
-    assert got[0] == ("dropped", "relay_busy", 6 + 6 + 3)
-    msgs = [(f[5][0], f[5][1], f[5][2], f[9]) for f in got if f[0] == "msg"]
+    assert got[0] == frames.Dropped("relay_busy", 6 + 6 + 3)
+    assert [type(f) for f in got[1:]] == [frames.Msg] * 7
+    msgs = [(f.summary.kind, f.summary.id, f.summary.method, f.weight) for f in messages(got)]
     assert msgs == [
         ("request", 3, "tools/call", 4), ("request", 7, "tools/call", 4),
         ("response", 3, None, 4), ("response", 7, None, 4),
@@ -358,8 +391,10 @@ def test_the_governor_follows_the_relays_cpu(
         clock["cpu"] += 0.1 * share
         feed._tick += calls
         feed._govern(wall)
-        seen.append((feed._every, feed._limit))
-    busy_buffer, full_buffer = feed_module.BUSY_BUFFER, feed_module.BUFFER_LIMIT
+        seen.append((feed.every, feed._limit))
+    assert (feed.options.telemetry_buffer, feed.options.relay_busy_limit) == (4 * 1024 * 1024, 0.85)
+    full_buffer = feed.options.telemetry_buffer
+    busy_buffer = full_buffer // 8
     assert seen == [(1, full_buffer)] + [(64, busy_buffer)] * 4 + [
         (32, busy_buffer), (16, busy_buffer), (8, busy_buffer), (4, busy_buffer),
         (2, busy_buffer), (1, full_buffer), (1, full_buffer), (1, full_buffer),
@@ -372,18 +407,28 @@ def test_frames_round_trip_shared_and_deeply_nested_values() -> None:
     for _ in range(200):  # deeper than the pickler's fast-mode nesting limit (50)
         deep = {"k": [deep]}
     shared = {"name": "c", "version": "1"}
-    info = ("info", {"client_info": shared, "deep": deep})
-    end = ("end", 5, {"client_info": shared, "n": 1 << 127, "f": 2.5, "b": True, "l": [None]})
-    summary = ("request", "x", None, None, None, None, None, False, None, False)
-    cut = ("msg", 1, 0, 9, b"{}", summary, 7, 1, 2, 1)
+    info = frames.Info(1, "modern", "2025-06-18", shared, {"deep": deep}, None)
+    end = frames.End(
+        1, 5, 0, "exited", 3, 1, {"tools/call": 3}, "legacy", None, shared,
+        {"n": 1 << 127, "f": 2.5, "b": True, "l": [None]},
+    )  # fmt: skip
+    summary = frames.Summary(
+        "request", "x", None, None, None, None, None, False, None, False, False
+    )
+    cut = frames.Msg(1, 1, 0, 9, b"{}", summary, 7, 1, 2, 1, None)
+    start = frames.Start(2, 8, "sid", "stdio", 9, 10, {"command": ["x"], "pid": 1})
+    config = frames.Config(ProxyOptions(no_store=True), "t", 11, "host", "http")
+    request = b'{"id":"x","method":"m"}\n'
+    proxy_error = b'{"jsonrpc":"2.0","id":"x","error":{"code":-32001,"message":"no"}}\n'
     records = (
         frames.pickled(info)
         + frames.pickled(end)
-        + frames.whole(
-            1, True, 3, b'{"id":"x","method":"m"}\n', (1 << 128) - 1, 1, (1 << 64) - 1, 64
-        )
+        + frames.whole(2, 1, frames.FLAG_REPLIED, 3, request, (1 << 128) - 1, 1, (1 << 64) - 1, 64)
         + frames.pickled(cut)
-        + frames.whole(0, False, 4, b"nope\n", 0, 0, 0)
+        + frames.whole(2, 0, 0, 4, b"nope\n", 0, 0, 0)
+        + frames.whole((1 << 32) - 1, 1, frames.FLAG_PROXY, 6, proxy_error, 0, 0, 0)
+        + frames.pickled(start)
+        + frames.pickled(config)
     )
     read_fd, write_fd = os.pipe()
     with os.fdopen(read_fd, "rb") as reader:
@@ -394,17 +439,23 @@ def test_frames_round_trip_shared_and_deeply_nested_values() -> None:
                 + frames.batch(records)[:-1]
             )
         assert read_batch(reader) == [
-            ("dropped", "relay_queue_full", 3),
-            ("dropped", "relay_busy", 4),
+            frames.Dropped("relay_queue_full", 3),
+            frames.Dropped("relay_busy", 4),
             info,
             end,
-            ("msg", 3, 1, 24, b'{"id":"x","method":"m"}\n',
-             ("request", "x", "m", None, None, None, None, False, None, True),
+            frames.Msg(2, 3, 1, 24, b'{"id":"x","method":"m"}\n',
+             frames.Summary("request", "x", "m", None, None, None, None, False, None, True,
+                            False),
              (1 << 128) - 1, 1, (1 << 64) - 1, 64, {"id": "x", "method": "m"}),
-            (*cut, frames.CUT),
-            ("msg", 4, 0, 5, b"nope\n",
-             ("invalid", None, None, None, None, None, None, False, None, False), 0, 0, 0, 1,
-             frames.NOT_JSON),
+            cut._replace(parsed=frames.CUT),
+            frames.Msg(2, 4, 0, 5, b"nope\n",
+             frames.Summary("invalid", None, None, None, None, None, None, False, None, False,
+                            False), 0, 0, 0, 1, frames.NOT_JSON),
+            frames.Msg((1 << 32) - 1, 6, 1, len(proxy_error), proxy_error,
+             frames.Summary("error", "x", None, None, None, -32001, "no", False, None, False,
+                            True), 0, 0, 0, 1, orjson.loads(proxy_error)),
+            start,
+            config,
         ]  # fmt: skip
         with pytest.raises(Exception):  # noqa: B017  # a record cut in two is not a frame
             read_batch(reader)
@@ -417,3 +468,180 @@ def test_cpu_demand_counts_running_time() -> None:
     while time.thread_time() - started < 0.05:  # spin: run 50 ms of CPU
         pass
     assert feed_module.cpu_demand() - before >= 0.05
+
+
+def test_sessions_on_one_feed_keep_their_own_keys_and_traces(make_feed: Any) -> None:
+    feed = make_feed()
+    s1, f1, r1 = open_session(feed)
+    s2, f2, r2 = open_session(feed)
+    assert (f1.key, f2.key) == (1, 2) and f1.trace_id != f2.trace_id
+    upstream: dict[str, object] = {"command": ["x"], "pid": 1}
+    client = {"name": "c", "version": "1"}
+    server = {"name": "s", "version": "2"}
+    init = line(call(1, {"protocolVersion": "2025-06-18", "clientInfo": client}, "initialize"))
+    init_result = line(
+        {"jsonrpc": "2.0", "id": 1, "result": {"protocolVersion": "2025-06-18",
+                                               "serverInfo": server}}
+    )  # fmt: skip
+    a1, a2 = line(call(1, {"name": "a"})), line(call(2, {"name": "a"}))
+    b2 = line(call(2, {"name": "b"}))
+    sent: dict[tuple[int, bytes], Envelope] = {}
+
+    def send(relay: Relay, key: int, direction: Direction, raw: bytes) -> None:
+        routed = relay.route(direction, [raw])
+        relay.forwarded(routed)
+        if direction is Direction.C2S:  # each session's requests carry its own trace
+            trace_id = {1: f1.trace_id, 2: f2.trace_id}[key]
+            assert ours(routed.forward[0], trace_id, routed.envelopes[0].client_span_id)
+        sent[(key, raw)] = routed.envelopes[0]
+
+    async def run() -> None:
+        # `session_started` attaches the feed to the running loop. Nothing below awaits, so
+        # the hand-over timer never fires: every frame stays in the batch until `frames()`.
+        f1.session_started(s1, upstream)
+        f2.session_started(s2, upstream)
+        send(r2, 2, Direction.C2S, init)
+        send(r1, 1, Direction.C2S, a1)
+        send(r2, 2, Direction.S2C, init_result)
+        send(r1, 1, Direction.C2S, a2)
+        send(r2, 2, Direction.C2S, b2)
+        send(r1, 1, Direction.S2C, response(1))
+        send(r1, 1, Direction.S2C, response(2))
+        send(r2, 2, Direction.S2C, response(2))
+        s1.ended_ns, s2.ended_ns = 8, 7
+        f2.session_ended(s2)
+        f1.session_ended(s1)
+
+    asyncio.run(run())
+    # the same JSON-RPC ids, each matched in its own session
+    assert s1.pending == {} and s2.pending == {}
+    for key, request, answer in ((1, a1, response(1)), (1, a2, response(2)),
+                                 (2, init, init_result), (2, b2, response(2))):  # fmt: skip
+        matched = sent[(key, answer)].request
+        assert matched is not None and matched.span_id == sent[(key, request)].server_span_id
+    got = feed.frames()
+    trace = {1: (f1.trace_id, f1.root_span_id), 2: (f2.trace_id, f2.root_span_id)}
+    assert got[:2] == [
+        frames.Start(1, s1.started_ns, s1.id, "stdio", *trace[1], upstream),
+        frames.Start(2, s2.started_ns, s2.id, "stdio", *trace[2], upstream),
+    ]
+    assert got[2] == frames.Info(2, "legacy", "2025-06-18", client, None, None)
+    assert got[5] == frames.Info(2, "legacy", "2025-06-18", client, server, None)
+    assert got[-2:] == [
+        frames.End(2, 7, None, None, 2, 0, {"initialize": 1, "tools/call": 1}, "legacy",
+                   "2025-06-18", client, server),
+        frames.End(1, 8, None, None, 2, 0, {"tools/call": 2}, "unknown", None, None, None),
+    ]  # fmt: skip
+    msgs = [f for f in got if isinstance(f, frames.Msg)]
+    assert got[3:5] + got[6:-2] == msgs
+    assert [(f.session, f.s2c, f.summary.kind, f.summary.id, f.body) for f in msgs] == [
+        (2, 0, "request", 1, init),
+        (1, 0, "request", 1, a1),
+        (2, 1, "response", 1, init_result),
+        (1, 0, "request", 2, a2),
+        (2, 0, "request", 2, b2),
+        (1, 1, "response", 1, response(1)),
+        (1, 1, "response", 2, response(2)),
+        (2, 1, "response", 2, response(2)),
+    ]
+    for f in msgs:
+        if f.s2c:
+            assert (f.trace_id, f.server_span_id, f.client_span_id) == (0, 0, 0)
+        else:
+            assert f.trace_id == trace[f.session][0]
+            assert f.server_span_id == sent[(f.session, f.body)].server_span_id
+
+
+class DenyBlocked(BaseInterceptor):
+    """A policy: the tool named "blocked" may not be called."""
+
+    def before_forward(self, env: Envelope) -> None:
+        msg = env.msg
+        if msg.kind is REQUEST and msg.target_name == "blocked":
+            env.reply = error_response(msg.id, -32001, "Tool access denied by policy")
+
+
+def test_a_call_blocked_before_the_feed_is_answered_by_the_proxy(make_feed: Any) -> None:
+    feed = make_feed()
+    session, session_feed, relay = open_session(feed, DenyBlocked())
+    allowed = line(call(1, {"name": "echo"}))
+    blocked = line(call(2, {"name": "blocked"}))
+    denial = error_response(2, -32001, "Tool access denied by policy")
+    routed = relay.route(Direction.C2S, [allowed, blocked])
+    assert routed.replies == [denial] and len(routed.forward) == 1
+    first, request, reply = routed.envelopes
+    assert ours(routed.forward[0], session_feed.trace_id, first.client_span_id)
+    assert (request.raw, request.reply, request.proxy) == (blocked, denial, False)
+    assert (reply.direction, reply.raw, reply.proxy) == (Direction.S2C, denial, True)
+    relay.forwarded(routed)
+    assert reply.request is not None and reply.request.span_id == request.server_span_id
+    route(relay, Direction.S2C, [response(1)])
+    assert session.pending == {} and session.errors == 1
+    got = feed.frames()
+    msgs = messages(got)
+    assert msgs == got and [f.body for f in msgs] == [allowed, blocked, denial, response(1)]
+    asked, answered = msgs[1], msgs[2]
+    assert (asked.s2c, asked.summary.replied, asked.summary.proxy) == (0, True, False)
+    assert asked.trace_id == session_feed.trace_id != 0
+    assert asked.server_span_id == request.server_span_id != 0
+    assert answered == frames.Msg(
+        session_feed.key, reply.ts, 1, len(denial), denial,
+        frames.Summary("error", 2, None, None, None, -32001, "Tool access denied by policy",
+                       False, None, False, True),
+        0, 0, 0, 1, orjson.loads(denial),
+    )  # fmt: skip
+    assert answered.summary.id == asked.summary.id
+    # Like every response, the proxy's answer carries no trace ids of its own: the worker
+    # matches it by id to the request, whose frame carries the trace.
+    assert (msgs[0].summary.replied, msgs[3].summary.proxy) == (False, False)
+
+
+def test_answers_to_pending_calls_are_handed_over_as_proxy_messages(make_feed: Any) -> None:
+    feed = make_feed()
+    session, session_feed, relay = open_session(feed)
+    calls = [line(call(5, {"name": "slow"})), line(call("a", {"name": "slower"}))]
+    sent = relay.route(Direction.C2S, calls)
+    relay.forwarded(sent)
+    assert all(env.server_span_id for env in sent.envelopes)
+    reason = "upstream exited (status 1)"
+    routed = relay.answer_pending(reason)
+    answers = [error_response(5, UPSTREAM_GONE_CODE, reason),
+               error_response("a", UPSTREAM_GONE_CODE, reason)]  # fmt: skip
+    assert routed.forward == answers and routed.replies == []
+    assert [(env.direction, env.raw, env.proxy) for env in routed.envelopes] == [
+        (Direction.S2C, answer, True) for answer in answers
+    ]
+    relay.forwarded(routed)
+    assert [env.request.span_id for env in routed.envelopes if env.request] == [
+        env.server_span_id for env in sent.envelopes
+    ]
+    assert session.pending == {} and session.errors == 2
+    # from now on the proxy answers new requests itself
+    late = line(call(6))
+    after = relay.route(Direction.C2S, [late])
+    gone = error_response(6, UPSTREAM_GONE_CODE, reason)
+    assert after.forward == [] and after.replies == [gone]
+    relay.forwarded(after)
+    assert session.pending == {} and session.errors == 3
+    got = feed.frames()
+    msgs = messages(got)
+    assert msgs == got and [f.body for f in msgs] == [*calls, *answers, late, gone]
+
+    def error(msg_id: object) -> tuple[object, ...]:
+        return ("error", msg_id, None, None, None, UPSTREAM_GONE_CODE, reason, False, None,
+                False, True)  # fmt: skip
+
+    assert [(f.session, f.s2c, f.summary) for f in msgs] == [
+        (1, 0, ("request", 5, "tools/call", "slow", None, None, None, False, None, False, False)),
+        (1, 0, ("request", "a", "tools/call", "slower", None, None, None, False, None, False,
+                False)),
+        (1, 1, error(5)),
+        (1, 1, error("a")),
+        (1, 0, ("request", 6, "tools/call", None, None, None, None, False, None, True, False)),
+        (1, 1, error(6)),
+    ]  # fmt: skip
+    assert [f.trace_id for f in msgs] == [session_feed.trace_id] * 2 + [0, 0] + [
+        session_feed.trace_id,
+        0,
+    ]
+    assert [f.weight for f in msgs] == [1] * 6
