@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Literal
 
 
 class ConfigError(Exception):
@@ -28,6 +29,11 @@ class ProxyOptions:
     grace: float = 2.0
     trace_max_requests: int = 1000
     cwd: str | None = None
+    flush_timeout: float = 5.0
+    worker_niceness: int = 19
+    worker_sched: Literal["idle", "normal"] = "idle"
+    store_max_bytes: int | None = None
+    store_max_age: float | None = None
 
     @property
     def store_enabled(self) -> bool:

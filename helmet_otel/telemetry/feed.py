@@ -23,7 +23,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import asdict
 from typing import Any, cast
 
 from helmet_otel.config import ProxyOptions
@@ -32,7 +31,23 @@ from helmet_otel.core.interceptor import BaseInterceptor
 from helmet_otel.core.session import Session
 from helmet_otel.protocol.message import Kind
 from helmet_otel.protocol.splice import with_meta_entry
-from helmet_otel.telemetry.frames import BATCH, FLAG_REPLIED, WHOLE, Frame, pickled, summarize
+from helmet_otel.telemetry.frames import (
+    BATCH,
+    FLAG_REPLIED,
+    WHOLE,
+    Close,
+    Config,
+    End,
+    Failed,
+    Frame,
+    Info,
+    Msg,
+    Segment,
+    Start,
+    Stderr,
+    pickled,
+    summarize,
+)
 
 FLUSH_DELAY = 0.005  # seconds a record may wait in the relay before it is handed over
 BUSY_FLUSH_DELAY = 0.05  # the same while the governor sheds
@@ -53,6 +68,7 @@ BUSY_LIMIT = float(os.environ.get("HELMET_RELAY_BUSY_LIMIT", "0.85"))
 MAX_EVERY = 64
 BUSY_BUFFER = BUFFER_LIMIT // 8
 _SPAN_MASK = (1 << 64) - 1
+SESSION = 1  # the key of this feed's one session in the frames
 _getrandbits = random.getrandbits
 _pack_whole = WHOLE.pack
 
@@ -121,7 +137,7 @@ class TelemetryFeed(BaseInterceptor):
         self._tp_tail = b'-01"' if self._sampled else b'-00"'
         self._worker = self._spawn_worker(env)
         self._fd = self._worker.stdin.fileno() if self._worker.stdin else -1
-        self._pending += pickled(("config", self._config()))
+        self._pending += pickled(self._config())
 
     # -- the worker process -----------------------------------------------------------------
     def _spawn_worker(self, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
@@ -141,12 +157,8 @@ class TelemetryFeed(BaseInterceptor):
         os.set_blocking(fd, False)
         return worker
 
-    def _config(self) -> dict[str, Any]:
-        config = asdict(self.options)
-        config["service_name"] = self.service_name
-        config["proxy_pid"] = os.getpid()
-        config["proxy_host"] = socket.gethostname()
-        return config
+    def _config(self) -> Config:
+        return Config(self.options, self.service_name, os.getpid(), socket.gethostname(), "stdio")
 
     # -- interceptor hooks (on the relay's loop) --------------------------------------------
     def before_forward(self, env: Envelope) -> None:
@@ -243,29 +255,29 @@ class TelemetryFeed(BaseInterceptor):
         session = self._session
         if session is not None and session.revision != self._revision:
             self._revision = session.revision
-            self._append(("info", self._session_info(session)))
+            self._append(self._session_info(session))
         annotations = env.annotations
         if annotations:
             segment = annotations.get("segment")
             if isinstance(segment, tuple):
                 trace_id, root_span_id = cast(tuple[int, int], segment)
-                self._append(("segment", env.ts, trace_id, root_span_id))
+                self._append(Segment(SESSION, env.ts, trace_id, root_span_id))
         raw = env.raw
         size = len(raw)
         s2c = env.direction is not _DIRECTION_C2S
         if size > self._body_cap:  # only its head goes over, with the facts the worker needs
             summary = summarize(msg, not s2c, env.reply is not None)
-            frame = (
-                "msg", env.ts, int(s2c), size, raw[: self._body_cap], summary,
-                env.trace_id, env.server_span_id, env.client_span_id, weight,
+            frame = Msg(
+                SESSION, env.ts, int(s2c), size, raw[: self._body_cap], summary,
+                env.trace_id, env.server_span_id, env.client_span_id, weight, None,
             )  # fmt: skip
             self._append(frame)
             return
         trace_id = env.trace_id
         pending = self._pending
         pending += _pack_whole(
-            b"M", s2c | (FLAG_REPLIED if env.reply is not None else 0), weight, env.ts,
-            size, trace_id >> 64, trace_id & _SPAN_MASK, env.server_span_id,
+            b"M", s2c | (FLAG_REPLIED if env.reply is not None else 0), weight, SESSION,
+            env.ts, size, trace_id >> 64, trace_id & _SPAN_MASK, env.server_span_id,
             env.client_span_id,
         )  # fmt: skip
         pending += raw
@@ -275,23 +287,19 @@ class TelemetryFeed(BaseInterceptor):
     def _start(self, session: Session, upstream: dict[str, object]) -> None:
         self._loop = asyncio.get_running_loop()
         self._session = session
-        info: dict[str, Any] = {
-            "session_id": session.id,
-            "transport": session.transport,
-            "trace_id": self.trace_id,
-            "root_span_id": self.root_span_id,
-            **upstream,
-        }
-        self._append(("start", session.started_ns, info))
+        self._append(
+            Start(
+                SESSION, session.started_ns, session.id, session.transport, self.trace_id,
+                self.root_span_id, dict(upstream),
+            )
+        )  # fmt: skip
 
     @staticmethod
-    def _session_info(session: Session) -> dict[str, Any]:
-        return {
-            "era": session.era,
-            "protocol_version": session.protocol_version,
-            "client_info": session.client_info,
-            "server_info": session.server_info,
-        }
+    def _session_info(session: Session) -> Info:
+        return Info(
+            SESSION, session.era, session.protocol_version, session.client_info,
+            session.server_info, None,
+        )  # fmt: skip
 
     def session_started(self, session: Session, upstream: dict[str, object]) -> None:
         self._start(session, upstream)
@@ -302,22 +310,21 @@ class TelemetryFeed(BaseInterceptor):
             if self._timer is None:
                 self._arm_for_drops()
         else:
-            self._append(("stderr", ts, line[:8192]))
+            self._append(Stderr(SESSION, ts, line[:8192]))
 
     def upstream_failed(self, session: Session, reason: str) -> None:
         self._start(session, {})
-        self._append(("failed", time.time_ns(), reason))
+        self._append(Failed(SESSION, time.time_ns(), reason))
 
     def session_ended(self, session: Session) -> None:
-        info: dict[str, Any] = {
-            **self._session_info(session),
-            "exit_status": session.exit_status,
-            "exit_reason": session.exit_reason,
-            "requests": session.requests,
-            "errors": session.errors,
-            "method_counts": dict(session.method_counts),
-        }
-        self._append(("end", session.ended_ns or time.time_ns(), info))
+        self._append(
+            End(
+                SESSION, session.ended_ns or time.time_ns(), session.exit_status,
+                session.exit_reason, session.requests, session.errors,
+                dict(session.method_counts), session.era, session.protocol_version,
+                session.client_info, session.server_info,
+            )
+        )  # fmt: skip
 
     # -- batching and hand-over -------------------------------------------------------------
     def _append(self, frame: Frame) -> None:
@@ -401,7 +408,7 @@ class TelemetryFeed(BaseInterceptor):
         """Hand over what is left, tell the worker to finish, wait for it (bounded)."""
         import anyio
 
-        self._append(("close", time.time_ns(), {"reason": reason}))
+        self._append(Close(time.time_ns(), reason))
         if self._timer is not None:
             self._timer.cancel()
         self._flush()
