@@ -66,6 +66,10 @@ HELMET_POLICY_ID: Final = "helmet.policy.id"
 HELMET_POLICY_ACTION: Final = "helmet.policy.action"
 HELMET_TELEMETRY_REASON: Final = "helmet.telemetry.reason"  # why something was dropped
 HELMET_BODY_TRUNCATED: Final = "helmet.body.truncated"
+# "proxy" on the records of a response the proxy wrote itself (a policy block, an "upstream
+# gone" error, a start-failure answer), not the server
+HELMET_ORIGIN: Final = "helmet.origin"
+ORIGIN_PROXY: Final = "proxy"
 
 DIRECTION_C2S: Final = "client->server"
 DIRECTION_S2C: Final = "server->client"

@@ -94,7 +94,14 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-_exact_loads = json.JSONDecoder(parse_constant=_no_constant).decode
+_stdlib_decode = json.JSONDecoder(parse_constant=_no_constant).decode
+
+
+def _exact_loads(text: str) -> Any:
+    try:
+        return _stdlib_decode(text)
+    except RecursionError:  # nested deeper than the stdlib parser goes: not readable here
+        raise ValueError("JSON nested too deeply") from None
 
 
 def _float_id(value: Any) -> bool:

@@ -15,7 +15,7 @@ import time
 from collections import Counter as CountMap
 from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry.sdk._logs import ReadableLogRecord
 from opentelemetry.sdk._logs.export import LogRecordExportResult
@@ -27,11 +27,15 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from helmet_otel import __version__
 from helmet_otel import semconv as sc
-from helmet_otel.config import otlp_signals
+from helmet_otel.config import ProxyOptions, otlp_signals
 from helmet_otel.telemetry.batching import BatchQueue, settings
+from helmet_otel.telemetry.frames import Config
 from helmet_otel.telemetry.metrics import Counter, MetricSet, PeriodicExport, delta_preferred
 from helmet_otel.telemetry.otlp_encoding import OtlpEncoder
 from helmet_otel.telemetry.otlp_exporters import otlp_exporter
+
+if TYPE_CHECKING:
+    from helmet_otel.store import Store
 
 STORE_QUEUE_WAIT_S = 0.25  # how long a full store queue holds the worker before dropping
 
@@ -74,9 +78,9 @@ class DropCounter:
         return counts
 
 
-def otlp_protocol(signal: str, config: Mapping[str, Any], env: Mapping[str, str]) -> str:
-    return str(
-        config.get("otlp_protocol")
+def otlp_protocol(signal: str, options: ProxyOptions, env: Mapping[str, str]) -> str:
+    return (
+        options.otlp_protocol
         or env.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_PROTOCOL")
         or env.get("OTEL_EXPORTER_OTLP_PROTOCOL")
         or "http/protobuf"
@@ -97,7 +101,7 @@ class Pipeline:
         default_factory=list[BatchQueue[ReadableLogRecord]]
     )
     metric_export: PeriodicExport | None = None
-    store: Any = None  # helmet_otel.store.Store when the local store is on
+    store: Store | None = None  # when the local store is on
     sinks: list[str] = field(default_factory=list[str])
     exporters: list[Any] = field(default_factory=list[Any])  # span and log exporters
 
@@ -141,31 +145,32 @@ def _log_export(exporter: Any) -> Any:
     return export
 
 
-def build_pipeline(config: Mapping[str, Any], env: MutableMapping[str, str]) -> Pipeline:
+def build_pipeline(config: Config, env: MutableMapping[str, str]) -> Pipeline:
     """Sinks for every configured destination. Mutates ``env`` (our own os.environ) so the SDK's
     exporters see ``--otlp-endpoint``; OTEL_SDK_DISABLED turns off OTLP, never the store."""
-    endpoint = config.get("otlp_endpoint")
+    options = config.options
+    endpoint = options.otlp_endpoint
     signals = otlp_signals(env, endpoint)
     if endpoint:
-        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = str(endpoint)
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = endpoint
     env.pop("OTEL_SDK_DISABLED", None)
     sdk_logger = logging.getLogger("opentelemetry")
     sdk_logger.propagate = False  # exporter retries must not spam the MCP client's stderr log
     sdk_logger.setLevel(logging.ERROR)
-    if config.get("log_level") in ("debug", "info"):  # --log-level: show the SDK's own logs
+    if options.log_level in ("debug", "info"):  # --log-level: show the SDK's own logs
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("helmet-otel: %(name)s: %(message)s"))
         sdk_logger.addHandler(handler)
-        sdk_logger.setLevel(logging.DEBUG if config["log_level"] == "debug" else logging.INFO)
+        sdk_logger.setLevel(logging.DEBUG if options.log_level == "debug" else logging.INFO)
 
     attributes: dict[str, Any] = {
-        sc.SERVICE_NAME: config["service_name"],
-        sc.HELMET_TRANSPORT: config.get("transport", "stdio"),
+        sc.SERVICE_NAME: config.service_name,
+        sc.HELMET_TRANSPORT: config.transport,
         "telemetry.distro.name": "helmet-otel",
         "telemetry.distro.version": __version__,
     }
     resource = Resource.create(attributes)
-    if env.get("OTEL_SERVICE_NAME") and not config.get("name"):
+    if env.get("OTEL_SERVICE_NAME") and not options.name:
         resource = resource.merge(Resource({sc.SERVICE_NAME: env["OTEL_SERVICE_NAME"]}))
     scope = InstrumentationScope(sc.SCOPE_NAME, __version__)
     # The SDK reads OTEL_TRACES_SAMPLER(_ARG); we only borrow its sampler.
@@ -181,7 +186,7 @@ def build_pipeline(config: Mapping[str, Any], env: MutableMapping[str, str]) -> 
     span_settings = settings(env, "OTEL_BSP", delay_s=1.0)
     log_settings = settings(env, "OTEL_BLRP", delay_s=1.0)
     for signal in sorted(signals):
-        protocol = otlp_protocol(signal, config, env)
+        protocol = otlp_protocol(signal, options, env)
         if protocol not in ("grpc", "http/protobuf"):
             sys.stderr.write(
                 f"helmet-otel: OTLP protocol {protocol!r} is not supported; using http/protobuf\n"
@@ -200,14 +205,19 @@ def build_pipeline(config: Mapping[str, Any], env: MutableMapping[str, str]) -> 
                 BatchQueue("otlp_logs", _log_export(exporter), drops.add, log_settings)
             )
         else:  # the periodic export shuts its exporter down
-            interval = float(config.get("metrics_interval") or 60.0)
             pipeline.metric_export = PeriodicExport(
-                metrics, exporter, interval, lambda: drops.add("otlp_metrics_export_failed")
+                metrics,
+                exporter,
+                options.metrics_interval,
+                lambda: drops.add("otlp_metrics_export_failed"),
             )
-    if not config.get("no_store"):
+    if options.store_enabled:
         from helmet_otel.store import Store, StoreLogExporter, StoreSpanExporter
 
-        store = Store.open(config.get("store"))  # never raises: a bad store degrades, once
+        # never raises: a bad store degrades, once
+        store = Store.open(
+            options.store, max_bytes=options.store_max_bytes, max_age_s=options.store_max_age
+        )
         pipeline.store = store
         pipeline.sinks.append(f"store({store.path})")
         # the OTel batch settings, but every 0.2 s: `logs --follow` shows records soon

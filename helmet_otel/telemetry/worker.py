@@ -1,8 +1,9 @@
 """The telemetry worker process: ``python -m helmet_otel.telemetry.worker``.
 
 Reads frame batches from stdin (see `frames`), owns the OpenTelemetry SDK, and flushes within
-a bounded time when stdin closes. It never writes to stdout. If the proxy dies without saying
-goodbye, stdin reaches EOF and the session is closed as "proxy terminated".
+a bounded time when stdin closes. It never writes to stdout. The first frame is the `Config`;
+the rest go to the `Recorder`, one at a time. If the proxy dies without saying goodbye, stdin
+reaches EOF and every session still open is ended as lost (`semconv.LOST_EXIT_REASON`).
 """
 
 from __future__ import annotations
@@ -13,19 +14,20 @@ import signal
 import sys
 import threading
 import time
-from typing import Any
+from typing import IO, TYPE_CHECKING
 
 from helmet_otel import semconv as sc
-from helmet_otel.telemetry import frames as fr
-from helmet_otel.telemetry.frames import Frame, read_batch
+from helmet_otel.config import ProxyOptions
+from helmet_otel.telemetry.frames import Config, Frame, read_batch
 
-FLUSH_TIMEOUT = float(os.environ.get("HELMET_FLUSH_TIMEOUT", "5"))
-WORKER_NICENESS = int(os.environ.get("HELMET_WORKER_NICENESS", "19"))
-WORKER_SCHED = os.environ.get("HELMET_WORKER_SCHED", "idle")  # or "normal": nice only
+if TYPE_CHECKING:
+    from helmet_otel.telemetry.pipeline import Pipeline
+
 _EOF = None
+WORKER_ERROR = "worker_error"  # helmet.telemetry.dropped reason: a frame the recorder failed on
 
 
-def _reader(stream: Any, batches: queue.Queue[list[Frame] | None]) -> None:
+def _reader(stream: IO[bytes], batches: queue.Queue[list[Frame] | None]) -> None:
     try:
         while True:
             batch = read_batch(stream)
@@ -36,33 +38,31 @@ def _reader(stream: Any, batches: queue.Queue[list[Frame] | None]) -> None:
         batches.put(_EOF)
 
 
-def main() -> int:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the proxy decides when we stop
-    # Under CPU contention the MCP traffic wins: a worker that falls behind sheds records
-    # (counted) instead of taking CPU from the client, the relay and the server. SCHED_IDLE
-    # (Linux; the threads started below inherit it) also lets any of them preempt the worker
-    # the moment it wakes, which nice alone does not.
+def _yield_the_cpu(options: ProxyOptions) -> None:
+    """Under CPU contention the MCP traffic wins: a worker that falls behind sheds records
+    (counted) instead of taking CPU from the client, the relay and the server. SCHED_IDLE
+    (Linux) also lets any of them preempt the worker the moment it wakes, which nice alone
+    does not. Threads started afterwards inherit both."""
     try:
-        os.nice(WORKER_NICENESS)
+        os.nice(options.worker_niceness)
     except OSError:
         pass
-    if WORKER_SCHED == "idle" and hasattr(os, "SCHED_IDLE"):
+    if options.worker_sched == "idle" and hasattr(os, "SCHED_IDLE"):
         try:
             os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
         except OSError:
             pass
-    stdin = os.fdopen(0, "rb", buffering=1 << 20)
-    # Bounded: when the worker falls behind, the pipe fills and the relay drops (and counts).
-    batches: queue.Queue[list[Frame] | None] = queue.Queue(maxsize=4)
-    first = read_batch(stdin)
-    if not first or not isinstance(first[0], fr.Config):
-        return 2
-    from dataclasses import asdict
 
-    head = first[0]
-    config: dict[str, Any] = {**asdict(head.options), "service_name": head.service_name,
-                              "proxy_pid": head.proxy_pid, "proxy_host": head.proxy_host,
-                              "transport": head.transport}  # fmt: skip
+
+def main() -> int:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the proxy decides when we stop
+    stdin = os.fdopen(0, "rb", buffering=1 << 20)
+    first = read_batch(stdin)
+    config = next((f for f in first or () if isinstance(f, Config)), None)
+    if first is None or config is None:
+        return 2
+    options = config.options
+    _yield_the_cpu(options)  # before any thread starts: the pipeline's exporters start theirs
 
     from helmet_otel.telemetry.pipeline import build_pipeline
     from helmet_otel.telemetry.recorder import Recorder
@@ -74,19 +74,27 @@ def main() -> int:
         sys.stderr.write(f"helmet-otel: telemetry is off: {type(exc).__name__}: {exc}\n")
         sys.stderr.flush()
         return 1
-    thread = threading.Thread(target=_reader, args=(stdin, batches), daemon=True)
-    thread.start()
-    interval = float(config.get("metrics_interval") or 60.0)
+    # Bounded: when the worker falls behind, the pipe fills and the relay drops (and counts).
+    batches: queue.Queue[list[Frame] | None] = queue.Queue(maxsize=4)
+    threading.Thread(target=_reader, args=(stdin, batches), daemon=True).start()
+    interval = options.metrics_interval
     next_tick = time.monotonic() + interval
-    pending: list[Frame] = list(first[1:])
+    pending = [f for f in first if f is not config]
+    errors = _Errors(pipeline)
     try:
         while True:
             for frame in pending:
-                recorder.handle(_legacy(frame))
+                try:
+                    recorder.handle(frame)
+                except Exception as exc:  # one bad frame must not end telemetry
+                    errors.add(exc)
             pending = []
             now = time.monotonic()
             if now >= next_tick:
-                recorder.performance()
+                try:
+                    recorder.performance()
+                except Exception as exc:
+                    errors.add(exc)
                 next_tick = now + interval
             try:
                 batch = batches.get(timeout=max(next_tick - time.monotonic(), 0.0))
@@ -97,56 +105,46 @@ def main() -> int:
             pending = batch
     finally:
         if not recorder.closed:
-            recorder.close(time.time_ns(), {"reason": sc.LOST_EXIT_REASON})
-        _flush(pipeline)
+            try:
+                recorder.close(time.time_ns(), sc.LOST_EXIT_REASON)
+            except Exception as exc:
+                errors.add(exc)
+        _flush(pipeline, options.flush_timeout)
     return 0
 
 
-def _legacy(frame: Frame) -> tuple[Any, ...]:  # (interim: the recorder's old tuples)
-    match frame:
-        case fr.Msg():
-            return ("msg", frame.ts, frame.s2c, frame.size, frame.body, tuple(frame.summary)[:10],
-                    frame.trace_id, frame.server_span_id, frame.client_span_id, frame.weight,
-                    frame.parsed)  # fmt: skip
-        case fr.Start():
-            return ("start", frame.ts, {"session_id": frame.session_id,
-                    "transport": frame.transport, "trace_id": frame.trace_id,
-                    "root_span_id": frame.root_span_id, **frame.upstream})  # fmt: skip
-        case fr.Info():
-            return ("info", {"era": frame.era, "protocol_version": frame.protocol_version,
-                    "client_info": frame.client_info, "server_info": frame.server_info})  # fmt: skip
-        case fr.End():
-            return ("end", frame.ts, {"exit_status": frame.exit_status,
-                    "exit_reason": frame.exit_reason, "requests": frame.requests,
-                    "errors": frame.errors, "method_counts": frame.method_counts,
-                    "era": frame.era, "protocol_version": frame.protocol_version,
-                    "client_info": frame.client_info, "server_info": frame.server_info})  # fmt: skip
-        case fr.Segment():
-            return ("segment", frame.ts, frame.trace_id, frame.root_span_id)
-        case fr.Stderr():
-            return ("stderr", frame.ts, frame.line)
-        case fr.Failed():
-            return ("failed", frame.ts, frame.reason)
-        case fr.Dropped():
-            return ("dropped", frame.reason, frame.records)
-        case fr.Close():
-            return ("close", frame.ts, {"reason": frame.reason})
-        case fr.Config():
-            return ("config",)
+class _Errors:
+    """What the recorder failed on: counted in helmet.telemetry.dropped, told once."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self._drops = pipeline.drops
+        self._reported = False
+
+    def add(self, exc: Exception) -> None:
+        self._drops.add(WORKER_ERROR, quiet=True)
+        if self._reported:
+            return
+        self._reported = True
+        message = " ".join(str(exc).split())  # one line
+        sys.stderr.write(
+            f"helmet-otel: telemetry worker error ({WORKER_ERROR}; counted in "
+            f"helmet.telemetry.dropped, the rest is recorded): {type(exc).__name__}: {message}\n"
+        )
+        sys.stderr.flush()
 
 
-def _flush(pipeline: Any) -> None:
-    """Flush every provider, but never for longer than FLUSH_TIMEOUT."""
+def _flush(pipeline: Pipeline, timeout: float) -> None:
+    """Flush every sink, but never for longer than ``timeout`` seconds."""
     done = threading.Event()
 
     def run() -> None:
         try:
-            pipeline.flush_and_shutdown(FLUSH_TIMEOUT)
+            pipeline.flush_and_shutdown(timeout)
         finally:
             done.set()
 
     threading.Thread(target=run, daemon=True).start()
-    if not done.wait(FLUSH_TIMEOUT + 0.5):
+    if not done.wait(timeout + 0.5):
         sys.stderr.write("helmet-otel: telemetry flush timed out; some records were not exported\n")
         sys.stderr.flush()
         os._exit(0)

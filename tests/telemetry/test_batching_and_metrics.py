@@ -6,6 +6,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 from opentelemetry.sdk.metrics.export import AggregationTemporality, HistogramDataPoint
@@ -14,9 +15,11 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from helmet_otel import semconv as sc
+from helmet_otel.config import ProxyOptions
 from helmet_otel.telemetry.batching import BatchQueue, BatchSettings, settings
+from helmet_otel.telemetry.frames import Config
 from helmet_otel.telemetry.metrics import MetricSet, delta_preferred
-from helmet_otel.telemetry.pipeline import DropCounter, Pipeline
+from helmet_otel.telemetry.pipeline import DropCounter, Pipeline, build_pipeline
 
 
 class Gate:
@@ -204,3 +207,25 @@ def test_what_the_flush_deadline_leaves_is_counted_before_the_last_metric_export
         ("relay_queue_full", 0), ("relay_busy", 0), ("shutdown_timeout", 3)
     }  # fmt: skip
     gate.release.set()
+
+
+def test_the_pipeline_is_built_from_the_typed_options(tmp_path: Path) -> None:
+    """The store gets the retention caps of the options; the resource names the service and
+    the proxy's transport; no OTLP destination, no OTLP sink."""
+    path = tmp_path / "store.db"
+    options = ProxyOptions(store=str(path), store_max_bytes=123456, store_max_age=3600.0)
+    env: dict[str, str] = {}
+    pipeline = build_pipeline(Config(options, "svc", 1, "host", "http"), env)
+    try:
+        assert pipeline.store is not None
+        assert (pipeline.store.path, pipeline.store.max_bytes, pipeline.store.max_age_s) == (
+            path,
+            123456,
+            3600.0,
+        )
+        assert pipeline.sinks == [f"store({path})"]
+        assert pipeline.metric_export is None
+        attributes = dict(pipeline.resource.attributes)
+        assert (attributes[sc.SERVICE_NAME], attributes[sc.HELMET_TRANSPORT]) == ("svc", "http")
+    finally:
+        pipeline.flush_and_shutdown(5.0)

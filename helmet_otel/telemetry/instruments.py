@@ -1,0 +1,168 @@
+"""The worker's metric instruments and the ``helmet.performance`` statistics.
+
+Both are process-wide: every session of the proxy counts into the same instruments (the
+metrics have no session attribute) and the same per-method statistics.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from helmet_otel import semconv as sc
+from helmet_otel.telemetry.metrics import MetricSet
+
+MAX_METHOD_LABELS = 64  # distinct unknown methods that become metric labels, then "_other"
+LATENCY_SAMPLES = 10_000  # latencies kept per method and interval for the quantiles
+
+KNOWN_METHODS = frozenset(
+    [
+        "initialize",
+        "notifications/initialized",
+        "ping",
+        "server/discover",
+        "tools/list",
+        "tools/call",
+        "prompts/list",
+        "prompts/get",
+        "resources/list",
+        "resources/templates/list",
+        "resources/read",
+        "resources/subscribe",
+        "resources/unsubscribe",
+        "subscriptions/listen",
+        "completion/complete",
+        "logging/setLevel",
+        "sampling/createMessage",
+        "elicitation/create",
+        "roots/list",
+        "tasks/get",
+        "tasks/result",
+        "tasks/list",
+        "tasks/cancel",
+        "notifications/cancelled",
+        "notifications/progress",
+        "notifications/message",
+        "notifications/tools/list_changed",
+        "notifications/prompts/list_changed",
+        "notifications/resources/list_changed",
+        "notifications/resources/updated",
+        "notifications/roots/list_changed",
+        "notifications/elicitation/complete",
+        "notifications/tasks/status",
+        "notifications/subscriptions/acknowledged",
+    ]
+)
+
+
+@dataclass(slots=True)
+class _Stats:
+    count: int = 0
+    errors: int = 0
+    bytes: int = 0
+    latencies_ms: list[float] = field(default_factory=list[float])
+
+
+def _quantile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return 0.0
+    index = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
+    return round(sorted_values[index], 3)
+
+
+class Instruments:
+    def __init__(self, metrics: MetricSet) -> None:
+        durations = sc.DURATION_BUCKETS
+        self.server_duration = metrics.histogram(
+            sc.METRIC_SERVER_OPERATION_DURATION, "s",
+            "MCP request duration as seen by the proxy facing the client", durations,
+        )  # fmt: skip
+        self.client_duration = metrics.histogram(
+            sc.METRIC_CLIENT_OPERATION_DURATION, "s",
+            "MCP request duration of the proxy's call to the upstream", durations,
+        )  # fmt: skip
+        self.session_duration = metrics.histogram(
+            sc.METRIC_SERVER_SESSION_DURATION, "s", "MCP session duration", durations
+        )
+        self.sessions_active = metrics.up_down_counter(
+            sc.METRIC_SESSIONS_ACTIVE, "{session}", "Sessions in progress"
+        )
+        self.messages = metrics.counter(sc.METRIC_MESSAGES, "{message}", "MCP messages relayed")
+        self.message_size = metrics.histogram(
+            sc.METRIC_MESSAGE_SIZE, "By", "Size of relayed MCP messages", sc.SIZE_BUCKETS
+        )
+        self.errors = metrics.counter(sc.METRIC_ERRORS, "{error}", "Failed MCP operations")
+        self._methods_seen: set[str] = set()
+        self._stats: defaultdict[str, _Stats] = defaultdict(_Stats)
+        self.messages_total = 0  # since the worker started
+        self._interval_started = time.monotonic()
+
+    def method_label(self, method: str | None) -> str:
+        """``method`` as a metric label: known methods and the first few others by name."""
+        if method is None:
+            return "unknown"
+        if method in KNOWN_METHODS or method in self._methods_seen:
+            return method
+        if len(self._methods_seen) < MAX_METHOD_LABELS:
+            self._methods_seen.add(method)
+            return method
+        return "_other"
+
+    def count_message(self, label: str, attrs: dict[str, Any], weight: int) -> None:
+        """One message (standing for ``weight``), from its record's attributes."""
+        self.messages_total += 1
+        direction = attrs[sc.HELMET_DIRECTION]
+        self.messages.add(
+            weight, {sc.MCP_METHOD_NAME: label, sc.HELMET_DIRECTION: direction,
+                     sc.HELMET_MESSAGE_KIND: attrs[sc.HELMET_MESSAGE_KIND]},
+        )  # fmt: skip
+        self.message_size.record(
+            attrs[sc.HELMET_MESSAGE_SIZE],
+            {sc.MCP_METHOD_NAME: label, sc.HELMET_DIRECTION: direction},
+            weight=weight,
+        )
+
+    def count_error(
+        self, weight: int, error_type: str, label: str, tool: str | None = None
+    ) -> None:
+        attributes = {sc.ERROR_TYPE: error_type, sc.MCP_METHOD_NAME: label}
+        if tool is not None:
+            attributes[sc.GEN_AI_TOOL_NAME] = tool
+        self.errors.add(weight, attributes)
+
+    def operation_done(
+        self, key: str, weight: int, size: int, latency_ms: float, failed: bool
+    ) -> None:
+        """One call of ``key`` (method and target) for ``helmet.performance``."""
+        stats = self._stats[key]
+        stats.count += weight
+        stats.bytes += size * weight
+        if len(stats.latencies_ms) < LATENCY_SAMPLES:
+            stats.latencies_ms.append(latency_ms)
+        if failed:
+            stats.errors += weight
+
+    def interval(self) -> dict[str, Any]:
+        """The statistics since the last call (``helmet.performance``), and a new interval."""
+        now = time.monotonic()
+        methods: dict[str, Any] = {}
+        for key, stats in sorted(self._stats.items()):
+            values = sorted(stats.latencies_ms)
+            methods[key] = {
+                "count": stats.count,
+                "errors": stats.errors,
+                "bytes": stats.bytes,
+                "p50_ms": _quantile(values, 0.5),
+                "p95_ms": _quantile(values, 0.95),
+                "p99_ms": _quantile(values, 0.99),
+            }
+        body = {
+            "interval_s": round(now - self._interval_started, 3),
+            "messages": self.messages_total,
+            "methods": methods,
+        }
+        self._stats.clear()
+        self._interval_started = now
+        return body

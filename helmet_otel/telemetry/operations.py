@@ -1,0 +1,244 @@
+"""The calls of one session: a request opens an operation (a SERVER span facing the caller
+and a CLIENT child for the call the proxy forwards), its response ends it.
+
+Operations are keyed by the request's direction and JSON-RPC id within their session, so two
+sessions may use the same ids at the same time. A response the proxy wrote itself (a policy
+block, an "upstream gone" error) ends its operation like any other, and its records say
+``helmet.origin = proxy``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry._logs import SeverityNumber
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import Event
+from opentelemetry.trace import SpanKind
+
+from helmet_otel import semconv as sc
+from helmet_otel.protocol.message import JsonId, id_key
+from helmet_otel.telemetry.frames import Msg
+from helmet_otel.telemetry.records import info_attributes, recorded_body
+from helmet_otel.telemetry.spans import SpanDraft, client_link, log_context, new_span
+
+if TYPE_CHECKING:
+    from helmet_otel.telemetry.session_recorder import SessionRecorder
+
+# Server-side codes that mean "the caller sent something the receiver could not serve": not
+# errors of the server (MCP semconv, genai PR #404). Client spans treat every code as an error.
+CALLER_ERROR_CODES = frozenset({-32700, -32600, -32601, -32602, -32002})
+_NAMED_KEYS = (sc.MCP_METHOD_NAME, sc.GEN_AI_TOOL_NAME, sc.GEN_AI_PROMPT_NAME)
+
+
+@dataclass(slots=True)
+class Operation:
+    server: SpanDraft
+    client: SpanDraft | None  # None when the proxy answered the request itself
+    context: Context  # the SERVER span's, for the operation's records
+    method: str
+    name: str | None
+    started_ns: int
+    metric_attrs: dict[str, Any]
+    weight: int
+    cancelled: bool = False
+
+
+class Operations:
+    def __init__(self, session: SessionRecorder) -> None:
+        self.session = session
+        self.open: dict[tuple[int, tuple[bool, JsonId]], Operation] = {}
+
+    def _metric_attributes(self, label: str, name: str | None) -> dict[str, Any]:
+        attrs: dict[str, Any] = {sc.MCP_METHOD_NAME: label}
+        if name is not None:
+            if label == "tools/call":
+                attrs[sc.GEN_AI_TOOL_NAME] = name
+                attrs[sc.GEN_AI_OPERATION_NAME] = sc.OPERATION_EXECUTE_TOOL
+            elif label == "prompts/get":
+                attrs[sc.GEN_AI_PROMPT_NAME] = name
+        session = self.session
+        if session.protocol_version:
+            attrs[sc.MCP_PROTOCOL_VERSION] = session.protocol_version
+        if session.network_transport is not None:
+            attrs[sc.NETWORK_TRANSPORT] = session.network_transport
+        return attrs
+
+    def request(self, frame: Msg, attrs: dict[str, Any]) -> None:
+        session = self.session
+        shared = session.shared
+        summary = frame.summary
+        method = summary.method or ""
+        name = summary.target
+        ts = frame.ts
+        if method == "initialize":
+            attrs.update(info_attributes(session.client_info, sc.HELMET_CLIENT_NAME,
+                                         sc.HELMET_CLIENT_VERSION))  # fmt: skip
+        label = shared.instruments.method_label(method)
+        metric_attrs = self._metric_attributes(label, name)
+        span_attrs = dict(metric_attrs)
+        span_attrs[sc.MCP_METHOD_NAME] = method
+        span_attrs[sc.HELMET_SESSION_ID] = session.session_id
+        if session.mcp_session_id is not None:
+            span_attrs[sc.MCP_SESSION_ID] = session.mcp_session_id
+        if summary.id is not None:
+            span_attrs[sc.JSONRPC_REQUEST_ID] = str(summary.id)
+        uri = summary.resource_uri
+        if uri is not None and method.startswith("resources/"):
+            span_attrs[sc.MCP_RESOURCE_URI] = uri
+            attrs[sc.MCP_RESOURCE_URI] = uri
+        weight = frame.weight
+        if weight > 1:
+            span_attrs[sc.HELMET_SAMPLE_WEIGHT] = weight
+        span_name = f"{method} {name}" if name else method
+        link = client_link(summary.client_traceparent)
+        root = session.root.context
+        flags = session.trace_flags
+        server = new_span(
+            span_name, root.trace_id, frame.server_span_id, flags, root, SpanKind.SERVER, ts,
+            span_attrs, None if link is None else [link],
+        )  # fmt: skip
+        server_context = log_context(server)
+        client = None
+        if not summary.replied:
+            client = new_span(
+                span_name, root.trace_id, frame.client_span_id, flags, server.context,
+                SpanKind.CLIENT, ts, dict(span_attrs),
+            )  # fmt: skip
+        if summary.id is not None:
+            self.open[(frame.s2c, id_key(summary.id))] = Operation(
+                server, client, server_context, method, name, ts, metric_attrs, weight
+            )
+        for key in _NAMED_KEYS:
+            if key in span_attrs:
+                attrs[key] = span_attrs[key]
+        shared.instruments.count_message(label, attrs, weight)
+        body = recorded_body(shared.redactor, frame.body, frame.size, frame.parsed, "params")
+        session.emit(sc.EVENT_REQUEST, ts, server_context, attrs, body)
+
+    def response(self, frame: Msg, attrs: dict[str, Any]) -> None:
+        session = self.session
+        shared = session.shared
+        summary = frame.summary
+        ts = frame.ts
+        code = summary.error_code
+        is_error = code is not None or summary.kind == "error"
+        part = "error" if is_error else "result"
+        body = recorded_body(shared.redactor, frame.body, frame.size, frame.parsed, part)
+        if summary.proxy:
+            attrs[sc.HELMET_ORIGIN] = sc.ORIGIN_PROXY
+        code_text = None
+        severity = SeverityNumber.INFO
+        if is_error:
+            code_text = str(code) if code is not None else "unknown"
+            attrs[sc.RPC_RESPONSE_STATUS_CODE] = attrs[sc.ERROR_TYPE] = code_text
+            severity = SeverityNumber.ERROR
+        opened = None
+        if summary.id is not None:
+            opened = self.open.pop((1 - frame.s2c, id_key(summary.id)), None)
+        context = None
+        label = "unknown"
+        weight = frame.weight
+        tool_error = summary.is_tool_error
+        if opened is not None:  # a response stands for as many calls as its request
+            weight = opened.weight
+            attrs.pop(sc.HELMET_SAMPLE_WEIGHT, None)
+            if weight > 1:
+                attrs[sc.HELMET_SAMPLE_WEIGHT] = weight
+            context = opened.context
+            label = shared.instruments.method_label(opened.method)
+            self._end(ts, opened, attrs, code, code_text, summary.error_message, tool_error)
+            if tool_error and not is_error:
+                severity = SeverityNumber.ERROR
+        elif code_text is not None:
+            shared.instruments.count_error(weight, code_text, label)
+        session.errors += (is_error or tool_error) * weight
+        shared.instruments.count_message(label, attrs, weight)
+        session.emit(sc.EVENT_RESPONSE, ts, context, attrs, body, severity)
+        if is_error:
+            error_attrs = dict(attrs)
+            if code is not None:
+                error_attrs[sc.HELMET_ERROR_CODE] = code
+            if summary.error_message is not None:
+                message = shared.redactor.scrub_text(summary.error_message)
+                error_attrs[sc.HELMET_ERROR_MESSAGE] = message
+            session.emit(sc.EVENT_ERROR, ts, context, error_attrs, body, SeverityNumber.ERROR)
+
+    def _end(
+        self, ts: int, opened: Operation, attrs: dict[str, Any], code: int | None,
+        code_text: str | None, error_message: str | None, tool_error: bool,
+    ) -> None:  # fmt: skip
+        """End the request's SERVER and CLIENT spans and record its duration and errors."""
+        session = self.session
+        shared = session.shared
+        instruments = shared.instruments
+        attrs[sc.MCP_METHOD_NAME] = opened.method
+        uri = opened.server.attributes.get(sc.MCP_RESOURCE_URI)
+        if uri is not None:
+            attrs[sc.MCP_RESOURCE_URI] = uri
+        if opened.name is not None:
+            key = sc.GEN_AI_TOOL_NAME if opened.method == "tools/call" else sc.GEN_AI_PROMPT_NAME
+            attrs[key] = opened.name
+        latency_s = max(ts - opened.started_ns, 0) / 1e9
+        attrs[sc.HELMET_LATENCY_MS] = round(latency_s * 1000, 3)
+        if opened.method == "initialize":
+            attrs.update(info_attributes(session.server_info, sc.HELMET_SERVER_INFO_NAME,
+                                         sc.HELMET_SERVER_VERSION))  # fmt: skip
+        server_attrs = dict(opened.metric_attrs)
+        if session.protocol_version:
+            server_attrs[sc.MCP_PROTOCOL_VERSION] = session.protocol_version
+        client_attrs = dict(server_attrs)
+        description = None
+        if code_text is not None:
+            description = error_message or "error"
+            server_attrs[sc.RPC_RESPONSE_STATUS_CODE] = code_text
+            client_attrs[sc.RPC_RESPONSE_STATUS_CODE] = code_text
+            client_attrs[sc.ERROR_TYPE] = code_text  # a client sees every code as an error
+            if code not in CALLER_ERROR_CODES:
+                server_attrs[sc.ERROR_TYPE] = code_text
+        elif tool_error:
+            description = "tool returned isError"
+            attrs[sc.ERROR_TYPE] = sc.ERROR_TYPE_TOOL_ERROR
+            server_attrs[sc.ERROR_TYPE] = client_attrs[sc.ERROR_TYPE] = sc.ERROR_TYPE_TOOL_ERROR
+        shared.spans.finish(opened.client, ts, client_attrs, description)
+        shared.spans.finish(opened.server, ts, server_attrs, description)
+        server = opened.server.context  # exemplars: a latency bucket links to a request's trace
+        weight = opened.weight
+        instruments.server_duration.record(
+            latency_s, server_attrs, server.trace_id, server.span_id, ts, weight
+        )
+        if opened.client is not None:
+            client = opened.client.context
+            instruments.client_duration.record(
+                latency_s, client_attrs, client.trace_id, client.span_id, ts, weight
+            )
+        failed = sc.ERROR_TYPE in attrs
+        key = f"{opened.method} {opened.name}" if opened.name else opened.method
+        instruments.operation_done(
+            key, weight, attrs[sc.HELMET_MESSAGE_SIZE], latency_s * 1000, failed
+        )
+        if failed:
+            label = instruments.method_label(opened.method)
+            tool = attrs.get(sc.GEN_AI_TOOL_NAME)
+            instruments.count_error(weight, attrs[sc.ERROR_TYPE], label, tool)
+
+    def cancel(self, request_id: JsonId, reason: str, ts: int) -> None:
+        """``notifications/cancelled``: an event on the request, which now expects no
+        response."""
+        key = id_key(request_id)
+        for direction in (0, 1):
+            opened = self.open.get((direction, key))
+            if opened is not None:
+                opened.server.events.append(Event("cancelled", {"reason": reason}, ts))
+                opened.cancelled = True
+
+    def abandon(self, ts: int, reason: str) -> None:
+        """The session ended: what is still open got no response (unless it was cancelled)."""
+        spans = self.session.shared.spans
+        description = f"no response: {reason}"
+        for opened in self.open.values():
+            outcome = {} if opened.cancelled else {sc.ERROR_TYPE: "no_response"}
+            spans.finish(opened.client, ts, outcome, description)
+            spans.finish(opened.server, ts, outcome, description)
+        self.open.clear()

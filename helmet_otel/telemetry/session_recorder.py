@@ -1,0 +1,308 @@
+"""One session's telemetry: its trace, its records and what the worker knows of it.
+
+A session is one trace with a ``session`` root span (or several linked traces, when a long
+session rolls over into a new segment). Every span and log record of the session carries its
+``helmet.session.id``, and its ``mcp.session.id`` once the protocol gave it one. The calls of
+the session are its `Operations`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, cast
+
+from opentelemetry._logs import SeverityNumber
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace.sampling import Sampler
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode, TraceFlags
+
+from helmet_otel import semconv as sc
+from helmet_otel.protocol.message import JsonId
+from helmet_otel.redaction import Redactor
+from helmet_otel.telemetry.frames import CUT, NOT_JSON, Config, End, Failed, Info, Msg, Start
+from helmet_otel.telemetry.instruments import Instruments
+from helmet_otel.telemetry.operations import Operations
+from helmet_otel.telemetry.records import RecordWriter, recorded_body
+from helmet_otel.telemetry.severity import mcp_level_severity, stderr_severity
+from helmet_otel.telemetry.spans import SpanDraft, SpanWriter, log_context, new_span, segment_link
+
+DIRECTIONS = (sc.DIRECTION_C2S, sc.DIRECTION_S2C)
+# network.transport of the client's side of a session, by the session's transport
+NETWORK_TRANSPORTS = {"stdio": "pipe", "http": "tcp"}
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
+_JSON_IDS = (str, int, float)
+_CANCELLED = "notifications/cancelled"
+
+
+@dataclass(slots=True)
+class Shared:
+    """What every session of the worker process shares."""
+
+    config: Config
+    redactor: Redactor
+    instruments: Instruments
+    spans: SpanWriter
+    records: RecordWriter
+    sampler: Sampler
+    configuration: object  # the effective configuration, scrubbed (helmet.configuration)
+
+
+class SessionRecorder:
+    def __init__(self, shared: Shared, start: Start) -> None:
+        self.shared = shared
+        self.key = start.session
+        self.session_id = start.session_id
+        self.transport = start.transport
+        self.network_transport = NETWORK_TRANSPORTS.get(start.transport)
+        self.mcp_session_id: str | None = None
+        self.started_ns = start.ts
+        self.era = "unknown"
+        self.protocol_version: str | None = None
+        self.client_info: dict[str, Any] | None = None
+        self.server_info: dict[str, Any] | None = None
+        self.requests = 0  # what the relay counts, for a session_end the worker must write
+        self.errors = 0
+        self.messages = 0
+        self.segment = 0
+        self.trace_flags = _SAMPLED  # the sampler's say on the current segment
+        self.root = self._new_root(start.ts, start.trace_id, start.root_span_id, [])
+        self.root_context = log_context(self.root)
+        self.operations = Operations(self)
+        self.ended = False
+        self._start(start)
+
+    def emit(
+        self,
+        event: str,
+        ts: int,
+        context: Context | None,
+        attributes: dict[str, Any],
+        body: Any = None,
+        severity: SeverityNumber = SeverityNumber.INFO,
+    ) -> None:
+        """A record of this session (in the root span's context unless ``context`` says)."""
+        attributes[sc.HELMET_SESSION_ID] = self.session_id
+        if self.mcp_session_id is not None:
+            attributes[sc.MCP_SESSION_ID] = self.mcp_session_id
+        context = self.root_context if context is None else context
+        self.shared.records.emit(event, ts, context, attributes, body, severity)
+
+    def _new_root(self, ts: int, trace_id: int, span_id: int, links: list[Link]) -> SpanDraft:
+        attributes: dict[str, Any] = {
+            sc.HELMET_SESSION_ID: self.session_id,
+            sc.HELMET_TRANSPORT: self.transport,
+            sc.HELMET_SERVER_NAME: self.shared.config.service_name,
+            sc.HELMET_TRACE_SEGMENT: self.segment,
+        }
+        if self.network_transport is not None:
+            attributes[sc.NETWORK_TRANSPORT] = self.network_transport
+        if self.mcp_session_id is not None:
+            attributes[sc.MCP_SESSION_ID] = self.mcp_session_id
+        if self.protocol_version:
+            attributes[sc.MCP_PROTOCOL_VERSION] = self.protocol_version
+        decision = self.shared.sampler.should_sample(
+            None, trace_id, sc.SPAN_SESSION, SpanKind.INTERNAL, attributes, links
+        )
+        self.trace_flags = _SAMPLED if decision.decision.is_sampled() else _NOT_SAMPLED
+        return new_span(
+            sc.SPAN_SESSION, trace_id, span_id, self.trace_flags, None, SpanKind.INTERNAL, ts,
+            attributes, links,
+        )  # fmt: skip
+
+    def _start(self, start: Start) -> None:
+        shared = self.shared
+        config = shared.config
+        redactor = shared.redactor
+        upstream = start.upstream
+        command = upstream.get("command")
+        command_text = None
+        if isinstance(command, list):
+            text = " ".join(str(a) for a in cast(list[object], command))
+            command_text = redactor.scrub_text(text)
+            self.root.attributes[sc.HELMET_SERVER_COMMAND] = command_text
+        pid = upstream.get("pid")
+        if isinstance(pid, int):
+            self.root.attributes[sc.HELMET_SERVER_PID] = pid
+        shared.instruments.sessions_active.add(1)
+        start_attrs: dict[str, Any] = {
+            sc.HELMET_SERVER_NAME: config.service_name,
+            sc.HELMET_TRANSPORT: self.transport,
+            sc.HELMET_PROXY_PID: config.proxy_pid,
+            sc.HELMET_PROXY_HOST: config.proxy_host,
+        }
+        if command_text is not None:
+            start_attrs[sc.HELMET_SERVER_COMMAND] = command_text
+        self.emit(sc.EVENT_SESSION_START, start.ts, None, start_attrs)
+        self.emit(sc.EVENT_CONFIGURATION, start.ts, None, {}, shared.configuration)
+        if isinstance(pid, int):
+            init_attrs: dict[str, Any] = {sc.HELMET_SERVER_PID: pid}
+            if command_text is not None:
+                init_attrs[sc.HELMET_SERVER_COMMAND] = command_text
+            body = {"cwd": redactor.scrub_text(str(upstream.get("cwd", "")))}
+            self.emit(sc.EVENT_INITIALIZATION, start.ts, None, init_attrs, body)
+
+    def roll_over(self, ts: int, trace_id: int, root_span_id: int) -> None:
+        """The session goes on in a new trace, linked to the one it leaves."""
+        previous = self.root
+        previous.attributes[sc.HELMET_SESSION_REQUESTS] = self.messages
+        self.shared.spans.end(previous, ts)
+        self.segment += 1
+        self.root = self._new_root(ts, trace_id, root_span_id, [segment_link(previous)])
+        self.root_context = log_context(self.root)
+
+    def message(self, frame: Msg) -> None:
+        summary = frame.summary
+        kind = summary.kind
+        self.messages += 1
+        attrs: dict[str, Any] = {
+            sc.HELMET_DIRECTION: DIRECTIONS[frame.s2c],
+            sc.HELMET_MESSAGE_KIND: kind,
+            sc.HELMET_MESSAGE_SIZE: frame.size,
+        }
+        if summary.id is not None:
+            attrs[sc.JSONRPC_REQUEST_ID] = str(summary.id)
+        weight = frame.weight
+        if weight > 1:
+            attrs[sc.HELMET_SAMPLE_WEIGHT] = weight
+        if kind == "request":
+            self.requests += weight
+            self.operations.request(frame, attrs)
+        elif kind == "response" or kind == "error":
+            self.operations.response(frame, attrs)
+        elif kind == "notification":
+            self._notification(frame, attrs)
+        else:
+            self._other(frame, attrs)
+
+    def _other(self, frame: Msg, attrs: dict[str, Any]) -> None:
+        """A batch (recorded as a request), or something that is not JSON-RPC."""
+        instruments = self.shared.instruments
+        weight = frame.weight
+        if frame.summary.kind == "batch":
+            instruments.count_message("batch", attrs, weight)
+            body = recorded_body(self.shared.redactor, frame.body, frame.size, frame.parsed, "")
+            self.emit(sc.EVENT_REQUEST, frame.ts, None, attrs, body)
+            return
+        attrs[sc.ERROR_TYPE] = "parse_error"
+        instruments.count_message("unknown", attrs, weight)
+        instruments.count_error(weight, "parse_error", "unknown")
+        parsed = CUT if frame.parsed is CUT else NOT_JSON
+        body = recorded_body(self.shared.redactor, frame.body, frame.size, parsed, "")
+        self.emit(sc.EVENT_ERROR, frame.ts, None, attrs, body, SeverityNumber.WARN)
+
+    def _notification(self, frame: Msg, attrs: dict[str, Any]) -> None:
+        method = frame.summary.method or ""
+        attrs[sc.MCP_METHOD_NAME] = method
+        severity = SeverityNumber.INFO
+        parsed = frame.parsed
+        message = cast(dict[str, Any], parsed) if isinstance(parsed, dict) else {}
+        params: object = message.get("params")
+        if isinstance(params, dict):
+            fields = cast(dict[str, Any], params)
+            level = fields.get("level")
+            request_id: object = fields.get("requestId")
+            if method == "notifications/message" and isinstance(level, str):
+                attrs[sc.HELMET_LOG_LEVEL] = level
+                severity = mcp_level_severity(level)
+            elif method in (_CANCELLED, "notifications/progress") and request_id is not None:
+                attrs[sc.JSONRPC_REQUEST_ID] = str(request_id)
+                if method == _CANCELLED and type(request_id) in _JSON_IDS:
+                    reason = str(fields.get("reason", ""))
+                    self.operations.cancel(cast(JsonId, request_id), reason, frame.ts)
+        shared = self.shared
+        shared.instruments.count_message(
+            shared.instruments.method_label(method), attrs, frame.weight
+        )
+        body = recorded_body(shared.redactor, frame.body, frame.size, frame.parsed, "params")
+        self.emit(sc.EVENT_NOTIFICATION, frame.ts, None, attrs, body, severity)
+
+    def info(self, info: Info) -> None:
+        """What the relay learned of the session (era, protocol version, client and server,
+        the protocol's session id)."""
+        self.era = info.era or self.era
+        self.protocol_version = info.protocol_version
+        self.client_info = info.client_info
+        self.server_info = info.server_info
+        if info.mcp_session_id is not None:
+            self.mcp_session_id = info.mcp_session_id
+            self.root.attributes[sc.MCP_SESSION_ID] = info.mcp_session_id
+        if self.protocol_version:
+            self.root.attributes[sc.MCP_PROTOCOL_VERSION] = self.protocol_version
+
+    def stderr(self, ts: int, line: bytes) -> None:
+        text = line.decode("utf-8", "replace").rstrip("\r\n")
+        if not text.strip():
+            return
+        scrubbed = self.shared.redactor.scrub_text(text)
+        self.emit(sc.EVENT_SERVER_STDERR, ts, None, {}, scrubbed, stderr_severity(text))
+
+    def failed(self, failed: Failed) -> None:
+        """The server could not be started."""
+        attrs = {sc.ERROR_TYPE: "upstream_start_failed", sc.HELMET_ERROR_MESSAGE: failed.reason}
+        self.emit(sc.EVENT_ERROR, failed.ts, None, attrs, failed.reason, SeverityNumber.ERROR)
+        self.shared.instruments.count_error(1, "upstream_start_failed", "unknown")
+
+    def end_unannounced(self, ts: int, reason: str) -> None:
+        """End a session the relay never said had ended, from what the worker knows of it."""
+        self.end(
+            End(
+                self.key, ts, None, reason, self.requests, self.errors, {}, self.era,
+                self.protocol_version, self.client_info, self.server_info,
+            )
+        )  # fmt: skip
+
+    def end(self, end: End) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        ts = end.ts
+        reason = end.exit_reason or "session ended"
+        self.operations.abandon(ts, reason)
+        status = end.exit_status
+        duration_s = max(ts - self.started_ns, 0) / 1e9
+        version = end.protocol_version or self.protocol_version
+        attrs: dict[str, Any] = {
+            sc.HELMET_SESSION_DURATION_MS: round(duration_s * 1000, 3),
+            sc.HELMET_SESSION_REQUESTS: end.requests,
+            sc.HELMET_SESSION_ERRORS: end.errors,
+            sc.HELMET_EXIT_REASON: reason,
+            sc.HELMET_ERA: end.era,
+            sc.HELMET_SERVER_NAME: self.shared.config.service_name,
+        }
+        if status is not None:
+            attrs[sc.HELMET_EXIT_STATUS] = status
+        if version:
+            attrs[sc.MCP_PROTOCOL_VERSION] = version
+        client = end.client_info or self.client_info or {}
+        server = end.server_info or self.server_info or {}
+        for key, source, field_name in (
+            (sc.HELMET_CLIENT_NAME, client, "name"),
+            (sc.HELMET_CLIENT_VERSION, client, "version"),
+            (sc.HELMET_SERVER_INFO_NAME, server, "name"),
+            (sc.HELMET_SERVER_VERSION, server, "version"),
+        ):
+            value = source.get(field_name)
+            if value is not None:
+                attrs[key] = str(value)
+        crashed = status not in (None, 0) and not reason.startswith(
+            ("client closed", "proxy received")
+        )
+        self.root.attributes.update(attrs)
+        if crashed:
+            self.root.status = Status(StatusCode.ERROR, reason)
+        self.shared.spans.end(self.root, ts)
+        instruments = self.shared.instruments
+        session_metric: dict[str, Any] = {}
+        if self.network_transport is not None:
+            session_metric[sc.NETWORK_TRANSPORT] = self.network_transport
+        if version:
+            session_metric[sc.MCP_PROTOCOL_VERSION] = version
+        if crashed:
+            session_metric[sc.ERROR_TYPE] = "server_exit"
+        instruments.session_duration.record(duration_s, session_metric)
+        instruments.sessions_active.add(-1)
+        self.emit(
+            sc.EVENT_SESSION_END, ts, None, attrs, {"method_counts": dict(end.method_counts)},
+            SeverityNumber.ERROR if crashed else SeverityNumber.INFO,
+        )  # fmt: skip
