@@ -1,8 +1,8 @@
-"""The SDK's OTLP/gRPC exporters, fed by `OtlpEncoder` (see `otlp_exporters`)."""
+"""The SDK's OTLP/gRPC exporters (the ``grpc`` extra), fed by `OtlpEncoder` through
+`sdk_adapter`. Imported only when OTLP/gRPC is asked for (see `otlp_exporters`)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
@@ -10,33 +10,18 @@ from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExp
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.sdk._logs import ReadableLogRecord
-from opentelemetry.sdk.trace import ReadableSpan
 
+from helmet_otel.telemetry import sdk_adapter
 from helmet_otel.telemetry.otlp_encoding import OtlpEncoder
-
-
-class _Spans(OTLPSpanExporter):
-    def __init__(self, encoder: OtlpEncoder) -> None:
-        super().__init__()
-        self._encoder = encoder
-
-    def _translate_data(self, data: Sequence[ReadableSpan]) -> ExportTraceServiceRequest:
-        return ExportTraceServiceRequest.FromString(self._encoder.spans(data))
-
-
-class _Logs(OTLPLogExporter):
-    def __init__(self, encoder: OtlpEncoder) -> None:
-        super().__init__()
-        self._encoder = encoder
-
-    def _translate_data(self, data: Sequence[ReadableLogRecord]) -> ExportLogsServiceRequest:
-        return ExportLogsServiceRequest.FromString(self._encoder.logs(data))
 
 
 def exporter(signal: str, encoder: OtlpEncoder) -> Any:
     if signal == "traces":
-        return _Spans(encoder)
+        spans = OTLPSpanExporter()
+        return sdk_adapter.encoded_grpc(
+            spans, sdk_adapter.SPANS, encoder, ExportTraceServiceRequest
+        )
     if signal == "logs":
-        return _Logs(encoder)
+        logs = OTLPLogExporter()
+        return sdk_adapter.encoded_grpc(logs, sdk_adapter.LOGS, encoder, ExportLogsServiceRequest)
     return OTLPMetricExporter()
