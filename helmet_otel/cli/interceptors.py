@@ -7,12 +7,13 @@ proxy command (``run``, later ``serve`` and ``connect``) builds its interceptors
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from helmet_otel.config import ProxyOptions
 from helmet_otel.core.interceptor import InterceptorFactory
-from helmet_otel.telemetry.feed import TelemetryFeed
+from helmet_otel.telemetry.feed import TelemetryFeed, WorkerUnavailable
 
 
 @dataclass
@@ -38,6 +39,14 @@ def build_interceptors(
     built = Interceptors()
     # (policy goes first, once it exists)
     if options.telemetry_enabled(env):
-        built.feed = TelemetryFeed(options, env, service_name=service_name, transport=transport)
-        built.factories.append(built.feed)
+        try:
+            built.feed = TelemetryFeed(options, env, service_name=service_name, transport=transport)
+        except WorkerUnavailable as exc:  # the traffic runs anyway, without telemetry
+            os.write(
+                2,
+                f"helmet-otel: telemetry is off: its worker process could not be started "
+                f"({exc}); MCP traffic is not affected\n".encode(),
+            )
+        else:
+            built.factories.append(built.feed)
     return built

@@ -72,6 +72,10 @@ _pack_whole = WHOLE.pack
 _CANCELLED = "notifications/cancelled"
 
 
+class WorkerUnavailable(Exception):
+    """The telemetry worker process could not be started (e.g. EAGAIN under a process limit)."""
+
+
 def cpu_demand() -> float:
     """Seconds the calling thread has run, plus (where Linux says) waited to run.
 
@@ -135,13 +139,16 @@ class TelemetryFeed:
 
     # -- the worker process -----------------------------------------------------------------
     def _spawn_worker(self, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "helmet_otel.telemetry.worker"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            env=dict(env),
-            process_group=0,  # a terminal's Ctrl-C must not kill it before it flushed
-        )
+        try:
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "helmet_otel.telemetry.worker"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                env=dict(env),
+                process_group=0,  # a terminal's Ctrl-C must not kill it before it flushed
+            )
+        except OSError as exc:
+            raise WorkerUnavailable(exc.strerror or str(exc)) from exc
         assert worker.stdin is not None
         fd = worker.stdin.fileno()
         try:
