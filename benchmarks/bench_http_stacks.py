@@ -114,7 +114,10 @@ def serve_raw_h11(sock: socket.socket) -> None:
                     self.body += event.data
                 elif isinstance(event, h11.EndOfMessage):
                     body = bytes(self.body)
-                    headers = [("content-type", "application/json"), ("content-length", str(len(body)))]
+                    headers = [
+                        ("content-type", "application/json"),
+                        ("content-length", str(len(body))),
+                    ]
                     out = conn.send(h11.Response(status_code=200, headers=headers))
                     out += conn.send(h11.Data(data=body)) or b""
                     out += conn.send(h11.EndOfMessage()) or b""
@@ -144,7 +147,10 @@ async def _asgi_echo(scope: dict[str, Any], receive: Any, send: Any) -> None:
         {
             "type": "http.response.start",
             "status": 200,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))],
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", b"%d" % len(body)),
+            ],
         }
     )
     await send({"type": "http.response.body", "body": body})
@@ -153,7 +159,9 @@ async def _asgi_echo(scope: dict[str, Any], receive: Any, send: Any) -> None:
 def _uvicorn(app: Any, sock: socket.socket) -> None:
     import uvicorn
 
-    config = uvicorn.Config(app, loop="uvloop", http="httptools", log_level="error", access_log=False, lifespan="off")
+    config = uvicorn.Config(
+        app, loop="uvloop", http="httptools", log_level="error", access_log=False, lifespan="off"
+    )
     server = uvicorn.Server(config)
     _uvloop()
     asyncio.run(server.serve(sockets=[sock]))
@@ -240,7 +248,9 @@ def http_request(host: str, port: int, path: str, body: bytes, extra: bytes = b"
     )
 
 
-async def measure(request: bytes, port: int, calls: int, pipelined: int, depth: int = 64) -> dict[str, float]:
+async def measure(
+    request: bytes, port: int, calls: int, pipelined: int, depth: int = 64
+) -> dict[str, float]:
     loop = asyncio.get_running_loop()
     _, conn = await loop.create_connection(lambda: Conn(request), "127.0.0.1", port)
     for _ in range(200):
@@ -251,7 +261,10 @@ async def measure(request: bytes, port: int, calls: int, pipelined: int, depth: 
         await conn.call()
         times.append((time.perf_counter_ns() - start) / 1000)
     conn.transport.close()
-    conns = [(await loop.create_connection(lambda: Conn(request), "127.0.0.1", port))[1] for _ in range(depth)]
+    conns = [
+        (await loop.create_connection(lambda: Conn(request), "127.0.0.1", port))[1]
+        for _ in range(depth)
+    ]
     per = pipelined // depth
 
     async def run(c: Conn) -> None:
@@ -281,7 +294,9 @@ def wait_port(port: int, timeout: float = 10.0) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--pipelined", type=int, default=20000)
     parser.add_argument("--only", action="append", choices=CANDIDATES)
@@ -303,7 +318,8 @@ def main() -> int:
         sock.listen(1024)
         port = sock.getsockname()[1]
         proc = subprocess.Popen(
-            [sys.executable, __file__, "--serve", name, "--fd", str(sock.fileno())], pass_fds=[sock.fileno()]
+            [sys.executable, __file__, "--serve", name, "--fd", str(sock.fileno())],
+            pass_fds=[sock.fileno()],
         )
         sock.close()
         try:
