@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_http_stacks as stacks  # noqa: E402
+import bench_http_stacks as stacks
 
 REPO = Path(__file__).resolve().parent.parent
 ECHO = REPO / "benchmarks" / "echo_server.py"

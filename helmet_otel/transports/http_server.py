@@ -28,6 +28,7 @@ _REASONS = {
     503: b"Service Unavailable", 504: b"Gateway Timeout",
 }  # fmt: skip
 WRITE_HIGH_WATER = 1024 * 1024
+LINGER_LIMIT = 16 * 1024 * 1024  # body bytes read and dropped after a refusal before closing
 
 
 def reason(status: int) -> bytes:
@@ -148,6 +149,7 @@ class HttpConnection(asyncio.Protocol):
         self._size = 0
         self._request: Request | None = None
         self._refused = False
+        self._linger = 0
         self._queue: deque[tuple[Request, bool]] = deque()
         self._current: Exchange | None = None
         self.lost = False
@@ -166,7 +168,7 @@ class HttpConnection(asyncio.Protocol):
             self._server = (str(sock[0]), int(sock[1]))  # pyright: ignore[reportUnknownArgumentType]
 
     def data_received(self, data: bytes) -> None:
-        if self._refused:
+        if self._transport is None or self._transport.is_closing():
             return
         try:
             self._parser.feed_data(data)
@@ -229,7 +231,10 @@ class HttpConnection(asyncio.Protocol):
             self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
-        if self._refused:
+        if self._refused:  # reading what the client still sends, so it sees our answer
+            self._linger -= len(body)
+            if self._linger < 0:
+                self.close()
             return
         self._size += len(body)
         if self._size > self._max_body:
@@ -239,7 +244,10 @@ class HttpConnection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         request = self._request
-        if request is None or self._refused:
+        if self._refused:
+            self.close()
+            return
+        if request is None:
             return
         request.body = b"".join(self._body)
         self._body = []
@@ -266,15 +274,18 @@ class HttpConnection(asyncio.Protocol):
             self._dispatch(*self._queue.popleft())
 
     def _refuse(self, early: Early) -> None:
-        """Answer from the head, then close: the body (if any) is never read."""
+        """Answer from the head, then close once the request has ended: what the client still
+        sends of its body (up to LINGER_LIMIT bytes) is read and dropped, so that it reads our
+        answer instead of a reset connection."""
         self._refused = True
+        self._linger = LINGER_LIMIT
         request = self._request
         if request is None or self._current is not None:
             self.close()
             return
-        exchange = Exchange(self, keep_alive=False)
+        exchange = Exchange(self, keep_alive=True)  # (closed by on_message_complete)
         self._current = exchange
-        exchange.respond(early.status, early.headers, early.body)
+        exchange.respond(early.status, [*early.headers, (b"connection", b"close")], early.body)
 
     def _fail(self, status: int, message: bytes) -> None:
         self._refused = True
