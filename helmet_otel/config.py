@@ -59,7 +59,7 @@ class ProxyOptions:
     grace: float = 2.0
     trace_max_requests: int = 1000
     cwd: str | None = None
-    # Streamable HTTP (`serve`, `connect`)
+    # Streamable HTTP (`serve`)
     listen: str = "127.0.0.1:8080"
     path: str = "/mcp"
     auth_token_file: str | None = None
@@ -69,7 +69,6 @@ class ProxyOptions:
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
     session_idle_timeout: float = 1800.0
     auth_failure_limit: int = 10
-    header: list[str] = field(default_factory=list[str])
     # tuning
     telemetry_buffer: int = DEFAULT_TELEMETRY_BUFFER
     """Bytes of telemetry the relay keeps for the worker before it sheds new calls."""

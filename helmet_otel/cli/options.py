@@ -207,26 +207,16 @@ def _url_path(value: object) -> str:
     return text
 
 
-def _header(value: object) -> list[str]:
-    items = cast("list[object]", value) if isinstance(value, list) else [value]
-    headers: list[str] = []
-    for item in items:
-        text = _nonempty(item)
-        name, sep, _ = text.partition(":")
-        if (
-            not sep
-            or not name.strip()
-            or not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name.strip())
-        ):
-            raise _Rejected(item, "a header is 'Name: value'")
-        headers.append(text)
-    return headers
-
-
 def _hosts(value: object) -> list[str]:
+    """Host names or origins: a list, or comma-separated text; no spaces inside one."""
     if isinstance(value, list):
-        return [_nonempty(item).strip() for item in cast("list[object]", value)]
-    return [part.strip() for part in _text(value).split(",") if part.strip()]
+        items = [_nonempty(item).strip() for item in cast("list[object]", value)]
+    else:
+        items = [part.strip() for part in _text(value).split(",") if part.strip()]
+    for item in items:
+        if not item.isprintable() or " " in item:
+            raise _Rejected(item, "no spaces or control characters")
+    return items
 
 
 def _one_of(choices: tuple[str, ...]) -> str:
@@ -247,7 +237,6 @@ def _choice(name: str, literal: object, help: str, *, tuning: bool = False) -> O
 
 
 _SERVE = ("serve",)
-_CONNECT = ("connect",)
 _SWITCH_FORM = _one_of(_TRUE + _FALSE[:-1])  # empty means off too
 _CONFIG_FORM = "a path to a readable TOML file"
 
@@ -307,9 +296,6 @@ OPTIONS: tuple[Option, ...] = (
     Option("auth_failure_limit", _whole(0), "a whole number such as 10, or 0 for no limit",
            "serve: failed authentications per address per minute before 429 (default 10)", "N",
            commands=_SERVE),
-    Option("header", _header, "'Name: value'",
-           "connect: an HTTP header sent with every request (repeatable)", "'NAME: VALUE'",
-           repeat=True, commands=_CONNECT),
     Option("telemetry_buffer", _size(MIN_TELEMETRY_BUFFER),
            "a size in bytes of at least 64KiB such as 4194304 or 4MiB",
            "telemetry the relay holds for the worker before it sheds calls (default 4MiB)",

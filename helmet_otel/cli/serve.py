@@ -57,7 +57,7 @@ def main_serve(args: Sequence[str], prog: str, parser_class: type[argparse.Argum
     if command and command[0] == "--":
         command = command[1:]
     if not command:
-        sys.stderr.write(f"{prog}: error: no server command given (see {prog} --help)\n")
+        sys.stderr.write(f"helmet-otel: error: no server command given (see {prog} --help)\n")
         return 2
     env = environ()
     try:
