@@ -89,10 +89,10 @@ async def test_concurrent_sessions_each_get_a_child_and_a_store_row(tmp_path: Pa
             f"The sum of {n} and 1 is {n + 1}." for n in range(SESSIONS)
         )
         assert serve.stop() == 0
-    done = subprocess.run(
+    done = await anyio.to_thread.run_sync(lambda: subprocess.run(
         [sys.executable, "-m", "helmet_otel", "sessions", "--store", str(store), "--format", "ndjson"],
         capture_output=True, env=clean_env(), timeout=30, check=True,
-    )  # fmt: skip
+    ))  # fmt: skip
     rows = [json.loads(line) for line in done.stdout.splitlines()]
     assert len(rows) == SESSIONS, rows
     assert {row["transport"] for row in rows} == {"http"}
