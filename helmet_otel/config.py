@@ -14,6 +14,7 @@ from typing import Final, Literal
 from helmet_otel.redaction import Capture
 
 __all__ = [
+    "DEFAULT_MAX_MESSAGE_SIZE",
     "DEFAULT_TELEMETRY_BUFFER",
     "MIN_TELEMETRY_BUFFER",
     "OTLP_SIGNALS",
@@ -32,6 +33,7 @@ WorkerSched = Literal["idle", "normal"]
 
 DEFAULT_TELEMETRY_BUFFER: Final = 4 * 1024 * 1024
 MIN_TELEMETRY_BUFFER: Final = 64 * 1024
+DEFAULT_MAX_MESSAGE_SIZE: Final = 64 * 1024 * 1024
 """Below this a single large message would not fit and every call would be shed."""
 
 
@@ -57,6 +59,16 @@ class ProxyOptions:
     grace: float = 2.0
     trace_max_requests: int = 1000
     cwd: str | None = None
+    # Streamable HTTP (`serve`)
+    listen: str = "127.0.0.1:8080"
+    path: str = "/mcp"
+    auth_token_file: str | None = None
+    insecure_no_auth: bool = False
+    allowed_host: list[str] = field(default_factory=list[str])
+    allowed_origin: list[str] = field(default_factory=list[str])
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
+    session_idle_timeout: float = 1800.0
+    auth_failure_limit: int = 10
     # tuning
     telemetry_buffer: int = DEFAULT_TELEMETRY_BUFFER
     """Bytes of telemetry the relay keeps for the worker before it sheds new calls."""

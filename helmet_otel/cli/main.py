@@ -115,8 +115,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args and args[0] in VIEWER_COMMANDS:
         parsed = _viewer_parser().parse_args(args)
         return int(parsed.handler(parsed))
-    if args and args[0] in ("serve", "connect"):
-        sys.stderr.write(f"{PROG}: {args[0]}: the Streamable HTTP transport is not available yet\n")
+    if args and args[0] == "serve":
+        from helmet_otel.cli.serve import main_serve
+
+        return main_serve(args[1:], f"{PROG} serve", _Parser)
+    if args and args[0] == "connect":
+        sys.stderr.write(f"{PROG}: connect: the Streamable HTTP client is not available yet\n")
         return 2
     if args and args[0] == "run":
         parsed = _run_parser(f"{PROG} run").parse_args(args[1:])

@@ -73,6 +73,8 @@ class Option:
     """The flag when it is not ``--<key>``."""
     repeat: bool = False
     tuning: bool = False
+    commands: tuple[str, ...] = ("run", "serve", "connect")
+    """The proxy commands that take it as a flag (`add_proxy_arguments`)."""
 
     @property
     def key(self) -> str:
@@ -187,6 +189,36 @@ def _redact(value: object) -> list[str]:
     return items
 
 
+def _listen(value: object) -> str:
+    """``HOST:PORT`` (``[::1]:8080`` for IPv6; port 0: any free port)."""
+    text = _nonempty(value).strip()
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(value)
+    if ":" in host and not (host.startswith("[") and host.endswith("]")):
+        raise ValueError(value)
+    return text
+
+
+def _url_path(value: object) -> str:
+    text = _nonempty(value)
+    if not text.startswith("/") or not text.isprintable() or " " in text or "?" in text:
+        raise ValueError(value)
+    return text
+
+
+def _hosts(value: object) -> list[str]:
+    """Host names or origins: a list, or comma-separated text; no spaces inside one."""
+    if isinstance(value, list):
+        items = [_nonempty(item).strip() for item in cast("list[object]", value)]
+    else:
+        items = [part.strip() for part in _text(value).split(",") if part.strip()]
+    for item in items:
+        if not item.isprintable() or " " in item:
+            raise _Rejected(item, "no spaces or control characters")
+    return items
+
+
 def _one_of(choices: tuple[str, ...]) -> str:
     return f"{', '.join(choices[:-1])} or {choices[-1]}"
 
@@ -204,6 +236,7 @@ def _choice(name: str, literal: object, help: str, *, tuning: bool = False) -> O
     return Option(name, parse, _one_of(choices), help, f"{{{','.join(choices)}}}", tuning=tuning)
 
 
+_SERVE = ("serve",)
 _SWITCH_FORM = _one_of(_TRUE + _FALSE[:-1])  # empty means off too
 _CONFIG_FORM = "a path to a readable TOML file"
 
@@ -237,6 +270,32 @@ OPTIONS: tuple[Option, ...] = (
            "requests per trace before a long session rolls over (default 1000)", "N"),
     Option("cwd", _nonempty, "a non-empty directory path",
            "working directory of the server (default: ours)", "DIR"),
+    Option("listen", _listen, "HOST:PORT such as 127.0.0.1:8080 or [::1]:0",
+           "serve: address to listen on (default 127.0.0.1:8080; port 0: any free port)",
+           "HOST:PORT", commands=_SERVE),
+    Option("path", _url_path, "a URL path starting with / such as /mcp",
+           "serve: the MCP endpoint's path (default /mcp)", "PATH", commands=_SERVE),
+    Option("auth_token_file", _nonempty, "a path to a file of tokens",
+           "serve: accepted bearer tokens, one per line, plain or sha256:<hex>", "FILE",
+           commands=_SERVE),
+    Option("insecure_no_auth", _switch, _SWITCH_FORM,
+           "serve: allow a non-loopback --listen without --auth-token-file", commands=_SERVE),
+    Option("allowed_host", _hosts, "a host name such as mcp.example.com",
+           "serve: a Host (and Origin host) to accept besides loopback and the listen address "
+           "(repeatable)", "HOST", repeat=True, commands=_SERVE),
+    Option("allowed_origin", _hosts, "an origin such as https://app.example.com",
+           "serve: a browser Origin to accept (repeatable)", "ORIGIN", repeat=True,
+           commands=_SERVE),
+    Option("max_message_size", _size(1), "a size in bytes of at least 1 such as 64MiB",
+           "serve: largest request body; larger ones get 413 (default 64MiB)", "SIZE",
+           commands=_SERVE),
+    Option("session_idle_timeout", _duration(zero=True),
+           "a duration such as 30m or 90, or 0 for none",
+           "serve: end a session with nothing in flight for this long (default 30m)", "DURATION",
+           commands=_SERVE),
+    Option("auth_failure_limit", _whole(0), "a whole number such as 10, or 0 for no limit",
+           "serve: failed authentications per address per minute before 429 (default 10)", "N",
+           commands=_SERVE),
     Option("telemetry_buffer", _size(MIN_TELEMETRY_BUFFER),
            "a size in bytes of at least 64KiB such as 4194304 or 4MiB",
            "telemetry the relay holds for the worker before it sheds calls (default 4MiB)",
@@ -261,13 +320,16 @@ _BY_NAME = {option.name: option for option in OPTIONS}
 _CONFIG = _BY_NAME["config"]
 
 
-def add_proxy_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options every proxy command shares. Values are text and defaults None: `resolve`
-    parses them, so a bad one is the same one-line error as from any other source."""
+def add_proxy_arguments(parser: argparse.ArgumentParser, command: str = "run") -> None:
+    """The options of a proxy command (``run``, ``serve``, ``connect``). Values are text and
+    defaults None: `resolve` parses them, so a bad one is the same one-line error as from any
+    other source."""
     tuning = parser.add_argument_group(
         "tuning", "telemetry and store limits; the defaults suit most setups"
     )
     for option in OPTIONS:
+        if command not in option.commands:
+            continue
         group = tuning if option.tuning else parser
         if not option.metavar:
             action = "store_true" if option.switch else "store_false"

@@ -52,9 +52,9 @@ class Lifecycle:
             session.exit_reason = reason
         return self.relay.answer_pending(f"{reason} before responding (helmet-otel)")
 
-    def client_closed(self) -> None:
+    def client_closed(self, reason: str = "client closed the connection") -> None:
         if self.session.exit_reason is None:
-            self.session.exit_reason = "client closed the connection"
+            self.session.exit_reason = reason
 
     def signalled(self, name: str) -> None:
         if self.session.exit_reason is None:

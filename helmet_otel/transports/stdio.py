@@ -295,6 +295,11 @@ def run_stdio(
                     await result
         return status
 
+    return anyio.run(main, backend="asyncio", backend_options=event_loop_options())
+
+
+def event_loop_options() -> dict[str, object]:
+    """anyio's asyncio backend on uvloop when it is installed."""
     options: dict[str, object] = {}
     if sys.platform != "win32":
         try:
@@ -303,4 +308,4 @@ def run_stdio(
             options["use_uvloop"] = True
         except ImportError:
             pass
-    return anyio.run(main, backend="asyncio", backend_options=options)
+    return options

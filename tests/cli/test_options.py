@@ -101,9 +101,10 @@ def test_default_service_name_identifies_the_server(argv: list[str], name: str) 
     [
         (["--no-store"], "helmet-otel: error: no server command given (see helmet-otel --help)\n"),
         (["run", "--"], "helmet-otel: error: no server command given (see helmet-otel --help)\n"),
-        (["serve"], "helmet-otel: serve: the Streamable HTTP transport is not available yet\n"),
+        (["serve"],
+         "helmet-otel: error: no server command given (see helmet-otel serve --help)\n"),
         (["connect", "http://x"],
-         "helmet-otel: connect: the Streamable HTTP transport is not available yet\n"),
+         "helmet-otel: connect: the Streamable HTTP client is not available yet\n"),
         (["--no-store", "run", "--"],
          "helmet-otel: error: no server command given (see helmet-otel --help)\n"),
         (["--store", "/tmp/x.db", "logs"], "helmet-otel: error: 'logs' is a command of its own: "
