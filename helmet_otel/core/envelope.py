@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 from helmet_otel.protocol.message import Message
@@ -37,17 +37,17 @@ class Envelope:
     raw: bytes
     msg: Message
     ts: int  # time.time_ns() when the line was read
-    wire: bytes = b""
-    reply: bytes | None = None
-    request: PendingRequest | None = None  # the matched request, on responses
-    trace_id: int = 0  # set by the telemetry feed, when it runs
-    server_span_id: int = 0
-    client_span_id: int = 0
-    annotations: dict[str, object] = field(default_factory=dict[str, object])
-    proxy: bool = False  # the proxy wrote this message (a reply, an "upstream gone" error)
+    wire: bytes
+    reply: bytes | None
+    request: PendingRequest | None  # the matched request, on responses
+    trace_id: int  # set by the telemetry feed, when it runs
+    server_span_id: int
+    client_span_id: int
+    annotations: dict[str, object]
+    proxy: bool  # the proxy wrote this message (a reply, an "upstream gone" error)
 
-    # Written out rather than generated: one is made per message, and the generated one pays for
-    # a ``__post_init__`` call and a generic-alias ``default_factory``.
+    # Written out rather than generated (the defaults are here, not on the fields): one is made
+    # per message, and the generated one pays for a generic-alias ``default_factory``.
     def __init__(
         self, direction: Direction, raw: bytes, msg: Message, ts: int, wire: bytes = b"",
         reply: bytes | None = None, request: PendingRequest | None = None, trace_id: int = 0,

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from helmet_otel import semconv as sc
+from helmet_otel.percentile import percentile
 from helmet_otel.telemetry.metrics import MetricSet
 
 MAX_METHOD_LABELS = 64  # distinct unknown methods that become metric labels, then "_other"
@@ -63,13 +64,6 @@ class _Stats:
     errors: int = 0
     bytes: int = 0
     latencies_ms: list[float] = field(default_factory=list[float])
-
-
-def _quantile(sorted_values: list[float], q: float) -> float:
-    if not sorted_values:
-        return 0.0
-    index = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
-    return round(sorted_values[index], 3)
 
 
 class Instruments:
@@ -154,9 +148,9 @@ class Instruments:
                 "count": stats.count,
                 "errors": stats.errors,
                 "bytes": stats.bytes,
-                "p50_ms": _quantile(values, 0.5),
-                "p95_ms": _quantile(values, 0.95),
-                "p99_ms": _quantile(values, 0.99),
+                "p50_ms": round(percentile(values, 0.5), 3),
+                "p95_ms": round(percentile(values, 0.95), 3),
+                "p99_ms": round(percentile(values, 0.99), 3),
             }
         body = {
             "interval_s": round(now - self._interval_started, 3),

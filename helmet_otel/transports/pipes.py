@@ -135,10 +135,6 @@ class _PipeWriter(asyncio.Protocol):
     def closed(self) -> bool:
         return self._closed or self._transport is None or self._transport.is_closing()
 
-    @property
-    def buffered(self) -> int:
-        return 0 if self._transport is None else self._transport.get_write_buffer_size()
-
     def write(self, data: bytes) -> None:
         if self.closed:
             raise BrokenPipeError("pipe closed")
