@@ -12,7 +12,6 @@ request head before its body is read.
 
 from __future__ import annotations
 
-import base64
 import secrets
 import signal
 import time
@@ -39,11 +38,16 @@ from helmet_otel.transports.child import ServerCommand, describe_start_failure
 from helmet_otel.transports.http_guard import Guard
 from helmet_otel.transports.http_server import Early, Exchange, Request, start_server
 from helmet_otel.transports.http_sessions import JSON_HEADERS, HttpSession, as_line
+from helmet_otel.transports.mcp_headers import (
+    NAME_HEADER_METHODS,
+    decode_header,
+    is_modern,
+    meta_of,
+)
 
 HEADER_MISMATCH = -32020  # 2026-07-28: a request header disagrees with the body
 SESSION_NOT_FOUND = -32001
 BAD_REQUEST = -32600
-NAME_HEADER_METHODS = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
 SecuritySink = Callable[[dict[str, object]], None]
 
 
@@ -63,35 +67,12 @@ def _error_body(msg_id: JsonId | None, code: int, message: str, data: object = N
     return error_response(msg_id, code, message, data).rstrip(b"\n")
 
 
-def _decode_header(value: str) -> str:
-    """A 2026-07-28 ``Mcp-*`` header value (``=?base64?...?=`` for non-ASCII and edges)."""
-    if value.startswith("=?base64?") and value.endswith("?="):
-        try:
-            return base64.b64decode(value[9:-2], validate=True).decode("utf-8")
-        except ValueError:
-            return value
-    return value
-
-
-def _meta(msg: Message) -> dict[str, object] | None:
-    params = msg.params
-    meta = params.get("_meta") if params is not None else None
-    return meta if isinstance(meta, dict) else None  # pyright: ignore[reportUnknownVariableType]
-
-
-def is_modern(msg: Message) -> bool:
-    if msg.kind is not REQUEST:
-        return False
-    meta = _meta(msg)
-    return msg.method == "server/discover" or (meta is not None and META_PROTOCOL_VERSION in meta)
-
-
 def header_mismatch(request: Request, msg: Message) -> str | None:
     """Why the 2026-07-28 request headers disagree with the body, or None."""
     method = request.header("mcp-method")
     if method is None:
         return "the Mcp-Method header is missing"
-    if _decode_header(method) != msg.method:
+    if decode_header(method) != msg.method:
         return f"Mcp-Method {method!r} does not match the body's method"
     field_name = NAME_HEADER_METHODS.get(msg.method or "")
     if field_name is not None:
@@ -99,10 +80,10 @@ def header_mismatch(request: Request, msg: Message) -> str | None:
         name = request.header("mcp-name")
         if name is None:
             return "the Mcp-Name header is missing"
-        if _decode_header(name) != params.get(field_name):
+        if decode_header(name) != params.get(field_name):
             return f"Mcp-Name does not match the body's params.{field_name}"
     version = request.header("mcp-protocol-version")
-    meta = _meta(msg) or {}
+    meta = meta_of(msg) or {}
     if (
         version is not None
         and META_PROTOCOL_VERSION in meta
@@ -268,7 +249,7 @@ class McpFront:
         principal = self.guard.principal(request.header("authorization"))
         if principal is not None:
             return principal
-        info = (_meta(msg) or {}).get(META_CLIENT_INFO)
+        info = (meta_of(msg) or {}).get(META_CLIENT_INFO)
         name = info.get("name") if isinstance(info, dict) else None  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
         return f"{request.client[0]}|{name if isinstance(name, str) else ''}"
 
