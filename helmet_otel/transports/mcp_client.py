@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import cast
 from urllib.parse import urljoin, urlsplit
 
 import anyio
@@ -60,12 +61,13 @@ def _expired(status: int, body: bytes) -> bool:
 def _describe(response: Response, body: bytes) -> Failure:
     text = ""
     try:
-        parsed = orjson.loads(body)
-        error = parsed.get("error") if isinstance(parsed, dict) else None
-        if isinstance(error, dict) and isinstance(error.get("message"), str):  # pyright: ignore[reportUnknownMemberType]
-            text = str(error["message"])  # pyright: ignore[reportUnknownArgumentType]
-    except (orjson.JSONDecodeError, TypeError):
+        parsed: object = orjson.loads(body)
+    except orjson.JSONDecodeError:
         text = body[:200].decode("utf-8", "replace").strip()
+    else:
+        error = cast(dict[str, object], parsed).get("error") if isinstance(parsed, dict) else None
+        message = cast(dict[str, object], error).get("message") if isinstance(error, dict) else None
+        text = message if isinstance(message, str) else ""
     reason = f"HTTP {response.status} from the MCP server" + (f": {text}" if text else "")
     auth = response.header(b"www-authenticate")
     return Failure(response.status, reason, auth.decode("latin-1") if auth else None)
