@@ -62,6 +62,8 @@ class ProxyOptions:
     # Streamable HTTP (`serve`)
     listen: str = "127.0.0.1:8080"
     path: str = "/mcp"
+    upstream: str | None = None
+    """`serve --upstream URL`: reverse-proxy a remote server instead of running a command."""
     auth_token_file: str | None = None
     insecure_no_auth: bool = False
     allowed_host: list[str] = field(default_factory=list[str])

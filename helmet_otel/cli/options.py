@@ -297,6 +297,9 @@ OPTIONS: tuple[Option, ...] = (
            "HOST:PORT", commands=_SERVE),
     Option("path", _url_path, "a URL path starting with / such as /mcp",
            "serve: the MCP endpoint's path (default /mcp)", "PATH", commands=_SERVE),
+    Option("upstream", _endpoint, "an http:// or https:// URL such as https://host/mcp",
+           "serve: reverse-proxy this remote Streamable HTTP server instead of running a "
+           "command", "URL", commands=_SERVE),
     Option("auth_token_file", _nonempty, "a path to a file of tokens",
            "serve: accepted bearer tokens, one per line, plain or sha256:<hex>", "FILE",
            commands=_SERVE),
@@ -325,8 +328,9 @@ OPTIONS: tuple[Option, ...] = (
            "connect: send 'Authorization: Bearer' with the token in this file (first line)",
            "FILE", commands=_CONNECT),
     Option("request_timeout", _duration(zero=True), "a duration such as 300, 5m, or 0 for none",
-           "connect: answer a request with a timeout error and cancel it upstream when no "
-           "answer came for this long (default 5m)", "DURATION", commands=_CONNECT),
+           "connect, serve --upstream: answer a request with a timeout error and cancel it "
+           "upstream when no answer came for this long (default 5m)", "DURATION",
+           commands=("connect", "serve")),
     Option("telemetry_buffer", _size(MIN_TELEMETRY_BUFFER),
            "a size in bytes of at least 64KiB such as 4194304 or 4MiB",
            "telemetry the relay holds for the worker before it sheds calls (default 4MiB)",

@@ -17,6 +17,7 @@ import signal
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import anyio
 from anyio.abc import TaskGroup
@@ -329,30 +330,48 @@ class McpFront:
                 if session.idle and now - session.last_active >= timeout:
                     session.close("idle timeout")
 
+    @property
+    def busy(self) -> bool:
+        return bool(self.running)
+
     def close_all(self, reason: str) -> None:
         self.closing = True
         for session in list(self.running):
             session.close(reason)
 
 
-async def serve(
-    settings: ServeSettings,
-    interceptors_for: Callable[[Session], Sequence[Interceptor]],
-    *,
-    on_security: SecuritySink,
-    stderr: Callable[[bytes], None],
-    on_listening: Callable[[str, int], None],
+class Front(Protocol):
+    """What `run_front` serves: an `http_server.Handler` that owns sessions."""
+
+    too_large: Early
+
+    @property
+    def busy(self) -> bool:
+        """Sessions are still ending."""
+        ...
+
+    def check(self, request: Request, length: int | None) -> Early | None: ...
+
+    def handle(self, request: Request, exchange: Exchange) -> None: ...
+
+    async def reap_idle(self) -> None: ...
+
+    def close_all(self, reason: str) -> None: ...
+
+
+async def run_front(
+    make_front: Callable[[TaskGroup], Front], host: str, port: int, max_message_size: int,
+    shutdown_wait: float, on_listening: Callable[[str, int], None],
     stop: anyio.Event | None = None,
-) -> int:
+) -> int:  # fmt: skip
     """Serve until SIGINT/SIGTERM/SIGHUP (or ``stop``); then end every session, bounded."""
     async with anyio.create_task_group() as tg:
-        front = McpFront(settings, interceptors_for, on_security, stderr, tg)
+        front = make_front(tg)
         server = await start_server(
-            front, settings.host, settings.port, max_body=settings.max_message_size,
-            too_large=front.too_large,
-        )  # fmt: skip
-        host, port = server.sockets[0].getsockname()[:2]
-        on_listening(str(host), int(port))
+            front, host, port, max_body=max_message_size, too_large=front.too_large
+        )
+        bound_host, bound_port = server.sockets[0].getsockname()[:2]
+        on_listening(str(bound_host), int(bound_port))
         tg.start_soon(front.reap_idle)
         stopped = stop or anyio.Event()
         reason = "proxy stopped"
@@ -370,8 +389,28 @@ async def serve(
         with anyio.CancelScope(shield=True):
             server.close()
             front.close_all(reason)
-            with anyio.move_on_after(settings.command.grace * 2 + 3.0):
-                while front.running:
+            with anyio.move_on_after(shutdown_wait):
+                while front.busy:
                     await anyio.sleep(0.02)
         tg.cancel_scope.cancel()
     return 0
+
+
+async def serve(
+    settings: ServeSettings,
+    interceptors_for: Callable[[Session], Sequence[Interceptor]],
+    *,
+    on_security: SecuritySink,
+    stderr: Callable[[bytes], None],
+    on_listening: Callable[[str, int], None],
+    stop: anyio.Event | None = None,
+) -> int:
+    """Serve a stdio server (one child per session) until signalled or ``stop``."""
+
+    def make_front(tg: TaskGroup) -> Front:
+        return McpFront(settings, interceptors_for, on_security, stderr, tg)
+
+    return await run_front(
+        make_front, settings.host, settings.port, settings.max_message_size,
+        settings.command.grace * 2 + 3.0, on_listening, stop,
+    )  # fmt: skip
