@@ -30,6 +30,7 @@ SERVER_ADDRESS: Final = "server.address"
 SERVER_PORT: Final = "server.port"
 CLIENT_ADDRESS: Final = "client.address"
 CLIENT_PORT: Final = "client.port"
+HTTP_RESPONSE_STATUS_CODE: Final = "http.response.status_code"
 SERVICE_NAME: Final = "service.name"
 
 OPERATION_EXECUTE_TOOL: Final = "execute_tool"
@@ -45,6 +46,7 @@ HELMET_ERA: Final = "helmet.era"  # legacy | modern | unknown
 HELMET_TRANSPORT: Final = "helmet.transport"  # stdio | streamable-http
 HELMET_SERVER_NAME: Final = "helmet.server.name"
 HELMET_SERVER_COMMAND: Final = "helmet.server.command"
+HELMET_SERVER_URL: Final = "helmet.server.url"  # an HTTP upstream (no credentials, no query)
 HELMET_SERVER_PID: Final = "helmet.server.pid"
 HELMET_SERVER_VERSION: Final = "helmet.server.version"  # serverInfo.version
 HELMET_SERVER_INFO_NAME: Final = "helmet.server.info.name"  # serverInfo.name

@@ -27,6 +27,11 @@ from helmet_otel.protocol.message import (
 # JSON-RPC code used for errors the proxy synthesises when the upstream is gone. It is the
 # MCP Python SDK's CONNECTION_CLOSED code, in the legacy implementation-defined range.
 UPSTREAM_GONE_CODE = -32000
+# The key, in ``error.data`` of an error the proxy writes because an HTTP upstream failed the
+# request, of that HTTP status (telemetry makes it the error's ``error.type``)
+HTTP_STATUS_KEY = "http.response.status_code"
+# The MCP TypeScript SDK's RequestTimeout: a request the proxy gave up waiting for
+REQUEST_TIMEOUT_CODE = -32001
 
 
 @dataclass(slots=True, init=False)

@@ -33,6 +33,18 @@ _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
 _JSON_IDS = (str, int, float)
 _CANCELLED = "notifications/cancelled"
+# From a session start's ``upstream``: the client's side of an HTTP session (SERVER spans) and
+# the HTTP upstream's (CLIENT spans; ``upstream.network.*`` become ``network.*`` there)
+PEER_KEYS = (sc.CLIENT_ADDRESS, sc.CLIENT_PORT, sc.NETWORK_PROTOCOL_NAME)
+UPSTREAM_KEYS = (sc.SERVER_ADDRESS, sc.SERVER_PORT)
+UPSTREAM_NETWORK = {
+    "upstream.network.transport": sc.NETWORK_TRANSPORT,
+    "upstream.network.protocol.name": sc.NETWORK_PROTOCOL_NAME,
+}
+
+
+def _pick(upstream: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    return {key: upstream[key] for key in keys if isinstance(upstream.get(key), str | int)}
 
 
 @dataclass(slots=True)
@@ -54,7 +66,18 @@ class SessionRecorder:
         self.key = start.session
         self.session_id = start.session_id
         self.transport = start.transport
-        self.network_transport = NETWORK_TRANSPORTS.get(start.transport)
+        upstream = start.upstream
+        transport = upstream.get(sc.NETWORK_TRANSPORT)
+        self.network_transport = (
+            transport if isinstance(transport, str) else NETWORK_TRANSPORTS.get(start.transport)
+        )
+        # the client's side (SERVER spans) and the upstream's (CLIENT spans), when over HTTP
+        self.peer_attributes = _pick(upstream, PEER_KEYS)
+        self.upstream_attributes = _pick(upstream, UPSTREAM_KEYS)
+        for key, name in UPSTREAM_NETWORK.items():
+            value = upstream.get(key)
+            if isinstance(value, str):
+                self.upstream_attributes[name] = value
         self.mcp_session_id: str | None = None
         self.started_ns = start.ts
         self.era = "unknown"
@@ -97,6 +120,8 @@ class SessionRecorder:
         }
         if self.network_transport is not None:
             attributes[sc.NETWORK_TRANSPORT] = self.network_transport
+        attributes.update(self.peer_attributes)
+        attributes.update(_pick(self.upstream_attributes, UPSTREAM_KEYS))
         if self.mcp_session_id is not None:
             attributes[sc.MCP_SESSION_ID] = self.mcp_session_id
         if self.protocol_version:
@@ -133,6 +158,12 @@ class SessionRecorder:
         }
         if command_text is not None:
             start_attrs[sc.HELMET_SERVER_COMMAND] = command_text
+        url = upstream.get("url")
+        if isinstance(url, str):
+            start_attrs[sc.HELMET_SERVER_URL] = url
+            self.root.attributes[sc.HELMET_SERVER_URL] = url
+        start_attrs.update(self.peer_attributes)
+        start_attrs.update(_pick(self.upstream_attributes, UPSTREAM_KEYS))
         self.emit(sc.EVENT_SESSION_START, start.ts, None, start_attrs)
         self.emit(sc.EVENT_CONFIGURATION, start.ts, None, {}, shared.configuration)
         if isinstance(pid, int):

@@ -25,16 +25,13 @@ from anyio.abc import TaskGroup
 from helmet_otel.core.envelope import C2S, S2C, Envelope
 from helmet_otel.core.interceptor import Interceptor
 from helmet_otel.core.lifecycle import Lifecycle
+from helmet_otel.core.relay import HTTP_STATUS_KEY, REQUEST_TIMEOUT_CODE, UPSTREAM_GONE_CODE
 from helmet_otel.core.session import Session
 from helmet_otel.protocol.framing import LineSplitter
 from helmet_otel.protocol.message import REQUEST, JsonId
 from helmet_otel.transports.http_client import Headers, split_url
 from helmet_otel.transports.mcp_client import Failure, SseUpstream, StreamableUpstream
 from helmet_otel.transports.pipes import ByteReader, ByteWriter, open_reader, open_writer
-
-UPSTREAM_ERROR = -32000  # the upstream failed the request (HTTP status in data)
-REQUEST_TIMEOUT = -32001  # the MCP TypeScript SDK's RequestTimeout
-HTTP_STATUS_KEY = "http.response.status_code"  # in the error's data: the status that failed it
 
 
 class ConnectProxy:
@@ -91,7 +88,7 @@ class ConnectProxy:
         return {
             "url": self.recorded_url, "server.address": origin.host, "server.port": origin.port,
             "network.transport": "pipe", "upstream.network.transport": "tcp",
-            "network.protocol.name": "http",
+            "upstream.network.protocol.name": "http",
         }  # fmt: skip
 
     # -- entry point ------------------------------------------------------------------------
@@ -236,14 +233,14 @@ class ConnectProxy:
             data[HTTP_STATUS_KEY] = failure.status
         if failure.www_authenticate is not None:
             data["www-authenticate"] = failure.www_authenticate
-        routed = self.relay.answer(msg.id, UPSTREAM_ERROR, failure.reason, data or None)
+        routed = self.relay.answer(msg.id, UPSTREAM_GONE_CODE, failure.reason, data or None)
         await self._write(routed.forward)
         self.relay.forwarded(routed)
 
     async def _timed_out(self, request_id: JsonId) -> None:
         timeout = self.request_timeout
         reason = f"request timed out after {timeout:g} s (helmet-otel --request-timeout)"
-        routed = self.relay.answer(request_id, REQUEST_TIMEOUT, reason, {"timeout": timeout})
+        routed = self.relay.answer(request_id, REQUEST_TIMEOUT_CODE, reason, {"timeout": timeout})
         if not routed.forward:
             return
         await self._write(routed.forward)

@@ -27,10 +27,15 @@ from dataclasses import dataclass, field
 import anyio
 from anyio.abc import TaskGroup
 
-from helmet_otel.core.envelope import C2S, S2C
+from helmet_otel.core.envelope import C2S, HTTP_TRACEPARENT, S2C
 from helmet_otel.core.interceptor import Interceptor
 from helmet_otel.core.lifecycle import Lifecycle
-from helmet_otel.core.relay import Routed
+from helmet_otel.core.relay import (
+    HTTP_STATUS_KEY,
+    REQUEST_TIMEOUT_CODE,
+    UPSTREAM_GONE_CODE,
+    Routed,
+)
 from helmet_otel.core.session import Session
 from helmet_otel.protocol.message import REQUEST, JsonId, inspect
 from helmet_otel.protocol.sse import SseSplitter, sse_message
@@ -45,8 +50,6 @@ from helmet_otel.transports.http_guard import Guard
 from helmet_otel.transports.http_server import Early, Exchange, Request
 from helmet_otel.transports.http_sessions import JSON_HEADERS, as_line
 
-UPSTREAM_ERROR = -32000
-HTTP_STATUS_KEY = "http.response.status_code"
 WELL_KNOWN = ("/.well-known/oauth-protected-resource", "/.well-known/oauth-authorization-server")
 # not passed on, either way: hop-by-hop, the framing we write ourselves, and compression (the
 # proxy reads the bodies)
@@ -72,7 +75,7 @@ def upstream_info(url: str, shown_url: str) -> dict[str, object]:
     return {
         "url": shown_url, "server.address": origin.host, "server.port": origin.port,
         "network.transport": "tcp", "network.protocol.name": "http",
-        "upstream.network.transport": "tcp",
+        "upstream.network.transport": "tcp", "upstream.network.protocol.name": "http",
     }  # fmt: skip
 
 
@@ -191,7 +194,7 @@ class ReverseFront:
                 exchange.finish()
             else:
                 message = f"MCP server unreachable: {exc}"
-                exchange.respond(502, list(JSON_HEADERS), _error_body(UPSTREAM_ERROR, message))
+                exchange.respond(502, list(JSON_HEADERS), _error_body(UPSTREAM_GONE_CODE, message))
 
     # -- pass-through (OAuth discovery, OPTIONS) -------------------------------------------
     async def _pass_through(self, request: Request, exchange: Exchange, path: str) -> None:
@@ -266,7 +269,7 @@ class ReverseFront:
         env = routed.envelopes[0]
         traceparent = request.header("traceparent")
         if traceparent is not None:
-            env.annotations["http.traceparent"] = traceparent
+            env.annotations[HTTP_TRACEPARENT] = traceparent
         if routed.replies:  # the proxy answered (a policy)
             exchange.respond(200, list(JSON_HEADERS), routed.replies[0].rstrip(b"\n"))
             session.relay.forwarded(routed)
@@ -382,7 +385,7 @@ class ReverseFront:
         """Telemetry's end of a request the upstream failed over HTTP (the client gets the
         upstream's own answer)."""
         data = {HTTP_STATUS_KEY: status} if status is not None else None
-        routed = session.relay.answer(request_id, UPSTREAM_ERROR, reason, data)
+        routed = session.relay.answer(request_id, UPSTREAM_GONE_CODE, reason, data)
         session.relay.forwarded(routed)
 
     def _timed_out(
@@ -390,7 +393,9 @@ class ReverseFront:
     ) -> None:
         timeout = self.settings.request_timeout
         reason = f"request timed out after {timeout:g} s (helmet-otel --request-timeout)"
-        routed = session.relay.answer(request_id, -32001, reason, {"timeout": timeout})
+        routed = session.relay.answer(
+            request_id, REQUEST_TIMEOUT_CODE, reason, {"timeout": timeout}
+        )
         if routed.forward:
             answer = routed.forward[0].rstrip(b"\n")
             if exchange.streaming:
