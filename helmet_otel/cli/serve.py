@@ -149,7 +149,8 @@ def _run_front(
     from helmet_otel.transports.child import ServerCommand
     from helmet_otel.transports.http_front import Front, McpFront, ServeSettings, run_front
     from helmet_otel.transports.http_guard import Guard
-    from helmet_otel.transports.http_reverse import ReverseFront, UpstreamSettings, upstream_info
+    from helmet_otel.transports.http_reverse import ReverseFront, UpstreamSettings
+    from helmet_otel.transports.mcp_client import upstream_info
     from helmet_otel.transports.stdio import event_loop_options
 
     guard = Guard(

@@ -30,7 +30,12 @@ from helmet_otel.core.session import Session
 from helmet_otel.protocol.framing import LineSplitter
 from helmet_otel.protocol.message import REQUEST, JsonId
 from helmet_otel.transports.http_client import Headers, split_url
-from helmet_otel.transports.mcp_client import Failure, SseUpstream, StreamableUpstream
+from helmet_otel.transports.mcp_client import (
+    Failure,
+    SseUpstream,
+    StreamableUpstream,
+    upstream_info,
+)
 from helmet_otel.transports.pipes import ByteReader, ByteWriter, open_reader, open_writer
 
 
@@ -84,12 +89,11 @@ class ConnectProxy:
             os.write(self._stderr.fileno(), data)
 
     def upstream_info(self) -> dict[str, object]:
-        origin = self.origin
-        return {
-            "url": self.recorded_url, "server.address": origin.host, "server.port": origin.port,
-            "network.transport": "pipe", "upstream.network.transport": "tcp",
-            "upstream.network.protocol.name": "http",
-        }  # fmt: skip
+        """The HTTP upstream; the client's side is a pipe."""
+        info = upstream_info(self.url, self.recorded_url)
+        info["network.transport"] = "pipe"
+        del info["network.protocol.name"]
+        return info
 
     # -- entry point ------------------------------------------------------------------------
     async def run(self) -> int:

@@ -69,16 +69,6 @@ def _error_body(code: int, message: str, data: object = None) -> bytes:
     return error_response(None, code, message, data).rstrip(b"\n")
 
 
-def upstream_info(url: str, shown_url: str) -> dict[str, object]:
-    """What a session's start says of the upstream (``shown_url``: without credentials)."""
-    origin, _ = split_url(url)
-    return {
-        "url": shown_url, "server.address": origin.host, "server.port": origin.port,
-        "network.transport": "tcp", "network.protocol.name": "http",
-        "upstream.network.transport": "tcp", "upstream.network.protocol.name": "http",
-    }  # fmt: skip
-
-
 @dataclass
 class UpstreamSettings:
     url: str

@@ -41,6 +41,16 @@ GET_RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 5.0)  # reopening a GET stream the serve
 ERROR_BODY_LIMIT = 1024 * 1024
 
 
+def upstream_info(url: str, shown_url: str) -> dict[str, object]:
+    """What a session's start says of the upstream (``shown_url``: without credentials)."""
+    origin, _ = split_url(url)
+    return {
+        "url": shown_url, "server.address": origin.host, "server.port": origin.port,
+        "network.transport": "tcp", "network.protocol.name": "http",
+        "upstream.network.transport": "tcp", "upstream.network.protocol.name": "http",
+    }  # fmt: skip
+
+
 @dataclass(slots=True)
 class Failure:
     """A message the upstream did not take: ``status`` (None: no HTTP answer) and why."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import sys
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
@@ -159,3 +160,35 @@ async def test_connect_answers_an_unreachable_server_with_the_reason(tmp_path: P
     assert error.error.message.startswith("MCP server unreachable: cannot connect to 127.0.0.1:"), (
         error.error.message
     )
+
+
+async def test_connect_times_out_a_request_and_records_the_http_upstream(tmp_path: Path) -> None:
+    errlog = tmp_path / "connect.stderr"
+    store = tmp_path / "store.db"
+    with EverythingHttp() as upstream:
+        argv = connect_argv(upstream.url, "--store", str(store), "--request-timeout", "0.5")
+        with anyio.fail_after(SCENARIO_TIMEOUT):
+            async with connected(argv, errlog) as client:
+                with pytest.raises(MCPError) as timed_out:
+                    await client.call_tool(
+                        "trigger-long-running-operation", {"duration": 5, "steps": 5}
+                    )
+                assert await sum_of(client, 1, 1) == "The sum of 1 and 1 is 2."
+    assert timed_out.value.error.code == -32001
+    assert timed_out.value.error.message == (
+        "request timed out after 0.5 s (helmet-otel --request-timeout)"
+    )
+    done = await anyio.to_thread.run_sync(lambda: subprocess.run(
+        [sys.executable, "-m", "helmet_otel", "logs", "--store", str(store), "--format",
+         "ndjson"], capture_output=True, env=clean_env(), timeout=30, check=True,
+    ))  # fmt: skip
+    records = [json.loads(line) for line in done.stdout.splitlines()]
+    (start,) = [r for r in records if r["event"] == "helmet.session_start"]
+    assert start["attributes"]["helmet.transport"] == "http"
+    assert start["attributes"]["helmet.server.url"] == upstream.url
+    assert start["attributes"]["server.address"] == "127.0.0.1"
+    assert start["attributes"]["server.port"] == upstream.port
+    cancels = [
+        r for r in records if r["attributes"].get("mcp.method.name") == "notifications/cancelled"
+    ]
+    assert [c["attributes"]["helmet.direction"] for c in cancels] == ["client->server"]
