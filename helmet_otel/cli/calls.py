@@ -31,13 +31,13 @@ __all__ = ["call_object", "write_calls"]
 
 _COLUMNS: Final = (
     Column("TIME", 12, 23),
-    Column("SERVER", 6, 16, drop=3),
-    Column("SESSION", 8, 8, drop=2),
-    Column("RPC", 3, 8, drop=1),
+    Column("SERVER", 6, 16, drop=1),
+    Column("SESSION", 8, 8, drop=5),
+    Column("RPC", 3, 8, drop=2),
     Column("METHOD / TOOL", 12, 48),
-    Column("LATENCY", 8, 9, right=True, drop=4),
+    Column("LATENCY", 8, 9, right=True, drop=3),
     Column("STATUS", 5, 16),
-    Column("ERROR", 8, 40, drop=5),
+    Column("ERROR", 8, 40, drop=4),
     Column("ARGUMENTS", 10, flex=True),
 )
 _CSV: Final = (
@@ -137,12 +137,12 @@ def _table(stream: IO[str], args: argparse.Namespace, found: Sequence[CallEntry]
     for c, row in zip(found, rows, strict=True):
         stream.write(grid.line(row) + "\n")
         if args.errors:
-            # the arguments that caused the error, in full (cut to the terminal unless --wide)
-            text = "    arguments: " + printable(
-                dumps(arguments(c.request))
-                if c.request is not None
-                else "(request not in the store)"
+            # the error and the arguments that caused it, in full (cut unless --wide)
+            shown = (
+                dumps(arguments(c.request)) if c.request is not None else "(no request stored)"
             )
-            if width is not None and len(text) > width:
-                text = text[: width - 1] + "…"
-            stream.write(grid.style(text, "dim") + "\n")
+            for label, value in (("error", c.error), ("arguments", shown)):
+                text = f"    {label}: {printable(value)}"
+                if width is not None and len(text) > width:
+                    text = text[: width - 1] + "…"
+                stream.write(grid.style(text, "dim") + "\n")

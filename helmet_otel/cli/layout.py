@@ -3,9 +3,10 @@ each column's limits.
 
 A column has a minimum, a preferred maximum and a drop rank. Widths start at the content's
 width, capped at the maximum (``--wide``: no caps, no terminal limit). When the row is wider
-than the terminal, the flexible column (BODY) gives way first, down to its minimum; then the
-widest capped columns shrink towards their minimums; then columns are dropped, highest drop
-rank first (rank 0 never goes). Nothing is wrapped: a cell wider than its column ends in
+than the terminal, the flexible column (BODY) gives way first, down to its minimum; then
+columns are dropped, highest drop rank first; then the widest columns shrink towards their
+minimums (rank 0 never goes). Dropping comes before shrinking: a whole column beats
+several cut ones. Nothing is wrapped: a cell wider than its column ends in
 ``…``.
 """
 
@@ -53,11 +54,17 @@ def fit(columns: Sequence[Column], natural: Sequence[int], width: int | None) ->
         shown = [w for w in widths if w is not None]
         return sum(shown) + len(SEP) * (len(shown) - 1)
 
-    # 1. the flexible column gives way, 2. the widest others shrink, 3. columns are dropped
+    # 1. the flexible column gives way, 2. columns are dropped, 3. the widest others shrink
     for i, col in enumerate(columns):
         w = widths[i]
         if col.flex and w is not None and total() > width:
             widths[i] = max(col.min, w - (total() - width))
+    for _rank, i in sorted(
+        ((col.drop, i) for i, col in enumerate(columns) if col.drop), reverse=True
+    ):
+        if total() <= width:
+            break
+        widths[i] = None
     while total() > width:
         shrinkable = [
             i
@@ -69,12 +76,6 @@ def fit(columns: Sequence[Column], natural: Sequence[int], width: int | None) ->
         i = max(shrinkable, key=lambda j: (widths[j] or 0) - columns[j].min)
         w = widths[i] or 0
         widths[i] = max(columns[i].min, w - (total() - width))
-    for _rank, i in sorted(
-        ((col.drop, i) for i, col in enumerate(columns) if col.drop), reverse=True
-    ):
-        if total() <= width:
-            break
-        widths[i] = None
     # what the dropped columns freed goes back to the flexible column, up to its content
     for i, col in enumerate(columns):
         w = widths[i]

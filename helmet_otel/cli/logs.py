@@ -152,7 +152,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
             count = writer.count
         if count == 0:
             no_match(reader, flt)
-        elif args.output is not None:
+        elif args.output is not None and is_tty(sys.stderr):
             note(f"wrote {count} {'calls' if args.calls else 'records'} to {args.output}")
     full = args.limit is None and args.format == "table" and count == DEFAULT_TABLE_LIMIT
     if full and is_tty(sys.stdout):

@@ -224,15 +224,15 @@ class Grid:
 
 
 _LOG_COLUMNS: Final = (
-    Column("ID", 2, drop=4),
+    Column("ID", 2, drop=6),
     Column("TIME", _SHORT_TIME, _FULL_TIME),
-    Column("SERVER", 6, 16, drop=3),
-    Column("SESSION", 8, 8, drop=2),
-    Column("EVENT", 8, 14, drop=5),
-    Column("DIR", 3, 3, drop=6),
-    Column("RPC", 3, 8, drop=1),
+    Column("SERVER", 6, 16, drop=1),
+    Column("SESSION", 8, 8, drop=5),
+    Column("EVENT", 8, 14, drop=3),
+    Column("DIR", 3, 3, drop=7),
+    Column("RPC", 3, 8, drop=2),
     Column("METHOD / TOOL", 12, 48),
-    Column("LATENCY", 8, 9, right=True, drop=7),
+    Column("LATENCY", 8, 9, right=True, drop=4),
     Column("STATUS", 5, 14),
     Column("BODY", 10, flex=True),
 )

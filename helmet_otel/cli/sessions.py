@@ -81,13 +81,13 @@ _SESSION_CSV: Final = (
 _COLUMNS: Final = (
     Column("SESSION", 8, 22),
     Column("SERVER", 6, 20),
-    Column("CLIENT", 6, 24, drop=3),
+    Column("CLIENT", 6, 24, drop=2),
     Column("START", 12, 23),
-    Column("DURATION", 8, 9, right=True, drop=2),
+    Column("DURATION", 8, 9, right=True, drop=1),
     Column("REQS", 4, 8, right=True),
     Column("ERRS", 4, 8, right=True),
     Column("STATUS", 6, 6),
-    Column("EXIT", 4, 24, flex=True, drop=1),
+    Column("EXIT", 4, 24, flex=True),
 )
 _STATUS_COLOUR: Final = {"active": "green", "failed": "red", "lost": "yellow"}
 DEFAULT_SESSIONS_LIMIT: Final = 20

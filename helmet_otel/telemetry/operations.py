@@ -255,7 +255,6 @@ class Operations:
                 sc.HELMET_MESSAGE_KIND: "error",
                 sc.ERROR_TYPE: sc.ERROR_TYPE_NO_RESPONSE,
                 sc.HELMET_ERROR_MESSAGE: description,
-                sc.HELMET_LATENCY_MS: round(max(ts - opened.started_ns, 0) / 1e6, 3),
             }
             for key in (sc.JSONRPC_REQUEST_ID, *_NAMED_KEYS, sc.MCP_RESOURCE_URI):
                 value = opened.server.attributes.get(key)
