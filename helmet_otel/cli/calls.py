@@ -138,9 +138,7 @@ def _table(stream: IO[str], args: argparse.Namespace, found: Sequence[CallEntry]
         stream.write(grid.line(row) + "\n")
         if args.errors:
             # the error and the arguments that caused it, in full (cut unless --wide)
-            shown = (
-                dumps(arguments(c.request)) if c.request is not None else "(no request stored)"
-            )
+            shown = dumps(arguments(c.request)) if c.request is not None else "(no request stored)"
             for label, value in (("error", c.error), ("arguments", shown)):
                 text = f"    {label}: {printable(value)}"
                 if width is not None and len(text) > width:

@@ -468,7 +468,7 @@ class Reader:
             info = SessionInfo(*row[:-1])  # pyright: ignore[reportArgumentType]
             if servers and not any(
                 isinstance(n, str) and name_matches(servers, n)
-                for n in (info.service, info.server_name, info.server_info_name)
+                for n in (info.service, info.server_name)
             ):
                 continue
             seen_requests = int(row[-1])  # pyright: ignore[reportArgumentType]
@@ -515,7 +515,7 @@ class Reader:
 
     def newest_sessions(self, *, servers: Sequence[str] = (), limit: int = 1) -> list[str]:
         """Session ids, newest start first (``last`` is the first), of the given servers."""
-        sql = "SELECT session_id, service, server_name, server_info_name FROM sessions"
+        sql = "SELECT session_id, service, server_name FROM sessions"
         rows = self._query(sql + " ORDER BY coalesce(start_ts, first_ts) DESC, session_id DESC")
         found: list[str] = []
         for sid, *names in rows:

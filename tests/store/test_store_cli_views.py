@@ -138,8 +138,7 @@ def test_sessions_active_checks_the_proxy_process(store_path: Path) -> None:
         active = run_cli("sessions", "--store", str(store_path), "--active", "--format", "ndjson")
         # newest first, each with its calls still in flight (none here: all were answered)
         assert [
-            (json.loads(x)["session_id"], json.loads(x)["pending"])
-            for x in active.out.splitlines()
+            (json.loads(x)["session_id"], json.loads(x)["pending"]) for x in active.out.splitlines()
         ] == [("elsewhere", []), ("live", [])]
         [live] = [s for s in json.loads(r.out) if s["session_id"] == "live"]
         assert live["client_name"] == "claude-code"  # from the initialize records
