@@ -307,6 +307,8 @@ def _upgrade_for_reading(path: Path, version: int, busy_timeout_ms: int) -> None
     try:
         connect_writer(path, busy_timeout_ms=busy_timeout_ms).close()
     except (sqlite3.Error, OSError) as exc:
+        if version >= 1:
+            return  # e.g. a read-only file system: read it as it is (newer indexes are missing)
         raise StoreError(
             f"the store at {path} has schema version {version} and could not be upgraded "
             f"to {SCHEMA_VERSION}: {exc}"
