@@ -154,15 +154,23 @@ def calls(
             yield CallEntry(entry, answer_of(reader, entry), live)
 
 
-def pending_calls(reader: Reader, session_id: str) -> list[LogEntry]:
-    """The requests of ``session_id`` that have no answer yet, oldest first."""
+PENDING_WINDOW: Final = 256
+
+
+def pending_calls(
+    reader: Reader, session_id: str, *, window: int = PENDING_WINDOW
+) -> list[LogEntry]:
+    """The requests of ``session_id`` that have no answer yet, oldest first, among its newest
+    ``window`` requests (a live session's calls in flight are its latest ones; looking
+    further back would cost a lookup per request of a long session)."""
     rows = reader.run(
-        f"SELECT {LOG_COLUMNS} FROM logs AS r WHERE session_id = ? AND kind = 'request'"
-        " AND request_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM logs a"
+        f"SELECT {LOG_COLUMNS} FROM logs AS r WHERE id IN (SELECT id FROM logs"
+        " WHERE session_id = ? AND kind = 'request' AND request_id IS NOT NULL"
+        " ORDER BY ts DESC, id DESC LIMIT ?) AND NOT EXISTS (SELECT 1 FROM logs a"
         " WHERE a.session_id = r.session_id AND a.request_id = r.request_id AND a.ts >= r.ts"
         " AND a.kind IN ('response', 'error') AND a.direction IS NOT r.direction)"
         " ORDER BY ts, id",
-        (session_id,),
+        (session_id, window),
     )
     return [LogEntry.from_row(r) for r in rows]
 
