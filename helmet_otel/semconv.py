@@ -35,6 +35,7 @@ SERVICE_NAME: Final = "service.name"
 
 OPERATION_EXECUTE_TOOL: Final = "execute_tool"
 ERROR_TYPE_TOOL_ERROR: Final = "tool_error"
+ERROR_TYPE_NO_RESPONSE: Final = "no_response"  # the session ended before the call was answered
 
 # --- helmet's own attributes ----------------------------------------------------------------
 HELMET_SESSION_ID: Final = "helmet.session.id"
@@ -138,3 +139,6 @@ HELMET_PROXY_HOST: Final = "helmet.proxy.host"  # hostname of the proxy process
 # The worker ends a session with this reason when the proxy went away (SIGKILL, crash) without
 # ending it; the store shows such a session as "lost", not "ended".
 LOST_EXIT_REASON: Final = "proxy terminated without closing"
+# A non-zero exit status after one of these is the client stopping its server (closing stdin,
+# then SIGTERM; or a signal to the proxy), a normal end, not a failure.
+NORMAL_END_REASONS: Final = ("client closed", "proxy received")

@@ -19,7 +19,7 @@ from helmet_otel.cli.options import (
 )
 
 PROG = "helmet-otel"
-VIEWER_COMMANDS = ("logs", "sessions", "stats", "trace")
+VIEWER_COMMANDS = ("logs", "sessions", "stats", "trace", "show")
 
 DESCRIPTION = """\
 An OpenTelemetry-native, drop-in proxy for MCP servers.
@@ -36,7 +36,8 @@ commands:
   logs                 show, follow, search and export recorded messages
   sessions             list sessions
   stats                latency, errors and sizes per method and tool
-  trace SESSION        a session's span tree
+  trace SESSION        a session's span tree (SESSION: an id, a prefix, last, last~N)
+  show ID              one record or call in full
 """
 
 EPILOG = """\

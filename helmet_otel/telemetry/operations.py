@@ -266,12 +266,36 @@ class Operations:
                 opened.server.events.append(Event("cancelled", {"reason": reason}, ts))
                 opened.cancelled = True
 
-    def abandon(self, ts: int, reason: str) -> None:
-        """The session ended: what is still open got no response (unless it was cancelled)."""
-        spans = self.session.shared.spans
+    def abandon(self, ts: int, reason: str) -> int:
+        """The session ended: what is still open got no response (unless it was cancelled).
+
+        Each such call also gets a ``helmet.error`` record (``error.type`` ``no_response``), so
+        the log records, the store's session counts and ``logs --calls`` say what the trace
+        says. Returns how many calls that were (weighted)."""
+        session = self.session
+        spans = session.shared.spans
         description = f"no response: {reason}"
-        for opened in self.open.values():
-            outcome = {} if opened.cancelled else {sc.ERROR_TYPE: "no_response"}
+        failed = 0
+        for (direction, _key), opened in self.open.items():
+            outcome = {} if opened.cancelled else {sc.ERROR_TYPE: sc.ERROR_TYPE_NO_RESPONSE}
             spans.finish(opened.client, ts, outcome, description)
             spans.finish(opened.server, ts, outcome, description)
+            if opened.cancelled:
+                continue
+            failed += opened.weight
+            attrs: dict[str, Any] = {
+                sc.HELMET_DIRECTION: sc.DIRECTION_S2C if direction == 0 else sc.DIRECTION_C2S,
+                sc.HELMET_MESSAGE_KIND: "error",
+                sc.ERROR_TYPE: sc.ERROR_TYPE_NO_RESPONSE,
+                sc.HELMET_ERROR_MESSAGE: description,
+            }
+            for key in (sc.JSONRPC_REQUEST_ID, *_NAMED_KEYS, sc.MCP_RESOURCE_URI):
+                value = opened.server.attributes.get(key)
+                if value is not None:
+                    attrs[key] = value
+            if opened.weight > 1:
+                attrs[sc.HELMET_SAMPLE_WEIGHT] = opened.weight
+            body = {"message": description}
+            session.emit(sc.EVENT_ERROR, ts, opened.context, attrs, body, SeverityNumber.ERROR)
         self.open.clear()
+        return failed

@@ -289,14 +289,14 @@ class SessionRecorder:
         self.ended = True
         ts = end.ts
         reason = end.exit_reason or "session ended"
-        self.operations.abandon(ts, reason)
+        unanswered = self.operations.abandon(ts, reason)
         status = end.exit_status
         duration_s = max(ts - self.started_ns, 0) / 1e9
         version = end.protocol_version or self.protocol_version
         attrs: dict[str, Any] = {
             sc.HELMET_SESSION_DURATION_MS: round(duration_s * 1000, 3),
             sc.HELMET_SESSION_REQUESTS: end.requests,
-            sc.HELMET_SESSION_ERRORS: end.errors,
+            sc.HELMET_SESSION_ERRORS: end.errors + unanswered,
             sc.HELMET_EXIT_REASON: reason,
             sc.HELMET_ERA: end.era,
             sc.HELMET_SERVER_NAME: self.shared.config.service_name,
@@ -316,9 +316,7 @@ class SessionRecorder:
             value = source.get(field_name)
             if value is not None:
                 attrs[key] = str(value)
-        crashed = status not in (None, 0) and not reason.startswith(
-            ("client closed", "proxy received")
-        )
+        crashed = status not in (None, 0) and not reason.startswith(sc.NORMAL_END_REASONS)
         self.root.attributes.update(attrs)
         if crashed:
             self.root.status = Status(StatusCode.ERROR, reason)
