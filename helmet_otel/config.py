@@ -69,6 +69,10 @@ class ProxyOptions:
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
     session_idle_timeout: float = 1800.0
     auth_failure_limit: int = 10
+    # the web viewer (`ui`)
+    ui_listen: str = "127.0.0.1:8765"
+    ui_open: bool = False
+    ui_no_token: bool = False
     # tuning
     telemetry_buffer: int = DEFAULT_TELEMETRY_BUFFER
     """Bytes of telemetry the relay keeps for the worker before it sheds new calls."""

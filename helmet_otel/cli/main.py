@@ -35,6 +35,7 @@ commands:
   sessions             list sessions
   stats                latency, errors and sizes per method and tool
   trace SESSION        a session's span tree
+  ui                   the web viewer: servers, live logs, sessions, stats, export
 """
 
 EPILOG = """\
@@ -45,6 +46,7 @@ examples:
   helmet-otel run --capture metadata -- uvx mcp-server-fetch
   helmet-otel logs -f
   helmet-otel logs --tool search --errors --since 1h
+  helmet-otel ui --open
 
 In an MCP client config, replace
   "command": "python", "args": ["server.py"]
@@ -119,6 +121,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from helmet_otel.cli.serve import main_serve
 
         return main_serve(args[1:], f"{PROG} serve", _Parser)
+    if args and args[0] == "ui":
+        from helmet_otel.cli.ui import main_ui
+
+        return main_ui(args[1:], f"{PROG} ui", _Parser)
     if args and args[0] == "connect":
         sys.stderr.write(f"{PROG}: connect: the Streamable HTTP client is not available yet\n")
         return 2

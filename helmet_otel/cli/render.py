@@ -4,7 +4,6 @@ the log record formats (table, json, ndjson, csv) and JSON object lists."""
 from __future__ import annotations
 
 import contextlib
-import csv
 import hashlib
 import os
 import re
@@ -17,6 +16,7 @@ import orjson
 
 from helmet_otel import semconv as sc
 from helmet_otel.store import codec
+from helmet_otel.store.export import ExportWriter
 from helmet_otel.store.query import LogEntry
 from helmet_otel.store.schema import StoreError
 from helmet_otel.store.timefmt import format_duration_ms, format_local
@@ -194,7 +194,8 @@ class LogTable:
 
 
 class LogWriter:
-    """Writes log entries in one of the formats; the same object serves --follow."""
+    """Writes log entries as a table or in a machine format (``store.export``); the same
+    object serves --follow."""
 
     def __init__(
         self, fmt: str, stream: IO[str], *, colour: bool, utc: bool, follow: bool = False
@@ -202,37 +203,31 @@ class LogWriter:
         self.fmt = fmt
         self.stream = stream
         self.follow = follow
-        self.count = 0
         self.table = LogTable(stream, colour=colour, utc=utc) if fmt == "table" else None
-        self.csv = csv.writer(stream, lineterminator="\n") if fmt == "csv" else None
+        self.export = None if fmt == "table" else ExportWriter(fmt, stream)
+        self._rows = 0
+
+    @property
+    def count(self) -> int:
+        return self.export.count if self.export is not None else self._rows
 
     def begin(self) -> None:
         if self.table is not None:
             self.table.header()
-        elif self.csv is not None:
-            self.csv.writerow(codec.CSV_FIELDS)
-        elif self.fmt == "json":
-            self.stream.write("[")
+        elif self.export is not None:
+            self.export.begin()
 
     def write(self, entries: Iterable[LogEntry]) -> None:
-        stream = self.stream
-        for e in entries:
-            if self.fmt == "ndjson":
-                stream.write(codec.ndjson_line(e).decode("utf-8"))
-            elif self.fmt == "json":
-                stream.write(
-                    ("\n" if self.count == 0 else ",\n")
-                    + orjson.dumps(codec.export_record(e)).decode("utf-8")
-                )
-            elif self.csv is not None:
-                self.csv.writerow(codec.csv_row(e))
-            elif self.table is not None:
+        if self.export is not None:
+            self.export.write(entries)
+        elif self.table is not None:
+            for e in entries:
                 self.table.row(e)
-            self.count += 1
+                self._rows += 1
 
     def end(self) -> None:
-        if self.fmt == "json":
-            self.stream.write("\n]\n" if self.count else "]\n")
+        if self.export is not None:
+            self.export.end()
 
 
 def write_objects(stream: IO[str], fmt: str, objects: Sequence[object]) -> None:

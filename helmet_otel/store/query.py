@@ -40,6 +40,7 @@ _LOG_COLUMNS: Final = (
     "target, request_id, latency_ms, size, is_error, error_type, service, trace_id, span_id, "
     "body, attrs"
 )
+LOG_COLUMNS: Final = _LOG_COLUMNS  # the column order ``LogEntry.from_row`` reads
 _TOKEN = re.compile(r"[^\W_]+", re.UNICODE)
 _PREFIX_END: Final = "\U0010ffff"
 LOST_EXIT_REASON: Final = sc.LOST_EXIT_REASON
