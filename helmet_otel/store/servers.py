@@ -24,11 +24,12 @@ __all__ = [
     "UNKNOWN_SERVER",
     "ServerSummary",
     "restrict_to_servers",
+    "server_latencies",
     "server_name",
     "summarize_servers",
 ]
 
-LATENCY_SAMPLE: Final = 2000
+LATENCY_SAMPLE: Final = 1000
 UNKNOWN_SERVER: Final = "(unknown)"
 
 
@@ -82,20 +83,37 @@ def _findings(reader: Reader, server_of: dict[str, str]) -> dict[str, int]:
     return counts
 
 
-def summarize_servers(
-    reader: Reader, sessions: Sequence[SessionInfo] | None = None
-) -> list[ServerSummary]:
-    """Every server seen, the most recently seen first."""
-    infos = list(reader.sessions() if sessions is None else sessions)
+def _groups(infos: Sequence[SessionInfo]) -> dict[str, list[SessionInfo]]:
+    """Sessions by server, each server's newest first."""
     groups: dict[str, list[SessionInfo]] = {}
     for info in infos:
         groups.setdefault(server_name(info), []).append(info)
+    for members in groups.values():
+        members.sort(key=lambda i: (i.last_ts, i.session_id), reverse=True)
+    return groups
+
+
+def server_latencies(reader: Reader, sessions: Sequence[SessionInfo]) -> dict[str, float | None]:
+    """Each server's p95 latency (ms) over its latest ``LATENCY_SAMPLE`` answers."""
+    result: dict[str, float | None] = {}
+    for name, members in _groups(sessions).items():
+        values = sorted(_latencies(reader, (m.session_id for m in members), LATENCY_SAMPLE))
+        result[name] = percentile(values, 0.95) if values else None
+    return result
+
+
+def summarize_servers(
+    reader: Reader, sessions: Sequence[SessionInfo] | None = None, *, latency: bool = True
+) -> list[ServerSummary]:
+    """Every server seen, the most recently seen first; without ``latency`` no p95 (it costs
+    the most: ask ``server_latencies`` separately)."""
+    infos = list(reader.sessions() if sessions is None else sessions)
+    groups = _groups(infos)
+    latencies = server_latencies(reader, infos) if latency else {}
     findings = _findings(reader, {i.session_id: server_name(i) for i in infos})
     result: list[ServerSummary] = []
     for name, members in groups.items():
-        members.sort(key=lambda i: (i.last_ts, i.session_id), reverse=True)
         newest = members[0]
-        values = sorted(_latencies(reader, (m.session_id for m in members), LATENCY_SAMPLE))
         result.append(
             ServerSummary(
                 name=name,
@@ -105,7 +123,7 @@ def summarize_servers(
                 active=sum(1 for m in members if m.status == "active"),
                 calls=sum(m.requests or 0 for m in members),
                 errors=sum(m.errors or 0 for m in members),
-                p95_ms=percentile(values, 0.95) if values else None,
+                p95_ms=latencies.get(name),
                 last_seen_ns=newest.last_ts,
                 findings=findings.pop(name, 0),
             )

@@ -163,7 +163,7 @@
       h("td", { class: "num" }, fmtInt(s.sessions), s.active ? h("span", { class: "badge live" }, `${s.active} active`) : null),
       h("td", { class: "num" }, fmtInt(s.calls)),
       h("td", { class: "num" + (s.error_rate >= 0.05 ? " bad" : "") }, fmtRate(s.error_rate)),
-      h("td", { class: "num" }, fmtDur(s.p95_ms)),
+      h("td", { class: "num p95", dataset: { server: s.name } }, "…"),
       h("td", { title: fmtTime(s.last) }, fmtAgo(s.last)),
       h("td", { class: "num" + (s.findings ? " bad" : "") }, fmtInt(s.findings)),
       h("td", { class: "actions" },
@@ -171,8 +171,11 @@
         link(`#/sessions?server=${encodeURIComponent(s.name)}`, "Sessions"))));
     show(h("h1", {}, "Servers"),
       table(["Server", "Command or URL", "Sessions#", "Calls#", "Errors#", "p95#", "Last seen", "Findings#", ""], rows, "servers"),
-      h("p", { class: "dim" }, "p95 over each server's latest 2,000 answered calls."));
+      h("p", { class: "dim" }, "p95 over each server's latest 1,000 answered calls."));
     markPainted();
+    const latency = await api("/api/servers/p95");
+    if (gen !== generation) return;
+    for (const td of main.querySelectorAll("td.p95")) td.textContent = fmtDur(latency.p95_ms[td.dataset.server]) || "–";
   }
 
   // --- Logs ------------------------------------------------------------------------------------
