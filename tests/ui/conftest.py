@@ -8,9 +8,10 @@ import pytest
 from tests.ui.helpers import Ui, fill_store, start_ui
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="module")
 def filled_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A store written by real proxy sessions (shared by the viewer's tests: they only read)."""
+    """A store written by real proxy sessions, one per test module (the browser tests add live
+    sessions to theirs)."""
     store = tmp_path_factory.mktemp("ui") / "store.db"
     fill_store(store)
     return store

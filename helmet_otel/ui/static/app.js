@@ -35,7 +35,7 @@
   }
 
   function show(...nodes) {
-    main.replaceChildren(...nodes);
+    main.replaceChildren(...nodes.filter((n) => n !== null && n !== undefined && n !== false));
   }
 
   function markPainted() {
@@ -93,8 +93,11 @@
   function highlight(text, words) {
     const value = text === null || text === undefined ? "" : String(text);
     if (!words || !words.length) return document.createTextNode(value);
+    // whole words, and the last one as a prefix to the end of its word (as the search matches)
     const escaped = words.map((w) => w.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"));
-    const re = new RegExp(`(?<![\\p{L}\\p{N}])(?:${escaped.join("|")})`, "giu");
+    const prefix = escaped.pop();
+    const whole = escaped.map((w) => `${w}(?![\\p{L}\\p{N}])`);
+    const re = new RegExp(`(?<![\\p{L}\\p{N}])(?:${[...whole, `${prefix}[\\p{L}\\p{N}]*`].join("|")})`, "giu");
     const out = document.createDocumentFragment();
     let last = 0;
     for (const m of value.matchAll(re)) {
