@@ -22,7 +22,7 @@ ALLOWED: dict[str, set[str]] = {
     "__init__": set(),
     "core": {"protocol"},
     "transports": {"core", "protocol"},
-    "store": {"semconv", "percentile", "protocol", "__init__"},
+    "store": {"semconv", "percentile", "__init__"},
     "telemetry": {"core", "protocol", "store"} | LEAVES,
     "examples": set(),
     # the web viewer: the store's query layer over the HTTP server `serve` uses
