@@ -11,6 +11,7 @@
   let generation = 0; // bumped on every navigation: late answers for an old view are dropped
   let meta = { events: [], windows: ["15m", "1h", "6h", "24h", "7d", "all"], store: "" };
   let painted = false;
+  let metaReady = Promise.resolve();
 
   // --- DOM helpers -----------------------------------------------------------------------
   function h(tag, props, ...children) {
@@ -204,12 +205,18 @@
         if (s.name !== state.server) serverSelect.append(h("option", { value: s.name }, s.name));
       }
     }).catch(() => {});
+    const eventSelect = h("select", { name: "event", "aria-label": "event" }, h("option", { value: "" }, "any event"),
+      state.event ? h("option", { value: state.event, selected: true }, shortEvent(state.event)) : null);
+    metaReady.then(() => {
+      for (const e of meta.events) {
+        if (e !== state.event) eventSelect.append(h("option", { value: e }, shortEvent(e)));
+      }
+    });
     const input = (name, placeholder, size) => h("input", { name, placeholder, value: state[name], size: size || 12, "aria-label": name });
     const form = h("form", { class: "filters", onsubmit: (ev) => ev.preventDefault() },
       serverSelect,
       input("session", "session id", 14),
-      h("select", { name: "event", "aria-label": "event" }, h("option", { value: "" }, "any event"),
-        meta.events.map((e) => h("option", { value: e, selected: state.event === e }, shortEvent(e)))),
+      eventSelect,
       h("select", { name: "direction", "aria-label": "direction" },
         h("option", { value: "" }, "both directions"),
         h("option", { value: "client->server", selected: state.direction === "client->server" }, "client → server"),
@@ -328,6 +335,7 @@
       const rows = tbody.querySelectorAll("tr.rec");
       setOldest(rows[rows.length - 1]);
       note.textContent = data.records.length ? "" : "No records match these filters yet; new ones appear here as they are written.";
+      tbody.dataset.loads = String(Number(tbody.dataset.loads || 0) + 1); // a new first page is on the screen
       updateStatus();
       markPainted();
     }
@@ -600,12 +608,13 @@
   }
 
   async function start() {
-    try {
-      meta = await api("/api/meta");
+    // the view and the metadata load side by side; a view that lists events waits for them
+    metaReady = api("/api/meta").then((data) => {
+      meta = data;
       document.getElementById("store").textContent = meta.store;
-    } catch (error) {
+    }).catch((error) => {
       document.getElementById("store").textContent = String(error.message || error);
-    }
+    });
     window.addEventListener("hashchange", route);
     await route();
   }
