@@ -76,6 +76,10 @@ class ProxyOptions:
     """``Name: value`` headers for every upstream request (values are never recorded)."""
     bearer_token_file: str | None = None
     request_timeout: float = 300.0
+    # the web viewer (`ui`)
+    ui_listen: str = "127.0.0.1:8765"
+    ui_open: bool = False
+    ui_no_token: bool = False
     # tuning
     telemetry_buffer: int = DEFAULT_TELEMETRY_BUFFER
     """Bytes of telemetry the relay keeps for the worker before it sheds new calls."""

@@ -89,6 +89,11 @@ EVENT_INITIALIZATION: Final = "helmet.initialization"
 EVENT_CONFIGURATION: Final = "helmet.configuration"
 EVENT_PERFORMANCE: Final = "helmet.performance"
 EVENT_SERVER_STDERR: Final = "helmet.server_stderr"
+# security findings (DESIGN.md "Security monitoring"); written once the detectors exist, and
+# shown by the web viewer whenever a store holds them
+EVENT_SECURITY: Final = "helmet.security"
+HELMET_SECURITY_TYPE: Final = "helmet.security.type"
+HELMET_SECURITY_SEVERITY: Final = "helmet.security.severity"
 
 ALL_EVENTS: Final = (
     EVENT_SESSION_START,

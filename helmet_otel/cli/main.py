@@ -38,6 +38,7 @@ commands:
   stats                latency, errors and sizes per method and tool
   trace SESSION        a session's span tree (SESSION: an id, a prefix, last, last~N)
   show ID              one record or call in full
+  ui                   the web viewer: servers, live logs, sessions, stats, export
 """
 
 EPILOG = """\
@@ -48,6 +49,7 @@ examples:
   helmet-otel run --capture metadata -- uvx mcp-server-fetch
   helmet-otel logs -f
   helmet-otel logs --tool search --errors --since 1h
+  helmet-otel ui --open
 
 In an MCP client config, replace
   "command": "python", "args": ["server.py"]
@@ -122,6 +124,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from helmet_otel.cli.serve import main_serve
 
         return main_serve(args[1:], f"{PROG} serve", _Parser)
+    if args and args[0] == "ui":
+        from helmet_otel.cli.ui import main_ui
+
+        return main_ui(args[1:], f"{PROG} ui", _Parser)
     if args and args[0] == "connect":
         from helmet_otel.cli.connect import main_connect
 
