@@ -22,10 +22,11 @@ ALLOWED: dict[str, set[str]] = {
     "__init__": set(),
     "core": {"protocol"},
     "transports": {"core", "protocol"},
+    "policy": {"core", "protocol", "redaction"},
     "store": {"semconv", "percentile", "protocol", "__init__"},
     "telemetry": {"core", "protocol", "store"} | LEAVES,
     "examples": set(),
-    "cli": {"core", "protocol", "transports", "telemetry", "store"} | LEAVES,
+    "cli": {"core", "protocol", "transports", "telemetry", "store", "policy"} | LEAVES,
     "__main__": {"cli"},
 }
 

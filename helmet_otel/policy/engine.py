@@ -1,0 +1,103 @@
+"""Evaluate a request against a policy: pure and deterministic.
+
+The rules are tried in the policy's order (priority, then file order) and the first whose
+every part matches decides: method and tool name globs, server and client name globs, the
+argument conditions, the tool's annotations. The name part depends only on (method, tool,
+client) for a given server, so the engine keeps, per such key, the rules whose names match
+(a bounded cache); a call then costs a dict lookup and the conditions of those rules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from helmet_otel.core.verdicts import Decision
+from helmet_otel.policy.rules import ANNOTATION_UNSAFE, Policy, Rule
+
+TOOLS_CALL = "tools/call"
+_CACHE_LIMIT = 4096
+
+
+def _names_match(rule: Rule, method: str, tool: str | None, client: str) -> bool:
+    if rule.method_pattern is not None:
+        if rule.method_pattern.match(method) is None:
+            return False
+    elif method != TOOLS_CALL:
+        return False
+    if rule.tool_pattern is not None and (tool is None or rule.tool_pattern.match(tool) is None):
+        return False
+    return rule.client_pattern is None or rule.client_pattern.match(client) is not None
+
+
+def annotation_value(annotations: Mapping[str, object] | None, hint: str) -> bool:
+    """The hint as the server declared it; unknown (or not a boolean) counts as unsafe."""
+    value = annotations.get(hint) if annotations is not None else None
+    return value if type(value) is bool else ANNOTATION_UNSAFE[hint]
+
+
+class Engine:
+    def __init__(self, policy: Policy, server: str) -> None:
+        self.policy = policy
+        self.server = server
+        # the server's name is fixed for the process: rules for other servers drop out here
+        self.rules = tuple(
+            r for r in policy.rules
+            if r.server_pattern is None or r.server_pattern.match(server) is not None
+        )  # fmt: skip
+        self.methods = frozenset(  # a quick "does any rule look at this method?" for non-tools
+            m for r in self.rules for m in r.methods if not any(c in m for c in "*?[")
+        )
+        self.method_globs = any(any(c in m for c in "*?[") for r in self.rules for m in r.methods)
+        self.hiding = tuple(r for r in self.rules if r.hide)
+        self._candidates: dict[tuple[str, str | None, str], tuple[Rule, ...]] = {}
+
+    def polices(self, method: str) -> bool:
+        """Whether any rule may decide on ``method`` (tools/call always is)."""
+        return method == TOOLS_CALL or method in self.methods or self.method_globs
+
+    def _rules_for(self, method: str, tool: str | None, client: str) -> tuple[Rule, ...]:
+        key = (method, tool, client)
+        found = self._candidates.get(key)
+        if found is None:
+            if len(self._candidates) >= _CACHE_LIMIT:
+                self._candidates.clear()
+            found = tuple(r for r in self.rules if _names_match(r, method, tool, client))
+            self._candidates[key] = found
+        return found
+
+    def decide(
+        self, method: str, tool: str | None, arguments: Mapping[str, object], client: str = "",
+        annotations: Mapping[str, object] | None = None,
+    ) -> Decision | None:  # fmt: skip
+        """The decision on one request; None when nothing but the default allow applies."""
+        policy = self.policy
+        for rule in self._rules_for(method, tool, client):
+            if rule.when and not all(c.holds(arguments) for c in rule.when):  # type: ignore[arg-type]
+                continue
+            if rule.annotations and not all(
+                annotation_value(annotations, hint) is value for hint, value in rule.annotations
+            ):
+                continue
+            return Decision(rule.id, rule.action, policy.mode == "shadow", method, tool)
+        if method == TOOLS_CALL and policy.default != "allow":
+            return Decision("default", policy.default, policy.mode == "shadow", method, tool)
+        return None
+
+    def hidden(
+        self, tool: str, client: str, annotations: Mapping[str, object] | None
+    ) -> str | None:
+        """The id of the ``hide`` rule that removes ``tool`` from tools/list answers, if any
+        (only rules that would deny every call of it, and never in shadow mode)."""
+        if not self.hiding or self.policy.mode == "shadow":
+            return None
+        for rule in self._rules_for(TOOLS_CALL, tool, client):
+            if rule.annotations and not all(
+                annotation_value(annotations, hint) is value for hint, value in rule.annotations
+            ):
+                continue
+            if rule.when:  # decides some calls only: hide only past rules that deny them
+                if rule.action != "deny":
+                    return None
+                continue
+            return rule.id if rule.hide else None  # the rule that decides every call
+        return None
