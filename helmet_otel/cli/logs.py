@@ -12,6 +12,7 @@ from typing import IO
 
 import orjson
 
+from helmet_otel import semconv as sc
 from helmet_otel.cli.common import (
     DEFAULT_FOLLOW_BACKLOG,
     DEFAULT_TABLE_LIMIT,
@@ -31,7 +32,9 @@ __all__ = ["cmd_logs"]
 def _log_filter(args: argparse.Namespace) -> LogFilter:
     return LogFilter(
         session_prefixes=tuple(args.session or ()),
-        events=tuple(dict.fromkeys(args.event or ())),
+        events=tuple(
+            dict.fromkeys([*(args.event or ()), *((sc.EVENT_SECURITY,) if args.security else ())])
+        ),
         methods=tuple(dict.fromkeys(args.method or ())),
         tools=tuple(dict.fromkeys(args.tool or ())),
         direction=args.direction,

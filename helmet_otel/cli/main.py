@@ -20,6 +20,7 @@ from helmet_otel.cli.options import (
 
 PROG = "helmet-otel"
 VIEWER_COMMANDS = ("logs", "sessions", "stats", "trace")
+SECURITY_COMMANDS = ("policy", "tools", "security")
 
 DESCRIPTION = """\
 An OpenTelemetry-native, drop-in proxy for MCP servers.
@@ -35,6 +36,9 @@ commands:
   sessions             list sessions
   stats                latency, errors and sizes per method and tool
   trace SESSION        a session's span tree
+  security             security findings and policy blocks
+  policy check FILE    check a policy file (policy test FILE --tool NAME --args JSON)
+  tools list           pinned tool definitions (tools approve SERVER [TOOL])
 """
 
 EPILOG = """\
@@ -45,6 +49,8 @@ examples:
   helmet-otel run --capture metadata -- uvx mcp-server-fetch
   helmet-otel logs -f
   helmet-otel logs --tool search --errors --since 1h
+  helmet-otel --policy policy.toml node server.js
+  helmet-otel logs --security
 
 In an MCP client config, replace
   "command": "python", "args": ["server.py"]
@@ -114,6 +120,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] in VIEWER_COMMANDS:
         parsed = _viewer_parser().parse_args(args)
+        return int(parsed.handler(parsed))
+    if args and args[0] in SECURITY_COMMANDS:
+        from helmet_otel.cli import security
+
+        parser = _Parser(prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        security.register(parser.add_subparsers(dest="subcommand", parser_class=_Parser))
+        parsed = parser.parse_args(args)
         return int(parsed.handler(parsed))
     if args and args[0] == "serve":
         from helmet_otel.cli.serve import main_serve

@@ -246,6 +246,11 @@ def register(subparsers: argparse._SubParsersAction[_P]) -> None:  # pyright: ig
     logs.add_argument("-g", "--grep", metavar="TEXT", help="full-text search over bodies")
     logs.add_argument("--errors", action="store_true", help="only errors")
     logs.add_argument(
+        "--security",
+        action="store_true",
+        help="only security findings and policy blocks (helmet.security records)",
+    )
+    logs.add_argument(
         "-n", "--limit", type=_count, metavar="N", help="the newest N records (0 = no limit)"
     )
     logs.add_argument(

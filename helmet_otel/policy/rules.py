@@ -47,8 +47,6 @@ class Condition:
     def holds(self, arguments: dict[str, object]) -> bool:
         value: object = arguments
         for key in self.path:
-            if not isinstance(value, dict):
-                return self.negate
             value = _member(value, key)
             if value is _MISSING:
                 return self.negate
@@ -62,6 +60,9 @@ _MISSING: Final = object()
 
 
 def _member(container: object, key: str) -> object:
+    """``container[key]``, or `_MISSING` when it is not an object or has no such key."""
+    if type(container) is not dict:
+        return _MISSING
     return cast(dict[str, object], container).get(key, _MISSING)
 
 
