@@ -23,7 +23,7 @@ ALLOWED: dict[str, set[str]] = {
     "core": {"protocol"},
     "transports": {"core", "protocol"},
     "policy": {"core", "protocol", "redaction"},
-    "store": {"semconv", "percentile", "protocol", "__init__"},
+    "store": {"semconv", "percentile", "__init__"},
     "telemetry": {"core", "protocol", "store"} | LEAVES,
     "examples": set(),
     "cli": {"core", "protocol", "transports", "telemetry", "store", "policy"} | LEAVES,
