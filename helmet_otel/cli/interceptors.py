@@ -44,11 +44,7 @@ def build_interceptors(
     options: ProxyOptions, env: Mapping[str, str], *, service_name: str, transport: str
 ) -> Interceptors:
     built = Interceptors()
-    telemetry = options.telemetry_enabled(env)
-    policy = build_policy(options, service_name, monitor=telemetry)
-    if policy is not None:  # first: telemetry must see a blocked call as blocked
-        built.factories.append(policy)
-    if telemetry:
+    if options.telemetry_enabled(env):
         try:
             built.feed = TelemetryFeed(options, env, service_name=service_name, transport=transport)
         except WorkerUnavailable as exc:  # the traffic runs anyway, without telemetry
@@ -57,8 +53,12 @@ def build_interceptors(
                 f"helmet-otel: telemetry is off: its worker process could not be started "
                 f"({exc}); MCP traffic is not affected\n".encode(),
             )
-        else:
-            built.factories.append(built.feed)
+    # the detectors run when something records what they find
+    policy = build_policy(options, service_name, monitor=built.feed is not None)
+    if policy is not None:  # first: telemetry must see a blocked call as blocked
+        built.factories.append(policy)
+    if built.feed is not None:
+        built.factories.append(built.feed)
     return built
 
 

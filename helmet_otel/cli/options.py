@@ -284,8 +284,7 @@ OPTIONS: tuple[Option, ...] = (
            "requests per trace before a long session rolls over (default 1000)", "N"),
     Option("cwd", _nonempty, "a non-empty directory path",
            "working directory of the server (default: ours)", "DIR"),
-    Option("policy", _policy_file, "a path to a valid TOML policy file (see helmet-otel policy "
-           "check FILE)", "policy file: tool access rules and security detectors (reloaded "
+    Option("policy", _policy_file, "a path to a valid TOML policy file", "policy file: tool access rules and security detectors (reloaded "
            "when it changes)", "FILE"),
     Option("listen", _listen, "HOST:PORT such as 127.0.0.1:8080 or [::1]:0",
            "serve: address to listen on (default 127.0.0.1:8080; port 0: any free port)",
