@@ -30,7 +30,7 @@ from helmet_otel.core.interceptor import BaseInterceptor
 from helmet_otel.core.session import Session
 from helmet_otel.core.verdicts import DECISION, DENY, FINDINGS, POLICY_LOADED, Decision, Finding
 from helmet_otel.policy.detectors import changed_fields, sensitive_arguments, tool_definition
-from helmet_otel.policy.engine import TOOLS_CALL, Engine
+from helmet_otel.policy.engine import TOOLS_CALL, UNSAFE, Engine, Hints, hints_of
 from helmet_otel.policy.loader import PolicyError, load_policy
 from helmet_otel.policy.pins import Pin, PinStore
 from helmet_otel.policy.rules import DENIED_MESSAGE, DENIED_REQUEST_MESSAGE, Policy
@@ -156,7 +156,7 @@ class PolicyInterceptor(BaseInterceptor):
         self.source = factory.source
         self._generation = -1  # the policy generation this session's telemetry has seen
         self._lists: set[tuple[bool, object]] = set()  # ids of tools/list requests in flight
-        self.annotations: dict[str, dict[str, object] | None] = {}  # from tools/list
+        self.hints: dict[str, Hints] = {}  # each tool's annotations, from tools/list
         self._drift_reported: set[str] = set()
         self._history = bool(factory.called)  # the server had calls before this session
 
@@ -246,8 +246,9 @@ class PolicyInterceptor(BaseInterceptor):
             decision = factory.drift_block(tool, shadow)
         if decision is None:
             decision = self.source.engine.decide(
-                TOOLS_CALL, tool, arguments, self._client(), self.annotations.get(tool or "")
-            )
+                TOOLS_CALL, tool, arguments, self._client(),
+                hints=self.hints.get(tool, UNSAFE) if tool is not None else UNSAFE,
+            )  # fmt: skip
         if decision is not None:
             self._decided(env, decision)
         if factory.monitor and tool is not None:
@@ -339,7 +340,7 @@ class PolicyInterceptor(BaseInterceptor):
                 continue
             annotations: object = tool.get("annotations")
             known = cast(dict[str, object], annotations) if isinstance(annotations, dict) else None
-            self.annotations[name] = known
+            self.hints[name] = hints_of(known)
             if watch_drift and policy.detectors.tool_drift:
                 changed = factory.listed(name, tool_definition(tool))
                 if changed is not None and name not in self._drift_reported:
