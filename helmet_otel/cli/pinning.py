@@ -61,7 +61,8 @@ class StorePins:
 
 
 def open_pins(store: str | None, enabled: bool) -> PinStore:
-    """The store's pins, or memory when the store is off or cannot be opened (reported)."""
+    """The store's pins, or memory when the store is off or cannot be opened (the telemetry
+    worker already says once what is wrong with such a store: one problem, one line)."""
     if not enabled:
         return MemoryPins()
     from helmet_otel.store.paths import default_store_path
@@ -69,6 +70,5 @@ def open_pins(store: str | None, enabled: bool) -> PinStore:
     path = Path(store).expanduser() if store else default_store_path()
     try:
         return StorePins(path)
-    except (sqlite3.Error, OSError, StoreError) as exc:
-        _note(f"tool pins are kept in memory only: the store at {path} cannot be used ({exc})")
+    except (sqlite3.Error, OSError, StoreError):
         return MemoryPins()
