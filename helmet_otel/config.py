@@ -59,6 +59,8 @@ class ProxyOptions:
     grace: float = 2.0
     trace_max_requests: int = 1000
     cwd: str | None = None
+    policy: str | None = None
+    """A TOML policy file (rules, detectors); reloaded when it changes."""
     # Streamable HTTP (`serve`)
     listen: str = "127.0.0.1:8080"
     path: str = "/mcp"

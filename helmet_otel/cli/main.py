@@ -20,6 +20,7 @@ from helmet_otel.cli.options import (
 
 PROG = "helmet-otel"
 VIEWER_COMMANDS = ("logs", "sessions", "stats", "trace", "show")
+SECURITY_COMMANDS = ("policy", "tools", "security")
 
 DESCRIPTION = """\
 An OpenTelemetry-native, drop-in proxy for MCP servers.
@@ -39,6 +40,9 @@ commands:
   trace SESSION        a session's span tree (SESSION: an id, a prefix, last, last~N)
   show ID              one record or call in full
   ui                   the web viewer: servers, live logs, sessions, stats, export
+  security             security findings and policy blocks
+  policy check FILE    check a policy file (policy test FILE --tool NAME --args JSON)
+  tools list           pinned tool definitions (tools approve SERVER [TOOL])
 """
 
 EPILOG = """\
@@ -50,6 +54,8 @@ examples:
   helmet-otel logs -f
   helmet-otel logs --tool search --errors --since 1h
   helmet-otel ui --open
+  helmet-otel --policy policy.toml node server.js
+  helmet-otel logs --security
 
 In an MCP client config, replace
   "command": "python", "args": ["server.py"]
@@ -119,6 +125,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] in VIEWER_COMMANDS:
         parsed = _viewer_parser().parse_args(args)
+        return int(parsed.handler(parsed))
+    if args and args[0] in SECURITY_COMMANDS:
+        from helmet_otel.cli import security
+
+        parser = _Parser(prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        security.register(parser.add_subparsers(dest="subcommand", parser_class=_Parser))
+        parsed = parser.parse_args(args)
         return int(parsed.handler(parsed))
     if args and args[0] == "serve":
         from helmet_otel.cli.serve import main_serve

@@ -240,6 +240,20 @@ def _headers(value: object) -> list[str]:
     return headers
 
 
+def _policy_file(value: object) -> str:
+    """A policy file that loads: its first problem is the error (``policy check`` lists all)."""
+    from helmet_otel.policy.loader import PolicyError, load_policy
+
+    path = _nonempty(value)
+    try:
+        load_policy(path)
+    except PolicyError as exc:
+        first = exc.problems[0]
+        where = f"line {first.line}: " if first.line else ""
+        raise _Rejected(path, f"{where}{first.message}") from None
+    return path
+
+
 def _one_of(choices: tuple[str, ...]) -> str:
     return f"{', '.join(choices[:-1])} or {choices[-1]}"
 
@@ -294,6 +308,8 @@ OPTIONS: tuple[Option, ...] = (
            "requests per trace before a long session rolls over (default 1000)", "N"),
     Option("cwd", _nonempty, "a non-empty directory path",
            "working directory of the server (default: ours)", "DIR"),
+    Option("policy", _policy_file, "a path to a valid TOML policy file", "policy file: tool access rules and security detectors (reloaded "
+           "when it changes)", "FILE"),
     Option("listen", _listen, "HOST:PORT such as 127.0.0.1:8080 or [::1]:0",
            "serve: address to listen on (default 127.0.0.1:8080; port 0: any free port)",
            "HOST:PORT", commands=_SERVE),
