@@ -33,7 +33,9 @@ from helmet_otel.telemetry.frames import (
 )
 from helmet_otel.telemetry.instruments import Instruments
 from helmet_otel.telemetry.operations import Operations, decision_attributes
+from helmet_otel.telemetry.process_tree import sample_trees
 from helmet_otel.telemetry.records import RecordWriter, recorded_body
+from helmet_otel.telemetry.server_usage import ServerUsage
 from helmet_otel.telemetry.severity import mcp_level_severity, stderr_severity
 from helmet_otel.telemetry.spans import SpanDraft, SpanWriter, log_context, new_span, segment_link
 
@@ -106,7 +108,13 @@ class SessionRecorder:
         # a request's decision and findings, by its SERVER span id, until its record arrives
         self.verdicts: dict[int, tuple[Decision | None, tuple[Finding, ...]]] = {}
         self.ended = False
+        pid = start.upstream.get("pid")
+        # the server process's tree, sampled from /proc (`Recorder.sample_servers`)
+        self.usage = ServerUsage(pid, shared.instruments) if isinstance(pid, int) else None
         self._start(start)
+        if self.usage is not None:
+            for sample in sample_trees([self.usage.pid]).values():
+                self.usage.observe(sample)
 
     def emit(
         self,
@@ -366,6 +374,11 @@ class SessionRecorder:
             value = source.get(field_name)
             if value is not None:
                 attrs[key] = str(value)
+        body: dict[str, Any] = {"method_counts": dict(end.method_counts)}
+        if self.usage is not None:
+            self.usage.finish(end.usage)
+            attrs.update(self.usage.attributes())
+            body["server"] = self.usage.figures()
         crashed = status not in (None, 0) and not reason.startswith(sc.NORMAL_END_REASONS)
         self.root.attributes.update(attrs)
         if crashed:
@@ -382,6 +395,6 @@ class SessionRecorder:
         instruments.session_duration.record(duration_s, session_metric)
         instruments.sessions_active.add(-1)
         self.emit(
-            sc.EVENT_SESSION_END, ts, None, attrs, {"method_counts": dict(end.method_counts)},
+            sc.EVENT_SESSION_END, ts, None, attrs, body,
             SeverityNumber.ERROR if crashed else SeverityNumber.INFO,
         )  # fmt: skip

@@ -215,7 +215,7 @@ class StdioProxy:
         with anyio.move_on_after(STDOUT_DRAIN_AFTER_EXIT):
             await self._s2c_done.wait()
             await self._stderr_done.wait()  # every stderr byte the server wrote, too
-        routed = self.lifecycle.upstream_exited(*child.describe_exit())
+        routed = self.lifecycle.upstream_exited(*child.describe_exit(), child.usage)
         await self._write_answers(client_out, routed)
         await child.reap_group()
 
