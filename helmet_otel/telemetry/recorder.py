@@ -43,6 +43,7 @@ from helmet_otel.telemetry.process_tree import sample_trees
 from helmet_otel.telemetry.records import RecordWriter
 from helmet_otel.telemetry.session_recorder import SessionRecorder, Shared
 from helmet_otel.telemetry.spans import SpanWriter
+from helmet_otel.telemetry.stderr_groups import GAP_NS
 
 _NO_TRACE = Context()
 
@@ -117,6 +118,19 @@ class Recorder:
             self.owner.emit(event, ts, None, attrs or {}, body)
         else:
             self.shared.records.emit(event, ts, _NO_TRACE, attrs or {}, body)
+
+    def stderr_due(self) -> int | None:
+        """When the next stderr record being gathered is due (ns since the epoch), if any."""
+        due = [
+            s.stderr_lines.last_ts + GAP_NS for s in self.sessions.values() if s.stderr_lines.lines
+        ]
+        return min(due) if due else None
+
+    def flush_stderr(self, now_ns: int) -> None:
+        """Write the stderr records nothing joined within the gap."""
+        for session in self.sessions.values():
+            if session.stderr_lines.due(now_ns):
+                session.flush_stderr()
 
     def sample_servers(self) -> None:
         """Sample every live session's server process tree (one pass over /proc)."""

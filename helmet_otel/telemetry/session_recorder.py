@@ -36,8 +36,9 @@ from helmet_otel.telemetry.operations import Operations, decision_attributes
 from helmet_otel.telemetry.process_tree import sample_trees
 from helmet_otel.telemetry.records import RecordWriter, recorded_body
 from helmet_otel.telemetry.server_usage import ServerUsage
-from helmet_otel.telemetry.severity import mcp_level_severity, stderr_severity
+from helmet_otel.telemetry.severity import mcp_level_severity
 from helmet_otel.telemetry.spans import SpanDraft, SpanWriter, log_context, new_span, segment_link
+from helmet_otel.telemetry.stderr_groups import StderrGroup
 
 DIRECTIONS = (sc.DIRECTION_C2S, sc.DIRECTION_S2C)
 # network.transport of the client's side of a session, by the session's transport
@@ -108,6 +109,7 @@ class SessionRecorder:
         # a request's decision and findings, by its SERVER span id, until its record arrives
         self.verdicts: dict[int, tuple[Decision | None, tuple[Finding, ...]]] = {}
         self.ended = False
+        self.stderr_lines = StderrGroup()
         pid = start.upstream.get("pid")
         # the server process's tree, sampled from /proc (`Recorder.sample_servers`)
         self.usage = ServerUsage(pid, shared.instruments) if isinstance(pid, int) else None
@@ -316,11 +318,22 @@ class SessionRecorder:
             self.root.attributes[sc.MCP_PROTOCOL_VERSION] = self.protocol_version
 
     def stderr(self, ts: int, line: bytes) -> None:
+        """A line the server wrote to stderr: gathered with the lines that belong with it
+        (`StderrGroup`), written as one record."""
         text = line.decode("utf-8", "replace").rstrip("\r\n")
         if not text.strip():
             return
-        scrubbed = self.shared.redactor.scrub_text(text)
-        self.emit(sc.EVENT_SERVER_STDERR, ts, None, {}, scrubbed, stderr_severity(text))
+        self._stderr_record(self.stderr_lines.add(ts, text))
+
+    def flush_stderr(self) -> None:
+        """Write the stderr record being gathered (nothing joined it in time, or the end)."""
+        self._stderr_record(self.stderr_lines.take())
+
+    def _stderr_record(self, record: tuple[int, str, SeverityNumber] | None) -> None:
+        if record is not None:
+            ts, text, severity = record
+            scrubbed = self.shared.redactor.scrub_text(text)
+            self.emit(sc.EVENT_SERVER_STDERR, ts, None, {}, scrubbed, severity)
 
     def failed(self, failed: Failed) -> None:
         """The server could not be started."""
@@ -341,6 +354,7 @@ class SessionRecorder:
         if self.ended:
             return
         self.ended = True
+        self.flush_stderr()
         ts = end.ts
         reason = end.exit_reason or "session ended"
         for _decision, findings in self.verdicts.values():  # requests never recorded
