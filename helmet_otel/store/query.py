@@ -249,6 +249,7 @@ class SessionInfo:
     exit_reason: str | None
     cpu_s: float | None = None  # CPU seconds the server's process tree used (sampled)
     peak_memory: int | None = None  # its largest resident memory at a sample, bytes
+    imported_ts: int | None = None  # when `logs --import` brought it in (None: recorded here)
     status: str = ""  # ended | failed | active | lost
 
     @property
@@ -444,7 +445,9 @@ class Reader:
     ) -> list[SessionInfo]:
         """Sessions with activity since ``since_ns``, with live status: oldest start first (or
         newest first), of the given servers (globs) and statuses, at most ``limit``."""
-        usage = "cpu_s, peak_memory" if self._has_usage_columns() else "NULL, NULL"
+        usage = (
+            "cpu_s, peak_memory, imported_ts" if self._has_usage_columns() else "NULL, NULL, NULL"
+        )
         sql = f"SELECT {_SESSION_COLUMNS}, {usage}, seen_requests FROM sessions"
         conds: list[str] = []
         args: list[object] = []
@@ -486,7 +489,7 @@ class Reader:
     def _has_usage_columns(self) -> bool:
         """A store too old for them that could not be upgraded (read-only) has none."""
         columns = self._query("SELECT name FROM pragma_table_info('sessions')")
-        return any(c[0] == "peak_memory" for c in columns)
+        return any(c[0] == "imported_ts" for c in columns)
 
     def _complete(
         self, info: SessionInfo, now: int, host: str, seen_requests: int, seen_errors: int
