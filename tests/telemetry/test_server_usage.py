@@ -84,7 +84,7 @@ def _points(metrics: MetricSet) -> dict[tuple[str, tuple[tuple[str, Any], ...]],
     data = metrics.collect()
     assert data is not None
     return {
-        (m.name, tuple(sorted(p.attributes.items()))): p.value  # pyright: ignore[reportAttributeAccessIssue,reportUnknownMemberType,reportUnknownArgumentType]
+        (m.name, tuple(sorted((p.attributes or {}).items()))): p.value  # pyright: ignore[reportAttributeAccessIssue,reportUnknownMemberType,reportUnknownArgumentType]
         for rm in data.resource_metrics
         for sm in rm.scope_metrics
         for m in sm.metrics
@@ -251,3 +251,67 @@ async def test_server_usage_reaches_metrics_records_and_the_store(
     assert main(["stats", "--store", str(store), "-s", "last", "--no-pager"]) == 0
     table = capsys.readouterr().out
     assert "SERVER PROCESS" in table and session.session_id in table
+
+
+@pytest.mark.e2e
+def test_a_serve_worker_samples_each_sessions_server(tmp_path: Path) -> None:
+    """Two sessions of one process (`serve`): each gets its own small helmet.performance
+    record while it runs; the one that ends carries the reaped figures the relay sent."""
+    import socket
+
+    from helmet_otel.config import ProxyOptions
+    from helmet_otel.telemetry import frames
+    from helmet_otel.telemetry.frames import Close, Config, End, Start
+    from tests.e2e.helpers import RawProcess, clean_env
+
+    store = tmp_path / "store.db"
+    sleepers = [
+        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) for _ in range(2)
+    ]
+    try:
+        options = ProxyOptions(store=str(store), store_max_bytes=0, metrics_interval=0.1)
+        config = Config(options, "multi", os.getpid(), socket.gethostname(), "http")
+        t0 = 1_795_000_000_000_000_000
+        starts = [
+            Start(k, t0, f"sess-{k}", "http", k, k, {"command": ["x"], "pid": p.pid})
+            for k, p in ((1, sleepers[0]), (2, sleepers[1]))
+        ]
+        end = End(1, t0 + 1, 0, "client closed the connection", 0, 0, {}, "legacy", None,
+                  None, None, (7.0, 2.0, 900 * MIB))  # fmt: skip
+        worker = RawProcess([sys.executable, "-m", "helmet_otel.telemetry.worker"], env=clean_env())
+        with worker:
+            worker.write(frames.batch(b"".join(frames.pickled(f) for f in (config, *starts))))
+
+            def per_session() -> set[str]:
+                if not store.exists():
+                    return set()
+                with Reader.open(store) as reader:
+                    found = reader.logs(LogFilter(events=(sc.EVENT_PERFORMANCE,)))
+                return {e.session_id for e in found if e.session_id is not None}
+
+            with anyio.from_thread.start_blocking_portal() as portal:  # bounded polling
+                portal.call(_until, lambda: per_session() == {"sess-1", "sess-2"})
+            worker.write(frames.batch(frames.pickled(end) + frames.pickled(Close(t0 + 2, "x"))))
+            worker.close_stdin()
+            assert worker.wait(timeout=30) == 0
+        with Reader.open(store) as reader:
+            rows = {s.session_id: s for s in reader.sessions()}
+            records = reader.logs(LogFilter(events=(sc.EVENT_PERFORMANCE,)))
+    finally:
+        for p in sleepers:
+            p.kill()
+            p.wait()
+    # the reaped figures complete what the samples saw; the other session keeps its samples
+    assert (rows["sess-1"].cpu_s, rows["sess-1"].peak_memory) == (9.0, 900 * MIB)
+    assert rows["sess-2"].peak_memory is not None and rows["sess-2"].peak_memory > MIB
+    one = next(e for e in records if e.session_id == "sess-2")
+    body = one.body
+    assert isinstance(body, dict) and set(body) == {"server"}  # pyright: ignore[reportUnknownArgumentType]
+    process = [e for e in records if e.session_id is None]
+    assert process and all("methods" in (e.body or {}) for e in process)  # pyright: ignore[reportOperatorIssue]
+
+
+async def _until(condition: Any) -> None:
+    with anyio.fail_after(30):
+        while not condition():
+            await anyio.sleep(0.05)
