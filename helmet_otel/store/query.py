@@ -445,8 +445,9 @@ class Reader:
     ) -> list[SessionInfo]:
         """Sessions with activity since ``since_ns``, with live status: oldest start first (or
         newest first), of the given servers (globs) and statuses, at most ``limit``."""
-        usage = (
-            "cpu_s, peak_memory, imported_ts" if self._has_usage_columns() else "NULL, NULL, NULL"
+        present = self._session_columns()
+        usage = ", ".join(
+            c if c in present else "NULL" for c in ("cpu_s", "peak_memory", "imported_ts")
         )
         sql = f"SELECT {_SESSION_COLUMNS}, {usage}, seen_requests FROM sessions"
         conds: list[str] = []
@@ -486,10 +487,10 @@ class Reader:
                 break
         return result
 
-    def _has_usage_columns(self) -> bool:
-        """A store too old for them that could not be upgraded (read-only) has none."""
-        columns = self._query("SELECT name FROM pragma_table_info('sessions')")
-        return any(c[0] == "imported_ts" for c in columns)
+    def _session_columns(self) -> set[str]:
+        """The columns of ``sessions``: a store too old for the newer ones that could not be
+        upgraded (read-only) lacks them."""
+        return {str(c[0]) for c in self._query("SELECT name FROM pragma_table_info('sessions')")}
 
     def _complete(
         self, info: SessionInfo, now: int, host: str, seen_requests: int, seen_errors: int

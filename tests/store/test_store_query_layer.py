@@ -49,7 +49,7 @@ def test_a_store_that_cannot_be_upgraded_is_read_as_it_is(
     conn = sqlite3.connect(store_path)
     for index in ("logs_service_ts", "logs_method_ts", "logs_call", "logs_span"):
         conn.execute(f"DROP INDEX {index}")
-    for column in ("cpu_s", "peak_memory"):  # version 3's
+    for column in ("cpu_s", "peak_memory", "imported_ts"):  # version 3's
         conn.execute(f"ALTER TABLE sessions DROP COLUMN {column}")
     conn.execute("PRAGMA user_version = 1")
     conn.close()
