@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Final
 
 from helmet_otel import semconv as sc
+from helmet_otel.redaction import scrub_line
 from helmet_otel.store import retention
 from helmet_otel.store.model import LogRow, SpanRow
 from helmet_otel.store.paths import default_store_path, retention_from_env
@@ -107,7 +108,7 @@ _SQLITE_IOERR, _SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_CANTOPEN, _SQLITE_NOTADB =
 
 def _report_stderr(message: str) -> None:
     with contextlib.suppress(OSError, ValueError):
-        sys.stderr.write(f"helmet-otel: store: {message}\n")
+        sys.stderr.write(f"helmet-otel: store: {scrub_line(message)}\n")
         sys.stderr.flush()
 
 

@@ -37,6 +37,7 @@ from helmet_otel.telemetry.frames import (
     BATCH,
     FLAG_PROXY,
     FLAG_REPLIED,
+    STDERR_LINE_MAX,
     WHOLE,
     Close,
     Config,
@@ -453,7 +454,7 @@ class SessionFeed(BaseInterceptor):
         if feed.full():  # the governor spares them: they are few, and they explain crashes
             feed.shed_follower(False)
         else:
-            feed.append(Stderr(self.key, ts, line[:8192]))
+            feed.append(Stderr(self.key, ts, line[:STDERR_LINE_MAX]))
 
     def upstream_failed(self, session: Session, reason: str) -> None:
         self._start({})

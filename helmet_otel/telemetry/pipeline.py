@@ -28,6 +28,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from helmet_otel import __version__
 from helmet_otel import semconv as sc
 from helmet_otel.config import ProxyOptions, otlp_signals
+from helmet_otel.redaction import scrub_line
 from helmet_otel.telemetry.batching import BatchQueue, settings
 from helmet_otel.telemetry.frames import Config
 from helmet_otel.telemetry.metrics import Counter, MetricSet, PeriodicExport, delta_preferred
@@ -145,6 +146,11 @@ def _log_export(exporter: Any) -> Any:
     return export
 
 
+class _ScrubbedFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return scrub_line(super().format(record))
+
+
 def build_pipeline(config: Config, env: MutableMapping[str, str]) -> Pipeline:
     """Sinks for every configured destination. Mutates ``env`` (our own os.environ) so the SDK's
     exporters see ``--otlp-endpoint``; OTEL_SDK_DISABLED turns off OTLP, never the store."""
@@ -157,10 +163,13 @@ def build_pipeline(config: Config, env: MutableMapping[str, str]) -> Pipeline:
     sdk_logger = logging.getLogger("opentelemetry")
     sdk_logger.propagate = False  # exporter retries must not spam the MCP client's stderr log
     sdk_logger.setLevel(logging.ERROR)
+    # Its lines can quote an endpoint or a payload: they pass the scrubber like any sink's.
+    for old in [h for h in sdk_logger.handlers if isinstance(h.formatter, _ScrubbedFormatter)]:
+        sdk_logger.removeHandler(old)  # a pipeline built before in this process
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_ScrubbedFormatter("helmet-otel: %(name)s: %(message)s"))
+    sdk_logger.addHandler(handler)
     if options.log_level in ("debug", "info"):  # --log-level: show the SDK's own logs
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("helmet-otel: %(name)s: %(message)s"))
-        sdk_logger.addHandler(handler)
         sdk_logger.setLevel(logging.DEBUG if options.log_level == "debug" else logging.INFO)
 
     attributes: dict[str, Any] = {

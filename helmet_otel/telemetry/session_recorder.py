@@ -19,10 +19,27 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode, TraceFlags
 from helmet_otel import semconv as sc
 from helmet_otel.protocol.message import JsonId
 from helmet_otel.redaction import Redactor
-from helmet_otel.telemetry.frames import CUT, NOT_JSON, Config, End, Failed, Info, Msg, Start
+from helmet_otel.telemetry.frames import (
+    CUT,
+    NOT_JSON,
+    STDERR_LINE_MAX,
+    Config,
+    End,
+    Failed,
+    Info,
+    Msg,
+    Start,
+)
 from helmet_otel.telemetry.instruments import Instruments
 from helmet_otel.telemetry.operations import Operations
-from helmet_otel.telemetry.records import RecordWriter, recorded_body
+from helmet_otel.telemetry.records import (
+    RecordWriter,
+    id_text,
+    recorded_body,
+    scrubbed_info,
+    scrubbed_name,
+    scrubbed_summary,
+)
 from helmet_otel.telemetry.severity import mcp_level_severity, stderr_severity
 from helmet_otel.telemetry.spans import SpanDraft, SpanWriter, log_context, new_span, segment_link
 
@@ -153,6 +170,10 @@ class SessionRecorder:
 
     def message(self, frame: Msg) -> None:
         summary = frame.summary
+        clean = scrubbed_summary(self.shared.redactor, summary)
+        if clean is not summary:
+            frame = frame._replace(summary=clean)
+            summary = clean
         kind = summary.kind
         self.messages += 1
         attrs: dict[str, Any] = {
@@ -161,7 +182,7 @@ class SessionRecorder:
             sc.HELMET_MESSAGE_SIZE: frame.size,
         }
         if summary.id is not None:
-            attrs[sc.JSONRPC_REQUEST_ID] = str(summary.id)
+            attrs[sc.JSONRPC_REQUEST_ID] = id_text(self.shared.redactor, summary.id)
         weight = frame.weight
         if weight > 1:
             attrs[sc.HELMET_SAMPLE_WEIGHT] = weight
@@ -203,12 +224,12 @@ class SessionRecorder:
             level = fields.get("level")
             request_id: object = fields.get("requestId")
             if method == "notifications/message" and isinstance(level, str):
-                attrs[sc.HELMET_LOG_LEVEL] = level
+                attrs[sc.HELMET_LOG_LEVEL] = self.shared.redactor.scrub_name(level)
                 severity = mcp_level_severity(level)
             elif method in (_CANCELLED, "notifications/progress") and request_id is not None:
-                attrs[sc.JSONRPC_REQUEST_ID] = str(request_id)
+                attrs[sc.JSONRPC_REQUEST_ID] = id_text(self.shared.redactor, request_id)
                 if method == _CANCELLED and type(request_id) in _JSON_IDS:
-                    reason = str(fields.get("reason", ""))
+                    reason = self.shared.redactor.scrub_text(str(fields.get("reason", "")))
                     self.operations.cancel(cast(JsonId, request_id), reason, frame.ts)
         shared = self.shared
         shared.instruments.count_message(
@@ -220,10 +241,11 @@ class SessionRecorder:
     def info(self, info: Info) -> None:
         """What the relay learned of the session (era, protocol version, client and server,
         the protocol's session id)."""
+        redactor = self.shared.redactor
         self.era = info.era or self.era
-        self.protocol_version = info.protocol_version
-        self.client_info = info.client_info
-        self.server_info = info.server_info
+        self.protocol_version = scrubbed_name(redactor, info.protocol_version)
+        self.client_info = scrubbed_info(redactor, info.client_info)
+        self.server_info = scrubbed_info(redactor, info.server_info)
         if info.mcp_session_id is not None:
             self.mcp_session_id = info.mcp_session_id
             self.root.attributes[sc.MCP_SESSION_ID] = info.mcp_session_id
@@ -234,13 +256,16 @@ class SessionRecorder:
         text = line.decode("utf-8", "replace").rstrip("\r\n")
         if not text.strip():
             return
-        scrubbed = self.shared.redactor.scrub_text(text)
+        # the relay hands over the first STDERR_LINE_MAX bytes of a line: a longer one is cut
+        cut = len(line) >= STDERR_LINE_MAX
+        scrubbed = self.shared.redactor.scrub_text(text, truncated=cut)
         self.emit(sc.EVENT_SERVER_STDERR, ts, None, {}, scrubbed, stderr_severity(text))
 
     def failed(self, failed: Failed) -> None:
         """The server could not be started."""
-        attrs = {sc.ERROR_TYPE: "upstream_start_failed", sc.HELMET_ERROR_MESSAGE: failed.reason}
-        self.emit(sc.EVENT_ERROR, failed.ts, None, attrs, failed.reason, SeverityNumber.ERROR)
+        reason = self.shared.redactor.scrub_text(failed.reason)
+        attrs = {sc.ERROR_TYPE: "upstream_start_failed", sc.HELMET_ERROR_MESSAGE: reason}
+        self.emit(sc.EVENT_ERROR, failed.ts, None, attrs, reason, SeverityNumber.ERROR)
         self.shared.instruments.count_error(1, "upstream_start_failed", "unknown")
 
     def end_unannounced(self, ts: int, reason: str) -> None:
@@ -256,12 +281,13 @@ class SessionRecorder:
         if self.ended:
             return
         self.ended = True
+        redactor = self.shared.redactor
         ts = end.ts
-        reason = end.exit_reason or "session ended"
+        reason = redactor.scrub_text(end.exit_reason or "session ended")
         self.operations.abandon(ts, reason)
         status = end.exit_status
         duration_s = max(ts - self.started_ns, 0) / 1e9
-        version = end.protocol_version or self.protocol_version
+        version = scrubbed_name(redactor, end.protocol_version) or self.protocol_version
         attrs: dict[str, Any] = {
             sc.HELMET_SESSION_DURATION_MS: round(duration_s * 1000, 3),
             sc.HELMET_SESSION_REQUESTS: end.requests,
@@ -274,8 +300,8 @@ class SessionRecorder:
             attrs[sc.HELMET_EXIT_STATUS] = status
         if version:
             attrs[sc.MCP_PROTOCOL_VERSION] = version
-        client = end.client_info or self.client_info or {}
-        server = end.server_info or self.server_info or {}
+        client = scrubbed_info(redactor, end.client_info) or self.client_info or {}
+        server = scrubbed_info(redactor, end.server_info) or self.server_info or {}
         for key, source, field_name in (
             (sc.HELMET_CLIENT_NAME, client, "name"),
             (sc.HELMET_CLIENT_VERSION, client, "version"),
@@ -302,7 +328,8 @@ class SessionRecorder:
             session_metric[sc.ERROR_TYPE] = "server_exit"
         instruments.session_duration.record(duration_s, session_metric)
         instruments.sessions_active.add(-1)
+        counts = {redactor.scrub_name(m): n for m, n in end.method_counts.items()}
         self.emit(
-            sc.EVENT_SESSION_END, ts, None, attrs, {"method_counts": dict(end.method_counts)},
+            sc.EVENT_SESSION_END, ts, None, attrs, {"method_counts": counts},
             SeverityNumber.ERROR if crashed else SeverityNumber.INFO,
         )  # fmt: skip

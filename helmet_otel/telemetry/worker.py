@@ -18,6 +18,7 @@ from typing import IO, TYPE_CHECKING
 
 from helmet_otel import semconv as sc
 from helmet_otel.config import ProxyOptions
+from helmet_otel.redaction import scrub_line
 from helmet_otel.telemetry.frames import Config, Frame, read_batch
 
 if TYPE_CHECKING:
@@ -71,7 +72,9 @@ def main() -> int:
         pipeline = build_pipeline(config, os.environ)
         recorder = Recorder(pipeline, config)
     except Exception as exc:  # a bad OTEL_* setting must not take the proxy down
-        sys.stderr.write(f"helmet-otel: telemetry is off: {type(exc).__name__}: {exc}\n")
+        sys.stderr.write(
+            f"helmet-otel: telemetry is off: {type(exc).__name__}: {scrub_line(str(exc))}\n"
+        )
         sys.stderr.flush()
         return 1
     # Bounded: when the worker falls behind, the pipe fills and the relay drops (and counts).
@@ -125,7 +128,7 @@ class _Errors:
         if self._reported:
             return
         self._reported = True
-        message = " ".join(str(exc).split())  # one line
+        message = scrub_line(" ".join(str(exc).split()))  # one line, scrubbed
         sys.stderr.write(
             f"helmet-otel: telemetry worker error ({WORKER_ERROR}; counted in "
             f"helmet.telemetry.dropped, the rest is recorded): {type(exc).__name__}: {message}\n"
