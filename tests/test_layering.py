@@ -22,7 +22,7 @@ ALLOWED: dict[str, set[str]] = {
     "__init__": set(),
     "core": {"protocol"},
     "transports": {"core", "protocol"},
-    "store": {"semconv", "percentile", "redaction", "protocol", "__init__"},
+    "store": {"semconv", "percentile", "redaction", "__init__"},
     "telemetry": {"core", "protocol", "store"} | LEAVES,
     "examples": set(),
     "cli": {"core", "protocol", "transports", "telemetry", "store"} | LEAVES,
