@@ -89,6 +89,7 @@ class Start(NamedTuple):
     trace_id: int
     root_span_id: int
     upstream: dict[str, object]  # "command" (list[str]), "pid", "cwd", "url" when known
+    resumed: bool = False  # told again to a new worker (the first died): no second start
 
 
 class Msg(NamedTuple):

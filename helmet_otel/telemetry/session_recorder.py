@@ -142,6 +142,8 @@ class SessionRecorder:
         if isinstance(pid, int):
             self.root.attributes[sc.HELMET_SERVER_PID] = pid
         shared.instruments.sessions_active.add(1)
+        if start.resumed:  # a new worker takes over: the start was recorded by the first
+            return
         start_attrs: dict[str, Any] = {
             sc.HELMET_SERVER_NAME: config.service_name,
             sc.HELMET_TRANSPORT: self.transport,
