@@ -158,6 +158,7 @@ class TelemetryFeed:
         self.lost = 0  # records lost with dead workers (and after telemetry went off)
         self._off = False  # no worker: it died and could not be replaced
         self._pidfd = -1
+        self._left_alone = False  # a signal cut `close` short: the worker finishes alone
         self._worker = self._spawn_worker(self._env)
         self._fd = self._worker.stdin.fileno() if self._worker.stdin else -1
         self.batch += pickled(self._config)
@@ -438,23 +439,28 @@ class TelemetryFeed:
         if self._off:
             return
         flush_timeout = self.options.flush_timeout
-        with anyio.move_on_after(flush_timeout):
-            while self._out:
-                await anyio.sleep(0.005)
-        if self._writer_armed and self._loop is not None:
-            self._loop.remove_writer(self._fd)
-            self._writer_armed = False
-        if self._worker.stdin is not None:
-            try:
-                self._worker.stdin.close()
-            except OSError:
-                pass
+        try:
+            with anyio.move_on_after(flush_timeout):
+                while self._out:
+                    await anyio.sleep(0.005)
+        finally:  # (also when a signal cut the wait short: the worker then finishes alone)
+            if self._writer_armed and self._loop is not None:
+                self._loop.remove_writer(self._fd)
+                self._writer_armed = False
+            if self._worker.stdin is not None:
+                with contextlib.suppress(OSError):
+                    self._worker.stdin.close()
+            self._left_alone = True
         with anyio.move_on_after(flush_timeout + 1.0):
             while self._worker.poll() is None:
                 await anyio.sleep(0.01)
+        self._left_alone = False
 
     def kill(self) -> None:
-        """Last resort after `close`: the worker overstayed its flush deadline."""
+        """Last resort after `close`: the worker overstayed its flush deadline. (Not when a
+        signal cut `close` short: the worker has its input and a deadline of its own.)"""
+        if self._left_alone:
+            return
         if self._worker.poll() is None:
             self._worker.kill()
             self._worker.wait()

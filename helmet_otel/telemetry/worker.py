@@ -57,7 +57,10 @@ def _yield_the_cpu(options: ProxyOptions) -> None:
 
 
 def main() -> int:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the proxy decides when we stop
+    # The proxy decides when we stop: a Ctrl-C, or the hangup an orphaned process group gets
+    # when the proxy is gone, must not cut the last flush short.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     stdin = os.fdopen(0, "rb", buffering=1 << 20)
     first = read_batch(stdin)
     config = next((f for f in first or () if isinstance(f, Config)), None)

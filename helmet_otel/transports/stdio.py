@@ -12,7 +12,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import IO
 
 import anyio
@@ -291,11 +291,27 @@ def run_stdio(
         if after is not None:
             result = after()
             if asyncio.iscoroutine(result):
-                with anyio.CancelScope(shield=True):
-                    await result
+                await _unless_signalled(result)
         return status
 
     return anyio.run(main, backend="asyncio", backend_options=event_loop_options())
+
+
+async def _unless_signalled(work: Coroutine[object, object, object]) -> None:
+    """Await ``work`` (the telemetry's final flush) unless a signal says to stop waiting: a
+    client that sends SIGTERM soon after closing our stdin (as the MCP SDK does) gets the
+    server's exit status, not death by the signal, and the telemetry worker finishes alone."""
+    async with anyio.create_task_group() as tg:
+
+        async def watch() -> None:
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as got:
+                async for _ in got:
+                    tg.cancel_scope.cancel()
+                    return
+
+        tg.start_soon(watch)
+        await work
+        tg.cancel_scope.cancel()
 
 
 def event_loop_options() -> dict[str, object]:
