@@ -421,6 +421,32 @@ def main() -> int:
         ("stats (whole store)", ("stats",), 0.0),
         ("sessions", ("sessions",), 0.0),
         ("trace S", ("trace", ids[1][:10]), 0.0),
+        # issue 13: servers, calls, globs, show, notes
+        ("logs --server server-3 (table)", ("logs", "--server", "server-3"), 1.0),
+        (
+            "logs --server 'SERVER-1*' --since 1h --format ndjson",
+            ("logs", "--server", "SERVER-1*", "--since", "1h", "--format", "ndjson"),
+            1.0,
+        ),
+        ("logs -m 'Tools/*' (glob, any case, table)", ("logs", "-m", "Tools/*"), 1.0),
+        ("logs -t nosuchtool (no match, suggestions)", ("logs", "-t", "nosuchtool"), 1.0),
+        ("logs --calls (table, newest 100)", ("logs", "--calls"), 1.0),
+        ("logs --calls --errors (table, newest 100)", ("logs", "--calls", "--errors"), 1.0),
+        (
+            "logs --calls --session S --since 1h --format ndjson",
+            ("logs", "--calls", "--session", sid, "--since", "1h", "--format", "ndjson"),
+            1.0,
+        ),
+        (f"logs --regex {RARE} (a scan, table)", ("logs", "--regex", RARE), 1.0),
+        ("sessions --active", ("sessions", "--active"), 1.0),
+        ("stats --session S", ("stats", "--session", sid), 1.0),
+        (
+            "stats --server server-3 --since 1h",
+            ("stats", "--server", "server-3", "--since", "1h"),
+            1.0,
+        ),
+        ("show ID (a record and its answer)", ("show", str(args.records // 2)), 1.0),
+        ("trace last", ("trace", "last"), 1.0),
     ]
     baseline, _ = timed(path, "logs", "--help")
     rows.append(

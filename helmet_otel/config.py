@@ -8,7 +8,7 @@ sources. ``docs/configuration.md`` lists every option.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Final, Literal
 
 from helmet_otel.redaction import Capture
@@ -62,6 +62,8 @@ class ProxyOptions:
     # Streamable HTTP (`serve`)
     listen: str = "127.0.0.1:8080"
     path: str = "/mcp"
+    upstream: str | None = None
+    """`serve --upstream URL`: reverse-proxy a remote server instead of running a command."""
     auth_token_file: str | None = None
     insecure_no_auth: bool = False
     allowed_host: list[str] = field(default_factory=list[str])
@@ -69,6 +71,11 @@ class ProxyOptions:
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
     session_idle_timeout: float = 1800.0
     auth_failure_limit: int = 10
+    # `connect`
+    header: list[str] = field(default_factory=list[str])
+    """``Name: value`` headers for every upstream request (values are never recorded)."""
+    bearer_token_file: str | None = None
+    request_timeout: float = 300.0
     # tuning
     telemetry_buffer: int = DEFAULT_TELEMETRY_BUFFER
     """Bytes of telemetry the relay keeps for the worker before it sheds new calls."""
@@ -86,6 +93,13 @@ class ProxyOptions:
     @property
     def store_enabled(self) -> bool:
         return not self.no_store
+
+    def recorded(self) -> dict[str, object]:
+        """The options as the ``helmet.configuration`` record shows them: header values, which
+        may be credentials, are left out."""
+        values = asdict(self)
+        values["header"] = [f"{h.partition(':')[0]}: <redacted>" for h in self.header]
+        return values
 
     def telemetry_enabled(self, env: Mapping[str, str]) -> bool:
         return self.store_enabled or bool(otlp_signals(env, self.otlp_endpoint))

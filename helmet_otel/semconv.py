@@ -30,10 +30,12 @@ SERVER_ADDRESS: Final = "server.address"
 SERVER_PORT: Final = "server.port"
 CLIENT_ADDRESS: Final = "client.address"
 CLIENT_PORT: Final = "client.port"
+HTTP_RESPONSE_STATUS_CODE: Final = "http.response.status_code"
 SERVICE_NAME: Final = "service.name"
 
 OPERATION_EXECUTE_TOOL: Final = "execute_tool"
 ERROR_TYPE_TOOL_ERROR: Final = "tool_error"
+ERROR_TYPE_NO_RESPONSE: Final = "no_response"  # the session ended before the call was answered
 
 # --- helmet's own attributes ----------------------------------------------------------------
 HELMET_SESSION_ID: Final = "helmet.session.id"
@@ -45,6 +47,7 @@ HELMET_ERA: Final = "helmet.era"  # legacy | modern | unknown
 HELMET_TRANSPORT: Final = "helmet.transport"  # stdio | streamable-http
 HELMET_SERVER_NAME: Final = "helmet.server.name"
 HELMET_SERVER_COMMAND: Final = "helmet.server.command"
+HELMET_SERVER_URL: Final = "helmet.server.url"  # an HTTP upstream (no credentials, no query)
 HELMET_SERVER_PID: Final = "helmet.server.pid"
 HELMET_SERVER_VERSION: Final = "helmet.server.version"  # serverInfo.version
 HELMET_SERVER_INFO_NAME: Final = "helmet.server.info.name"  # serverInfo.name
@@ -136,3 +139,6 @@ HELMET_PROXY_HOST: Final = "helmet.proxy.host"  # hostname of the proxy process
 # The worker ends a session with this reason when the proxy went away (SIGKILL, crash) without
 # ending it; the store shows such a session as "lost", not "ended".
 LOST_EXIT_REASON: Final = "proxy terminated without closing"
+# A non-zero exit status after one of these is the client stopping its server (closing stdin,
+# then SIGTERM; or a signal to the proxy), a normal end, not a failure.
+NORMAL_END_REASONS: Final = ("client closed", "proxy received")

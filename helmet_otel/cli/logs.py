@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import re
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import IO
+from typing import IO, Final
 
 import orjson
 
+from helmet_otel import semconv as sc
+from helmet_otel.cli.calls import write_calls
 from helmet_otel.cli.common import (
     DEFAULT_FOLLOW_BACKLOG,
     DEFAULT_TABLE_LIMIT,
@@ -20,26 +23,68 @@ from helmet_otel.cli.common import (
     UsageError,
     note,
 )
-from helmet_otel.cli.render import LogWriter, is_tty, output, use_colour
+from helmet_otel.cli.render import LogWriter, colour_wanted, is_tty, output, wants_pager
 from helmet_otel.store import codec
+from helmet_otel.store.names import NAME_COLUMNS, close_names, name_matches
 from helmet_otel.store.query import LogEntry, LogFilter, Reader, fts_query
 from helmet_otel.store.schema import StoreError
+from helmet_otel.store.timefmt import format_rfc3339
 
-__all__ = ["cmd_logs"]
+__all__ = ["BOOKKEEPING_EVENTS", "check_window", "cmd_logs", "highlighter", "no_match"]
+
+
+# Bookkeeping events: in the machine formats always, in the table only with --all or --event.
+BOOKKEEPING_EVENTS: Final = (
+    sc.EVENT_CONFIGURATION,
+    sc.EVENT_INITIALIZATION,
+    sc.EVENT_PERFORMANCE,
+    sc.EVENT_PROXY_CLOSE,
+)
+
+
+def check_window(args: argparse.Namespace) -> None:
+    """``--since`` after ``--until`` selects nothing: say so instead of printing nothing."""
+    since, until = getattr(args, "since", None), getattr(args, "until", None)
+    if since is not None and until is not None and since >= until:
+        raise UsageError(
+            f"--since ({format_rfc3339(since)}) is not before --until ({format_rfc3339(until)})"
+        )
 
 
 def _log_filter(args: argparse.Namespace) -> LogFilter:
+    hide = args.format == "table" and not args.all and not args.event
     return LogFilter(
         session_prefixes=tuple(args.session or ()),
         events=tuple(dict.fromkeys(args.event or ())),
+        exclude_events=BOOKKEEPING_EVENTS if hide else (),
         methods=tuple(dict.fromkeys(args.method or ())),
         tools=tuple(dict.fromkeys(args.tool or ())),
+        servers=tuple(dict.fromkeys(args.server or ())),
         direction=args.direction,
         since_ns=args.since,
         until_ns=args.until,
         grep=args.grep,
+        regex=args.regex,
         errors=args.errors,
     )
+
+
+def highlighter(args: argparse.Namespace) -> Callable[[str], str] | None:
+    """Marks what ``--grep`` or ``--regex`` matched in a table cell (reverse video)."""
+    if args.regex is not None:
+        pattern = re.compile(args.regex)
+    elif args.grep is not None:
+        words = [re.escape(w) for w in re.findall(r"[^\W_]+", args.grep)]
+        if not words:
+            return None
+        pattern = re.compile(r"(?<![^\W_])(?:" + "|".join(words) + ")", re.IGNORECASE)
+    else:
+        return None
+
+    def mark(text: str) -> str:
+        return pattern.sub(lambda m: f"\x1b[7m{m[0]}\x1b[27m" if m[0] else "", text)
+
+    return mark
 
 
 def _log_writer(args: argparse.Namespace, stream: IO[str], *, follow: bool = False) -> LogWriter:
@@ -47,48 +92,95 @@ def _log_writer(args: argparse.Namespace, stream: IO[str], *, follow: bool = Fal
     return LogWriter(
         args.format,
         stream,
-        colour=args.output is None and use_colour(args.color, stream),
+        colour=colour_wanted(args),
         utc=args.utc,
         follow=follow,
+        wide=args.wide,
+        highlight=highlighter(args),
     )
+
+
+def _check(args: argparse.Namespace) -> None:
+    check_window(args)
+    for prefix in args.session or ():
+        if not prefix.strip():
+            raise UsageError("--session needs a session id, a prefix of one, or last / last~N")
+    if args.grep is not None and fts_query(args.grep) is None:
+        raise UsageError(f"--grep {args.grep!r} has no words to search for")
+    if args.regex is not None:
+        try:
+            re.compile(args.regex)
+        except re.error as exc:
+            raise UsageError(f"--regex {args.regex!r} is not a regular expression: {exc}") from None
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
     if args.import_file is not None:
         return _import(args)
+    _check(args)
     if args.follow:
         if args.until is not None:
             raise UsageError("--until cannot be combined with --follow")
         if args.format == "json":
             raise UsageError("--format json cannot be combined with --follow (use ndjson)")
+        if args.calls:
+            raise UsageError("--calls cannot be combined with --follow")
         return _follow(args)
-    if args.grep is not None and fts_query(args.grep) is None:
-        raise UsageError(f"--grep {args.grep!r} has no words to search for")
+    if args.calls and args.event:
+        raise UsageError("--calls lists requests with their answers; it takes no --event")
     flt = _log_filter(args)
     path = Path(args.store)
     with Reader.open(path) as reader:
         for prefix in flt.session_prefixes:
-            if not reader.resolve_sessions(prefix):
+            if not reader.resolve(LogFilter(session_prefixes=(prefix,))).session_ids:
                 raise NotFound(f"no session matching {prefix!r} in {path}")
         limit: int | None = args.limit
         if limit is None and args.format == "table":
             limit = DEFAULT_TABLE_LIMIT
-        entries: Iterable[LogEntry] = (
-            reader.iter_logs(flt) if not limit else reader.logs(flt, limit=limit)
-        )
-        with output(args.output, csv_mode=args.format == "csv") as stream:
-            writer = _log_writer(args, stream)
-            writer.begin()
-            writer.write(entries)
-            writer.end()
-        if (
-            args.limit is None
-            and args.format == "table"
-            and writer.count == DEFAULT_TABLE_LIMIT
-            and is_tty(sys.stdout)
-        ):
-            note(f"showing the newest {DEFAULT_TABLE_LIMIT} records; --limit N (0 = all) for more")
+        page = wants_pager(args)
+        if args.calls:
+            count = write_calls(args, reader, flt, limit)
+        else:
+            entries: Iterable[LogEntry] = (
+                reader.iter_logs(flt) if not limit else reader.logs(flt, limit=limit)
+            )
+            with output(args.output, csv_mode=args.format == "csv", page=page) as stream:
+                writer = _log_writer(args, stream)
+                writer.begin()
+                writer.write(entries)
+                writer.end()
+            count = writer.count
+        if count == 0:
+            no_match(reader, flt)
+        elif args.output is not None and is_tty(sys.stderr):
+            note(f"wrote {count} {'calls' if args.calls else 'records'} to {args.output}")
+    full = args.limit is None and args.format == "table" and count == DEFAULT_TABLE_LIMIT
+    if full and is_tty(sys.stdout):
+        what = "calls" if args.calls else "records"
+        note(f"showing the newest {DEFAULT_TABLE_LIMIT} {what}; --limit N (0 = all) for more")
     return 0
+
+
+def no_match(reader: Reader, flt: LogFilter) -> None:
+    """``no records match``, and for a name filter that names nothing the store knows, the
+    known names that look like it."""
+    hints: list[str] = []
+    for column, patterns in (
+        ("target", flt.tools),
+        ("method", flt.methods),
+        ("service", flt.servers),
+    ):
+        if not patterns:
+            continue
+        known = reader.names(column)  # pyright: ignore[reportArgumentType]
+        label = NAME_COLUMNS[column]  # pyright: ignore[reportArgumentType]
+        for pattern in patterns:
+            if any(name_matches([pattern], k) for k in known):
+                continue
+            close = close_names(pattern, known)
+            hint = f"no {label} matches {pattern!r}"
+            hints.append(hint + (f" (did you mean: {', '.join(close)}?)" if close else ""))
+    note("no records match" + (": " + "; ".join(hints) if hints else ""))
 
 
 def _follow(args: argparse.Namespace) -> int:

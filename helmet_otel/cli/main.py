@@ -19,7 +19,7 @@ from helmet_otel.cli.options import (
 )
 
 PROG = "helmet-otel"
-VIEWER_COMMANDS = ("logs", "sessions", "stats", "trace")
+VIEWER_COMMANDS = ("logs", "sessions", "stats", "trace", "show")
 
 DESCRIPTION = """\
 An OpenTelemetry-native, drop-in proxy for MCP servers.
@@ -31,10 +31,13 @@ record, and MCP metrics are recorded. Telemetry goes to the local store (read it
 commands:
   CMD [ARGS...]        wrap a stdio MCP server (same as `run -- CMD ARGS...`)
   run -- CMD [ARGS...] wrap a stdio MCP server
+  serve -- CMD         serve a stdio MCP server over Streamable HTTP (or --upstream URL)
+  connect URL          a stdio front for a remote Streamable HTTP MCP server
   logs                 show, follow, search and export recorded messages
   sessions             list sessions
   stats                latency, errors and sizes per method and tool
-  trace SESSION        a session's span tree
+  trace SESSION        a session's span tree (SESSION: an id, a prefix, last, last~N)
+  show ID              one record or call in full
 """
 
 EPILOG = """\
@@ -120,8 +123,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return main_serve(args[1:], f"{PROG} serve", _Parser)
     if args and args[0] == "connect":
-        sys.stderr.write(f"{PROG}: connect: the Streamable HTTP client is not available yet\n")
-        return 2
+        from helmet_otel.cli.connect import main_connect
+
+        return main_connect(args[1:], f"{PROG} connect", _Parser)
     if args and args[0] == "run":
         parsed = _run_parser(f"{PROG} run").parse_args(args[1:])
     elif not args or args[0] in ("-h", "--help", "-V", "--version"):

@@ -219,6 +219,27 @@ def _hosts(value: object) -> list[str]:
     return items
 
 
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_HOP_BY_HOP = ("host", "content-length", "transfer-encoding", "connection")
+
+
+def _headers(value: object) -> list[str]:
+    """``Name: value`` request headers: a list (repeated flag, TOML array) or one."""
+    items = cast("list[object]", value) if isinstance(value, list) else [value]
+    headers: list[str] = []
+    for item in items:
+        text = _nonempty(item)
+        name, colon, rest = text.partition(":")
+        if not colon or not _HEADER_NAME.fullmatch(name.strip()):
+            raise _Rejected(name.strip() or text[:20], "needs 'Name: value'")
+        if name.strip().lower() in _HOP_BY_HOP:
+            raise _Rejected(name.strip(), "the client writes this header itself")
+        if any(c in rest for c in "\r\n\0"):
+            raise _Rejected(name.strip(), "no line breaks in a header value")
+        headers.append(f"{name.strip()}: {rest.strip()}")
+    return headers
+
+
 def _one_of(choices: tuple[str, ...]) -> str:
     return f"{', '.join(choices[:-1])} or {choices[-1]}"
 
@@ -237,6 +258,7 @@ def _choice(name: str, literal: object, help: str, *, tuning: bool = False) -> O
 
 
 _SERVE = ("serve",)
+_CONNECT = ("connect",)
 _SWITCH_FORM = _one_of(_TRUE + _FALSE[:-1])  # empty means off too
 _CONFIG_FORM = "a path to a readable TOML file"
 
@@ -275,6 +297,9 @@ OPTIONS: tuple[Option, ...] = (
            "HOST:PORT", commands=_SERVE),
     Option("path", _url_path, "a URL path starting with / such as /mcp",
            "serve: the MCP endpoint's path (default /mcp)", "PATH", commands=_SERVE),
+    Option("upstream", _endpoint, "an http:// or https:// URL such as https://host/mcp",
+           "serve: reverse-proxy this remote Streamable HTTP server instead of running a "
+           "command", "URL", commands=_SERVE),
     Option("auth_token_file", _nonempty, "a path to a file of tokens",
            "serve: accepted bearer tokens, one per line, plain or sha256:<hex>", "FILE",
            commands=_SERVE),
@@ -296,6 +321,16 @@ OPTIONS: tuple[Option, ...] = (
     Option("auth_failure_limit", _whole(0), "a whole number such as 10, or 0 for no limit",
            "serve: failed authentications per address per minute before 429 (default 10)", "N",
            commands=_SERVE),
+    Option("header", _headers, "a request header such as 'X-Api-Key: 123'",
+           "connect: a header to send with every request (repeatable; values are never "
+           "recorded)", "'NAME: VALUE'", repeat=True, commands=_CONNECT),
+    Option("bearer_token_file", _nonempty, "a path to a file holding a token",
+           "connect: send 'Authorization: Bearer' with the token in this file (first line)",
+           "FILE", commands=_CONNECT),
+    Option("request_timeout", _duration(zero=True), "a duration such as 300, 5m, or 0 for none",
+           "connect, serve --upstream: answer a request with a timeout error and cancel it "
+           "upstream when no answer came for this long (default 5m)", "DURATION",
+           commands=("connect", "serve")),
     Option("telemetry_buffer", _size(MIN_TELEMETRY_BUFFER),
            "a size in bytes of at least 64KiB such as 4194304 or 4MiB",
            "telemetry the relay holds for the worker before it sheds calls (default 4MiB)",

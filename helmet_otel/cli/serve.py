@@ -22,19 +22,26 @@ examples:
   helmet-otel serve -- node server.js
   helmet-otel serve --listen 127.0.0.1:9000 --path /mcp -- python server.py
   helmet-otel serve --listen 0.0.0.0:8080 --auth-token-file tokens.txt -- uvx mcp-server-fetch
+  helmet-otel serve --upstream https://mcp.example.com/mcp
 
 Clients connect to http://HOST:PORT/PATH with the Streamable HTTP transport. Each legacy session
 (Mcp-Session-Id) gets its own server process; 2026-07-28 clients share one per client identity.
 Binds 127.0.0.1 by default; Host and Origin are checked (403); a non-loopback --listen needs
 --auth-token-file (or --insecure-no-auth). Stop with SIGINT or SIGTERM: every session ends as on
 stdio (close stdin, grace, SIGTERM, grace, SIGKILL).
+
+With --upstream URL, serve is a reverse proxy in front of a remote Streamable HTTP server: the
+client's headers (Authorization included) pass through, and so do the OAuth discovery paths
+(/.well-known/oauth-protected-resource..., /.well-known/oauth-authorization-server) and
+WWW-Authenticate; SSE answers are relayed event by event; each upstream Mcp-Session-Id is one
+helmet session.
 """
 
 
 def serve_parser(prog: str, parser_class: type[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     parser = parser_class(
         prog=prog,
-        usage=f"{prog} [--listen HOST:PORT] [--path /mcp] [OPTIONS] -- CMD [ARGS...]",
+        usage=f"{prog} [--listen HOST:PORT] [--path /mcp] [OPTIONS] (-- CMD [ARGS...] | --upstream URL)",
         description="Serve a stdio MCP server over Streamable HTTP.",
         epilog=SERVE_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -56,58 +63,100 @@ def main_serve(args: Sequence[str], prog: str, parser_class: type[argparse.Argum
     command: list[str] = list(parsed.command)
     if command and command[0] == "--":
         command = command[1:]
-    if not command:
-        sys.stderr.write(f"helmet-otel: error: no server command given (see {prog} --help)\n")
-        return 2
     env = environ()
     try:
         options = resolve(parsed, env)
     except ConfigError as exc:
         sys.stderr.write(f"helmet-otel: error: {exc}\n")
         return 2
+    if options.upstream is not None:
+        return serve_upstream(command, options, env)
+    if not command:
+        sys.stderr.write(f"helmet-otel: error: no server command given (see {prog} --help)\n")
+        return 2
     return run_serve(command, options, env)
 
 
+def _listen_check(host: str, options: ProxyOptions) -> list[bytes] | str:
+    """The accepted token digests, or why serve must not start."""
+    from helmet_otel.transports.http_guard import TokenFileError, is_loopback, load_tokens
+
+    if options.auth_token_file is not None:
+        try:
+            return load_tokens(options.auth_token_file)
+        except TokenFileError as exc:
+            return f"--auth-token-file: {exc}"
+    if not is_loopback(host) and not options.insecure_no_auth:
+        return (
+            f"--listen {options.listen} is not a loopback address: give "
+            "--auth-token-file FILE (or --insecure-no-auth to serve without authentication)"
+        )
+    return []
+
+
+def serve_upstream(command: list[str], options: ProxyOptions, env: dict[str, str]) -> int:
+    from urllib.parse import urlsplit
+
+    from helmet_otel.cli.connect import recorded_url
+
+    url = options.upstream
+    assert url is not None
+    parts = urlsplit(url)
+    problem = ""
+    if command:
+        problem = "give either --upstream URL or -- CMD, not both"
+    elif parts.scheme not in ("http", "https") or not parts.hostname:
+        problem = f"--upstream: bad value {url!r}: expected an http:// or https:// URL"
+    elif options.auth_token_file is not None:
+        problem = (
+            "--auth-token-file does not go with --upstream: the Authorization header is the "
+            "upstream's (it passes through)"
+        )
+    host, port = split_listen(options.listen)
+    checked = _listen_check(host, options)
+    if not problem and isinstance(checked, str):
+        problem = checked
+    if problem:
+        sys.stderr.write(f"helmet-otel: error: {problem}\n")
+        return 2
+    shown_url = recorded_url(url)
+    name = options.name or env.get("OTEL_SERVICE_NAME") or parts.hostname or "mcp-server"
+    return _run_front(options, env, name, host, port, url=url, shown_url=shown_url)
+
+
 def run_serve(command: list[str], options: ProxyOptions, env: dict[str, str]) -> int:
+    host, port = split_listen(options.listen)
+    tokens = _listen_check(host, options)
+    if isinstance(tokens, str):
+        sys.stderr.write(f"helmet-otel: error: {tokens}\n")
+        return 2
+    name = options.name or env.get("OTEL_SERVICE_NAME") or default_service_name(command)
+    return _run_front(options, env, name, host, port, command=command, tokens=tokens)
+
+
+def _run_front(
+    options: ProxyOptions, env: dict[str, str], name: str, host: str, port: int, *,
+    command: list[str] | None = None, tokens: list[bytes] | None = None, url: str | None = None,
+    shown_url: str = "",
+) -> int:  # fmt: skip
+    """Serve a command (one child per session) or, with ``url``, reverse-proxy that server."""
     import anyio
+    from anyio.abc import TaskGroup
 
     from helmet_otel.cli.interceptors import build_interceptors
     from helmet_otel.core.interceptor import Interceptor, session_interceptors
     from helmet_otel.core.session import Session
     from helmet_otel.transports.child import ServerCommand
-    from helmet_otel.transports.http_front import ServeSettings, serve
-    from helmet_otel.transports.http_guard import Guard, TokenFileError, is_loopback, load_tokens
+    from helmet_otel.transports.http_front import Front, McpFront, ServeSettings, run_front
+    from helmet_otel.transports.http_guard import Guard
+    from helmet_otel.transports.http_reverse import ReverseFront, UpstreamSettings
+    from helmet_otel.transports.mcp_client import upstream_info
     from helmet_otel.transports.stdio import event_loop_options
 
-    host, port = split_listen(options.listen)
-    tokens: list[bytes] = []
-    if options.auth_token_file is not None:
-        try:
-            tokens = load_tokens(options.auth_token_file)
-        except TokenFileError as exc:
-            sys.stderr.write(f"helmet-otel: error: --auth-token-file: {exc}\n")
-            return 2
-    elif not is_loopback(host) and not options.insecure_no_auth:
-        sys.stderr.write(
-            f"helmet-otel: error: --listen {options.listen} is not a loopback address: give "
-            "--auth-token-file FILE (or --insecure-no-auth to serve without authentication)\n"
-        )
-        return 2
-    server = ServerCommand(
-        argv=command,
-        env=child_environment(env, options.pass_otel_env),
-        cwd=options.cwd,
-        grace=options.grace,
-    )
     guard = Guard(
-        host, tokens, options.allowed_host, options.allowed_origin, options.auth_failure_limit
-    )
-    settings = ServeSettings(
-        server, guard, host, port, options.path, options.max_message_size,
-        options.session_idle_timeout,
-        {"command": list(command), "cwd": options.cwd or os.getcwd()},
+        host, tokens or [], options.allowed_host, options.allowed_origin,
+        options.auth_failure_limit,
     )  # fmt: skip
-    name = options.name or env.get("OTEL_SERVICE_NAME") or default_service_name(command)
     built = build_interceptors(options, env, service_name=name, transport="http")
 
     def interceptors_for(session: Session) -> list[Interceptor]:
@@ -133,17 +182,45 @@ def run_serve(command: list[str], options: ProxyOptions, env: dict[str, str]) ->
                 % (str(event["client.address"]).encode(), str(event["reason"]).encode())
             )
 
+        what = shown_url if url is not None else (command or ["?"])[0]
+
         def on_listening(bound_host: str, bound_port: int) -> None:
             shown = f"[{bound_host}]" if ":" in bound_host else bound_host
             stderr(
-                f"helmet-otel: serving {command[0]} on http://{shown}:{bound_port}{options.path}\n".encode()
+                f"helmet-otel: serving {what} on http://{shown}:{bound_port}{options.path}\n".encode()
             )
 
-        try:
-            status = await serve(
-                settings, interceptors_for, on_security=on_security,
-                stderr=stderr, on_listening=on_listening,
+        if url is not None:
+            upstream = UpstreamSettings(
+                url, guard, host, port, options.path, options.max_message_size,
+                options.session_idle_timeout, options.request_timeout,
+                upstream_info(url, shown_url),
             )  # fmt: skip
+
+            def make_front(tg: TaskGroup) -> Front:
+                return ReverseFront(upstream, interceptors_for, stderr, tg)
+
+            wait = 3.0
+        else:
+            assert command is not None
+            server = ServerCommand(
+                argv=command, env=child_environment(env, options.pass_otel_env),
+                cwd=options.cwd, grace=options.grace,
+            )  # fmt: skip
+            settings = ServeSettings(
+                server, guard, host, port, options.path, options.max_message_size,
+                options.session_idle_timeout,
+                {"command": list(command), "cwd": options.cwd or os.getcwd()},
+            )  # fmt: skip
+
+            def make_front(tg: TaskGroup) -> Front:
+                return McpFront(settings, interceptors_for, on_security, stderr, tg)
+
+            wait = options.grace * 2 + 3.0
+        try:
+            status = await run_front(
+                make_front, host, port, options.max_message_size, wait, on_listening
+            )
         finally:
             with anyio.CancelScope(shield=True):
                 await built.close("proxy stopped")

@@ -4,12 +4,30 @@ from __future__ import annotations
 
 import argparse
 import csv
+import sys
+import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Final
+from typing import IO, Final
 
-from helmet_otel.cli.render import Style, output, printable, table, use_colour, write_objects
-from helmet_otel.store.query import Reader, SessionInfo
-from helmet_otel.store.timefmt import format_duration_ms, format_local, format_rfc3339
+from helmet_otel.cli.common import note
+from helmet_otel.cli.layout import Column, terminal_width
+from helmet_otel.cli.render import (
+    Cell,
+    Grid,
+    Style,
+    colour_wanted,
+    is_tty,
+    output,
+    printable,
+    short_times,
+    time_cell,
+    wants_pager,
+    write_objects,
+)
+from helmet_otel.store.calls import pending_calls
+from helmet_otel.store.query import LogEntry, Reader, SessionInfo
+from helmet_otel.store.timefmt import format_duration_ms, format_rfc3339
 
 __all__ = ["cmd_sessions"]
 
@@ -40,6 +58,7 @@ def _session_record(s: SessionInfo) -> dict[str, object]:
         "errors": s.errors,
         "exit_status": s.exit_status,
         "exit_reason": s.exit_reason,
+        "exit": s.exit_summary,
     }
 
 
@@ -59,14 +78,50 @@ _SESSION_CSV: Final = (
 )
 
 
+_COLUMNS: Final = (
+    Column("SESSION", 8, 22),
+    Column("SERVER", 6, 20),
+    Column("CLIENT", 6, 24, drop=2),
+    Column("START", 12, 23),
+    Column("DURATION", 8, 9, right=True, drop=1),
+    Column("REQS", 4, 8, right=True),
+    Column("ERRS", 4, 8, right=True),
+    Column("STATUS", 6, 6),
+    Column("EXIT", 4, 24, flex=True),
+)
+_STATUS_COLOUR: Final = {"active": "green", "failed": "red", "lost": "yellow"}
+DEFAULT_SESSIONS_LIMIT: Final = 20
+
+
 def cmd_sessions(args: argparse.Namespace) -> int:
-    with Reader.open(Path(args.store)) as reader:
-        sessions = reader.sessions(since_ns=args.since)
+    statuses = tuple(args.status or ())
     if args.active:
-        sessions = [s for s in sessions if s.status == "active"]
-    with output(args.output, csv_mode=args.format == "csv") as stream:
+        statuses = ("active",)
+    limit: int | None = args.limit
+    if limit is None and args.format == "table" and is_tty(sys.stdout):
+        limit = DEFAULT_SESSIONS_LIMIT
+    with Reader.open(Path(args.store)) as reader:
+        sessions = reader.sessions(
+            since_ns=args.since,
+            servers=tuple(args.server or ()),
+            statuses=statuses,
+            newest_first=True,
+            limit=limit or None,
+        )
+        pending = (
+            {s.session_id: pending_calls(reader, s.session_id) for s in sessions}
+            if args.active
+            else {}
+        )
+    with output(args.output, csv_mode=args.format == "csv", page=wants_pager(args)) as stream:
         if args.format in ("json", "ndjson"):
-            write_objects(stream, args.format, [_session_record(s) for s in sessions])
+            objects = [_session_record(s) for s in sessions]
+            if args.active:
+                for obj in objects:
+                    obj["pending"] = [
+                        _pending_object(p) for p in pending.get(str(obj["session_id"]), [])
+                    ]
+            write_objects(stream, args.format, objects)
         elif args.format == "csv":
             out = csv.writer(stream, lineterminator="\n")
             out.writerow(_SESSION_CSV)
@@ -74,33 +129,59 @@ def cmd_sessions(args: argparse.Namespace) -> int:
                 rec = _session_record(s)
                 out.writerow(["" if rec[k] is None else str(rec[k]) for k in _SESSION_CSV])
         else:
-            style = Style(args.output is None and use_colour(args.color, stream))
-            rows = [
-                [
-                    s.session_id,
-                    printable(s.server or ""),
-                    printable(s.client or ""),
-                    format_local(s.started_ts, utc=args.utc),
-                    format_duration_ms(s.duration_ms),
-                    str(s.requests or 0),
-                    str(s.errors or 0),
-                    s.status,
-                ]
-                for s in sessions
-            ]
-            headers = (
-                "SESSION",
-                "SERVER",
-                "CLIENT",
-                "START",
-                "DURATION",
-                "REQUESTS",
-                "ERRORS",
-                "STATUS",
-            )
-            lines = table(headers, rows, right={4, 5, 6})
-            stream.write(style(lines[0], "bold") + "\n")
-            for line, s in zip(lines[1:], sessions, strict=True):
-                colour = {"active": "green", "failed": "red", "lost": "yellow"}.get(s.status)
-                stream.write((style(line, colour) if colour else line) + "\n")
+            _table(stream, args, sessions, pending)
+    if limit and len(sessions) == limit and args.limit is None and is_tty(sys.stdout):
+        note(f"showing the newest {limit} sessions; --limit N (0 = all) for more")
+    if not sessions:
+        note("no sessions match")
     return 0
+
+
+def _pending_object(p: LogEntry) -> dict[str, object]:
+    return {
+        "request_id": p.request_id,
+        "method": p.method,
+        "target": p.target,
+        "start": format_rfc3339(p.ts),
+        "start_unix_nano": p.ts,
+        "age_ms": round((time.time_ns() - p.ts) / 1e6, 3),
+    }
+
+
+def _table(
+    stream: IO[str],
+    args: argparse.Namespace,
+    sessions: Sequence[SessionInfo],
+    pending: dict[str, list[LogEntry]],
+) -> None:
+    width = None if args.wide else terminal_width()
+    style = Style(colour_wanted(args))
+    grid = Grid(_COLUMNS, style, width)
+    short = short_times(width)
+    rows: list[list[Cell]] = [
+        [
+            (s.session_id, ()),
+            (printable(s.server or ""), ()),
+            (printable(s.client or ""), ()),
+            (time_cell(s.started_ts, utc=args.utc, short=short), ()),
+            (format_duration_ms(s.duration_ms), ()),
+            (str(s.requests or 0), ()),
+            (str(s.errors or 0), ()),
+            (s.status, ()),
+            (printable(s.exit_summary), ()),
+        ]
+        for s in sessions
+    ]
+    grid.fit(rows)
+    stream.write(grid.header() + "\n")
+    now = time.time_ns()
+    for s, row in zip(sessions, rows, strict=True):
+        colour = _STATUS_COLOUR.get(s.status)
+        stream.write(grid.line(row, whole=(colour,) if colour else ()) + "\n")
+        for p in pending.get(s.session_id, []):
+            what = " ".join(x for x in (p.method, p.target) if x)
+            age = format_duration_ms((now - p.ts) / 1e6)
+            text = f"    pending  id {printable(p.request_id or '')}  {printable(what)}  {age}"
+            if width is not None and len(text) > width:
+                text = text[: width - 1] + "…"
+            stream.write(style(text, "yellow") + "\n")

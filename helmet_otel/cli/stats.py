@@ -9,7 +9,20 @@ from typing import IO
 
 import orjson
 
-from helmet_otel.cli.render import Style, human_bytes, output, table, use_colour, write_objects
+from helmet_otel.cli.common import NotFound, UsageError
+from helmet_otel.cli.layout import Column, terminal_width
+from helmet_otel.cli.logs import check_window
+from helmet_otel.cli.render import (
+    Cell,
+    Grid,
+    Style,
+    colour_wanted,
+    human_bytes,
+    output,
+    printable,
+    wants_pager,
+    write_objects,
+)
 from helmet_otel.store.query import Reader
 from helmet_otel.store.stats import Stats
 from helmet_otel.store.timefmt import format_duration_ms, format_rfc3339
@@ -36,10 +49,27 @@ def _stat_objects(stats: Stats) -> list[dict[str, object]]:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
+    check_window(args)
     with Reader.open(Path(args.store)) as reader:
-        stats = reader.stats(by=args.by, since_ns=args.since, until_ns=args.until)
+        session_ids: list[str] | None = None
+        if args.session:
+            session_ids = []
+            for ref in args.session:
+                if not ref.strip():
+                    raise UsageError("--session needs a session id, a prefix of one, or last")
+                found = reader.resolve_session_ref(ref, servers=tuple(args.server or ()))
+                if not found:
+                    raise NotFound(f"no session matching {ref!r} in {args.store}")
+                session_ids.extend(found)
+        stats = reader.stats(
+            by=args.by,
+            since_ns=args.since,
+            until_ns=args.until,
+            session_ids=session_ids,
+            servers=tuple(args.server or ()),
+        )
     objects = _stat_objects(stats)
-    with output(args.output, csv_mode=args.format == "csv") as stream:
+    with output(args.output, csv_mode=args.format == "csv", page=wants_pager(args)) as stream:
         if args.format == "json":
             doc = {
                 "by": stats.by,
@@ -53,6 +83,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
                         "error": e.error,
                         "count": e.count,
                         "last": format_rfc3339(e.last_ts),
+                        "sample": e.sample,
                     }
                     for e in stats.errors
                 ],
@@ -67,9 +98,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
             for obj in objects:
                 out.writerow(["" if obj[k] is None else str(obj[k]) for k in fields])
         else:
-            _stats_table(
-                stream, stats, Style(args.output is None and use_colour(args.color, stream))
-            )
+            _stats_table(stream, stats, Style(colour_wanted(args)), args.wide)
     return 0
 
 
@@ -78,46 +107,67 @@ def _stat_fields(by: str) -> list[str]:
     return [*head, "calls", "errors", "error_rate", "p50_ms", "p95_ms", "p99_ms", "max_ms", "bytes"]
 
 
-def _stats_table(stream: IO[str], stats: Stats, style: Style) -> None:
+def _stats_table(stream: IO[str], stats: Stats, style: Style, wide: bool) -> None:
     tool = stats.by == "tool"
-    headers = [
-        "METHOD",
-        *(["TOOL"] if tool else []),
-        "CALLS",
-        "ERRORS",
-        "ERR%",
-        "P50",
-        "P95",
-        "P99",
-        "BYTES",
+    width = None if wide else terminal_width()
+    columns = [
+        Column("METHOD", 8, 40),
+        *([Column("TOOL", 6, 40)] if tool else []),
+        *(
+            Column(name, len(name), 12, right=True, drop=rank)
+            for name, rank in (
+                ("CALLS", 0),
+                ("ERRORS", 0),
+                ("ERR%", 0),
+                ("P50", 3),
+                ("P95", 0),
+                ("P99", 4),
+                ("MAX", 1),
+                ("BYTES", 2),
+            )
+        ),
     ]
-    rows = [
+    rows: list[list[Cell]] = [
         [
-            r.method,
-            *([r.target or ""] if tool else []),
-            str(r.calls),
-            str(r.errors),
-            f"{100 * r.error_rate:.1f}%",
-            format_duration_ms(r.p50_ms),
-            format_duration_ms(r.p95_ms),
-            format_duration_ms(r.p99_ms),
-            human_bytes(r.bytes),
+            (printable(r.method), ()),
+            *([(printable(r.target or ""), ())] if tool else []),
+            (str(r.calls), ()),
+            (str(r.errors), ()),
+            (f"{100 * r.error_rate:.1f}%", ()),
+            (format_duration_ms(r.p50_ms), ()),
+            (format_duration_ms(r.p95_ms), ()),
+            (format_duration_ms(r.p99_ms), ()),
+            (format_duration_ms(r.max_ms), ()),
+            (human_bytes(r.bytes), ()),
         ]
         for r in stats.rows
     ]
-    first = 2 if tool else 1
-    lines = table(headers, rows, right=set(range(first, len(headers))))
-    stream.write(style(lines[0], "bold") + "\n")
-    for line, r in zip(lines[1:], stats.rows, strict=True):
-        stream.write((style(line, "red") if r.errors else line) + "\n")
+    grid = Grid(columns, style, width)
+    grid.fit(rows)
+    stream.write(grid.header() + "\n")
+    for row, r in zip(rows, stats.rows, strict=True):
+        stream.write(grid.line(row, whole=("red",) if r.errors else ()) + "\n")
     if stats.errors:
-        headers_e = ["COUNT", "METHOD", *(["TOOL"] if tool else []), "ERROR"]
-        rows_e = [
-            [str(e.count), e.method, *([e.target or ""] if tool else []), e.error]
+        columns_e = [
+            Column("COUNT", 5, 8, right=True),
+            Column("METHOD", 8, 30),
+            *([Column("TOOL", 6, 30)] if tool else []),
+            Column("ERROR", 5, 20),
+            Column("SAMPLE MESSAGE", 10, flex=True),
+        ]
+        rows_e: list[list[Cell]] = [
+            [
+                (str(e.count), ()),
+                (printable(e.method), ()),
+                *([(printable(e.target or ""), ())] if tool else []),
+                (printable(e.error), ()),
+                (printable(e.sample), ()),
+            ]
             for e in stats.errors
         ]
         stream.write("\n" + style("MOST FREQUENT ERRORS", "bold") + "\n")
-        lines_e = table(headers_e, rows_e, right={0})
-        stream.write(style(lines_e[0], "bold") + "\n")
-        for line in lines_e[1:]:
-            stream.write(line + "\n")
+        grid_e = Grid(columns_e, style, width)
+        grid_e.fit(rows_e)
+        stream.write(grid_e.header() + "\n")
+        for row in rows_e:
+            stream.write(grid_e.line(row) + "\n")

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
 import orjson
 
-from helmet_otel.cli.common import NotFound
-from helmet_otel.cli.render import Style, output, printable, use_colour
-from helmet_otel.store.query import Reader, SpanNode, TraceTree
+from helmet_otel.cli.common import NotFound, UsageError
+from helmet_otel.cli.render import Style, colour_wanted, output, printable, wants_pager
+from helmet_otel.store.calls import pending_calls
+from helmet_otel.store.query import LogEntry, Reader, SpanNode, TraceTree
 from helmet_otel.store.timefmt import format_duration_ms, format_rfc3339
 
-__all__ = ["cmd_trace"]
+__all__ = ["cmd_trace", "resolve_one_session"]
 
 
 def _span_object(node: SpanNode) -> dict[str, object]:
@@ -56,24 +58,46 @@ def _glyphs(stream: IO[str]) -> tuple[str, str, str, str]:
     return ("├─ ", "└─ ", "│  ", "   ")
 
 
+def resolve_one_session(reader: Reader, ref: str, servers: Sequence[str], store: str) -> str:
+    """``last``, ``last~N`` or a unique id prefix -> the session id (NotFound otherwise)."""
+    if not ref.strip():
+        raise UsageError("SESSION must be a session id, a prefix of one, or last / last~N")
+    matches = reader.resolve_session_ref(ref, servers=servers)
+    if servers and matches:
+        allowed = {s.session_id for s in reader.sessions(servers=servers, session_ids=matches)}
+        matches = [m for m in matches if m in allowed]
+    if not matches:
+        raise NotFound(f"no session matching {ref!r} in {store}")
+    if len(matches) > 1:
+        shown = ", ".join(matches[:5]) + (", ..." if len(matches) > 5 else "")
+        raise NotFound(
+            f"session prefix {ref!r} is ambiguous: {len(matches)} sessions match ({shown})"
+        )
+    return matches[0]
+
+
 def cmd_trace(args: argparse.Namespace) -> int:
-    prefix: str = args.session_id
+    servers = tuple(args.server or ())
     with Reader.open(Path(args.store)) as reader:
-        matches = reader.resolve_sessions(prefix, include_spans=True)
-        if not matches:
-            raise NotFound(f"no session matching {prefix!r} in {args.store}")
-        if len(matches) > 1:
-            shown = ", ".join(matches[:5]) + (", ..." if len(matches) > 5 else "")
-            raise NotFound(
-                f"session prefix {prefix!r} is ambiguous: {len(matches)} sessions match ({shown})"
-            )
-        session_id = matches[0]
+        session_id = resolve_one_session(reader, args.session_id, servers, args.store)
         traces = reader.traces(session_id)
-    if not traces:
+        info = reader.sessions(session_ids=[session_id])
+        live = bool(info) and info[0].status == "active"
+        pending = pending_calls(reader, session_id) if live else []
+        has_records = bool(
+            reader.run("SELECT 1 FROM logs WHERE session_id = ? LIMIT 1", (session_id,))
+        )
+    if not traces and not pending:
+        if has_records and info and info[0].proxy_pid is None and info[0].start_ts is None:
+            raise NotFound(
+                f"session {session_id} was imported from a log export: its records are in the "
+                f"store (helmet-otel logs -s {session_id}), its spans are not (exports hold no spans)"
+            )
         raise NotFound(
             f"session {session_id} has no spans in the store yet (spans are stored when they end)"
         )
-    with output(args.output) as stream:
+    now = time.time_ns()
+    with output(args.output, page=wants_pager(args)) as stream:
         if args.format == "json":
             doc = {
                 "session_id": session_id,
@@ -85,16 +109,37 @@ def cmd_trace(args: argparse.Namespace) -> int:
                     }
                     for t in traces
                 ],
+                "pending": [_open_span_object(p, now) for p in pending],
             }
             stream.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode("utf-8") + "\n")
         else:
-            _trace_table(
-                stream,
-                session_id,
-                traces,
-                Style(args.output is None and use_colour(args.color, stream)),
-            )
+            style = Style(colour_wanted(args))
+            _trace_table(stream, session_id, traces, style)
+            if pending:
+                stream.write("\n" + style("open spans (calls in flight)", "bold") + "\n")
+                for p in pending:
+                    name = " ".join(x for x in (p.method, p.target) if x)
+                    age = format_duration_ms((now - p.ts) / 1e6)
+                    line = (
+                        f"{printable(name)}  SERVER  open {age}  id {printable(p.request_id or '')}"
+                    )
+                    stream.write(style(line, "yellow") + "\n")
     return 0
+
+
+def _open_span_object(p: LogEntry, now: int) -> dict[str, object]:
+    return {
+        "name": " ".join(x for x in (p.method, p.target) if x),
+        "kind": "SERVER",
+        "trace_id": p.trace_id,
+        "span_id": p.span_id,
+        "start": format_rfc3339(p.ts),
+        "start_unix_nano": p.ts,
+        "end_unix_nano": None,
+        "age_ms": round((now - p.ts) / 1e6, 3),
+        "status": "OPEN",
+        "request_id": p.request_id,
+    }
 
 
 def _trace_table(

@@ -21,6 +21,7 @@ from helmet_otel import semconv as sc
 from helmet_otel.cli.common import NotFound, UsageError
 from helmet_otel.cli.logs import cmd_logs
 from helmet_otel.cli.sessions import cmd_sessions
+from helmet_otel.cli.show import cmd_show
 from helmet_otel.cli.stats import cmd_stats
 from helmet_otel.cli.trace import cmd_trace
 from helmet_otel.store.paths import default_store_path
@@ -79,6 +80,21 @@ def _direction(text: str) -> str:
             f"invalid direction {text!r} (choose from: client->server, server->client, c2s, s2c)"
         )
     return value
+
+
+_STATUSES: Final = ("active", "ended", "failed", "lost")
+
+
+def _statuses(text: str) -> list[str]:
+    found: list[str] = []
+    for part in text.split(","):
+        name = part.strip().lower()
+        if name not in _STATUSES:
+            raise argparse.ArgumentTypeError(
+                f"unknown status {part.strip()!r} (choose from: {', '.join(_STATUSES)})"
+            )
+        found.append(name)
+    return found
 
 
 def _count(text: str) -> int:
@@ -144,6 +160,26 @@ def _common(p: argparse.ArgumentParser, formats: Sequence[str]) -> None:
         default="auto",
         help="colour in tables: auto = only on a terminal, and not with NO_COLOR set",
     )
+    p.add_argument(
+        "--wide",
+        action="store_true",
+        help="tables show every column in full (default: fit the terminal's width)",
+    )
+    p.add_argument(
+        "--no-pager",
+        action="store_true",
+        help="never page a table (default: through $PAGER, else less, on a terminal)",
+    )
+    p.add_argument("--utc", action="store_true", help="times in UTC instead of local time")
+
+
+def _server(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--server",
+        action="append",
+        metavar="GLOB",
+        help="only this server (service name; a glob such as 'git*', any case; repeatable)",
+    )
 
 
 _FORMATTER: Final = argparse.RawDescriptionHelpFormatter
@@ -196,11 +232,18 @@ examples:
 """
 
 
+_SHOW_EPILOG: Final = """\
+examples:
+  helmet-otel show 1234                    the record with ID 1234 (logs table)
+  helmet-otel show 2000000000000001        the call whose span id this is (exports, trace)
+  helmet-otel show 1234 --format json
+"""
+
 _P = TypeVar("_P", bound=argparse.ArgumentParser)
 
 
 def register(subparsers: argparse._SubParsersAction[_P]) -> None:  # pyright: ignore[reportPrivateUsage]
-    """Add ``logs``, ``sessions``, ``stats`` and ``trace`` to the main parser."""
+    """Add ``logs``, ``sessions``, ``stats``, ``trace`` and ``show`` to the main parser."""
     logs = subparsers.add_parser(
         "logs",
         help="show, search, follow and export the log records in the local store",
@@ -217,7 +260,7 @@ def register(subparsers: argparse._SubParsersAction[_P]) -> None:  # pyright: ig
         "--session",
         action="append",
         metavar="PREFIX",
-        help="session id or prefix (repeatable)",
+        help="session id or prefix, or last / last~N (repeatable)",
     )
     logs.add_argument(
         "-e",
@@ -233,23 +276,45 @@ def register(subparsers: argparse._SubParsersAction[_P]) -> None:  # pyright: ig
         action="extend",
         type=_methods,
         metavar="METHOD",
-        help="MCP method, e.g. tools/call",
+        help="MCP method or glob, any case, e.g. tools/call, 'tools/*'",
     )
     logs.add_argument(
-        "-t", "--tool", action="append", metavar="NAME", help="tool, prompt or resource name"
+        "-t",
+        "--tool",
+        action="append",
+        metavar="NAME",
+        help="tool, prompt or resource name or glob, any case, e.g. 'get-*'",
     )
+    _server(logs)
     logs.add_argument(
         "-d", "--direction", type=_direction, help="client->server (c2s) or server->client (s2c)"
     )
     logs.add_argument("--since", type=_when, metavar="WHEN", help="records at or after WHEN")
     logs.add_argument("--until", type=_when, metavar="WHEN", help="records before WHEN")
     logs.add_argument("-g", "--grep", metavar="TEXT", help="full-text search over bodies")
-    logs.add_argument("--errors", action="store_true", help="only errors")
     logs.add_argument(
-        "-n", "--limit", type=_count, metavar="N", help="the newest N records (0 = no limit)"
+        "--regex",
+        metavar="PATTERN",
+        help="a Python regular expression searched in the bodies' JSON text (a scan: slower)",
     )
     logs.add_argument(
-        "--utc", action="store_true", help="times in UTC instead of local time (table)"
+        "--errors",
+        action="store_true",
+        help="only errors (with --calls: failed calls and the arguments that caused them)",
+    )
+    logs.add_argument(
+        "--calls",
+        action="store_true",
+        help="one row per call: request and answer joined, in-flight calls as pending",
+    )
+    logs.add_argument(
+        "--all",
+        action="store_true",
+        help="the table also shows bookkeeping events (configuration, initialization, "
+        "performance, proxy_close)",
+    )
+    logs.add_argument(
+        "-n", "--limit", type=_count, metavar="N", help="the newest N records (0 = no limit)"
     )
     logs.add_argument(
         "--import",
@@ -262,17 +327,33 @@ def register(subparsers: argparse._SubParsersAction[_P]) -> None:  # pyright: ig
     sessions = subparsers.add_parser(
         "sessions",
         help="one row per session: server, client, start, duration, requests, errors, status",
-        description="One row per session in the local store, oldest first.",
+        description="One row per session in the local store, newest first.",
         epilog=_SESSIONS_EPILOG,
         formatter_class=_FORMATTER,
     )
     _common(sessions, ("table", "json", "ndjson", "csv"))
-    sessions.add_argument("--active", action="store_true", help="only the sessions still running")
     sessions.add_argument(
-        "--since", type=_when, metavar="WHEN", help="sessions active at or after WHEN"
+        "--active",
+        action="store_true",
+        help="only the sessions still running, each with its pending calls and their age",
     )
     sessions.add_argument(
-        "--utc", action="store_true", help="times in UTC instead of local time (table)"
+        "--status",
+        action="extend",
+        type=_statuses,
+        metavar="STATUS",
+        help="only these statuses: active, ended, failed, lost (comma-separated or repeated)",
+    )
+    sessions.add_argument(
+        "-n",
+        "--limit",
+        type=_count,
+        metavar="N",
+        help="the newest N sessions (default on a terminal: 20; 0 = all)",
+    )
+    _server(sessions)
+    sessions.add_argument(
+        "--since", type=_when, metavar="WHEN", help="sessions active at or after WHEN"
     )
     sessions.set_defaults(handler=_guard("sessions", cmd_sessions))
 
@@ -292,6 +373,14 @@ def register(subparsers: argparse._SubParsersAction[_P]) -> None:  # pyright: ig
         default="method",
         help="group by method (default) or by tool",
     )
+    stats.add_argument(
+        "-s",
+        "--session",
+        action="append",
+        metavar="SESSION",
+        help="only this session: an id, a prefix of one, or last / last~N (repeatable)",
+    )
+    _server(stats)
     stats.set_defaults(handler=_guard("stats", cmd_stats))
 
     trace = subparsers.add_parser(
@@ -301,6 +390,23 @@ def register(subparsers: argparse._SubParsersAction[_P]) -> None:  # pyright: ig
         epilog=_TRACE_EPILOG,
         formatter_class=_FORMATTER,
     )
-    trace.add_argument("session_id", metavar="SESSION", help="session id or unique prefix")
+    trace.add_argument(
+        "session_id", metavar="SESSION", help="session id, unique prefix, or last / last~N"
+    )
     _common(trace, ("table", "json"))
+    _server(trace)
     trace.set_defaults(handler=_guard("trace", cmd_trace))
+
+    show = subparsers.add_parser(
+        "show",
+        help="one record or call in full: body, attributes, span and trace ids, its answer",
+        description="Print one record or call in full: the redacted body pretty-printed, the "
+        "attributes, the span and trace ids, and the related request or response.",
+        epilog=_SHOW_EPILOG,
+        formatter_class=_FORMATTER,
+    )
+    show.add_argument(
+        "id", metavar="ID", help="a record id (ID column of logs) or a span id (16 hex digits)"
+    )
+    _common(show, ("table", "json"))
+    show.set_defaults(handler=_guard("show", cmd_show))

@@ -21,6 +21,10 @@ class Direction(enum.Enum):
 C2S: Final = Direction.C2S
 S2C: Final = Direction.S2C
 
+# `Envelope.annotations` key a transport sets: the ``traceparent`` header of the HTTP request
+# that carried a client message (telemetry links the request's span to it)
+HTTP_TRACEPARENT: Final = "http.traceparent"
+
 
 @dataclass(slots=True, init=False)
 class Envelope:

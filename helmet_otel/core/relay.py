@@ -15,11 +15,23 @@ from dataclasses import dataclass
 from helmet_otel.core.envelope import C2S, S2C, Direction, Envelope
 from helmet_otel.core.interceptor import Interceptor
 from helmet_otel.core.session import Session
-from helmet_otel.protocol.message import REQUEST, error_response, inspect
+from helmet_otel.protocol.message import (
+    REQUEST,
+    JsonId,
+    cancelled_notification,
+    error_response,
+    id_key,
+    inspect,
+)
 
 # JSON-RPC code used for errors the proxy synthesises when the upstream is gone. It is the
 # MCP Python SDK's CONNECTION_CLOSED code, in the legacy implementation-defined range.
 UPSTREAM_GONE_CODE = -32000
+# The key, in ``error.data`` of an error the proxy writes because an HTTP upstream failed the
+# request, of that HTTP status (telemetry makes it the error's ``error.type``)
+HTTP_STATUS_KEY = "http.response.status_code"
+# The MCP TypeScript SDK's RequestTimeout: a request the proxy gave up waiting for
+REQUEST_TIMEOUT_CODE = -32001
 
 
 @dataclass(slots=True, init=False)
@@ -88,3 +100,20 @@ class Relay:
             routed.forward.append(line)
             routed.envelopes.append(Envelope(S2C, line, inspect(line), now, proxy=True))
         return routed
+
+    def answer(self, request_id: JsonId, code: int, message: str, data: object = None) -> Routed:
+        """Answer the client's request ``request_id`` with an error the proxy writes (the
+        upstream failed it, or it took too long): ``forward`` holds the answer for the client.
+        Nothing when the request is not pending (answered meanwhile)."""
+        routed = Routed()
+        if (True, id_key(request_id)) not in self.session.pending:
+            return routed
+        line = error_response(request_id, code, message, data)
+        routed.forward.append(line)
+        routed.envelopes.append(Envelope(S2C, line, inspect(line), time.time_ns(), proxy=True))
+        return routed
+
+    def cancel(self, request_id: JsonId, reason: str) -> Routed:
+        """``notifications/cancelled`` for the client's request, from the proxy: ``forward``
+        holds it for the server (a client that went away, a request that timed out)."""
+        return self.route(C2S, [cancelled_notification(request_id, reason)])

@@ -209,3 +209,13 @@ def error_response(msg_id: JsonId | None, code: int, message: str, data: object 
         return orjson.dumps(response) + b"\n"
     except TypeError:  # an id beyond 64 bits: the stdlib writes any integer exactly
         return json.dumps(response, separators=(",", ":")).encode() + b"\n"
+
+
+def cancelled_notification(request_id: JsonId, reason: str) -> bytes:
+    """A ``notifications/cancelled`` for ``request_id`` (one line, with its ``\\n``)."""
+    note = {"jsonrpc": "2.0", "method": "notifications/cancelled",
+            "params": {"requestId": request_id, "reason": reason}}  # fmt: skip
+    try:
+        return orjson.dumps(note) + b"\n"
+    except TypeError:  # an id beyond 64 bits
+        return json.dumps(note, separators=(",", ":")).encode() + b"\n"

@@ -25,6 +25,7 @@ __all__ = [
     "SpanRow",
     "decode",
     "dumps",
+    "error_message",
     "full_attributes",
     "log_row",
 ]
@@ -79,6 +80,25 @@ def decode(text: str | None) -> object:
         return orjson.loads(text)
     except orjson.JSONDecodeError:
         return text
+
+
+def error_message(attrs: Mapping[str, object], body: object, error_type: str | None) -> str:
+    """What a failed answer says: ``helmet.error.message``, the JSON-RPC error's message, the
+    text of a tool error, else its error type."""
+    message = attrs.get(sc.HELMET_ERROR_MESSAGE)
+    if isinstance(message, str) and message:
+        return message
+    if isinstance(body, dict):
+        fields: dict[str, object] = body  # pyright: ignore[reportUnknownVariableType]
+        text = fields.get("message")
+        if isinstance(text, str) and text:
+            return text
+        content = fields.get("content")
+        if isinstance(content, list):
+            for part in content:  # pyright: ignore[reportUnknownVariableType]
+                if isinstance(part, dict) and isinstance(part.get("text"), str):  # pyright: ignore[reportUnknownMemberType]
+                    return str(part["text"])  # pyright: ignore[reportUnknownArgumentType]
+    return error_type or "error"
 
 
 def _no_attrs() -> dict[str, object]:  # a plain function: calling dict[str, object] is slow

@@ -7,8 +7,10 @@ needs write access once). Every method returns plain dataclasses; rendering is t
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import re
+import signal
 import socket
 import sqlite3
 import time
@@ -19,11 +21,13 @@ from typing import Final, Literal
 
 from helmet_otel import semconv as sc
 from helmet_otel.store.model import decode, full_attributes
+from helmet_otel.store.names import NameColumn, known_names, match_names, name_matches
 from helmet_otel.store.procfs import pid_alive
 from helmet_otel.store.schema import StoreError, connect_reader
 from helmet_otel.store.stats import Stats, compute_stats
 
 __all__ = [
+    "LOG_COLUMNS",
     "LOST_EXIT_REASON",
     "LogEntry",
     "LogFilter",
@@ -35,7 +39,7 @@ __all__ = [
     "fts_query",
 ]
 
-_LOG_COLUMNS: Final = (
+LOG_COLUMNS: Final = (
     "id, ts, session_id, event, severity_number, severity_text, direction, kind, method, "
     "target, request_id, latency_ms, size, is_error, error_type, service, trace_id, span_id, "
     "body, attrs"
@@ -105,6 +109,17 @@ class LogEntry:
         return self.extra_attributes.get(sc.RPC_RESPONSE_STATUS_CODE)
 
 
+_SESSION_REF: Final = re.compile(r"last(?:~(\d+))?")
+
+
+def session_ref_offset(ref: str) -> int | None:
+    """``last`` -> 0, ``last~N`` -> N, anything else (an id prefix) -> None."""
+    match = _SESSION_REF.fullmatch(ref)
+    if match is None:
+        return None
+    return int(match[1] or 0)
+
+
 def fts_query(text: str) -> str | None:
     """``--grep`` text -> an FTS5 phrase query: the words in order, the last one as a prefix.
 
@@ -119,40 +134,55 @@ def fts_query(text: str) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class LogFilter:
-    """What ``helmet-otel logs`` selects. Empty tuples and None mean "any"."""
+    """What ``helmet-otel logs`` selects. Empty tuples and None mean "any".
+
+    ``methods``, ``tools`` and ``servers`` are globs matched case-insensitively (see
+    ``store.names``); ``session_prefixes`` are id prefixes or ``last``/``last~N``.
+    """
 
     session_prefixes: tuple[str, ...] = ()
     events: tuple[str, ...] = ()
+    exclude_events: tuple[str, ...] = ()
     methods: tuple[str, ...] = ()
     tools: tuple[str, ...] = ()
+    servers: tuple[str, ...] = ()
     direction: str | None = None
     since_ns: int | None = None
     until_ns: int | None = None
     grep: str | None = None
+    regex: str | None = None
     errors: bool = False
 
-    def where(self, session_ids: Sequence[str] | None) -> tuple[str, list[object]]:
-        """SQL conditions. ``session_ids``: the prefixes resolved to ids (None: use ranges)."""
+    def where(self, resolved: Resolved | None = None) -> tuple[str, list[object]]:
+        """SQL conditions over ``logs``. ``resolved``: the names and sessions the patterns
+        stand for (``Reader.resolve``); without it, prefixes become ranges and names exact."""
+        r = resolved if resolved is not None else Resolved.literal(self)
         conds: list[str] = []
         args: list[object] = []
-        if session_ids is not None:
-            if len(session_ids) == 1:
+        if r.session_ids is not None:
+            if len(r.session_ids) == 1:
                 conds.append("session_id = ?")
             else:
-                conds.append(f"session_id IN ({', '.join('?' for _ in session_ids)})")
-            args.extend(session_ids)
+                conds.append(f"session_id IN ({', '.join('?' for _ in r.session_ids)})")
+            args.extend(r.session_ids)
         elif self.session_prefixes:
             ranges = ["(session_id >= ? AND session_id < ?)" for _ in self.session_prefixes]
             conds.append("(" + " OR ".join(ranges) + ")")
             for prefix in self.session_prefixes:
                 args.extend((prefix, prefix + _PREFIX_END))
-        for column, values in (("event", self.events), ("method", self.methods)):
+        for column, values in (
+            ("event", self.events),
+            ("method", r.methods),
+            ("target", r.tools),
+            ("service", r.servers),
+        ):
             if values:
                 conds.append(f"{column} IN ({', '.join('?' for _ in values)})")
                 args.extend(values)
-        if self.tools:
-            conds.append(f"target IN ({', '.join('?' for _ in self.tools)})")
-            args.extend(self.tools)
+        if self.exclude_events and not self.events:
+            marks = ", ".join("?" for _ in self.exclude_events)
+            conds.append(f"(event IS NULL OR event NOT IN ({marks}))")
+            args.extend(self.exclude_events)
         if self.direction is not None:
             conds.append("direction = ?")
             args.append(self.direction)
@@ -171,7 +201,26 @@ class LogFilter:
             else:
                 conds.append("id IN (SELECT rowid FROM logs_fts WHERE logs_fts MATCH ?)")
                 args.append(query)
+        if self.regex is not None:
+            conds.append("body REGEXP ?")
+            args.append(self.regex)
         return (" AND ".join(conds) or "1"), args
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """A filter's patterns as exact values: session ids (None: no session filter), and the
+    methods, tools and servers its globs name (empty: no such filter)."""
+
+    session_ids: tuple[str, ...] | None
+    methods: tuple[str, ...]
+    tools: tuple[str, ...]
+    servers: tuple[str, ...]
+    empty: bool = False  # a filter named only things that do not exist: nothing can match
+
+    @classmethod
+    def literal(cls, flt: LogFilter) -> Resolved:
+        return cls(None, flt.methods, flt.tools, flt.servers)
 
 
 @dataclass(slots=True)
@@ -215,6 +264,40 @@ class SessionInfo:
     @property
     def server(self) -> str | None:
         return self.service or self.server_name or self.server_info_name
+
+    @property
+    def exit_summary(self) -> str:
+        """How the session ended, in a few words: ``command not found``, ``exit 3``,
+        ``SIGKILL``, ``client closed``, ``proxy killed``; empty while it runs."""
+        return exit_summary(self.status, self.exit_status, self.exit_reason)
+
+
+_STARTED: Final = re.compile(r"could not be started: ([^:]+)")
+_KILLED_BY: Final = re.compile(r"killed by (SIG\w+|signal \d+)")
+
+
+def exit_summary(status: str, exit_status: object, reason: str | None) -> str:
+    """See ``SessionInfo.exit_summary``."""
+    text = reason or ""
+    if status == "active":
+        return ""
+    if status == "lost":
+        return "proxy killed"
+    if started := _STARTED.search(text):
+        return started[1]
+    if killed := _KILLED_BY.search(text):
+        return killed[1]
+    if text.startswith("client closed"):
+        return "client closed"
+    if text.startswith("proxy received "):
+        return text.removeprefix("proxy received ") + " to proxy"
+    code = _count(exit_status) if exit_status not in (None, "") else None
+    if code is None:
+        return "ended"
+    if 128 < code < 128 + 65:
+        with contextlib.suppress(ValueError):
+            return signal.Signals(code - 128).name
+    return f"exit {code}"
 
 
 _SESSION_COLUMNS: Final = (
@@ -287,6 +370,16 @@ def _count(value: object) -> int:
     return 0
 
 
+@functools.lru_cache(maxsize=8)
+def _compiled(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
+def _regexp(pattern: str, text: str | None) -> bool:
+    """SQLite's ``REGEXP`` (``--regex``): a Python regular expression searched in the body."""
+    return text is not None and _compiled(pattern).search(text) is not None
+
+
 class Reader:
     """Query-only access to a store. ``Reader.open(path)`` raises ``StoreError``."""
 
@@ -296,7 +389,9 @@ class Reader:
 
     @classmethod
     def open(cls, path: Path) -> Reader:
-        return cls(connect_reader(path), path)
+        conn = connect_reader(path)
+        conn.create_function("regexp", 2, _regexp, deterministic=True)
+        return cls(conn, path)
 
     def close(self) -> None:
         with contextlib.suppress(sqlite3.Error):
@@ -307,6 +402,11 @@ class Reader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def run(self, sql: str, args: Sequence[object] = ()) -> list[tuple[object, ...]]:
+        """Rows of a read-only query; a database error becomes ``StoreError`` (the store
+        package's other query modules use it)."""
+        return self._query(sql, args)
 
     def _query(self, sql: str, args: Sequence[object] = ()) -> list[tuple[object, ...]]:
         try:
@@ -330,15 +430,31 @@ class Reader:
         return [str(r[0]) for r in rows]
 
     def sessions(
-        self, *, since_ns: int | None = None, now_ns: int | None = None
+        self,
+        *,
+        since_ns: int | None = None,
+        now_ns: int | None = None,
+        servers: Sequence[str] = (),
+        statuses: Sequence[str] = (),
+        session_ids: Sequence[str] | None = None,
+        newest_first: bool = False,
+        limit: int | None = None,
     ) -> list[SessionInfo]:
-        """Sessions with activity since ``since_ns``, oldest start first, with live status."""
+        """Sessions with activity since ``since_ns``, with live status: oldest start first (or
+        newest first), of the given servers (globs) and statuses, at most ``limit``."""
         sql = f"SELECT {_SESSION_COLUMNS}, seen_requests FROM sessions"
+        conds: list[str] = []
         args: list[object] = []
         if since_ns is not None:
-            sql += " WHERE last_ts >= ?"
+            conds.append("last_ts >= ?")
             args.append(since_ns)
-        sql += " ORDER BY coalesce(start_ts, first_ts), session_id"
+        if session_ids is not None:
+            conds.append(f"session_id IN ({', '.join('?' for _ in session_ids)})")
+            args.extend(session_ids)
+        if conds:
+            sql += " WHERE " + " AND ".join(conds)
+        direction = "DESC" if newest_first else ""
+        sql += f" ORDER BY coalesce(start_ts, first_ts) {direction}, session_id {direction}"
         now = time.time_ns() if now_ns is None else now_ns
         host = socket.gethostname()
         result: list[SessionInfo] = []
@@ -350,16 +466,27 @@ class Reader:
         }
         for row in self._query(sql, args):
             info = SessionInfo(*row[:-1])  # pyright: ignore[reportArgumentType]
+            if servers and not any(
+                isinstance(n, str) and name_matches(servers, n)
+                for n in (info.service, info.server_name)
+            ):
+                continue
             seen_requests = int(row[-1])  # pyright: ignore[reportArgumentType]
             self._complete(info, now, host, seen_requests, errors.get(info.session_id, 0))
+            if statuses and info.status not in statuses:
+                continue
             result.append(info)
+            if limit and len(result) >= limit:
+                break
         return result
 
     def _complete(
         self, info: SessionInfo, now: int, host: str, seen_requests: int, seen_errors: int
     ) -> None:
         if info.end_ts is not None:
-            failed = info.exit_status not in (None, 0, "0", "")
+            failed = info.exit_status not in (None, 0, "0", "") and not (
+                info.exit_reason or ""
+            ).startswith(sc.NORMAL_END_REASONS)
             if (info.exit_reason or "").startswith(LOST_EXIT_REASON):
                 info.status = "lost"  # the worker ended it for a proxy that went away
             else:
@@ -377,26 +504,86 @@ class Reader:
         info.requests = max(_count(info.requests), seen_requests)
         info.errors = max(_count(info.errors), seen_errors)
 
-    # --- logs -----------------------------------------------------------------------------
+    # --- names and references -------------------------------------------------------------
 
-    def _session_ids(self, flt: LogFilter) -> list[str] | None:
-        if not flt.session_prefixes:
-            return None
-        ids: list[str] = []
-        for prefix in flt.session_prefixes:
-            ids.extend(i for i in self.resolve_sessions(prefix) if i not in ids)
-        return ids
+    def names(self, column: NameColumn) -> list[str]:
+        """The servers (``service``), methods or tools (``target``) the store knows."""
+        try:
+            return known_names(self.conn, column)
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot read the store at {self.path}: {exc}") from None
+
+    def newest_sessions(self, *, servers: Sequence[str] = (), limit: int = 1) -> list[str]:
+        """Session ids, newest start first (``last`` is the first), of the given servers."""
+        sql = "SELECT session_id, service, server_name FROM sessions"
+        rows = self._query(sql + " ORDER BY coalesce(start_ts, first_ts) DESC, session_id DESC")
+        found: list[str] = []
+        for sid, *names in rows:
+            if servers and not any(isinstance(n, str) and name_matches(servers, n) for n in names):
+                continue
+            found.append(str(sid))
+            if len(found) >= limit:
+                break
+        return found
+
+    def resolve_session_ref(self, ref: str, *, servers: Sequence[str] = ()) -> list[str]:
+        """``last``, ``last~N`` (the N-th before the newest), or an id prefix -> session ids."""
+        n = session_ref_offset(ref)
+        if n is None:
+            return self.resolve_sessions(ref, include_spans=True)
+        newest = self.newest_sessions(servers=servers, limit=n + 1)
+        return newest[n : n + 1]
+
+    def resolve(self, flt: LogFilter) -> Resolved:
+        """The filter's patterns as exact values (see ``Resolved``)."""
+        empty = False
+        session_ids: tuple[str, ...] | None = None
+        if flt.session_prefixes:
+            ids: list[str] = []
+            for prefix in flt.session_prefixes:
+                matched = (
+                    self.resolve_session_ref(prefix, servers=flt.servers)
+                    if session_ref_offset(prefix) is not None
+                    else self.resolve_sessions(prefix)
+                )
+                ids.extend(i for i in matched if i not in ids)
+            session_ids = tuple(ids)
+            empty = not ids
+        values: dict[NameColumn, tuple[str, ...]] = {}
+        wanted: tuple[tuple[NameColumn, tuple[str, ...]], ...] = (
+            ("method", flt.methods),
+            ("target", flt.tools),
+            ("service", flt.servers),
+        )
+        for column, patterns in wanted:
+            if not patterns:
+                values[column] = ()
+                continue
+            matched = match_names(patterns, self.names(column))
+            values[column] = tuple(matched)
+            empty = empty or not matched
+        return Resolved(
+            session_ids, values["method"], values["target"], values["service"], empty=empty
+        )
+
+    # --- logs -----------------------------------------------------------------------------
 
     def max_log_id(self) -> int:
         row = self._query("SELECT max(id) FROM logs")[0]
         return int(row[0] or 0)  # pyright: ignore[reportArgumentType]
 
     @staticmethod
-    def _source(flt: LogFilter, session_ids: Sequence[str] | None) -> str:
+    def _source(flt: LogFilter, resolved: Resolved) -> str:
         """With only full-text and time/event filters, walk the time index newest first and
         test FTS membership: a common word stops after ``limit`` rows, a rare one costs one
         scan of the (covering) time index, instead of sorting every match."""
-        if flt.grep is not None and session_ids is None and not flt.tools:
+        if (
+            (flt.grep is not None or flt.regex is not None)
+            and resolved.session_ids is None
+            and not resolved.tools
+            and not resolved.servers
+            and not resolved.methods
+        ):
             return "logs INDEXED BY logs_ts"
         return "logs"
 
@@ -404,31 +591,33 @@ class Reader:
         self, flt: LogFilter, *, limit: int | None = None, max_id: int | None = None
     ) -> list[LogEntry]:
         """Matching records, oldest first; with ``limit``, the newest ``limit`` of them."""
-        ids = self._session_ids(flt)
-        if ids is not None and not ids:
+        resolved = self.resolve(flt)
+        if resolved.empty:
             return []
-        where, args = flt.where(ids)
+        where, args = flt.where(resolved)
         if max_id is not None:
             where += " AND id <= ?"
             args.append(max_id)
-        source = self._source(flt, ids)
+        source = self._source(flt, resolved)
         if limit is None:
-            sql = f"SELECT {_LOG_COLUMNS} FROM {source} WHERE {where} ORDER BY ts, id"
+            sql = f"SELECT {LOG_COLUMNS} FROM {source} WHERE {where} ORDER BY ts, id"
             return [LogEntry.from_row(r) for r in self._query(sql, args)]
         # pick the ids first (a narrow sort), then read those rows
         sql = (
-            f"SELECT {_LOG_COLUMNS} FROM logs WHERE id IN (SELECT id FROM {source} WHERE {where}"
+            f"SELECT {LOG_COLUMNS} FROM logs WHERE id IN (SELECT id FROM {source} WHERE {where}"
             " ORDER BY ts DESC, id DESC LIMIT ?) ORDER BY ts, id"
         )
         return [LogEntry.from_row(r) for r in self._query(sql, [*args, limit])]
 
     def iter_logs(self, flt: LogFilter, *, batch: int = 5000) -> Iterator[LogEntry]:
         """All matching records, oldest first, fetched in batches (for big exports)."""
-        ids = self._session_ids(flt)
-        if ids is not None and not ids:
+        resolved = self.resolve(flt)
+        if resolved.empty:
             return
-        where, args = flt.where(ids)
-        sql = f"SELECT {_LOG_COLUMNS} FROM {self._source(flt, ids)} WHERE {where} ORDER BY ts, id"
+        where, args = flt.where(resolved)
+        sql = (
+            f"SELECT {LOG_COLUMNS} FROM {self._source(flt, resolved)} WHERE {where} ORDER BY ts, id"
+        )
         try:
             cursor = self.conn.execute(sql, args)
             while rows := cursor.fetchmany(batch):
@@ -442,10 +631,24 @@ class Reader:
 
         Ids are allocated under SQLite's write lock, so once ``upto_id`` is visible every
         smaller id is committed too: polling ``(cursor, max_log_id()]`` never misses a record.
+        Globs are resolved again at every poll, so a tool that appears later is followed too.
         """
-        where, args = flt.where(None)
-        sql = f"SELECT {_LOG_COLUMNS} FROM logs WHERE id > ? AND id <= ? AND {where} ORDER BY id"
+        resolved = self.resolve(flt)
+        if resolved.empty:
+            return []
+        where, args = flt.where(resolved)
+        sql = f"SELECT {LOG_COLUMNS} FROM logs WHERE id > ? AND id <= ? AND {where} ORDER BY id"
         return [LogEntry.from_row(r) for r in self._query(sql, [after_id, upto_id, *args])]
+
+    def logs_of_span(self, span_id: str) -> list[LogEntry]:
+        """The records written in a span's context (a call's request and answers), in order."""
+        sql = f"SELECT {LOG_COLUMNS} FROM logs WHERE span_id = ? ORDER BY ts, id"
+        return [LogEntry.from_row(r) for r in self._query(sql, (span_id.lower(),))]
+
+    def log(self, record_id: int) -> LogEntry | None:
+        """One record by its store id (the ID column of the tables)."""
+        rows = self._query(f"SELECT {LOG_COLUMNS} FROM logs WHERE id = ?", (record_id,))
+        return LogEntry.from_row(rows[0]) if rows else None
 
     # --- stats ----------------------------------------------------------------------------
 
@@ -456,10 +659,20 @@ class Reader:
         since_ns: int | None = None,
         until_ns: int | None = None,
         top_errors: int = 10,
+        session_ids: Sequence[str] | None = None,
+        servers: Sequence[str] = (),
     ) -> Stats:
-        """Per method (or per method and tool): calls, errors, bytes, latency percentiles."""
+        """Per method (or per method and tool): calls, errors, bytes, latency percentiles; of
+        the given sessions (None: all) and servers (globs)."""
+        services = match_names(servers, self.names("service")) if servers else None
         return compute_stats(
-            self._query, by=by, since_ns=since_ns, until_ns=until_ns, top_errors=top_errors
+            self._query,
+            by=by,
+            since_ns=since_ns,
+            until_ns=until_ns,
+            top_errors=top_errors,
+            session_ids=session_ids,
+            services=services,
         )
 
     # --- traces ---------------------------------------------------------------------------

@@ -153,7 +153,21 @@ _V1: Final = (
 FTS_INSERT: Final = "INSERT INTO logs_fts (rowid, body) VALUES (?, ?)"
 FTS_DELETE: Final = "INSERT INTO logs_fts (logs_fts, rowid, body) VALUES ('delete', ?, ?)"
 
-MIGRATIONS: Final[tuple[Migration, ...]] = (Migration(1, "initial schema", _V1),)
+# Version 2: the indexes of the viewer's server, method and call queries. ``logs_service_ts``
+# and ``logs_method_ts`` serve ``--server``/``--method`` and list the known names (one index
+# seek per distinct value); ``logs_call`` finds a request's answer (and an answer's request);
+# ``logs_span`` finds the records of a span (``show SPAN_ID``, as exports and traces name it).
+_V2: Final = (
+    "CREATE INDEX logs_span ON logs (span_id) WHERE span_id IS NOT NULL",
+    "CREATE INDEX logs_service_ts ON logs (service, ts)",
+    "CREATE INDEX logs_method_ts ON logs (method, ts)",
+    "CREATE INDEX logs_call ON logs (session_id, request_id, ts) WHERE request_id IS NOT NULL",
+)
+
+MIGRATIONS: Final[tuple[Migration, ...]] = (
+    Migration(1, "initial schema", _V1),
+    Migration(2, "server, method, call and span indexes", _V2),
+)
 SCHEMA_VERSION: Final = MIGRATIONS[-1].version
 
 
@@ -293,6 +307,8 @@ def _upgrade_for_reading(path: Path, version: int, busy_timeout_ms: int) -> None
     try:
         connect_writer(path, busy_timeout_ms=busy_timeout_ms).close()
     except (sqlite3.Error, OSError) as exc:
+        if version >= 1:
+            return  # e.g. a read-only file system: read it as it is (newer indexes are missing)
         raise StoreError(
             f"the store at {path} has schema version {version} and could not be upgraded "
             f"to {SCHEMA_VERSION}: {exc}"

@@ -10,7 +10,7 @@ from typing import Final, Literal
 
 from helmet_otel import semconv as sc
 from helmet_otel.percentile import percentile
-from helmet_otel.store.model import decode
+from helmet_otel.store.model import decode, error_message
 
 __all__ = ["ErrorCount", "Query", "StatRow", "Stats", "compute_stats"]
 
@@ -50,6 +50,7 @@ class ErrorCount:
     error: str
     count: int
     last_ts: int
+    sample: str = ""  # the message of the latest such error
 
 
 @dataclass(slots=True)
@@ -68,10 +69,17 @@ def compute_stats(
     since_ns: int | None = None,
     until_ns: int | None = None,
     top_errors: int = 10,
+    session_ids: Sequence[str] | None = None,
+    services: Sequence[str] | None = None,
 ) -> Stats:
-    """Per method (or per method and tool): calls, errors, bytes, latency percentiles."""
+    """Per method (or per method and tool): calls, errors, bytes, latency percentiles; of the
+    given sessions and servers (``service.name``) when they are not None."""
     conds: list[str] = []
     args: list[object] = []
+    for column, values in (("session_id", session_ids), ("service", services)):
+        if values is not None:
+            conds.append(f"{column} IN ({', '.join('?' for _ in values)})" if values else "0")
+            args.extend(values)
     if since_ns is not None:
         conds.append("ts >= ?")
         args.append(since_ns)
@@ -96,11 +104,12 @@ def compute_stats(
     answers: dict[Key, int] = {}
     failed: dict[Key, int] = {}
     errors: dict[tuple[str, str | None, str], list[int]] = {}
+    samples: dict[tuple[str, str | None, str], tuple[int, object, object, object]] = {}
     seen_errors: set[tuple[object, ...]] = set()
     rows = query(
         f"SELECT {group}, kind, latency_ms, size, is_error, error_type,"
         " CASE WHEN is_error THEN attrs END, ts, session_id, direction, request_id, id,"
-        f" {_WEIGHT} FROM logs WHERE kind IN ('response', 'error'){extra}",
+        f" {_WEIGHT}, CASE WHEN is_error THEN body END FROM logs WHERE kind IN ('response', 'error'){extra}",
         args,
     )
     for (
@@ -118,6 +127,7 @@ def compute_stats(
         rid,
         rowid,
         weight,
+        body,
     ) in rows:
         w = int(weight)  # pyright: ignore[reportArgumentType]
         key = (str(method), target if isinstance(target, str) else None)
@@ -134,9 +144,12 @@ def compute_stats(
             latency.setdefault(key, []).append(float(lat))
         if is_err:
             failed[key] = failed.get(key, 0) + w
-            entry = errors.setdefault((key[0], key[1], _error_label(etype, attrs)), [0, 0])
+            ekey = (key[0], key[1], _error_label(etype, attrs))
+            entry = errors.setdefault(ekey, [0, 0])
             entry[0] += w
             entry[1] = max(entry[1], int(ts))  # pyright: ignore[reportArgumentType]
+            if ekey not in samples or samples[ekey][0] <= int(ts):  # pyright: ignore[reportArgumentType]
+                samples[ekey] = (int(ts), etype, attrs, body)  # pyright: ignore[reportArgumentType]
     result: list[StatRow] = []
     for key in set(calls) | set(answers):
         values = sorted(latency.get(key, ()))
@@ -159,6 +172,14 @@ def compute_stats(
         for (m, t, label), c in errors.items()
     ]
     error_rows.sort(key=lambda e: (-e.count, e.method, e.target or "", e.error))
+    for e in error_rows[:top_errors]:  # decode only the samples shown
+        _ts, etype, attrs, body = samples[(e.method, e.target, e.error)]
+        extra = decode(attrs) if isinstance(attrs, str) else None
+        e.sample = error_message(
+            extra if isinstance(extra, dict) else {},  # pyright: ignore[reportUnknownArgumentType]
+            decode(body) if isinstance(body, str) else None,
+            etype if isinstance(etype, str) else None,
+        )
     return Stats(
         by=by, since_ns=since_ns, until_ns=until_ns, rows=result, errors=error_rows[:top_errors]
     )

@@ -32,7 +32,7 @@ from collections.abc import Mapping
 from typing import Any, cast
 
 from helmet_otel.config import ProxyOptions
-from helmet_otel.core.envelope import C2S, Envelope
+from helmet_otel.core.envelope import C2S, HTTP_TRACEPARENT, Envelope
 from helmet_otel.core.interceptor import BaseInterceptor
 from helmet_otel.core.session import Session
 from helmet_otel.protocol.message import BLANK, ERROR, REQUEST, RESPONSE
@@ -559,18 +559,25 @@ class SessionFeed(BaseInterceptor):
             self._revision = session.revision
             feed.append(self.info_frame())
         annotations = env.annotations
+        traceparent = None
         if annotations:
             segment = annotations.get("segment")
             if isinstance(segment, tuple):
                 trace_id, root_span_id = cast(tuple[int, int], segment)
                 feed.append(Segment(self.key, env.ts, trace_id, root_span_id))
+            header = annotations.get(HTTP_TRACEPARENT)
+            traceparent = header if isinstance(header, str) else None
         raw = env.raw
         size = len(raw)
         s2c = env.direction is not C2S
         replied = env.reply is not None
         flags = s2c | (FLAG_REPLIED if replied else 0) | (FLAG_PROXY if env.proxy else 0)
-        if size > feed.body_cap:  # only its head goes over, with the facts the worker needs
+        if size > feed.body_cap or traceparent is not None:
+            # only its head goes over (or, with an HTTP traceparent, the whole message, which
+            # the binary record has no room for), with the facts the worker needs
             summary = summarize(msg, not s2c, replied, env.proxy)
+            if traceparent is not None:
+                summary = summary._replace(http_traceparent=traceparent)
             feed.append(
                 Msg(self.key, env.ts, int(s2c), size, raw[: feed.body_cap], summary,
                     env.trace_id, env.server_span_id, env.client_span_id, weight, None)

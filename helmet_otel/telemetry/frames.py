@@ -67,6 +67,7 @@ class Summary(NamedTuple):
     client_traceparent: str | None  # params._meta.traceparent of a client's request
     replied: bool  # a request the proxy answered itself
     proxy: bool  # a response or error the proxy wrote
+    http_traceparent: str | None = None  # the ``traceparent`` header of its HTTP request
 
 
 class Config(NamedTuple):
@@ -204,7 +205,7 @@ def summarize(msg: Message, c2s: bool, replied: bool, proxy: bool = False) -> Su
             is_tool_error = result_fields.get("isError") is True
     return _tuple(Summary, (
         msg.kind.value, msg.id, method, target_name, resource_uri, msg.error_code,
-        msg.error_message, is_tool_error, client_traceparent, replied, proxy,
+        msg.error_message, is_tool_error, client_traceparent, replied, proxy, None,
     ))  # fmt: skip
 
 
@@ -254,6 +255,17 @@ def _message(record: tuple[Any, ...], body: bytes) -> Msg:
     ))  # fmt: skip
 
 
+def _parsed(frame: Msg) -> object:
+    """The JSON value of a pickled message: `CUT` when only its head came (too large to hand
+    over whole); a whole one (an HTTP message with a traceparent header) is parsed here."""
+    if len(frame.body) < frame.size:
+        return CUT
+    try:
+        return loads_for_record(frame.body)
+    except ValueError:
+        return NOT_JSON
+
+
 def decode(data: bytes) -> list[Frame]:
     """The frames of one batch's records."""
     frames: list[Frame] = []
@@ -272,8 +284,8 @@ def decode(data: bytes) -> list[Frame]:
             _, size = _PICKLED.unpack_from(data, at)
             at += _PICKLED.size
             frame: Frame = pickle.loads(view[at : at + size])
-            if type(frame) is Msg and frame.parsed is None:  # too large to hand over whole
-                frame = frame._replace(parsed=CUT)
+            if type(frame) is Msg and frame.parsed is None:
+                frame = frame._replace(parsed=_parsed(frame))
             frames.append(frame)
             at += size
         else:

@@ -10,7 +10,7 @@ block, an "upstream gone" error) ends its operation like any other, and its reco
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from opentelemetry._logs import SeverityNumber
 from opentelemetry.context import Context
@@ -30,6 +30,22 @@ if TYPE_CHECKING:
 # errors of the server (MCP semconv, genai PR #404). Client spans treat every code as an error.
 CALLER_ERROR_CODES = frozenset({-32700, -32600, -32601, -32602, -32002})
 _NAMED_KEYS = (sc.MCP_METHOD_NAME, sc.GEN_AI_TOOL_NAME, sc.GEN_AI_PROMPT_NAME)
+HTTP_HEADER_LINK = {"helmet.link": "http_traceparent"}
+
+
+def _http_status(parsed: object) -> int | None:
+    """The HTTP status a proxy-written error carries in ``error.data`` (the upstream failed the
+    request over HTTP), or None."""
+    if not isinstance(parsed, dict):
+        return None
+    error = cast(dict[str, Any], parsed).get("error")
+    data = cast(dict[str, Any], error).get("data") if isinstance(error, dict) else None
+    status = (
+        cast(dict[str, Any], data).get(sc.HTTP_RESPONSE_STATUS_CODE)
+        if isinstance(data, dict)
+        else None
+    )
+    return status if type(status) is int else None
 
 
 @dataclass(slots=True)
@@ -92,19 +108,26 @@ class Operations:
         if weight > 1:
             span_attrs[sc.HELMET_SAMPLE_WEIGHT] = weight
         span_name = f"{method} {name}" if name else method
-        link = client_link(summary.client_traceparent)
+        links = [
+            link for link in (client_link(summary.client_traceparent),
+                              client_link(summary.http_traceparent, HTTP_HEADER_LINK))
+            if link is not None
+        ]  # fmt: skip
         root = session.root.context
         flags = session.trace_flags
+        client_attrs = dict(span_attrs)
+        client_attrs.update(session.upstream_attributes)
+        span_attrs.update(session.peer_attributes)
         server = new_span(
             span_name, root.trace_id, frame.server_span_id, flags, root, SpanKind.SERVER, ts,
-            span_attrs, None if link is None else [link],
+            span_attrs, links,
         )  # fmt: skip
         server_context = log_context(server)
         client = None
         if not summary.replied:
             client = new_span(
                 span_name, root.trace_id, frame.client_span_id, flags, server.context,
-                SpanKind.CLIENT, ts, dict(span_attrs),
+                SpanKind.CLIENT, ts, client_attrs,
             )  # fmt: skip
         if summary.id is not None:
             self.open[(frame.s2c, id_key(summary.id))] = Operation(
@@ -130,9 +153,14 @@ class Operations:
             attrs[sc.HELMET_ORIGIN] = sc.ORIGIN_PROXY
         code_text = None
         severity = SeverityNumber.INFO
+        http_status = _http_status(frame.parsed) if summary.proxy and is_error else None
         if is_error:
             code_text = str(code) if code is not None else "unknown"
-            attrs[sc.RPC_RESPONSE_STATUS_CODE] = attrs[sc.ERROR_TYPE] = code_text
+            attrs[sc.RPC_RESPONSE_STATUS_CODE] = code_text
+            # an HTTP failure of the upstream: its status is the error's type (HTTP semconv)
+            attrs[sc.ERROR_TYPE] = str(http_status) if http_status is not None else code_text
+            if http_status is not None:
+                attrs[sc.HTTP_RESPONSE_STATUS_CODE] = http_status
             severity = SeverityNumber.ERROR
         opened = None
         if summary.id is not None:
@@ -148,11 +176,12 @@ class Operations:
                 attrs[sc.HELMET_SAMPLE_WEIGHT] = weight
             context = opened.context
             label = shared.instruments.method_label(opened.method)
-            self._end(ts, opened, attrs, code, code_text, summary.error_message, tool_error)
+            self._end(ts, opened, attrs, code, code_text, summary.error_message, tool_error,
+                      http_status)  # fmt: skip
             if tool_error and not is_error:
                 severity = SeverityNumber.ERROR
         elif code_text is not None:
-            shared.instruments.count_error(weight, code_text, label)
+            shared.instruments.count_error(weight, attrs[sc.ERROR_TYPE], label)
         session.errors += (is_error or tool_error) * weight
         shared.instruments.count_message(label, attrs, weight)
         session.emit(sc.EVENT_RESPONSE, ts, context, attrs, body, severity)
@@ -168,6 +197,7 @@ class Operations:
     def _end(
         self, ts: int, opened: Operation, attrs: dict[str, Any], code: int | None,
         code_text: str | None, error_message: str | None, tool_error: bool,
+        http_status: int | None = None,
     ) -> None:  # fmt: skip
         """End the request's SERVER and CLIENT spans and record its duration and errors."""
         session = self.session
@@ -192,11 +222,14 @@ class Operations:
         description = None
         if code_text is not None:
             description = error_message or "error"
+            error_type = str(http_status) if http_status is not None else code_text
             server_attrs[sc.RPC_RESPONSE_STATUS_CODE] = code_text
             client_attrs[sc.RPC_RESPONSE_STATUS_CODE] = code_text
-            client_attrs[sc.ERROR_TYPE] = code_text  # a client sees every code as an error
-            if code not in CALLER_ERROR_CODES:
-                server_attrs[sc.ERROR_TYPE] = code_text
+            client_attrs[sc.ERROR_TYPE] = error_type  # a client sees every code as an error
+            if http_status is not None:
+                client_attrs[sc.HTTP_RESPONSE_STATUS_CODE] = http_status
+            if code not in CALLER_ERROR_CODES or http_status is not None:
+                server_attrs[sc.ERROR_TYPE] = error_type
         elif tool_error:
             description = "tool returned isError"
             attrs[sc.ERROR_TYPE] = sc.ERROR_TYPE_TOOL_ERROR
@@ -233,12 +266,36 @@ class Operations:
                 opened.server.events.append(Event("cancelled", {"reason": reason}, ts))
                 opened.cancelled = True
 
-    def abandon(self, ts: int, reason: str) -> None:
-        """The session ended: what is still open got no response (unless it was cancelled)."""
-        spans = self.session.shared.spans
+    def abandon(self, ts: int, reason: str) -> int:
+        """The session ended: what is still open got no response (unless it was cancelled).
+
+        Each such call also gets a ``helmet.error`` record (``error.type`` ``no_response``), so
+        the log records, the store's session counts and ``logs --calls`` say what the trace
+        says. Returns how many calls that were (weighted)."""
+        session = self.session
+        spans = session.shared.spans
         description = f"no response: {reason}"
-        for opened in self.open.values():
-            outcome = {} if opened.cancelled else {sc.ERROR_TYPE: "no_response"}
+        failed = 0
+        for (direction, _key), opened in self.open.items():
+            outcome = {} if opened.cancelled else {sc.ERROR_TYPE: sc.ERROR_TYPE_NO_RESPONSE}
             spans.finish(opened.client, ts, outcome, description)
             spans.finish(opened.server, ts, outcome, description)
+            if opened.cancelled:
+                continue
+            failed += opened.weight
+            attrs: dict[str, Any] = {
+                sc.HELMET_DIRECTION: sc.DIRECTION_S2C if direction == 0 else sc.DIRECTION_C2S,
+                sc.HELMET_MESSAGE_KIND: "error",
+                sc.ERROR_TYPE: sc.ERROR_TYPE_NO_RESPONSE,
+                sc.HELMET_ERROR_MESSAGE: description,
+            }
+            for key in (sc.JSONRPC_REQUEST_ID, *_NAMED_KEYS, sc.MCP_RESOURCE_URI):
+                value = opened.server.attributes.get(key)
+                if value is not None:
+                    attrs[key] = value
+            if opened.weight > 1:
+                attrs[sc.HELMET_SAMPLE_WEIGHT] = opened.weight
+            body = {"message": description}
+            session.emit(sc.EVENT_ERROR, ts, opened.context, attrs, body, SeverityNumber.ERROR)
         self.open.clear()
+        return failed

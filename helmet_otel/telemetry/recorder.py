@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from dataclasses import asdict
 from typing import Any
 
 from opentelemetry.context import Context
@@ -56,7 +55,7 @@ class Recorder:
                 extra=tuple(options.redact),
             )
         )
-        configuration = {**asdict(options), "service_name": config.service_name}
+        configuration = {**options.recorded(), "service_name": config.service_name}
         self.shared = Shared(
             config, redactor, Instruments(pipeline.metrics), SpanWriter(pipeline),
             RecordWriter(pipeline), pipeline.sampler, redactor.scrub(configuration),

@@ -8,6 +8,7 @@ the session are its `Operations`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -50,6 +51,25 @@ _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
 _JSON_IDS = (str, int, float)
 _CANCELLED = "notifications/cancelled"
+# From a session start's ``upstream``: the client's side of an HTTP session (SERVER spans) and
+# the HTTP upstream's (CLIENT spans; ``upstream.network.*`` become ``network.*`` there)
+PEER_KEYS = (sc.CLIENT_ADDRESS, sc.CLIENT_PORT, sc.NETWORK_PROTOCOL_NAME)
+UPSTREAM_KEYS = (sc.SERVER_ADDRESS, sc.SERVER_PORT)
+UPSTREAM_NETWORK = {
+    "upstream.network.transport": sc.NETWORK_TRANSPORT,
+    "upstream.network.protocol.name": sc.NETWORK_PROTOCOL_NAME,
+}
+
+
+def _pick(
+    upstream: dict[str, Any], keys: tuple[str, ...], scrub: Callable[[str], str] | None = None
+) -> dict[str, Any]:
+    picked = {key: upstream[key] for key in keys if isinstance(upstream.get(key), str | int)}
+    if scrub is not None:  # (the peer's address and the like: any text is scrubbed)
+        for key, value in picked.items():
+            if isinstance(value, str):
+                picked[key] = scrub(value)
+    return picked
 
 
 @dataclass(slots=True)
@@ -71,7 +91,19 @@ class SessionRecorder:
         self.key = start.session
         self.session_id = start.session_id
         self.transport = start.transport
-        self.network_transport = NETWORK_TRANSPORTS.get(start.transport)
+        upstream = start.upstream
+        transport = upstream.get(sc.NETWORK_TRANSPORT)
+        self.network_transport = (
+            transport if isinstance(transport, str) else NETWORK_TRANSPORTS.get(start.transport)
+        )
+        # the client's side (SERVER spans) and the upstream's (CLIENT spans), when over HTTP
+        scrub = shared.redactor.scrub_name
+        self.peer_attributes = _pick(upstream, PEER_KEYS, scrub)
+        self.upstream_attributes = _pick(upstream, UPSTREAM_KEYS, scrub)
+        for key, name in UPSTREAM_NETWORK.items():
+            value = upstream.get(key)
+            if isinstance(value, str):
+                self.upstream_attributes[name] = scrub(value)
         self.mcp_session_id: str | None = None
         self.started_ns = start.ts
         self.era = "unknown"
@@ -114,6 +146,8 @@ class SessionRecorder:
         }
         if self.network_transport is not None:
             attributes[sc.NETWORK_TRANSPORT] = self.network_transport
+        attributes.update(self.peer_attributes)
+        attributes.update(_pick(self.upstream_attributes, UPSTREAM_KEYS))
         if self.mcp_session_id is not None:
             attributes[sc.MCP_SESSION_ID] = self.mcp_session_id
         if self.protocol_version:
@@ -141,6 +175,10 @@ class SessionRecorder:
         pid = upstream.get("pid")
         if isinstance(pid, int):
             self.root.attributes[sc.HELMET_SERVER_PID] = pid
+        url = upstream.get("url")
+        url_text = redactor.scrub_text(url) if isinstance(url, str) else None
+        if url_text is not None:
+            self.root.attributes[sc.HELMET_SERVER_URL] = url_text
         shared.instruments.sessions_active.add(1)
         if start.resumed:  # a new worker takes over: the start was recorded by the first
             return
@@ -152,6 +190,10 @@ class SessionRecorder:
         }
         if command_text is not None:
             start_attrs[sc.HELMET_SERVER_COMMAND] = command_text
+        if url_text is not None:
+            start_attrs[sc.HELMET_SERVER_URL] = url_text
+        start_attrs.update(self.peer_attributes)
+        start_attrs.update(_pick(self.upstream_attributes, UPSTREAM_KEYS))
         self.emit(sc.EVENT_SESSION_START, start.ts, None, start_attrs)
         self.emit(sc.EVENT_CONFIGURATION, start.ts, None, {}, shared.configuration)
         if isinstance(pid, int):
@@ -286,14 +328,14 @@ class SessionRecorder:
         redactor = self.shared.redactor
         ts = end.ts
         reason = redactor.scrub_text(end.exit_reason or "session ended")
-        self.operations.abandon(ts, reason)
+        unanswered = self.operations.abandon(ts, reason)
         status = end.exit_status
         duration_s = max(ts - self.started_ns, 0) / 1e9
         version = scrubbed_name(redactor, end.protocol_version) or self.protocol_version
         attrs: dict[str, Any] = {
             sc.HELMET_SESSION_DURATION_MS: round(duration_s * 1000, 3),
             sc.HELMET_SESSION_REQUESTS: end.requests,
-            sc.HELMET_SESSION_ERRORS: end.errors,
+            sc.HELMET_SESSION_ERRORS: end.errors + unanswered,
             sc.HELMET_EXIT_REASON: reason,
             sc.HELMET_ERA: end.era,
             sc.HELMET_SERVER_NAME: self.shared.config.service_name,
@@ -313,9 +355,7 @@ class SessionRecorder:
             value = source.get(field_name)
             if value is not None:
                 attrs[key] = str(value)
-        crashed = status not in (None, 0) and not reason.startswith(
-            ("client closed", "proxy received")
-        )
+        crashed = status not in (None, 0) and not reason.startswith(sc.NORMAL_END_REASONS)
         self.root.attributes.update(attrs)
         if crashed:
             self.root.status = Status(StatusCode.ERROR, reason)

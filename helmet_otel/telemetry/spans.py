@@ -68,14 +68,14 @@ def log_context(span: SpanDraft) -> Context:
     return set_span_in_context(NonRecordingSpan(span.context))
 
 
-def client_link(traceparent: str | None) -> Link | None:
-    """A link to the span the client named in its request's ``_meta.traceparent``, when that
-    is a valid W3C trace context."""
+def client_link(traceparent: str | None, kind: dict[str, str] = _CLIENT_LINK) -> Link | None:
+    """A link to the span the client named in its request's ``_meta.traceparent`` (or its HTTP
+    ``traceparent`` header), when that is a valid W3C trace context."""
     if traceparent is None:
         return None
     context = get_current_span(_TRACE_CONTEXT.extract({"traceparent": traceparent}))
     remote = context.get_span_context()
-    return Link(remote, _CLIENT_LINK) if remote.is_valid else None
+    return Link(remote, kind) if remote.is_valid else None
 
 
 def segment_link(previous: SpanDraft) -> Link:

@@ -12,12 +12,12 @@ request head before its body is read.
 
 from __future__ import annotations
 
-import base64
 import secrets
 import signal
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import anyio
 from anyio.abc import TaskGroup
@@ -39,11 +39,16 @@ from helmet_otel.transports.child import ServerCommand, describe_start_failure
 from helmet_otel.transports.http_guard import Guard
 from helmet_otel.transports.http_server import Early, Exchange, Request, start_server
 from helmet_otel.transports.http_sessions import JSON_HEADERS, HttpSession, as_line
+from helmet_otel.transports.mcp_headers import (
+    NAME_HEADER_METHODS,
+    decode_header,
+    is_modern,
+    meta_of,
+)
 
 HEADER_MISMATCH = -32020  # 2026-07-28: a request header disagrees with the body
 SESSION_NOT_FOUND = -32001
 BAD_REQUEST = -32600
-NAME_HEADER_METHODS = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
 SecuritySink = Callable[[dict[str, object]], None]
 
 
@@ -63,35 +68,12 @@ def _error_body(msg_id: JsonId | None, code: int, message: str, data: object = N
     return error_response(msg_id, code, message, data).rstrip(b"\n")
 
 
-def _decode_header(value: str) -> str:
-    """A 2026-07-28 ``Mcp-*`` header value (``=?base64?...?=`` for non-ASCII and edges)."""
-    if value.startswith("=?base64?") and value.endswith("?="):
-        try:
-            return base64.b64decode(value[9:-2], validate=True).decode("utf-8")
-        except ValueError:
-            return value
-    return value
-
-
-def _meta(msg: Message) -> dict[str, object] | None:
-    params = msg.params
-    meta = params.get("_meta") if params is not None else None
-    return meta if isinstance(meta, dict) else None  # pyright: ignore[reportUnknownVariableType]
-
-
-def is_modern(msg: Message) -> bool:
-    if msg.kind is not REQUEST:
-        return False
-    meta = _meta(msg)
-    return msg.method == "server/discover" or (meta is not None and META_PROTOCOL_VERSION in meta)
-
-
 def header_mismatch(request: Request, msg: Message) -> str | None:
     """Why the 2026-07-28 request headers disagree with the body, or None."""
     method = request.header("mcp-method")
     if method is None:
         return "the Mcp-Method header is missing"
-    if _decode_header(method) != msg.method:
+    if decode_header(method) != msg.method:
         return f"Mcp-Method {method!r} does not match the body's method"
     field_name = NAME_HEADER_METHODS.get(msg.method or "")
     if field_name is not None:
@@ -99,10 +81,10 @@ def header_mismatch(request: Request, msg: Message) -> str | None:
         name = request.header("mcp-name")
         if name is None:
             return "the Mcp-Name header is missing"
-        if _decode_header(name) != params.get(field_name):
+        if decode_header(name) != params.get(field_name):
             return f"Mcp-Name does not match the body's params.{field_name}"
     version = request.header("mcp-protocol-version")
-    meta = _meta(msg) or {}
+    meta = meta_of(msg) or {}
     if (
         version is not None
         and META_PROTOCOL_VERSION in meta
@@ -268,7 +250,7 @@ class McpFront:
         principal = self.guard.principal(request.header("authorization"))
         if principal is not None:
             return principal
-        info = (_meta(msg) or {}).get(META_CLIENT_INFO)
+        info = (meta_of(msg) or {}).get(META_CLIENT_INFO)
         name = info.get("name") if isinstance(info, dict) else None  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
         return f"{request.client[0]}|{name if isinstance(name, str) else ''}"
 
@@ -348,30 +330,48 @@ class McpFront:
                 if session.idle and now - session.last_active >= timeout:
                     session.close("idle timeout")
 
+    @property
+    def busy(self) -> bool:
+        return bool(self.running)
+
     def close_all(self, reason: str) -> None:
         self.closing = True
         for session in list(self.running):
             session.close(reason)
 
 
-async def serve(
-    settings: ServeSettings,
-    interceptors_for: Callable[[Session], Sequence[Interceptor]],
-    *,
-    on_security: SecuritySink,
-    stderr: Callable[[bytes], None],
-    on_listening: Callable[[str, int], None],
+class Front(Protocol):
+    """What `run_front` serves: an `http_server.Handler` that owns sessions."""
+
+    too_large: Early
+
+    @property
+    def busy(self) -> bool:
+        """Sessions are still ending."""
+        ...
+
+    def check(self, request: Request, length: int | None) -> Early | None: ...
+
+    def handle(self, request: Request, exchange: Exchange) -> None: ...
+
+    async def reap_idle(self) -> None: ...
+
+    def close_all(self, reason: str) -> None: ...
+
+
+async def run_front(
+    make_front: Callable[[TaskGroup], Front], host: str, port: int, max_message_size: int,
+    shutdown_wait: float, on_listening: Callable[[str, int], None],
     stop: anyio.Event | None = None,
-) -> int:
+) -> int:  # fmt: skip
     """Serve until SIGINT/SIGTERM/SIGHUP (or ``stop``); then end every session, bounded."""
     async with anyio.create_task_group() as tg:
-        front = McpFront(settings, interceptors_for, on_security, stderr, tg)
+        front = make_front(tg)
         server = await start_server(
-            front, settings.host, settings.port, max_body=settings.max_message_size,
-            too_large=front.too_large,
-        )  # fmt: skip
-        host, port = server.sockets[0].getsockname()[:2]
-        on_listening(str(host), int(port))
+            front, host, port, max_body=max_message_size, too_large=front.too_large
+        )
+        bound_host, bound_port = server.sockets[0].getsockname()[:2]
+        on_listening(str(bound_host), int(bound_port))
         tg.start_soon(front.reap_idle)
         stopped = stop or anyio.Event()
         reason = "proxy stopped"
@@ -389,8 +389,28 @@ async def serve(
         with anyio.CancelScope(shield=True):
             server.close()
             front.close_all(reason)
-            with anyio.move_on_after(settings.command.grace * 2 + 3.0):
-                while front.running:
+            with anyio.move_on_after(shutdown_wait):
+                while front.busy:
                     await anyio.sleep(0.02)
         tg.cancel_scope.cancel()
     return 0
+
+
+async def serve(
+    settings: ServeSettings,
+    interceptors_for: Callable[[Session], Sequence[Interceptor]],
+    *,
+    on_security: SecuritySink,
+    stderr: Callable[[bytes], None],
+    on_listening: Callable[[str, int], None],
+    stop: anyio.Event | None = None,
+) -> int:
+    """Serve a stdio server (one child per session) until signalled or ``stop``."""
+
+    def make_front(tg: TaskGroup) -> Front:
+        return McpFront(settings, interceptors_for, on_security, stderr, tg)
+
+    return await run_front(
+        make_front, settings.host, settings.port, settings.max_message_size,
+        settings.command.grace * 2 + 3.0, on_listening, stop,
+    )  # fmt: skip

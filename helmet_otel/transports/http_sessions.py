@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from typing import cast
 
 import anyio
-import orjson
 from anyio.abc import TaskGroup
 
 from helmet_otel.core.envelope import C2S, S2C, Envelope
@@ -177,11 +176,7 @@ class HttpSession:
             self._progress.pop(waiting.progress, None)
         if self.gone:
             return
-        note = orjson.dumps(
-            {"jsonrpc": "2.0", "method": "notifications/cancelled",
-             "params": {"requestId": key[1], "reason": "the HTTP client disconnected"}}
-        )  # fmt: skip
-        routed = self.relay.route(C2S, [note + b"\n"])
+        routed = self.relay.cancel(key[1], "the HTTP client disconnected")
         self._write(routed.forward)
         self.relay.forwarded(routed)
         self._next_deferred(key)

@@ -103,8 +103,16 @@ def test_default_service_name_identifies_the_server(argv: list[str], name: str) 
         (["run", "--"], "helmet-otel: error: no server command given (see helmet-otel --help)\n"),
         (["serve"],
          "helmet-otel: error: no server command given (see helmet-otel serve --help)\n"),
-        (["connect", "http://x"],
-         "helmet-otel: connect: the Streamable HTTP client is not available yet\n"),
+        (["connect", "ftp://x/mcp"],
+         "helmet-otel: error: URL: bad value 'ftp://x/mcp': expected an http:// or https:// URL\n"),
+        (["connect", "--bearer-token-file", "/nonexistent/t", "http://x/mcp"],
+         "helmet-otel: error: --bearer-token-file: cannot read /nonexistent/t: No such file or "
+         "directory\n"),
+        (["serve", "--upstream", "http://x/mcp", "--", "node", "s.js"],
+         "helmet-otel: error: give either --upstream URL or -- CMD, not both\n"),
+        (["serve", "--upstream", "http://x/mcp", "--auth-token-file", "t"],
+         "helmet-otel: error: --auth-token-file does not go with --upstream: the Authorization "
+         "header is the upstream's (it passes through)\n"),
         (["--no-store", "run", "--"],
          "helmet-otel: error: no server command given (see helmet-otel --help)\n"),
         (["--store", "/tmp/x.db", "logs"], "helmet-otel: error: 'logs' is a command of its own: "

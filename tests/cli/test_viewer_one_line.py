@@ -104,7 +104,7 @@ def test_logs_table_never_prints_a_raw_control_character(tmp_path: Path) -> None
     r = run_cli("logs", "--utc", "--store", str(store_path))
     assert (r.code, r.err) == (0, "")
     assert r.out.splitlines()[1:] == [
-        "2026-11-18 11:06:40.005  s-multi   request         ->   tools/call evil\\ntool"
-        + " " * 36
+        "1   2026-11-18 11:06:40.005  svc     s-multi  request  ->        tools/call evil\\ntool"
+        + " " * 19
         + "line one\\x1b[2Jline two"
     ]

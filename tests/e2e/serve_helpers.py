@@ -27,7 +27,7 @@ class ServeProcess:
     ) -> None:  # fmt: skip
         store_options = ("--store", str(store)) if store is not None else ("--no-store",)
         argv = [sys.executable, "-m", "helmet_otel", "serve", "--listen", "127.0.0.1:0",
-                *store_options, *options, "--", *server]  # fmt: skip
+                *store_options, *options, *(("--", *server) if server else ())]  # fmt: skip
         self.raw = RawProcess(argv, env=clean_env(env))
         found = self.raw.stderr.wait(
             lambda data: _LISTENING.search(data) is not None, START_TIMEOUT

@@ -11,20 +11,20 @@ from tests.store.conftest import Cli, run_cli
 from tests.store.scenario import MARKER, everything_session, write_store
 
 TABLE = """\
-TIME                     SESSION   EVENT           DIR  METHOD / TOOL                     LATENCY  STATUS        BODY
-2026-11-18 11:06:40.000  s-everyt  session_start
-2026-11-18 11:06:40.010  s-everyt  request         ->   initialize                                               {"protocolVersion":"2025-11-25","clientInfo":{…
-2026-11-18 11:06:40.012  s-everyt  response        <-   initialize                         2.5 ms  ok            {"protocolVersion":"2025-11-25","serverInfo":{…
-2026-11-18 11:06:40.015  s-everyt  notification    ->   notifications/initialized
-2026-11-18 11:06:40.100  s-everyt  request         ->   tools/call search                                        {"name":"search","arguments":{"query":"weather…
-2026-11-18 11:06:40.220  s-everyt  response        <-   tools/call search                120.5 ms  ok            {"content":[{"type":"text","text":"Sunny, 21°C…
-2026-11-18 11:06:40.300  s-everyt  request         ->   tools/call broken                                        {"name":"broken","arguments":{}}
-2026-11-18 11:06:40.303  s-everyt  response        <-   tools/call broken                  3.2 ms  tool_error    {"content":[{"type":"text","text":"boom"}],"is…
-2026-11-18 11:06:40.310  s-everyt  server_stderr                                                                 warning: cache miss for key=42
-2026-11-18 11:06:40.400  s-everyt  request         ->   prompts/get greet                                        {"name":"greet","arguments":{"who":"world"}}
-2026-11-18 11:06:40.401  s-everyt  response        <-   prompts/get greet                  1.0 ms  -32602        {"code":-32602,"message":"Unknown prompt: gree…
-2026-11-18 11:06:40.401  s-everyt  error           <-   prompts/get greet                  1.0 ms  -32602        {"code":-32602,"message":"Unknown prompt: gree…
-2026-11-18 11:06:41.500  s-everyt  session_end
+ID  TIME                     SERVER      SESSION   EVENT          DIR  RPC  METHOD / TOOL               LATENCY  STATUS      BODY
+1   2026-11-18 11:06:40.000  everything  s-everyt  session_start
+2   2026-11-18 11:06:40.010  everything  s-everyt  request        ->   0    initialize                                       {"protocolVersion":"2025-11-25","c…
+3   2026-11-18 11:06:40.012  everything  s-everyt  response       <-   0    initialize                   2.5 ms  ok          {"protocolVersion":"2025-11-25","s…
+4   2026-11-18 11:06:40.015  everything  s-everyt  notification   ->        notifications/initialized
+5   2026-11-18 11:06:40.100  everything  s-everyt  request        ->   1    tools/call search                                {"name":"search","arguments":{"que…
+6   2026-11-18 11:06:40.220  everything  s-everyt  response       <-   1    tools/call search          120.5 ms  ok          {"content":[{"type":"text","text":…
+7   2026-11-18 11:06:40.300  everything  s-everyt  request        ->   2    tools/call broken                                {"name":"broken","arguments":{}}
+8   2026-11-18 11:06:40.303  everything  s-everyt  response       <-   2    tools/call broken            3.2 ms  tool_error  {"content":[{"type":"text","text":…
+9   2026-11-18 11:06:40.310  everything  s-everyt  server_stderr                                                             warning: cache miss for key=42
+10  2026-11-18 11:06:40.400  everything  s-everyt  request        ->   3    prompts/get greet                                {"name":"greet","arguments":{"who"…
+11  2026-11-18 11:06:40.401  everything  s-everyt  response       <-   3    prompts/get greet            1.0 ms  -32602      {"code":-32602,"message":"Unknown …
+12  2026-11-18 11:06:40.401  everything  s-everyt  error          <-   3    prompts/get greet            1.0 ms  -32602      {"code":-32602,"message":"Unknown …
+13  2026-11-18 11:06:41.500  everything  s-everyt  session_end
 """
 
 SEARCH_NDJSON = (
@@ -65,14 +65,16 @@ def test_table_is_every_record_newest_last(cli: Cli) -> None:
 def test_table_uses_local_time_without_utc(cli: Cli) -> None:
     r = cli("logs", "--limit", "1", TZ="Asia/Kolkata")
     assert r.code == 0
-    assert r.out.splitlines()[1].startswith("2026-11-18 16:36:41.500  s-everyt  session_end")
+    assert r.out.splitlines()[1].startswith(
+        "13  2026-11-18 16:36:41.500  everything  s-everyt  session_end"
+    )
 
 
 def test_table_colour_only_when_asked_or_on_a_tty(cli: Cli) -> None:
     plain = cli("logs", "--limit", "1")
     assert "\x1b[" not in plain.out
     coloured = cli("logs", "--limit", "1", "--color", "always")
-    assert coloured.out.startswith("\x1b[1mTIME")
+    assert coloured.out.startswith("\x1b[1mID  TIME")
     assert "\x1b[35msession_end" in coloured.out
 
 
@@ -235,7 +237,7 @@ def test_default_table_limit_is_the_newest_100(store_path: Path) -> None:
     write_store(store_path, sessions, max_bytes=0, max_age_s=0).close()  # 117 records
     table = run_cli("logs", "--store", str(store_path))
     assert len(table.out.splitlines()) == 1 + 100
-    assert table.out.splitlines()[-1].split()[2] == "s-008"
+    assert table.out.splitlines()[-1].split()[4] == "s-008"
     everything = run_cli("logs", "--store", str(store_path), "--format", "ndjson")
     assert len(everything.out.splitlines()) == 117
     all_rows = run_cli("logs", "--store", str(store_path), "--limit", "0")

@@ -24,20 +24,20 @@ from tests.store.scenario import (
 )
 
 SESSIONS_TABLE = """\
-SESSION            SERVER      CLIENT             START                    DURATION  REQUESTS  ERRORS  STATUS
-s-everything-0001  everything  claude-code 2.1.0  2026-11-18 11:06:40.000    1.50 s         4       2  ended
+SESSION            SERVER      CLIENT             START                    DURATION  REQS  ERRS  STATUS  EXIT
+s-everything-0001  everything  claude-code 2.1.0  2026-11-18 11:06:40.000    1.50 s     4     2  ended   client closed
 """
 
 STATS_TABLE = """\
-METHOD       CALLS  ERRORS    ERR%     P50       P95       P99  BYTES
-tools/call       2       1   50.0%  3.2 ms  120.5 ms  120.5 ms  606 B
-initialize       1       0    0.0%  2.5 ms    2.5 ms    2.5 ms  300 B
-prompts/get      1       1  100.0%  1.0 ms    1.0 ms    1.0 ms  306 B
+METHOD       CALLS  ERRORS    ERR%     P50       P95       P99       MAX  BYTES
+tools/call       2       1   50.0%  3.2 ms  120.5 ms  120.5 ms  120.5 ms  606 B
+initialize       1       0    0.0%  2.5 ms    2.5 ms    2.5 ms    2.5 ms  300 B
+prompts/get      1       1  100.0%  1.0 ms    1.0 ms    1.0 ms    1.0 ms  306 B
 
 MOST FREQUENT ERRORS
-COUNT  METHOD       ERROR
-    1  prompts/get  -32602
-    1  tools/call   tool_error
+COUNT  METHOD       ERROR       SAMPLE MESSAGE
+    1  prompts/get  -32602      Unknown prompt: greet
+    1  tools/call   tool_error  boom
 """
 
 STATS_BY_TOOL_CSV = """\
@@ -90,6 +90,7 @@ def test_sessions_table_json_csv(cli: Cli) -> None:
         "errors": 2,
         "exit_status": 0,
         "exit_reason": "client closed stdin",
+        "exit": "client closed",
     }
     assert cli("sessions", "--format", "csv").out == (
         "session_id,status,service,client_name,client_version,start,end,duration_ms,requests,errors,exit_status,exit_reason\n"
@@ -135,10 +136,10 @@ def test_sessions_active_checks_the_proxy_process(store_path: Path) -> None:
             "done": ("ended", 4, 2),
         }
         active = run_cli("sessions", "--store", str(store_path), "--active", "--format", "ndjson")
-        assert [json.loads(x)["session_id"] for x in active.out.splitlines()] == [
-            "live",
-            "elsewhere",
-        ]
+        # newest first, each with its calls still in flight (none here: all were answered)
+        assert [
+            (json.loads(x)["session_id"], json.loads(x)["pending"]) for x in active.out.splitlines()
+        ] == [("elsewhere", []), ("live", [])]
         [live] = [s for s in json.loads(r.out) if s["session_id"] == "live"]
         assert live["client_name"] == "claude-code"  # from the initialize records
         assert live["end"] is None
@@ -160,12 +161,14 @@ def test_stats_table_json_csv(cli: Cli) -> None:
             "error": "-32602",
             "count": 1,
             "last": "2026-11-18T11:06:40.401000000Z",
+            "sample": "Unknown prompt: greet",
         },
         {
             "method": "tools/call",
             "error": "tool_error",
             "count": 1,
             "last": "2026-11-18T11:06:40.303250000Z",
+            "sample": "boom",
         },
     ]
     empty = cli("stats", "--since", "1h", "--format", "csv")

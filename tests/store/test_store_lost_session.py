@@ -130,7 +130,7 @@ def test_killed_proxy_session_is_lost_and_keeps_its_counts_and_era(
     [row] = _sessions_json(store_path)
     assert _summary(row) == ("lost", 2, 1, era_seen or "unknown", None, LOST_EXIT_REASON)
     table = run_cli("sessions", "--store", str(store_path)).out.splitlines()
-    assert table[1].split()[-3:] == ["2", "1", "lost"]
+    assert table[1].split()[-5:] == ["2", "1", "lost", "proxy", "killed"]
 
 
 def _rows(recs: Sequence[Rec]) -> list[LogRow]:

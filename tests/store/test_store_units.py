@@ -177,7 +177,9 @@ def test_migrations_apply_in_order_once(tmp_path: Path) -> None:
     reports: list[str] = []
     store = Store.open(path, report=reports.append)
     assert store.write_logs([]) and not store.write_logs(everything_session_rows())
-    assert reports[0].startswith(f"cannot write to {path}: the store has schema version 2, newer")
+    assert reports[0].startswith(
+        f"cannot write to {path}: the store has schema version {SCHEMA_VERSION + 1}, newer"
+    )
 
 
 def everything_session_rows() -> list:  # type: ignore[type-arg]

@@ -140,27 +140,27 @@ def test_summaries_carry_the_protocol_facts(make_feed: Any) -> None:
     assert msgs == got  # nothing but messages (the session learned nothing)
     assert [(f.s2c, f.size, f.body, f.summary) for f in msgs] == [
         (0, len(requests[0]), requests[0],
-         ("request", 1, "tools/call", "echo", "u1", None, None, False, CLIENT_TP, False, False)),
+         ("request", 1, "tools/call", "echo", "u1", None, None, False, CLIENT_TP, False, False, None)),
         (0, len(requests[1]), requests[1],
-         ("request", "p", "prompts/get", "greet", None, None, None, False, None, False, False)),
+         ("request", "p", "prompts/get", "greet", None, None, None, False, None, False, False, None)),
         (0, len(requests[2]), requests[2],
          ("request", 3, "resources/read", None, "file:///é", None, None, False, None, False,
-          False)),
+          False, None)),
         (0, len(requests[3]), requests[3],
-         ("request", 4, "tools/call", None, None, None, None, False, None, False, False)),
+         ("request", 4, "tools/call", None, None, None, None, False, None, False, False, None)),
         (0, len(requests[4]), requests[4],
          ("notification", None, "notifications/progress", None, "u", None, None, False, None,
-          False, False)),
+          False, False, None)),
         (0, len(requests[6]), requests[6],
-         ("invalid", None, None, None, None, None, None, False, None, False, False)),
+         ("invalid", None, None, None, None, None, None, False, None, False, False, None)),
         (1, len(responses[0]), responses[0],
-         ("response", 1, None, None, None, None, None, True, None, False, False)),
+         ("response", 1, None, None, None, None, None, True, None, False, False, None)),
         (1, len(responses[1]), responses[1],
-         ("response", "p", None, None, None, None, None, False, None, False, False)),
+         ("response", "p", None, None, None, None, None, False, None, False, False, None)),
         (1, len(responses[2]), responses[2],
-         ("error", 3, None, None, None, -32602, "bad", False, None, False, False)),
+         ("error", 3, None, None, None, -32602, "bad", False, None, False, False, None)),
         (1, len(responses[3]), responses[3],
-         ("error", 4, None, None, None, None, None, False, None, False, False)),
+         ("error", 4, None, None, None, None, None, False, None, False, False, None)),
     ]  # fmt: skip
     assert [f.session for f in msgs] == [session_feed.key] * 10 == [1] * 10
     for frame in msgs[:4]:  # requests get a trace and two distinct, non-zero 64-bit span ids
@@ -268,7 +268,7 @@ def test_huge_requests_and_server_requests_are_not_rewritten(make_feed: Any) -> 
         session_feed.key,
         len(huge),
         huge[:cap],
-        ("request", 1, "tools/call", "big", None, None, None, False, None, False, False),
+        ("request", 1, "tools/call", "big", None, None, None, False, None, False, False, None),
     )
     assert (head.weight, head.parsed) == (1, frames.CUT)
     assert server.summary.client_traceparent is None
@@ -629,15 +629,15 @@ def test_answers_to_pending_calls_are_handed_over_as_proxy_messages(make_feed: A
 
     def error(msg_id: object) -> tuple[object, ...]:
         return ("error", msg_id, None, None, None, UPSTREAM_GONE_CODE, reason, False, None,
-                False, True)  # fmt: skip
+                False, True, None)  # fmt: skip
 
     assert [(f.session, f.s2c, f.summary) for f in msgs] == [
-        (1, 0, ("request", 5, "tools/call", "slow", None, None, None, False, None, False, False)),
+        (1, 0, ("request", 5, "tools/call", "slow", None, None, None, False, None, False, False, None)),
         (1, 0, ("request", "a", "tools/call", "slower", None, None, None, False, None, False,
-                False)),
+                False, None)),
         (1, 1, error(5)),
         (1, 1, error("a")),
-        (1, 0, ("request", 6, "tools/call", None, None, None, None, False, None, True, False)),
+        (1, 0, ("request", 6, "tools/call", None, None, None, None, False, None, True, False, None)),
         (1, 1, error(6)),
     ]  # fmt: skip
     assert [f.trace_id for f in msgs] == [session_feed.trace_id] * 2 + [0, 0] + [

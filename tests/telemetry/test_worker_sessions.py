@@ -250,6 +250,8 @@ def test_two_interleaved_sessions_stay_apart(tmp_path: Path) -> None:
         (sc.EVENT_RESPONSE, "1", "initialize", 10.0, None),
         (sc.EVENT_RESPONSE, "2", "tools/call", 10.0, None),
         (sc.EVENT_RESPONSE, str(BIG_ID), "ping", 12.0, None),
+        # the call still open when the session ended: an error record says so, as its span does
+        (sc.EVENT_ERROR, "4", "tools/call", None, None),
     ]
     assert answered("sess-b") == [
         (sc.EVENT_RESPONSE, "1", "initialize", 3.0, None),
@@ -314,11 +316,19 @@ def test_close_ends_every_open_session_with_its_reason(tmp_path: Path) -> None:
         assert [(e.event, e.session_id, e.trace_id) for e in stored] == [
             (event, "only", _hex(TRACE_A, 32)) for event in (
                 sc.EVENT_SESSION_START, sc.EVENT_CONFIGURATION, sc.EVENT_REQUEST,
-                sc.EVENT_SESSION_END, sc.EVENT_PERFORMANCE, sc.EVENT_PROXY_CLOSE,
+                sc.EVENT_ERROR, sc.EVENT_SESSION_END, sc.EVENT_PERFORMANCE, sc.EVENT_PROXY_CLOSE,
             )
         ]  # fmt: skip
         (server,) = [s for s in reader.spans("only") if s.kind == "SERVER"]
         assert (server.status, server.attributes[sc.ERROR_TYPE]) == ("ERROR", "no_response")
+        # the unanswered call counts as an error of the session, as its span says
+        unanswered = stored[3]
+        assert (unanswered.request_id, unanswered.error_type, unanswered.direction) == (
+            "1",
+            "no_response",
+            sc.DIRECTION_S2C,
+        )
+        assert (row.requests, row.errors) == (1, 1)
 
 
 def test_the_configuration_comes_first_even_behind_the_relays_drop_counts(tmp_path: Path) -> None:

@@ -1,0 +1,87 @@
+"""Server-sent events (the ``text/event-stream`` format), as pure functions over bytes.
+
+`SseSplitter` cuts a stream into events and keeps each event's own bytes, so a proxy can pass an
+event on exactly as it came (its ``id:``, ``retry:`` and comment lines included) and still read
+its data. A comment-only block (``: keep-alive``) is an event too, with no data: relaying it keeps
+idle streams alive through intermediaries. Lines end with LF, CRLF or CR, as the format allows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class SseEvent:
+    raw: bytes  # the event's bytes, up to and including the blank line that ends it
+    event: str  # the ``event:`` field, "message" when absent
+    data: bytes | None  # the ``data:`` lines joined by LF; None when the block had none
+    id: str | None  # the ``id:`` field, when given
+
+
+def _field(line: bytes) -> tuple[bytes, bytes]:
+    name, colon, value = line.partition(b":")
+    if colon and value.startswith(b" "):
+        value = value[1:]
+    return name, value
+
+
+def parse_event(raw: bytes) -> SseEvent:
+    """One event block (``raw`` ends with its blank line)."""
+    event = "message"
+    data: list[bytes] = []
+    event_id: str | None = None
+    for line in raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n"):
+        if not line or line.startswith(b":"):
+            continue
+        name, value = _field(line)
+        if name == b"data":
+            data.append(value)
+        elif name == b"event":
+            event = value.decode("utf-8", "replace")
+        elif name == b"id" and b"\0" not in value:
+            event_id = value.decode("utf-8", "replace")
+    return SseEvent(raw, event, b"\n".join(data) if data else None, event_id)
+
+
+class SseSplitter:
+    """Feed chunks, get whole events (a block ends at an empty line)."""
+
+    __slots__ = ("_buffer",)
+
+    def __init__(self) -> None:
+        self._buffer = b""
+
+    def feed(self, chunk: bytes) -> list[SseEvent]:
+        buffer = self._buffer + chunk if self._buffer else chunk
+        events: list[SseEvent] = []
+        start = 0
+        while True:
+            end = _block_end(buffer, start)
+            if end < 0:
+                break
+            events.append(parse_event(buffer[start:end]))
+            start = end
+        self._buffer = buffer[start:]
+        return events
+
+    @property
+    def pending(self) -> bytes:
+        """Bytes of an event not finished yet (what a stream that ends now leaves behind)."""
+        return self._buffer
+
+
+def _block_end(buffer: bytes, start: int) -> int:
+    """The end of the first block at or after ``start`` (after its blank line), or -1."""
+    best = -1
+    for separator in (b"\n\n", b"\r\n\r\n", b"\r\r"):
+        at = buffer.find(separator, start)
+        if at >= 0 and (best < 0 or at + len(separator) < best):
+            best = at + len(separator)
+    return best
+
+
+def sse_message(data: bytes, event_id: str | None = None) -> bytes:
+    """A ``message`` event carrying ``data`` (one JSON-RPC message: a single line)."""
+    head = b"id: " + event_id.encode() + b"\n" if event_id is not None else b""
+    return head + b"event: message\ndata: " + data + b"\n\n"
