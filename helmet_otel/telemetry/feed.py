@@ -548,8 +548,11 @@ class SessionFeed(BaseInterceptor):
             # (it is bounded by the traced requests in flight)
         elif kind is BLANK:
             return
-        elif msg.method == _CANCELLED:  # always goes, standing for itself: the request it
-            weight = 1  # cancels may be traced, and must not end as unanswered
+        elif msg.method == _CANCELLED and env.request is not None and env.request.span_id:
+            # The first cancellation of a traced request always goes, standing for itself:
+            # the request must not end as unanswered. (Bounded by the traced requests in
+            # flight; any other cancellation, a repeat or a flood, is shed like any message.)
+            weight = 1
         elif feed.shed():
             return
         # What the session learned travels before the next record that is handed over (a
