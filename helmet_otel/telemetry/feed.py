@@ -35,7 +35,7 @@ from helmet_otel.config import ProxyOptions
 from helmet_otel.core.envelope import C2S, HTTP_TRACEPARENT, Envelope
 from helmet_otel.core.interceptor import BaseInterceptor
 from helmet_otel.core.session import Session
-from helmet_otel.protocol.message import BLANK, ERROR, REQUEST, RESPONSE
+from helmet_otel.protocol.message import BLANK, ERROR, REQUEST, RESPONSE, id_key
 from helmet_otel.protocol.splice import with_meta_entry
 from helmet_otel.telemetry.frames import (
     BATCH,
@@ -76,6 +76,7 @@ _SPAN_MASK = (1 << 64) - 1
 _getrandbits = random.getrandbits
 _pack_whole = WHOLE.pack
 _CANCELLED = "notifications/cancelled"
+MAX_LOST_SAMPLES = 4096  # lost sampled requests remembered per session for their responses
 
 
 WORKER_LOST = "worker_lost"  # helmet.telemetry.dropped reason: records a dead worker never took
@@ -133,6 +134,7 @@ class TelemetryFeed:
         self._out = bytearray()  # batches not yet taken by the worker's pipe
         self._shed_full = 0  # messages shed since the last batch: the worker was behind
         self._shed_busy = 0  # ... the governor shed them
+        self.lost_weight = 0  # what the last call shed at a full buffer stood for
         self._dropped_reported = False
         self.every = 1  # trace one call (or notification) in this many
         self._limit = self._buffer_limit  # bytes waiting for the worker before calls are shed
@@ -305,13 +307,23 @@ class TelemetryFeed:
             return True
         if every > 1 and tick % every:
             self._shed_busy += 1
+            self.lost_weight = 0
         elif len(self._out) + len(self.batch) >= self._limit:
-            self._shed_full += 1
+            # a sample lost: it counts for every call it stood for, so the weighted metrics
+            # plus relay_queue_full still add up to the traffic
+            self._shed_full += every
+            self.lost_weight = every
         else:
             return False
         if self.timer is None:
             self._arm_for_drops()
         return True
+
+    def shed_lost(self, weight: int) -> None:
+        """Count the response of a sampled call lost while the buffer was full (``weight``)."""
+        self._shed_full += weight
+        if self.timer is None:
+            self._arm_for_drops()
 
     def shed_follower(self, busy: bool) -> None:
         """Count a message shed because of a decision made before it (a response whose request
@@ -487,11 +499,21 @@ class SessionFeed(BaseInterceptor):
         self._tp_head = b""  # '"00-<trace id>-' of the current trace
         self._tp_tail = b'-01"' if feed.sampled else b'-00"'
         self._upstream: dict[str, object] = {}
+        # requests lost at a full buffer while sampled, by (c2s, id): what they stood for
+        self._lost_samples: dict[tuple[bool, tuple[bool, object]], int] = {}
 
     # -- interceptor hooks (on the relay's loop) --------------------------------------------
     def before_forward(self, env: Envelope) -> None:
         msg = env.msg
-        if msg.kind is not REQUEST or self._feed.shed():  # a shed call gets no ids, no splice
+        if msg.kind is not REQUEST:
+            return
+        feed = self._feed
+        if feed.shed():  # a shed call gets no ids, no splice
+            if feed.every > 1 and msg.id is not None and feed.lost_weight > 1:
+                # a sample lost: its response counts with the same weight
+                feed.lost_weight = 0
+                if len(self._lost_samples) < MAX_LOST_SAMPLES:
+                    self._lost_samples[(env.direction is C2S, id_key(msg.id))] = feed.every
             return
         env.trace_id = self.trace_id
         bits = _getrandbits(128)  # both span ids from one draw
@@ -542,7 +564,12 @@ class SessionFeed(BaseInterceptor):
                 if feed.shed():
                     return
             elif not request.span_id:  # its request was shed
-                feed.shed_follower(weight > 1)
+                lost = self._lost_samples
+                key = (request.direction is C2S, id_key(request.id))
+                if lost and key in lost:
+                    feed.shed_lost(lost.pop(key))
+                else:
+                    feed.shed_follower(weight > 1)
                 return
             # else its request was traced: the response goes too, whatever the buffer holds
             # (it is bounded by the traced requests in flight)
