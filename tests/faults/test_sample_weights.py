@@ -9,10 +9,9 @@ from typing import Any
 
 from helmet_otel.core.envelope import Direction
 from helmet_otel.telemetry import frames
-from tests.telemetry.test_feed_unit import (  # noqa: F401  # (make_feed is a fixture)
+from tests.telemetry.test_feed_unit import (
     call,
     line,
-    make_feed,
     messages,
     open_session,
     response,

@@ -1,0 +1,3 @@
+"""Fixtures the fault tests share with the telemetry unit tests."""
+
+from tests.telemetry.test_feed_unit import make_feed  # noqa: F401  # (a fixture)
