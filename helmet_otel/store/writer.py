@@ -16,6 +16,7 @@ import contextlib
 import errno
 import os
 import sqlite3
+import struct
 import sys
 import threading
 import time
@@ -100,6 +101,10 @@ _BUSY_TIMEOUT_MS: Final = 2000
 _REOPEN_AFTER_S: Final = 30.0
 _AGE_CHECK_EVERY_S: Final = 60.0
 _SIZE_CHECK_BACKOFF_S: Final = 5.0
+
+_DB_HEADER: Final = struct.Struct(">16sH")  # the magic string, the page size
+_SQLITE_MAGIC: Final = b"SQLite format 3\0"
+_WAL_MAGIC: Final = (0x377F0682, 0x377F0683)
 
 # sqlite primary result codes
 _SQLITE_PERM, _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY = 3, 5, 6, 8
@@ -313,6 +318,10 @@ class Store:
     def _write(self, op: Callable[[sqlite3.Connection], int]) -> bool:
         if self._permanent is not None or time.monotonic() < self._reopen_at:
             return False
+        damage = self._damage()
+        if damage is not None:
+            self._fail(sqlite3.DatabaseError(damage), kind="damaged")
+            return False
         try:
             self._transact(op)
         except Exception:  # already classified and reported by _transact
@@ -362,8 +371,34 @@ class Store:
             self._conn = conn
         return self._conn
 
-    def _fail(self, exc: BaseException) -> None:
-        kind, permanent, what = _classify(exc)
+    def _damage(self) -> str | None:
+        """What is wrong with the files under an open connection, or None. SQLite trusts its
+        cache and writes on into a file overwritten or truncated under it: the headers of the
+        database and its WAL are read again before each batch (two small reads)."""
+        if self._conn is None:
+            return None
+        try:
+            with open(self.path, "rb") as db:
+                head = db.read(_DB_HEADER.size)
+        except FileNotFoundError:
+            return "the store file was removed while in use"
+        except OSError:
+            return None  # a real I/O problem shows in the write itself
+        if len(head) < _DB_HEADER.size or not head.startswith(_SQLITE_MAGIC):
+            return "the store file was truncated or overwritten while in use (not a database)"
+        try:
+            with open(f"{self.path}-wal", "rb") as wal:
+                wal_head = wal.read(4)
+        except OSError:
+            return None
+        if wal_head and int.from_bytes(wal_head.ljust(4, b"\0"), "big") not in _WAL_MAGIC:
+            return "the store's write-ahead log was overwritten while in use"
+        return None
+
+    def _fail(self, exc: BaseException, kind: str | None = None) -> None:
+        if kind is not None:  # damage found by us, not by SQLite: as permanent as corruption
+            self._permanent = kind
+        kind, permanent, what = _classify(exc) if kind is None else (kind, True, str(exc))
         self.last_error = what
         if kind not in ("locked", "data"):
             if self._conn is not None:
