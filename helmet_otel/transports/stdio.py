@@ -63,6 +63,8 @@ class StdioProxy:
         self._child: ChildProcess | None = None
         self._s2c_done = anyio.Event()
         self._stderr_done = anyio.Event()
+        self._s2c_moved = 0  # server->client deliveries done
+        self._s2c_waits = False  # ... one is waiting for the client to read
 
     # -- diagnostics ------------------------------------------------------------------------
     def diag(self, text: str) -> None:
@@ -167,11 +169,18 @@ class StdioProxy:
                 raise
             # The server's stdin is gone: the exit watcher answers what is pending.
         relay.forwarded(routed)
+        s2c = direction is S2C
+        if s2c:
+            self._s2c_waits = True
         try:
             await out.drain()
         except BrokenPipeError:
-            if direction is S2C:
+            if s2c:
                 raise
+        finally:
+            if s2c:
+                self._s2c_waits = False
+                self._s2c_moved += 1
 
     async def _pump_stderr(self, reader: ByteReader) -> None:
         assert self._err is not None
@@ -212,9 +221,18 @@ class StdioProxy:
 
     async def _finish(self, child: ChildProcess, client_out: ByteWriter) -> None:
         """The child has exited: drain its stdout, answer what is pending, reap its group."""
-        with anyio.move_on_after(STDOUT_DRAIN_AFTER_EXIT):
-            await self._s2c_done.wait()
-            await self._stderr_done.wait()  # every stderr byte the server wrote, too
+        # Every answer the server wrote goes out before any the proxy writes for it: wait for
+        # its stdout's end as long as the answers move (or wait for a slow client); give up
+        # only when nothing moved for STDOUT_DRAIN_AFTER_EXIT (a grandchild that holds the
+        # pipe open). Then only requests that really got no answer get the proxy's error.
+        while True:
+            moved = self._s2c_moved
+            with anyio.move_on_after(STDOUT_DRAIN_AFTER_EXIT):
+                await self._s2c_done.wait()
+                await self._stderr_done.wait()  # every stderr byte the server wrote, too
+                break
+            if self._s2c_done.is_set() or (self._s2c_moved == moved and not self._s2c_waits):
+                break
         routed = self.lifecycle.upstream_exited(*child.describe_exit())
         await self._write_answers(client_out, routed)
         await child.reap_group()
