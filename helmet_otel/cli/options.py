@@ -16,6 +16,7 @@ import math
 import os
 import re
 import tomllib
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast, get_args
@@ -114,9 +115,15 @@ def _service_name(value: object) -> str:
 
 
 def _endpoint(value: object) -> str:
+    """An OTLP endpoint: an http:// or https:// URL with a host (checked at start, so a typo
+    is one line and exit 2, not exporter errors later)."""
     text = _nonempty(value)
     if not text.isprintable() or " " in text:  # other spaces are not printable
         raise ValueError(value)
+    parts = urllib.parse.urlsplit(text)
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise ValueError(value)
+    _ = parts.port  # raises ValueError for a port that is not a number in range
     return text
 
 
@@ -268,7 +275,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("store", _nonempty, "a non-empty path to the store file",
            "local telemetry store (default: user data dir)", "PATH"),
     Option("no_store", _switch, _SWITCH_FORM, "do not write the local store"),
-    Option("otlp_endpoint", _endpoint, "a URL without spaces such as http://localhost:4318",
+    Option("otlp_endpoint", _endpoint, "an http:// or https:// URL such as http://localhost:4318",
            "send OTLP here (overrides OTEL_EXPORTER_OTLP_ENDPOINT)", "URL"),
     _choice("otlp_protocol", OtlpProtocol, "OTLP protocol (default: http/protobuf)"),
     _choice("capture", Capture, "payloads in telemetry: none, metadata or full (default)"),
