@@ -59,6 +59,8 @@ class ProxyOptions:
     grace: float = 2.0
     trace_max_requests: int = 1000
     cwd: str | None = None
+    policy: str | None = None
+    """A TOML policy file (rules, detectors); reloaded when it changes."""
     # Streamable HTTP (`serve`)
     listen: str = "127.0.0.1:8080"
     path: str = "/mcp"
@@ -76,6 +78,10 @@ class ProxyOptions:
     """``Name: value`` headers for every upstream request (values are never recorded)."""
     bearer_token_file: str | None = None
     request_timeout: float = 300.0
+    # the web viewer (`ui`)
+    ui_listen: str = "127.0.0.1:8765"
+    ui_open: bool = False
+    ui_no_token: bool = False
     # tuning
     telemetry_buffer: int = DEFAULT_TELEMETRY_BUFFER
     """Bytes of telemetry the relay keeps for the worker before it sheds new calls."""

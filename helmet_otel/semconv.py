@@ -66,7 +66,12 @@ HELMET_ERROR_CODE: Final = "helmet.error.code"
 HELMET_ERROR_MESSAGE: Final = "helmet.error.message"
 HELMET_LOG_LEVEL: Final = "helmet.log.level"  # the MCP notifications/message level
 HELMET_POLICY_ID: Final = "helmet.policy.id"
-HELMET_POLICY_ACTION: Final = "helmet.policy.action"
+HELMET_POLICY_ACTION: Final = "helmet.policy.action"  # allow | deny | log
+HELMET_POLICY_MODE: Final = "helmet.policy.mode"  # enforce | shadow (decided, not enforced)
+# security findings (helmet.security records, helmet.security.events)
+HELMET_SECURITY_TYPE: Final = "helmet.security.type"  # policy_block | tool_drift | new_tool | ...
+HELMET_SECURITY_SEVERITY: Final = "helmet.security.severity"  # low | medium | high
+HELMET_SECURITY_RULE: Final = "helmet.security.rule"  # the rule or detector id
 HELMET_TELEMETRY_REASON: Final = "helmet.telemetry.reason"  # why something was dropped
 HELMET_BODY_TRUNCATED: Final = "helmet.body.truncated"
 # "proxy" on the records of a response the proxy wrote itself (a policy block, an "upstream
@@ -89,6 +94,7 @@ EVENT_INITIALIZATION: Final = "helmet.initialization"
 EVENT_CONFIGURATION: Final = "helmet.configuration"
 EVENT_PERFORMANCE: Final = "helmet.performance"
 EVENT_SERVER_STDERR: Final = "helmet.server_stderr"
+EVENT_SECURITY: Final = "helmet.security"  # a security finding (see HELMET_SECURITY_TYPE)
 
 ALL_EVENTS: Final = (
     EVENT_SESSION_START,
@@ -102,6 +108,7 @@ ALL_EVENTS: Final = (
     EVENT_CONFIGURATION,
     EVENT_PERFORMANCE,
     EVENT_SERVER_STDERR,
+    EVENT_SECURITY,
 )
 
 # --- span names ----------------------------------------------------------------------------
@@ -117,6 +124,7 @@ METRIC_MESSAGE_SIZE: Final = "helmet.message.size"  # Histogram, By
 METRIC_ERRORS: Final = "helmet.errors"  # Counter, {error}
 METRIC_POLICY_DECISIONS: Final = "helmet.policy.decisions"  # Counter, {decision}
 METRIC_TELEMETRY_DROPPED: Final = "helmet.telemetry.dropped"  # Counter, {record}
+METRIC_SECURITY_EVENTS: Final = "helmet.security.events"  # Counter, {event}
 
 DURATION_BUCKETS: Final = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60, 120, 300)
 SIZE_BUCKETS: Final = (

@@ -13,7 +13,14 @@ from dataclasses import dataclass, field
 
 from helmet_otel.config import ProxyOptions
 from helmet_otel.core.interceptor import InterceptorFactory
+from helmet_otel.policy.interceptor import PolicyFactory, PolicySource, load_source
+from helmet_otel.policy.rules import Policy
+from helmet_otel.redaction import RedactionConfig, Redactor
 from helmet_otel.telemetry.feed import TelemetryFeed, WorkerUnavailable
+
+
+def _warn(text: str) -> None:
+    os.write(2, f"helmet-otel: {text}\n".encode())
 
 
 @dataclass
@@ -37,7 +44,6 @@ def build_interceptors(
     options: ProxyOptions, env: Mapping[str, str], *, service_name: str, transport: str
 ) -> Interceptors:
     built = Interceptors()
-    # (policy goes first, once it exists)
     if options.telemetry_enabled(env):
         try:
             built.feed = TelemetryFeed(options, env, service_name=service_name, transport=transport)
@@ -47,6 +53,26 @@ def build_interceptors(
                 f"helmet-otel: telemetry is off: its worker process could not be started "
                 f"({exc}); MCP traffic is not affected\n".encode(),
             )
-        else:
-            built.factories.append(built.feed)
+    # the detectors run when something records what they find
+    policy = build_policy(options, service_name, monitor=built.feed is not None)
+    if policy is not None:  # first: telemetry must see a blocked call as blocked
+        built.factories.append(policy)
+    if built.feed is not None:
+        built.factories.append(built.feed)
     return built
+
+
+def build_policy(options: ProxyOptions, server: str, *, monitor: bool) -> PolicyFactory | None:
+    """The policy interceptor's factory: with ``--policy``, or (without one, the detectors
+    only, with the default settings) whenever telemetry records what they find."""
+    from helmet_otel.cli.pinning import open_pins
+
+    if options.policy is None and not monitor:
+        return None
+    if options.policy is not None:
+        source = load_source(options.policy, server, _warn)  # checked when options resolved
+    else:
+        source = PolicySource(Policy(), server, _warn)
+    redactor = Redactor(RedactionConfig(extra=tuple(options.redact)))
+    pins = open_pins(options.store, options.store_enabled)
+    return PolicyFactory(source, pins, monitor=monitor, redactor=redactor)

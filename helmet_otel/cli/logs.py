@@ -55,7 +55,9 @@ def _log_filter(args: argparse.Namespace) -> LogFilter:
     hide = args.format == "table" and not args.all and not args.event
     return LogFilter(
         session_prefixes=tuple(args.session or ()),
-        events=tuple(dict.fromkeys(args.event or ())),
+        events=tuple(
+            dict.fromkeys([*(args.event or ()), *((sc.EVENT_SECURITY,) if args.security else ())])
+        ),
         exclude_events=BOOKKEEPING_EVENTS if hide else (),
         methods=tuple(dict.fromkeys(args.method or ())),
         tools=tuple(dict.fromkeys(args.tool or ())),

@@ -20,6 +20,7 @@ from helmet_otel.cli.options import (
 
 PROG = "helmet-otel"
 VIEWER_COMMANDS = ("logs", "sessions", "stats", "trace", "show")
+SECURITY_COMMANDS = ("policy", "tools", "security")
 
 DESCRIPTION = """\
 An OpenTelemetry-native, drop-in proxy for MCP servers.
@@ -38,6 +39,10 @@ commands:
   stats                latency, errors and sizes per method and tool
   trace SESSION        a session's span tree (SESSION: an id, a prefix, last, last~N)
   show ID              one record or call in full
+  ui                   the web viewer: servers, live logs, sessions, stats, export
+  security             security findings and policy blocks
+  policy check FILE    check a policy file (policy test FILE --tool NAME --args JSON)
+  tools list           pinned tool definitions (tools approve SERVER [TOOL])
 """
 
 EPILOG = """\
@@ -48,6 +53,9 @@ examples:
   helmet-otel run --capture metadata -- uvx mcp-server-fetch
   helmet-otel logs -f
   helmet-otel logs --tool search --errors --since 1h
+  helmet-otel ui --open
+  helmet-otel --policy policy.toml node server.js
+  helmet-otel logs --security
 
 In an MCP client config, replace
   "command": "python", "args": ["server.py"]
@@ -118,10 +126,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args and args[0] in VIEWER_COMMANDS:
         parsed = _viewer_parser().parse_args(args)
         return int(parsed.handler(parsed))
+    if args and args[0] in SECURITY_COMMANDS:
+        from helmet_otel.cli import security
+
+        parser = _Parser(prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        security.register(parser.add_subparsers(dest="subcommand", parser_class=_Parser))
+        parsed = parser.parse_args(args)
+        return int(parsed.handler(parsed))
     if args and args[0] == "serve":
         from helmet_otel.cli.serve import main_serve
 
         return main_serve(args[1:], f"{PROG} serve", _Parser)
+    if args and args[0] == "ui":
+        from helmet_otel.cli.ui import main_ui
+
+        return main_ui(args[1:], f"{PROG} ui", _Parser)
     if args and args[0] == "connect":
         from helmet_otel.cli.connect import main_connect
 

@@ -247,6 +247,20 @@ def _headers(value: object) -> list[str]:
     return headers
 
 
+def _policy_file(value: object) -> str:
+    """A policy file that loads: its first problem is the error (``policy check`` lists all)."""
+    from helmet_otel.policy.loader import PolicyError, load_policy
+
+    path = _nonempty(value)
+    try:
+        load_policy(path)
+    except PolicyError as exc:
+        first = exc.problems[0]
+        where = f"line {first.line}: " if first.line else ""
+        raise _Rejected(path, f"{where}{first.message}") from None
+    return path
+
+
 def _one_of(choices: tuple[str, ...]) -> str:
     return f"{', '.join(choices[:-1])} or {choices[-1]}"
 
@@ -266,6 +280,8 @@ def _choice(name: str, literal: object, help: str, *, tuning: bool = False) -> O
 
 _SERVE = ("serve",)
 _CONNECT = ("connect",)
+_UI = ("ui",)
+_PROXY_AND_UI = ("run", "serve", "connect", "ui")
 _SWITCH_FORM = _one_of(_TRUE + _FALSE[:-1])  # empty means off too
 _CONFIG_FORM = "a path to a readable TOML file"
 
@@ -273,7 +289,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("name", _service_name, "a non-empty service name without control characters",
            "service name of the wrapped server (default: derived from the command)", "NAME"),
     Option("store", _nonempty, "a non-empty path to the store file",
-           "local telemetry store (default: user data dir)", "PATH"),
+           "local telemetry store (default: user data dir)", "PATH", commands=_PROXY_AND_UI),
     Option("no_store", _switch, _SWITCH_FORM, "do not write the local store"),
     Option("otlp_endpoint", _endpoint, "an http:// or https:// URL such as http://localhost:4318",
            "send OTLP here (overrides OTEL_EXPORTER_OTLP_ENDPOINT)", "URL"),
@@ -288,7 +304,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("metrics_interval", _duration(zero=False), "a duration above 0 such as 60, 2.5 or 1m",
            "metric export and helmet.performance interval (default 60)", "SECONDS"),
     Option("config", _nonempty, _CONFIG_FORM, "TOML config file (keys as the long options)",
-           "FILE"),
+           "FILE", commands=_PROXY_AND_UI),
     Option("pass_otel_env", _switch, _SWITCH_FORM,
            "let the server inherit OTEL_* variables (stripped by default)"),
     Option("propagate", _switch, _SWITCH_FORM, "do not write trace context into params._meta",
@@ -299,6 +315,8 @@ OPTIONS: tuple[Option, ...] = (
            "requests per trace before a long session rolls over (default 1000)", "N"),
     Option("cwd", _nonempty, "a non-empty directory path",
            "working directory of the server (default: ours)", "DIR"),
+    Option("policy", _policy_file, "a path to a valid TOML policy file", "policy file: tool access rules and security detectors (reloaded "
+           "when it changes)", "FILE"),
     Option("listen", _listen, "HOST:PORT such as 127.0.0.1:8080 or [::1]:0",
            "serve: address to listen on (default 127.0.0.1:8080; port 0: any free port)",
            "HOST:PORT", commands=_SERVE),
@@ -338,6 +356,14 @@ OPTIONS: tuple[Option, ...] = (
            "connect, serve --upstream: answer a request with a timeout error and cancel it "
            "upstream when no answer came for this long (default 5m)", "DURATION",
            commands=("connect", "serve")),
+    Option("ui_listen", _listen, "HOST:PORT such as 127.0.0.1:8765 or [::1]:0",
+           "ui: address to listen on (default 127.0.0.1:8765; port 0: any free port)",
+           "HOST:PORT", flag_name="--listen", commands=_UI),
+    Option("ui_open", _switch, _SWITCH_FORM, "ui: open the viewer in the default web browser",
+           flag_name="--open", commands=_UI),
+    Option("ui_no_token", _switch, _SWITCH_FORM,
+           "ui: serve without an access token (only on a loopback --listen)",
+           flag_name="--no-token", commands=_UI),
     Option("telemetry_buffer", _size(MIN_TELEMETRY_BUFFER),
            "a size in bytes of at least 64KiB such as 4194304 or 4MiB",
            "telemetry the relay holds for the worker before it sheds calls (default 4MiB)",
@@ -363,16 +389,20 @@ _CONFIG = _BY_NAME["config"]
 
 
 def add_proxy_arguments(parser: argparse.ArgumentParser, command: str = "run") -> None:
-    """The options of a proxy command (``run``, ``serve``, ``connect``). Values are text and
+    """The options of a command (``run``, ``serve``, ``connect``, ``ui``). Values are text and
     defaults None: `resolve` parses them, so a bad one is the same one-line error as from any
     other source."""
-    tuning = parser.add_argument_group(
-        "tuning", "telemetry and store limits; the defaults suit most setups"
+    tuning = (
+        parser.add_argument_group(
+            "tuning", "telemetry and store limits; the defaults suit most setups"
+        )
+        if any(option.tuning and command in option.commands for option in OPTIONS)
+        else None
     )
     for option in OPTIONS:
         if command not in option.commands:
             continue
-        group = tuning if option.tuning else parser
+        group = tuning if option.tuning and tuning is not None else parser
         if not option.metavar:
             action = "store_true" if option.switch else "store_false"
             group.add_argument(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import hashlib
 import os
 import re
@@ -19,6 +18,7 @@ from helmet_otel import semconv as sc
 from helmet_otel.cli.layout import SEP, Column, fit, fit_cell, terminal_width
 from helmet_otel.cli.pager import paged
 from helmet_otel.store import codec
+from helmet_otel.store.export import ExportWriter
 from helmet_otel.store.query import LogEntry
 from helmet_otel.store.schema import StoreError
 from helmet_otel.store.timefmt import format_duration_ms, format_local
@@ -285,7 +285,8 @@ class LogTable:
 
 
 class LogWriter:
-    """Writes log entries in one of the formats; the same object serves --follow."""
+    """Writes log entries as a table or in a machine format (``store.export``); the same
+    object serves --follow."""
 
     def __init__(
         self,
@@ -301,37 +302,31 @@ class LogWriter:
         self.fmt = fmt
         self.stream = stream
         self.follow = follow
-        self.count = 0
         self.table = LogTable(stream, colour=colour, utc=utc, wide=wide) if fmt == "table" else None
         if self.table is not None and colour:
             self.table.grid.highlight = highlight
         self.pending: list[LogEntry] = []  # a table's rows, laid out together at the end
-        self.csv = csv.writer(stream, lineterminator="\n") if fmt == "csv" else None
+        self.export = None if fmt == "table" else ExportWriter(fmt, stream)
+        self._rows = 0
+
+    @property
+    def count(self) -> int:
+        return self.export.count if self.export is not None else self._rows
 
     def begin(self) -> None:
         if self.table is not None:
             if self.follow:
                 self.table.write([], header=True, fixed=True)
-        elif self.csv is not None:
-            self.csv.writerow(codec.CSV_FIELDS)
-        elif self.fmt == "json":
-            self.stream.write("[")
+        elif self.export is not None:
+            self.export.begin()
 
     def write(self, entries: Iterable[LogEntry]) -> None:
-        stream = self.stream
+        if self.export is not None:
+            self.export.write(entries)
+            return
         for e in entries:
-            if self.fmt == "ndjson":
-                stream.write(codec.ndjson_line(e).decode("utf-8"))
-            elif self.fmt == "json":
-                stream.write(
-                    ("\n" if self.count == 0 else ",\n")
-                    + orjson.dumps(codec.export_record(e)).decode("utf-8")
-                )
-            elif self.csv is not None:
-                self.csv.writerow(codec.csv_row(e))
-            elif self.table is not None:
-                self.pending.append(e)
-            self.count += 1
+            self.pending.append(e)
+            self._rows += 1
         if self.table is not None and self.follow and self.pending:
             self.table.write(self.pending, header=False, fixed=True)
             self.pending.clear()
@@ -340,8 +335,8 @@ class LogWriter:
         if self.table is not None and not self.follow:
             self.table.write(self.pending, header=True, fixed=False)
             self.pending.clear()
-        if self.fmt == "json":
-            self.stream.write("\n]\n" if self.count else "]\n")
+        if self.export is not None:
+            self.export.end()
 
 
 def write_objects(stream: IO[str], fmt: str, objects: Sequence[object]) -> None:

@@ -293,6 +293,11 @@ def register(subparsers: argparse._SubParsersAction[_P]) -> None:  # pyright: ig
     logs.add_argument("--until", type=_when, metavar="WHEN", help="records before WHEN")
     logs.add_argument("-g", "--grep", metavar="TEXT", help="full-text search over bodies")
     logs.add_argument(
+        "--security",
+        action="store_true",
+        help="only security findings and policy blocks (helmet.security records)",
+    )
+    logs.add_argument(
         "--regex",
         metavar="PATTERN",
         help="a Python regular expression searched in the bodies' JSON text (a scan: slower)",

@@ -35,6 +35,7 @@ from helmet_otel.config import ProxyOptions
 from helmet_otel.core.envelope import C2S, HTTP_TRACEPARENT, Envelope
 from helmet_otel.core.interceptor import BaseInterceptor
 from helmet_otel.core.session import Session
+from helmet_otel.core.verdicts import DECISION, FINDINGS, POLICY_LOADED, Decision, Finding
 from helmet_otel.protocol.message import BLANK, ERROR, REQUEST, RESPONSE, id_key
 from helmet_otel.protocol.splice import with_meta_entry
 from helmet_otel.telemetry.frames import (
@@ -51,6 +52,7 @@ from helmet_otel.telemetry.frames import (
     Frame,
     Info,
     Msg,
+    Security,
     Segment,
     Start,
     Stderr,
@@ -135,6 +137,9 @@ class TelemetryFeed:
         self._shed_full = 0  # messages shed since the last batch: the worker was behind
         self._shed_busy = 0  # ... the governor shed them
         self.lost_weight = 0  # what the last call shed at a full buffer stood for
+        # Decisions and findings are never shed; past twice the buffer (a worker that is
+        # gone or hopelessly behind) they cannot be kept either, and are counted apart.
+        self._security_lost = 0
         self._dropped_reported = False
         self.every = 1  # trace one call (or notification) in this many
         self._limit = self._buffer_limit  # bytes waiting for the worker before calls are shed
@@ -325,6 +330,15 @@ class TelemetryFeed:
         if self.timer is None:
             self._arm_for_drops()
 
+    def overflowing(self) -> bool:
+        """Even decisions and findings cannot be kept: twice the buffer waits."""
+        return len(self._out) + len(self.batch) >= 2 * self._buffer_limit
+
+    def security_lost(self, count: int) -> None:
+        self._security_lost += count
+        if self.timer is None:
+            self._arm_for_drops()
+
     def shed_follower(self, busy: bool) -> None:
         """Count a message shed because of a decision made before it (a response whose request
         was shed: ``busy`` when the governor sheds; a stderr line while the buffer is full)."""
@@ -370,8 +384,11 @@ class TelemetryFeed:
         if now - self._wall_mark >= GOVERN_WINDOW:
             self._govern(now)
         pending = self.batch
-        if not pending and not self._shed_full and not self._shed_busy:
+        if not pending and not self._shed_full and not self._shed_busy and not self._security_lost:
             return
+        if self._security_lost:
+            pending += pickled(Dropped("security_unrecorded", self._security_lost))
+            self._security_lost = 0
         self.batch = bytearray()
         self._out += BATCH.pack(len(pending), self._shed_full, self._shed_busy)
         self._out += pending
@@ -508,7 +525,10 @@ class SessionFeed(BaseInterceptor):
         if msg.kind is not REQUEST:
             return
         feed = self._feed
-        if feed.shed():  # a shed call gets no ids, no splice
+        # A call a policy decided on (or a detector flagged: only they annotate a request
+        # before us) is always traced; any other may be shed, and then gets no ids, no splice.
+        shed = feed.overflowing() and feed.shed() if env.annotations else feed.shed()
+        if shed:
             if feed.every > 1 and msg.id is not None and feed.lost_weight > 1:
                 # a sample lost: its response counts with the same weight
                 feed.lost_weight = 0
@@ -555,6 +575,9 @@ class SessionFeed(BaseInterceptor):
         kind = msg.kind
         feed = self._feed
         weight = feed.every  # how many calls a traced one stands for
+        annotations = env.annotations
+        if annotations and self._security(env, annotations):
+            weight = 1  # traced because of its verdict, not as a sample
         if kind is REQUEST:
             if not env.server_span_id:  # shed in before_forward
                 return
@@ -588,7 +611,6 @@ class SessionFeed(BaseInterceptor):
         if session.revision != self._revision:
             self._revision = session.revision
             feed.append(self.info_frame())
-        annotations = env.annotations
         traceparent = None
         if annotations:
             segment = annotations.get("segment")
@@ -623,6 +645,28 @@ class SessionFeed(BaseInterceptor):
         feed.records += 1
         if feed.timer is None:  # the rest of `append`
             feed.arm()
+
+    def _security(self, env: Envelope, annotations: dict[str, object]) -> bool:
+        """Hand over a policy's decision and the findings on ``env``, ahead of its record;
+        whether there were any."""
+        decision = annotations.get(DECISION)
+        findings = annotations.get(FINDINGS)
+        loaded = annotations.get(POLICY_LOADED)
+        if decision is None and findings is None and loaded is None:
+            return False
+        found = tuple(cast(list[Finding], findings)) if findings is not None else ()
+        feed = self._feed
+        if feed.overflowing():
+            feed.security_lost((decision is not None) + len(found) + (loaded is not None))
+            return True
+        if self.session.revision != self._revision:  # the worker may need the session's info
+            self._revision = self.session.revision
+            feed.append(self.info_frame())
+        feed.append(
+            Security(self.key, env.ts, env.server_span_id, cast(Decision | None, decision),
+                     found, cast(dict[str, object] | None, loaded))
+        )  # fmt: skip
+        return True
 
     def info_frame(self) -> Info:
         session = self.session

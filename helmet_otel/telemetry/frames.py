@@ -9,8 +9,9 @@ relay itself was busy) followed by records:
   worker, not the relay's loop, parses it again and works out its summary (`summarize`).
 - ``P``: any other frame, pickled (pickle is safe here: both ends are this package, parent and
   child process). These are rare: the configuration, session start and end, changes of session
-  info, stderr lines, trace roll-overs, and messages too large to hand over whole, which carry
-  the summary the relay worked out from its own parse.
+  info, stderr lines, trace roll-overs, policy decisions and security findings (`Security`),
+  and messages too large to hand over whole, which carry the summary the relay worked out
+  from its own parse.
 
 One proxy process carries any number of sessions: every session frame names its session by a
 ``u32`` key the relay chose (`Start` introduces it, `End` retires it). `read_batch` turns a
@@ -26,6 +27,7 @@ import struct
 from typing import IO, Any, Final, NamedTuple
 
 from helmet_otel.config import ProxyOptions
+from helmet_otel.core.verdicts import Decision, Finding
 from helmet_otel.protocol.message import (
     NAMED_METHODS,
     JsonId,
@@ -159,6 +161,18 @@ class End(NamedTuple):
     server_info: dict[str, Any] | None
 
 
+class Security(NamedTuple):
+    """What a policy or a detector concluded on a message, handed over just before the
+    message's own record (when that is handed over at all): never shed."""
+
+    session: int
+    ts: int
+    server_span_id: int  # the request's SERVER span; 0 when the message is not traced
+    decision: Decision | None
+    findings: tuple[Finding, ...]
+    policy: dict[str, object] | None  # a policy (re)loaded: its summary (helmet.configuration)
+
+
 class Dropped(NamedTuple):
     """Records the relay shed (``relay_queue_full``, ``relay_busy``)."""
 
@@ -173,7 +187,7 @@ class Close(NamedTuple):
     reason: str
 
 
-Frame = Config | Start | Msg | Info | Segment | Stderr | Failed | End | Dropped | Close
+Frame = Config | Start | Msg | Info | Segment | Stderr | Failed | End | Security | Dropped | Close
 
 
 def summarize(msg: Message, c2s: bool, replied: bool, proxy: bool = False) -> Summary:

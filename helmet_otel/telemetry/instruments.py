@@ -88,6 +88,12 @@ class Instruments:
             sc.METRIC_MESSAGE_SIZE, "By", "Size of relayed MCP messages", sc.SIZE_BUCKETS
         )
         self.errors = metrics.counter(sc.METRIC_ERRORS, "{error}", "Failed MCP operations")
+        self.policy_decisions = metrics.counter(
+            sc.METRIC_POLICY_DECISIONS, "{decision}", "Policy decisions made by a rule"
+        )
+        self.security_events = metrics.counter(
+            sc.METRIC_SECURITY_EVENTS, "{event}", "Security findings"
+        )
         self._methods_seen: set[str] = set()
         self._stats: defaultdict[str, _Stats] = defaultdict(_Stats)
         self.messages_total = 0  # since the worker started

@@ -18,6 +18,7 @@ from opentelemetry.sdk.trace import Event
 from opentelemetry.trace import SpanKind
 
 from helmet_otel import semconv as sc
+from helmet_otel.core.verdicts import Decision
 from helmet_otel.protocol.message import JsonId, id_key
 from helmet_otel.telemetry.frames import Msg
 from helmet_otel.telemetry.records import info_attributes, recorded_body
@@ -25,6 +26,19 @@ from helmet_otel.telemetry.spans import SpanDraft, client_link, log_context, new
 
 if TYPE_CHECKING:
     from helmet_otel.telemetry.session_recorder import SessionRecorder
+
+
+def decision_attributes(decision: Decision) -> dict[str, Any]:
+    """A decision as attributes (of its SERVER span, its records and its metric)."""
+    attrs: dict[str, Any] = {
+        sc.HELMET_POLICY_ID: decision.rule_id,
+        sc.HELMET_POLICY_ACTION: decision.action,
+        sc.HELMET_POLICY_MODE: "shadow" if decision.shadow else "enforce",
+    }
+    if decision.tool is not None:
+        attrs[sc.GEN_AI_TOOL_NAME] = decision.tool
+    return attrs
+
 
 # Server-side codes that mean "the caller sent something the receiver could not serve": not
 # errors of the server (MCP semconv, genai PR #404). Client spans treat every code as an error.
@@ -46,6 +60,9 @@ def _http_status(parsed: object) -> int | None:
         else None
     )
     return status if type(status) is int else None
+
+
+_POLICY_KEYS = (sc.HELMET_POLICY_ID, sc.HELMET_POLICY_ACTION, sc.HELMET_POLICY_MODE)
 
 
 @dataclass(slots=True)
@@ -107,6 +124,12 @@ class Operations:
         weight = frame.weight
         if weight > 1:
             span_attrs[sc.HELMET_SAMPLE_WEIGHT] = weight
+        verdict = session.verdicts.pop(frame.server_span_id, None) if session.verdicts else None
+        if verdict is not None and verdict[0] is not None:
+            policy_attrs = {k: v for k, v in decision_attributes(verdict[0]).items()
+                            if k in _POLICY_KEYS}  # fmt: skip
+            span_attrs.update(policy_attrs)
+            attrs.update(policy_attrs)
         span_name = f"{method} {name}" if name else method
         links = [
             link for link in (client_link(summary.client_traceparent),
@@ -139,6 +162,9 @@ class Operations:
         shared.instruments.count_message(label, attrs, weight)
         body = recorded_body(shared.redactor, frame.body, frame.size, frame.parsed, "params")
         session.emit(sc.EVENT_REQUEST, ts, server_context, attrs, body)
+        if verdict is not None:
+            for finding in verdict[1]:
+                session.finding(finding, ts, server_context)
 
     def response(self, frame: Msg, attrs: dict[str, Any]) -> None:
         session = self.session
@@ -175,6 +201,10 @@ class Operations:
             if weight > 1:
                 attrs[sc.HELMET_SAMPLE_WEIGHT] = weight
             context = opened.context
+            server_attributes = opened.server.attributes
+            if sc.HELMET_POLICY_ID in server_attributes:  # the answer to a decided request
+                for key in _POLICY_KEYS:
+                    attrs[key] = server_attributes[key]
             label = shared.instruments.method_label(opened.method)
             self._end(ts, opened, attrs, code, code_text, summary.error_message, tool_error,
                       http_status)  # fmt: skip

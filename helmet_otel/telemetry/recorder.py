@@ -32,6 +32,7 @@ from helmet_otel.telemetry.frames import (
     Frame,
     Info,
     Msg,
+    Security,
     Segment,
     Start,
     Stderr,
@@ -79,6 +80,8 @@ class Recorder:
                 self._session(frame.session).stderr(frame.ts, frame.line)
             case Segment():
                 self._session(frame.session).roll_over(frame.ts, frame.trace_id, frame.root_span_id)
+            case Security():
+                self._session(frame.session).security(frame)
             case Dropped():
                 self.pipeline.drops.add(frame.reason, frame.count, quiet=True)  # the relay said
             case Start():

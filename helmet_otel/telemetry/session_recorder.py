@@ -18,6 +18,7 @@ from opentelemetry.sdk.trace.sampling import Sampler
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode, TraceFlags
 
 from helmet_otel import semconv as sc
+from helmet_otel.core.verdicts import Decision, Finding
 from helmet_otel.protocol.message import JsonId
 from helmet_otel.redaction import Redactor
 from helmet_otel.telemetry.frames import (
@@ -29,10 +30,11 @@ from helmet_otel.telemetry.frames import (
     Failed,
     Info,
     Msg,
+    Security,
     Start,
 )
 from helmet_otel.telemetry.instruments import Instruments
-from helmet_otel.telemetry.operations import Operations
+from helmet_otel.telemetry.operations import Operations, decision_attributes
 from helmet_otel.telemetry.records import (
     RecordWriter,
     id_text,
@@ -118,6 +120,8 @@ class SessionRecorder:
         self.root = self._new_root(start.ts, start.trace_id, start.root_span_id, [])
         self.root_context = log_context(self.root)
         self.operations = Operations(self)
+        # a request's decision and findings, by its SERVER span id, until its record arrives
+        self.verdicts: dict[int, tuple[Decision | None, tuple[Finding, ...]]] = {}
         self.ended = False
         self._start(start)
 
@@ -282,6 +286,41 @@ class SessionRecorder:
         body = recorded_body(shared.redactor, frame.body, frame.size, frame.parsed, "params")
         self.emit(sc.EVENT_NOTIFICATION, frame.ts, None, attrs, body, severity)
 
+    def security(self, frame: Security) -> None:
+        """A policy's decision and the findings on a message (handed over before it): counted
+        now; recorded with the request they concern when it is traced, else at once."""
+        instruments = self.shared.instruments
+        if frame.policy is not None:
+            body = self.shared.redactor.scrub({"policy": frame.policy})
+            self.emit(sc.EVENT_CONFIGURATION, frame.ts, None, {}, body)
+        decision = frame.decision
+        if decision is not None and decision.tool is not None:  # a name from the traffic
+            decision = decision._replace(tool=self.shared.redactor.scrub_name(decision.tool))
+        if decision is not None:
+            instruments.policy_decisions.add(1, decision_attributes(decision))
+        if frame.server_span_id and (decision is not None or frame.findings):
+            self.verdicts[frame.server_span_id] = (decision, frame.findings)
+            return
+        for finding in frame.findings:
+            self.finding(finding, frame.ts, None)
+
+    def finding(self, finding: Finding, ts: int, context: Context | None) -> None:
+        """A ``helmet.security`` record (in ``context``: its request's span, if any)."""
+        attrs: dict[str, Any] = {
+            sc.HELMET_SECURITY_TYPE: finding.type,
+            sc.HELMET_SECURITY_SEVERITY: finding.severity,
+            sc.HELMET_SECURITY_RULE: finding.rule_id,
+            sc.HELMET_SERVER_NAME: self.shared.config.service_name,
+        }
+        if finding.tool is not None:  # a name from the traffic
+            attrs[sc.GEN_AI_TOOL_NAME] = self.shared.redactor.scrub_name(finding.tool)
+        message = self.shared.redactor.scrub_text(finding.message)
+        self.emit(sc.EVENT_SECURITY, ts, context, attrs, message, SeverityNumber.WARN)
+        self.shared.instruments.security_events.add(
+            1, {sc.HELMET_SECURITY_TYPE: finding.type,
+                sc.HELMET_SECURITY_SEVERITY: finding.severity},
+        )  # fmt: skip
+
     def info(self, info: Info) -> None:
         """What the relay learned of the session (era, protocol version, client and server,
         the protocol's session id)."""
@@ -328,6 +367,10 @@ class SessionRecorder:
         redactor = self.shared.redactor
         ts = end.ts
         reason = redactor.scrub_text(end.exit_reason or "session ended")
+        for _decision, findings in self.verdicts.values():  # requests never recorded
+            for finding in findings:
+                self.finding(finding, ts, None)
+        self.verdicts.clear()
         unanswered = self.operations.abandon(ts, reason)
         status = end.exit_status
         duration_s = max(ts - self.started_ns, 0) / 1e9

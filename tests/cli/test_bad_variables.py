@@ -46,6 +46,10 @@ BAD = [
     ("HELMET_GRACE", "-1", "'-1': expected a duration of 0 or more such as 2, 0.5 or 500ms"),
     ("HELMET_TRACE_MAX_REQUESTS", "0", "'0': expected a whole number of at least 1 such as 1000"),
     ("HELMET_CWD", "", "'': expected a non-empty directory path"),
+    ("HELMET_POLICY", "{tmp}/missing.toml", "'{tmp}/missing.toml': expected a path to a valid "
+     "TOML policy file (cannot read the policy file: No such file or directory)"),
+    ("HELMET_POLICY", "{tmp}", "'{tmp}': expected a path to a valid TOML policy file (cannot "
+     "read the policy file: Is a directory)"),
     ("HELMET_LISTEN", "8080", "'8080': expected HOST:PORT such as 127.0.0.1:8080 or [::1]:0"),
     ("HELMET_PATH", "mcp", "'mcp': expected a URL path starting with / such as /mcp"),
     ("HELMET_AUTH_TOKEN_FILE", "", "'': expected a path to a file of tokens"),
@@ -69,6 +73,9 @@ BAD = [
      "header itself)"),
     ("HELMET_BEARER_TOKEN_FILE", " ", "' ': expected a path to a file holding a token"),
     ("HELMET_REQUEST_TIMEOUT", "-1", "'-1': expected a duration such as 300, 5m, or 0 for none"),
+    ("HELMET_UI_LISTEN", "localhost", "'localhost': expected HOST:PORT such as 127.0.0.1:8765 or [::1]:0"),
+    ("HELMET_UI_OPEN", "sometimes", f"'sometimes': expected {SWITCH}"),
+    ("HELMET_UI_NO_TOKEN", "please", f"'please': expected {SWITCH}"),
     ("HELMET_TELEMETRY_BUFFER", "lots", f"'lots': expected {BUFFER}"),
     ("HELMET_TELEMETRY_BUFFER", "4 potatoes", f"'4 potatoes': expected {BUFFER}"),
     ("HELMET_TELEMETRY_BUFFER", "1KiB", f"'1KiB': expected {BUFFER}"),
@@ -127,6 +134,16 @@ def test_a_bad_flag_is_one_line_and_nothing_starts(tmp_path: Path) -> None:
     assert proxy(tmp_path, "run", "--worker-sched", "fifo", "--") == (
         2, "", "helmet-otel: error: --worker-sched: bad value 'fifo': expected idle or normal\n",
         False,
+    )  # fmt: skip
+
+
+def test_a_policy_file_with_a_problem_is_one_line_and_nothing_starts(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.toml"
+    policy.write_text('[[rule]]\nid = "x"\ntools = ["a"]\naction = "block"\n')
+    assert proxy(tmp_path, "--policy", str(policy)) == (
+        2, "", f"helmet-otel: error: --policy: bad value {str(policy)!r}: expected a path to a "
+        "valid TOML policy file (line 4: rule x: action: expected 'allow', 'deny' or 'log', not "
+        "'block')\n", False,
     )  # fmt: skip
 
 

@@ -951,6 +951,7 @@ INSTRUMENTS: dict[str, tuple[str, MetricKind]] = {
     sc.METRIC_ERRORS: ("{error}", "counter"),
     sc.METRIC_POLICY_DECISIONS: ("{decision}", "counter"),
     sc.METRIC_TELEMETRY_DROPPED: ("{record}", "counter"),
+    sc.METRIC_SECURITY_EVENTS: ("{event}", "counter"),
 }
 
 

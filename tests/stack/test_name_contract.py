@@ -42,18 +42,9 @@ pytestmark = pytest.mark.e2e
 
 # (backend, name) -> why the proxy cannot produce it in this test yet. A metric listed here
 # excuses every label used on it as well.
-PENDING: dict[tuple[str, str], str] = {
-    (
-        "prometheus",
-        "helmet_policy_decisions_total",
-    ): "policies (tool access control) are not implemented yet",
-    ("prometheus", "helmet_policy_id"): "policies are not implemented yet",
-    ("prometheus", "helmet_policy_action"): "policies are not implemented yet",
-    (
-        "loki",
-        "helmet_policy_id",
-    ): "policies are not implemented yet (policy blocks become helmet.error records)",
-}
+PENDING: dict[tuple[str, str], str] = {}
+# The proxy runs with this policy, so that blocks, decisions and findings are exported too.
+POLICY = '[[rule]]\nid = "no-delete"\ntools = ["*delete*"]\naction = "deny"\n'
 
 
 def _is_pending(use: NameUse) -> bool:
@@ -63,13 +54,15 @@ def _is_pending(use: NameUse) -> bool:
     return bool(use.metrics) and all(("prometheus", m) in PENDING for m in use.metrics)
 
 
-async def _drive(env: dict[str, str]) -> None:
+async def _drive(env: dict[str, str], policy: str) -> None:
     params = StdioServerParameters(
         command=sys.executable,
         args=[
             "-m",
             "helmet_otel",
             "--no-store",
+            "--policy",
+            policy,
             sys.executable,
             "-m",
             "helmet_otel.examples.demo_server",
@@ -88,6 +81,9 @@ async def _drive(env: dict[str, str]) -> None:
             assert failed.is_error
             with pytest.raises(MCPError):  # a JSON-RPC error: helmet.error record
                 await session.call_tool("no-such-tool", {})
+            with pytest.raises(MCPError) as blocked:  # a policy block: decision and finding
+                await session.call_tool("delete-everything", {})
+            assert blocked.value.error.code == -32001
             await session.get_prompt("greet", {"name": "Ada"})
             await session.read_resource("demo://readme")
             await session.send_ping()
@@ -99,12 +95,17 @@ def _done(rx: OTLPReceiver) -> bool:
     return (
         sc.EVENT_PROXY_CLOSE in events
         and sc.METRIC_SERVER_SESSION_DURATION in metrics
+        and sc.METRIC_POLICY_DECISIONS in metrics
         and any(s["name"] == sc.SPAN_SESSION for s in rx.spans())
     )
 
 
 @pytest.fixture(scope="module")
-def capture() -> Iterator[dict[str, list[dict[str, Any]]]]:
+def capture(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[dict[str, list[dict[str, Any]]]]:
+    policy = tmp_path_factory.mktemp("contract") / "policy.toml"
+    policy.write_text(POLICY)
     with OTLPReceiver() as rx:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "HELMET_"))}
         env.update(
@@ -112,7 +113,7 @@ def capture() -> Iterator[dict[str, list[dict[str, Any]]]]:
             HELMET_METRICS_INTERVAL="1",
             PYTHONUNBUFFERED="1",
         )
-        anyio.run(_drive, env)
+        anyio.run(_drive, env, str(policy))
         rx.wait_for(_done, timeout=20)
         yield {"spans": rx.spans(), "logs": rx.logs(), "metrics": rx.metrics()}
 
@@ -149,7 +150,7 @@ def test_exported_metrics_have_the_declared_names_kinds_and_units(
         assert (metric["unit"], metric_kind(metric)) == (unit, kind), name
         assert metric["temporality"] in (None, "CUMULATIVE"), f"{name}: Prometheus drops delta"
         seen.add(name)
-    assert seen == set(INSTRUMENTS) - {sc.METRIC_POLICY_DECISIONS}
+    assert seen == set(INSTRUMENTS)
 
 
 def test_every_name_the_dashboards_and_links_use_is_produced(

@@ -268,7 +268,7 @@ def test_logs_panels_have_the_viewer_options(dashboards: dict[str, dict[str, Any
                 assert options.get(key) == value, f"{panel['title']}: {key}"
             assert options["sortOrder"] in ("Descending", "Ascending")
             assert panel["datasource"]["uid"] == "loki"
-    assert found == 3
+    assert found == 4
     stream = next(
         p for p in iter_panels(dashboards["helmet-mcp-logs"]["panels"]) if p["type"] == "logs"
     )
@@ -311,6 +311,7 @@ def test_literal_values_in_queries_are_values_helmet_emits(
         sc.EVENT_ERROR,
         sc.EVENT_SESSION_END,
         sc.EVENT_SERVER_STDERR,
+        sc.EVENT_SECURITY,
     }
 
 

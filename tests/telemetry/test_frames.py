@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from helmet_otel.config import ProxyOptions
+from helmet_otel.core.verdicts import Decision, Finding
 from helmet_otel.protocol.message import JsonId, inspect
 from helmet_otel.telemetry import frames
 from helmet_otel.telemetry.frames import (
@@ -24,6 +25,7 @@ from helmet_otel.telemetry.frames import (
     Frame,
     Info,
     Msg,
+    Security,
     Segment,
     Start,
     Stderr,
@@ -77,6 +79,10 @@ def test_every_frame_type_round_trips(pipe: tuple[int, int]) -> None:
         Segment(7, 12, 99, 100),
         Stderr(7, 13, b"warn: \xff\n"),
         Failed(8, 14, "no such file"),
+        Security(7, 14, 77, Decision("sec-1", "deny", False, "tools/call", "get-env"),
+                 (Finding("policy_block", "medium", "sec-1", "get-env", "denied"),),
+                 {"mode": "enforce", "rules": [{"id": "sec-1"}]}),
+        Security(8, 14, 0, None, (), None),
         End(7, 15, 3, "server exited with status 3", 4, 1, {"tools/call": 2}, "legacy",
             "2025-11-25", shared, None),
         Close(16, "proxy received SIGTERM"),

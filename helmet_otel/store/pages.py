@@ -1,0 +1,139 @@
+"""Log records a page at a time, newest first, and the live tail (the web viewer's log view).
+
+A page holds the ``limit`` newest matching records older than a cursor ``(ts, id)``: following
+the cursor of each page's last record walks back to the oldest record without skipping or
+repeating one, however many records arrive meanwhile. The tail holds what matched after a log
+id, up to the newest id when it was read, newest first; when more than ``limit`` matched it
+says so (``gap``), and the older ones are reached by paging on from the tail's oldest record.
+Ids are allocated under SQLite's write lock (see ``Reader.logs_after``), so a tail cursor never
+misses a record.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from helmet_otel.store.query import LOG_COLUMNS, LogEntry, LogFilter, Reader, fts_query
+from helmet_otel.store.schema import StoreError
+
+__all__ = ["Page", "Tail", "answer_of", "conditions", "page", "read_rows", "record", "tail"]
+
+_PAIR_KINDS: Final = ("response", "error")
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    entries: list[LogEntry]  # newest first
+    more: bool  # older matching records exist
+    top_id: int  # the newest log id when the page was read: where a tail starts
+
+
+@dataclass(frozen=True, slots=True)
+class Tail:
+    entries: list[LogEntry]  # newest first
+    cursor: int  # the newest log id looked at: where the next tail starts
+    gap: bool  # more than ``limit`` matched: older ones were left for paging
+
+
+def read_rows(reader: Reader, sql: str, args: Sequence[object] = ()) -> list[tuple[object, ...]]:
+    """Run a query on the reader's connection; a database error is a ``StoreError``."""
+    try:
+        return reader.conn.execute(sql, args).fetchall()
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"cannot read the store at {reader.path}: {exc}") from None
+
+
+def conditions(reader: Reader, flt: LogFilter) -> tuple[str, list[object]] | None:
+    """``flt`` as SQL conditions with its session references and name globs resolved; None when
+    the filter names only things that do not exist (nothing can match)."""
+    resolved = reader.resolve(flt)
+    if resolved.empty:
+        return None
+    return flt.where(resolved)
+
+
+def _source(flt: LogFilter) -> str:
+    # as Reader.logs: with full text and no session or tool filter, walk the time index
+    if flt.grep is not None and not flt.session_prefixes and not flt.tools:
+        return "logs INDEXED BY logs_ts"
+    return "logs"
+
+
+def page(
+    reader: Reader, flt: LogFilter, *, before: tuple[int, int] | None = None, limit: int = 200
+) -> Page:
+    """The ``limit`` newest matching records older than ``before`` (``(ts, id)``)."""
+    top = reader.max_log_id()
+    found = conditions(reader, flt)
+    if found is None:
+        return Page([], False, top)
+    where, args = found
+    if before is not None:
+        where += " AND ts <= ? AND (ts < ? OR id < ?)"
+        args.extend((before[0], before[0], before[1]))
+    sql = (
+        f"SELECT {LOG_COLUMNS} FROM logs WHERE id IN (SELECT id FROM {_source(flt)} WHERE {where}"
+        " ORDER BY ts DESC, id DESC LIMIT ?) ORDER BY ts DESC, id DESC"
+    )
+    rows = read_rows(reader, sql, [*args, limit + 1])
+    entries = [LogEntry.from_row(r) for r in rows[:limit]]
+    return Page(entries, len(rows) > limit, top)
+
+
+def tail(reader: Reader, flt: LogFilter, after_id: int, *, limit: int = 1000) -> Tail:
+    """Matching records with ``after_id < id <= newest id``, newest first, at most ``limit``."""
+    top = reader.max_log_id()
+    if top <= after_id:
+        return Tail([], top, False)
+    found = conditions(reader, dataclasses.replace(flt, grep=None))
+    if found is None:
+        return Tail([], top, False)
+    where, args = found
+    if flt.grep is not None:
+        # the id range inside the full-text query: FTS5 then reads only the new rows' ids
+        query = fts_query(flt.grep)
+        if query is None:
+            return Tail([], top, False)
+        where += (
+            " AND id IN (SELECT rowid FROM logs_fts WHERE logs_fts MATCH ?"
+            " AND rowid > ? AND rowid <= ?)"
+        )
+        args.extend((query, after_id, top))
+    sql = (
+        f"SELECT {LOG_COLUMNS} FROM logs WHERE id > ? AND id <= ? AND {where}"
+        " ORDER BY id DESC LIMIT ?"
+    )
+    rows = read_rows(reader, sql, [after_id, top, *args, limit + 1])
+    return Tail([LogEntry.from_row(r) for r in rows[:limit]], top, len(rows) > limit)
+
+
+def record(reader: Reader, log_id: int) -> LogEntry | None:
+    rows = read_rows(reader, f"SELECT {LOG_COLUMNS} FROM logs WHERE id = ?", (log_id,))
+    return LogEntry.from_row(rows[0]) if rows else None
+
+
+def answer_of(reader: Reader, entry: LogEntry) -> LogEntry | None:
+    """The other half of a call: a request's answer, or an answer's request (same session and
+    request id, the other direction); None for anything else or when it is not stored."""
+    if entry.session_id is None or entry.request_id is None or entry.direction is None:
+        return None
+    if entry.kind == "request":
+        sql = (
+            f"SELECT {LOG_COLUMNS} FROM logs INDEXED BY logs_session_ts WHERE session_id = ? AND ts >= ?"
+            " AND request_id = ?"
+            f" AND kind IN {_PAIR_KINDS} AND direction != ? ORDER BY ts, id LIMIT 1"
+        )
+    elif entry.kind in _PAIR_KINDS:
+        sql = (
+            f"SELECT {LOG_COLUMNS} FROM logs INDEXED BY logs_session_ts WHERE session_id = ? AND ts <= ?"
+            " AND request_id = ?"
+            " AND kind = 'request' AND direction != ? ORDER BY ts DESC, id DESC LIMIT 1"
+        )
+    else:
+        return None
+    rows = read_rows(reader, sql, (entry.session_id, entry.ts, entry.request_id, entry.direction))
+    return LogEntry.from_row(rows[0]) if rows else None

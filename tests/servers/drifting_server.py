@@ -1,0 +1,49 @@
+"""A minimal stdio MCP server whose `fetch` tool description comes from DRIFT_DESCRIPTION.
+
+It lists two tools, `echo` and `fetch`, and answers every tools/call with a text result
+naming the tool. Changing DRIFT_DESCRIPTION between sessions is a tool-definition change
+(a "rug pull") the proxy's drift detector must notice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+TOOLS = [
+    {"name": "echo", "description": "Echo a message",
+     "inputSchema": {"type": "object", "properties": {"message": {"type": "string"}}},
+     "annotations": {"readOnlyHint": True}},
+    {"name": "fetch", "description": os.environ.get("DRIFT_DESCRIPTION", "Fetch a URL"),
+     "inputSchema": {"type": "object", "properties": {"url": {"type": "string"}}}},
+]  # fmt: skip
+
+
+def answer(request: dict[str, Any]) -> dict[str, Any]:
+    method = request["method"]
+    if method == "initialize":
+        result: dict[str, Any] = {
+            "protocolVersion": "2025-11-25", "capabilities": {"tools": {}},
+            "serverInfo": {"name": "drifting", "version": "1"},
+        }  # fmt: skip
+    elif method == "tools/list":
+        result = {"tools": TOOLS}
+    elif method == "tools/call":
+        result = {"content": [{"type": "text", "text": f"called {request['params']['name']}"}]}
+    else:
+        result = {}
+    return {"jsonrpc": "2.0", "id": request["id"], "result": result}
+
+
+def main() -> None:
+    for line in sys.stdin.buffer:
+        message = json.loads(line)
+        if "id" in message and "method" in message:
+            sys.stdout.write(json.dumps(answer(message)) + "\n")
+            sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
