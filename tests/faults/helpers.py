@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -9,11 +10,13 @@ import sqlite3
 import struct
 import termios
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import TypeVar
 
 import psutil
+
+from tests.e2e.helpers import MISBEHAVING, RawProcess, clean_env, proxy_argv
 
 T = TypeVar("T")
 
@@ -89,3 +92,17 @@ INITIALIZE = (
     b'{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18",'
     b'"capabilities":{},"clientInfo":{"name":"fault-client","version":"1"}}}\n'
 )
+
+
+@contextlib.contextmanager
+def recorded_proxy(
+    store: Path, calls: int, env: dict[str, str] | None = None
+) -> Generator[RawProcess]:
+    """A proxy (with ``store``) in front of a plain server, after initialize and ``calls``
+    calls whose answers came and which the worker has stored (it is idle then)."""
+    argv = proxy_argv([*MISBEHAVING, "plain"], "--store", str(store), store=True)
+    with RawProcess(argv, env=env or clean_env()) as proxy:
+        proxy.write(INITIALIZE + call_lines(1, calls))
+        proxy.stdout.wait(lambda b: b.count(b"\n") >= calls + 1, 20)
+        poll(lambda: count(store, "helmet.response"), lambda n: n == calls + 1, 20, "stored")
+        yield proxy

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from helmet_otel.store.query import Reader
-from tests.e2e.helpers import MISBEHAVING, RawProcess, clean_env, proxy_argv
-from tests.faults.helpers import INITIALIZE, call_lines, count, poll, proxy_close_dropped
+from tests.e2e.helpers import clean_env
+from tests.faults.helpers import count, proxy_close_dropped, recorded_proxy
 from tests.otlp_receiver import OTLPReceiver, dead_endpoint
 
 CALLS = 20
@@ -35,12 +35,7 @@ def test_a_collector_fault_adds_at_most_a_second_to_exit(fault: str, tmp_path: P
     store = tmp_path / "store.db"
     with collector(fault) as endpoint:
         env = clean_env({"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint})
-        argv = proxy_argv([*MISBEHAVING, "plain"], "--store", str(store), store=True)
-        with RawProcess(argv, env=env) as proxy:
-            proxy.write(INITIALIZE + call_lines(1, CALLS))
-            proxy.stdout.wait(lambda b: b.count(b"\n") >= CALLS + 1, 20)
-            # the worker has recorded the traffic (the store has it): what follows is the exit
-            poll(lambda: count(store, "helmet.response"), lambda n: n == CALLS + 1, 20, "stored")
+        with recorded_proxy(store, CALLS, env) as proxy:
             started = time.monotonic()
             proxy.close_stdin()
             assert proxy.wait(10) == 0

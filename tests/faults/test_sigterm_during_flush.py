@@ -11,17 +11,12 @@ from pathlib import Path
 import psutil
 
 from helmet_otel.store.query import Reader
-from tests.e2e.helpers import MISBEHAVING, RawProcess, clean_env, proxy_argv
-from tests.faults.helpers import INITIALIZE, call_lines, count, poll, workers
+from tests.faults.helpers import poll, recorded_proxy, workers
 
 
 def test_sigterm_while_telemetry_flushes_exits_with_the_servers_status(tmp_path: Path) -> None:
     store = tmp_path / "store.db"
-    argv = proxy_argv([*MISBEHAVING, "plain"], "--store", str(store), store=True)
-    with RawProcess(argv, env=clean_env()) as proxy:
-        proxy.write(INITIALIZE + call_lines(1, 5))
-        proxy.stdout.wait(lambda b: b.count(b"\n") >= 6, 20)
-        poll(lambda: count(store, "helmet.response"), lambda n: n == 6, 20, "stored")
+    with recorded_proxy(store, 5) as proxy:
         (worker,) = workers(proxy.proc.pid)
         (server,) = [p for p in psutil.Process(proxy.proc.pid).children() if p.pid != worker.pid]
         worker.send_signal(signal.SIGSTOP)  # the flush cannot finish before the signal

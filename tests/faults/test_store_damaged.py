@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import MISBEHAVING, RawProcess, clean_env, proxy_argv
-from tests.faults.helpers import INITIALIZE, call_lines, count, poll
+from tests.faults.helpers import call_lines, recorded_proxy
 
 CALLS = 50
 
@@ -32,11 +31,7 @@ def test_a_store_damaged_under_the_writer_is_reported_once_and_counted(
     how: str, tmp_path: Path
 ) -> None:
     store = tmp_path / "store.db"
-    argv = proxy_argv([*MISBEHAVING, "plain"], "--store", str(store), store=True)
-    with RawProcess(argv, env=clean_env()) as proxy:
-        proxy.write(INITIALIZE + call_lines(1, CALLS))
-        proxy.stdout.wait(lambda b: b.count(b"\n") >= CALLS + 1, 20)
-        poll(lambda: count(store, "helmet.response"), lambda n: n == CALLS + 1, 20, "stored")
+    with recorded_proxy(store, CALLS) as proxy:
         _damage(store, how)
         proxy.write(call_lines(1000, CALLS))
         proxy.stdout.wait(lambda b: b.count(b"\n") >= 2 * CALLS + 1, 20)

@@ -10,13 +10,12 @@ from pathlib import Path
 import psutil
 
 from helmet_otel.store.query import Reader
-from tests.e2e.helpers import MISBEHAVING, RawProcess, clean_env, proxy_argv
 from tests.faults.helpers import (
-    INITIALIZE,
     call_lines,
     count,
     poll,
     proxy_close_dropped,
+    recorded_proxy,
     unread_in_stdin,
     workers,
 )
@@ -26,12 +25,7 @@ DIED = b"helmet-otel: the telemetry worker died (signal 9)"
 
 def test_a_killed_worker_is_replaced_and_its_loss_counted(tmp_path: Path) -> None:
     store = tmp_path / "store.db"
-    argv = proxy_argv([*MISBEHAVING, "plain"], "--store", str(store), store=True)
-    with RawProcess(argv, env=clean_env()) as proxy:
-        proxy.write(INITIALIZE + call_lines(1, 100))
-        proxy.stdout.wait(lambda b: b.count(b"\n") >= 101, 20)
-        # the first worker recorded all of it: it is idle
-        poll(lambda: count(store, "helmet.response"), lambda n: n == 101, 20, "responses")
+    with recorded_proxy(store, 100) as proxy:
         (first,) = workers(proxy.proc.pid)
         first.send_signal(signal.SIGSTOP)  # behind: what follows waits in its pipe
         proxy.write(call_lines(101, 100))
