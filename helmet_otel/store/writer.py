@@ -117,6 +117,13 @@ def _report_stderr(message: str) -> None:
         sys.stderr.flush()
 
 
+def _fd_target(fd: int) -> str | None:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return None
+
+
 def _is_busy(exc: BaseException) -> bool:
     if not isinstance(exc, sqlite3.OperationalError):
         return False
@@ -184,6 +191,8 @@ class Store:
         self._reported: set[str] = set()
         self._next_age_check = 0.0
         self._next_size_check = 0.0
+        self._fds = (-1, -1)  # SQLite's descriptors on the database and its WAL (`_damage`)
+        self._fds_scanned = 0.0
         self.dropped_logs = 0
         self.dropped_spans = 0
         self.written_logs = 0
@@ -374,26 +383,47 @@ class Store:
     def _damage(self) -> str | None:
         """What is wrong with the files under an open connection, or None. SQLite trusts its
         cache and writes on into a file overwritten or truncated under it: the headers of the
-        database and its WAL are read again before each batch (two small reads)."""
+        database and its WAL are read again before each batch (two small reads).
+
+        They are read through SQLite's own descriptors (found in ``/proc/self/fd``; Linux):
+        opening and closing the file here would drop every POSIX lock this process holds on
+        it, SQLite's included."""
         if self._conn is None:
             return None
+        db_fd, wal_fd = self._sqlite_fds()
+        if db_fd < 0:
+            return None
         try:
-            with open(self.path, "rb") as db:
-                head = db.read(_DB_HEADER.size)
-        except FileNotFoundError:
-            return "the store file was removed while in use"
+            head = os.pread(db_fd, _DB_HEADER.size, 0)
+            wal_head = os.pread(wal_fd, 4, 0) if wal_fd >= 0 else b""
         except OSError:
             return None  # a real I/O problem shows in the write itself
         if len(head) < _DB_HEADER.size or not head.startswith(_SQLITE_MAGIC):
             return "the store file was truncated or overwritten while in use (not a database)"
-        try:
-            with open(f"{self.path}-wal", "rb") as wal:
-                wal_head = wal.read(4)
-        except OSError:
-            return None
         if wal_head and int.from_bytes(wal_head.ljust(4, b"\0"), "big") not in _WAL_MAGIC:
             return "the store's write-ahead log was overwritten while in use"
         return None
+
+    def _sqlite_fds(self) -> tuple[int, int]:
+        """The descriptors SQLite holds on the database and its WAL (-1: none found)."""
+        db_path = str(self.path.resolve())
+        wanted = (db_path, f"{db_path}-wal")
+        fds = self._fds
+        if (
+            fds[0] >= 0
+            and all(fd < 0 or _fd_target(fd) == path for fd, path in zip(fds, wanted, strict=True))
+            and (fds[1] >= 0 or time.monotonic() < self._fds_scanned + 1.0)
+        ):
+            return fds
+        found = [-1, -1]
+        with contextlib.suppress(OSError):
+            for name in os.listdir("/proc/self/fd"):
+                target = _fd_target(int(name))
+                if target in wanted:
+                    found[wanted.index(target)] = int(name)
+        self._fds = (found[0], found[1])
+        self._fds_scanned = time.monotonic()
+        return self._fds
 
     def _fail(self, exc: BaseException, kind: str | None = None) -> None:
         if kind is not None:  # damage found by us, not by SQLite: as permanent as corruption
