@@ -41,6 +41,7 @@ __all__ = [
     "child_environment",
     "environ",
     "resolve",
+    "resolve_with_sources",
 ]
 
 _ENV_PREFIX = "HELMET_"
@@ -461,6 +462,14 @@ def resolve(args: argparse.Namespace, env: Mapping[str, str]) -> ProxyOptions:
     """The options from ``args`` (flags), ``env`` (HELMET_*) and the config file they name.
 
     Raises `ConfigError` (one line) for the first bad value."""
+    return resolve_with_sources(args, env)[0]
+
+
+def resolve_with_sources(
+    args: argparse.Namespace, env: Mapping[str, str]
+) -> tuple[ProxyOptions, dict[str, str]]:
+    """`resolve`, and where each value that is not a default came from (``helmet-otel
+    doctor``): field -> ``flag --x``, ``env HELMET_X`` or ``config file PATH: key``."""
     flags: dict[str, Any] = {}
     for option in OPTIONS:
         value = getattr(args, option.name, None)
@@ -477,7 +486,11 @@ def resolve(args: argparse.Namespace, env: Mapping[str, str]) -> ProxyOptions:
         config = _read_config(environment["config"], _CONFIG.env)
     else:
         config = {}
-    return ProxyOptions(**{**config, **environment, **flags})
+    config_path = flags.get("config") or environment.get("config")
+    sources = {name: f"config file {config_path}: {_BY_NAME[name].key}" for name in config}
+    sources.update({name: f"env {_BY_NAME[name].env}" for name in environment})
+    sources.update({name: f"flag {_BY_NAME[name].flag}" for name in flags})
+    return ProxyOptions(**{**config, **environment, **flags}), sources
 
 
 def child_environment(env: Mapping[str, str], pass_otel_env: bool) -> dict[str, str]:

@@ -164,9 +164,19 @@ _V2: Final = (
     "CREATE INDEX logs_call ON logs (session_id, request_id, ts) WHERE request_id IS NOT NULL",
 )
 
+# Version 3: what each session's server process used (``helmet.server.cpu_time``,
+# ``helmet.server.memory.peak`` of its performance and end records): ``sessions`` shows them.
+# ``imported_ts``: when ``logs --import`` brought the session in (NULL: a proxy recorded it).
+_V3: Final = (
+    "ALTER TABLE sessions ADD COLUMN cpu_s REAL",
+    "ALTER TABLE sessions ADD COLUMN peak_memory INTEGER",
+    "ALTER TABLE sessions ADD COLUMN imported_ts INTEGER",
+)
+
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(1, "initial schema", _V1),
     Migration(2, "server, method, call and span indexes", _V2),
+    Migration(3, "server process CPU time and peak memory per session; imported sessions", _V3),
 )
 SCHEMA_VERSION: Final = MIGRATIONS[-1].version
 

@@ -69,12 +69,18 @@ _END_ATTRS: Final = (
     ("exit_status", sc.HELMET_EXIT_STATUS),
     ("exit_reason", sc.HELMET_EXIT_REASON),
 )
+# from any record that carries them; the largest value wins (both only grow)
+_USAGE_ATTRS: Final = (
+    ("cpu_s", sc.HELMET_SERVER_CPU_TIME),
+    ("peak_memory", sc.HELMET_SERVER_MEMORY_PEAK),
+)
 _SESSION_COLUMNS: Final = (
     "service",
     *(c for c, _ in _SESSION_ATTRS),
     "start_ts",
     "end_ts",
     *(c for c, _ in _END_ATTRS),
+    *(c for c, _ in _USAGE_ATTRS),
 )
 ERA_UNKNOWN: Final = "unknown"
 # How a column of an existing session row takes a new value (default: the new one, if any).
@@ -83,6 +89,9 @@ _MERGE: Final = {
     # its telemetry worker, which may know fewer requests than were already counted.
     "requests": "coalesce(max(requests, excluded.requests), excluded.requests, requests)",
     "errors": "coalesce(max(errors, excluded.errors), excluded.errors, errors)",
+    "cpu_s": "coalesce(max(cpu_s, excluded.cpu_s), excluded.cpu_s, cpu_s)",
+    "peak_memory": "coalesce(max(peak_memory, excluded.peak_memory), excluded.peak_memory, "
+    "peak_memory)",
     # "unknown" never replaces an era already learned.
     "era": f"CASE WHEN excluded.era = '{ERA_UNKNOWN}' THEN coalesce(era, excluded.era)"
     " ELSE coalesce(excluded.era, era) END",
@@ -558,6 +567,13 @@ def _session_updates(
                     column == "era" and value == ERA_UNKNOWN and column in entry
                 ):
                     entry[column] = _sql_value(value)
+            for column, key in _USAGE_ATTRS:
+                value = attrs.get(key)
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    known = entry.get(column)
+                    entry[column] = (
+                        value if not isinstance(known, int | float) else max(known, value)
+                    )
         if row.event == sc.EVENT_SESSION_START:
             entry["start_ts"] = row.ts
         elif row.event == sc.EVENT_SESSION_END:

@@ -713,5 +713,6 @@ class SessionFeed(BaseInterceptor):
             End(self.key, session.ended_ns or time.time_ns(), session.exit_status,
                 session.exit_reason, session.requests, session.errors,
                 dict(session.method_counts), session.era, session.protocol_version,
-                session.client_info, session.server_info)
+                session.client_info, session.server_info,
+                session.upstream_usage)
         )  # fmt: skip

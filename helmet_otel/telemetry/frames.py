@@ -159,6 +159,9 @@ class End(NamedTuple):
     protocol_version: str | None
     client_info: dict[str, Any] | None
     server_info: dict[str, Any] | None
+    # what the server process used, as the relay reaped it: CPU user and system seconds, and
+    # its largest resident set in bytes (None: not reaped by us, or no process)
+    usage: tuple[float, float, int] | None = None
 
 
 class Security(NamedTuple):

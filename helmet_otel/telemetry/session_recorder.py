@@ -35,6 +35,7 @@ from helmet_otel.telemetry.frames import (
 )
 from helmet_otel.telemetry.instruments import Instruments
 from helmet_otel.telemetry.operations import Operations, decision_attributes
+from helmet_otel.telemetry.process_tree import sample_trees
 from helmet_otel.telemetry.records import (
     RecordWriter,
     id_text,
@@ -43,8 +44,10 @@ from helmet_otel.telemetry.records import (
     scrubbed_name,
     scrubbed_summary,
 )
-from helmet_otel.telemetry.severity import mcp_level_severity, stderr_severity
+from helmet_otel.telemetry.server_usage import ServerUsage
+from helmet_otel.telemetry.severity import mcp_level_severity
 from helmet_otel.telemetry.spans import SpanDraft, SpanWriter, log_context, new_span, segment_link
+from helmet_otel.telemetry.stderr_groups import StderrGroup
 
 DIRECTIONS = (sc.DIRECTION_C2S, sc.DIRECTION_S2C)
 # network.transport of the client's side of a session, by the session's transport
@@ -123,7 +126,14 @@ class SessionRecorder:
         # a request's decision and findings, by its SERVER span id, until its record arrives
         self.verdicts: dict[int, tuple[Decision | None, tuple[Finding, ...]]] = {}
         self.ended = False
+        self.stderr_lines = StderrGroup()
+        pid = start.upstream.get("pid")
+        # the server process's tree, sampled from /proc (`Recorder.sample_servers`)
+        self.usage = ServerUsage(pid, shared.instruments) if isinstance(pid, int) else None
         self._start(start)
+        if self.usage is not None:
+            for sample in sample_trees([self.usage.pid]).values():
+                self.usage.observe(sample)
 
     def emit(
         self,
@@ -336,13 +346,26 @@ class SessionRecorder:
             self.root.attributes[sc.MCP_PROTOCOL_VERSION] = self.protocol_version
 
     def stderr(self, ts: int, line: bytes) -> None:
+        """A line the server wrote to stderr: gathered with the lines that belong with it
+        (`StderrGroup`), written as one record."""
         text = line.decode("utf-8", "replace").rstrip("\r\n")
         if not text.strip():
             return
-        # the relay hands over the first STDERR_LINE_MAX bytes of a line: a longer one is cut
-        cut = len(line) >= STDERR_LINE_MAX
-        scrubbed = self.shared.redactor.scrub_text(text, truncated=cut)
-        self.emit(sc.EVENT_SERVER_STDERR, ts, None, {}, scrubbed, stderr_severity(text))
+        # the relay hands over the first STDERR_LINE_MAX bytes of a line: a longer one is cut,
+        # and is scrubbed as cut before it joins its group (a secret may be cut in two)
+        if len(line) >= STDERR_LINE_MAX:
+            text = self.shared.redactor.scrub_text(text, truncated=True)
+        self._stderr_record(self.stderr_lines.add(ts, text))
+
+    def flush_stderr(self) -> None:
+        """Write the stderr record being gathered (nothing joined it in time, or the end)."""
+        self._stderr_record(self.stderr_lines.take())
+
+    def _stderr_record(self, record: tuple[int, str, SeverityNumber] | None) -> None:
+        if record is not None:
+            ts, text, severity = record
+            scrubbed = self.shared.redactor.scrub_text(text)
+            self.emit(sc.EVENT_SERVER_STDERR, ts, None, {}, scrubbed, severity)
 
     def failed(self, failed: Failed) -> None:
         """The server could not be started."""
@@ -365,6 +388,7 @@ class SessionRecorder:
             return
         self.ended = True
         redactor = self.shared.redactor
+        self.flush_stderr()
         ts = end.ts
         reason = redactor.scrub_text(end.exit_reason or "session ended")
         for _decision, findings in self.verdicts.values():  # requests never recorded
@@ -398,6 +422,12 @@ class SessionRecorder:
             value = source.get(field_name)
             if value is not None:
                 attrs[key] = str(value)
+        counts = {redactor.scrub_name(m): n for m, n in end.method_counts.items()}
+        body: dict[str, Any] = {"method_counts": counts}
+        if self.usage is not None:
+            self.usage.finish(end.usage)
+            attrs.update(self.usage.attributes())
+            body["server"] = self.usage.figures()
         crashed = status not in (None, 0) and not reason.startswith(sc.NORMAL_END_REASONS)
         self.root.attributes.update(attrs)
         if crashed:
@@ -413,8 +443,7 @@ class SessionRecorder:
             session_metric[sc.ERROR_TYPE] = "server_exit"
         instruments.session_duration.record(duration_s, session_metric)
         instruments.sessions_active.add(-1)
-        counts = {redactor.scrub_name(m): n for m, n in end.method_counts.items()}
         self.emit(
-            sc.EVENT_SESSION_END, ts, None, attrs, {"method_counts": counts},
+            sc.EVENT_SESSION_END, ts, None, attrs, body,
             SeverityNumber.ERROR if crashed else SeverityNumber.INFO,
         )  # fmt: skip

@@ -96,6 +96,7 @@ def main() -> int:
                 except Exception as exc:  # one bad frame must not end telemetry
                     errors.add(exc)
             pending = []
+            stderr_due = recorder.stderr_due()
             now = time.monotonic()
             if now >= next_tick:
                 try:
@@ -103,9 +104,18 @@ def main() -> int:
                 except Exception as exc:
                     errors.add(exc)
                 next_tick = now + interval
+            wait = next_tick - time.monotonic()
+            if stderr_due is not None:
+                wait = min(wait, (stderr_due - time.time_ns()) / 1e9 + 0.001)
             try:
-                batch = batches.get(timeout=max(next_tick - time.monotonic(), 0.0))
+                batch = batches.get(timeout=max(wait, 0.0))
             except queue.Empty:
+                # Idle: what the relay had has been read, so stderr lines nothing joined within
+                # the gap become their record now.
+                try:
+                    recorder.flush_stderr(time.time_ns())
+                except Exception as exc:
+                    errors.add(exc)
                 continue
             if batch is None:
                 break

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import anyio
 
+from helmet_otel.core.session import ProcessUsage
+
 EXIT_NOT_FOUND = 127
 EXIT_CANNOT_RUN = 126
 
@@ -112,6 +114,7 @@ class ChildProcess:
         )
         self.exited = anyio.Event()
         self._terminating = False
+        self.usage: ProcessUsage | None = None  # what it used, once reaped
 
     @property
     def pid(self) -> int:
@@ -126,20 +129,35 @@ class ChildProcess:
         return describe_exit(returncode if returncode is not None else -9)
 
     async def watch_exit(self) -> None:
-        """Return once the child has exited (and is reaped); sets `exited`."""
+        """Return once the child has exited (and is reaped); sets `exited` (and `usage`)."""
         proc = self.proc
         try:
             pidfd = os.pidfd_open(proc.pid)
         except (AttributeError, OSError):
-            while proc.poll() is None:
+            while not self._reap(os.WNOHANG):
                 await anyio.sleep(0.05)
         else:
             try:
                 await anyio.wait_readable(pidfd)
             finally:
                 os.close(pidfd)
-            proc.wait()
+            self._reap(0)
         self.exited.set()
+
+    def _reap(self, options: int) -> bool:
+        """Reap the child with ``wait4``, which also says what it used; whether it is gone."""
+        proc = self.proc
+        if proc.returncode is not None:
+            return True
+        try:
+            pid, status, rusage = os.wait4(proc.pid, options)
+        except ChildProcessError:  # reaped elsewhere: Popen knows its status
+            return proc.poll() is not None
+        if pid == 0:
+            return False
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        self.usage = ProcessUsage(rusage.ru_utime, rusage.ru_stime, rusage.ru_maxrss * 1024)
+        return True
 
     def signal_group(self, signum: int) -> None:
         if self.proc.returncode is None:

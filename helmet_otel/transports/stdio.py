@@ -233,7 +233,7 @@ class StdioProxy:
                 break
             if self._s2c_done.is_set() or (self._s2c_moved == moved and not self._s2c_waits):
                 break
-        routed = self.lifecycle.upstream_exited(*child.describe_exit())
+        routed = self.lifecycle.upstream_exited(*child.describe_exit(), child.usage)
         await self._write_answers(client_out, routed)
         await child.reap_group()
 
