@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Final, Literal
 
 import orjson
@@ -290,8 +291,13 @@ def security(reader: Reader, params: Params) -> object:
     }
 
 
+def page_meta(store: Path) -> dict[str, object]:
+    """What the page needs before any query (it is put into the page itself)."""
+    return {"events": list(EVENTS), "store": str(store), "windows": list(_WINDOWS)}
+
+
 def meta(reader: Reader, params: Params) -> object:
-    return {"events": list(EVENTS), "store": str(reader.path), "windows": list(_WINDOWS)}
+    return page_meta(reader.path)
 
 
 ROUTES: Final[dict[str, Route]] = {

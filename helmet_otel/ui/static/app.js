@@ -5,13 +5,14 @@
 
 (() => {
   const MAX_ROWS = 1000; // rows the log view keeps; older ones are paged back in on demand
-  const PAGE = 200;
+  const { FILTERS, PAGE, parseHash } = window.helmetBoot;
   const POLL_MS = 400;
+  const TYPING_MS = 90; // typing pauses this long before a search or filter is asked for
   const main = document.getElementById("main");
   let generation = 0; // bumped on every navigation: late answers for an old view are dropped
-  let meta = { events: [], windows: ["15m", "1h", "6h", "24h", "7d", "all"], store: "" };
+  // the page comes with its metadata (no round trip before the first view's query)
+  const meta = JSON.parse(document.getElementById("meta").textContent);
   let painted = false;
-  let metaReady = Promise.resolve();
 
   // --- DOM helpers -----------------------------------------------------------------------
   function h(tag, props, ...children) {
@@ -111,12 +112,16 @@
   }
 
   // --- the API -------------------------------------------------------------------------------
-  async function api(path, params) {
+  async function api(path, params, signal) {
     const query = params && params.toString();
-    const res = await fetch(path + (query ? `?${query}` : ""), {
+    const url = path + (query ? `?${query}` : "");
+    const first = window.helmetBoot.first;
+    window.helmetBoot.first = null; // started by boot.js for the first view: used once, or never
+    const res = await (first && first.url === url ? first.response : fetch(url, {
       credentials: "same-origin",
       headers: { accept: "application/json" },
-    });
+      signal,
+    }));
     let body = null;
     try {
       body = await res.json();
@@ -183,8 +188,6 @@
   }
 
   // --- Logs ------------------------------------------------------------------------------------
-  const FILTERS = ["server", "session", "event", "direction", "method", "tool", "errors", "since", "until", "q"];
-
   function filterParams(state) {
     const p = new URLSearchParams();
     for (const name of FILTERS) if (state[name]) p.set(name, state[name]);
@@ -196,6 +199,7 @@
     for (const name of FILTERS) state[name] = params.get(name) || "";
     const words = () => terms(state.q);
     const view = { cursor: 0, oldest: null, more: false, paused: false, loading: false, timer: 0, count: 0 };
+    let requests = new AbortController(); // this view's requests for the current filters
 
     const serverSelect = h("select", { name: "server", "aria-label": "server" },
       h("option", { value: "" }, "any server"),
@@ -207,11 +211,9 @@
     }).catch(() => {});
     const eventSelect = h("select", { name: "event", "aria-label": "event" }, h("option", { value: "" }, "any event"),
       state.event ? h("option", { value: state.event, selected: true }, shortEvent(state.event)) : null);
-    metaReady.then(() => {
-      for (const e of meta.events) {
-        if (e !== state.event) eventSelect.append(h("option", { value: e }, shortEvent(e)));
-      }
-    });
+    for (const e of meta.events) {
+      if (e !== state.event) eventSelect.append(h("option", { value: e }, shortEvent(e)));
+    }
     const input = (name, placeholder, size) => h("input", { name, placeholder, value: state[name], size: size || 12, "aria-label": name });
     const form = h("form", { class: "filters", onsubmit: (ev) => ev.preventDefault() },
       serverSelect,
@@ -322,11 +324,11 @@
       }
     }
 
-    async function firstPage() {
+    async function firstPage(signal) {
       const p = filterParams(state);
       p.set("limit", PAGE);
-      const data = await api("/api/logs", p);
-      if (gen !== generation) return;
+      const data = await api("/api/logs", p, signal);
+      if (gen !== generation || signal.aborted) return;
       tbody.replaceChildren();
       view.count = 0;
       view.cursor = data.cursor;
@@ -343,19 +345,20 @@
     async function loadOlder() {
       if (view.loading || !view.more || !view.oldest) return;
       view.loading = true;
+      const signal = requests.signal;
       try {
         const p = filterParams(state);
         p.set("limit", PAGE);
         p.set("before", view.oldest);
-        const data = await api("/api/logs", p);
-        if (gen !== generation) return;
+        const data = await api("/api/logs", p, signal);
+        if (gen !== generation || signal.aborted) return;
         view.more = data.more;
         tbody.append(recordRows(data.records));
         const rows = tbody.querySelectorAll("tr.rec");
         setOldest(rows[rows.length - 1]);
         updateStatus(view.more ? "" : "oldest record reached");
       } catch (error) {
-        note.replaceChildren(failure(error));
+        if (!signal.aborted) note.replaceChildren(failure(error));
       } finally {
         view.loading = false;
       }
@@ -364,11 +367,12 @@
     async function poll() {
       view.timer = 0;
       if (gen !== generation || view.paused) return;
+      const signal = requests.signal;
       try {
         const p = filterParams(state);
         p.set("after", view.cursor);
-        const data = await api("/api/tail", p);
-        if (gen !== generation || view.paused) return;
+        const data = await api("/api/tail", p, signal);
+        if (gen !== generation || view.paused || signal.aborted) return;
         if (data.records.length) {
           if (data.gap) {
             // more arrived than the page keeps: show the newest, page back for the rest
@@ -385,24 +389,30 @@
         view.cursor = data.cursor;
         updateStatus();
       } catch (error) {
+        if (signal.aborted) return; // the filters changed: reload() polls on with the new ones
         updateStatus(String(error.message || error));
       }
-      if (gen === generation && !view.paused) view.timer = setTimeout(poll, POLL_MS);
+      if (gen === generation && !view.paused && !signal.aborted) view.timer = setTimeout(poll, POLL_MS);
     }
 
+    // New filters: the requests made for the old ones are cancelled (the newest typing wins).
     async function reload() {
+      requests.abort();
+      requests = new AbortController();
+      const signal = requests.signal;
       setHash("/logs", filterParams(state));
       updateExports();
       clearTimeout(view.timer);
+      view.timer = 0;
       try {
-        await firstPage();
+        await firstPage(signal);
       } catch (error) {
-        if (gen !== generation) return;
+        if (gen !== generation || signal.aborted) return;
         tbody.replaceChildren();
         note.replaceChildren(failure(error));
         markPainted();
       }
-      if (gen === generation && !view.paused && !view.timer) view.timer = setTimeout(poll, POLL_MS);
+      if (gen === generation && !signal.aborted && !view.paused && !view.timer) view.timer = setTimeout(poll, POLL_MS);
     }
 
     let debounce = 0;
@@ -410,7 +420,7 @@
       const el = ev.target;
       state[el.name] = el.type === "checkbox" ? (el.checked ? "1" : "") : el.value.trim();
       clearTimeout(debounce);
-      debounce = setTimeout(reload, el.tagName === "SELECT" || el.type === "checkbox" ? 0 : 300);
+      debounce = setTimeout(reload, el.tagName === "SELECT" || el.type === "checkbox" ? 0 : TYPING_MS);
     });
     liveButton.addEventListener("click", () => {
       view.paused = !view.paused;
@@ -425,6 +435,7 @@
     });
     observer.observe(older);
     stopCurrent = () => {
+      requests.abort();
       clearTimeout(view.timer);
       observer.disconnect();
     };
@@ -587,15 +598,11 @@
     const gen = generation;
     stopCurrent();
     stopCurrent = () => {};
-    const hash = location.hash.replace(/^#/, "") || "/servers";
-    const [path, query] = hash.split("?", 2);
-    const params = new URLSearchParams(query || "");
-    const parts = path.split("/").filter(Boolean);
-    const view = parts[0] || "servers";
+    const { view, id, params } = parseHash(location.hash);
     for (const a of document.querySelectorAll("nav a")) a.classList.toggle("active", a.dataset.view === view);
     try {
       if (view === "logs") await viewLogs(gen, params);
-      else if (view === "sessions" && parts[1]) await viewSession(gen, decodeURIComponent(parts[1]));
+      else if (view === "sessions" && id) await viewSession(gen, decodeURIComponent(id));
       else if (view === "sessions") await viewSessions(gen, params);
       else if (view === "security") await viewSecurity(gen, params);
       else if (view === "stats") await viewStats(gen, params);
@@ -607,16 +614,12 @@
     }
   }
 
-  async function start() {
-    // the view and the metadata load side by side; a view that lists events waits for them
-    metaReady = api("/api/meta").then((data) => {
-      meta = data;
-      document.getElementById("store").textContent = meta.store;
-    }).catch((error) => {
-      document.getElementById("store").textContent = String(error.message || error);
-    });
+  function start() {
+    // the printed URL's token is in a cookie now: take it out of the address bar and history
+    if (location.search) history.replaceState(null, "", location.pathname + location.hash);
     window.addEventListener("hashchange", route);
-    await route();
+    route(); // the first view's query starts now, while the rest of the page settles
+    document.getElementById("store").textContent = meta.store;
   }
 
   start();
