@@ -12,13 +12,12 @@ misses a record.
 from __future__ import annotations
 
 import dataclasses
-import sqlite3
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
 from helmet_otel.store.query import LOG_COLUMNS, LogEntry, LogFilter, Reader, fts_query
-from helmet_otel.store.schema import StoreError
+from helmet_otel.store.rows import read_rows
+from helmet_otel.store.search import search_source
 
 __all__ = ["Page", "Tail", "answer_of", "conditions", "page", "read_rows", "record", "tail"]
 
@@ -39,14 +38,6 @@ class Tail:
     gap: bool  # more than ``limit`` matched: older ones were left for paging
 
 
-def read_rows(reader: Reader, sql: str, args: Sequence[object] = ()) -> list[tuple[object, ...]]:
-    """Run a query on the reader's connection; a database error is a ``StoreError``."""
-    try:
-        return reader.conn.execute(sql, args).fetchall()
-    except sqlite3.DatabaseError as exc:
-        raise StoreError(f"cannot read the store at {reader.path}: {exc}") from None
-
-
 def conditions(reader: Reader, flt: LogFilter) -> tuple[str, list[object]] | None:
     """``flt`` as SQL conditions with its session references and name globs resolved; None when
     the filter names only things that do not exist (nothing can match)."""
@@ -54,13 +45,6 @@ def conditions(reader: Reader, flt: LogFilter) -> tuple[str, list[object]] | Non
     if resolved.empty:
         return None
     return flt.where(resolved)
-
-
-def _source(flt: LogFilter) -> str:
-    # as Reader.logs: with full text and no session or tool filter, walk the time index
-    if flt.grep is not None and not flt.session_prefixes and not flt.tools:
-        return "logs INDEXED BY logs_ts"
-    return "logs"
 
 
 def page(
@@ -76,7 +60,8 @@ def page(
         where += " AND ts <= ? AND (ts < ? OR id < ?)"
         args.extend((before[0], before[0], before[1]))
     sql = (
-        f"SELECT {LOG_COLUMNS} FROM logs WHERE id IN (SELECT id FROM {_source(flt)} WHERE {where}"
+        f"SELECT {LOG_COLUMNS} FROM logs WHERE id IN (SELECT id FROM {search_source(reader, flt)}"
+        f" WHERE {where}"
         " ORDER BY ts DESC, id DESC LIMIT ?) ORDER BY ts DESC, id DESC"
     )
     rows = read_rows(reader, sql, [*args, limit + 1])

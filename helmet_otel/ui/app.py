@@ -31,6 +31,7 @@ from helmet_otel.store.schema import StoreError
 from helmet_otel.transports.http_server import Early, Exchange, Headers, Request, start_server
 from helmet_otel.ui import api
 from helmet_otel.ui.assets import build_shell
+from helmet_otel.ui.cancel import Cancel, CancelledError
 from helmet_otel.ui.filters import Params, parse_params
 from helmet_otel.ui.gate import Gate
 
@@ -122,16 +123,22 @@ class UiApp:
         return reader
 
     def _answer(
-        self, fn: Callable[[Reader, Params], object], query: str
+        self, fn: Callable[[Reader, Params], object], query: str, cancel: Cancel
     ) -> tuple[int, Headers, bytes]:
         """In a worker thread: run a route, and turn failures into answers."""
         try:
-            result = fn(self._reader(), Params(query))
+            reader = self._reader()
+            with cancel.running(reader.conn):
+                result = fn(reader, Params(query))
+        except CancelledError:
+            return _error(503, "cancelled")  # (nobody is listening)
         except api.NotFoundError as exc:
             return _error(404, str(exc))
         except ValueError as exc:
             return _error(400, str(exc))
         except StoreError as exc:
+            if cancel.cancelled:
+                return _error(503, "cancelled")  # interrupted: the connection is fine
             self._forget_reader()
             return _error(503, str(exc))
         return 200, JSON, orjson.dumps(result)
@@ -145,9 +152,12 @@ class UiApp:
     async def _route(
         self, fn: Callable[[Reader, Params], object], request: Request, exchange: Exchange
     ) -> None:
+        cancel = Cancel()
+        exchange.on_close = cancel.cancel
         answer = await anyio.to_thread.run_sync(
-            self._answer, fn, request.query, limiter=self._limiter, abandon_on_cancel=True
-        )
+            self._answer, fn, request.query, cancel, limiter=self._limiter,
+            abandon_on_cancel=True,
+        )  # fmt: skip
         exchange.respond(*answer)
 
     async def _export(self, request: Request, exchange: Exchange) -> None:
