@@ -280,15 +280,22 @@ def security(reader: Reader, params: Params) -> object:
     found = security_summary(reader, since_ns=since)
     latest: list[dict[str, object]] = []
     for e in found.latest:
-        severity = e.extra_attributes.get(sc.HELMET_SECURITY_SEVERITY)
-        latest.append({**log_row(e), "type": finding_type(e), "severity": severity})
+        attrs = e.extra_attributes
+        latest.append({**log_row(e), "type": finding_type(e),
+                       "severity": attrs.get(sc.HELMET_SECURITY_SEVERITY),
+                       "rule": attrs.get(sc.HELMET_SECURITY_RULE)})  # fmt: skip
     return {
         "window": window,
         "total": found.total,
         "blocks": found.blocks,
-        "by_type": [{"type": c.type, "count": c.count, "t": _ms(c.last_ts)} for c in found.by_type],
+        "shadow_blocks": found.shadow_blocks,
+        "by_type": [{"type": c.type, "severity": c.severity, "count": c.count, "t": _ms(c.last_ts)}
+                    for c in found.by_type],
+        "blocks_by_rule": [{"rule": b.rule, "tool": b.tool, "server": b.server,
+                            "enforced": b.enforced, "shadow": b.shadow, "t": _ms(b.last_ts)}
+                           for b in found.blocks_by_rule],
         "latest": latest,
-    }
+    }  # fmt: skip
 
 
 def page_meta(store: Path) -> dict[str, object]:

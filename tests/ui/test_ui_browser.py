@@ -6,6 +6,7 @@ kept in build/ui-screenshots/."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.e2e.helpers import REPO_ROOT, clean_env
-from tests.ui.helpers import ProxySession, Ui, wait_for
+from tests.ui.helpers import ProxySession, Ui, start_ui, wait_for
 
 pytestmark = [pytest.mark.e2e]
 
@@ -212,3 +213,83 @@ def test_stats_security_and_the_token(page: Page, ui: Ui, browser: Browser) -> N
         expect(refused.locator("body")).to_contain_text("needs its access token")
     finally:
         stranger.close()
+
+
+ENFORCED = """
+mode = "enforce"
+
+[[rule]]
+id = "no-add"
+tools = ["add"]
+action = "deny"
+"""
+
+
+def test_security_page_shows_real_blocks_and_findings(browser: Browser, tmp_path: Path) -> None:
+    """Proxies run with a policy: enforced blocks, a shadow-mode denial and a sensitive
+    argument, all written by the proxies' own detectors, as the page and its route show them."""
+    store = tmp_path / "store.db"
+    enforce = tmp_path / "enforce.toml"
+    enforce.write_text(ENFORCED)
+    shadow = tmp_path / "shadow.toml"
+    shadow.write_text(ENFORCED.replace('"enforce"', '"shadow"'))
+    guarded = ProxySession(store, "guarded", "--policy", str(enforce))
+    try:
+        for i in (1, 2):
+            denied = guarded.call(i, "add", a=1, b=2)
+            assert denied["error"] == {
+                "code": -32001, "message": "Tool access denied by policy",
+                "data": {"type": "policy_block", "policy_id": "no-add"},
+            }  # fmt: skip
+        assert "result" in guarded.call(3, "echo", text="see ../../etc/hosts")
+    finally:
+        guarded.close()
+    watched = ProxySession(store, "watched", "--policy", str(shadow))
+    try:
+        assert watched.call(1, "add", a=1, b=2)["result"]["content"][0]["text"] == "3"
+    finally:
+        watched.close()
+    viewer = start_ui(store)
+    try:
+        data = viewer.api("/api/security?window=24h")
+        assert (data["total"], data["blocks"], data["shadow_blocks"]) == (4, 2, 1)
+        assert [(b["rule"], b["tool"], b["server"], b["enforced"], b["shadow"])
+                for b in data["blocks_by_rule"]] == [
+            ("no-add", "add", "guarded", 2, 0), ("no-add", "add", "watched", 0, 1),
+        ]  # fmt: skip
+        assert [(c["type"], c["severity"], c["count"]) for c in data["by_type"]] == [
+            ("policy_block", "medium", 2), ("policy_block", "low", 1),
+            ("sensitive_argument", "medium", 1),
+        ]  # fmt: skip
+        assert [(f["type"], f["rule"], f["target"], f["service"]) for f in data["latest"]] == [
+            ("policy_block", "no-add", "add", "watched"),
+            ("sensitive_argument", "sensitive_argument", "echo", "guarded"),
+            ("policy_block", "no-add", "add", "guarded"),
+            ("policy_block", "no-add", "add", "guarded"),
+        ]  # fmt: skip
+        context = browser.new_context(viewport={"width": 1400, "height": 900})
+        try:
+            page = context.new_page()
+            page.goto(viewer.url + "#/security")
+            expect(page.locator(".cards .card .value")).to_have_text(["4", "2", "1"])
+            blocks = page.locator("table.blocks tbody tr")
+            expect(blocks).to_have_count(2)
+            expect(blocks.nth(0).locator("td")).to_have_text(
+                ["no-add", "add", "guarded", "2", "", re.compile(r"^\d{4}-"), "View logs"]
+            )
+            expect(blocks.nth(1).locator("td").nth(4)).to_have_text("1")
+            expect(page.locator("table.types tbody tr td:first-child")).to_have_text(
+                ["policy_block", "policy_block", "sensitive_argument"]
+            )
+            findings = page.locator("table.findings tbody tr")
+            expect(findings).to_have_count(4)
+            expect(findings.nth(1).locator(".sev")).to_have_text("medium")
+            expect(findings.nth(1).locator("td").last).to_contain_text("path traversal")
+            shot(page, "security-findings")
+            blocks.nth(0).get_by_text("View logs").click()
+            expect(page.locator("tr.rec")).to_have_count(3)  # the add blocks of both servers
+            assert page.url.endswith("#/logs?event=helmet.security&tool=add")
+        finally:
+            context.close()
+    finally:
+        viewer.stop()

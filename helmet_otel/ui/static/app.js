@@ -548,21 +548,39 @@
     if (!data.total) {
       show(h("h1", {}, "Security ", picker),
         empty("No security findings in this window.",
-          "Policy blocks, failed authentications, tool definition drift, new tools, sensitive arguments, unusual call rates and data volumes are recorded as helmet.security records; they appear here by type, newest first, as soon as the proxy writes them."));
+          "Policy blocks (a server run with --policy FILE that has a deny rule), tool definition drift, new tools and sensitive arguments are recorded as helmet.security records; they appear here by policy, tool and type, newest first, as soon as the proxy writes them."));
       markPainted();
       return;
     }
+    const card = (value, label, cls) => h("div", { class: `card ${cls || ""}` }, h("div", { class: "value" }, fmtInt(value)), h("div", { class: "label" }, label));
+    const logsOf = (f) => {
+      const q = new URLSearchParams({ event: "helmet.security" });
+      if (f.tool) q.set("tool", f.tool);
+      if (f.session) q.set("session", f.session);
+      return `#/logs?${q}`;
+    };
+    const blocks = data.blocks_by_rule.map((b) => h("tr", { class: "block", dataset: { rule: b.rule || "" } }, cells([
+      b.rule || "", b.tool || "", b.server || "", fmtInt(b.enforced), b.shadow ? fmtInt(b.shadow) : "", fmtTime(b.t),
+      link(logsOf(b), "View logs")], [3, 4])));
+    const types = data.by_type.map((c) => h("tr", { class: "type", dataset: { type: c.type } }, cells([
+      c.type, h("span", { class: `sev sev-${(c.severity || "").replace(/[^a-z]/g, "")}` }, c.severity || ""), fmtInt(c.count), fmtTime(c.t)], [2])));
+    const latest = data.latest.map((f) => h("tr", { class: "finding" }, cells([
+      fmtTime(f.t), f.type, h("span", { class: `sev sev-${(f.severity || "").replace(/[^a-z]/g, "")}` }, f.severity || ""), f.rule || "", f.service || "",
+      f.session ? link(`#/sessions/${encodeURIComponent(f.session)}`, f.session.slice(0, 8), f.session) : "",
+      f.target || "", f.preview])));
     show(h("h1", {}, "Security ", picker),
       h("div", { class: "cards" },
-        h("div", { class: "card bad" }, h("div", { class: "value" }, fmtInt(data.total)), h("div", { class: "label" }, "findings")),
-        h("div", { class: "card" }, h("div", { class: "value" }, fmtInt(data.blocks)), h("div", { class: "label" }, "policy blocks"))),
-      h("h2", {}, "By type"),
-      table(["Type", "Count#", "Last"], data.by_type.map((c) => h("tr", {}, cells([c.type, fmtInt(c.count), fmtTime(c.t)], [1])))),
-      h("h2", {}, "Latest"),
-      table(["Time", "Type", "Severity", "Server", "Session", "Tool", "Message"], data.latest.map((f) => h("tr", { class: "finding" },
-        cells([fmtTime(f.t), f.type, f.severity || "", f.service || "",
-          f.session ? link(`#/sessions/${encodeURIComponent(f.session)}`, f.session.slice(0, 8), f.session) : "",
-          f.target || "", f.preview])))));
+        card(data.total, "findings", "bad"),
+        card(data.blocks, "calls blocked by policy", data.blocks ? "bad" : ""),
+        data.shadow_blocks ? card(data.shadow_blocks, "shadow-mode denials (not blocked)") : null),
+      h("h2", {}, "Blocks by policy and tool"),
+      blocks.length
+        ? table(["Rule", "Tool", "Server", "Blocked#", "Shadow#", "Last", ""], blocks, "blocks")
+        : h("p", { class: "dim" }, "No call was denied by a policy rule in this window."),
+      h("h2", {}, "Findings by type"),
+      table(["Type", "Severity", "Count#", "Last"], types, "types"),
+      h("h2", {}, "Latest findings"),
+      table(["Time", "Type", "Severity", "Rule", "Server", "Session", "Tool", "Message"], latest, "findings"));
     markPainted();
   }
 
