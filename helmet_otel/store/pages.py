@@ -17,7 +17,7 @@ from typing import Final
 
 from helmet_otel.store.query import LOG_COLUMNS, LogEntry, LogFilter, Reader, fts_query
 from helmet_otel.store.rows import read_rows
-from helmet_otel.store.search import search_source
+from helmet_otel.store.search import newest_matches
 
 __all__ = ["Page", "Tail", "answer_of", "conditions", "page", "read_rows", "record", "tail"]
 
@@ -52,19 +52,36 @@ def page(
 ) -> Page:
     """The ``limit`` newest matching records older than ``before`` (``(ts, id)``)."""
     top = reader.max_log_id()
-    found = conditions(reader, flt)
+    query = fts_query(flt.grep) if flt.grep is not None else None
+    found = conditions(reader, dataclasses.replace(flt, grep=None) if query else flt)
     if found is None:
         return Page([], False, top)
     where, args = found
+    upper = None if flt.until_ns is None else flt.until_ns - 1
     if before is not None:
         where += " AND ts <= ? AND (ts < ? OR id < ?)"
         args.extend((before[0], before[0], before[1]))
-    sql = (
-        f"SELECT {LOG_COLUMNS} FROM logs WHERE id IN (SELECT id FROM {search_source(reader, flt)}"
-        f" WHERE {where}"
-        " ORDER BY ts DESC, id DESC LIMIT ?) ORDER BY ts DESC, id DESC"
+        upper = before[0] if upper is None else min(upper, before[0])
+    if query is not None:
+        narrow = bool(flt.session_prefixes or flt.tools)
+        ids = newest_matches(reader, query, where, args, limit + 1, upper_ts=upper, narrow=narrow)
+    else:
+        ids = [
+            int(r[0])  # pyright: ignore[reportArgumentType]
+            for r in read_rows(
+                reader,
+                f"SELECT id FROM logs WHERE {where} ORDER BY ts DESC, id DESC LIMIT ?",
+                [*args, limit + 1],
+            )
+        ]
+    if not ids:
+        return Page([], False, top)
+    rows = read_rows(
+        reader,
+        f"SELECT {LOG_COLUMNS} FROM logs WHERE id IN ({', '.join('?' for _ in ids)})"
+        " ORDER BY ts DESC, id DESC",
+        ids,
     )
-    rows = read_rows(reader, sql, [*args, limit + 1])
     entries = [LogEntry.from_row(r) for r in rows[:limit]]
     return Page(entries, len(rows) > limit, top)
 

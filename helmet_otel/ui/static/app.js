@@ -7,6 +7,7 @@
   const MAX_ROWS = 1000; // rows the log view keeps; older ones are paged back in on demand
   const { FILTERS, PAGE, parseHash } = window.helmetBoot;
   const POLL_MS = 400;
+  const SCREEN_ROWS = 40; // log rows built before the first paint; the rest of the page follows
   const TYPING_MS = 90; // typing pauses this long before a search or filter is asked for
   const main = document.getElementById("main");
   let generation = 0; // bumped on every navigation: late answers for an old view are dropped
@@ -332,14 +333,23 @@
       tbody.replaceChildren();
       view.count = 0;
       view.cursor = data.cursor;
-      view.more = data.more;
-      tbody.append(recordRows(data.records));
-      const rows = tbody.querySelectorAll("tr.rec");
-      setOldest(rows[rows.length - 1]);
+      view.more = false; // (no paging back until the whole page is in)
+      view.oldest = null;
+      // a screenful first: it is painted before the rest of the page's rows are built
+      tbody.append(recordRows(data.records.slice(0, SCREEN_ROWS)));
       note.textContent = data.records.length ? "" : "No records match these filters yet; new ones appear here as they are written.";
       tbody.dataset.loads = String(Number(tbody.dataset.loads || 0) + 1); // a new first page is on the screen
       updateStatus();
       markPainted();
+      if (data.records.length > SCREEN_ROWS) {
+        await new Promise((resolve) => requestAnimationFrame(() => setTimeout(resolve, 0)));
+        if (gen !== generation || signal.aborted) return;
+        tbody.append(recordRows(data.records.slice(SCREEN_ROWS)));
+        updateStatus();
+      }
+      view.more = data.more;
+      const rows = tbody.querySelectorAll("tr.rec");
+      setOldest(rows[rows.length - 1]);
     }
 
     async function loadOlder() {
