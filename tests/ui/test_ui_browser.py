@@ -11,6 +11,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import parse_qsl, unquote
 
 import orjson
 import pytest
@@ -51,6 +52,13 @@ def page(browser: Browser, ui: Ui) -> Iterator[Page]:
     yield opened
     context.close()
     assert problems == []
+
+
+def fmt_ms(ms: float) -> str:
+    """A duration as the page writes it (fmtDur in app.js), for durations of 1 ms to 60 s."""
+    if ms < 1000:
+        return f"{ms:.{2 if ms < 10 else 1}f} ms"
+    return f"{ms / 1000:.2f} s"
 
 
 def shot(page: Page, name: str) -> None:
@@ -152,6 +160,37 @@ def test_session_waterfall_records_and_numbers(page: Page, ui: Ui) -> None:
     expect(page.locator(".cards .card", has_text="errors").locator(".value")).to_have_text("1")
     expect(page.locator("table.logs.compact tr.rec").first).to_be_visible()
     shot(page, "session")
+
+    # zoom: drag across the last stretch of the time axis (after initialize, which the calls
+    # follow); the page asks for that range and shows exactly the spans that overlap it
+    sid = unquote(page.url.split("#/sessions/", 1)[1])
+    whole = ui.api(f"/api/session?id={sid}")
+    assert whole["zoom"] is None and whole["spans_in_range"] == whole["spans_total"]
+    track = page.locator(".waterfall .wrow:not(.axis) .track").first.bounding_box()
+    assert track is not None
+    y = track["y"] + track["height"] / 2
+    page.mouse.move(track["x"] + track["width"] * 0.95, y)
+    page.mouse.down()
+    page.mouse.move(track["x"] + track["width"] * 0.999, y, steps=4)
+    page.mouse.up()
+    expect(page).to_have_url(re.compile(r"\?from=[0-9.]+&to=[0-9.]+$"))
+    zoom = dict(parse_qsl(page.url.split("?", 1)[1]))
+    low, high = float(zoom["from"]), float(zoom["to"])
+    assert whole["span_ms"] * 0.94 < low < high <= whole["span_ms"]
+    zoomed = ui.api(f"/api/session?id={sid}&from={zoom['from']}&to={zoom['to']}")
+    expected = [
+        (s["kind"], s["name"]) for s in whole["spans"]
+        if s["offset_ms"] <= high and s["offset_ms"] + (s["duration_ms"] or 0) >= low
+    ]  # fmt: skip
+    assert [(s["kind"], s["name"]) for s in zoomed["spans"]] == expected
+    assert 0 < len(expected) < len(whole["spans"]) and zoomed["zoom"] == [low, high]
+    labels = page.locator(".waterfall .wrow:not(.axis) .label")
+    expect(labels).to_have_count(len(expected))
+    expect(page.locator(".zoom-bar")).to_contain_text(f"of {fmt_ms(whole['span_ms'])}")
+    shot(page, "session-zoomed")
+    page.get_by_role("button", name="Whole session").click()
+    expect(labels).to_have_count(len(whole["spans"]))
+    assert "?" not in page.url
 
 
 def test_in_flight_calls_are_shown(page: Page, ui: Ui, filled_store: Path) -> None:

@@ -484,15 +484,19 @@
     markPainted();
   }
 
-  function waterfall(data) {
-    const scale = Math.max(data.span_ms, 0.001);
-    const pct = (ms) => `${Math.min(100, Math.max(0, (ms / scale) * 100))}%`;
+  // The trace as bars on a time axis; ``data.zoom`` ([from, to], ms after the start) narrows
+  // it. Dragging across the bars asks for that range (zoom(from, to)).
+  function waterfall(data, zoom) {
+    const [low, high] = data.zoom || [0, data.span_ms];
+    const scale = Math.max(high - low, 0.001);
+    const at = (ms) => Math.min(100, Math.max(0, ((ms - low) / scale) * 100));
     const active = data.session.status === "active";
     const rows = data.spans.map((s) => {
       const bar = h("div", { class: `bar kind-${s.kind.toLowerCase()}${s.status === "ERROR" ? " err" : ""}`,
         title: `${s.name} · ${fmtDur(s.duration_ms)}${s.message ? ` · ${s.message}` : ""}` });
-      bar.style.left = pct(s.offset_ms);
-      bar.style.width = `max(2px, ${pct(s.duration_ms || 0)})`;
+      const left = at(s.offset_ms);
+      bar.style.left = `${left}%`;
+      bar.style.width = `max(2px, ${at(s.offset_ms + (s.duration_ms || 0)) - left}%)`;
       const label = h("div", { class: "label" }, h("span", { class: "tag" }, s.kind), " ", s.name);
       label.style.paddingLeft = `${s.depth * 14 + 4}px`;
       return h("div", { class: `wrow${s.status === "ERROR" ? " err" : ""}` }, label,
@@ -500,21 +504,63 @@
     });
     for (const p of data.pending) {
       const bar = h("div", { class: "bar pending", title: active ? "in flight" : "no answer" });
-      bar.style.left = pct(p.offset_ms);
-      bar.style.width = `calc(100% - ${pct(p.offset_ms)})`;
+      const left = at(p.offset_ms);
+      bar.style.left = `${left}%`;
+      bar.style.width = `${100 - left}%`;
       const label = h("div", { class: "label" }, h("span", { class: "tag" }, active ? "IN FLIGHT" : "NO ANSWER"), " ",
         [p.method, p.target].filter(Boolean).join(" "), h("span", { class: "dim" }, ` #${p.rid}`));
       rows.push(h("div", { class: "wrow pending-row" }, label, h("div", { class: "track" }, bar), h("div", { class: "dur num" }, active ? "…" : "")));
     }
-    return h("div", { class: "waterfall" },
+    const band = h("div", { class: "zoom-band", hidden: true });
+    const box = h("div", { class: "waterfall" },
       h("div", { class: "wrow axis" }, h("div", { class: "label dim" }, "span"),
-        h("div", { class: "track dim" }, h("span", {}, "0"), h("span", { class: "end" }, fmtDur(data.span_ms))), h("div", { class: "dur" })),
-      rows);
+        h("div", { class: "track dim" }, h("span", { class: "from" }, fmtDur(low) || "0"), h("span", { class: "end" }, fmtDur(high))), h("div", { class: "dur" })),
+      rows, band);
+    // drag across the tracks to zoom into that stretch of time
+    let drag = null;
+    box.addEventListener("pointerdown", (ev) => {
+      const track = ev.target.closest(".track");
+      if (!track || ev.button !== 0) return;
+      const rect = track.getBoundingClientRect();
+      drag = { rect, x: ev.clientX, box: box.getBoundingClientRect() };
+      box.setPointerCapture(ev.pointerId);
+      ev.preventDefault();
+    });
+    box.addEventListener("pointermove", (ev) => {
+      if (!drag) return;
+      const a = Math.max(drag.rect.left, Math.min(drag.x, ev.clientX));
+      const b = Math.min(drag.rect.right, Math.max(drag.x, ev.clientX));
+      band.hidden = false;
+      band.style.left = `${a - drag.box.left}px`;
+      band.style.width = `${b - a}px`;
+    });
+    box.addEventListener("pointerup", (ev) => {
+      if (!drag) return;
+      const { rect, x } = drag;
+      drag = null;
+      band.hidden = true;
+      const a = Math.max(rect.left, Math.min(x, ev.clientX));
+      const b = Math.min(rect.right, Math.max(x, ev.clientX));
+      if (b - a < 4) return; // a click, not a drag
+      const ms = (px) => low + ((px - rect.left) / rect.width) * scale;
+      zoom(ms(a), ms(b));
+    });
+    return box;
   }
 
-  async function viewSession(gen, id) {
-    const data = await api("/api/session", new URLSearchParams({ id }));
+  async function viewSession(gen, id, params) {
+    const q = new URLSearchParams({ id });
+    for (const name of ["from", "to"]) if (params.get(name)) q.set(name, params.get(name));
+    const data = await api("/api/session", q);
     if (gen !== generation) return;
+    const zoomTo = (from, to) => {
+      const z = new URLSearchParams();
+      if (from !== null && (from > 0 || to < data.span_ms)) {
+        z.set("from", Math.max(0, from).toFixed(3));
+        z.set("to", Math.min(data.span_ms, to).toFixed(3));
+      }
+      location.hash = `#/sessions/${encodeURIComponent(id)}${z.toString() ? `?${z}` : ""}`;
+    };
     const s = data.session;
     const n = data.numbers;
     const card = (label, value, bad) => h("div", { class: `card${bad ? " bad" : ""}` }, h("div", { class: "value" }, value), h("div", { class: "label" }, label));
@@ -532,8 +578,13 @@
         card("errors", fmtInt(n.errors), n.errors > 0), card("p50", fmtDur(n.p50_ms) || "–"), card("p95", fmtDur(n.p95_ms) || "–"),
         card("max", fmtDur(n.max_ms) || "–"), card("duration", fmtDur(s.duration_ms) || "–")),
       h("h2", {}, "Trace"),
-      data.spans.length || data.pending.length ? waterfall(data) : empty("No spans stored for this session yet.", "Spans are stored when they end."),
-      data.spans_total > data.spans.length ? h("p", { class: "dim" }, `The first ${data.spans.length} of ${fmtInt(data.spans_total)} spans.`) : null,
+      h("p", { class: "dim zoom-bar" }, data.zoom
+        ? [`${fmtDur(data.zoom[0]) || "0"} to ${fmtDur(data.zoom[1])} of ${fmtDur(data.span_ms)}. `,
+          h("button", { type: "button", class: "zoom-out", onclick: () => zoomTo(data.zoom[0] - (data.zoom[1] - data.zoom[0]) / 2, data.zoom[1] + (data.zoom[1] - data.zoom[0]) / 2) }, "Zoom out"), " ",
+          h("button", { type: "button", class: "zoom-reset", onclick: () => zoomTo(null, null) }, "Whole session")]
+        : "Drag across the bars to zoom in."),
+      data.spans.length || data.pending.length ? waterfall(data, zoomTo) : empty(data.zoom ? "No spans in this range." : "No spans stored for this session yet.", data.zoom ? "Zoom out to see more." : "Spans are stored when they end."),
+      data.spans_in_range > data.spans.length ? h("p", { class: "dim" }, `The first ${data.spans.length} of ${fmtInt(data.spans_in_range)} spans in this range: zoom in to see the others.`) : null,
       h("h2", {}, "Records ", link(`#/logs?session=${encodeURIComponent(s.id)}`, "in Logs →")),
       h("table", { class: "logs compact" },
         h("thead", {}, h("tr", {}, ["Time", "Event", "", "Method / tool", "Latency", "Status", "Body"].map((x) => h("th", {}, x)))), records));
@@ -630,7 +681,7 @@
     for (const a of document.querySelectorAll("nav a")) a.classList.toggle("active", a.dataset.view === view);
     try {
       if (view === "logs") await viewLogs(gen, params);
-      else if (view === "sessions" && id) await viewSession(gen, decodeURIComponent(id));
+      else if (view === "sessions" && id) await viewSession(gen, decodeURIComponent(id), params);
       else if (view === "sessions") await viewSessions(gen, params);
       else if (view === "security") await viewSecurity(gen, params);
       else if (view === "stats") await viewStats(gen, params);
