@@ -120,6 +120,14 @@ def test_live_stream_pause_resume_and_history(page: Page, ui: Ui, filled_store: 
     page.reload()
     records = page.locator("tr.rec")
     expect(records.first).to_be_visible()
+    # the first page's query was started by boot.js, before anything app.js asked for
+    fetched = page.evaluate(
+        "performance.getEntriesByType('resource').sort((a, b) => a.startTime - b.startTime)"
+        ".map(e => e.name)"
+    )
+    assert fetched[:2] == [
+        ui.base + "api/logs?event=helmet.request&limit=200", ui.base + "api/servers"
+    ]  # fmt: skip
     before = records.count()
     live = ProxySession(filled_store, "demo-live")
     try:

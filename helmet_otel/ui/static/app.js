@@ -116,8 +116,8 @@
   async function api(path, params, signal) {
     const query = params && params.toString();
     const url = path + (query ? `?${query}` : "");
-    const first = window.helmetBoot.first;
-    window.helmetBoot.first = null; // started by boot.js for the first view: used once, or never
+    const first = window.helmetBoot.first; // started by boot.js for the first view: used once
+    if (first && first.url === url) window.helmetBoot.first = null;
     const res = await (first && first.url === url ? first.response : fetch(url, {
       credentials: "same-origin",
       headers: { accept: "application/json" },
@@ -205,7 +205,7 @@
     const serverSelect = h("select", { name: "server", "aria-label": "server" },
       h("option", { value: "" }, "any server"),
       state.server ? h("option", { value: state.server, selected: true }, state.server) : null);
-    api("/api/servers").then((data) => {
+    const listServers = () => api("/api/servers").then((data) => {
       for (const s of data.servers) {
         if (s.name !== state.server) serverSelect.append(h("option", { value: s.name }, s.name));
       }
@@ -450,6 +450,7 @@
       observer.disconnect();
     };
     await reload();
+    listServers(); // (after the first page: it is not needed to paint it)
   }
 
   // --- Sessions ---------------------------------------------------------------------------------
@@ -675,6 +676,7 @@
   async function route() {
     generation += 1;
     const gen = generation;
+    if (gen > 1) window.helmetBoot.first = null; // (a guess boot.js got wrong is never used later)
     stopCurrent();
     stopCurrent = () => {};
     const { view, id, params } = parseHash(location.hash);
