@@ -7,6 +7,9 @@ Usage: python http_probe.py RECORD_FILE
 - ``probe/echo`` answers ``{"params": <params>}``;
 - ``probe/progress`` sends two ``notifications/progress`` for ``params._meta.progressToken``,
   then answers;
+- ``probe/slow`` (params ``steps``, ``interval``) sends ``steps`` progress notifications for
+  ``params._meta.progressToken``, ``interval`` seconds apart (none without a token; it still
+  takes that long), then answers ``{"done": true}``;
 - ``probe/hang`` is never answered;
 - ``probe/exit`` exits at once with status 3 (without answering);
 - ``probe/ask`` sends a server-to-client request ``roots/list`` (id "srv-1") and answers with
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from typing import Any
 
 
@@ -70,6 +74,20 @@ def main() -> int:
                         "params": {"progressToken": token, "progress": step, "total": 2},
                     }
                 )
+            send({"jsonrpc": "2.0", "id": msg_id, "result": {"done": True}})
+        elif method == "probe/slow":
+            token = params.get("_meta", {}).get("progressToken")
+            steps = int(params.get("steps", 1))
+            for step in range(1, steps + 1):
+                time.sleep(float(params.get("interval", 0.1)))
+                if token is not None:
+                    send(
+                        {
+                            "jsonrpc": "2.0",
+                            "method": "notifications/progress",
+                            "params": {"progressToken": token, "progress": step, "total": steps},
+                        }
+                    )
             send({"jsonrpc": "2.0", "id": msg_id, "result": {"done": True}})
         elif method == "probe/exit":
             return 3
