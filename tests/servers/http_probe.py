@@ -4,7 +4,8 @@ Usage: python http_probe.py RECORD_FILE
 
 - every line read is appended to RECORD_FILE (flushed at once);
 - ``initialize`` is answered like a legacy server; ``server/discover`` gets -32601;
-- ``probe/echo`` answers ``{"params": <params>}``;
+- ``probe/echo`` answers ``{"params": <params>}`` (after one progress notification when
+  ``params._meta.progressToken`` is given, so an HTTP front streams the answer);
 - ``probe/progress`` sends two ``notifications/progress`` for ``params._meta.progressToken``,
   then answers;
 - ``probe/slow`` (params ``steps``, ``interval``) sends ``steps`` progress notifications for
@@ -63,6 +64,15 @@ def main() -> int:
                 }
             )
         elif method == "probe/echo":
+            token = params.get("_meta", {}).get("progressToken")
+            if token is not None:
+                send(
+                    {
+                        "jsonrpc": "2.0",
+                        "method": "notifications/progress",
+                        "params": {"progressToken": token, "progress": 1},
+                    }
+                )
             send({"jsonrpc": "2.0", "id": msg_id, "result": {"params": params}})
         elif method == "probe/progress":
             token = params.get("_meta", {}).get("progressToken")
