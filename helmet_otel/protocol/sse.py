@@ -18,6 +18,7 @@ class SseEvent:
     event: str  # the ``event:`` field, "message" when absent
     data: bytes | None  # the ``data:`` lines joined by LF; None when the block had none
     id: str | None  # the ``id:`` field, when given
+    retry: int | None = None  # the ``retry:`` field (milliseconds), when given
 
 
 def _field(line: bytes) -> tuple[bytes, bytes]:
@@ -32,6 +33,7 @@ def parse_event(raw: bytes) -> SseEvent:
     event = "message"
     data: list[bytes] = []
     event_id: str | None = None
+    retry: int | None = None
     for line in raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n"):
         if not line or line.startswith(b":"):
             continue
@@ -42,7 +44,9 @@ def parse_event(raw: bytes) -> SseEvent:
             event = value.decode("utf-8", "replace")
         elif name == b"id" and b"\0" not in value:
             event_id = value.decode("utf-8", "replace")
-    return SseEvent(raw, event, b"\n".join(data) if data else None, event_id)
+        elif name == b"retry" and value.isdigit():
+            retry = int(value)
+    return SseEvent(raw, event, b"\n".join(data) if data else None, event_id, retry)
 
 
 _BLOCK_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")  # a blank line, with any of the line ends

@@ -7,7 +7,8 @@ back and written to stdout message by message, as it arrives. ``initialize``, no
 responses are sent in order, one at a time; other requests each in their own task, so a slow
 tool does not hold up the rest. A request the upstream refuses or cannot be reached for is
 answered by the proxy with a JSON-RPC error that names the HTTP status (and carries it in
-``data``); one that gets no answer within ``request_timeout`` (each progress notification for it
+``data``), and so is one whose SSE stream ended before its answer and could not be resumed
+(``Last-Event-ID``, where the server gives event ids); one that gets no answer within ``request_timeout`` (each progress notification for it
 starts the clock again) is answered with a timeout error and cancelled upstream. The process is one session; at stdin's end, in-flight requests get
 ``grace`` seconds, then the upstream session is DELETEd.
 """
@@ -30,7 +31,7 @@ from helmet_otel.core.lifecycle import Lifecycle
 from helmet_otel.core.relay import HTTP_STATUS_KEY, UPSTREAM_GONE_CODE
 from helmet_otel.core.session import Session
 from helmet_otel.protocol.framing import LineSplitter
-from helmet_otel.protocol.message import PROGRESS, REQUEST, JsonId, progress_key
+from helmet_otel.protocol.message import PROGRESS, REQUEST, JsonId, id_key, progress_key
 from helmet_otel.transports.http_client import Headers, split_url
 from helmet_otel.transports.http_front import sweep_period
 from helmet_otel.transports.mcp_client import (
@@ -233,7 +234,13 @@ class ConnectProxy:
     async def _send(self, body: bytes, env: Envelope) -> None:
         upstream = self._upstream
         assert upstream is not None
-        failure = await upstream.send(body, env.msg)
+        msg = env.msg
+        answered = None
+        if msg.kind is REQUEST and msg.id is not None and msg.method != "initialize":
+            key = (True, id_key(msg.id))
+            pending = self.session.pending
+            answered = lambda: key not in pending  # noqa: E731
+        failure = await upstream.send(body, msg, answered)
         if (
             failure is not None
             and isinstance(upstream, StreamableUpstream)

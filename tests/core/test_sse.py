@@ -24,11 +24,11 @@ def split_all(chunks: list[bytes]) -> tuple[list[SseEvent], bytes]:
 
 def test_events_and_their_bytes() -> None:
     events, pending = split_all([STREAM])
-    assert [(e.event, e.data, e.id) for e in events] == [
-        ("message", None, None),
-        ("message", b'{"a":1}', "7"),
-        ("message", b'{"b":\n2}', "8"),
-        ("endpoint", b"/messages?x=1", None),
+    assert [(e.event, e.data, e.id, e.retry) for e in events] == [
+        ("message", None, None, None),
+        ("message", b'{"a":1}', "7", None),
+        ("message", b'{"b":\n2}', "8", 1000),
+        ("endpoint", b"/messages?x=1", None, None),
     ]
     assert b"".join(e.raw for e in events) + pending == STREAM
     assert pending == b"data: tail-without-end\n"
