@@ -54,6 +54,7 @@ ECHO = REPO / "benchmarks" / "echo_server.py"
 PEERS_NPM = ("supergateway@4.0.0", "mcp-proxy@6.7.19")
 PEERS_PYPI = "mcp-proxy==0.13.0"
 VERSION = "2025-11-25"
+LARGE_TIMEOUT = 120.0
 INIT = (
     b'{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25",'
     b'"capabilities":{},"clientInfo":{"name":"bench","version":"1"}}}'
@@ -199,7 +200,10 @@ async def large(session: Session, size: int) -> dict[str, Any]:
     conn = await session.connect()
     start = time.perf_counter()
     try:
-        answer = await session.call(conn, text)
+        answer = await asyncio.wait_for(session.call(conn, text), LARGE_TIMEOUT)
+    except TimeoutError:
+        conn.transport.close()
+        return {"large_s": None, "large": f"no answer in {LARGE_TIMEOUT:g} s"}
     except (ConnectionError, AssertionError) as exc:
         return {"large_s": None, "large": f"failed: {exc}"[:80]}
     elapsed = time.perf_counter() - start
