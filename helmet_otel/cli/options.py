@@ -354,8 +354,8 @@ OPTIONS: tuple[Option, ...] = (
            "connect: send 'Authorization: Bearer' with the token in this file (first line)",
            "FILE", commands=_CONNECT),
     Option("request_timeout", _duration(zero=True), "a duration such as 300, 5m, or 0 for none",
-           "connect, serve --upstream: answer a request with a timeout error and cancel it "
-           "upstream when no answer came for this long (default 5m)", "DURATION",
+           "connect, serve: answer a request with a timeout error and cancel it upstream when "
+           "no answer (or progress) came for this long (default 5m)", "DURATION",
            commands=("connect", "serve")),
     Option("ui_listen", _listen, "HOST:PORT such as 127.0.0.1:8765 or [::1]:0",
            "ui: address to listen on (default 127.0.0.1:8765; port 0: any free port)",
