@@ -16,6 +16,7 @@ import math
 import os
 import re
 import tomllib
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast, get_args
@@ -115,9 +116,15 @@ def _service_name(value: object) -> str:
 
 
 def _endpoint(value: object) -> str:
+    """An OTLP endpoint: an http:// or https:// URL with a host (checked at start, so a typo
+    is one line and exit 2, not exporter errors later)."""
     text = _nonempty(value)
     if not text.isprintable() or " " in text:  # other spaces are not printable
         raise ValueError(value)
+    parts = urllib.parse.urlsplit(text)
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise ValueError(value)
+    _ = parts.port  # raises ValueError for a port that is not a number in range
     return text
 
 
@@ -285,7 +292,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("store", _nonempty, "a non-empty path to the store file",
            "local telemetry store (default: user data dir)", "PATH", commands=_PROXY_AND_UI),
     Option("no_store", _switch, _SWITCH_FORM, "do not write the local store"),
-    Option("otlp_endpoint", _endpoint, "a URL without spaces such as http://localhost:4318",
+    Option("otlp_endpoint", _endpoint, "an http:// or https:// URL such as http://localhost:4318",
            "send OTLP here (overrides OTEL_EXPORTER_OTLP_ENDPOINT)", "URL"),
     _choice("otlp_protocol", OtlpProtocol, "OTLP protocol (default: http/protobuf)"),
     _choice("capture", Capture, "payloads in telemetry: none, metadata or full (default)"),
@@ -347,8 +354,8 @@ OPTIONS: tuple[Option, ...] = (
            "connect: send 'Authorization: Bearer' with the token in this file (first line)",
            "FILE", commands=_CONNECT),
     Option("request_timeout", _duration(zero=True), "a duration such as 300, 5m, or 0 for none",
-           "connect, serve --upstream: answer a request with a timeout error and cancel it "
-           "upstream when no answer came for this long (default 5m)", "DURATION",
+           "connect, serve: answer a request with a timeout error and cancel it upstream when "
+           "no answer (or progress) came for this long (default 5m)", "DURATION",
            commands=("connect", "serve")),
     Option("ui_listen", _listen, "HOST:PORT such as 127.0.0.1:8765 or [::1]:0",
            "ui: address to listen on (default 127.0.0.1:8765; port 0: any free port)",

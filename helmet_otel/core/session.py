@@ -180,5 +180,6 @@ class Session:
         if isinstance(request_id, str | int) and not isinstance(request_id, bool):
             c2s = env.direction is C2S  # cancels a request sent the same way
             pending = self.pending.get((c2s, id_key(request_id)))
-            if pending is not None:
+            if pending is not None and not pending.cancelled:
                 pending.cancelled = True
+                env.request = pending  # the first cancellation of it (repeats name none)

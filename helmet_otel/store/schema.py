@@ -236,9 +236,21 @@ def _ensure_file(path: Path) -> None:
     """Create the directory (0700) and an empty database file (0600): bodies may be private."""
     if path.is_dir():
         raise StoreError(is_a_directory(path))
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _private_dirs(path.parent)
     with contextlib.suppress(FileExistsError):
         os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+
+
+def _private_dirs(directory: Path) -> None:
+    """Create ``directory`` and every missing parent 0700 (``mkdir(parents=True)`` gives the
+    parents the umask's mode: 0777 under umask 000)."""
+    missing: list[Path] = []
+    while not directory.exists() and directory != directory.parent:
+        missing.append(directory)
+        directory = directory.parent
+    for new in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            new.mkdir(mode=0o700)
 
 
 def connect_writer(path: Path, *, busy_timeout_ms: int = 2000) -> sqlite3.Connection:

@@ -69,6 +69,8 @@ class Recorder:
         self.owner: SessionRecorder | None = None
         self.dropped_total: defaultdict[str, int] = defaultdict(int)
         self.closed = False
+        self.close_ts = 0
+        self.close_reason = ""
 
     def handle(self, frame: Frame) -> None:
         match frame:  # the frames in the order of how often they come
@@ -167,17 +169,27 @@ class Recorder:
                 )  # fmt: skip
 
     def close(self, ts: int, reason: str) -> None:
-        """End every session still open (the relay never said how), then the process."""
+        """End every session still open (the relay never said how): the process is ending.
+        Its ``helmet.proxy_close`` is written by `proxy_close`, once its sinks are drained."""
         if self.closed:
             return
         self.closed = True
+        self.close_ts, self.close_reason = ts, reason
         for session in self.sessions.values():
             session.end_unannounced(ts, reason)
         self.sessions.clear()
         self.performance(ts)
-        body = {
-            "reason": reason,
-            "dropped": dict(self.dropped_total),
-            "sinks": list(self.pipeline.sinks),
-        }
-        self._emit(sc.EVENT_PROXY_CLOSE, ts, body)
+
+    def proxy_close(self) -> dict[str, int]:
+        """``helmet.proxy_close`` with every drop counted so far; returns those counts."""
+        self._take_drops()
+        dropped = dict(self.dropped_total)
+        body = {"reason": self.close_reason, "dropped": dropped,
+                "sinks": list(self.pipeline.sinks)}  # fmt: skip
+        self._emit(sc.EVENT_PROXY_CLOSE, self.close_ts, body)
+        return dropped
+
+    def final_drops(self) -> dict[str, int]:
+        """Every drop of the process, the last sink's drain included."""
+        self._take_drops()
+        return dict(self.dropped_total)

@@ -8,10 +8,12 @@ leaves behind in its process group go too.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import anyio
@@ -67,6 +69,32 @@ def killpg(pgid: int, signum: int) -> bool:
     return True
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """What a new child runs before exec so that it is killed when the proxy dies, even by
+    SIGKILL (Linux: ``PR_SET_PDEATHSIG``); None where the platform has no such thing.
+
+    Only the server itself gets the signal: a grandchild that left the server's process group
+    and ignores its closed stdin is beyond it. The function only calls prctl and getppid
+    (nothing that takes a lock a thread of the parent may have held at the fork)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def in_child() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the proxy died before the prctl took effect
+            os._exit(1)
+
+    return in_child
+
+
 class ChildProcess:
     """One server process in its own process group, with its three pipes."""
 
@@ -82,6 +110,7 @@ class ChildProcess:
             cwd=command.cwd,
             process_group=0,
             bufsize=0,
+            preexec_fn=_die_with_parent(),  # (only a prctl: see there)
         )
         self.exited = anyio.Event()
         self._terminating = False
