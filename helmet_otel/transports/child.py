@@ -156,7 +156,8 @@ class ChildProcess:
         if pid == 0:
             return False
         proc.returncode = os.waitstatus_to_exitcode(status)
-        self.usage = ProcessUsage(rusage.ru_utime, rusage.ru_stime, rusage.ru_maxrss * 1024)
+        unit = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, else KiB
+        self.usage = ProcessUsage(rusage.ru_utime, rusage.ru_stime, rusage.ru_maxrss * unit)
         return True
 
     def signal_group(self, signum: int) -> None:
