@@ -17,8 +17,10 @@ receiver accepted.
 
 It passes when every response came back in order, the proxy's and the worker's RSS at the end
 are within ``--rss-tolerance`` (10%) of their RSS after the first block, and the store's
-weighted requests plus the calls counted as lost add up to the calls sent (within the
-sampling's resolution, 2 x 64 calls per rate change). Not part of the test suite.
+weighted requests plus the calls counted as lost (half the lost messages of the relay and
+the lost log records of the store, both weighted: a lost call is its request and its
+response) add up to the calls sent (within the sampling's resolution, 2 x 64 calls per
+block). Not part of the test suite.
 """
 
 from __future__ import annotations
@@ -38,7 +40,10 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_relay import ECHO_SERVER, Helper, Session, base_env, call_request
 
-LOST_REASONS = ("relay_queue_full", "worker_lost", "shutdown_timeout")
+LOST_REASONS = ("relay_queue_full", "worker_lost")  # counted by the relay, per message
+# counted by the store's queues, per record, weighted: a lost call is its request's and its
+# response's records (and the spans of the call, counted apart)
+STORE_LOST = ("store_logs_queue_full", "store_logs_export_failed", "shutdown_timeout")
 
 
 def rss(process: psutil.Process) -> int:
@@ -128,13 +133,15 @@ async def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     finally:
         receiver.kill()
     figures = store_figures(store)
-    lost = sum(figures["dropped"].get(reason, 0) for reason in LOST_REASONS)
+    # the relay counts messages: a call lost there is its request and its response
+    dropped = figures["dropped"]
+    lost = sum(dropped.get(reason, 0) for reason in (*LOST_REASONS, *STORE_LOST)) / 2
     first, last = samples[0], samples[-1]
     growth = {
         key: (last[key] - first[key]) / first[key] if first[key] else 0.0
         for key in ("proxy_rss", "worker_rss")
     }
-    accounted = figures["weighted_requests"] + lost
+    accounted = round(figures["weighted_requests"] + lost)
     result = {
         "calls": args.calls,
         "calls_per_s": round(args.calls / seconds),

@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence, Sized
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -68,6 +68,7 @@ class BatchQueue(Generic[T]):
         batch: BatchSettings,
         *,
         wait_s: float = 0.0,
+        weight: Callable[[T], int] | None = None,
     ) -> None:
         self.name = name
         self._wait_s = wait_s
@@ -75,6 +76,9 @@ class BatchQueue(Generic[T]):
         self._room = threading.Event()
         self._export = export
         self._on_drop = on_drop
+        # what an item stands for (a sampled record: its helmet.sample.weight), so a drop
+        # counts the calls it loses, as the relay counts them
+        self._weight = weight
         self._settings = batch
         self._queue: deque[T] = deque()
         self._wake = threading.Event()
@@ -98,8 +102,8 @@ class BatchQueue(Generic[T]):
                     # until its queue is half empty again (a locked store costs one wait)
                     self._patient = self._room.wait(self._wait_s)
             if len(queue) >= self._settings.max_queue:
-                queue.popleft()
-                self._on_drop(f"{self.name}_queue_full", 1)
+                dropped = queue.popleft()
+                self._on_drop(f"{self.name}_queue_full", self._count([dropped]))
         queue.append(item)
         if len(queue) >= self._settings.batch_size and not self._wake.is_set():
             self._wake.set()
@@ -114,7 +118,7 @@ class BatchQueue(Generic[T]):
                 self._room.set()
                 if not self._patient and len(queue) * 2 <= self._settings.max_queue:
                     self._patient = self._wait_s > 0
-                self._in_flight = len(batch)
+                self._in_flight = self._count(batch)
                 self._export_started = time.monotonic()
                 try:
                     delivered = self._export(batch)
@@ -125,7 +129,7 @@ class BatchQueue(Generic[T]):
                     return
                 self._in_flight = 0
                 if not delivered:
-                    self._on_drop(f"{self.name}_export_failed", len(batch))
+                    self._on_drop(f"{self.name}_export_failed", self._count(batch))
                     if self._closing:  # the sink fails: the rest is not tried, drain counts it
                         self.failed = True
                         return
@@ -154,9 +158,16 @@ class BatchQueue(Generic[T]):
             if stall_s is not None:
                 wait = min(wait, (started or now) + stall_s - now, 0.05)
             thread.join(max(wait, 0.001))
-        left = len(self._queue)
+        left = self._count(self._queue)
         self._queue.clear()
         if thread.is_alive():
             self._abandoned = True
             left += self._in_flight
         return left
+
+    def _count(self, items: Iterable[T]) -> int:
+        """How many calls ``items`` stand for (one each without a weight function)."""
+        weight = self._weight
+        if weight is None:
+            return len(items) if isinstance(items, Sized) else sum(1 for _ in items)
+        return sum(weight(item) for item in items)

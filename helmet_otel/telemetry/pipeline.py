@@ -109,6 +109,7 @@ class Pipeline:
     )
     metric_export: PeriodicExport | None = None
     store: Store | None = None  # when the local store is on
+    store_log_export: Callable[[Sequence[ReadableLogRecord]], bool] | None = None
     sinks: list[str] = field(default_factory=list[str])
     exporters: list[Any] = field(default_factory=list[Any])  # span and log exporters
 
@@ -153,8 +154,21 @@ class Pipeline:
         for queue in [*self.span_queues, *self.log_queues]:
             if queue.local:
                 self.drops.add("shutdown_timeout", queue.drain(deadline))
-        if self.store is not None:
-            self.store.close()
+
+    @contextlib.contextmanager
+    def straight_to_store(self) -> Generator[None]:
+        """Log records emitted inside are written to the store at once, past its drained
+        queues (the proxy's last record must not wait behind a backlog); then it closes."""
+        spans, logs = self.span_queues, self.log_queues
+        export = self.store_log_export
+        self.span_queues = []
+        self.log_queues = [] if export is None else [_Immediate(export, self.drops)]  # pyright: ignore[reportAttributeAccessIssue]  # (it has the put a queue has)
+        try:
+            yield
+        finally:
+            self.span_queues, self.log_queues = spans, logs
+            if self.store is not None:
+                self.store.close()
 
     def shutdown_metrics(self, timeout_s: float, healthy: bool = True) -> None:
         """The last metric export (with the complete drop counts), within ``timeout_s``; a
@@ -174,7 +188,27 @@ class Pipeline:
         deadline = start + timeout_s * 0.8
         self.drain_remote(deadline)
         self.drain_local(deadline)
+        if self.store is not None:
+            self.store.close()
         self.shutdown_metrics(max(start + timeout_s - time.monotonic(), REMOTE_STALL_S))
+
+
+class _Immediate:
+    """A stand-in for a log queue that exports each record as it comes (`straight_to_store`)."""
+
+    local = True
+
+    def __init__(self, export: Callable[[Sequence[ReadableLogRecord]], bool], drops: DropCounter):
+        self._export = export
+        self._drops = drops
+
+    def put(self, record: ReadableLogRecord) -> None:
+        try:
+            written = self._export([record])
+        except Exception:
+            written = False
+        if not written:
+            self._drops.add("store_logs_export_failed", 1, quiet=True)
 
 
 def _bounded(call: Callable[[], object], timeout_s: float) -> None:
@@ -187,6 +221,19 @@ def _bounded(call: Callable[[], object], timeout_s: float) -> None:
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     thread.join(timeout_s)
+
+
+def _weight_of(attributes: Mapping[str, Any] | None) -> int:
+    weight = attributes.get(sc.HELMET_SAMPLE_WEIGHT, 1) if attributes else 1
+    return weight if type(weight) is int and weight > 0 else 1
+
+
+def _span_weight(span: ReadableSpan) -> int:
+    return _weight_of(span.attributes)
+
+
+def _log_weight(record: ReadableLogRecord) -> int:
+    return _weight_of(record.log_record.attributes)
 
 
 def _span_export(exporter: Any) -> Any:
@@ -263,12 +310,24 @@ def build_pipeline(config: Config, env: MutableMapping[str, str]) -> Pipeline:
         if signal == "traces":
             pipeline.exporters.append(exporter)
             pipeline.span_queues.append(
-                BatchQueue("otlp_spans", _span_export(exporter), drops.add, span_settings)
+                BatchQueue(
+                    "otlp_spans",
+                    _span_export(exporter),
+                    drops.add,
+                    span_settings,
+                    weight=_span_weight,
+                )
             )
         elif signal == "logs":
             pipeline.exporters.append(exporter)
             pipeline.log_queues.append(
-                BatchQueue("otlp_logs", _log_export(exporter), drops.add, log_settings)
+                BatchQueue(
+                    "otlp_logs",
+                    _log_export(exporter),
+                    drops.add,
+                    log_settings,
+                    weight=_log_weight,
+                )
             )
         else:  # the periodic export shuts its exporter down
             pipeline.metric_export = PeriodicExport(
@@ -293,14 +352,15 @@ def build_pipeline(config: Config, env: MutableMapping[str, str]) -> Pipeline:
         def store_drop(reason: str, count: int) -> None:  # the store reports its own failures
             drops.add(reason, count, quiet=reason.endswith("_export_failed"))
 
+        store_log_export = pipeline.store_log_export = _log_export(StoreLogExporter(store))
         # The store always answers (a locked or broken store fails fast and counts): a full
         # queue may wait for it a little, which yields the worker's time to the writer.
         pipeline.span_queues.append(
             BatchQueue("store_spans", _span_export(StoreSpanExporter(store)), store_drop, span_store,
-                       wait_s=STORE_QUEUE_WAIT_S)
+                       wait_s=STORE_QUEUE_WAIT_S, weight=_span_weight)
         )  # fmt: skip
         pipeline.log_queues.append(
-            BatchQueue("store_logs", _log_export(StoreLogExporter(store)), store_drop, log_store,
-                       wait_s=STORE_QUEUE_WAIT_S)
+            BatchQueue("store_logs", store_log_export, store_drop, log_store,
+                       wait_s=STORE_QUEUE_WAIT_S, weight=_log_weight)
         )  # fmt: skip
     return pipeline

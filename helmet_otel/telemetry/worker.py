@@ -156,8 +156,8 @@ def _shut_down(pipeline: Pipeline, recorder: Recorder, timeout: float) -> None:
     (`pipeline.REMOTE_STALL_S`).
 
     ``helmet.proxy_close`` goes to the collectors before their drain (with the counts known
-    then; the last ``helmet.telemetry.dropped`` export has the rest) and to the store after
-    it, with every count; what was dropped in all is said once on stderr."""
+    then; the last ``helmet.telemetry.dropped`` export has the rest) and straight to the store
+    after every drain, with every count; what was dropped in all is said once on stderr."""
     done = threading.Event()
 
     def run() -> None:
@@ -167,9 +167,9 @@ def _shut_down(pipeline: Pipeline, recorder: Recorder, timeout: float) -> None:
             with pipeline.only(local=False):
                 recorder.proxy_close()
             healthy = pipeline.drain_remote(deadline)
-            with pipeline.only(local=True):
-                recorder.proxy_close()
             pipeline.drain_local(deadline)
+            with pipeline.straight_to_store():
+                recorder.proxy_close()
             _summary(recorder.final_drops())
             pipeline.shutdown_metrics(start + timeout - time.monotonic(), healthy)
         finally:

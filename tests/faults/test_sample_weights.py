@@ -5,10 +5,13 @@ server-to-client notification burst and for calls (request and response alike)."
 
 from __future__ import annotations
 
+import time
+from collections import Counter
 from typing import Any
 
 from helmet_otel.core.envelope import Direction
 from helmet_otel.telemetry import frames
+from helmet_otel.telemetry.batching import BatchQueue, BatchSettings
 from tests.telemetry.test_feed_unit import (
     call,
     line,
@@ -59,3 +62,20 @@ def test_calls_add_up_when_samples_are_lost(make_feed: Any) -> None:
     # two samples of four calls each lost: their requests and their responses count 4 each
     assert _dropped(got, "relay_queue_full") == 2 * EVERY + 2 * EVERY
     assert _weighted(got, "request") + _weighted(got, "response") == 0
+
+
+def _itself(weight: int) -> int:
+    return weight
+
+
+def test_a_sinks_queue_counts_a_dropped_sample_with_its_weight() -> None:
+    """The worker's own queues count what a dropped record stood for, like the relay."""
+    drops: Counter[str] = Counter()
+    queue: BatchQueue[int] = BatchQueue(
+        "store_logs", lambda batch: False, lambda r, n: drops.update({r: n}),
+        BatchSettings(2, 10, 60), weight=_itself,
+    )  # fmt: skip
+    for weight in (EVERY, 1, EVERY):  # the queue holds two: the oldest (a sample of 4) goes
+        queue.put(weight)
+    assert drops == {"store_logs_queue_full": EVERY}
+    assert queue.drain(time.monotonic()) == 1 + EVERY  # what was left, weighted
