@@ -327,7 +327,7 @@ class HttpSession:
                 with anyio.move_on_after(STDOUT_DRAIN_AFTER_EXIT):
                     await done.wait()
                 self.gone = True
-                self._answer(self.lifecycle.upstream_exited(*child.describe_exit()))
+                self._answer(self.lifecycle.upstream_exited(*child.describe_exit(), child.usage))
                 self._end_streams()
                 tg.cancel_scope.cancel()
         finally:
