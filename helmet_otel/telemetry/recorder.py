@@ -19,11 +19,13 @@ import time
 from collections import defaultdict
 from typing import Any
 
+from opentelemetry._logs import SeverityNumber
 from opentelemetry.context import Context
 
 from helmet_otel import semconv as sc
 from helmet_otel.redaction import RedactionConfig, Redactor
 from helmet_otel.telemetry.frames import (
+    PROCESS,
     Close,
     Config,
     Dropped,
@@ -40,7 +42,7 @@ from helmet_otel.telemetry.frames import (
 from helmet_otel.telemetry.instruments import Instruments
 from helmet_otel.telemetry.pipeline import Pipeline
 from helmet_otel.telemetry.records import RecordWriter
-from helmet_otel.telemetry.session_recorder import SessionRecorder, Shared
+from helmet_otel.telemetry.session_recorder import SessionRecorder, Shared, finding_record
 from helmet_otel.telemetry.spans import SpanWriter
 
 _NO_TRACE = Context()
@@ -79,7 +81,10 @@ class Recorder:
             case Segment():
                 self._session(frame.session).roll_over(frame.ts, frame.trace_id, frame.root_span_id)
             case Security():
-                self._session(frame.session).security(frame)
+                if frame.session == PROCESS:
+                    self._process_findings(frame)
+                else:
+                    self._session(frame.session).security(frame)
             case Dropped():
                 self.pipeline.drops.add(frame.reason, frame.count, quiet=True)  # the relay said
             case Start():
@@ -114,6 +119,18 @@ class Recorder:
             self.owner.emit(event, ts, None, {}, body)
         else:
             self.shared.records.emit(event, ts, _NO_TRACE, {}, body)
+
+    def _process_findings(self, frame: Security) -> None:
+        """Findings of the process (an auth failure before any session): records of no
+        session and no trace, under the proxy's own identity (its pid and host)."""
+        config = self.shared.config
+        for finding in frame.findings:
+            attrs, message = finding_record(self.shared, finding)
+            attrs[sc.HELMET_PROXY_PID] = config.proxy_pid
+            attrs[sc.HELMET_PROXY_HOST] = config.proxy_host
+            self.shared.records.emit(
+                sc.EVENT_SECURITY, frame.ts, _NO_TRACE, attrs, message, SeverityNumber.WARN
+            )
 
     def _take_drops(self) -> dict[str, int]:
         drops = self.pipeline.drops.take()  # already in helmet.telemetry.dropped

@@ -58,6 +58,21 @@ def _pick(upstream: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
     return {key: upstream[key] for key in keys if isinstance(upstream.get(key), str | int)}
 
 
+def finding_record(shared: Shared, finding: Finding) -> tuple[dict[str, Any], str]:
+    """The attributes and body of a finding's ``helmet.security`` record; counts it."""
+    attrs: dict[str, Any] = dict(finding.attributes) if finding.attributes else {}
+    attrs[sc.HELMET_SECURITY_TYPE] = finding.type
+    attrs[sc.HELMET_SECURITY_SEVERITY] = finding.severity
+    attrs[sc.HELMET_SECURITY_RULE] = finding.rule_id
+    attrs[sc.HELMET_SERVER_NAME] = shared.config.service_name
+    if finding.tool is not None:
+        attrs[sc.GEN_AI_TOOL_NAME] = finding.tool
+    shared.instruments.security_events.add(
+        1, {sc.HELMET_SECURITY_TYPE: finding.type, sc.HELMET_SECURITY_SEVERITY: finding.severity}
+    )
+    return attrs, shared.redactor.scrub_text(finding.message)
+
+
 @dataclass(slots=True)
 class Shared:
     """What every session of the worker process shares."""
@@ -279,20 +294,8 @@ class SessionRecorder:
 
     def finding(self, finding: Finding, ts: int, context: Context | None) -> None:
         """A ``helmet.security`` record (in ``context``: its request's span, if any)."""
-        attrs: dict[str, Any] = {
-            sc.HELMET_SECURITY_TYPE: finding.type,
-            sc.HELMET_SECURITY_SEVERITY: finding.severity,
-            sc.HELMET_SECURITY_RULE: finding.rule_id,
-            sc.HELMET_SERVER_NAME: self.shared.config.service_name,
-        }
-        if finding.tool is not None:
-            attrs[sc.GEN_AI_TOOL_NAME] = finding.tool
-        message = self.shared.redactor.scrub_text(finding.message)
+        attrs, message = finding_record(self.shared, finding)
         self.emit(sc.EVENT_SECURITY, ts, context, attrs, message, SeverityNumber.WARN)
-        self.shared.instruments.security_events.add(
-            1, {sc.HELMET_SECURITY_TYPE: finding.type,
-                sc.HELMET_SECURITY_SEVERITY: finding.severity},
-        )  # fmt: skip
 
     def info(self, info: Info) -> None:
         """What the relay learned of the session (era, protocol version, client and server,

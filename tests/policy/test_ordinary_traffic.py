@@ -14,6 +14,7 @@ from mcp import Client
 
 from helmet_otel import semconv as sc
 from tests.e2e.helpers import RawProcess, clean_env, everything_server
+from tests.policy.helpers import security_records
 from tests.telemetry.helpers import drive
 
 pytestmark = [
@@ -49,15 +50,6 @@ async def first_time(client: Client) -> None:
     await client.list_tools()
     await client.call_tool("echo", {"message": "again"})
     await client.call_tool("get-env", {})
-
-
-def security_records(store: Path) -> list[dict[str, Any]]:
-    argv = [sys.executable, "-m", "helmet_otel", "logs", "--security", "--store", str(store),
-            "--format", "ndjson"]  # fmt: skip
-    with RawProcess(argv, env=clean_env()) as viewer:
-        assert viewer.wait(timeout=30) == 0
-        viewer.stdout.join(5)
-        return [orjson.loads(x) for x in viewer.stdout.data().splitlines()]
 
 
 async def test_no_finding_on_ordinary_traffic_and_new_tool_on_a_first_call(
