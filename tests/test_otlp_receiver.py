@@ -462,6 +462,29 @@ def test_stop_cuts_a_long_delay_short(protocol: Protocol) -> None:
     assert results == [SpanExportResult.SUCCESS]
 
 
+def test_hold_stalls_every_answer_until_release() -> None:
+    with OTLPReceiver() as receiver:
+        exporter = span_exporter("http/protobuf", endpoint=f"{receiver.endpoint}/v1/traces",
+                                 timeout=30)  # fmt: skip
+        receiver.hold()
+        done = threading.Event()
+        results: list[SpanExportResult] = []
+
+        def export() -> None:
+            results.append(exporter.export(_one_readable_span()))
+            done.set()
+
+        thread = threading.Thread(target=export, daemon=True)
+        thread.start()
+        receiver.wait_for(lambda r: len(r.spans()) == 1)  # recorded, not answered
+        assert not done.wait(0.2)
+        receiver.release()
+        assert done.wait(10.0)
+        thread.join()
+        exporter.shutdown()
+    assert results == [SpanExportResult.SUCCESS]
+
+
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_sink_mode_only_counts(protocol: Protocol) -> None:
     with OTLPReceiver(protocol=protocol, sink=True) as receiver:

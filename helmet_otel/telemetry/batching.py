@@ -5,6 +5,12 @@ append, a full queue drops its oldest record and counts it (the SDK logs a warni
 record instead, which costs more than the record), and `drain` reports what a deadline left
 behind so that it is counted too. The SDK's ``OTEL_BSP_*`` (spans) and ``OTEL_BLRP_*`` (log
 records) settings apply; the defaults differ where noted in `settings`.
+
+Policy decisions and security findings are never shed by a full queue: they wait in a lane of
+their own (`put_urgent`, as large as the queue), which ordinary records never evict and whose
+items go out first in every batch. Whatever of them is lost all the same (the lane itself
+full, a failed export, the flush deadline) is counted under its own ``{name}_security_*``
+reasons.
 """
 
 from __future__ import annotations
@@ -77,6 +83,7 @@ class BatchQueue(Generic[T]):
         self._on_drop = on_drop
         self._settings = batch
         self._queue: deque[T] = deque()
+        self._urgent: deque[T] = deque()  # decisions and findings: never evicted by the rest
         self._wake = threading.Event()
         self._closing = False
         self._thread = threading.Thread(target=self._run, name=f"helmet-{name}", daemon=True)
@@ -96,16 +103,30 @@ class BatchQueue(Generic[T]):
                 queue.popleft()
                 self._on_drop(f"{self.name}_queue_full", 1)
         queue.append(item)
-        if len(queue) >= self._settings.batch_size and not self._wake.is_set():
+        wake = self._wake
+        if len(queue) + len(self._urgent) >= self._settings.batch_size and not wake.is_set():
+            wake.set()
+
+    def put_urgent(self, item: T) -> None:
+        """A policy decision's or a security finding's item: ordinary items never evict it,
+        and it leaves in the next batch. Only a lane full of its kind drops (its oldest)."""
+        urgent = self._urgent
+        if len(urgent) >= self._settings.max_queue:
+            urgent.popleft()
+            self._on_drop(f"{self.name}_security_queue_full", 1)
+        urgent.append(item)
+        if len(urgent) + len(self._queue) >= self._settings.batch_size:
             self._wake.set()
 
     def _run(self) -> None:
-        queue, size = self._queue, self._settings.batch_size
+        queue, urgent, size = self._queue, self._urgent, self._settings.batch_size
         while not self._closing:
             self._wake.wait(self._settings.delay_s)
             self._wake.clear()
-            while queue:
-                batch = [queue.popleft() for _ in range(min(size, len(queue)))]
+            while queue or urgent:
+                batch = [urgent.popleft() for _ in range(min(size, len(urgent)))]
+                taken = len(batch)  # of them urgent
+                batch += [queue.popleft() for _ in range(min(size - taken, len(queue)))]
                 self._room.set()
                 if not self._patient and len(queue) * 2 <= self._settings.max_queue:
                     self._patient = self._wait_s > 0
@@ -114,10 +135,14 @@ class BatchQueue(Generic[T]):
                 except Exception:
                     delivered = False
                 if not delivered:
-                    self._on_drop(f"{self.name}_export_failed", len(batch))
+                    if len(batch) > taken:
+                        self._on_drop(f"{self.name}_export_failed", len(batch) - taken)
+                    if taken:
+                        self._on_drop(f"{self.name}_security_export_failed", taken)
 
     def drain(self, deadline: float) -> int:
-        """Export what is queued until ``deadline`` (monotonic); return how many were left.
+        """Export what is queued until ``deadline`` (monotonic); return how many were left
+        (urgent items left are counted here, as ``{name}_security_shutdown_timeout``).
 
         A batch whose export is still in flight at the deadline is not among them: it is
         counted by ``export`` failing, if it does."""
@@ -126,4 +151,7 @@ class BatchQueue(Generic[T]):
         self._thread.join(max(deadline - time.monotonic(), 0.0))
         left = len(self._queue)
         self._queue.clear()
+        if self._urgent:
+            self._on_drop(f"{self.name}_security_shutdown_timeout", len(self._urgent))
+            self._urgent.clear()
         return left

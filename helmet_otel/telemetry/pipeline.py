@@ -113,6 +113,16 @@ class Pipeline:
         for queue in self.log_queues:
             queue.put(record)
 
+    def emit_urgent_span(self, span: ReadableSpan) -> None:
+        """A span of a call a policy decided on: never evicted by a full queue."""
+        for queue in self.span_queues:
+            queue.put_urgent(span)
+
+    def emit_urgent_log(self, record: ReadableLogRecord) -> None:
+        """A finding, or a record of a call a policy decided on: never evicted."""
+        for queue in self.log_queues:
+            queue.put_urgent(record)
+
     def flush_and_shutdown(self, timeout_s: float) -> None:
         """Export what is queued within ``timeout_s``; count what is left; metrics last, so the
         final ``helmet.telemetry.dropped`` includes what the deadline cut off."""

@@ -74,6 +74,45 @@ def test_failed_exports_and_what_a_deadline_leaves_are_counted() -> None:
     assert drops == {"sink_export_failed": 2}
 
 
+def test_urgent_items_are_never_evicted_and_leave_first() -> None:
+    gate = Gate()
+    drops: Counter[str] = Counter()
+    queue = BatchQueue("sink", gate, lambda r, n: drops.update({r: n}), BatchSettings(4, 3, 60))
+    for item in range(3):  # a full batch: the thread takes [0, 1, 2] and blocks (a stalled sink)
+        queue.put(item)
+    assert gate.entered.wait(10)
+    queue.put_urgent(100)
+    for item in range(3, 13):  # a flood into a queue of 4: the ordinary oldest go
+        queue.put(item)
+        if item == 6:
+            queue.put_urgent(101)
+    assert drops == {"sink_queue_full": 6}
+    for item in range(102, 105):  # a lane full of its kind drops its own oldest, counted apart
+        queue.put_urgent(item)
+    assert drops == {"sink_queue_full": 6, "sink_security_queue_full": 1}
+    gate.release.set()
+    assert queue.drain(time.monotonic() + 10) == 0
+    assert gate.batches == [[0, 1, 2], [101, 102, 103], [104, 9, 10], [11, 12]]
+
+
+def test_lost_urgent_items_are_counted_apart() -> None:
+    gate = Gate(result=False)
+    drops: Counter[str] = Counter()
+    queue = BatchQueue("sink", gate, lambda r, n: drops.update({r: n}), BatchSettings(10, 3, 60))
+    queue.put_urgent(100)
+    queue.put(0)
+    queue.put(1)  # a full batch of one urgent and two ordinary items: the export fails
+    assert gate.entered.wait(10)
+    queue.put_urgent(101)
+    queue.put(2)
+    assert queue.drain(time.monotonic()) == 1  # 2 never left; 101 is counted by drain itself
+    gate.release.set()
+    queue._thread.join(10)  # pyright: ignore[reportPrivateUsage]
+    assert gate.batches == [[100, 0, 1]]
+    assert drops == {"sink_export_failed": 2, "sink_security_export_failed": 1,
+                     "sink_security_shutdown_timeout": 1}  # fmt: skip
+
+
 def _histogram(metrics: MetricSet) -> list[HistogramDataPoint]:
     data = metrics.collect()
     assert data is not None
