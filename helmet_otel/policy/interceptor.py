@@ -33,13 +33,17 @@ from helmet_otel.policy.detectors import changed_fields, sensitive_arguments, to
 from helmet_otel.policy.engine import TOOLS_CALL, UNSAFE, Engine, Hints, hints_of
 from helmet_otel.policy.loader import PolicyError, load_policy
 from helmet_otel.policy.pins import Pin, PinStore
+from helmet_otel.policy.rates import RateBaselines, SessionRates
 from helmet_otel.policy.rules import DENIED_MESSAGE, DENIED_REQUEST_MESSAGE, Policy
+from helmet_otel.policy.volumes import VolumeBaselines
 from helmet_otel.protocol.message import BATCH, ERROR, REQUEST, RESPONSE, error_response, id_key
 from helmet_otel.redaction import Redactor
 
 CHECK_INTERVAL: Final = 0.25  # seconds between checks of the policy file
 APPROVAL_CHECK_INTERVAL: Final = 0.5  # a drifted, blocked tool looks for its approval
 DRIFT_RULE: Final = "tool_drift"
+UNUSUAL_RATE: Final = "unusual_rate"
+DATA_VOLUME: Final = "data_volume"
 BATCH_RULE: Final = "batch"
 
 
@@ -105,6 +109,8 @@ class PolicyFactory:
         self.called: set[str] = {t for t, p in self.pins.items() if p.called_ns is not None}
         self.drifted: dict[str, str] = {}  # tool -> its current definition, not approved
         self._approval_checked: dict[str, float] = {}
+        self.rates = RateBaselines()  # unusual_rate: each tool's usual calls per session
+        self.volumes = VolumeBaselines()  # data_volume: each tool's usual response size
 
     def for_session(self, session: Session) -> PolicyInterceptor:
         return PolicyInterceptor(self, session)
@@ -159,6 +165,7 @@ class PolicyInterceptor(BaseInterceptor):
         self.hints: dict[str, Hints] = {}  # each tool's annotations, from tools/list
         self._drift_reported: set[str] = set()
         self._history = bool(factory.called)  # the server had calls before this session
+        self.rates = SessionRates(factory.rates)
 
     # -- the hook --------------------------------------------------------------------------
     def before_forward(self, env: Envelope) -> None:
@@ -193,7 +200,7 @@ class PolicyInterceptor(BaseInterceptor):
         method = msg.method
         assert method is not None
         if method == TOOLS_CALL:
-            self._call(env)
+            self._call(env, now)
         elif method == "tools/list":
             assert msg.id is not None
             self._lists.add(id_key(msg.id))
@@ -205,6 +212,8 @@ class PolicyInterceptor(BaseInterceptor):
             )
             if decision is not None:
                 self._decided(env, decision)
+        if method == "resources/read" and self.factory.monitor:
+            self._resource_read(env, source.policy)
 
     def _decided(self, env: Envelope, decision: Decision) -> None:
         env.annotations[DECISION] = decision
@@ -228,7 +237,7 @@ class PolicyInterceptor(BaseInterceptor):
                 {"type": "policy_block", "policy_id": decision.rule_id},
             )  # fmt: skip
 
-    def _call(self, env: Envelope) -> None:
+    def _call(self, env: Envelope, now: float) -> None:
         factory = self.factory
         policy = self.source.policy
         params = env.msg.params
@@ -252,10 +261,10 @@ class PolicyInterceptor(BaseInterceptor):
         if decision is not None:
             self._decided(env, decision)
         if factory.monitor and tool is not None:
-            self._inspect_call(env, tool, arguments, policy)
+            self._inspect_call(env, tool, arguments, policy, now)
 
     def _inspect_call(
-        self, env: Envelope, tool: str, arguments: dict[str, Any], policy: Policy
+        self, env: Envelope, tool: str, arguments: dict[str, Any], policy: Policy, now: float
     ) -> None:
         detectors = policy.detectors
         findings: list[Finding] = []
@@ -269,12 +278,50 @@ class PolicyInterceptor(BaseInterceptor):
                 findings.append(
                     Finding("sensitive_argument", severity, "sensitive_argument", tool, reason)
                 )
+        if detectors.unusual_rate:
+            for about, message in self.rates.call(tool, now, detectors.rate):
+                findings.append(Finding(UNUSUAL_RATE, "medium", UNUSUAL_RATE, about, message))
         if findings:
-            existing = env.annotations.get(FINDINGS)
-            if isinstance(existing, list):
-                cast(list[Finding], existing).extend(findings)
-            else:
-                env.annotations[FINDINGS] = findings
+            _add_findings(env, findings)
+
+    def _resource_read(self, env: Envelope, policy: Policy) -> None:
+        """data_volume: a resource read outside the URIs the policy allows."""
+        detectors = policy.detectors
+        pattern = detectors.resource_pattern
+        params = env.msg.params
+        uri = params.get("uri") if params is not None else None
+        if pattern is None or not detectors.data_volume or not isinstance(uri, str):
+            return
+        if pattern.fullmatch(uri) is None:
+            shown = uri if len(uri) <= 200 else uri[:200] + "..."
+            _add_findings(env, [Finding(
+                DATA_VOLUME, "medium", DATA_VOLUME, None,
+                f"resource {shown!r} read outside the allowed URIs",
+            )])  # fmt: skip
+
+    def after_forward(self, env: Envelope) -> None:
+        """data_volume: a tool's answer far larger than its usual size."""
+        request = env.request
+        if (
+            request is None
+            or request.method != TOOLS_CALL
+            or request.name is None
+            or env.direction is C2S
+            or env.proxy
+            or not self.factory.monitor
+        ):
+            return
+        detectors = self.source.policy.detectors
+        if detectors.data_volume:
+            volumes = self.factory.volumes
+            message = volumes.response(request.name, len(env.raw), detectors.volume)
+            if message is not None:
+                _add_findings(
+                    env, [Finding(DATA_VOLUME, "medium", DATA_VOLUME, request.name, message)]
+                )
+
+    def session_ended(self, session: Session) -> None:
+        self.rates.close()
 
     def _batch(self, env: Envelope) -> None:
         """A JSON-RPC batch (an array; older protocol revisions): denied as a whole when the
@@ -372,6 +419,14 @@ class PolicyInterceptor(BaseInterceptor):
             env.wire = orjson.dumps(answer) + ending
         except TypeError:  # an integer beyond 64 bits: the stdlib writes any integer exactly
             env.wire = json.dumps(answer, separators=(",", ":")).encode() + ending
+
+
+def _add_findings(env: Envelope, findings: list[Finding]) -> None:
+    existing = env.annotations.get(FINDINGS)
+    if isinstance(existing, list):
+        cast(list[Finding], existing).extend(findings)
+    else:
+        env.annotations[FINDINGS] = findings
 
 
 def load_source(path: str, server: str, warn: Callable[[str], None]) -> PolicySource:

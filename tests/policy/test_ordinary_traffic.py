@@ -1,5 +1,6 @@
 """The detectors stay quiet on ordinary traffic: server-everything's tools called with ordinary
-arguments, in two sessions, raise no finding; a tool first called in a third session is a
+arguments (one of them repeatedly) and its resources read, in two sessions, raise no finding
+(no sensitive_argument, unusual_rate, data_volume, tool_drift); a tool first called in a third session is a
 `new_tool` finding, the only one."""
 
 from __future__ import annotations
@@ -44,6 +45,10 @@ async def ordinary(client: Client) -> None:
     await client.list_tools()
     for tool, arguments in ORDINARY:
         await client.call_tool(tool, arguments)
+    for i in range(10):  # a client calling one tool repeatedly, as agents do
+        await client.call_tool("echo", {"message": f"step {i} of the plan"})
+    await client.read_resource("demo://resource/dynamic/text/1")
+    await client.read_resource("demo://resource/dynamic/blob/2")
 
 
 async def first_time(client: Client) -> None:
@@ -56,7 +61,9 @@ async def test_no_finding_on_ordinary_traffic_and_new_tool_on_a_first_call(
     tmp_path: Path,
 ) -> None:
     store = tmp_path / "store.db"
-    options = ("--store", str(store), "--name", "everything")
+    policy = tmp_path / "policy.toml"  # the default thresholds; resources checked too
+    policy.write_text('[detectors]\nallowed_resources = ["demo://resource/*"]\n')
+    options = ("--store", str(store), "--name", "everything", "--policy", str(policy))
     for _ in range(2):
         await drive(everything_server(), clean_env(), ordinary, options=options,
                     stderr_path=tmp_path / "stderr")  # fmt: skip

@@ -16,7 +16,11 @@ from tests.telemetry.helpers import INIT, by_event, line, proxy_env
 
 pytestmark = [pytest.mark.e2e]
 
-POLICY = '[[rule]]\nid = "no-add"\ntools = ["add"]\naction = "deny"\n'
+# a flood is an unusual rate by definition: that detector is not what these tests are about
+POLICY = (
+    '[[rule]]\nid = "no-add"\ntools = ["add"]\naction = "deny"\n'
+    "[detectors]\nunusual_rate = false\n"
+)
 
 
 def _call(i: int, every: int = 10) -> bytes:
