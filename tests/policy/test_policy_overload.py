@@ -17,10 +17,14 @@ from tests.telemetry.helpers import INIT, by_event, line, proxy_env
 pytestmark = [pytest.mark.e2e]
 
 # a flood is an unusual rate by definition: that detector is not what these tests are about
-POLICY = (
-    '[[rule]]\nid = "no-add"\ntools = ["add"]\naction = "deny"\n'
-    "[detectors]\nunusual_rate = false\n"
-)
+POLICY = """\
+[[rule]]
+id = "no-add"
+tools = ["add"]
+action = "deny"
+[detectors]
+unusual_rate = false
+"""
 
 
 def _call(i: int, every: int = 10) -> bytes:
