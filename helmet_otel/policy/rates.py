@@ -92,9 +92,11 @@ class SessionRates:
             recent = self._recent
             recent[tool] = now
             recent.move_to_end(tool)
-            cutoff = now - settings.burst_window
-            while next(iter(recent.values())) < cutoff:
-                recent.popitem(last=False)
+            # at most one entry per tool: only a possible burst needs the old ones pruned
+            if len(recent) >= settings.burst_tools:
+                cutoff = now - settings.burst_window
+                while next(iter(recent.values())) < cutoff:
+                    recent.popitem(last=False)
             if (
                 len(recent) >= settings.burst_tools
                 and now - self._burst_fired >= settings.burst_window

@@ -63,6 +63,15 @@ class Recorder:
             config, redactor, Instruments(pipeline.metrics), SpanWriter(pipeline),
             RecordWriter(pipeline), pipeline.sampler, redactor.scrub(configuration),
         )  # fmt: skip
+        # Exported as 0 from the start: a series that starts at 1 has no increase to
+        # Prometheus, and the bundled alert rules fire on the first drift or auth failure.
+        alerted = [("tool_drift", "high")]
+        if config.transport == "http":
+            alerted += [("auth_failure", severity) for severity in ("low", "medium", "high")]
+        for kind, severity in alerted:
+            self.shared.instruments.security_events.add(
+                0, {sc.HELMET_SECURITY_TYPE: kind, sc.HELMET_SECURITY_SEVERITY: severity}
+            )
         self.pipeline = pipeline
         self.sessions: dict[int, SessionRecorder] = {}
         # A stdio proxy is one session: its own records are that session's too.

@@ -150,7 +150,9 @@ async def test_enforce_blocks_hides_logs_and_records(tmp_path: Path) -> None:
             ("policy_block", "no-passwords", "medium"), ("policy_block", "sec-001", "medium")
         ]  # fmt: skip
         assert points(rx, sc.METRIC_SECURITY_EVENTS) == {
-            ((sc.HELMET_SECURITY_SEVERITY, "medium"), (sc.HELMET_SECURITY_TYPE, "policy_block")): 2
+            ((sc.HELMET_SECURITY_SEVERITY, "medium"), (sc.HELMET_SECURITY_TYPE, "policy_block")): 2,
+            # exported from the start, for the alert on the first drift
+            ((sc.HELMET_SECURITY_SEVERITY, "high"), (sc.HELMET_SECURITY_TYPE, "tool_drift")): 0,
         }
     # the store: the blocks as errors and as findings
     stored = viewer(store, "logs", "--security")

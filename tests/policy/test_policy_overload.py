@@ -109,6 +109,7 @@ def test_blocks_and_findings_are_never_shed(tmp_path: Path) -> None:
                 len(denied),
             ((sc.HELMET_SECURITY_SEVERITY, "medium"),
              (sc.HELMET_SECURITY_TYPE, "sensitive_argument")): len(sensitive),
+            ((sc.HELMET_SECURITY_SEVERITY, "high"), (sc.HELMET_SECURITY_TYPE, "tool_drift")): 0,
         }  # fmt: skip
 
 
