@@ -32,7 +32,7 @@ from helmet_otel.core.verdicts import DECISION, DENY, FINDINGS, POLICY_LOADED, D
 from helmet_otel.policy.detectors import changed_fields, sensitive_arguments, tool_definition
 from helmet_otel.policy.engine import TOOLS_CALL, UNSAFE, Engine, Hints, hints_of
 from helmet_otel.policy.loader import PolicyError, load_policy
-from helmet_otel.policy.pins import Pin, PinStore
+from helmet_otel.policy.pins import REMOVED, Pin, PinStore
 from helmet_otel.policy.rates import RateBaselines, SessionRates
 from helmet_otel.policy.rules import DENIED_MESSAGE, DENIED_REQUEST_MESSAGE, Policy
 from helmet_otel.policy.volumes import VolumeBaselines
@@ -132,17 +132,39 @@ class PolicyFactory:
             self.store.drifted(self.server, tool, definition)
         return changed_fields(pin.definition, definition)
 
-    def drift_block(self, tool: str, shadow: bool) -> Decision | None:
-        """The decision on a call of a drifted tool while drift blocks: denied until approved
-        (the store is asked again at most every `APPROVAL_CHECK_INTERVAL`)."""
+    def removed(self, tool: str) -> bool:
+        """A tool the server no longer lists: whether that is drift (it is pinned, and the
+        removal is not approved)."""
+        if tool not in self.pins:
+            return False
+        if self.drifted.get(tool) != REMOVED:
+            self.drifted[tool] = REMOVED
+            self.store.drifted(self.server, tool, REMOVED)
+            return True
+        return not self._approved(tool)
+
+    def _approved(self, tool: str) -> bool:
+        """Whether the tool's drift was approved since (the store is asked again at most every
+        `APPROVAL_CHECK_INTERVAL`); an approved pin replaces, or a removal forgets, the old."""
         now = time.monotonic()
-        if now - self._approval_checked.get(tool, 0.0) >= APPROVAL_CHECK_INTERVAL:
-            self._approval_checked[tool] = now
-            pin = self.store.pins(self.server).get(tool)
-            if pin is not None and pin.definition == self.drifted.get(tool):
-                self.pins[tool] = pin
-                del self.drifted[tool]
-                return None
+        if now - self._approval_checked.get(tool, 0.0) < APPROVAL_CHECK_INTERVAL:
+            return False
+        self._approval_checked[tool] = now
+        pin = self.store.pins(self.server).get(tool)
+        current = self.drifted.get(tool)
+        if current == REMOVED and pin is None:
+            self.pins.pop(tool, None)
+        elif pin is not None and pin.definition == current:
+            self.pins[tool] = pin
+        else:
+            return False
+        del self.drifted[tool]
+        return True
+
+    def drift_block(self, tool: str, shadow: bool) -> Decision | None:
+        """The decision on a call of a drifted tool while drift blocks: denied until approved."""
+        if self._approved(tool):
+            return None
         return Decision(DRIFT_RULE, DENY, shadow, TOOLS_CALL, tool)
 
     def first_call(self, tool: str) -> bool:
@@ -164,6 +186,7 @@ class PolicyInterceptor(BaseInterceptor):
         self._lists: set[tuple[bool, object]] = set()  # ids of tools/list requests in flight
         self.hints: dict[str, Hints] = {}  # each tool's annotations, from tools/list
         self._drift_reported: set[str] = set()
+        self._listed: set[str] = set()  # names in the pages of the listing under way
         self._history = bool(factory.called)  # the server had calls before this session
         self.rates = SessionRates(factory.rates)
 
@@ -400,10 +423,30 @@ class PolicyInterceptor(BaseInterceptor):
                     ))  # fmt: skip
             if engine.hiding and engine.hidden(name, client, known) is not None:
                 hidden.append(index)
+            self._listed.add(name)
+        if watch_drift and policy.detectors.tool_drift and result is not None:
+            findings += self._removals(result, policy.detectors.on_tool_drift == "block")
         if findings and factory.monitor:
             env.annotations[FINDINGS] = findings
         if hidden:
             self._hide(env, cast(list[object], tools), hidden)
+
+    def _removals(self, result: dict[str, Any], blocked: bool) -> list[Finding]:
+        """Pinned tools missing from a complete listing (its last page: no ``nextCursor``;
+        the names of the pages before it count): a removal is drift too."""
+        if result.get("nextCursor") is not None:
+            return []
+        listed, self._listed = self._listed, set()
+        findings: list[Finding] = []
+        for name in sorted(set(self.factory.pins) - listed):
+            if name not in self._drift_reported and self.factory.removed(name):
+                self._drift_reported.add(name)
+                findings.append(Finding(
+                    "tool_drift", "high", DRIFT_RULE, name,
+                    f"tool {name!r} was removed since it was pinned (no longer in tools/list)"
+                    + ("; calls are denied until it is approved" if blocked else ""),
+                ))  # fmt: skip
+        return findings
 
     def _hide(self, env: Envelope, tools: list[object], hidden: list[int]) -> None:
         payload = env.msg.payload
