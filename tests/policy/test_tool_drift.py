@@ -55,6 +55,15 @@ class Proxy:
         self.process.kill()
 
 
+def listed_session(store: Path, description: str, *options: str, omit: str | None = None) -> (
+    tuple[Proxy, list[str]]
+):  # fmt: skip
+    """A session that initialized and listed the tools: it, and the names listed."""
+    proxy = Proxy(store, description, *options, omit=omit)
+    proxy.ask(line(INIT))
+    return proxy, [t["name"] for t in proxy.ask(line(LIST))["result"]["tools"]]
+
+
 def cli(store: Path, *args: str) -> tuple[int, bytes]:
     argv = [sys.executable, "-m", "helmet_otel", *args, "--store", str(store)]
     with RawProcess(argv, env=clean_env()) as process:
@@ -142,13 +151,10 @@ def test_a_removed_tool_is_drift_until_the_removal_is_approved(tmp_path: Path) -
     store = tmp_path / "store.db"
     policy = tmp_path / "policy.toml"
     policy.write_text(BLOCK)
-    first = Proxy(store, "Fetch a URL")
-    first.ask(line(INIT))
-    first.ask(line(LIST))  # pins echo and fetch
+    first, names = listed_session(store, "Fetch a URL")  # pins echo and fetch
     first.close()
-    second = Proxy(store, "Fetch a URL", "--policy", str(policy), omit="fetch")
-    second.ask(line(INIT))
-    assert [t["name"] for t in second.ask(line(LIST))["result"]["tools"]] == ["echo"]
+    second, names = listed_session(store, "Fetch a URL", "--policy", str(policy), omit="fetch")
+    assert names == ["echo"]
     second.ask(line(LIST))  # listed again in the session: reported once
     blocked = second.ask(call(3, "fetch"))  # a client that still calls it
     assert blocked["error"]["data"] == {"type": "policy_block", "policy_id": "tool_drift"}
@@ -161,9 +167,7 @@ def test_a_removed_tool_is_drift_until_the_removal_is_approved(tmp_path: Path) -
     second.close()
     out = cli(store, "tools", "list", "--format", "json")[1]
     assert [p["tool"] for p in orjson.loads(out)] == ["echo"]  # the removal forgot the pin
-    third = Proxy(store, "Fetch a URL", omit="fetch")
-    third.ask(line(INIT))
-    third.ask(line(LIST))
+    third, names = listed_session(store, "Fetch a URL", omit="fetch")
     third.close()
     records = cli(store, "logs", "--security", "--format", "ndjson")[1].splitlines()
     found = [orjson.loads(x) for x in records]
