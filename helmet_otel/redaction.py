@@ -159,6 +159,7 @@ __all__ = [
     "contains_secret_shape",
     "is_truncation_record",
     "marker",
+    "scrub_line",
 ]
 
 Capture = Literal["none", "metadata", "full"]
@@ -427,6 +428,26 @@ def _dumps(value: object) -> bytes:
         return text.encode("utf-8", "surrogatepass")
 
 
+# A JSON escape that spells a printable ASCII character other than `"` and `\`, or `\/`; an
+# escaped backslash is matched first so that `\\u0077` (a backslash, then "u0077") stays.
+_PLAIN_ESCAPE = re.compile(r"\\(?:\\|u(00[2-7][0-9A-Fa-f])|/)")
+
+
+def _plain_escape_repl(m: re.Match[str]) -> str:
+    code = m.group(1)
+    if code is None:
+        return "/" if m.group(0) == "\\/" else m.group(0)
+    char = chr(int(code, 16))
+    return m.group(0) if char in '"\\\x7f' else char
+
+
+def _plain_escapes(text: str) -> str:
+    r"""JSON text with escapes of plain ASCII characters written as the characters (the same
+    JSON value), so that a secret spelt with escapes (``"pass\u0077ord"``, ``"\u0073k-..."``,
+    ``https:\/\/user:pw@host``) meets the rules as any reader of the JSON would see it."""
+    return _PLAIN_ESCAPE.sub(_plain_escape_repl, text)
+
+
 def _json_str_size(text: str) -> int:
     """Bytes `text` takes inside a JSON string literal (quotes excluded)."""
     return len(_dumps(text)) - 2
@@ -480,6 +501,7 @@ class Redactor:
         # caches of key decisions, bounded by _KEY_CACHE_MAX (cleared when full)
         self._markers: dict[str, str | None] = {}
         self._keys: dict[str, tuple[str | None, str]] = {}
+        self._names: dict[str, str] = {}
 
         hints = [*_KEY_HINTS, *(r"[_.\- ]?".join(map(re.escape, w)) for w, _ in self._extra_words)]
         gate = "" if self._extra_keys else rf"(?={_KV_CLASS}*?(?i:{'|'.join(hints)}))"
@@ -641,6 +663,20 @@ class Redactor:
             text = _scrub_partial_tail(text)
         return text
 
+    def scrub_name(self, text: str) -> str:
+        """`scrub_text` for the short strings that repeat (method, tool and prompt names,
+        versions, log levels): remembered, so a name costs a dict lookup after its first use."""
+        try:
+            return self._names[text]
+        except KeyError:
+            pass
+        scrubbed = self.scrub_text(text)
+        if len(text) <= _KEY_CLASSIFY_MAX:
+            if len(self._names) >= _KEY_CACHE_MAX:
+                self._names.clear()
+            self._names[text] = scrubbed
+        return scrubbed
+
     def _custom_repl(self, m: re.Match[str]) -> str:
         return self._custom_marker if m.group(0) else ""
 
@@ -722,6 +758,8 @@ class Redactor:
         if capture == "metadata":
             return self._truncation_record(original_size, "")
         text = data.decode("utf-8", "ignore")  # drops a character split by the cut
+        if "\\" in text:  # `"pass\u0077ord"` is `"password"` to every reader of the JSON
+            text = _plain_escapes(text)
         return self._truncation_record(original_size, self.scrub_text(text, truncated=True))
 
     def _truncation_record(self, original_size: int, source: str) -> dict[str, object]:
@@ -872,6 +910,12 @@ def _provider_repl(m: re.Match[str]) -> str:
 @functools.cache
 def _default_redactor() -> Redactor:
     return Redactor()
+
+
+def scrub_line(text: str) -> str:
+    """A line the proxy writes on its own stderr (a diagnostic), scrubbed by the default
+    rules: exception texts and exporter messages can quote a URL or a payload."""
+    return _default_redactor().scrub_text(text)
 
 
 def contains_secret_shape(text: str) -> bool:

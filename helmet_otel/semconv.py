@@ -32,6 +32,7 @@ CLIENT_ADDRESS: Final = "client.address"
 CLIENT_PORT: Final = "client.port"
 HTTP_RESPONSE_STATUS_CODE: Final = "http.response.status_code"
 SERVICE_NAME: Final = "service.name"
+CPU_MODE: Final = "cpu.mode"  # on process.cpu.time: user | system
 
 OPERATION_EXECUTE_TOOL: Final = "execute_tool"
 ERROR_TYPE_TOOL_ERROR: Final = "tool_error"
@@ -49,6 +50,10 @@ HELMET_SERVER_NAME: Final = "helmet.server.name"
 HELMET_SERVER_COMMAND: Final = "helmet.server.command"
 HELMET_SERVER_URL: Final = "helmet.server.url"  # an HTTP upstream (no credentials, no query)
 HELMET_SERVER_PID: Final = "helmet.server.pid"
+# The wrapped server's process tree (helmet.performance and helmet.session_end of its session):
+# CPU seconds it used so far, and the most resident memory it held at a sample, in bytes
+HELMET_SERVER_CPU_TIME: Final = "helmet.server.cpu_time"
+HELMET_SERVER_MEMORY_PEAK: Final = "helmet.server.memory.peak"
 HELMET_SERVER_VERSION: Final = "helmet.server.version"  # serverInfo.version
 HELMET_SERVER_INFO_NAME: Final = "helmet.server.info.name"  # serverInfo.name
 HELMET_CLIENT_NAME: Final = "helmet.client.name"  # clientInfo.name
@@ -126,6 +131,13 @@ METRIC_ERRORS: Final = "helmet.errors"  # Counter, {error}
 METRIC_POLICY_DECISIONS: Final = "helmet.policy.decisions"  # Counter, {decision}
 METRIC_TELEMETRY_DROPPED: Final = "helmet.telemetry.dropped"  # Counter, {record}
 METRIC_SECURITY_EVENTS: Final = "helmet.security.events"  # Counter, {event}
+# The wrapped server's process tree (OS process semantic conventions), summed over the
+# proxy's sessions: every --metrics-interval from /proc
+METRIC_PROCESS_CPU_TIME: Final = "process.cpu.time"  # Counter, s, by cpu.mode
+METRIC_PROCESS_MEMORY_USAGE: Final = "process.memory.usage"  # UpDownCounter, By (resident)
+METRIC_PROCESS_THREAD_COUNT: Final = "process.thread.count"  # UpDownCounter, {thread}
+# (semconv renamed process.open_file_descriptor.count to this)
+METRIC_PROCESS_FD_COUNT: Final = "process.unix.file_descriptor.count"  # UpDownCounter
 
 DURATION_BUCKETS: Final = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60, 120, 300)
 SIZE_BUCKETS: Final = (

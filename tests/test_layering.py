@@ -23,7 +23,7 @@ ALLOWED: dict[str, set[str]] = {
     "core": {"protocol"},
     "transports": {"core", "protocol"},
     "policy": {"core", "protocol", "redaction"},
-    "store": {"semconv", "percentile", "__init__"},
+    "store": {"semconv", "percentile", "redaction", "__init__"},
     "telemetry": {"core", "protocol", "store"} | LEAVES,
     "examples": set(),
     # the web viewer: the store's query layer over the HTTP server `serve` uses

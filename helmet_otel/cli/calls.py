@@ -86,6 +86,8 @@ def _status(call: CallEntry, now_ns: int) -> Cell:
         return f"pending {age}", ("yellow",)
     if status == "ok":
         return "ok", ()
+    if status == "no response":
+        return status, ("red", "bold")
     label = call.answer.error_type if call.answer is not None else None
     text = status if label in (None, "", status) else f"{status} {label}"
     return text, ("red", "bold")

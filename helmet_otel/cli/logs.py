@@ -11,8 +11,6 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Final
 
-import orjson
-
 from helmet_otel import semconv as sc
 from helmet_otel.cli.calls import write_calls
 from helmet_otel.cli.common import (
@@ -23,8 +21,8 @@ from helmet_otel.cli.common import (
     UsageError,
     note,
 )
+from helmet_otel.cli.progress import Progress
 from helmet_otel.cli.render import LogWriter, colour_wanted, is_tty, output, wants_pager
-from helmet_otel.store import codec
 from helmet_otel.store.names import NAME_COLUMNS, close_names, name_matches
 from helmet_otel.store.query import LogEntry, LogFilter, Reader, fts_query
 from helmet_otel.store.schema import StoreError
@@ -146,11 +144,18 @@ def cmd_logs(args: argparse.Namespace) -> int:
             entries: Iterable[LogEntry] = (
                 reader.iter_logs(flt) if not limit else reader.logs(flt, limit=limit)
             )
-            with output(args.output, csv_mode=args.format == "csv", page=page) as stream:
-                writer = _log_writer(args, stream)
-                writer.begin()
-                writer.write(entries)
-                writer.end()
+            progress = Progress("exporting") if args.output is not None else None
+            if progress is not None:
+                entries = progress.counted(entries)
+            try:
+                with output(args.output, csv_mode=args.format == "csv", page=page) as stream:
+                    writer = _log_writer(args, stream)
+                    writer.begin()
+                    writer.write(entries)
+                    writer.end()
+            finally:
+                if progress is not None:
+                    progress.done()
             count = writer.count
         if count == 0:
             no_match(reader, flt)
@@ -240,12 +245,11 @@ def _wait_for_store(path: Path) -> tuple[Reader, int]:
 
 
 def _import(args: argparse.Namespace) -> int:
-    from helmet_otel.store.importer import import_logs
-    from helmet_otel.store.model import LogRow
+    from helmet_otel.store.import_formats import NotAnExport, parse_export
+    from helmet_otel.store.importer import import_logs, import_spans, mark_imported
     from helmet_otel.store.writer import Store
 
     source: str = args.import_file
-    rows: list[LogRow] = []
     try:
         stream = sys.stdin if source == "-" else open(source, encoding="utf-8")  # noqa: SIM115
     except OSError as exc:
@@ -253,38 +257,34 @@ def _import(args: argparse.Namespace) -> int:
     with stream:
         text = stream.read()
     try:
-        if text.lstrip().startswith("["):
-            items = orjson.loads(text)
-            numbered = list(enumerate(items if isinstance(items, list) else [items], 1))  # pyright: ignore[reportUnknownArgumentType]
-        else:
-            numbered = [
-                (n, orjson.loads(line))
-                for n, line in enumerate(text.splitlines(), 1)
-                if line.strip()
-            ]
-    except orjson.JSONDecodeError as exc:
-        raise StoreError(f"{source}: not JSON: {exc}") from None
-    for n, obj in numbered:
-        try:
-            rows.append(codec.import_record(obj))
-        except ValueError as exc:
-            raise StoreError(f"{source}: record {n}: not a helmet-otel log record: {exc}") from None
+        data = parse_export(text)
+    except NotAnExport as exc:
+        raise StoreError(f"{source}: {exc}") from None
+    rows = data.rows
     reports: list[str] = []  # the proxy's wording; the error below says it for a command
     store = Store.open(args.store, max_bytes=0, max_age_s=0, report=reports.append)
+    progress = Progress("importing", len(rows))
     try:
         if store.degraded:
             raise StoreError(f"cannot write to {store.path}: {store.last_error}")
-        counts = import_logs(store, rows)
+        counts = import_logs(store, rows, progress=progress.update)
+        spans = import_spans(store, data.spans) if counts is not None else None
+        if counts is not None:
+            mark_imported(store, {r.session_id for r in rows if r.session_id is not None})
     finally:
+        progress.done()
         store.close()
-    if counts is None:
+    if counts is None or spans is None:
         raise StoreError(
-            f"imported {store.written_logs} of {len(rows)} records into {store.path}: "
-            f"{store.last_error}"
+            f"imported {store.written_logs} of {len(rows)} records and {store.written_spans} of "
+            f"{len(data.spans)} spans into {store.path}: {store.last_error}"
         )
     written, skipped = counts
-    message = f"imported {written} records into {store.path}"
-    if skipped:
-        message += f"; skipped {skipped} already in the store"
+    parts = [f"{written} records"] if rows or not data.spans else []
+    if data.spans:
+        parts.append(f"{spans[0]} spans")
+    message = f"imported {' and '.join(parts)} into {store.path}"
+    if skipped or spans[1]:
+        message += f"; skipped {skipped + spans[1]} already in the store"
     note(message)
     return 0

@@ -19,7 +19,7 @@ from helmet_otel.cli.options import (
 )
 
 PROG = "helmet-otel"
-VIEWER_COMMANDS = ("logs", "sessions", "stats", "trace", "show")
+VIEWER_COMMANDS = ("logs", "sessions", "stats", "trace", "show", "store")
 SECURITY_COMMANDS = ("policy", "tools", "security")
 
 DESCRIPTION = """\
@@ -43,6 +43,8 @@ commands:
   security             security findings and policy blocks
   policy check FILE    check a policy file (policy test FILE --tool NAME --args JSON)
   tools list           pinned tool definitions (tools approve SERVER [TOOL])
+  doctor               check the configuration, the store and the OTLP endpoint
+  store info|prune|vacuum|delete   look after the local store
 """
 
 EPILOG = """\
@@ -137,6 +139,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from helmet_otel.cli.serve import main_serve
 
         return main_serve(args[1:], f"{PROG} serve", _Parser)
+    if args and args[0] == "doctor":
+        from helmet_otel.cli.doctor import main_doctor
+
+        return main_doctor(args[1:], f"{PROG} doctor", _Parser)
     if args and args[0] == "ui":
         from helmet_otel.cli.ui import main_ui
 

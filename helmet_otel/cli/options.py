@@ -16,6 +16,7 @@ import math
 import os
 import re
 import tomllib
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast, get_args
@@ -40,6 +41,7 @@ __all__ = [
     "child_environment",
     "environ",
     "resolve",
+    "resolve_with_sources",
 ]
 
 _ENV_PREFIX = "HELMET_"
@@ -114,9 +116,15 @@ def _service_name(value: object) -> str:
 
 
 def _endpoint(value: object) -> str:
+    """An OTLP endpoint: an http:// or https:// URL with a host (checked at start, so a typo
+    is one line and exit 2, not exporter errors later)."""
     text = _nonempty(value)
     if not text.isprintable() or " " in text:  # other spaces are not printable
         raise ValueError(value)
+    parts = urllib.parse.urlsplit(text)
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise ValueError(value)
+    _ = parts.port  # raises ValueError for a port that is not a number in range
     return text
 
 
@@ -284,7 +292,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("store", _nonempty, "a non-empty path to the store file",
            "local telemetry store (default: user data dir)", "PATH", commands=_PROXY_AND_UI),
     Option("no_store", _switch, _SWITCH_FORM, "do not write the local store"),
-    Option("otlp_endpoint", _endpoint, "a URL without spaces such as http://localhost:4318",
+    Option("otlp_endpoint", _endpoint, "an http:// or https:// URL such as http://localhost:4318",
            "send OTLP here (overrides OTEL_EXPORTER_OTLP_ENDPOINT)", "URL"),
     _choice("otlp_protocol", OtlpProtocol, "OTLP protocol (default: http/protobuf)"),
     _choice("capture", Capture, "payloads in telemetry: none, metadata or full (default)"),
@@ -346,8 +354,8 @@ OPTIONS: tuple[Option, ...] = (
            "connect: send 'Authorization: Bearer' with the token in this file (first line)",
            "FILE", commands=_CONNECT),
     Option("request_timeout", _duration(zero=True), "a duration such as 300, 5m, or 0 for none",
-           "connect, serve --upstream: answer a request with a timeout error and cancel it "
-           "upstream when no answer came for this long (default 5m)", "DURATION",
+           "connect, serve: answer a request with a timeout error and cancel it upstream when "
+           "no answer (or progress) came for this long (default 5m)", "DURATION",
            commands=("connect", "serve")),
     Option("ui_listen", _listen, "HOST:PORT such as 127.0.0.1:8765 or [::1]:0",
            "ui: address to listen on (default 127.0.0.1:8765; port 0: any free port)",
@@ -454,6 +462,14 @@ def resolve(args: argparse.Namespace, env: Mapping[str, str]) -> ProxyOptions:
     """The options from ``args`` (flags), ``env`` (HELMET_*) and the config file they name.
 
     Raises `ConfigError` (one line) for the first bad value."""
+    return resolve_with_sources(args, env)[0]
+
+
+def resolve_with_sources(
+    args: argparse.Namespace, env: Mapping[str, str]
+) -> tuple[ProxyOptions, dict[str, str]]:
+    """`resolve`, and where each value that is not a default came from (``helmet-otel
+    doctor``): field -> ``flag --x``, ``env HELMET_X`` or ``config file PATH: key``."""
     flags: dict[str, Any] = {}
     for option in OPTIONS:
         value = getattr(args, option.name, None)
@@ -470,7 +486,11 @@ def resolve(args: argparse.Namespace, env: Mapping[str, str]) -> ProxyOptions:
         config = _read_config(environment["config"], _CONFIG.env)
     else:
         config = {}
-    return ProxyOptions(**{**config, **environment, **flags})
+    config_path = flags.get("config") or environment.get("config")
+    sources = {name: f"config file {config_path}: {_BY_NAME[name].key}" for name in config}
+    sources.update({name: f"env {_BY_NAME[name].env}" for name in environment})
+    sources.update({name: f"flag {_BY_NAME[name].flag}" for name in flags})
+    return ProxyOptions(**{**config, **environment, **flags}), sources
 
 
 def child_environment(env: Mapping[str, str], pass_otel_env: bool) -> dict[str, str]:

@@ -240,6 +240,7 @@ def _run_front(
                 server, guard, host, port, options.path, options.max_message_size,
                 options.session_idle_timeout,
                 {"command": list(command), "cwd": options.cwd or os.getcwd()},
+                options.request_timeout,
             )  # fmt: skip
 
             def make_front(tg: TaskGroup) -> Front:

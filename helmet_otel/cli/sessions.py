@@ -17,6 +17,7 @@ from helmet_otel.cli.render import (
     Grid,
     Style,
     colour_wanted,
+    human_bytes,
     is_tty,
     output,
     printable,
@@ -59,6 +60,8 @@ def _session_record(s: SessionInfo) -> dict[str, object]:
         "exit_status": s.exit_status,
         "exit_reason": s.exit_reason,
         "exit": s.exit_summary,
+        "cpu_s": s.cpu_s,
+        "peak_memory_bytes": s.peak_memory,
     }
 
 
@@ -75,6 +78,8 @@ _SESSION_CSV: Final = (
     "errors",
     "exit_status",
     "exit_reason",
+    "cpu_s",
+    "peak_memory_bytes",
 )
 
 
@@ -87,8 +92,11 @@ _COLUMNS: Final = (
     Column("REQS", 4, 8, right=True),
     Column("ERRS", 4, 8, right=True),
     Column("STATUS", 6, 6),
+    Column("CPU", 3, 8, right=True, drop=3),
+    Column("PEAK MEM", 8, 10, right=True, drop=3),
     Column("EXIT", 4, 24, flex=True),
 )
+_USAGE_COLUMNS: Final = ("CPU", "PEAK MEM")
 _STATUS_COLOUR: Final = {"active": "green", "failed": "red", "lost": "yellow"}
 DEFAULT_SESSIONS_LIMIT: Final = 20
 
@@ -156,7 +164,10 @@ def _table(
 ) -> None:
     width = None if args.wide else terminal_width()
     style = Style(colour_wanted(args))
-    grid = Grid(_COLUMNS, style, width)
+    # CPU and PEAK MEM only where some session has them (a server process that was sampled)
+    usage = any(s.cpu_s is not None or s.peak_memory is not None for s in sessions)
+    keep = [usage or c.name not in _USAGE_COLUMNS for c in _COLUMNS]
+    grid = Grid([c for c, k in zip(_COLUMNS, keep, strict=True) if k], style, width)
     short = short_times(width)
     rows: list[list[Cell]] = [
         [
@@ -168,10 +179,13 @@ def _table(
             (str(s.requests or 0), ()),
             (str(s.errors or 0), ()),
             (s.status, ()),
+            (f"{s.cpu_s:.2f}s" if s.cpu_s is not None else "", ()),
+            (human_bytes(s.peak_memory) if s.peak_memory is not None else "", ()),
             (printable(s.exit_summary), ()),
         ]
         for s in sessions
     ]
+    rows = [[cell for cell, k in zip(row, keep, strict=True) if k] for row in rows]
     grid.fit(rows)
     stream.write(grid.header() + "\n")
     now = time.time_ns()

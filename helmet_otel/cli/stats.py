@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
@@ -23,7 +24,7 @@ from helmet_otel.cli.render import (
     wants_pager,
     write_objects,
 )
-from helmet_otel.store.query import Reader
+from helmet_otel.store.query import Reader, SessionInfo
 from helmet_otel.store.stats import Stats
 from helmet_otel.store.timefmt import format_duration_ms, format_rfc3339
 
@@ -68,6 +69,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
             session_ids=session_ids,
             servers=tuple(args.server or ()),
         )
+        # with --session: what each session's server process used
+        usage = reader.sessions(session_ids=session_ids) if session_ids else []
     objects = _stat_objects(stats)
     with output(args.output, csv_mode=args.format == "csv", page=wants_pager(args)) as stream:
         if args.format == "json":
@@ -88,6 +91,12 @@ def cmd_stats(args: argparse.Namespace) -> int:
                     for e in stats.errors
                 ],
             }
+            if session_ids:
+                doc["server_process"] = [
+                    {"session_id": u.session_id, "cpu_s": u.cpu_s,
+                     "peak_memory_bytes": u.peak_memory}
+                    for u in usage
+                ]  # fmt: skip
             stream.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode("utf-8") + "\n")
         elif args.format == "ndjson":
             write_objects(stream, "ndjson", objects)
@@ -98,8 +107,36 @@ def cmd_stats(args: argparse.Namespace) -> int:
             for obj in objects:
                 out.writerow(["" if obj[k] is None else str(obj[k]) for k in fields])
         else:
-            _stats_table(stream, stats, Style(colour_wanted(args)), args.wide)
+            style = Style(colour_wanted(args))
+            _stats_table(stream, stats, style, args.wide)
+            if usage:
+                _usage_table(stream, usage, style, args.wide)
     return 0
+
+
+def _usage_table(
+    stream: IO[str], sessions: Sequence[SessionInfo], style: Style, wide: bool
+) -> None:
+    """With --session: the CPU time and peak memory of each session's server process."""
+    columns = [
+        Column("SESSION", 8, 22),
+        Column("CPU", 3, 10, right=True),
+        Column("PEAK MEM", 8, 12, right=True),
+    ]
+    rows: list[list[Cell]] = [
+        [
+            (s.session_id, ()),
+            (f"{s.cpu_s:.2f}s" if s.cpu_s is not None else "-", ()),
+            (human_bytes(s.peak_memory) if s.peak_memory is not None else "-", ()),
+        ]
+        for s in sessions
+    ]
+    stream.write("\n" + style("SERVER PROCESS", "bold") + "\n")
+    grid = Grid(columns, style, None if wide else terminal_width())
+    grid.fit(rows)
+    stream.write(grid.header() + "\n")
+    for row in rows:
+        stream.write(grid.line(row) + "\n")
 
 
 def _stat_fields(by: str) -> list[str]:

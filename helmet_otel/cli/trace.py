@@ -87,11 +87,15 @@ def cmd_trace(args: argparse.Namespace) -> int:
         has_records = bool(
             reader.run("SELECT 1 FROM logs WHERE session_id = ? LIMIT 1", (session_id,))
         )
+    imported = bool(info) and info[0].imported_ts is not None
     if not traces and not pending:
-        if has_records and info and info[0].proxy_pid is None and info[0].start_ts is None:
+        if has_records and (
+            imported or (info and info[0].proxy_pid is None and info[0].start_ts is None)
+        ):
             raise NotFound(
                 f"session {session_id} was imported from a log export: its records are in the "
-                f"store (helmet-otel logs -s {session_id}), its spans are not (exports hold no spans)"
+                f"store (helmet-otel logs -s {session_id}), its spans are not (log exports hold "
+                "no spans; import a `helmet-otel trace --format json` export for them)"
             )
         raise NotFound(
             f"session {session_id} has no spans in the store yet (spans are stored when they end)"
@@ -101,6 +105,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
         if args.format == "json":
             doc = {
                 "session_id": session_id,
+                **({"imported": True} if imported else {}),
                 "traces": [
                     {
                         "trace_id": t.trace_id,
@@ -114,7 +119,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
             stream.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode("utf-8") + "\n")
         else:
             style = Style(colour_wanted(args))
-            _trace_table(stream, session_id, traces, style)
+            _trace_table(stream, session_id + ("  (imported)" if imported else ""), traces, style)
             if pending:
                 stream.write("\n" + style("open spans (calls in flight)", "bold") + "\n")
                 for p in pending:

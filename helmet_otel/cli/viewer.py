@@ -415,3 +415,7 @@ def register(subparsers: argparse._SubParsersAction[_P]) -> None:  # pyright: ig
     )
     _common(show, ("table", "json"))
     show.set_defaults(handler=_guard("show", cmd_show))
+
+    from helmet_otel.cli import store_command
+
+    store_command.register(subparsers, _guard)

@@ -43,7 +43,8 @@ class Envelope:
     ts: int  # time.time_ns() when the line was read
     wire: bytes
     reply: bytes | None
-    request: PendingRequest | None  # the matched request, on responses
+    request: PendingRequest | None  # the matched request, on responses; on the first
+    # notifications/cancelled of a pending request, that request
     trace_id: int  # set by the telemetry feed, when it runs
     server_span_id: int
     client_span_id: int

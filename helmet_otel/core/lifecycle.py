@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from helmet_otel.core.interceptor import Interceptor
 from helmet_otel.core.relay import Relay, Routed
-from helmet_otel.core.session import Session
+from helmet_otel.core.session import ProcessUsage, Session
 
 
 class Lifecycle:
@@ -44,10 +44,14 @@ class Lifecycle:
             for line in lines:
                 interceptor.upstream_stderr(session, line, ts)
 
-    def upstream_exited(self, status: int, reason: str) -> Routed:
-        """The server is gone: the answers for every request still pending (to the client)."""
+    def upstream_exited(
+        self, status: int, reason: str, usage: ProcessUsage | None = None
+    ) -> Routed:
+        """The server is gone: the answers for every request still pending (to the client).
+        ``usage``: what the server process used, when the transport reaped it."""
         session = self.session
         session.exit_status = status
+        session.upstream_usage = usage
         if session.exit_reason is None:
             session.exit_reason = reason
         return self.relay.answer_pending(f"{reason} before responding (helmet-otel)")

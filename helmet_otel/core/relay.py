@@ -34,6 +34,10 @@ HTTP_STATUS_KEY = "http.response.status_code"
 REQUEST_TIMEOUT_CODE = -32001
 
 
+def timeout_reason(timeout: float) -> str:
+    return f"request timed out after {timeout:g} s (helmet-otel --request-timeout)"
+
+
 @dataclass(slots=True, init=False)
 class Routed:
     """What to write: ``forward`` to the other side, ``replies`` back to the sender (each in
@@ -112,6 +116,17 @@ class Relay:
         routed.forward.append(line)
         routed.envelopes.append(Envelope(S2C, line, inspect(line), time.time_ns(), proxy=True))
         return routed
+
+    def time_out(self, request_id: JsonId, timeout: float) -> tuple[Routed, Routed] | None:
+        """The client's request ``request_id`` got no answer within ``timeout`` seconds: the
+        proxy's error for the client (-32001, naming the timeout) and the
+        ``notifications/cancelled`` for the server, in that order; None when the request is not
+        pending (answered meanwhile). The caller writes each and hands it to `forwarded`."""
+        reason = timeout_reason(timeout)
+        answer = self.answer(request_id, REQUEST_TIMEOUT_CODE, reason, {"timeout": timeout})
+        if not answer.forward:
+            return None
+        return answer, self.cancel(request_id, reason)
 
     def cancel(self, request_id: JsonId, reason: str) -> Routed:
         """``notifications/cancelled`` for the client's request, from the proxy: ``forward``

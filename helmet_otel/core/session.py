@@ -6,7 +6,7 @@ import secrets
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from helmet_otel.core.envelope import C2S, S2C, Direction, Envelope
 from helmet_otel.protocol.message import (
@@ -43,6 +43,15 @@ class PendingRequest:
     span_id: int = 0  # the SERVER span telemetry gave it; 0 when telemetry does not trace it
 
 
+class ProcessUsage(NamedTuple):
+    """What an exited server process used, as its parent reaped it (``wait4``): its own CPU
+    time and that of the children it waited for, and its largest resident set."""
+
+    cpu_user_s: float
+    cpu_system_s: float
+    max_rss_bytes: int
+
+
 def _info(value: object) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None  # pyright: ignore[reportUnknownVariableType]
 
@@ -62,6 +71,7 @@ class Session:
     errors: int = 0
     exit_status: int | None = None
     exit_reason: str | None = None
+    upstream_usage: ProcessUsage | None = None  # the server process's, once it exited
     # The protocol's own session id (Streamable HTTP, legacy era: ``Mcp-Session-Id``); None where
     # the protocol has none (stdio, the 2026-07-28 revision). ``id`` is the proxy's grouping.
     mcp_session_id: str | None = None
@@ -170,5 +180,6 @@ class Session:
         if isinstance(request_id, str | int) and not isinstance(request_id, bool):
             c2s = env.direction is C2S  # cancels a request sent the same way
             pending = self.pending.get((c2s, id_key(request_id)))
-            if pending is not None:
+            if pending is not None and not pending.cancelled:
                 pending.cancelled = True
+                env.request = pending  # the first cancellation of it (repeats name none)

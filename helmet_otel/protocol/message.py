@@ -199,6 +199,26 @@ def classify(data: Any) -> Message:
     return Message(INVALID, id=msg_id, payload=obj, parse_error="not a JSON-RPC message")
 
 
+PROGRESS = "notifications/progress"
+
+
+def progress_key(msg: Message) -> object:
+    """The progress token that ties a request to its progress notifications, as a dict key
+    (its type included, so ``1`` and ``"1"`` differ), or None: a request's
+    ``params._meta.progressToken``, a progress notification's ``params.progressToken``."""
+    params = msg.params
+    if params is None:
+        return None
+    if msg.method == PROGRESS:
+        token: object = params.get("progressToken")
+    else:
+        meta: object = params.get("_meta")
+        token = meta.get("progressToken") if isinstance(meta, dict) else None  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
+    if isinstance(token, str | int) and not isinstance(token, bool):
+        return (type(token).__name__, token)
+    return None
+
+
 def error_response(msg_id: JsonId | None, code: int, message: str, data: object = None) -> bytes:
     """A JSON-RPC error response line (with its ``\\n``)."""
     error: dict[str, object] = {"code": code, "message": message}

@@ -8,6 +8,7 @@ idle streams alive through intermediaries. Lines end with LF, CRLF or CR, as the
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 
@@ -17,6 +18,7 @@ class SseEvent:
     event: str  # the ``event:`` field, "message" when absent
     data: bytes | None  # the ``data:`` lines joined by LF; None when the block had none
     id: str | None  # the ``id:`` field, when given
+    retry: int | None = None  # the ``retry:`` field (milliseconds), when given
 
 
 def _field(line: bytes) -> tuple[bytes, bytes]:
@@ -31,6 +33,7 @@ def parse_event(raw: bytes) -> SseEvent:
     event = "message"
     data: list[bytes] = []
     event_id: str | None = None
+    retry: int | None = None
     for line in raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n"):
         if not line or line.startswith(b":"):
             continue
@@ -41,44 +44,54 @@ def parse_event(raw: bytes) -> SseEvent:
             event = value.decode("utf-8", "replace")
         elif name == b"id" and b"\0" not in value:
             event_id = value.decode("utf-8", "replace")
-    return SseEvent(raw, event, b"\n".join(data) if data else None, event_id)
+        elif name == b"retry" and value.isdigit():
+            retry = int(value)
+    return SseEvent(raw, event, b"\n".join(data) if data else None, event_id, retry)
+
+
+_BLOCK_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")  # a blank line, with any of the line ends
 
 
 class SseSplitter:
-    """Feed chunks, get whole events (a block ends at an empty line)."""
+    """Feed chunks, get whole events (a block ends at an empty line). Linear in the bytes fed:
+    a chunk that ends no block is only looked at (with the 3 bytes before it) and kept, and
+    the pending bytes are joined once, when their block ends (a 50 MB event costs one copy)."""
 
-    __slots__ = ("_buffer",)
+    __slots__ = ("_parts", "_tail")
 
     def __init__(self) -> None:
-        self._buffer = b""
+        self._parts: list[bytes] = []
+        self._tail = b""  # the last 3 pending bytes: a blank line may straddle two chunks
 
     def feed(self, chunk: bytes) -> list[SseEvent]:
-        buffer = self._buffer + chunk if self._buffer else chunk
+        parts = self._parts
+        if parts:
+            edge = self._tail + chunk[:3]
+            if _BLOCK_END.search(edge) is None and _BLOCK_END.search(chunk) is None:
+                parts.append(chunk)
+                self._tail = (self._tail + chunk)[-3:]
+                return []
+            parts.append(chunk)
+            buffer = b"".join(parts)
+            parts.clear()
+        else:
+            buffer = chunk
         events: list[SseEvent] = []
         start = 0
-        while True:
-            end = _block_end(buffer, start)
-            if end < 0:
-                break
+        for match in _BLOCK_END.finditer(buffer):
+            end = match.end()
             events.append(parse_event(buffer[start:end]))
             start = end
-        self._buffer = buffer[start:]
+        if start < len(buffer):
+            rest = buffer[start:] if start else buffer
+            parts.append(rest)
+            self._tail = rest[-3:]
         return events
 
     @property
     def pending(self) -> bytes:
         """Bytes of an event not finished yet (what a stream that ends now leaves behind)."""
-        return self._buffer
-
-
-def _block_end(buffer: bytes, start: int) -> int:
-    """The end of the first block at or after ``start`` (after its blank line), or -1."""
-    best = -1
-    for separator in (b"\n\n", b"\r\n\r\n", b"\r\r"):
-        at = buffer.find(separator, start)
-        if at >= 0 and (best < 0 or at + len(separator) < best):
-            best = at + len(separator)
-    return best
+        return b"".join(self._parts)
 
 
 def sse_message(data: bytes, event_id: str | None = None) -> bytes:

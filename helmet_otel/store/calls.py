@@ -59,6 +59,8 @@ class CallEntry:
         """``ok``, ``error``, ``pending`` (in flight) or ``no response`` (session ended)."""
         if self.answer is None:
             return "pending" if self.active else "no response"
+        if self.answer.error_type == sc.ERROR_TYPE_NO_RESPONSE:  # the session ended first
+            return "no response"
         return "error" if self.answer.is_error else "ok"
 
     @property

@@ -105,14 +105,15 @@ def status_text(entry: LogEntry) -> str:
 
 
 def body_preview(entry: LogEntry) -> str:
-    """The body on one line: a string body as it is, anything else as compact JSON."""
+    """The body on one line: a string body as it is without its leading and trailing
+    whitespace (an indented stderr line), anything else as compact JSON."""
     text = entry.body_json
     if text is None:
         return ""
     if text.startswith('"'):
         value = entry.body
         if isinstance(value, str):
-            text = value
+            text = value.strip()
     return " ".join(text.split()) if ("\n" in text or "\r" in text or "\t" in text) else text
 
 

@@ -3,14 +3,17 @@ already holds, so importing a file twice writes it once."""
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from typing import Final
 
-from helmet_otel.store.model import LogRow
+from helmet_otel.store.model import LogRow, SpanRow
+from helmet_otel.store.schema import connect_writer
 from helmet_otel.store.writer import Store
 
-__all__ = ["import_logs"]
+__all__ = ["import_logs", "import_spans", "mark_imported"]
 
 # The stored rows an imported record could duplicate: same time and session, every column.
 SELECT_SAME_LOGS: Final = (
@@ -21,7 +24,11 @@ SELECT_SAME_LOGS: Final = (
 
 
 def import_logs(
-    store: Store, rows: Sequence[LogRow], *, batch: int = 1000
+    store: Store,
+    rows: Sequence[LogRow],
+    *,
+    batch: int = 1000,
+    progress: Callable[[int], None] | None = None,
 ) -> tuple[int, int] | None:
     """Insert the records that are not in the store yet -> ``(written, skipped)``.
 
@@ -42,7 +49,55 @@ def import_logs(
             return None
         written += fresh
         skipped += len(chunk) - fresh
+        if progress is not None:
+            progress(start + len(chunk))
     return written, skipped
+
+
+def import_spans(store: Store, spans: Sequence[SpanRow]) -> tuple[int, int] | None:
+    """Insert the spans the store does not hold yet (same trace and span id) -> ``(written,
+    skipped)``; None when they could not be written (``store.last_error`` says why)."""
+    if not spans:
+        return 0, 0
+    try:
+        conn = connect_writer(store.path)
+    except (sqlite3.Error, OSError):
+        return None
+    try:
+        traces = sorted({s.trace_id for s in spans})
+        marks = ", ".join("?" for _ in traces)
+        held = {
+            (str(t), str(i))
+            for t, i in conn.execute(
+                f"SELECT trace_id, span_id FROM spans WHERE trace_id IN ({marks})", traces
+            )
+        }
+    except sqlite3.Error:
+        return None
+    finally:
+        conn.close()
+    fresh = [s for s in spans if (s.trace_id, s.span_id) not in held]
+    if fresh and not store.write_spans(fresh):
+        return None
+    return len(fresh), len(spans) - len(fresh)
+
+
+def mark_imported(store: Store, session_ids: Iterable[str]) -> None:
+    """Remember that these sessions came from an import (``trace`` says so)."""
+    ids = sorted(set(session_ids))
+    if not ids:
+        return
+    with contextlib.suppress(sqlite3.Error, OSError):
+        conn = connect_writer(store.path)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(
+                "UPDATE sessions SET imported_ts = coalesce(imported_ts, ?) WHERE session_id = ?",
+                [(time.time_ns(), sid) for sid in ids],
+            )
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
 
 
 def _import_batch(store: Store, matcher: _ImportMatcher, chunk: Sequence[LogRow]) -> int | None:

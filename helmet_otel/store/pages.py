@@ -12,13 +12,12 @@ misses a record.
 from __future__ import annotations
 
 import dataclasses
-import sqlite3
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
 from helmet_otel.store.query import LOG_COLUMNS, LogEntry, LogFilter, Reader, fts_query
-from helmet_otel.store.schema import StoreError
+from helmet_otel.store.rows import read_rows
+from helmet_otel.store.search import newest_matches
 
 __all__ = ["Page", "Tail", "answer_of", "conditions", "page", "read_rows", "record", "tail"]
 
@@ -39,14 +38,6 @@ class Tail:
     gap: bool  # more than ``limit`` matched: older ones were left for paging
 
 
-def read_rows(reader: Reader, sql: str, args: Sequence[object] = ()) -> list[tuple[object, ...]]:
-    """Run a query on the reader's connection; a database error is a ``StoreError``."""
-    try:
-        return reader.conn.execute(sql, args).fetchall()
-    except sqlite3.DatabaseError as exc:
-        raise StoreError(f"cannot read the store at {reader.path}: {exc}") from None
-
-
 def conditions(reader: Reader, flt: LogFilter) -> tuple[str, list[object]] | None:
     """``flt`` as SQL conditions with its session references and name globs resolved; None when
     the filter names only things that do not exist (nothing can match)."""
@@ -56,30 +47,41 @@ def conditions(reader: Reader, flt: LogFilter) -> tuple[str, list[object]] | Non
     return flt.where(resolved)
 
 
-def _source(flt: LogFilter) -> str:
-    # as Reader.logs: with full text and no session or tool filter, walk the time index
-    if flt.grep is not None and not flt.session_prefixes and not flt.tools:
-        return "logs INDEXED BY logs_ts"
-    return "logs"
-
-
 def page(
     reader: Reader, flt: LogFilter, *, before: tuple[int, int] | None = None, limit: int = 200
 ) -> Page:
     """The ``limit`` newest matching records older than ``before`` (``(ts, id)``)."""
     top = reader.max_log_id()
-    found = conditions(reader, flt)
+    query = fts_query(flt.grep) if flt.grep is not None else None
+    found = conditions(reader, dataclasses.replace(flt, grep=None) if query else flt)
     if found is None:
         return Page([], False, top)
     where, args = found
+    upper = None if flt.until_ns is None else flt.until_ns - 1
     if before is not None:
         where += " AND ts <= ? AND (ts < ? OR id < ?)"
         args.extend((before[0], before[0], before[1]))
-    sql = (
-        f"SELECT {LOG_COLUMNS} FROM logs WHERE id IN (SELECT id FROM {_source(flt)} WHERE {where}"
-        " ORDER BY ts DESC, id DESC LIMIT ?) ORDER BY ts DESC, id DESC"
+        upper = before[0] if upper is None else min(upper, before[0])
+    if query is not None:
+        narrow = bool(flt.session_prefixes or flt.tools)
+        ids = newest_matches(reader, query, where, args, limit + 1, upper_ts=upper, narrow=narrow)
+    else:
+        ids = [
+            int(r[0])  # pyright: ignore[reportArgumentType]
+            for r in read_rows(
+                reader,
+                f"SELECT id FROM logs WHERE {where} ORDER BY ts DESC, id DESC LIMIT ?",
+                [*args, limit + 1],
+            )
+        ]
+    if not ids:
+        return Page([], False, top)
+    rows = read_rows(
+        reader,
+        f"SELECT {LOG_COLUMNS} FROM logs WHERE id IN ({', '.join('?' for _ in ids)})"
+        " ORDER BY ts DESC, id DESC",
+        ids,
     )
-    rows = read_rows(reader, sql, [*args, limit + 1])
     entries = [LogEntry.from_row(r) for r in rows[:limit]]
     return Page(entries, len(rows) > limit, top)
 

@@ -247,6 +247,9 @@ class SessionInfo:
     errors: int | None
     exit_status: object
     exit_reason: str | None
+    cpu_s: float | None = None  # CPU seconds the server's process tree used (sampled)
+    peak_memory: int | None = None  # its largest resident memory at a sample, bytes
+    imported_ts: int | None = None  # when `logs --import` brought it in (None: recorded here)
     status: str = ""  # ended | failed | active | lost
 
     @property
@@ -442,7 +445,10 @@ class Reader:
     ) -> list[SessionInfo]:
         """Sessions with activity since ``since_ns``, with live status: oldest start first (or
         newest first), of the given servers (globs) and statuses, at most ``limit``."""
-        sql = f"SELECT {_SESSION_COLUMNS}, seen_requests FROM sessions"
+        usage = (
+            "cpu_s, peak_memory, imported_ts" if self._has_usage_columns() else "NULL, NULL, NULL"
+        )
+        sql = f"SELECT {_SESSION_COLUMNS}, {usage}, seen_requests FROM sessions"
         conds: list[str] = []
         args: list[object] = []
         if since_ns is not None:
@@ -479,6 +485,11 @@ class Reader:
             if limit and len(result) >= limit:
                 break
         return result
+
+    def _has_usage_columns(self) -> bool:
+        """A store too old for them that could not be upgraded (read-only) has none."""
+        columns = self._query("SELECT name FROM pragma_table_info('sessions')")
+        return any(c[0] == "imported_ts" for c in columns)
 
     def _complete(
         self, info: SessionInfo, now: int, host: str, seen_requests: int, seen_errors: int

@@ -27,6 +27,7 @@ __all__ = [
     "LOW_WATER",
     "MAX_CHUNKS",
     "RetentionResult",
+    "delete_before",
     "disk_bytes",
     "enforce_age",
     "enforce_size",
@@ -68,8 +69,9 @@ def wal_pages_for(max_bytes: int, page_size: int = 4096) -> int:
     return max(16, min(1000, max_bytes // 20 // page_size))
 
 
-def _delete_before(transact: Transact, cutoff_ts: int, result: RetentionResult) -> None:
-    """Delete logs with ts <= cutoff, then spans and sessions that ended before it."""
+def delete_before(transact: Transact, cutoff_ts: int, result: RetentionResult) -> None:
+    """Delete logs with ts <= cutoff, then spans and sessions that ended before it (at most
+    ``MAX_CHUNKS`` transactions: ``result.complete`` says whether that was all)."""
 
     def logs_chunk(conn: sqlite3.Connection) -> int:
         doomed = conn.execute(
@@ -115,7 +117,7 @@ def _delete_before(transact: Transact, cutoff_ts: int, result: RetentionResult) 
 def enforce_age(transact: Transact, now_ns: int, max_age_s: float) -> RetentionResult:
     result = RetentionResult()
     if max_age_s > 0:
-        _delete_before(transact, now_ns - int(max_age_s * 1e9), result)
+        delete_before(transact, now_ns - int(max_age_s * 1e9), result)
     return result
 
 
@@ -148,7 +150,7 @@ def enforce_size(
             ).fetchone()
         if row is None:
             break
-        _delete_before(transact, int(row[0]), result)
+        delete_before(transact, int(row[0]), result)
     _give_back_pages(conn)
     return result
 

@@ -164,9 +164,19 @@ _V2: Final = (
     "CREATE INDEX logs_call ON logs (session_id, request_id, ts) WHERE request_id IS NOT NULL",
 )
 
+# Version 3: what each session's server process used (``helmet.server.cpu_time``,
+# ``helmet.server.memory.peak`` of its performance and end records): ``sessions`` shows them.
+# ``imported_ts``: when ``logs --import`` brought the session in (NULL: a proxy recorded it).
+_V3: Final = (
+    "ALTER TABLE sessions ADD COLUMN cpu_s REAL",
+    "ALTER TABLE sessions ADD COLUMN peak_memory INTEGER",
+    "ALTER TABLE sessions ADD COLUMN imported_ts INTEGER",
+)
+
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(1, "initial schema", _V1),
     Migration(2, "server, method, call and span indexes", _V2),
+    Migration(3, "server process CPU time and peak memory per session; imported sessions", _V3),
 )
 SCHEMA_VERSION: Final = MIGRATIONS[-1].version
 
@@ -226,9 +236,21 @@ def _ensure_file(path: Path) -> None:
     """Create the directory (0700) and an empty database file (0600): bodies may be private."""
     if path.is_dir():
         raise StoreError(is_a_directory(path))
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _private_dirs(path.parent)
     with contextlib.suppress(FileExistsError):
         os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+
+
+def _private_dirs(directory: Path) -> None:
+    """Create ``directory`` and every missing parent 0700 (``mkdir(parents=True)`` gives the
+    parents the umask's mode: 0777 under umask 000)."""
+    missing: list[Path] = []
+    while not directory.exists() and directory != directory.parent:
+        missing.append(directory)
+        directory = directory.parent
+    for new in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            new.mkdir(mode=0o700)
 
 
 def connect_writer(path: Path, *, busy_timeout_ms: int = 2000) -> sqlite3.Connection:

@@ -63,7 +63,7 @@ def parse_duration(text: str) -> float:
     except ValueError:
         pass
     else:
-        if value < 0 or value != value:  # negative or NaN
+        if value < 0 or value != value or value == float("inf"):  # negative, NaN, infinite
             raise ValueError(f"invalid duration: {text!r}")
         return value
     pos = 0
@@ -73,7 +73,7 @@ def parse_duration(text: str) -> float:
             raise ValueError(f"invalid duration: {text!r}")
         total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
         pos = match.end()
-    if pos != len(s) or pos == 0:
+    if pos != len(s) or pos == 0 or total == float("inf"):
         raise ValueError(f"invalid duration: {text!r}")
     return total
 
@@ -88,9 +88,11 @@ def parse_time(text: str, *, now_ns: int | None = None) -> int:
     if s.lower() == "now":
         return now
     try:
-        return now - int(parse_duration(s) * 1e9)
+        seconds = parse_duration(s)
     except ValueError:
         pass
+    else:  # longer ago than a store can say: its beginning
+        return _clamp(now - int(min(seconds, _MAX_SECONDS) * 1e9))
     iso = s[:-1] + "+00:00" if s.endswith(("Z", "z")) else s
     try:
         moment = datetime.fromisoformat(iso)
@@ -102,7 +104,15 @@ def parse_time(text: str, *, now_ns: int | None = None) -> int:
     if moment.tzinfo is None:
         moment = moment.astimezone()  # naive means local time
     delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
-    return (delta // timedelta(microseconds=1)) * 1000
+    return _clamp((delta // timedelta(microseconds=1)) * 1000)
+
+
+_INT64 = (-(2**63), 2**63 - 1)  # what a store's time column (SQLite INTEGER) holds
+_MAX_SECONDS = 2**64 / 1e9  # a duration longer than the int64 range, in seconds
+
+
+def _clamp(ts_ns: int) -> int:
+    return min(max(ts_ns, _INT64[0]), _INT64[1])
 
 
 def parse_size(text: str) -> int:

@@ -16,6 +16,7 @@ import contextlib
 import errno
 import os
 import sqlite3
+import struct
 import sys
 import threading
 import time
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Final
 
 from helmet_otel import semconv as sc
+from helmet_otel.redaction import scrub_line
 from helmet_otel.store import retention
 from helmet_otel.store.model import LogRow, SpanRow
 from helmet_otel.store.paths import default_store_path, retention_from_env
@@ -67,12 +69,18 @@ _END_ATTRS: Final = (
     ("exit_status", sc.HELMET_EXIT_STATUS),
     ("exit_reason", sc.HELMET_EXIT_REASON),
 )
+# from any record that carries them; the largest value wins (both only grow)
+_USAGE_ATTRS: Final = (
+    ("cpu_s", sc.HELMET_SERVER_CPU_TIME),
+    ("peak_memory", sc.HELMET_SERVER_MEMORY_PEAK),
+)
 _SESSION_COLUMNS: Final = (
     "service",
     *(c for c, _ in _SESSION_ATTRS),
     "start_ts",
     "end_ts",
     *(c for c, _ in _END_ATTRS),
+    *(c for c, _ in _USAGE_ATTRS),
 )
 ERA_UNKNOWN: Final = "unknown"
 # How a column of an existing session row takes a new value (default: the new one, if any).
@@ -81,6 +89,9 @@ _MERGE: Final = {
     # its telemetry worker, which may know fewer requests than were already counted.
     "requests": "coalesce(max(requests, excluded.requests), excluded.requests, requests)",
     "errors": "coalesce(max(errors, excluded.errors), excluded.errors, errors)",
+    "cpu_s": "coalesce(max(cpu_s, excluded.cpu_s), excluded.cpu_s, cpu_s)",
+    "peak_memory": "coalesce(max(peak_memory, excluded.peak_memory), excluded.peak_memory, "
+    "peak_memory)",
     # "unknown" never replaces an era already learned.
     "era": f"CASE WHEN excluded.era = '{ERA_UNKNOWN}' THEN coalesce(era, excluded.era)"
     " ELSE coalesce(excluded.era, era) END",
@@ -100,6 +111,10 @@ _REOPEN_AFTER_S: Final = 30.0
 _AGE_CHECK_EVERY_S: Final = 60.0
 _SIZE_CHECK_BACKOFF_S: Final = 5.0
 
+_DB_HEADER: Final = struct.Struct(">16sH")  # the magic string, the page size
+_SQLITE_MAGIC: Final = b"SQLite format 3\0"
+_WAL_MAGIC: Final = (0x377F0682, 0x377F0683)
+
 # sqlite primary result codes
 _SQLITE_PERM, _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY = 3, 5, 6, 8
 _SQLITE_IOERR, _SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_CANTOPEN, _SQLITE_NOTADB = 10, 11, 13, 14, 26
@@ -107,8 +122,15 @@ _SQLITE_IOERR, _SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_CANTOPEN, _SQLITE_NOTADB =
 
 def _report_stderr(message: str) -> None:
     with contextlib.suppress(OSError, ValueError):
-        sys.stderr.write(f"helmet-otel: store: {message}\n")
+        sys.stderr.write(f"helmet-otel: store: {scrub_line(message)}\n")
         sys.stderr.flush()
+
+
+def _fd_target(fd: int) -> str | None:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return None
 
 
 def _is_busy(exc: BaseException) -> bool:
@@ -178,6 +200,8 @@ class Store:
         self._reported: set[str] = set()
         self._next_age_check = 0.0
         self._next_size_check = 0.0
+        self._fds = (-1, -1)  # SQLite's descriptors on the database and its WAL (`_damage`)
+        self._fds_scanned = 0.0
         self.dropped_logs = 0
         self.dropped_spans = 0
         self.written_logs = 0
@@ -312,6 +336,10 @@ class Store:
     def _write(self, op: Callable[[sqlite3.Connection], int]) -> bool:
         if self._permanent is not None or time.monotonic() < self._reopen_at:
             return False
+        damage = self._damage()
+        if damage is not None:
+            self._fail(sqlite3.DatabaseError(damage), kind="damaged")
+            return False
         try:
             self._transact(op)
         except Exception:  # already classified and reported by _transact
@@ -361,8 +389,55 @@ class Store:
             self._conn = conn
         return self._conn
 
-    def _fail(self, exc: BaseException) -> None:
-        kind, permanent, what = _classify(exc)
+    def _damage(self) -> str | None:
+        """What is wrong with the files under an open connection, or None. SQLite trusts its
+        cache and writes on into a file overwritten or truncated under it: the headers of the
+        database and its WAL are read again before each batch (two small reads).
+
+        They are read through SQLite's own descriptors (found in ``/proc/self/fd``; Linux):
+        opening and closing the file here would drop every POSIX lock this process holds on
+        it, SQLite's included."""
+        if self._conn is None:
+            return None
+        db_fd, wal_fd = self._sqlite_fds()
+        if db_fd < 0:
+            return None
+        try:
+            head = os.pread(db_fd, _DB_HEADER.size, 0)
+            wal_head = os.pread(wal_fd, 4, 0) if wal_fd >= 0 else b""
+        except OSError:
+            return None  # a real I/O problem shows in the write itself
+        if len(head) < _DB_HEADER.size or not head.startswith(_SQLITE_MAGIC):
+            return "the store file was truncated or overwritten while in use (not a database)"
+        if wal_head and int.from_bytes(wal_head.ljust(4, b"\0"), "big") not in _WAL_MAGIC:
+            return "the store's write-ahead log was overwritten while in use"
+        return None
+
+    def _sqlite_fds(self) -> tuple[int, int]:
+        """The descriptors SQLite holds on the database and its WAL (-1: none found)."""
+        db_path = str(self.path.resolve())
+        wanted = (db_path, f"{db_path}-wal")
+        fds = self._fds
+        if (
+            fds[0] >= 0
+            and all(fd < 0 or _fd_target(fd) == path for fd, path in zip(fds, wanted, strict=True))
+            and (fds[1] >= 0 or time.monotonic() < self._fds_scanned + 1.0)
+        ):
+            return fds
+        found = [-1, -1]
+        with contextlib.suppress(OSError):
+            for name in os.listdir("/proc/self/fd"):
+                target = _fd_target(int(name))
+                if target in wanted:
+                    found[wanted.index(target)] = int(name)
+        self._fds = (found[0], found[1])
+        self._fds_scanned = time.monotonic()
+        return self._fds
+
+    def _fail(self, exc: BaseException, kind: str | None = None) -> None:
+        if kind is not None:  # damage found by us, not by SQLite: as permanent as corruption
+            self._permanent = kind
+        kind, permanent, what = _classify(exc) if kind is None else (kind, True, str(exc))
         self.last_error = what
         if kind not in ("locked", "data"):
             if self._conn is not None:
@@ -492,6 +567,13 @@ def _session_updates(
                     column == "era" and value == ERA_UNKNOWN and column in entry
                 ):
                     entry[column] = _sql_value(value)
+            for column, key in _USAGE_ATTRS:
+                value = attrs.get(key)
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    known = entry.get(column)
+                    entry[column] = (
+                        value if not isinstance(known, int | float) else max(known, value)
+                    )
         if row.event == sc.EVENT_SESSION_START:
             entry["start_ts"] = row.ts
         elif row.event == sc.EVENT_SESSION_END:

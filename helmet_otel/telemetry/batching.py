@@ -86,6 +86,12 @@ class BatchQueue(Generic[T]):
         self._urgent: deque[T] = deque()  # decisions and findings: never evicted by the rest
         self._wake = threading.Event()
         self._closing = False
+        self.local = wait_s > 0  # a sink on this machine (the store), not a collector
+        self._in_flight = 0  # ordinary items of the batch being exported
+        self._urgent_in_flight = 0  # ... and urgent ones
+        self._export_started = 0.0  # monotonic, while an export is in flight
+        self._abandoned = False  # drain gave up on the batch in flight: it is counted there
+        self.failed = False  # an export failed since `close`
         self._thread = threading.Thread(target=self._run, name=f"helmet-{name}", daemon=True)
         self._thread.start()
 
@@ -130,28 +136,60 @@ class BatchQueue(Generic[T]):
                 self._room.set()
                 if not self._patient and len(queue) * 2 <= self._settings.max_queue:
                     self._patient = self._wait_s > 0
+                self._in_flight = len(batch) - taken
+                self._urgent_in_flight = taken
+                self._export_started = time.monotonic()
                 try:
                     delivered = self._export(batch)
                 except Exception:
                     delivered = False
+                self._export_started = 0.0
+                if self._abandoned:
+                    return
+                self._in_flight = self._urgent_in_flight = 0
                 if not delivered:
                     if len(batch) > taken:
                         self._on_drop(f"{self.name}_export_failed", len(batch) - taken)
                     if taken:
                         self._on_drop(f"{self.name}_security_export_failed", taken)
+                    if self._closing:  # the sink fails: the rest is not tried, drain counts it
+                        self.failed = True
+                        return
 
-    def drain(self, deadline: float) -> int:
-        """Export what is queued until ``deadline`` (monotonic); return how many were left
-        (urgent items left are counted here, as ``{name}_security_shutdown_timeout``).
-
-        A batch whose export is still in flight at the deadline is not among them: it is
-        counted by ``export`` failing, if it does."""
+    def close(self) -> None:
+        """Export what is queued now, then stop (`drain` waits for it)."""
         self._closing = True
         self._wake.set()
-        self._thread.join(max(deadline - time.monotonic(), 0.0))
+
+    def drain(self, deadline: float, stall_s: float | None = None) -> int:
+        """Export what is queued until ``deadline`` (monotonic); return how many were left.
+
+        ``stall_s``: give up sooner on a sink whose export has been in flight that long (a
+        hung or retrying collector), or whose export failed. What is given up, the batch in
+        flight included, is among those left (and not counted again if its export fails).
+        Urgent items left are not returned but counted here, as
+        ``{name}_security_shutdown_timeout``."""
+        self.close()
+        thread = self._thread
+        while thread.is_alive():
+            now = time.monotonic()
+            if now >= deadline:
+                break
+            started = self._export_started
+            if stall_s is not None and started and now - started >= stall_s:
+                break
+            wait = deadline - now
+            if stall_s is not None:
+                wait = min(wait, (started or now) + stall_s - now, 0.05)
+            thread.join(max(wait, 0.001))
         left = len(self._queue)
         self._queue.clear()
-        if self._urgent:
-            self._on_drop(f"{self.name}_security_shutdown_timeout", len(self._urgent))
-            self._urgent.clear()
+        urgent_left = len(self._urgent)
+        self._urgent.clear()
+        if thread.is_alive():
+            self._abandoned = True
+            left += self._in_flight
+            urgent_left += self._urgent_in_flight
+        if urgent_left:
+            self._on_drop(f"{self.name}_security_shutdown_timeout", urgent_left)
         return left

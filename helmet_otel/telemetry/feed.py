@@ -16,14 +16,18 @@ saturation the traffic keeps the relay's CPU.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import fcntl
 import os
 import random
 import socket
+import struct
 import subprocess
 import sys
+import termios
 import time
+from collections import deque
 from collections.abc import Mapping
 from typing import Any, cast
 
@@ -32,13 +36,14 @@ from helmet_otel.core.envelope import C2S, HTTP_TRACEPARENT, Envelope
 from helmet_otel.core.interceptor import BaseInterceptor
 from helmet_otel.core.session import Session
 from helmet_otel.core.verdicts import DECISION, FINDINGS, POLICY_LOADED, Decision, Finding
-from helmet_otel.protocol.message import BLANK, ERROR, REQUEST, RESPONSE
+from helmet_otel.protocol.message import BLANK, ERROR, REQUEST, RESPONSE, id_key
 from helmet_otel.protocol.splice import with_meta_entry
 from helmet_otel.telemetry.frames import (
     BATCH,
     FLAG_PROXY,
     FLAG_REPLIED,
     PROCESS,
+    STDERR_LINE_MAX,
     WHOLE,
     Close,
     Config,
@@ -74,6 +79,17 @@ _SPAN_MASK = (1 << 64) - 1
 _getrandbits = random.getrandbits
 _pack_whole = WHOLE.pack
 _CANCELLED = "notifications/cancelled"
+MAX_LOST_SAMPLES = 4096  # lost sampled requests remembered per session for their responses
+
+
+WORKER_LOST = "worker_lost"  # helmet.telemetry.dropped reason: records a dead worker never took
+MAX_WORKER_RESTARTS = 3  # a worker that keeps dying is not started a fourth time
+_F_GETPIPE_SZ = 1032
+
+
+def _say(line: str) -> None:
+    with contextlib.suppress(OSError):
+        os.write(2, line.encode())
 
 
 class WorkerUnavailable(Exception):
@@ -121,6 +137,7 @@ class TelemetryFeed:
         self._out = bytearray()  # batches not yet taken by the worker's pipe
         self._shed_full = 0  # messages shed since the last batch: the worker was behind
         self._shed_busy = 0  # ... the governor shed them
+        self.lost_weight = 0  # what the last call shed at a full buffer stood for
         # Decisions and findings are never shed; past twice the buffer (a worker that is
         # gone or hopelessly behind) they cannot be kept either, and are counted apart.
         self._security_lost = 0
@@ -135,10 +152,24 @@ class TelemetryFeed:
         self._writer_armed = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
-        self._worker = self._spawn_worker(env)
+        self._env = dict(env)
+        self._config = Config(options, service_name, os.getpid(), socket.gethostname(), transport)
+        self.live: dict[int, SessionFeed] = {}  # sessions started and not ended, by key
+        # What a dead worker could not take: records counted as they are batched, and where
+        # each hand-over ends in the byte stream written to the worker (`_lost_with`).
+        self.records = 0  # records batched since the worker started
+        self._handed: deque[tuple[int, int]] = deque()  # (stream offset, records) per batch
+        self._queued_bytes = 0  # bytes put into `_out` since the worker started
+        self._written = 0  # ... and written into its pipe
+        self._pipe_capacity = PIPE_SIZE
+        self.restarts = 0
+        self.lost = 0  # records lost with dead workers (and after telemetry went off)
+        self._off = False  # no worker: it died and could not be replaced
+        self._pidfd = -1
+        self._left_alone = False  # a signal cut `close` short: the worker finishes alone
+        self._worker = self._spawn_worker(self._env)
         self._fd = self._worker.stdin.fileno() if self._worker.stdin else -1
-        config = Config(options, service_name, os.getpid(), socket.gethostname(), transport)
-        self.batch += pickled(config)
+        self.batch += pickled(self._config)
 
     def for_session(self, session: Session) -> SessionFeed:
         self._sessions += 1
@@ -160,10 +191,110 @@ class TelemetryFeed:
         fd = worker.stdin.fileno()
         try:
             fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+            self._pipe_capacity = fcntl.fcntl(fd, _F_GETPIPE_SZ)
         except (OSError, AttributeError):
             pass
         os.set_blocking(fd, False)
         return worker
+
+    def _watch(self) -> None:
+        """Learn of the worker's death the moment it happens (a pidfd turns readable), not
+        at the next write; without pidfds, the write's EPIPE tells."""
+        pid = getattr(self._worker, "pid", None)
+        if self._loop is None or self._pidfd >= 0 or not isinstance(pid, int):
+            return
+        try:
+            self._pidfd = os.pidfd_open(pid)
+        except (OSError, AttributeError):
+            return
+        self._loop.add_reader(self._pidfd, self._worker_died)
+
+    def _unwatch(self) -> None:
+        if self._pidfd >= 0:
+            if self._loop is not None:
+                self._loop.remove_reader(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = -1
+
+    def _worker_died(self) -> None:
+        """The worker is gone while the proxy runs: reap it, count what it never took, say so
+        once, and carry on with a new worker that is told the sessions in progress."""
+        if self._closed or self._off:
+            return
+        self._unwatch()
+        if self._writer_armed and self._loop is not None:
+            self._loop.remove_writer(self._fd)
+            self._writer_armed = False
+        worker = self._worker
+        status = worker.wait()  # it is dead: this reaps it at once
+        lost = self._lost_with()
+        self.lost += lost
+        if worker.stdin is not None:
+            with contextlib.suppress(OSError):
+                worker.stdin.close()
+        how = f"signal {-status}" if status < 0 else f"status {status}"
+        if self.restarts >= MAX_WORKER_RESTARTS:
+            self._turn_off(f"the telemetry worker died again ({how})", lost)
+            return
+        self.restarts += 1
+        try:
+            self._worker = self._spawn_worker(self._env)
+        except WorkerUnavailable as exc:
+            self._turn_off(f"the telemetry worker died ({how}) and no new one starts ({exc})", lost)
+            return
+        _say(
+            f"helmet-otel: the telemetry worker died ({how}); {lost} records it had not taken "
+            f"are lost (counted in helmet.telemetry.dropped as {WORKER_LOST}); a new worker "
+            "records the rest. MCP traffic is not affected.\n"
+        )
+        self._fd = self._worker.stdin.fileno() if self._worker.stdin else -1
+        self._restart_stream(lost)
+        self._watch()
+
+    def _lost_with(self) -> int:
+        """Records handed to the worker that it never read (still in its pipe, or in `_out`)."""
+        unread = len(self._out)
+        if self._fd >= 0:
+            with contextlib.suppress(OSError):
+                unread += struct.unpack("i", fcntl.ioctl(self._fd, termios.FIONREAD, b"\0" * 4))[0]
+        taken = self._queued_bytes - unread  # stream offset the worker read up to
+        read_records = 0
+        for end, records in self._handed:
+            if end > taken:
+                break
+            read_records = records
+        flushed = self._handed[-1][1] if self._handed else 0
+        return max(flushed - read_records, 0)
+
+    def _restart_stream(self, lost: int) -> None:
+        """A new worker: the configuration, every session in progress (resumed, so it writes
+        no second start), what was lost, then the batch that was being gathered."""
+        pending = self.batch
+        pending_records = self.records - (self._handed[-1][1] if self._handed else 0)
+        self._out.clear()
+        self._handed.clear()
+        self._queued_bytes = self._written = 0
+        self.batch = bytearray(pickled(self._config))
+        self.records = 0
+        for session_feed in self.live.values():
+            self.append(session_feed.start_frame(resumed=True))
+            self.append(session_feed.info_frame())
+        self.append(Dropped(WORKER_LOST, lost))
+        self.batch += pending
+        self.records += pending_records
+        if self.timer is None:
+            self.arm()
+
+    def _turn_off(self, what: str, lost: int) -> None:
+        self._off = True
+        self._closed = True
+        self.lost += self.records - (self._handed[-1][1] if self._handed else 0)
+        self.batch = bytearray()
+        self._out.clear()
+        _say(
+            f"helmet-otel: telemetry is off: {what}; {self.lost} records were lost. "
+            "MCP traffic is not affected.\n"
+        )
 
     # -- shedding ---------------------------------------------------------------------------
     def full(self) -> bool:
@@ -177,15 +308,28 @@ class TelemetryFeed:
         it is written out for speed."""
         self._tick = tick = self._tick + 1
         every = self.every
+        if self._off:
+            self.lost += 1
+            return True
         if every > 1 and tick % every:
             self._shed_busy += 1
+            self.lost_weight = 0
         elif len(self._out) + len(self.batch) >= self._limit:
-            self._shed_full += 1
+            # a sample lost: it counts for every call it stood for, so the weighted metrics
+            # plus relay_queue_full still add up to the traffic
+            self._shed_full += every
+            self.lost_weight = every
         else:
             return False
         if self.timer is None:
             self._arm_for_drops()
         return True
+
+    def shed_lost(self, weight: int) -> None:
+        """Count the response of a sampled call lost while the buffer was full (``weight``)."""
+        self._shed_full += weight
+        if self.timer is None:
+            self._arm_for_drops()
 
     def overflowing(self) -> bool:
         """Even decisions and findings cannot be kept: twice the buffer waits."""
@@ -208,6 +352,9 @@ class TelemetryFeed:
     def shed_follower(self, busy: bool) -> None:
         """Count a message shed because of a decision made before it (a response whose request
         was shed: ``busy`` when the governor sheds; a stderr line while the buffer is full)."""
+        if self._off:
+            self.lost += 1
+            return
         if busy:
             self._shed_busy += 1
         else:
@@ -220,11 +367,16 @@ class TelemetryFeed:
         """Hand-overs run on the running loop (called as a session starts)."""
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
+            self._watch()
             if self.batch and self.timer is None:
                 self.arm()
 
     def append(self, frame: Frame) -> None:
+        if self._off:
+            self.lost += 1
+            return
         self.batch += pickled(frame)
+        self.records += 1
         if self.timer is None:
             self.arm()
 
@@ -250,6 +402,13 @@ class TelemetryFeed:
         self.batch = bytearray()
         self._out += BATCH.pack(len(pending), self._shed_full, self._shed_busy)
         self._out += pending
+        self._queued_bytes += BATCH.size + len(pending)
+        handed = self._handed
+        handed.append((self._queued_bytes, self.records))
+        # a batch wholly behind what the pipe can still hold was read: only the last such
+        # one is kept, as the base of the count
+        while len(handed) > 1 and handed[1][0] <= self._written - self._pipe_capacity:
+            handed.popleft()
         self._shed_full = self._shed_busy = 0
         self._write()
 
@@ -287,10 +446,13 @@ class TelemetryFeed:
                 break
             except OSError as exc:  # the worker is gone: nothing more can be handed over
                 if exc.errno in (errno.EPIPE, errno.EBADF):
-                    self._out.clear()
-                    self._closed = True
+                    if self._closed:
+                        self._out.clear()
+                    else:
+                        self._worker_died()
                     return
                 raise
+            self._written += written
             del self._out[:written]
         if self._out and not self._writer_armed and self._loop is not None:
             self._writer_armed = True
@@ -312,24 +474,32 @@ class TelemetryFeed:
             self.timer.cancel()
         self._flush()
         self._closed = True
+        self._unwatch()
+        if self._off:
+            return
         flush_timeout = self.options.flush_timeout
-        with anyio.move_on_after(flush_timeout):
-            while self._out:
-                await anyio.sleep(0.005)
-        if self._writer_armed and self._loop is not None:
-            self._loop.remove_writer(self._fd)
-            self._writer_armed = False
-        if self._worker.stdin is not None:
-            try:
-                self._worker.stdin.close()
-            except OSError:
-                pass
+        try:
+            with anyio.move_on_after(flush_timeout):
+                while self._out:
+                    await anyio.sleep(0.005)
+        finally:  # (also when a signal cut the wait short: the worker then finishes alone)
+            if self._writer_armed and self._loop is not None:
+                self._loop.remove_writer(self._fd)
+                self._writer_armed = False
+            if self._worker.stdin is not None:
+                with contextlib.suppress(OSError):
+                    self._worker.stdin.close()
+            self._left_alone = True
         with anyio.move_on_after(flush_timeout + 1.0):
             while self._worker.poll() is None:
                 await anyio.sleep(0.01)
+        self._left_alone = False
 
     def kill(self) -> None:
-        """Last resort after `close`: the worker overstayed its flush deadline."""
+        """Last resort after `close`: the worker overstayed its flush deadline. (Not when a
+        signal cut `close` short: the worker has its input and a deadline of its own.)"""
+        if self._left_alone:
+            return
         if self._worker.poll() is None:
             self._worker.kill()
             self._worker.wait()
@@ -355,18 +525,25 @@ class SessionFeed(BaseInterceptor):
         self._tp_trace = -1
         self._tp_head = b""  # '"00-<trace id>-' of the current trace
         self._tp_tail = b'-01"' if feed.sampled else b'-00"'
+        self._upstream: dict[str, object] = {}
+        # requests lost at a full buffer while sampled, by (c2s, id): what they stood for
+        self._lost_samples: dict[tuple[bool, tuple[bool, object]], int] = {}
 
     # -- interceptor hooks (on the relay's loop) --------------------------------------------
     def before_forward(self, env: Envelope) -> None:
         msg = env.msg
         if msg.kind is not REQUEST:
             return
+        feed = self._feed
         # A call a policy decided on (or a detector flagged: only they annotate a request
         # before us) is always traced; any other may be shed, and then gets no ids, no splice.
-        if env.annotations:
-            if self._feed.overflowing() and self._feed.shed():
-                return
-        elif self._feed.shed():
+        shed = feed.overflowing() and feed.shed() if env.annotations else feed.shed()
+        if shed:
+            if feed.every > 1 and msg.id is not None and feed.lost_weight > 1:
+                # a sample lost: its response counts with the same weight
+                feed.lost_weight = 0
+                if len(self._lost_samples) < MAX_LOST_SAMPLES:
+                    self._lost_samples[(env.direction is C2S, id_key(msg.id))] = feed.every
             return
         env.trace_id = self.trace_id
         bits = _getrandbits(128)  # both span ids from one draw
@@ -420,14 +597,22 @@ class SessionFeed(BaseInterceptor):
                 if feed.shed():
                     return
             elif not request.span_id:  # its request was shed
-                feed.shed_follower(weight > 1)
+                lost = self._lost_samples
+                key = (request.direction is C2S, id_key(request.id))
+                if lost and key in lost:
+                    feed.shed_lost(lost.pop(key))
+                else:
+                    feed.shed_follower(weight > 1)
                 return
             # else its request was traced: the response goes too, whatever the buffer holds
             # (it is bounded by the traced requests in flight)
         elif kind is BLANK:
             return
-        elif msg.method == _CANCELLED:  # always goes, standing for itself: the request it
-            weight = 1  # cancels may be traced, and must not end as unanswered
+        elif msg.method == _CANCELLED and env.request is not None and env.request.span_id:
+            # The first cancellation of a traced request always goes, standing for itself:
+            # the request must not end as unanswered. (Bounded by the traced requests in
+            # flight; any other cancellation, a repeat or a flood, is shed like any message.)
+            weight = 1
         elif feed.shed():
             return
         # What the session learned travels before the next record that is handed over (a
@@ -435,7 +620,7 @@ class SessionFeed(BaseInterceptor):
         session = self.session
         if session.revision != self._revision:
             self._revision = session.revision
-            feed.append(self._info())
+            feed.append(self.info_frame())
         traceparent = None
         if annotations:
             segment = annotations.get("segment")
@@ -467,6 +652,7 @@ class SessionFeed(BaseInterceptor):
             env.server_span_id, env.client_span_id,
         )  # fmt: skip
         pending += raw
+        feed.records += 1
         if feed.timer is None:  # the rest of `append`
             feed.arm()
 
@@ -485,31 +671,37 @@ class SessionFeed(BaseInterceptor):
             return True
         if self.session.revision != self._revision:  # the worker may need the session's info
             self._revision = self.session.revision
-            feed.append(self._info())
+            feed.append(self.info_frame())
         feed.append(
             Security(self.key, env.ts, env.server_span_id, cast(Decision | None, decision),
                      found, cast(dict[str, object] | None, loaded))
         )  # fmt: skip
         return True
 
-    def _info(self) -> Info:
+    def info_frame(self) -> Info:
         session = self.session
         return Info(
             self.key, session.era, session.protocol_version, session.client_info,
             session.server_info, session.mcp_session_id,
         )  # fmt: skip
 
+    def start_frame(self, *, resumed: bool = False) -> Start:
+        session = self.session
+        return Start(
+            self.key, session.started_ns, session.id, session.transport, self.trace_id,
+            self.root_span_id, self._upstream, resumed,
+        )  # fmt: skip
+
     def _start(self, upstream: dict[str, object]) -> None:
         feed = self._feed
         feed.attach()
         session = self.session
-        feed.append(
-            Start(self.key, session.started_ns, session.id, session.transport, self.trace_id,
-                  self.root_span_id, upstream)
-        )  # fmt: skip
+        self._upstream = upstream
+        feed.live[self.key] = self
+        feed.append(self.start_frame())
         if session.revision or session.mcp_session_id is not None:
             self._revision = session.revision
-            feed.append(self._info())
+            feed.append(self.info_frame())
 
     def session_started(self, session: Session, upstream: dict[str, object]) -> None:
         self._start(upstream)
@@ -519,16 +711,18 @@ class SessionFeed(BaseInterceptor):
         if feed.full():  # the governor spares them: they are few, and they explain crashes
             feed.shed_follower(False)
         else:
-            feed.append(Stderr(self.key, ts, line[:8192]))
+            feed.append(Stderr(self.key, ts, line[:STDERR_LINE_MAX]))
 
     def upstream_failed(self, session: Session, reason: str) -> None:
         self._start({})
         self._feed.append(Failed(self.key, time.time_ns(), reason))
 
     def session_ended(self, session: Session) -> None:
+        self._feed.live.pop(self.key, None)
         self._feed.append(
             End(self.key, session.ended_ns or time.time_ns(), session.exit_status,
                 session.exit_reason, session.requests, session.errors,
                 dict(session.method_counts), session.era, session.protocol_version,
-                session.client_info, session.server_info)
+                session.client_info, session.server_info,
+                session.upstream_usage)
         )  # fmt: skip

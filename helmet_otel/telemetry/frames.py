@@ -44,6 +44,7 @@ _PICKLED = struct.Struct("<cI")  # b"P", length
 FLAG_S2C: Final = 1  # direction server->client
 FLAG_REPLIED: Final = 2  # on a request: the proxy answered it itself; it was not forwarded
 FLAG_PROXY: Final = 4  # on a response or error: the proxy wrote it, not the server
+STDERR_LINE_MAX: Final = 8192  # bytes of a server's stderr line handed over (a longer one is cut)
 _LOW64 = (1 << 64) - 1
 # Builds a NamedTuple from a tuple of its fields: a third of the cost of the generated
 # ``__new__`` (0.3 us), which the worker would pay twice for every message it parses.
@@ -91,6 +92,7 @@ class Start(NamedTuple):
     trace_id: int
     root_span_id: int
     upstream: dict[str, object]  # "command" (list[str]), "pid", "cwd", "url" when known
+    resumed: bool = False  # told again to a new worker (the first died): no second start
 
 
 class Msg(NamedTuple):
@@ -157,6 +159,9 @@ class End(NamedTuple):
     protocol_version: str | None
     client_info: dict[str, Any] | None
     server_info: dict[str, Any] | None
+    # what the server process used, as the relay reaped it: CPU user and system seconds, and
+    # its largest resident set in bytes (None: not reaped by us, or no process)
+    usage: tuple[float, float, int] | None = None
 
 
 # The session key of a `Security` frame about the process itself, not a session: a failed

@@ -94,6 +94,20 @@ class Instruments:
         self.security_events = metrics.counter(
             sc.METRIC_SECURITY_EVENTS, "{event}", "Security findings"
         )
+        # the wrapped servers' process trees (OS process semantic conventions)
+        self.process_cpu_time = metrics.counter(
+            sc.METRIC_PROCESS_CPU_TIME, "s", "Total CPU seconds broken down by different CPU modes"
+        )
+        self.process_memory = metrics.up_down_counter(
+            sc.METRIC_PROCESS_MEMORY_USAGE, "By", "The amount of physical memory in use"
+        )
+        self.process_threads = metrics.up_down_counter(
+            sc.METRIC_PROCESS_THREAD_COUNT, "{thread}", "Process threads count"
+        )
+        self.process_fds = metrics.up_down_counter(
+            sc.METRIC_PROCESS_FD_COUNT, "{file_descriptor}",
+            "Number of unix file descriptors in use by the process",
+        )  # fmt: skip
         self._methods_seen: set[str] = set()
         self._stats: defaultdict[str, _Stats] = defaultdict(_Stats)
         self.messages_total = 0  # since the worker started

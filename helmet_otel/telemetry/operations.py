@@ -116,7 +116,7 @@ class Operations:
         if session.mcp_session_id is not None:
             span_attrs[sc.MCP_SESSION_ID] = session.mcp_session_id
         if summary.id is not None:
-            span_attrs[sc.JSONRPC_REQUEST_ID] = str(summary.id)
+            span_attrs[sc.JSONRPC_REQUEST_ID] = attrs[sc.JSONRPC_REQUEST_ID]
         uri = summary.resource_uri
         if uri is not None and method.startswith("resources/"):
             span_attrs[sc.MCP_RESOURCE_URI] = uri

@@ -8,12 +8,13 @@ a sink is counted in `DropCounter`, which feeds ``helmet.telemetry.dropped``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import threading
 import time
 from collections import Counter as CountMap
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Generator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from helmet_otel import __version__
 from helmet_otel import semconv as sc
 from helmet_otel.config import ProxyOptions, otlp_signals
+from helmet_otel.redaction import scrub_line
 from helmet_otel.telemetry.batching import BatchQueue, settings
 from helmet_otel.telemetry.frames import Config
 from helmet_otel.telemetry.metrics import Counter, MetricSet, PeriodicExport, delta_preferred
@@ -38,6 +40,11 @@ if TYPE_CHECKING:
     from helmet_otel.store import Store
 
 STORE_QUEUE_WAIT_S = 0.25  # how long a full store queue holds the worker before dropping
+# At shutdown, a collector whose export failed, or has not answered for this long, is given up
+# (what it did not take is counted): with the last metric export, a collector fault adds at
+# most about a second to the proxy's exit.
+REMOTE_STALL_S = 0.3
+METRICS_LAST_EXPORT_S = 0.5  # the last metric export's time, at most (a healthy collector)
 
 
 class DropCounter:
@@ -123,22 +130,73 @@ class Pipeline:
         for queue in self.log_queues:
             queue.put_urgent(record)
 
+    @contextlib.contextmanager
+    def only(self, *, local: bool) -> Generator[None]:
+        """Records emitted inside go to the local sink (the store) or to the remote ones."""
+        spans, logs = self.span_queues, self.log_queues
+        self.span_queues = [q for q in spans if q.local == local]
+        self.log_queues = [q for q in logs if q.local == local]
+        try:
+            yield
+        finally:
+            self.span_queues, self.log_queues = spans, logs
+
+    def drain_remote(self, deadline: float) -> bool:
+        """Export what the collectors' queues hold, all at once, until ``deadline`` or, for a
+        collector that fails or hangs, `REMOTE_STALL_S`: a broken collector must not hold up
+        the proxy's exit. What is left is counted (``shutdown_timeout``). True when every
+        collector took everything."""
+        remote = [q for q in [*self.span_queues, *self.log_queues] if not q.local]
+        for queue in remote:
+            queue.close()
+        healthy = True
+        for queue in remote:
+            left = queue.drain(deadline, REMOTE_STALL_S)
+            self.drops.add("shutdown_timeout", left)
+            healthy = healthy and not left and not queue.failed
+        for exporter in self.exporters:
+            _bounded(exporter.shutdown, 0.05)  # (gRPC's waits for an export in flight)
+        return healthy
+
+    def drain_local(self, deadline: float) -> None:
+        """Write what the store's queues hold until ``deadline``; count what is left."""
+        for queue in [*self.span_queues, *self.log_queues]:
+            if queue.local:
+                self.drops.add("shutdown_timeout", queue.drain(deadline))
+        if self.store is not None:
+            self.store.close()
+
+    def shutdown_metrics(self, timeout_s: float, healthy: bool = True) -> None:
+        """The last metric export (with the complete drop counts), within ``timeout_s``; a
+        collector that just failed gets a moment, not more. A thread that an unanswering
+        collector holds is left behind."""
+        export = self.metric_export
+        if export is None:
+            return
+        budget = METRICS_LAST_EXPORT_S if healthy else REMOTE_STALL_S / 2
+        budget = max(min(timeout_s, budget), 0.05)
+        _bounded(lambda: export.shutdown(budget), budget)
+
     def flush_and_shutdown(self, timeout_s: float) -> None:
         """Export what is queued within ``timeout_s``; count what is left; metrics last, so the
         final ``helmet.telemetry.dropped`` includes what the deadline cut off."""
         start = time.monotonic()
         deadline = start + timeout_s * 0.8
-        for queue in [*self.span_queues, *self.log_queues]:
-            self.drops.add("shutdown_timeout", queue.drain(deadline))
-        for exporter in self.exporters:
-            try:
-                exporter.shutdown()
-            except Exception:
-                pass
-        if self.store is not None:
-            self.store.close()
-        if self.metric_export is not None:
-            self.metric_export.shutdown(max(start + timeout_s - time.monotonic(), 0.5))
+        self.drain_remote(deadline)
+        self.drain_local(deadline)
+        self.shutdown_metrics(max(start + timeout_s - time.monotonic(), REMOTE_STALL_S))
+
+
+def _bounded(call: Callable[[], object], timeout_s: float) -> None:
+    """``call()`` on a daemon thread, waited for at most ``timeout_s``; a failure is ignored."""
+
+    def run() -> None:
+        with contextlib.suppress(Exception):
+            call()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout_s)
 
 
 def _span_export(exporter: Any) -> Any:
@@ -155,6 +213,11 @@ def _log_export(exporter: Any) -> Any:
     return export
 
 
+class _ScrubbedFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return scrub_line(super().format(record))
+
+
 def build_pipeline(config: Config, env: MutableMapping[str, str]) -> Pipeline:
     """Sinks for every configured destination. Mutates ``env`` (our own os.environ) so the SDK's
     exporters see ``--otlp-endpoint``; OTEL_SDK_DISABLED turns off OTLP, never the store."""
@@ -167,10 +230,13 @@ def build_pipeline(config: Config, env: MutableMapping[str, str]) -> Pipeline:
     sdk_logger = logging.getLogger("opentelemetry")
     sdk_logger.propagate = False  # exporter retries must not spam the MCP client's stderr log
     sdk_logger.setLevel(logging.ERROR)
+    # Its lines can quote an endpoint or a payload: they pass the scrubber like any sink's.
+    for old in [h for h in sdk_logger.handlers if isinstance(h.formatter, _ScrubbedFormatter)]:
+        sdk_logger.removeHandler(old)  # a pipeline built before in this process
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_ScrubbedFormatter("helmet-otel: %(name)s: %(message)s"))
+    sdk_logger.addHandler(handler)
     if options.log_level in ("debug", "info"):  # --log-level: show the SDK's own logs
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("helmet-otel: %(name)s: %(message)s"))
-        sdk_logger.addHandler(handler)
         sdk_logger.setLevel(logging.DEBUG if options.log_level == "debug" else logging.INFO)
 
     attributes: dict[str, Any] = {

@@ -41,9 +41,11 @@ from helmet_otel.telemetry.frames import (
 )
 from helmet_otel.telemetry.instruments import Instruments
 from helmet_otel.telemetry.pipeline import Pipeline
+from helmet_otel.telemetry.process_tree import sample_trees
 from helmet_otel.telemetry.records import RecordWriter
 from helmet_otel.telemetry.session_recorder import SessionRecorder, Shared, finding_record
 from helmet_otel.telemetry.spans import SpanWriter
+from helmet_otel.telemetry.stderr_groups import GAP_NS
 
 _NO_TRACE = Context()
 
@@ -78,6 +80,8 @@ class Recorder:
         self.owner: SessionRecorder | None = None
         self.dropped_total: defaultdict[str, int] = defaultdict(int)
         self.closed = False
+        self.close_ts = 0
+        self.close_reason = ""
 
     def handle(self, frame: Frame) -> None:
         match frame:  # the frames in the order of how often they come
@@ -122,12 +126,33 @@ class Recorder:
         if self.shared.config.transport == "stdio":
             self.owner = session
 
-    def _emit(self, event: str, ts: int, body: dict[str, Any]) -> None:
+    def _emit(
+        self, event: str, ts: int, body: dict[str, Any], attrs: dict[str, Any] | None = None
+    ) -> None:
         """A record of the process."""
         if self.owner is not None:
-            self.owner.emit(event, ts, None, {}, body)
+            self.owner.emit(event, ts, None, attrs or {}, body)
         else:
-            self.shared.records.emit(event, ts, _NO_TRACE, {}, body)
+            self.shared.records.emit(event, ts, _NO_TRACE, attrs or {}, body)
+
+    def stderr_due(self) -> int | None:
+        """When the next stderr record being gathered is due (ns since the epoch), if any."""
+        due = [
+            s.stderr_lines.last_ts + GAP_NS for s in self.sessions.values() if s.stderr_lines.lines
+        ]
+        return min(due) if due else None
+
+    def flush_stderr(self, now_ns: int) -> None:
+        """Write the stderr records nothing joined within the gap."""
+        for session in self.sessions.values():
+            if session.stderr_lines.due(now_ns):
+                session.flush_stderr()
+
+    def sample_servers(self) -> None:
+        """Sample every live session's server process tree (one pass over /proc)."""
+        usages = {s.usage.pid: s.usage for s in self.sessions.values() if s.usage is not None}
+        for pid, sample in sample_trees(usages).items():
+            usages[pid].observe(sample)
 
     def _process_findings(self, frame: Security) -> None:
         """Findings of the process (an auth failure before any session): records of no
@@ -148,24 +173,49 @@ class Recorder:
         return drops
 
     def performance(self, ts: int | None = None) -> None:
+        """``helmet.performance``: the interval's statistics, and what each session's server
+        uses (a stdio proxy's one session: in the same record; `serve`: a record per session)."""
+        self.sample_servers()
+        ts = ts or time.time_ns()
         body = self.shared.instruments.interval()
         body["sessions"] = len(self.sessions)
         body["open_requests"] = sum(len(s.operations.open) for s in self.sessions.values())
         body["dropped"] = self._take_drops()
-        self._emit(sc.EVENT_PERFORMANCE, ts or time.time_ns(), body)
+        owner = self.owner
+        if owner is not None and owner.usage is not None:
+            body["server"] = owner.usage.figures()
+            self._emit(sc.EVENT_PERFORMANCE, ts, body, owner.usage.attributes())
+            return
+        self._emit(sc.EVENT_PERFORMANCE, ts, body)
+        for session in self.sessions.values():
+            if session.usage is not None:
+                session.emit(
+                    sc.EVENT_PERFORMANCE, ts, None, session.usage.attributes(),
+                    {"server": session.usage.figures()},
+                )  # fmt: skip
 
     def close(self, ts: int, reason: str) -> None:
-        """End every session still open (the relay never said how), then the process."""
+        """End every session still open (the relay never said how): the process is ending.
+        Its ``helmet.proxy_close`` is written by `proxy_close`, once its sinks are drained."""
         if self.closed:
             return
         self.closed = True
+        self.close_ts, self.close_reason = ts, reason
         for session in self.sessions.values():
             session.end_unannounced(ts, reason)
         self.sessions.clear()
         self.performance(ts)
-        body = {
-            "reason": reason,
-            "dropped": dict(self.dropped_total),
-            "sinks": list(self.pipeline.sinks),
-        }
-        self._emit(sc.EVENT_PROXY_CLOSE, ts, body)
+
+    def proxy_close(self) -> dict[str, int]:
+        """``helmet.proxy_close`` with every drop counted so far; returns those counts."""
+        self._take_drops()
+        dropped = dict(self.dropped_total)
+        body = {"reason": self.close_reason, "dropped": dropped,
+                "sinks": list(self.pipeline.sinks)}  # fmt: skip
+        self._emit(sc.EVENT_PROXY_CLOSE, self.close_ts, body)
+        return dropped
+
+    def final_drops(self) -> dict[str, int]:
+        """Every drop of the process, the last sink's drain included."""
+        self._take_drops()
+        return dict(self.dropped_total)

@@ -12,7 +12,7 @@ from opentelemetry.sdk._logs import ReadableLogRecord
 
 from helmet_otel import semconv as sc
 from helmet_otel.redaction import Redactor
-from helmet_otel.telemetry.frames import CUT, NOT_JSON
+from helmet_otel.telemetry.frames import CUT, NOT_JSON, Summary
 from helmet_otel.telemetry.pipeline import Pipeline
 
 SEVERITY_TEXT = {s: s.name.rstrip("0123456789") or s.name for s in SeverityNumber}
@@ -76,3 +76,49 @@ def info_attributes(info: object, name_key: str, version_key: str) -> dict[str, 
         return {}
     fields = cast(dict[str, Any], info)
     return {name_key: str(fields.get("name", "")), version_key: str(fields.get("version", ""))}
+
+
+# Every string a record or span takes from the traffic goes through the redactor, not only the
+# bodies: a tool name, a string id, a resource URI, an error message (a span's status) can
+# each hold a secret.
+
+
+def scrubbed_summary(redactor: Redactor, summary: Summary) -> Summary:
+    """``summary`` with its strings scrubbed (the same object when none changes). The id is
+    kept as it is: it matches a response to its request; `id_text` is what records show."""
+    method, target, uri, message = (
+        summary.method, summary.target, summary.resource_uri, summary.error_message
+    )  # fmt: skip
+    clean_method = method if method is None else redactor.scrub_name(method)
+    clean_target = target if target is None else redactor.scrub_name(target)
+    clean_uri = uri if uri is None else redactor.scrub_text(uri)
+    clean_message = message if message is None else redactor.scrub_text(message)
+    if (
+        clean_method is method
+        and clean_target is target
+        and clean_uri is uri
+        and clean_message is message
+    ):
+        return summary
+    return summary._replace(
+        method=clean_method, target=clean_target, resource_uri=clean_uri,
+        error_message=clean_message,
+    )  # fmt: skip
+
+
+def id_text(redactor: Redactor, request_id: object) -> str:
+    """A JSON-RPC id as a record shows it (``jsonrpc.request.id``), scrubbed: a string id can
+    be anything the peer chose."""
+    return redactor.scrub_text(request_id if type(request_id) is str else str(request_id))
+
+
+def scrubbed_name(redactor: Redactor, text: str | None) -> str | None:
+    return text if text is None else redactor.scrub_name(text)
+
+
+def scrubbed_info(redactor: Redactor, info: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``clientInfo`` / ``serverInfo`` scrubbed like a body (a name or version can be
+    anything the peer sent)."""
+    if info is None:
+        return None
+    return cast(dict[str, Any], redactor.scrub(info))

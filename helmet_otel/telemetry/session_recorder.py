@@ -8,6 +8,7 @@ the session are its `Operations`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -23,6 +24,7 @@ from helmet_otel.redaction import Redactor
 from helmet_otel.telemetry.frames import (
     CUT,
     NOT_JSON,
+    STDERR_LINE_MAX,
     Config,
     End,
     Failed,
@@ -33,9 +35,19 @@ from helmet_otel.telemetry.frames import (
 )
 from helmet_otel.telemetry.instruments import Instruments
 from helmet_otel.telemetry.operations import Operations, decision_attributes
-from helmet_otel.telemetry.records import RecordWriter, recorded_body
-from helmet_otel.telemetry.severity import mcp_level_severity, stderr_severity
+from helmet_otel.telemetry.process_tree import sample_trees
+from helmet_otel.telemetry.records import (
+    RecordWriter,
+    id_text,
+    recorded_body,
+    scrubbed_info,
+    scrubbed_name,
+    scrubbed_summary,
+)
+from helmet_otel.telemetry.server_usage import ServerUsage
+from helmet_otel.telemetry.severity import mcp_level_severity
 from helmet_otel.telemetry.spans import SpanDraft, SpanWriter, log_context, new_span, segment_link
+from helmet_otel.telemetry.stderr_groups import StderrGroup
 
 DIRECTIONS = (sc.DIRECTION_C2S, sc.DIRECTION_S2C)
 # network.transport of the client's side of a session, by the session's transport
@@ -54,23 +66,33 @@ UPSTREAM_NETWORK = {
 }
 
 
-def _pick(upstream: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
-    return {key: upstream[key] for key in keys if isinstance(upstream.get(key), str | int)}
+def _pick(
+    upstream: dict[str, Any], keys: tuple[str, ...], scrub: Callable[[str], str] | None = None
+) -> dict[str, Any]:
+    picked = {key: upstream[key] for key in keys if isinstance(upstream.get(key), str | int)}
+    if scrub is not None:  # (the peer's address and the like: any text is scrubbed)
+        for key, value in picked.items():
+            if isinstance(value, str):
+                picked[key] = scrub(value)
+    return picked
 
 
 def finding_record(shared: Shared, finding: Finding) -> tuple[dict[str, Any], str]:
     """The attributes and body of a finding's ``helmet.security`` record; counts it."""
-    attrs: dict[str, Any] = dict(finding.attributes) if finding.attributes else {}
+    redactor = shared.redactor
+    attrs: dict[str, Any] = {}
+    for key, value in (finding.attributes or {}).items():  # (a peer's address: text is scrubbed)
+        attrs[key] = redactor.scrub_text(value) if isinstance(value, str) else value
     attrs[sc.HELMET_SECURITY_TYPE] = finding.type
     attrs[sc.HELMET_SECURITY_SEVERITY] = finding.severity
     attrs[sc.HELMET_SECURITY_RULE] = finding.rule_id
     attrs[sc.HELMET_SERVER_NAME] = shared.config.service_name
-    if finding.tool is not None:
-        attrs[sc.GEN_AI_TOOL_NAME] = finding.tool
+    if finding.tool is not None:  # a name from the traffic
+        attrs[sc.GEN_AI_TOOL_NAME] = redactor.scrub_name(finding.tool)
     shared.instruments.security_events.add(
         1, {sc.HELMET_SECURITY_TYPE: finding.type, sc.HELMET_SECURITY_SEVERITY: finding.severity}
     )
-    return attrs, shared.redactor.scrub_text(finding.message)
+    return attrs, redactor.scrub_text(finding.message)
 
 
 @dataclass(slots=True)
@@ -98,12 +120,13 @@ class SessionRecorder:
             transport if isinstance(transport, str) else NETWORK_TRANSPORTS.get(start.transport)
         )
         # the client's side (SERVER spans) and the upstream's (CLIENT spans), when over HTTP
-        self.peer_attributes = _pick(upstream, PEER_KEYS)
-        self.upstream_attributes = _pick(upstream, UPSTREAM_KEYS)
+        scrub = shared.redactor.scrub_name
+        self.peer_attributes = _pick(upstream, PEER_KEYS, scrub)
+        self.upstream_attributes = _pick(upstream, UPSTREAM_KEYS, scrub)
         for key, name in UPSTREAM_NETWORK.items():
             value = upstream.get(key)
             if isinstance(value, str):
-                self.upstream_attributes[name] = value
+                self.upstream_attributes[name] = scrub(value)
         self.mcp_session_id: str | None = None
         self.started_ns = start.ts
         self.era = "unknown"
@@ -121,7 +144,14 @@ class SessionRecorder:
         # a request's decision and findings, by its SERVER span id, until its record arrives
         self.verdicts: dict[int, tuple[Decision | None, tuple[Finding, ...]]] = {}
         self.ended = False
+        self.stderr_lines = StderrGroup()
+        pid = start.upstream.get("pid")
+        # the server process's tree, sampled from /proc (`Recorder.sample_servers`)
+        self.usage = ServerUsage(pid, shared.instruments) if isinstance(pid, int) else None
         self._start(start)
+        if self.usage is not None:
+            for sample in sample_trees([self.usage.pid]).values():
+                self.usage.observe(sample)
 
     def emit(
         self,
@@ -177,7 +207,13 @@ class SessionRecorder:
         pid = upstream.get("pid")
         if isinstance(pid, int):
             self.root.attributes[sc.HELMET_SERVER_PID] = pid
+        url = upstream.get("url")
+        url_text = redactor.scrub_text(url) if isinstance(url, str) else None
+        if url_text is not None:
+            self.root.attributes[sc.HELMET_SERVER_URL] = url_text
         shared.instruments.sessions_active.add(1)
+        if start.resumed:  # a new worker takes over: the start was recorded by the first
+            return
         start_attrs: dict[str, Any] = {
             sc.HELMET_SERVER_NAME: config.service_name,
             sc.HELMET_TRANSPORT: self.transport,
@@ -186,10 +222,8 @@ class SessionRecorder:
         }
         if command_text is not None:
             start_attrs[sc.HELMET_SERVER_COMMAND] = command_text
-        url = upstream.get("url")
-        if isinstance(url, str):
-            start_attrs[sc.HELMET_SERVER_URL] = url
-            self.root.attributes[sc.HELMET_SERVER_URL] = url
+        if url_text is not None:
+            start_attrs[sc.HELMET_SERVER_URL] = url_text
         start_attrs.update(self.peer_attributes)
         start_attrs.update(_pick(self.upstream_attributes, UPSTREAM_KEYS))
         self.emit(sc.EVENT_SESSION_START, start.ts, None, start_attrs)
@@ -212,6 +246,10 @@ class SessionRecorder:
 
     def message(self, frame: Msg) -> None:
         summary = frame.summary
+        clean = scrubbed_summary(self.shared.redactor, summary)
+        if clean is not summary:
+            frame = frame._replace(summary=clean)
+            summary = clean
         kind = summary.kind
         self.messages += 1
         attrs: dict[str, Any] = {
@@ -220,7 +258,7 @@ class SessionRecorder:
             sc.HELMET_MESSAGE_SIZE: frame.size,
         }
         if summary.id is not None:
-            attrs[sc.JSONRPC_REQUEST_ID] = str(summary.id)
+            attrs[sc.JSONRPC_REQUEST_ID] = id_text(self.shared.redactor, summary.id)
         weight = frame.weight
         if weight > 1:
             attrs[sc.HELMET_SAMPLE_WEIGHT] = weight
@@ -262,12 +300,12 @@ class SessionRecorder:
             level = fields.get("level")
             request_id: object = fields.get("requestId")
             if method == "notifications/message" and isinstance(level, str):
-                attrs[sc.HELMET_LOG_LEVEL] = level
+                attrs[sc.HELMET_LOG_LEVEL] = self.shared.redactor.scrub_name(level)
                 severity = mcp_level_severity(level)
             elif method in (_CANCELLED, "notifications/progress") and request_id is not None:
-                attrs[sc.JSONRPC_REQUEST_ID] = str(request_id)
+                attrs[sc.JSONRPC_REQUEST_ID] = id_text(self.shared.redactor, request_id)
                 if method == _CANCELLED and type(request_id) in _JSON_IDS:
-                    reason = str(fields.get("reason", ""))
+                    reason = self.shared.redactor.scrub_text(str(fields.get("reason", "")))
                     self.operations.cancel(cast(JsonId, request_id), reason, frame.ts)
         shared = self.shared
         shared.instruments.count_message(
@@ -284,6 +322,8 @@ class SessionRecorder:
             body = self.shared.redactor.scrub({"policy": frame.policy})
             self.emit(sc.EVENT_CONFIGURATION, frame.ts, None, {}, body)
         decision = frame.decision
+        if decision is not None and decision.tool is not None:  # a name from the traffic
+            decision = decision._replace(tool=self.shared.redactor.scrub_name(decision.tool))
         if decision is not None:
             instruments.policy_decisions.add(1, decision_attributes(decision))
         if frame.server_span_id and (decision is not None or frame.findings):
@@ -300,10 +340,11 @@ class SessionRecorder:
     def info(self, info: Info) -> None:
         """What the relay learned of the session (era, protocol version, client and server,
         the protocol's session id)."""
+        redactor = self.shared.redactor
         self.era = info.era or self.era
-        self.protocol_version = info.protocol_version
-        self.client_info = info.client_info
-        self.server_info = info.server_info
+        self.protocol_version = scrubbed_name(redactor, info.protocol_version)
+        self.client_info = scrubbed_info(redactor, info.client_info)
+        self.server_info = scrubbed_info(redactor, info.server_info)
         if info.mcp_session_id is not None:
             self.mcp_session_id = info.mcp_session_id
             self.root.attributes[sc.MCP_SESSION_ID] = info.mcp_session_id
@@ -311,16 +352,32 @@ class SessionRecorder:
             self.root.attributes[sc.MCP_PROTOCOL_VERSION] = self.protocol_version
 
     def stderr(self, ts: int, line: bytes) -> None:
+        """A line the server wrote to stderr: gathered with the lines that belong with it
+        (`StderrGroup`), written as one record."""
         text = line.decode("utf-8", "replace").rstrip("\r\n")
         if not text.strip():
             return
-        scrubbed = self.shared.redactor.scrub_text(text)
-        self.emit(sc.EVENT_SERVER_STDERR, ts, None, {}, scrubbed, stderr_severity(text))
+        # the relay hands over the first STDERR_LINE_MAX bytes of a line: a longer one is cut,
+        # and is scrubbed as cut before it joins its group (a secret may be cut in two)
+        if len(line) >= STDERR_LINE_MAX:
+            text = self.shared.redactor.scrub_text(text, truncated=True)
+        self._stderr_record(self.stderr_lines.add(ts, text))
+
+    def flush_stderr(self) -> None:
+        """Write the stderr record being gathered (nothing joined it in time, or the end)."""
+        self._stderr_record(self.stderr_lines.take())
+
+    def _stderr_record(self, record: tuple[int, str, SeverityNumber] | None) -> None:
+        if record is not None:
+            ts, text, severity = record
+            scrubbed = self.shared.redactor.scrub_text(text)
+            self.emit(sc.EVENT_SERVER_STDERR, ts, None, {}, scrubbed, severity)
 
     def failed(self, failed: Failed) -> None:
         """The server could not be started."""
-        attrs = {sc.ERROR_TYPE: "upstream_start_failed", sc.HELMET_ERROR_MESSAGE: failed.reason}
-        self.emit(sc.EVENT_ERROR, failed.ts, None, attrs, failed.reason, SeverityNumber.ERROR)
+        reason = self.shared.redactor.scrub_text(failed.reason)
+        attrs = {sc.ERROR_TYPE: "upstream_start_failed", sc.HELMET_ERROR_MESSAGE: reason}
+        self.emit(sc.EVENT_ERROR, failed.ts, None, attrs, reason, SeverityNumber.ERROR)
         self.shared.instruments.count_error(1, "upstream_start_failed", "unknown")
 
     def end_unannounced(self, ts: int, reason: str) -> None:
@@ -336,8 +393,10 @@ class SessionRecorder:
         if self.ended:
             return
         self.ended = True
+        redactor = self.shared.redactor
+        self.flush_stderr()
         ts = end.ts
-        reason = end.exit_reason or "session ended"
+        reason = redactor.scrub_text(end.exit_reason or "session ended")
         for _decision, findings in self.verdicts.values():  # requests never recorded
             for finding in findings:
                 self.finding(finding, ts, None)
@@ -345,7 +404,7 @@ class SessionRecorder:
         unanswered = self.operations.abandon(ts, reason)
         status = end.exit_status
         duration_s = max(ts - self.started_ns, 0) / 1e9
-        version = end.protocol_version or self.protocol_version
+        version = scrubbed_name(redactor, end.protocol_version) or self.protocol_version
         attrs: dict[str, Any] = {
             sc.HELMET_SESSION_DURATION_MS: round(duration_s * 1000, 3),
             sc.HELMET_SESSION_REQUESTS: end.requests,
@@ -358,8 +417,8 @@ class SessionRecorder:
             attrs[sc.HELMET_EXIT_STATUS] = status
         if version:
             attrs[sc.MCP_PROTOCOL_VERSION] = version
-        client = end.client_info or self.client_info or {}
-        server = end.server_info or self.server_info or {}
+        client = scrubbed_info(redactor, end.client_info) or self.client_info or {}
+        server = scrubbed_info(redactor, end.server_info) or self.server_info or {}
         for key, source, field_name in (
             (sc.HELMET_CLIENT_NAME, client, "name"),
             (sc.HELMET_CLIENT_VERSION, client, "version"),
@@ -369,6 +428,12 @@ class SessionRecorder:
             value = source.get(field_name)
             if value is not None:
                 attrs[key] = str(value)
+        counts = {redactor.scrub_name(m): n for m, n in end.method_counts.items()}
+        body: dict[str, Any] = {"method_counts": counts}
+        if self.usage is not None:
+            self.usage.finish(end.usage)
+            attrs.update(self.usage.attributes())
+            body["server"] = self.usage.figures()
         crashed = status not in (None, 0) and not reason.startswith(sc.NORMAL_END_REASONS)
         self.root.attributes.update(attrs)
         if crashed:
@@ -385,6 +450,6 @@ class SessionRecorder:
         instruments.session_duration.record(duration_s, session_metric)
         instruments.sessions_active.add(-1)
         self.emit(
-            sc.EVENT_SESSION_END, ts, None, attrs, {"method_counts": dict(end.method_counts)},
+            sc.EVENT_SESSION_END, ts, None, attrs, body,
             SeverityNumber.ERROR if crashed else SeverityNumber.INFO,
         )  # fmt: skip

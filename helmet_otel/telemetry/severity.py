@@ -48,3 +48,8 @@ def stderr_severity(line: str) -> SeverityNumber:
         return SeverityNumber.WARN
     word = (match.group("level") or match.group("kv")).lower()
     return _WORD_SEVERITY.get(word, SeverityNumber.WARN)
+
+
+def has_level(line: str) -> bool:
+    """Whether the line announces its own level (a log line of its own)."""
+    return _LEVEL_WORD.search(line[:200]) is not None

@@ -18,10 +18,12 @@ from typing import IO, TYPE_CHECKING
 
 from helmet_otel import semconv as sc
 from helmet_otel.config import ProxyOptions
+from helmet_otel.redaction import scrub_line
 from helmet_otel.telemetry.frames import Config, Frame, read_batch
 
 if TYPE_CHECKING:
     from helmet_otel.telemetry.pipeline import Pipeline
+    from helmet_otel.telemetry.recorder import Recorder
 
 _EOF = None
 WORKER_ERROR = "worker_error"  # helmet.telemetry.dropped reason: a frame the recorder failed on
@@ -55,7 +57,10 @@ def _yield_the_cpu(options: ProxyOptions) -> None:
 
 
 def main() -> int:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the proxy decides when we stop
+    # The proxy decides when we stop: a Ctrl-C, or the hangup an orphaned process group gets
+    # when the proxy is gone, must not cut the last flush short.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     stdin = os.fdopen(0, "rb", buffering=1 << 20)
     first = read_batch(stdin)
     config = next((f for f in first or () if isinstance(f, Config)), None)
@@ -71,7 +76,9 @@ def main() -> int:
         pipeline = build_pipeline(config, os.environ)
         recorder = Recorder(pipeline, config)
     except Exception as exc:  # a bad OTEL_* setting must not take the proxy down
-        sys.stderr.write(f"helmet-otel: telemetry is off: {type(exc).__name__}: {exc}\n")
+        sys.stderr.write(
+            f"helmet-otel: telemetry is off: {type(exc).__name__}: {scrub_line(str(exc))}\n"
+        )
         sys.stderr.flush()
         return 1
     # Bounded: when the worker falls behind, the pipe fills and the relay drops (and counts).
@@ -89,6 +96,7 @@ def main() -> int:
                 except Exception as exc:  # one bad frame must not end telemetry
                     errors.add(exc)
             pending = []
+            stderr_due = recorder.stderr_due()
             now = time.monotonic()
             if now >= next_tick:
                 try:
@@ -96,9 +104,18 @@ def main() -> int:
                 except Exception as exc:
                     errors.add(exc)
                 next_tick = now + interval
+            wait = next_tick - time.monotonic()
+            if stderr_due is not None:
+                wait = min(wait, (stderr_due - time.time_ns()) / 1e9 + 0.001)
             try:
-                batch = batches.get(timeout=max(next_tick - time.monotonic(), 0.0))
+                batch = batches.get(timeout=max(wait, 0.0))
             except queue.Empty:
+                # Idle: what the relay had has been read, so stderr lines nothing joined within
+                # the gap become their record now.
+                try:
+                    recorder.flush_stderr(time.time_ns())
+                except Exception as exc:
+                    errors.add(exc)
                 continue
             if batch is None:
                 break
@@ -109,7 +126,7 @@ def main() -> int:
                 recorder.close(time.time_ns(), sc.LOST_EXIT_REASON)
             except Exception as exc:
                 errors.add(exc)
-        _flush(pipeline, options.flush_timeout)
+        _shut_down(pipeline, recorder, options.flush_timeout)
     return 0
 
 
@@ -125,7 +142,7 @@ class _Errors:
         if self._reported:
             return
         self._reported = True
-        message = " ".join(str(exc).split())  # one line
+        message = scrub_line(" ".join(str(exc).split()))  # one line, scrubbed
         sys.stderr.write(
             f"helmet-otel: telemetry worker error ({WORKER_ERROR}; counted in "
             f"helmet.telemetry.dropped, the rest is recorded): {type(exc).__name__}: {message}\n"
@@ -133,13 +150,28 @@ class _Errors:
         sys.stderr.flush()
 
 
-def _flush(pipeline: Pipeline, timeout: float) -> None:
-    """Flush every sink, but never for longer than ``timeout`` seconds."""
+def _shut_down(pipeline: Pipeline, recorder: Recorder, timeout: float) -> None:
+    """Drain every sink and write the proxy's last records, never for longer than
+    ``timeout`` seconds; a collector that fails or hangs is given up sooner
+    (`pipeline.REMOTE_STALL_S`).
+
+    ``helmet.proxy_close`` goes to the collectors before their drain (with the counts known
+    then; the last ``helmet.telemetry.dropped`` export has the rest) and to the store after
+    it, with every count; what was dropped in all is said once on stderr."""
     done = threading.Event()
 
     def run() -> None:
         try:
-            pipeline.flush_and_shutdown(timeout)
+            start = time.monotonic()
+            deadline = start + timeout * 0.8
+            with pipeline.only(local=False):
+                recorder.proxy_close()
+            healthy = pipeline.drain_remote(deadline)
+            with pipeline.only(local=True):
+                recorder.proxy_close()
+            pipeline.drain_local(deadline)
+            _summary(recorder.final_drops())
+            pipeline.shutdown_metrics(start + timeout - time.monotonic(), healthy)
         finally:
             done.set()
 
@@ -150,5 +182,22 @@ def _flush(pipeline: Pipeline, timeout: float) -> None:
         os._exit(0)
 
 
+def _summary(dropped: dict[str, int]) -> None:
+    """One stderr line at the end when telemetry lost anything (nothing when it did not)."""
+    total = sum(dropped.values())
+    if not total:
+        return
+    reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(dropped.items()) if n)
+    sys.stderr.write(
+        f"helmet-otel: telemetry dropped {total} records in all ({reasons}); "
+        "see helmet.telemetry.dropped and helmet.proxy_close\n"
+    )
+    sys.stderr.flush()
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    status = main()
+    sys.stderr.flush()
+    # Every sink is drained or given up by now: an export thread that an unanswering collector
+    # holds must not hold up the exit (the interpreter's finalisation waits on such threads).
+    os._exit(status)

@@ -8,13 +8,17 @@ leaves behind in its process group go too.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import anyio
+
+from helmet_otel.core.session import ProcessUsage
 
 EXIT_NOT_FOUND = 127
 EXIT_CANNOT_RUN = 126
@@ -65,6 +69,32 @@ def killpg(pgid: int, signum: int) -> bool:
     return True
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """What a new child runs before exec so that it is killed when the proxy dies, even by
+    SIGKILL (Linux: ``PR_SET_PDEATHSIG``); None where the platform has no such thing.
+
+    Only the server itself gets the signal: a grandchild that left the server's process group
+    and ignores its closed stdin is beyond it. The function only calls prctl and getppid
+    (nothing that takes a lock a thread of the parent may have held at the fork)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def in_child() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the proxy died before the prctl took effect
+            os._exit(1)
+
+    return in_child
+
+
 class ChildProcess:
     """One server process in its own process group, with its three pipes."""
 
@@ -80,9 +110,11 @@ class ChildProcess:
             cwd=command.cwd,
             process_group=0,
             bufsize=0,
+            preexec_fn=_die_with_parent(),  # (only a prctl: see there)
         )
         self.exited = anyio.Event()
         self._terminating = False
+        self.usage: ProcessUsage | None = None  # what it used, once reaped
 
     @property
     def pid(self) -> int:
@@ -97,20 +129,35 @@ class ChildProcess:
         return describe_exit(returncode if returncode is not None else -9)
 
     async def watch_exit(self) -> None:
-        """Return once the child has exited (and is reaped); sets `exited`."""
+        """Return once the child has exited (and is reaped); sets `exited` (and `usage`)."""
         proc = self.proc
         try:
             pidfd = os.pidfd_open(proc.pid)
         except (AttributeError, OSError):
-            while proc.poll() is None:
+            while not self._reap(os.WNOHANG):
                 await anyio.sleep(0.05)
         else:
             try:
                 await anyio.wait_readable(pidfd)
             finally:
                 os.close(pidfd)
-            proc.wait()
+            self._reap(0)
         self.exited.set()
+
+    def _reap(self, options: int) -> bool:
+        """Reap the child with ``wait4``, which also says what it used; whether it is gone."""
+        proc = self.proc
+        if proc.returncode is not None:
+            return True
+        try:
+            pid, status, rusage = os.wait4(proc.pid, options)
+        except ChildProcessError:  # reaped elsewhere: Popen knows its status
+            return proc.poll() is not None
+        if pid == 0:
+            return False
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        self.usage = ProcessUsage(rusage.ru_utime, rusage.ru_stime, rusage.ru_maxrss * 1024)
+        return True
 
     def signal_group(self, signum: int) -> None:
         if self.proc.returncode is None:

@@ -7,8 +7,9 @@ back and written to stdout message by message, as it arrives. ``initialize``, no
 responses are sent in order, one at a time; other requests each in their own task, so a slow
 tool does not hold up the rest. A request the upstream refuses or cannot be reached for is
 answered by the proxy with a JSON-RPC error that names the HTTP status (and carries it in
-``data``); one that gets no answer within ``request_timeout`` is answered with a timeout error
-and cancelled upstream. The process is one session; at stdin's end, in-flight requests get
+``data``), and so is one whose SSE stream ended before its answer and could not be resumed
+(``Last-Event-ID``, where the server gives event ids); one that gets no answer within ``request_timeout`` (each progress notification for it
+starts the clock again) is answered with a timeout error and cancelled upstream. The process is one session; at stdin's end, in-flight requests get
 ``grace`` seconds, then the upstream session is DELETEd.
 """
 
@@ -16,7 +17,9 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import IO
 
 import anyio
@@ -25,11 +28,12 @@ from anyio.abc import TaskGroup
 from helmet_otel.core.envelope import C2S, S2C, Envelope
 from helmet_otel.core.interceptor import Interceptor
 from helmet_otel.core.lifecycle import Lifecycle
-from helmet_otel.core.relay import HTTP_STATUS_KEY, REQUEST_TIMEOUT_CODE, UPSTREAM_GONE_CODE
+from helmet_otel.core.relay import HTTP_STATUS_KEY, UPSTREAM_GONE_CODE
 from helmet_otel.core.session import Session
 from helmet_otel.protocol.framing import LineSplitter
-from helmet_otel.protocol.message import REQUEST, JsonId
+from helmet_otel.protocol.message import PROGRESS, REQUEST, JsonId, id_key, progress_key
 from helmet_otel.transports.http_client import Headers, split_url
+from helmet_otel.transports.http_front import sweep_period
 from helmet_otel.transports.mcp_client import (
     Failure,
     SseUpstream,
@@ -37,6 +41,16 @@ from helmet_otel.transports.mcp_client import (
     upstream_info,
 )
 from helmet_otel.transports.pipes import ByteReader, ByteWriter, open_reader, open_writer
+
+
+@dataclass(eq=False, slots=True)
+class _Wait:
+    """A request waiting for its answer: its deadline, and the scope that ends the wait."""
+
+    scope: anyio.CancelScope
+    request_id: JsonId
+    token: object  # its progress token, if any
+    deadline: float = float("inf")  # time.monotonic()
 
 
 class ConnectProxy:
@@ -76,6 +90,8 @@ class ConnectProxy:
         self._idle.set()
         self._status = 0
         self._tg: TaskGroup | None = None
+        self._waits: dict[_Wait, None] = {}  # requests with a deadline (an ordered set)
+        self._by_token: dict[object, _Wait] = {}  # the same, by progress token
 
     def diag(self, text: str) -> None:
         """One line of our own on stderr (stdout belongs to the wire)."""
@@ -109,6 +125,7 @@ class ConnectProxy:
                 )
                 if self._signals:
                     tg.start_soon(self._watch_signals, tg)
+                tg.start_soon(self._sweep, tg)
                 await self._pump(reader, tg)
                 self.lifecycle.client_closed()
                 with anyio.move_on_after(self.grace):
@@ -184,21 +201,46 @@ class ConnectProxy:
             self._idle.set()
 
     async def _request(self, body: bytes, env: Envelope, request_id: JsonId) -> None:
+        wait = _Wait(anyio.CancelScope(), request_id, progress_key(env.msg))
+        if self.request_timeout > 0:
+            wait.deadline = time.monotonic() + self.request_timeout
+            self._waits[wait] = None
+            if wait.token is not None:
+                self._by_token[wait.token] = wait
         try:
-            if self.request_timeout > 0:
-                with anyio.move_on_after(self.request_timeout) as scope:
-                    await self._send(body, env)
-                if scope.cancelled_caught:
-                    await self._timed_out(request_id)
-            else:
+            with wait.scope:
                 await self._send(body, env)
         finally:
+            self._forget(wait)
             self._finished()
+
+    def _forget(self, wait: _Wait) -> bool:
+        if wait.token is not None and self._by_token.get(wait.token) is wait:
+            del self._by_token[wait.token]
+        return self._waits.pop(wait, False) is None
+
+    async def _sweep(self, tg: TaskGroup) -> None:
+        """Time out requests (an eighth of the timeout late at most, one second at most)."""
+        period = sweep_period(0, self.request_timeout)
+        if period is None:
+            return
+        while True:
+            await anyio.sleep(period)
+            now = time.monotonic()
+            for wait in [w for w in self._waits if w.deadline <= now]:
+                self._forget(wait)
+                tg.start_soon(self._timed_out, wait)
 
     async def _send(self, body: bytes, env: Envelope) -> None:
         upstream = self._upstream
         assert upstream is not None
-        failure = await upstream.send(body, env.msg)
+        msg = env.msg
+        answered = None
+        if msg.kind is REQUEST and msg.id is not None and msg.method != "initialize":
+            key = (True, id_key(msg.id))
+            pending = self.session.pending
+            answered = lambda: key not in pending  # noqa: E731
+        failure = await upstream.send(body, msg, answered)
         if (
             failure is not None
             and isinstance(upstream, StreamableUpstream)
@@ -241,25 +283,32 @@ class ConnectProxy:
         await self._write(routed.forward)
         self.relay.forwarded(routed)
 
-    async def _timed_out(self, request_id: JsonId) -> None:
-        timeout = self.request_timeout
-        reason = f"request timed out after {timeout:g} s (helmet-otel --request-timeout)"
-        routed = self.relay.answer(request_id, REQUEST_TIMEOUT_CODE, reason, {"timeout": timeout})
-        if not routed.forward:
-            return
-        await self._write(routed.forward)
-        self.relay.forwarded(routed)
-        cancel = self.relay.cancel(request_id, reason)
-        self.relay.forwarded(cancel)
-        upstream = self._upstream
-        if upstream is not None and cancel.forward:
-            env = cancel.envelopes[0]
-            with anyio.move_on_after(5.0):
-                await upstream.send(env.wire.rstrip(b"\n"), env.msg)
+    async def _timed_out(self, wait: _Wait) -> None:
+        """The client gets -32001 at once; the upstream gets ``notifications/cancelled``
+        before the request's own POST is dropped (so it learns why before the disconnect)."""
+        try:
+            timed_out = self.relay.time_out(wait.request_id, self.request_timeout)
+            if timed_out is None:
+                return
+            answer, cancel = timed_out
+            await self._write(answer.forward)
+            self.relay.forwarded(answer)
+            self.relay.forwarded(cancel)
+            upstream = self._upstream
+            if upstream is not None:
+                env = cancel.envelopes[0]
+                with anyio.move_on_after(5.0):
+                    await upstream.send(env.wire.rstrip(b"\n"), env.msg)
+        finally:
+            wait.scope.cancel()
 
     # -- server -> client ------------------------------------------------------------------
     async def _deliver(self, data: bytes) -> None:
         routed = self.relay.route(S2C, [data + b"\n"])
+        if self._by_token and routed.envelopes[0].msg.method == PROGRESS:
+            wait = self._by_token.get(progress_key(routed.envelopes[0].msg))
+            if wait is not None:  # progress: the request's clock starts again
+                wait.deadline = time.monotonic() + self.request_timeout
         await self._write(routed.forward)
         self.relay.forwarded(routed)
         if routed.replies:  # the proxy answered a server request itself (a policy)

@@ -62,6 +62,18 @@ class ServeSettings:
     max_message_size: int = 64 * 1024 * 1024
     idle_timeout: float = 1800.0
     upstream: dict[str, object] = field(default_factory=dict[str, object])
+    request_timeout: float = 0.0  # 0: none
+
+
+def sweep_period(idle_timeout: float, request_timeout: float) -> float | None:
+    """How often a front looks for idle sessions and timed-out requests (None: never): a
+    quarter of the idle timeout (0.05-5 s), an eighth of the request timeout (0.02-1 s)."""
+    periods: list[float] = []
+    if idle_timeout > 0:
+        periods.append(min(max(idle_timeout / 4, 0.05), 5.0))
+    if request_timeout > 0:
+        periods.append(min(max(request_timeout / 8, 0.02), 1.0))
+    return min(periods) if periods else None
 
 
 def _error_body(msg_id: JsonId | None, code: int, message: str, data: object = None) -> bytes:
@@ -286,6 +298,7 @@ class McpFront:
             session = HttpSession(
                 self.settings.command, core, interceptors, legacy=legacy, stderr=self._stderr,
                 on_gone=self._gone, upstream=upstream,
+                request_timeout=self.settings.request_timeout,
             )  # fmt: skip
         except OSError as exc:
             self._start_failed(core, interceptors, exc, request, exchange)
@@ -321,16 +334,22 @@ class McpFront:
             if other is session:
                 del self.modern[identity]
 
-    async def reap_idle(self) -> None:
-        """End sessions with nothing in flight and no stream open for ``idle_timeout``."""
-        timeout = self.settings.idle_timeout
-        if timeout <= 0:
+    async def sweep(self) -> None:
+        """Periodically: end sessions with nothing in flight and no stream open for
+        ``idle_timeout``; answer requests older than ``request_timeout`` (an eighth of it late
+        at most, one second at most)."""
+        idle = self.settings.idle_timeout
+        timeout = self.settings.request_timeout
+        period = sweep_period(idle, timeout)
+        if period is None:
             return
         while True:
-            await anyio.sleep(min(max(timeout / 4, 0.05), 5.0))
+            await anyio.sleep(period)
             now = time.monotonic()
             for session in list(self.running):
-                if session.idle and now - session.last_active >= timeout:
+                if timeout > 0:
+                    session.expire(now)
+                if idle > 0 and session.idle and now - session.last_active >= idle:
                     session.close("idle timeout")
 
     @property
@@ -357,7 +376,9 @@ class Front(Protocol):
 
     def handle(self, request: Request, exchange: Exchange) -> None: ...
 
-    async def reap_idle(self) -> None: ...
+    async def sweep(self) -> None:
+        """Periodic housekeeping (idle sessions, timed-out requests), until cancelled."""
+        ...
 
     def close_all(self, reason: str) -> None: ...
 
@@ -375,7 +396,7 @@ async def run_front(
         )
         bound_host, bound_port = server.sockets[0].getsockname()[:2]
         on_listening(str(bound_host), int(bound_port))
-        tg.start_soon(front.reap_idle)
+        tg.start_soon(front.sweep)
         stopped = stop or anyio.Event()
         reason = "proxy stopped"
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:

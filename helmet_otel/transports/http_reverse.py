@@ -30,14 +30,17 @@ from anyio.abc import TaskGroup
 from helmet_otel.core.envelope import C2S, HTTP_TRACEPARENT, S2C
 from helmet_otel.core.interceptor import Interceptor
 from helmet_otel.core.lifecycle import Lifecycle
-from helmet_otel.core.relay import (
-    HTTP_STATUS_KEY,
-    REQUEST_TIMEOUT_CODE,
-    UPSTREAM_GONE_CODE,
-    Routed,
-)
+from helmet_otel.core.relay import HTTP_STATUS_KEY, UPSTREAM_GONE_CODE, Routed
 from helmet_otel.core.session import Session
-from helmet_otel.protocol.message import REQUEST, JsonId, inspect
+from helmet_otel.protocol.message import (
+    PROGRESS,
+    REQUEST,
+    JsonId,
+    Message,
+    id_key,
+    inspect,
+    progress_key,
+)
 from helmet_otel.protocol.sse import SseSplitter, sse_message
 from helmet_otel.transports.http_client import (
     Headers,
@@ -46,6 +49,7 @@ from helmet_otel.transports.http_client import (
     Response,
     split_url,
 )
+from helmet_otel.transports.http_front import sweep_period
 from helmet_otel.transports.http_guard import Guard
 from helmet_otel.transports.http_server import Early, Exchange, Request
 from helmet_otel.transports.http_sessions import JSON_HEADERS, as_line
@@ -82,6 +86,18 @@ class UpstreamSettings:
     upstream: dict[str, object] = field(default_factory=dict[str, object])
 
 
+@dataclass(eq=False, slots=True)
+class Clock:
+    """A POST waiting for its upstream answer: its deadline, and the scope that ends the wait."""
+
+    scope: anyio.CancelScope
+    request: Request
+    exchange: Exchange
+    request_id: JsonId | None = None
+    deadline: float = float("inf")  # time.monotonic() when it times out
+    token: object = None  # its progress token, if any
+
+
 class ProxiedSession:
     """One helmet session carried to the upstream (no child: the upstream is the server)."""
 
@@ -94,7 +110,24 @@ class ProxiedSession:
         self.last_active = time.monotonic()
         self.inflight = 0
         self.gone = False
+        self.clocks: dict[Clock, None] = {}  # the requests waiting for an answer (ordered set)
+        self.by_token: dict[object, Clock] = {}  # the same, by progress token
         self.lifecycle.upstream_started(upstream)
+
+    def pending(self, request_id: JsonId) -> bool:
+        return (True, id_key(request_id)) in self.session.pending
+
+    def progressed(self, msg: Message, timeout: float) -> None:
+        """A progress notification: its request's clock starts again."""
+        clock = self.by_token.get(progress_key(msg))
+        if clock is not None:
+            clock.deadline = time.monotonic() + timeout
+
+    def forget(self, clock: Clock) -> bool:
+        """The request no longer waits (answered, timed out, abandoned); False if it did not."""
+        if clock.token is not None and self.by_token.get(clock.token) is clock:
+            del self.by_token[clock.token]
+        return self.clocks.pop(clock, False) is None
 
     def route(self, direction: bool, line: bytes) -> Routed:
         return self.relay.route(C2S if direction else S2C, [line])
@@ -268,27 +301,46 @@ class ReverseFront:
         body = request.body if env.wire is env.raw else env.wire.rstrip(b"\n")
         request_id = msg.id if msg.kind is REQUEST else None
         session.inflight += 1
+        clock = Clock(anyio.CancelScope(), request, exchange)
+        if request_id is not None:
+            clock.request_id = request_id
+            clock.deadline = time.monotonic() + self._timeout
+            clock.token = progress_key(msg)
+            session.clocks[clock] = None
+            if clock.token is not None:
+                session.by_token[clock.token] = clock
+            exchange.on_close = lambda: self._client_left(session, clock)
         try:
-            with anyio.move_on_after(self._timeout(request_id)) as scope:
+            with clock.scope:
                 response = await self._send(request, body, session, request_id)
-                if response is None:
-                    return
                 if initialize:
                     self._take_session(session, response, request)
                 await self._answer(session, response, exchange, request_id)
-            if scope.cancelled_caught and request_id is not None:
-                self._timed_out(session, exchange, request_id, request)
         finally:
+            session.forget(clock)
             session.inflight -= 1
             session.last_active = time.monotonic()
 
-    def _timeout(self, request_id: JsonId | None) -> float:
+    def _client_left(self, session: ProxiedSession, clock: Clock) -> None:
+        """The client went away before its answer: ``notifications/cancelled`` upstream, then
+        the wait for the answer ends."""
+        if not session.forget(clock):
+            return  # timed out already: that cancelled it
+        if clock.request_id is None or not session.pending(clock.request_id):
+            clock.scope.cancel()
+            return
+        cancel = session.relay.cancel(clock.request_id, "the HTTP client disconnected")
+        session.relay.forwarded(cancel)
+        self._tg.start_soon(self._notify, clock, cancel.forward[0].rstrip(b"\n"))
+
+    @property
+    def _timeout(self) -> float:
         timeout = self.settings.request_timeout
-        return timeout if timeout > 0 and request_id is not None else float("inf")
+        return timeout if timeout > 0 else float("inf")
 
     async def _send(
         self, request: Request, body: bytes, session: ProxiedSession, request_id: JsonId | None
-    ) -> Response | None:
+    ) -> Response:
         try:
             return await self.client.request(
                 "POST", self._target(request), _forward_headers(request), body
@@ -345,7 +397,8 @@ class ReverseFront:
         self, session: ProxiedSession, response: Response, exchange: Exchange, status: int
     ) -> None:
         """Relay an SSE answer event by event; a client that goes away closes it upstream."""
-        exchange.on_close = response.close
+        if exchange.on_close is None:  # (a POST's is already set: it cancels the request)
+            exchange.on_close = response.close
         exchange.start(status, _back_headers(response))
         splitter = SseSplitter()
         try:
@@ -356,6 +409,8 @@ class ReverseFront:
                         continue
                     routed = session.route(False, event.data + b"\n")
                     env = routed.envelopes[0]
+                    if env.msg.method == PROGRESS and session.by_token:
+                        session.progressed(env.msg, self._timeout)
                     if env.wire is env.raw:
                         exchange.send(event.raw)
                     elif routed.forward:
@@ -378,36 +433,40 @@ class ReverseFront:
         routed = session.relay.answer(request_id, UPSTREAM_GONE_CODE, reason, data)
         session.relay.forwarded(routed)
 
-    def _timed_out(
-        self, session: ProxiedSession, exchange: Exchange, request_id: JsonId, request: Request
-    ) -> None:
-        timeout = self.settings.request_timeout
-        reason = f"request timed out after {timeout:g} s (helmet-otel --request-timeout)"
-        routed = session.relay.answer(
-            request_id, REQUEST_TIMEOUT_CODE, reason, {"timeout": timeout}
-        )
-        if routed.forward:
-            answer = routed.forward[0].rstrip(b"\n")
-            if exchange.streaming:
-                exchange.send(sse_message(answer))
-                exchange.finish()
-            else:
-                exchange.respond(200, list(JSON_HEADERS), answer)
-        session.relay.forwarded(routed)
-        cancel = session.relay.cancel(request_id, reason)
+    def _timed_out(self, session: ProxiedSession, clock: Clock) -> None:
+        """No answer in time: the client gets -32001 at once; the upstream gets
+        ``notifications/cancelled`` before the wait for its answer ends (so it learns why
+        before it sees the connection close)."""
+        assert clock.request_id is not None
+        timed_out = session.relay.time_out(clock.request_id, self.settings.request_timeout)
+        if timed_out is None:
+            clock.scope.cancel()
+            return
+        answer, cancel = timed_out
+        data = answer.forward[0].rstrip(b"\n")
+        exchange = clock.exchange
+        if exchange.streaming:
+            exchange.send(sse_message(data))
+            exchange.finish()
+        else:
+            exchange.respond(200, list(JSON_HEADERS), data)
+        session.relay.forwarded(answer)
         session.relay.forwarded(cancel)
-        if cancel.forward:
-            self._tg.start_soon(self._notify, request, cancel.forward[0].rstrip(b"\n"))
+        self._tg.start_soon(self._notify, clock, cancel.forward[0].rstrip(b"\n"))
 
-    async def _notify(self, request: Request, body: bytes) -> None:
-        with anyio.move_on_after(5.0):
-            try:
+    async def _notify(self, clock: Clock, body: bytes) -> None:
+        """POST a proxy-written notification (a cancel) upstream, then end the request's wait."""
+        request = clock.request
+        try:
+            with anyio.move_on_after(5.0):
                 response = await self.client.request(
                     "POST", self._target(request), _forward_headers(request), body
                 )
                 await response.read()
-            except HttpError:
-                pass
+        except HttpError:
+            pass
+        finally:
+            clock.scope.cancel()
 
     # -- GET, DELETE -----------------------------------------------------------------------
     async def _get(self, request: Request, exchange: Exchange) -> None:
@@ -438,15 +497,20 @@ class ReverseFront:
             self._end(session, "the client ended the session (DELETE)")
 
     # -- lifetime --------------------------------------------------------------------------
-    async def reap_idle(self) -> None:
-        timeout = self.settings.idle_timeout
-        if timeout <= 0:
+    async def sweep(self) -> None:
+        """Periodically: end idle sessions, time out requests (see `http_front.sweep_period`)."""
+        idle = self.settings.idle_timeout
+        period = sweep_period(idle, self.settings.request_timeout)
+        if period is None:
             return
         while True:
-            await anyio.sleep(min(max(timeout / 4, 0.05), 5.0))
+            await anyio.sleep(period)
             now = time.monotonic()
             for session in list(self.running):
-                if not session.inflight and now - session.last_active >= timeout:
+                for clock in [c for c in session.clocks if c.deadline <= now]:
+                    session.forget(clock)
+                    self._timed_out(session, clock)
+                if idle > 0 and not session.inflight and now - session.last_active >= idle:
                     self._end(session, "idle timeout")
 
     @property

@@ -12,7 +12,8 @@ request id. What the child writes is routed back the same way and delivered:
   stream, else to the newest POST that accepts SSE, else waits (bounded) for a GET stream.
 
 A client that goes away before its answer cancels the request upstream with
-``notifications/cancelled``. Legacy era: one session per ``Mcp-Session-Id``. 2026-07-28 era: the
+``notifications/cancelled``; a request with no answer within the request timeout (each progress
+notification for it starts the clock again) is answered with -32001 and cancelled the same way. Legacy era: one session per ``Mcp-Session-Id``. 2026-07-28 era: the
 session of a client identity; two requests with the same id from it are sent one after the other
 (bytes are never rewritten to tell them apart).
 """
@@ -23,7 +24,6 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import cast
 
 import anyio
 from anyio.abc import TaskGroup
@@ -37,11 +37,13 @@ from helmet_otel.protocol.framing import LineSplitter
 from helmet_otel.protocol.message import (
     ERROR,
     NOTIFICATION,
+    PROGRESS,
     REQUEST,
     RESPONSE,
     JsonId,
     error_response,
     id_key,
+    progress_key,
 )
 from helmet_otel.transports.child import ChildProcess, ServerCommand
 from helmet_otel.transports.http_server import Exchange, Headers
@@ -77,6 +79,7 @@ class Waiting:
     exchange: Exchange
     sse: bool  # the client accepts an SSE stream for this request
     progress: object = None  # the request's progressToken, if any
+    deadline: float = float("inf")  # time.monotonic() when it times out
 
 
 class HttpSession:
@@ -92,6 +95,7 @@ class HttpSession:
         stderr: Callable[[bytes], None],
         on_gone: Callable[[HttpSession], None],
         upstream: dict[str, object],
+        request_timeout: float = 0.0,
     ) -> None:
         """Start the child (raises OSError when it cannot be started; the session has then
         failed, see `failed`)."""
@@ -101,6 +105,7 @@ class HttpSession:
         self.legacy = legacy
         self._stderr = stderr
         self._on_gone = on_gone
+        self.request_timeout = request_timeout if request_timeout > 0 else float("inf")
         self._waiting: dict[Key, Waiting] = {}
         self._progress: dict[object, Key] = {}
         self._deferred: dict[Key, deque[tuple[bytes, Exchange, bool]]] = {}
@@ -128,7 +133,7 @@ class HttpSession:
     # -- client -> server ------------------------------------------------------------------
     def post(self, line: bytes, exchange: Exchange, sse: bool, msg_id: JsonId | None) -> None:
         """Route one client message (``msg_id``: its id when it is a request)."""
-        self.last_active = time.monotonic()
+        now = self.last_active = time.monotonic()
         if msg_id is not None:
             key = id_key(msg_id)
             if key in self._waiting:  # the same id in flight (two clients of one identity)
@@ -140,7 +145,7 @@ class HttpSession:
             self._respond(exchange, routed.replies[0].rstrip(b"\n"))
         elif env.msg.kind is REQUEST and env.msg.id is not None:
             key = id_key(env.msg.id)
-            waiting = Waiting(exchange, sse, _progress_token(env))
+            waiting = Waiting(exchange, sse, progress_key(env.msg), now + self.request_timeout)
             self._waiting[key] = waiting
             if waiting.progress is not None:
                 self._progress[waiting.progress] = key
@@ -174,8 +179,9 @@ class HttpSession:
             return
         if waiting.progress is not None:
             self._progress.pop(waiting.progress, None)
-        if self.gone:
-            return
+        pending = self.session.pending.get((True, key))
+        if self.gone or pending is None or pending.cancelled:
+            return  # answered meanwhile, or the client had cancelled it itself
         routed = self.relay.cancel(key[1], "the HTTP client disconnected")
         self._write(routed.forward)
         self.relay.forwarded(routed)
@@ -208,22 +214,17 @@ class HttpSession:
                 return
             if waiting.progress is not None:
                 self._progress.pop(waiting.progress, None)
-            exchange = waiting.exchange
-            if exchange.streaming:
-                exchange.send(sse_event(data))
-                exchange.finish()
-            else:
-                self._respond(exchange, data)
+            self._final(waiting.exchange, data)
             self._next_deferred(key)
             return
-        if kind is NOTIFICATION and msg.method == "notifications/progress":
-            params = msg.params
-            token = params.get("progressToken") if params is not None else None
-            key = self._progress.get(_hashable(token))
+        if kind is NOTIFICATION and msg.method == PROGRESS:
+            key = self._progress.get(progress_key(msg))
             waiting = self._waiting.get(key) if key is not None else None
-            if waiting is not None and waiting.sse and not waiting.exchange.closed:
-                self._stream_on(waiting.exchange, data)
-                return
+            if waiting is not None:
+                waiting.deadline = time.monotonic() + self.request_timeout
+                if waiting.sse and not waiting.exchange.closed:
+                    self._stream_on(waiting.exchange, data)
+                    return
         self._to_stream(data)
 
     def _to_stream(self, data: bytes) -> None:
@@ -245,6 +246,32 @@ class HttpSession:
 
     def _respond(self, exchange: Exchange, data: bytes) -> None:
         exchange.respond(200, JSON_HEADERS + self.extra_headers(), data)
+
+    def _final(self, exchange: Exchange, data: bytes) -> None:
+        """A request's answer: the last event of its SSE stream, else its JSON response."""
+        if exchange.streaming:
+            exchange.send(sse_event(data))
+            exchange.finish()
+        else:
+            self._respond(exchange, data)
+
+    def expire(self, now: float) -> None:
+        """Answer and cancel upstream the requests whose deadline has passed."""
+        if self.gone:
+            return  # the child's exit answers them
+        for key, waiting in list(self._waiting.items()):
+            if waiting.deadline <= now and self._waiting.get(key) is waiting:
+                del self._waiting[key]
+                if waiting.progress is not None:
+                    self._progress.pop(waiting.progress, None)
+                timed_out = self.relay.time_out(key[1], self.request_timeout)
+                if timed_out is not None:
+                    answer, cancel = timed_out
+                    self._final(waiting.exchange, answer.forward[0].rstrip(b"\n"))
+                    self.relay.forwarded(answer)
+                    self._write(cancel.forward)
+                    self.relay.forwarded(cancel)
+                self._next_deferred(key)
 
     def _next_deferred(self, key: Key) -> None:
         queue = self._deferred.get(key)
@@ -300,7 +327,7 @@ class HttpSession:
                 with anyio.move_on_after(STDOUT_DRAIN_AFTER_EXIT):
                     await done.wait()
                 self.gone = True
-                self._answer(self.lifecycle.upstream_exited(*child.describe_exit()))
+                self._answer(self.lifecycle.upstream_exited(*child.describe_exit(), child.usage))
                 self._end_streams()
                 tg.cancel_scope.cancel()
         finally:
@@ -327,11 +354,7 @@ class HttpSession:
         self._deferred.clear()
         for key, waiting in list(self._waiting.items()):  # cancelled requests the server dropped
             data = error_response(key[1], UPSTREAM_GONE_CODE, "MCP server exited").rstrip(b"\n")
-            if waiting.exchange.streaming:
-                waiting.exchange.send(sse_event(data))
-                waiting.exchange.finish()
-            else:
-                self._respond(waiting.exchange, data)
+            self._final(waiting.exchange, data)
         self._waiting.clear()
         if self._get is not None:
             self._get.finish()
@@ -382,17 +405,3 @@ class HttpSession:
             self._tg.start_soon(self.child.terminate, None)
         else:
             self.child.signal_group(15)
-
-
-def _hashable(token: object) -> object:
-    return (type(token).__name__, token) if isinstance(token, str | int | float) else None
-
-
-def _progress_token(env: Envelope) -> object:
-    params = env.msg.params
-    if params is None:
-        return None
-    meta: object = params.get("_meta")
-    if not isinstance(meta, dict):
-        return None
-    return _hashable(cast(dict[str, object], meta).get("progressToken"))

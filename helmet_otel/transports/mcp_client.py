@@ -8,7 +8,10 @@ the server offers it. A server that answers 404 for the session (it expired or r
 the client's own ``initialize`` and ``notifications/initialized`` again (the duplicate answer is
 swallowed) and the message is sent once more, so the client never sees it. Many servers built
 on the TypeScript SDK's examples answer an unknown session with 400 "No valid session ID"
-instead; that counts as the same. `end` DELETEs the session.
+instead; that counts as the same. A request's SSE stream that ends before its answer is resumed
+from its last event id (a GET with ``Last-Event-ID``, after the server's ``retry`` hint), and so
+is the GET stream; a stream that cannot be resumed (no event ids, or the server refuses) makes
+the request fail at once instead of waiting for the timeout. `end` DELETEs the session.
 
 `SseUpstream` is the deprecated HTTP+SSE transport (2024-11-05): a GET stream whose first event
 names the endpoint to POST messages to; every answer arrives on the stream. `connect` falls
@@ -38,7 +41,9 @@ ACCEPT = (b"accept", b"application/json, text/event-stream")
 JSON_TYPE = (b"content-type", b"application/json")
 SSE_ACCEPT = (b"accept", b"text/event-stream")
 GET_RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 5.0)  # reopening a GET stream the server ended
+MAX_RETRY_DELAY = 10.0  # a server's retry hint is followed up to this (seconds)
 ERROR_BODY_LIMIT = 1024 * 1024
+ENDED_EARLY = "the MCP server ended the response stream before answering"
 
 
 def upstream_info(url: str, shown_url: str) -> dict[str, object]:
@@ -83,20 +88,34 @@ def _describe(response: Response, body: bytes) -> Failure:
     return Failure(response.status, reason, auth.decode("latin-1") if auth else None)
 
 
-async def relay_events(response: Response, deliver: Deliver) -> None:
+@dataclass(slots=True)
+class Cursor:
+    """How far an SSE stream got: the last event id the server gave (to resume it with
+    ``Last-Event-ID``) and its ``retry`` hint (milliseconds)."""
+
+    last_id: str | None = None
+    retry_ms: int | None = None
+
+
+async def relay_events(response: Response, deliver: Deliver, cursor: Cursor | None = None) -> None:
     """Deliver each ``message`` event of an SSE response as it arrives (keep-alive comments
     and other events are read and dropped: stdio has nothing to keep alive)."""
     splitter = SseSplitter()
     while chunk := await response.receive():
         for event in splitter.feed(chunk):
+            if cursor is not None:
+                if event.id is not None:
+                    cursor.last_id = event.id
+                if event.retry is not None:
+                    cursor.retry_ms = event.retry
             if event.data is not None and event.event == "message" and event.data.strip():
                 await deliver(event.data)
 
 
-async def relay_answer(response: Response, deliver: Deliver) -> None:
+async def relay_answer(response: Response, deliver: Deliver, cursor: Cursor | None = None) -> None:
     """A 2xx answer to a POST: JSON (one message or a batch) or an SSE stream."""
     if response.content_type == "text/event-stream":
-        await relay_events(response, deliver)
+        await relay_events(response, deliver, cursor)
         return
     body = await response.read()
     if body.strip():
@@ -131,9 +150,12 @@ class StreamableUpstream:
     async def post(self, body: bytes, msg: Message) -> Response:
         return await self.client.request("POST", self.target, self._headers(msg), body)
 
-    async def send(self, body: bytes, msg: Message) -> Failure | None:
+    async def send(
+        self, body: bytes, msg: Message, answered: Callable[[], bool] | None = None
+    ) -> Failure | None:
         """POST one client message and deliver what answers it; a `Failure` when the server
-        did not take it (the caller answers a request with it)."""
+        did not take it or (``answered`` given: a request) ended its SSE stream before the
+        answer and the stream could not be resumed (the caller answers the request with it)."""
         initialize = msg.kind is REQUEST and msg.method == "initialize"
         if initialize:
             self._initialize = body
@@ -155,7 +177,18 @@ class StreamableUpstream:
             if initialize:
                 await self._take_session(response, msg)
                 return None
-            await relay_answer(response, self.deliver)
+            cursor = Cursor()
+            try:
+                await relay_answer(response, self.deliver, cursor)
+            except HttpError:
+                if answered is None or cursor.last_id is None:
+                    raise
+            if (
+                answered is not None
+                and response.content_type == "text/event-stream"
+                and not answered()
+            ):
+                return await self._resume(cursor, answered)
         except HttpError as exc:
             return Failure(None, f"MCP server unreachable: {exc}")
         if msg.kind is NOTIFICATION and msg.method == "notifications/initialized":
@@ -213,6 +246,36 @@ class StreamableUpstream:
             self._open_get_stream()
             return True
 
+    async def _resume(self, cursor: Cursor, answered: Callable[[], bool]) -> Failure | None:
+        """A request's SSE stream ended before its answer: while the server gave event ids,
+        GET the stream again from the last one (``Last-Event-ID``), after the server's
+        ``retry`` hint or a backoff; up to five tries in a row that bring no new event."""
+        tries = 0
+        while cursor.last_id is not None and tries < len(GET_RETRY_DELAYS):
+            delay = GET_RETRY_DELAYS[tries] if cursor.retry_ms is None else cursor.retry_ms / 1000
+            await anyio.sleep(min(delay, MAX_RETRY_DELAY))
+            tries += 1
+            seen = cursor.last_id
+            headers = [*self._session_headers(), SSE_ACCEPT, (b"last-event-id", seen.encode())]
+            try:
+                response = await self.client.request("GET", self.target, headers)
+            except HttpError:
+                continue
+            if response.status != 200 or response.content_type != "text/event-stream":
+                await response.read(ERROR_BODY_LIMIT)
+                break
+            try:
+                await relay_events(response, self.deliver, cursor)
+            except HttpError:
+                pass
+            finally:
+                response.close()
+            if answered():
+                return None
+            if cursor.last_id != seen:
+                tries = 0
+        return Failure(None, ENDED_EARLY)
+
     # -- the GET stream --------------------------------------------------------------------
     def _open_get_stream(self) -> None:
         if self._get_scope is None:
@@ -228,18 +291,20 @@ class StreamableUpstream:
         """Server-initiated messages, for as long as the server offers the stream."""
         with scope:
             failures = 0
+            cursor = Cursor()  # resumed from its last event id when the server gave ids
             while True:
                 generation = self._generation
+                headers = [*self._session_headers(), SSE_ACCEPT]
+                if cursor.last_id is not None:
+                    headers.append((b"last-event-id", cursor.last_id.encode()))
                 try:
-                    response = await self.client.request(
-                        "GET", self.target, [*self._session_headers(), SSE_ACCEPT]
-                    )
+                    response = await self.client.request("GET", self.target, headers)
                 except HttpError:
                     response = None
                 if response is not None and response.status == 200:
                     failures = 0
                     try:
-                        await relay_events(response, self.deliver)
+                        await relay_events(response, self.deliver, cursor)
                     except HttpError:
                         pass
                     finally:
@@ -252,7 +317,10 @@ class StreamableUpstream:
                     return  # 405 and the like: the server has no such stream
                 if failures >= len(GET_RETRY_DELAYS):
                     return
-                await anyio.sleep(GET_RETRY_DELAYS[failures])
+                delay = GET_RETRY_DELAYS[failures]
+                if cursor.retry_ms is not None:
+                    delay = min(cursor.retry_ms / 1000, MAX_RETRY_DELAY)
+                await anyio.sleep(delay)
                 failures += 1
 
     def _session_headers(self) -> Headers:
@@ -347,7 +415,11 @@ class SseUpstream:
         except HttpError:
             pass
 
-    async def send(self, body: bytes, msg: Message) -> Failure | None:
+    async def send(
+        self, body: bytes, msg: Message, answered: Callable[[], bool] | None = None
+    ) -> Failure | None:
+        """POST one message to the endpoint (answers come on the stream: ``answered`` is
+        not used)."""
         assert self.endpoint is not None
         try:
             response = await self.client.request(

@@ -12,7 +12,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import IO
 
 import anyio
@@ -63,6 +63,8 @@ class StdioProxy:
         self._child: ChildProcess | None = None
         self._s2c_done = anyio.Event()
         self._stderr_done = anyio.Event()
+        self._s2c_moved = 0  # server->client deliveries done
+        self._s2c_waits = False  # ... one is waiting for the client to read
 
     # -- diagnostics ------------------------------------------------------------------------
     def diag(self, text: str) -> None:
@@ -167,11 +169,18 @@ class StdioProxy:
                 raise
             # The server's stdin is gone: the exit watcher answers what is pending.
         relay.forwarded(routed)
+        s2c = direction is S2C
+        if s2c:
+            self._s2c_waits = True
         try:
             await out.drain()
         except BrokenPipeError:
-            if direction is S2C:
+            if s2c:
                 raise
+        finally:
+            if s2c:
+                self._s2c_waits = False
+                self._s2c_moved += 1
 
     async def _pump_stderr(self, reader: ByteReader) -> None:
         assert self._err is not None
@@ -212,10 +221,19 @@ class StdioProxy:
 
     async def _finish(self, child: ChildProcess, client_out: ByteWriter) -> None:
         """The child has exited: drain its stdout, answer what is pending, reap its group."""
-        with anyio.move_on_after(STDOUT_DRAIN_AFTER_EXIT):
-            await self._s2c_done.wait()
-            await self._stderr_done.wait()  # every stderr byte the server wrote, too
-        routed = self.lifecycle.upstream_exited(*child.describe_exit())
+        # Every answer the server wrote goes out before any the proxy writes for it: wait for
+        # its stdout's end as long as the answers move (or wait for a slow client); give up
+        # only when nothing moved for STDOUT_DRAIN_AFTER_EXIT (a grandchild that holds the
+        # pipe open). Then only requests that really got no answer get the proxy's error.
+        while True:
+            moved = self._s2c_moved
+            with anyio.move_on_after(STDOUT_DRAIN_AFTER_EXIT):
+                await self._s2c_done.wait()
+                await self._stderr_done.wait()  # every stderr byte the server wrote, too
+                break
+            if self._s2c_done.is_set() or (self._s2c_moved == moved and not self._s2c_waits):
+                break
+        routed = self.lifecycle.upstream_exited(*child.describe_exit(), child.usage)
         await self._write_answers(client_out, routed)
         await child.reap_group()
 
@@ -291,11 +309,27 @@ def run_stdio(
         if after is not None:
             result = after()
             if asyncio.iscoroutine(result):
-                with anyio.CancelScope(shield=True):
-                    await result
+                await _unless_signalled(result)
         return status
 
     return anyio.run(main, backend="asyncio", backend_options=event_loop_options())
+
+
+async def _unless_signalled(work: Coroutine[object, object, object]) -> None:
+    """Await ``work`` (the telemetry's final flush) unless a signal says to stop waiting: a
+    client that sends SIGTERM soon after closing our stdin (as the MCP SDK does) gets the
+    server's exit status, not death by the signal, and the telemetry worker finishes alone."""
+    async with anyio.create_task_group() as tg:
+
+        async def watch() -> None:
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as got:
+                async for _ in got:
+                    tg.cancel_scope.cancel()
+                    return
+
+        tg.start_soon(watch)
+        await work
+        tg.cancel_scope.cancel()
 
 
 def event_loop_options() -> dict[str, object]:

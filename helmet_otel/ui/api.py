@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Final, Literal
 
 import orjson
@@ -178,6 +179,24 @@ def _span(span: SpanEntry, depth: int, t0: int) -> dict[str, object]:
     }
 
 
+def _zoom(params: Params, span_ms: float) -> tuple[float, float]:
+    """The waterfall's range (``from``/``to``: ms after the session's start); all of it when
+    not given."""
+    bounds: list[float] = []
+    for name, default in (("from", 0.0), ("to", span_ms)):
+        text = params.one(name)
+        try:
+            bounds.append(default if text is None else float(text))
+        except ValueError:
+            raise ValueError(
+                f"{name}: expected milliseconds after the start, got {text!r}"
+            ) from None
+    low, high = max(0.0, bounds[0]), min(span_ms, bounds[1])
+    if not low < high:
+        return 0.0, span_ms
+    return low, high
+
+
 def session(reader: Reader, params: Params) -> object:
     wanted = params.one("id")
     if wanted is None:
@@ -194,20 +213,28 @@ def session(reader: Reader, params: Params) -> object:
     if info is not None:
         starts.append(info.started_ts)
     t0 = min(starts, default=0)
-    rows: list[dict[str, object]] = []
-    for tree in build_traces(spans):
-        for root in tree.roots:
-            for depth, node in root.walk():
-                if len(rows) < MAX_SPANS:
-                    rows.append(_span(node.span, depth, t0))
     ends: list[int] = [s.end_ts or s.start_ts for s in spans] + [p.ts for p in calls.pending]
     end = max(ends, default=t0)
     if info is not None and info.status == "active":
         end = max(end, time.time_ns())
+    span_ms = (end - t0) / 1e6
+    low, high = _zoom(params, span_ms)
+    rows: list[dict[str, object]] = []
+    shown = 0  # the spans in the zoomed range
+    for tree in build_traces(spans):
+        for root in tree.roots:
+            for depth, node in root.walk():
+                row = _span(node.span, depth, t0)
+                start_ms = float(row["offset_ms"])  # pyright: ignore[reportArgumentType]
+                if start_ms > high or start_ms + (node.span.duration_ms or 0.0) < low:
+                    continue
+                shown += 1
+                if len(rows) < MAX_SPANS:
+                    rows.append(row)
     pending: list[dict[str, object]] = [
         {"id": p.id, "offset_ms": (p.ts - t0) / 1e6, "method": p.method, "target": p.target,
          "rid": p.request_id, "dir": p.direction}
-        for p in calls.pending
+        for p in calls.pending if (p.ts - t0) / 1e6 <= high
     ]  # fmt: skip
     numbers: dict[str, object] = {
         "records": calls.records, "requests": calls.requests, "answered": calls.answered,
@@ -217,8 +244,10 @@ def session(reader: Reader, params: Params) -> object:
     return {
         "session": _session(info) if info is not None else {"id": sid, "server": None},
         "t0": _ms(t0),
-        "span_ms": (end - t0) / 1e6,
+        "span_ms": span_ms,
+        "zoom": None if (low, high) == (0.0, span_ms) else [low, high],
         "spans": rows,
+        "spans_in_range": shown,
         "spans_total": len(spans),
         "pending": pending,
         "numbers": numbers,
@@ -279,19 +308,31 @@ def security(reader: Reader, params: Params) -> object:
     found = security_summary(reader, since_ns=since)
     latest: list[dict[str, object]] = []
     for e in found.latest:
-        severity = e.extra_attributes.get(sc.HELMET_SECURITY_SEVERITY)
-        latest.append({**log_row(e), "type": finding_type(e), "severity": severity})
+        attrs = e.extra_attributes
+        latest.append({**log_row(e), "type": finding_type(e),
+                       "severity": attrs.get(sc.HELMET_SECURITY_SEVERITY),
+                       "rule": attrs.get(sc.HELMET_SECURITY_RULE)})  # fmt: skip
     return {
         "window": window,
         "total": found.total,
         "blocks": found.blocks,
-        "by_type": [{"type": c.type, "count": c.count, "t": _ms(c.last_ts)} for c in found.by_type],
+        "shadow_blocks": found.shadow_blocks,
+        "by_type": [{"type": c.type, "severity": c.severity, "count": c.count, "t": _ms(c.last_ts)}
+                    for c in found.by_type],
+        "blocks_by_rule": [{"rule": b.rule, "tool": b.tool, "server": b.server,
+                            "enforced": b.enforced, "shadow": b.shadow, "t": _ms(b.last_ts)}
+                           for b in found.blocks_by_rule],
         "latest": latest,
-    }
+    }  # fmt: skip
+
+
+def page_meta(store: Path) -> dict[str, object]:
+    """What the page needs before any query (it is put into the page itself)."""
+    return {"events": list(EVENTS), "store": str(store), "windows": list(_WINDOWS)}
 
 
 def meta(reader: Reader, params: Params) -> object:
-    return {"events": list(EVENTS), "store": str(reader.path), "windows": list(_WINDOWS)}
+    return page_meta(reader.path)
 
 
 ROUTES: Final[dict[str, Route]] = {

@@ -30,7 +30,8 @@ from helmet_otel.store.query import Reader
 from helmet_otel.store.schema import StoreError
 from helmet_otel.transports.http_server import Early, Exchange, Headers, Request, start_server
 from helmet_otel.ui import api
-from helmet_otel.ui.assets import Asset, load_assets
+from helmet_otel.ui.assets import build_shell
+from helmet_otel.ui.cancel import Cancel, CancelledError
 from helmet_otel.ui.filters import Params, parse_params
 from helmet_otel.ui.gate import Gate
 
@@ -42,8 +43,7 @@ CSP: Final = (
     b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     b"connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
-SECURITY_HEADERS: Final[Headers] = [
-    (b"content-security-policy", CSP),
+_COMMON: Final[Headers] = [
     (b"x-content-type-options", b"nosniff"),
     (b"referrer-policy", b"no-referrer"),
     (b"x-frame-options", b"DENY"),
@@ -51,6 +51,7 @@ SECURITY_HEADERS: Final[Headers] = [
     (b"cross-origin-resource-policy", b"same-origin"),
     (b"cache-control", b"no-store"),
 ]
+SECURITY_HEADERS: Final[Headers] = [(b"content-security-policy", CSP), *_COMMON]
 JSON: Final[Headers] = [(b"content-type", b"application/json"), *SECURITY_HEADERS]
 TEXT: Final[Headers] = [(b"content-type", b"text/plain; charset=utf-8"), *SECURITY_HEADERS]
 
@@ -73,7 +74,13 @@ class UiApp:
     def __init__(self, settings: UiSettings, tg: TaskGroup) -> None:
         self.settings = settings
         self.gate = Gate(settings.host, settings.port, settings.token)
-        self.assets: dict[str, Asset] = load_assets()
+        shell = build_shell(api.page_meta(settings.store))
+        self.page_headers: Headers = [
+            (b"content-type", b"text/html; charset=utf-8"),
+            (b"content-security-policy", shell.csp),
+            *_COMMON,
+        ]
+        self.page = shell.body
         self._tg = tg
         self._limiter = anyio.CapacityLimiter(QUERY_THREADS)
         self._local = threading.local()
@@ -93,16 +100,13 @@ class UiApp:
     # -- requests --------------------------------------------------------------------------
     def handle(self, request: Request, exchange: Exchange) -> None:
         path = request.path
-        if path == "/" and self.gate.token is not None and self.gate.url_token(request):
-            # the printed URL: keep the token in a cookie, not in the address bar or history
-            exchange.respond(
-                303, [(b"location", b"/"), (b"set-cookie", self.gate.set_cookie()), *TEXT]
-            )
-            return
-        asset = self.assets.get(path)
-        if asset is not None:
-            exchange.respond(200, [(b"content-type", asset.content_type), *SECURITY_HEADERS],
-                             asset.body)  # fmt: skip
+        if path == "/":
+            headers = self.page_headers
+            if self.gate.token is not None and self.gate.url_token(request):
+                # the printed URL: the token goes into a cookie, and the page drops it from the
+                # address (no redirect: a round trip less before the first paint)
+                headers = [(b"set-cookie", self.gate.set_cookie()), *headers]
+            exchange.respond(200, headers, self.page)
         elif path == "/api/export":
             self._tg.start_soon(self._export, request, exchange)
         elif path in api.ROUTES:
@@ -119,16 +123,22 @@ class UiApp:
         return reader
 
     def _answer(
-        self, fn: Callable[[Reader, Params], object], query: str
+        self, fn: Callable[[Reader, Params], object], query: str, cancel: Cancel
     ) -> tuple[int, Headers, bytes]:
         """In a worker thread: run a route, and turn failures into answers."""
         try:
-            result = fn(self._reader(), Params(query))
+            reader = self._reader()
+            with cancel.running(reader.conn):
+                result = fn(reader, Params(query))
+        except CancelledError:
+            return _error(503, "cancelled")  # (nobody is listening)
         except api.NotFoundError as exc:
             return _error(404, str(exc))
         except ValueError as exc:
             return _error(400, str(exc))
         except StoreError as exc:
+            if cancel.cancelled:
+                return _error(503, "cancelled")  # interrupted: the connection is fine
             self._forget_reader()
             return _error(503, str(exc))
         return 200, JSON, orjson.dumps(result)
@@ -142,9 +152,12 @@ class UiApp:
     async def _route(
         self, fn: Callable[[Reader, Params], object], request: Request, exchange: Exchange
     ) -> None:
+        cancel = Cancel()
+        exchange.on_close = cancel.cancel
         answer = await anyio.to_thread.run_sync(
-            self._answer, fn, request.query, limiter=self._limiter, abandon_on_cancel=True
-        )
+            self._answer, fn, request.query, cancel, limiter=self._limiter,
+            abandon_on_cancel=True,
+        )  # fmt: skip
         exchange.respond(*answer)
 
     async def _export(self, request: Request, exchange: Exchange) -> None:

@@ -28,7 +28,7 @@ BAD = [
     ("HELMET_STORE", "", "'': expected a non-empty path to the store file"),
     ("HELMET_NO_STORE", "maybe", f"'maybe': expected {SWITCH}"),
     ("HELMET_OTLP_ENDPOINT", "http://collector 4318",
-     "'http://collector 4318': expected a URL without spaces such as http://localhost:4318"),
+     "'http://collector 4318': expected an http:// or https:// URL such as http://localhost:4318"),
     ("HELMET_OTLP_PROTOCOL", "json", "'json': expected http/protobuf or grpc"),
     ("HELMET_CAPTURE", "all", "'all': expected none, metadata or full"),
     ("HELMET_REDACT", "token,re:(",

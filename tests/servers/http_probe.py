@@ -4,9 +4,13 @@ Usage: python http_probe.py RECORD_FILE
 
 - every line read is appended to RECORD_FILE (flushed at once);
 - ``initialize`` is answered like a legacy server; ``server/discover`` gets -32601;
-- ``probe/echo`` answers ``{"params": <params>}``;
+- ``probe/echo`` answers ``{"params": <params>}`` (after one progress notification when
+  ``params._meta.progressToken`` is given, so an HTTP front streams the answer);
 - ``probe/progress`` sends two ``notifications/progress`` for ``params._meta.progressToken``,
   then answers;
+- ``probe/slow`` (params ``steps``, ``interval``) sends ``steps`` progress notifications for
+  ``params._meta.progressToken``, ``interval`` seconds apart (none without a token; it still
+  takes that long), then answers ``{"done": true}``;
 - ``probe/hang`` is never answered;
 - ``probe/exit`` exits at once with status 3 (without answering);
 - ``probe/ask`` sends a server-to-client request ``roots/list`` (id "srv-1") and answers with
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from typing import Any
 
 
@@ -59,6 +64,15 @@ def main() -> int:
                 }
             )
         elif method == "probe/echo":
+            token = params.get("_meta", {}).get("progressToken")
+            if token is not None:
+                send(
+                    {
+                        "jsonrpc": "2.0",
+                        "method": "notifications/progress",
+                        "params": {"progressToken": token, "progress": 1},
+                    }
+                )
             send({"jsonrpc": "2.0", "id": msg_id, "result": {"params": params}})
         elif method == "probe/progress":
             token = params.get("_meta", {}).get("progressToken")
@@ -70,6 +84,20 @@ def main() -> int:
                         "params": {"progressToken": token, "progress": step, "total": 2},
                     }
                 )
+            send({"jsonrpc": "2.0", "id": msg_id, "result": {"done": True}})
+        elif method == "probe/slow":
+            token = params.get("_meta", {}).get("progressToken")
+            steps = int(params.get("steps", 1))
+            for step in range(1, steps + 1):
+                time.sleep(float(params.get("interval", 0.1)))
+                if token is not None:
+                    send(
+                        {
+                            "jsonrpc": "2.0",
+                            "method": "notifications/progress",
+                            "params": {"progressToken": token, "progress": step, "total": steps},
+                        }
+                    )
             send({"jsonrpc": "2.0", "id": msg_id, "result": {"done": True}})
         elif method == "probe/exit":
             return 3

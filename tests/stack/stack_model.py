@@ -983,6 +983,10 @@ INSTRUMENTS: dict[str, tuple[str, MetricKind]] = {
     sc.METRIC_POLICY_DECISIONS: ("{decision}", "counter"),
     sc.METRIC_TELEMETRY_DROPPED: ("{record}", "counter"),
     sc.METRIC_SECURITY_EVENTS: ("{event}", "counter"),
+    sc.METRIC_PROCESS_CPU_TIME: ("s", "counter"),
+    sc.METRIC_PROCESS_MEMORY_USAGE: ("By", "updown"),
+    sc.METRIC_PROCESS_THREAD_COUNT: ("{thread}", "updown"),
+    sc.METRIC_PROCESS_FD_COUNT: ("{file_descriptor}", "updown"),
 }
 
 

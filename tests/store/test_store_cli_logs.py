@@ -223,8 +223,9 @@ def test_import_rejects_what_is_not_an_export(tmp_path: Path) -> None:
     r = run_cli("logs", "--import", str(bad), "--store", str(tmp_path / "s.db"))
     assert r.code == 1
     assert r.err == (
-        f"helmet-otel logs: error: {bad}: record 2: not a helmet-otel log record: "
-        "'time_unix_nano' must be an integer\n"
+        f"helmet-otel logs: error: {bad}: record 2 is not a log record ('time_unix_nano' must "
+        "be an integer); --import takes what `helmet-otel logs --format ndjson|json` wrote "
+        "(records, or calls with --calls) or `helmet-otel trace --format json` wrote (spans)\n"
     )
     assert not (tmp_path / "s.db").exists()
 

@@ -91,11 +91,13 @@ def test_sessions_table_json_csv(cli: Cli) -> None:
         "exit_status": 0,
         "exit_reason": "client closed stdin",
         "exit": "client closed",
+        "cpu_s": None,  # no server process was sampled (tests/telemetry/test_server_usage.py)
+        "peak_memory_bytes": None,
     }
     assert cli("sessions", "--format", "csv").out == (
-        "session_id,status,service,client_name,client_version,start,end,duration_ms,requests,errors,exit_status,exit_reason\n"
+        "session_id,status,service,client_name,client_version,start,end,duration_ms,requests,errors,exit_status,exit_reason,cpu_s,peak_memory_bytes\n"
         "s-everything-0001,ended,everything,claude-code,2.1.0,2026-11-18T11:06:40.000000000Z,"
-        "2026-11-18T11:06:41.500000000Z,1500.0,4,2,0,client closed stdin\n"
+        "2026-11-18T11:06:41.500000000Z,1500.0,4,2,0,client closed stdin,,\n"
     )
     assert cli("sessions", "--since", "2026-11-18T11:06:42Z", "--format", "ndjson").out == ""
     assert cli("sessions", "--active", "--format", "json").out == "[]\n"

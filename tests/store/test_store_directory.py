@@ -91,7 +91,11 @@ def test_proxy_says_the_store_is_a_directory(tmp_path: Path) -> None:
 
 def test_proxy_says_what_is_wrong_with_the_store_once(tmp_path: Path) -> None:
     proc = _proxy(tmp_path)
-    assert _helmet_lines(proc.stderr) == [
+    report, summary = _helmet_lines(proc.stderr)
+    assert report == (
         f"helmet-otel: store: cannot write to {tmp_path}: {_what(tmp_path)}; telemetry records "
         "are being dropped and counted (MCP traffic is not affected)"
-    ]
+    )
+    # ... and at the end, what that cost
+    assert summary.startswith("helmet-otel: telemetry dropped "), summary
+    assert "store_logs_export_failed" in summary, summary

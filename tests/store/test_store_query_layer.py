@@ -49,6 +49,8 @@ def test_a_store_that_cannot_be_upgraded_is_read_as_it_is(
     conn = sqlite3.connect(store_path)
     for index in ("logs_service_ts", "logs_method_ts", "logs_call", "logs_span"):
         conn.execute(f"DROP INDEX {index}")
+    for column in ("cpu_s", "peak_memory"):  # version 3's
+        conn.execute(f"ALTER TABLE sessions DROP COLUMN {column}")
     conn.execute("PRAGMA user_version = 1")
     conn.close()
 
@@ -59,6 +61,8 @@ def test_a_store_that_cannot_be_upgraded_is_read_as_it_is(
     with Reader.open(store_path) as reader:
         assert schema.schema_version(reader.conn) == 1
         assert [e.target for e in reader.logs(LogFilter(tools=("sea*",)))] == ["search"] * 2
+        [session] = reader.sessions()  # without the newer columns
+        assert (session.requests, session.cpu_s, session.peak_memory) == (4, None, None)
     monkeypatch.undo()
     with Reader.open(store_path) as reader:  # writable again: upgraded on the way
         assert schema.schema_version(reader.conn) == schema.SCHEMA_VERSION

@@ -68,10 +68,24 @@ def test_failed_exports_and_what_a_deadline_leaves_are_counted() -> None:
     for item in range(5):
         queue.put(item)
     assert gate.entered.wait(10)
-    assert queue.drain(time.monotonic()) == 3  # [0, 1] is in flight; 2, 3, 4 never left
+    # [0, 1] is in flight, 2, 3, 4 never left: all five are left, and counted once
+    assert queue.drain(time.monotonic()) == 5
     gate.release.set()
     queue._thread.join(10)  # pyright: ignore[reportPrivateUsage]
-    assert drops == {"sink_export_failed": 2}
+    assert drops == {}  # the failed export of [0, 1] was given up and counted by drain
+
+
+def test_a_failing_sink_is_not_tried_again_while_draining() -> None:
+    gate = Gate(result=False)
+    drops: Counter[str] = Counter()
+    queue = BatchQueue("sink", gate, lambda r, n: drops.update({r: n}), BatchSettings(10, 2, 60))
+    for item in range(5):
+        queue.put(item)
+    assert gate.entered.wait(10)  # [0, 1] is in flight
+    queue.close()
+    gate.release.set()  # ... and fails while the queue closes: 2, 3, 4 are not tried
+    assert queue.drain(time.monotonic() + 10, stall_s=5) == 3
+    assert (gate.batches, drops, queue.failed) == ([[0, 1]], {"sink_export_failed": 2}, True)
 
 
 def test_urgent_items_are_never_evicted_and_leave_first() -> None:
@@ -237,13 +251,13 @@ def test_what_the_flush_deadline_leaves_is_counted_before_the_last_metric_export
         queue.put(item)
     assert gate.entered.wait(10)  # [0, 1] stuck in an export to a hung collector
     pipeline.flush_and_shutdown(0.1)
-    assert drops.take() == {"shutdown_timeout": 3}
+    assert drops.take() == {"shutdown_timeout": 5}  # the stuck batch is given up and counted
     data = metrics.collect()
     assert data is not None
     (dropped,) = data.resource_metrics[0].scope_metrics[0].metrics
     assert {(dict(p.attributes)[sc.HELMET_TELEMETRY_REASON], p.value)
             for p in dropped.data.data_points} == {  # pyright: ignore[reportAttributeAccessIssue]
-        ("relay_queue_full", 0), ("relay_busy", 0), ("shutdown_timeout", 3)
+        ("relay_queue_full", 0), ("relay_busy", 0), ("shutdown_timeout", 5)
     }  # fmt: skip
     gate.release.set()
 

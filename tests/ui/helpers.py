@@ -37,8 +37,8 @@ class ProxySession:
     """A real proxy (`helmet-otel --store PATH --name NAME <demo server>`) driven with raw
     JSON-RPC; each call waits for its answer."""
 
-    def __init__(self, store: Path, name: str) -> None:
-        argv = proxy_argv(DEMO_SERVER, "--store", str(store), "--name", name, store=True)
+    def __init__(self, store: Path, name: str, *options: str) -> None:
+        argv = proxy_argv(DEMO_SERVER, "--store", str(store), "--name", name, *options, store=True)
         self.proc = RawProcess(argv, env=clean_env())
         self.proc.write(line(INIT))
         self._wait(b'"id":0')
@@ -48,9 +48,12 @@ class ProxySession:
         out = self.proc.stdout.wait(lambda data: marker in data, timeout=20)
         assert marker in out, f"no answer {marker!r}: {out[-500:]!r}"
 
-    def call(self, i: int, tool: str, **arguments: Any) -> None:
+    def call(self, i: int, tool: str, **arguments: Any) -> dict[str, Any]:
+        """The call's answer."""
         self.proc.write(line(call(i, tool, **arguments)))
         self._wait(b'"id":%d' % i)
+        answers = [orjson.loads(x) for x in self.proc.stdout.data().splitlines()]
+        return next(a for a in answers if a.get("id") == i)
 
     def close(self) -> None:
         self.proc.close_stdin()

@@ -4,6 +4,9 @@ byte for byte what `helmet-otel logs` writes."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +15,9 @@ from urllib.parse import quote
 import orjson
 import pytest
 
+from helmet_otel.ui.api import page_meta
 from helmet_otel.ui.app import CSP
+from helmet_otel.ui.assets import build_shell
 from tests.e2e.helpers import REPO_ROOT, clean_env
 from tests.ui.helpers import XSS, Ui, start_ui
 
@@ -31,7 +36,7 @@ def test_the_first_stdout_line_is_the_url_with_a_fresh_token(ui: Ui) -> None:
 
 
 @pytest.mark.parametrize(
-    "path", ["/", "/static/app.js", "/api/servers", "/api/logs", "/api/export?format=csv", "/nope"]
+    "path", ["/", "/api/meta", "/api/servers", "/api/logs", "/api/export?format=csv", "/nope"]
 )
 def test_every_path_needs_the_token(ui: Ui, path: str) -> None:
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Cookie": f"helmet_ui_{ui.port}=x"}):
@@ -40,24 +45,54 @@ def test_every_path_needs_the_token(ui: Ui, path: str) -> None:
     assert ui.get(path + ("&" if "?" in path else "?") + "token=wrong")[0] == 401
 
 
-def test_the_printed_url_sets_a_cookie_and_drops_the_token_from_the_address(ui: Ui) -> None:
-    status, headers, _ = ui.get(f"/?token={ui.token}")
-    assert (status, headers["location"]) == (303, "/")
+def _blocks(page: str, tag: str) -> list[str]:
+    return re.findall(rf"<{tag}>(.*?)</{tag}>", page, re.DOTALL)
+
+
+def _sha(text: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
+
+
+def test_the_printed_url_sets_a_cookie_and_answers_the_whole_page(ui: Ui) -> None:
+    status, headers, first = ui.get(f"/?token={ui.token}")
+    assert status == 200 and "location" not in headers  # no redirect before the first paint
     assert headers["set-cookie"] == (
         f"helmet_ui_{ui.port}={ui.token}; Path=/; HttpOnly; SameSite=Strict"
     )
     status, headers, body = ui.get("/", {"Cookie": f"other=1; helmet_ui_{ui.port}={ui.token}"})
-    assert status == 200 and b'<script src="/static/app.js" defer></script>' in body
+    assert (status, body) == (200, first) and "set-cookie" not in headers
     assert headers["content-type"] == "text/html; charset=utf-8"
-    assert headers["content-security-policy"] == (
-        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
-    )
     assert (headers["x-content-type-options"], headers["referrer-policy"]) == (
         "nosniff",
         "no-referrer",
     )
-    assert b"<style" not in body and b"http" not in body.split(b"<body>")[0]  # nothing inline
+    # one response: the stylesheet, boot.js and app.js inline, allowed by their hashes alone
+    static = REPO_ROOT / "helmet_otel" / "ui" / "static"
+    page = body.decode()
+    scripts = _blocks(page, "script")
+    styles = _blocks(page, "style")
+    assert scripts == [(static / "boot.js").read_text(), (static / "app.js").read_text()]
+    assert styles == [(static / "style.css").read_text()]
+    assert headers["content-security-policy"] == (
+        f"default-src 'none'; script-src {_sha(scripts[0])} {_sha(scripts[1])}; "
+        f"style-src {_sha(styles[0])}; img-src 'self' data:; connect-src 'self'; "
+        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )
+    assert "unsafe" not in headers["content-security-policy"]
+    assert not re.search(r"""(src|href)=["'](?!#|data:)""", page)  # nothing else to fetch
+    # the metadata is data (a JSON block that no browser runs), spelled so that it cannot end it
+    meta = re.search(r'<script type="application/json" id="meta">(.*?)</script>', page, re.S)
+    assert meta is not None and "<" not in meta.group(1)
+    assert orjson.loads(meta.group(1)) == ui.api("/api/meta")
+
+
+def test_markup_in_the_store_path_cannot_end_the_metadata_block(tmp_path: Path) -> None:
+    tricky = tmp_path / "</script><script>alert(1)<!--" / "store.db"
+    shell = build_shell(page_meta(tricky))
+    page = shell.body.decode()
+    meta = re.search(r'<script type="application/json" id="meta">(.*?)</script>', page, re.S)
+    assert meta is not None and orjson.loads(meta.group(1))["store"] == str(tricky)
+    assert "<script>alert" not in page and page.count("<script") == 3
 
 
 @pytest.mark.parametrize(
@@ -159,8 +194,8 @@ def test_the_export_is_what_helmet_otel_logs_writes(ui: Ui, filled_store: Path, 
     )
     assert status == 200 and headers["content-disposition"].endswith(f'.{fmt}"')
     cli = subprocess.run(
-        [sys.executable, "-m", "helmet_otel", "logs", "--store", str(filled_store), "--session",
-         sid, "--event", "request,response", "--grep", "echo", "--format", fmt],
+        [sys.executable, "-m", "helmet_otel", "logs", "--store", str(filled_store), f"--session={sid}",
+         "--event", "request,response", "--grep", "echo", "--format", fmt],
         capture_output=True, env=clean_env(), cwd=REPO_ROOT, timeout=30, check=True,
     )  # fmt: skip
     assert body == cli.stdout and len(body.splitlines()) >= 3

@@ -5,13 +5,15 @@
 
 (() => {
   const MAX_ROWS = 1000; // rows the log view keeps; older ones are paged back in on demand
-  const PAGE = 200;
+  const { FILTERS, PAGE, parseHash } = window.helmetBoot;
   const POLL_MS = 400;
+  const SCREEN_ROWS = 40; // log rows built before the first paint; the rest of the page follows
+  const TYPING_MS = 90; // typing pauses this long before a search or filter is asked for
   const main = document.getElementById("main");
   let generation = 0; // bumped on every navigation: late answers for an old view are dropped
-  let meta = { events: [], windows: ["15m", "1h", "6h", "24h", "7d", "all"], store: "" };
+  // the page comes with its metadata (no round trip before the first view's query)
+  const meta = JSON.parse(document.getElementById("meta").textContent);
   let painted = false;
-  let metaReady = Promise.resolve();
 
   // --- DOM helpers -----------------------------------------------------------------------
   function h(tag, props, ...children) {
@@ -111,12 +113,16 @@
   }
 
   // --- the API -------------------------------------------------------------------------------
-  async function api(path, params) {
+  async function api(path, params, signal) {
     const query = params && params.toString();
-    const res = await fetch(path + (query ? `?${query}` : ""), {
+    const url = path + (query ? `?${query}` : "");
+    const first = window.helmetBoot.first; // started by boot.js for the first view: used once
+    if (first && first.url === url) window.helmetBoot.first = null;
+    const res = await (first && first.url === url ? first.response : fetch(url, {
       credentials: "same-origin",
       headers: { accept: "application/json" },
-    });
+      signal,
+    }));
     let body = null;
     try {
       body = await res.json();
@@ -183,8 +189,6 @@
   }
 
   // --- Logs ------------------------------------------------------------------------------------
-  const FILTERS = ["server", "session", "event", "direction", "method", "tool", "errors", "since", "until", "q"];
-
   function filterParams(state) {
     const p = new URLSearchParams();
     for (const name of FILTERS) if (state[name]) p.set(name, state[name]);
@@ -196,22 +200,21 @@
     for (const name of FILTERS) state[name] = params.get(name) || "";
     const words = () => terms(state.q);
     const view = { cursor: 0, oldest: null, more: false, paused: false, loading: false, timer: 0, count: 0 };
+    let requests = new AbortController(); // this view's requests for the current filters
 
     const serverSelect = h("select", { name: "server", "aria-label": "server" },
       h("option", { value: "" }, "any server"),
       state.server ? h("option", { value: state.server, selected: true }, state.server) : null);
-    api("/api/servers").then((data) => {
+    const listServers = () => api("/api/servers").then((data) => {
       for (const s of data.servers) {
         if (s.name !== state.server) serverSelect.append(h("option", { value: s.name }, s.name));
       }
     }).catch(() => {});
     const eventSelect = h("select", { name: "event", "aria-label": "event" }, h("option", { value: "" }, "any event"),
       state.event ? h("option", { value: state.event, selected: true }, shortEvent(state.event)) : null);
-    metaReady.then(() => {
-      for (const e of meta.events) {
-        if (e !== state.event) eventSelect.append(h("option", { value: e }, shortEvent(e)));
-      }
-    });
+    for (const e of meta.events) {
+      if (e !== state.event) eventSelect.append(h("option", { value: e }, shortEvent(e)));
+    }
     const input = (name, placeholder, size) => h("input", { name, placeholder, value: state[name], size: size || 12, "aria-label": name });
     const form = h("form", { class: "filters", onsubmit: (ev) => ev.preventDefault() },
       serverSelect,
@@ -322,40 +325,50 @@
       }
     }
 
-    async function firstPage() {
+    async function firstPage(signal) {
       const p = filterParams(state);
       p.set("limit", PAGE);
-      const data = await api("/api/logs", p);
-      if (gen !== generation) return;
+      const data = await api("/api/logs", p, signal);
+      if (gen !== generation || signal.aborted) return;
       tbody.replaceChildren();
       view.count = 0;
       view.cursor = data.cursor;
-      view.more = data.more;
-      tbody.append(recordRows(data.records));
-      const rows = tbody.querySelectorAll("tr.rec");
-      setOldest(rows[rows.length - 1]);
+      view.more = false; // (no paging back until the whole page is in)
+      view.oldest = null;
+      // a screenful first: it is painted before the rest of the page's rows are built
+      tbody.append(recordRows(data.records.slice(0, SCREEN_ROWS)));
       note.textContent = data.records.length ? "" : "No records match these filters yet; new ones appear here as they are written.";
       tbody.dataset.loads = String(Number(tbody.dataset.loads || 0) + 1); // a new first page is on the screen
       updateStatus();
       markPainted();
+      if (data.records.length > SCREEN_ROWS) {
+        await new Promise((resolve) => requestAnimationFrame(() => setTimeout(resolve, 0)));
+        if (gen !== generation || signal.aborted) return;
+        tbody.append(recordRows(data.records.slice(SCREEN_ROWS)));
+        updateStatus();
+      }
+      view.more = data.more;
+      const rows = tbody.querySelectorAll("tr.rec");
+      setOldest(rows[rows.length - 1]);
     }
 
     async function loadOlder() {
       if (view.loading || !view.more || !view.oldest) return;
       view.loading = true;
+      const signal = requests.signal;
       try {
         const p = filterParams(state);
         p.set("limit", PAGE);
         p.set("before", view.oldest);
-        const data = await api("/api/logs", p);
-        if (gen !== generation) return;
+        const data = await api("/api/logs", p, signal);
+        if (gen !== generation || signal.aborted) return;
         view.more = data.more;
         tbody.append(recordRows(data.records));
         const rows = tbody.querySelectorAll("tr.rec");
         setOldest(rows[rows.length - 1]);
         updateStatus(view.more ? "" : "oldest record reached");
       } catch (error) {
-        note.replaceChildren(failure(error));
+        if (!signal.aborted) note.replaceChildren(failure(error));
       } finally {
         view.loading = false;
       }
@@ -364,11 +377,12 @@
     async function poll() {
       view.timer = 0;
       if (gen !== generation || view.paused) return;
+      const signal = requests.signal;
       try {
         const p = filterParams(state);
         p.set("after", view.cursor);
-        const data = await api("/api/tail", p);
-        if (gen !== generation || view.paused) return;
+        const data = await api("/api/tail", p, signal);
+        if (gen !== generation || view.paused || signal.aborted) return;
         if (data.records.length) {
           if (data.gap) {
             // more arrived than the page keeps: show the newest, page back for the rest
@@ -385,24 +399,30 @@
         view.cursor = data.cursor;
         updateStatus();
       } catch (error) {
+        if (signal.aborted) return; // the filters changed: reload() polls on with the new ones
         updateStatus(String(error.message || error));
       }
-      if (gen === generation && !view.paused) view.timer = setTimeout(poll, POLL_MS);
+      if (gen === generation && !view.paused && !signal.aborted) view.timer = setTimeout(poll, POLL_MS);
     }
 
+    // New filters: the requests made for the old ones are cancelled (the newest typing wins).
     async function reload() {
+      requests.abort();
+      requests = new AbortController();
+      const signal = requests.signal;
       setHash("/logs", filterParams(state));
       updateExports();
       clearTimeout(view.timer);
+      view.timer = 0;
       try {
-        await firstPage();
+        await firstPage(signal);
       } catch (error) {
-        if (gen !== generation) return;
+        if (gen !== generation || signal.aborted) return;
         tbody.replaceChildren();
         note.replaceChildren(failure(error));
         markPainted();
       }
-      if (gen === generation && !view.paused && !view.timer) view.timer = setTimeout(poll, POLL_MS);
+      if (gen === generation && !signal.aborted && !view.paused && !view.timer) view.timer = setTimeout(poll, POLL_MS);
     }
 
     let debounce = 0;
@@ -410,7 +430,7 @@
       const el = ev.target;
       state[el.name] = el.type === "checkbox" ? (el.checked ? "1" : "") : el.value.trim();
       clearTimeout(debounce);
-      debounce = setTimeout(reload, el.tagName === "SELECT" || el.type === "checkbox" ? 0 : 300);
+      debounce = setTimeout(reload, el.tagName === "SELECT" || el.type === "checkbox" ? 0 : TYPING_MS);
     });
     liveButton.addEventListener("click", () => {
       view.paused = !view.paused;
@@ -425,10 +445,12 @@
     });
     observer.observe(older);
     stopCurrent = () => {
+      requests.abort();
       clearTimeout(view.timer);
       observer.disconnect();
     };
     await reload();
+    listServers(); // (after the first page: it is not needed to paint it)
   }
 
   // --- Sessions ---------------------------------------------------------------------------------
@@ -463,15 +485,19 @@
     markPainted();
   }
 
-  function waterfall(data) {
-    const scale = Math.max(data.span_ms, 0.001);
-    const pct = (ms) => `${Math.min(100, Math.max(0, (ms / scale) * 100))}%`;
+  // The trace as bars on a time axis; ``data.zoom`` ([from, to], ms after the start) narrows
+  // it. Dragging across the bars asks for that range (zoom(from, to)).
+  function waterfall(data, zoom) {
+    const [low, high] = data.zoom || [0, data.span_ms];
+    const scale = Math.max(high - low, 0.001);
+    const at = (ms) => Math.min(100, Math.max(0, ((ms - low) / scale) * 100));
     const active = data.session.status === "active";
     const rows = data.spans.map((s) => {
       const bar = h("div", { class: `bar kind-${s.kind.toLowerCase()}${s.status === "ERROR" ? " err" : ""}`,
         title: `${s.name} · ${fmtDur(s.duration_ms)}${s.message ? ` · ${s.message}` : ""}` });
-      bar.style.left = pct(s.offset_ms);
-      bar.style.width = `max(2px, ${pct(s.duration_ms || 0)})`;
+      const left = at(s.offset_ms);
+      bar.style.left = `${left}%`;
+      bar.style.width = `max(2px, ${at(s.offset_ms + (s.duration_ms || 0)) - left}%)`;
       const label = h("div", { class: "label" }, h("span", { class: "tag" }, s.kind), " ", s.name);
       label.style.paddingLeft = `${s.depth * 14 + 4}px`;
       return h("div", { class: `wrow${s.status === "ERROR" ? " err" : ""}` }, label,
@@ -479,21 +505,63 @@
     });
     for (const p of data.pending) {
       const bar = h("div", { class: "bar pending", title: active ? "in flight" : "no answer" });
-      bar.style.left = pct(p.offset_ms);
-      bar.style.width = `calc(100% - ${pct(p.offset_ms)})`;
+      const left = at(p.offset_ms);
+      bar.style.left = `${left}%`;
+      bar.style.width = `${100 - left}%`;
       const label = h("div", { class: "label" }, h("span", { class: "tag" }, active ? "IN FLIGHT" : "NO ANSWER"), " ",
         [p.method, p.target].filter(Boolean).join(" "), h("span", { class: "dim" }, ` #${p.rid}`));
       rows.push(h("div", { class: "wrow pending-row" }, label, h("div", { class: "track" }, bar), h("div", { class: "dur num" }, active ? "…" : "")));
     }
-    return h("div", { class: "waterfall" },
+    const band = h("div", { class: "zoom-band", hidden: true });
+    const box = h("div", { class: "waterfall" },
       h("div", { class: "wrow axis" }, h("div", { class: "label dim" }, "span"),
-        h("div", { class: "track dim" }, h("span", {}, "0"), h("span", { class: "end" }, fmtDur(data.span_ms))), h("div", { class: "dur" })),
-      rows);
+        h("div", { class: "track dim" }, h("span", { class: "from" }, fmtDur(low) || "0"), h("span", { class: "end" }, fmtDur(high))), h("div", { class: "dur" })),
+      rows, band);
+    // drag across the tracks to zoom into that stretch of time
+    let drag = null;
+    box.addEventListener("pointerdown", (ev) => {
+      const track = ev.target.closest(".track");
+      if (!track || ev.button !== 0) return;
+      const rect = track.getBoundingClientRect();
+      drag = { rect, x: ev.clientX, box: box.getBoundingClientRect() };
+      box.setPointerCapture(ev.pointerId);
+      ev.preventDefault();
+    });
+    box.addEventListener("pointermove", (ev) => {
+      if (!drag) return;
+      const a = Math.max(drag.rect.left, Math.min(drag.x, ev.clientX));
+      const b = Math.min(drag.rect.right, Math.max(drag.x, ev.clientX));
+      band.hidden = false;
+      band.style.left = `${a - drag.box.left}px`;
+      band.style.width = `${b - a}px`;
+    });
+    box.addEventListener("pointerup", (ev) => {
+      if (!drag) return;
+      const { rect, x } = drag;
+      drag = null;
+      band.hidden = true;
+      const a = Math.max(rect.left, Math.min(x, ev.clientX));
+      const b = Math.min(rect.right, Math.max(x, ev.clientX));
+      if (b - a < 4) return; // a click, not a drag
+      const ms = (px) => low + ((px - rect.left) / rect.width) * scale;
+      zoom(ms(a), ms(b));
+    });
+    return box;
   }
 
-  async function viewSession(gen, id) {
-    const data = await api("/api/session", new URLSearchParams({ id }));
+  async function viewSession(gen, id, params) {
+    const q = new URLSearchParams({ id });
+    for (const name of ["from", "to"]) if (params.get(name)) q.set(name, params.get(name));
+    const data = await api("/api/session", q);
     if (gen !== generation) return;
+    const zoomTo = (from, to) => {
+      const z = new URLSearchParams();
+      if (from !== null && (from > 0 || to < data.span_ms)) {
+        z.set("from", Math.max(0, from).toFixed(3));
+        z.set("to", Math.min(data.span_ms, to).toFixed(3));
+      }
+      location.hash = `#/sessions/${encodeURIComponent(id)}${z.toString() ? `?${z}` : ""}`;
+    };
     const s = data.session;
     const n = data.numbers;
     const card = (label, value, bad) => h("div", { class: `card${bad ? " bad" : ""}` }, h("div", { class: "value" }, value), h("div", { class: "label" }, label));
@@ -511,8 +579,13 @@
         card("errors", fmtInt(n.errors), n.errors > 0), card("p50", fmtDur(n.p50_ms) || "–"), card("p95", fmtDur(n.p95_ms) || "–"),
         card("max", fmtDur(n.max_ms) || "–"), card("duration", fmtDur(s.duration_ms) || "–")),
       h("h2", {}, "Trace"),
-      data.spans.length || data.pending.length ? waterfall(data) : empty("No spans stored for this session yet.", "Spans are stored when they end."),
-      data.spans_total > data.spans.length ? h("p", { class: "dim" }, `The first ${data.spans.length} of ${fmtInt(data.spans_total)} spans.`) : null,
+      h("p", { class: "dim zoom-bar" }, data.zoom
+        ? [`${fmtDur(data.zoom[0]) || "0"} to ${fmtDur(data.zoom[1])} of ${fmtDur(data.span_ms)}. `,
+          h("button", { type: "button", class: "zoom-out", onclick: () => zoomTo(data.zoom[0] - (data.zoom[1] - data.zoom[0]) / 2, data.zoom[1] + (data.zoom[1] - data.zoom[0]) / 2) }, "Zoom out"), " ",
+          h("button", { type: "button", class: "zoom-reset", onclick: () => zoomTo(null, null) }, "Whole session")]
+        : "Drag across the bars to zoom in."),
+      data.spans.length || data.pending.length ? waterfall(data, zoomTo) : empty(data.zoom ? "No spans in this range." : "No spans stored for this session yet.", data.zoom ? "Zoom out to see more." : "Spans are stored when they end."),
+      data.spans_in_range > data.spans.length ? h("p", { class: "dim" }, `The first ${data.spans.length} of ${fmtInt(data.spans_in_range)} spans in this range: zoom in to see the others.`) : null,
       h("h2", {}, "Records ", link(`#/logs?session=${encodeURIComponent(s.id)}`, "in Logs →")),
       h("table", { class: "logs compact" },
         h("thead", {}, h("tr", {}, ["Time", "Event", "", "Method / tool", "Latency", "Status", "Body"].map((x) => h("th", {}, x)))), records));
@@ -537,21 +610,39 @@
     if (!data.total) {
       show(h("h1", {}, "Security ", picker),
         empty("No security findings in this window.",
-          "Policy blocks, failed authentications, tool definition drift, new tools, sensitive arguments, unusual call rates and data volumes are recorded as helmet.security records; they appear here by type, newest first, as soon as the proxy writes them."));
+          "Policy blocks (a server run with --policy FILE that has a deny rule), tool definition drift, new tools and sensitive arguments are recorded as helmet.security records; they appear here by policy, tool and type, newest first, as soon as the proxy writes them."));
       markPainted();
       return;
     }
+    const card = (value, label, cls) => h("div", { class: `card ${cls || ""}` }, h("div", { class: "value" }, fmtInt(value)), h("div", { class: "label" }, label));
+    const logsOf = (f) => {
+      const q = new URLSearchParams({ event: "helmet.security" });
+      if (f.tool) q.set("tool", f.tool);
+      if (f.session) q.set("session", f.session);
+      return `#/logs?${q}`;
+    };
+    const blocks = data.blocks_by_rule.map((b) => h("tr", { class: "block", dataset: { rule: b.rule || "" } }, cells([
+      b.rule || "", b.tool || "", b.server || "", fmtInt(b.enforced), b.shadow ? fmtInt(b.shadow) : "", fmtTime(b.t),
+      link(logsOf(b), "View logs")], [3, 4])));
+    const types = data.by_type.map((c) => h("tr", { class: "type", dataset: { type: c.type } }, cells([
+      c.type, h("span", { class: `sev sev-${(c.severity || "").replace(/[^a-z]/g, "")}` }, c.severity || ""), fmtInt(c.count), fmtTime(c.t)], [2])));
+    const latest = data.latest.map((f) => h("tr", { class: "finding" }, cells([
+      fmtTime(f.t), f.type, h("span", { class: `sev sev-${(f.severity || "").replace(/[^a-z]/g, "")}` }, f.severity || ""), f.rule || "", f.service || "",
+      f.session ? link(`#/sessions/${encodeURIComponent(f.session)}`, f.session.slice(0, 8), f.session) : "",
+      f.target || "", f.preview])));
     show(h("h1", {}, "Security ", picker),
       h("div", { class: "cards" },
-        h("div", { class: "card bad" }, h("div", { class: "value" }, fmtInt(data.total)), h("div", { class: "label" }, "findings")),
-        h("div", { class: "card" }, h("div", { class: "value" }, fmtInt(data.blocks)), h("div", { class: "label" }, "policy blocks"))),
-      h("h2", {}, "By type"),
-      table(["Type", "Count#", "Last"], data.by_type.map((c) => h("tr", {}, cells([c.type, fmtInt(c.count), fmtTime(c.t)], [1])))),
-      h("h2", {}, "Latest"),
-      table(["Time", "Type", "Severity", "Server", "Session", "Tool", "Message"], data.latest.map((f) => h("tr", { class: "finding" },
-        cells([fmtTime(f.t), f.type, f.severity || "", f.service || "",
-          f.session ? link(`#/sessions/${encodeURIComponent(f.session)}`, f.session.slice(0, 8), f.session) : "",
-          f.target || "", f.preview])))));
+        card(data.total, "findings", "bad"),
+        card(data.blocks, "calls blocked by policy", data.blocks ? "bad" : ""),
+        data.shadow_blocks ? card(data.shadow_blocks, "shadow-mode denials (not blocked)") : null),
+      h("h2", {}, "Blocks by policy and tool"),
+      blocks.length
+        ? table(["Rule", "Tool", "Server", "Blocked#", "Shadow#", "Last", ""], blocks, "blocks")
+        : h("p", { class: "dim" }, "No call was denied by a policy rule in this window."),
+      h("h2", {}, "Findings by type"),
+      table(["Type", "Severity", "Count#", "Last"], types, "types"),
+      h("h2", {}, "Latest findings"),
+      table(["Time", "Type", "Severity", "Rule", "Server", "Session", "Tool", "Message"], latest, "findings"));
     markPainted();
   }
 
@@ -585,17 +676,14 @@
   async function route() {
     generation += 1;
     const gen = generation;
+    if (gen > 1) window.helmetBoot.first = null; // (a guess boot.js got wrong is never used later)
     stopCurrent();
     stopCurrent = () => {};
-    const hash = location.hash.replace(/^#/, "") || "/servers";
-    const [path, query] = hash.split("?", 2);
-    const params = new URLSearchParams(query || "");
-    const parts = path.split("/").filter(Boolean);
-    const view = parts[0] || "servers";
+    const { view, id, params } = parseHash(location.hash);
     for (const a of document.querySelectorAll("nav a")) a.classList.toggle("active", a.dataset.view === view);
     try {
       if (view === "logs") await viewLogs(gen, params);
-      else if (view === "sessions" && parts[1]) await viewSession(gen, decodeURIComponent(parts[1]));
+      else if (view === "sessions" && id) await viewSession(gen, decodeURIComponent(id), params);
       else if (view === "sessions") await viewSessions(gen, params);
       else if (view === "security") await viewSecurity(gen, params);
       else if (view === "stats") await viewStats(gen, params);
@@ -607,16 +695,12 @@
     }
   }
 
-  async function start() {
-    // the view and the metadata load side by side; a view that lists events waits for them
-    metaReady = api("/api/meta").then((data) => {
-      meta = data;
-      document.getElementById("store").textContent = meta.store;
-    }).catch((error) => {
-      document.getElementById("store").textContent = String(error.message || error);
-    });
+  function start() {
+    // the printed URL's token is in a cookie now: take it out of the address bar and history
+    if (location.search) history.replaceState(null, "", location.pathname + location.hash);
     window.addEventListener("hashchange", route);
-    await route();
+    route(); // the first view's query starts now, while the rest of the page settles
+    document.getElementById("store").textContent = meta.store;
   }
 
   start();

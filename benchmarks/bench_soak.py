@@ -1,0 +1,172 @@
+"""Soak: a long run through the proxy with the store and OTLP on, checking that nothing is lost
+that is not counted and that memory stays flat.
+
+Usage (from the repository root)::
+
+    .venv/bin/python benchmarks/bench_soak.py                   # 1,000,000 calls
+    .venv/bin/python benchmarks/bench_soak.py --calls 200000 --json /tmp/soak.json
+
+One proxy (``helmet-otel --store DIR`` with ``OTEL_EXPORTER_OTLP_ENDPOINT`` pointing at a local
+receiver in sink mode, in its own process) wraps ``benchmarks/echo_server.py``. A raw asyncio
+client sends ``--calls`` ``tools/call`` requests with ``--depth`` in flight and checks every
+response: its id and its order (the echo server answers in order and the proxy keeps it). After
+every ``--block`` calls it samples the RSS of the proxy and of its telemetry worker. At the end
+it closes stdin and reads what telemetry kept: the requests in the store (weighted by
+``helmet.sample.weight``), the drops ``helmet.proxy_close`` counted there, and what the
+receiver accepted.
+
+It passes when every response came back in order, the proxy's and the worker's RSS at the end
+are within ``--rss-tolerance`` (10%) of their RSS after the first block, and the store's
+weighted requests plus the calls counted as lost add up to the calls sent (within the
+sampling's resolution, 2 x 64 calls per rate change). Not part of the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sqlite3
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_relay import ECHO_SERVER, Helper, Session, base_env, call_request
+
+LOST_REASONS = ("relay_queue_full", "worker_lost", "shutdown_timeout")
+
+
+def rss(process: psutil.Process) -> int:
+    try:
+        return process.memory_info().rss
+    except psutil.Error:
+        return 0
+
+
+def worker_of(proxy_pid: int) -> psutil.Process | None:
+    for child in psutil.Process(proxy_pid).children():
+        try:
+            if "helmet_otel.telemetry.worker" in " ".join(child.cmdline()):
+                return child
+        except psutil.Error:
+            continue
+    return None
+
+
+async def in_order(session: Session, n: int, depth: int) -> float:
+    """``n`` calls with ``depth`` in flight; every response must be the next id. Seconds."""
+    first = session.take_ids(n)
+    write, readline = session.writer.write, session.reader.readline
+    transport = session.writer.transport
+    started = time.perf_counter()
+    sent = min(depth, n)
+    write(b"".join(call_request(first + i) for i in range(sent)))
+    for i in range(n):
+        line = await readline()
+        if not line:
+            raise RuntimeError("the connection closed (EOF on stdout)")
+        answer_id = json.loads(line)["id"]
+        if answer_id != first + i:
+            raise RuntimeError(f"response {answer_id} where {first + i} was next")
+        if sent < n:
+            write(call_request(first + sent))
+            sent += 1
+            if transport.get_write_buffer_size() > 1 << 20:
+                await session.writer.drain()
+    return time.perf_counter() - started
+
+
+def store_figures(store: Path) -> dict[str, Any]:
+    conn = sqlite3.connect(f"file:{store}?mode=ro", uri=True)
+    try:
+        weighted = conn.execute(
+            "SELECT count(*), sum(coalesce(json_extract(attrs, '$.\"helmet.sample.weight\"'), 1))"
+            " FROM logs WHERE event = 'helmet.request' AND method = 'tools/call'"
+        ).fetchone()
+        (body,) = conn.execute(
+            "SELECT body FROM logs WHERE event = 'helmet.proxy_close'"
+        ).fetchone() or (None,)
+    finally:
+        conn.close()
+    dropped: dict[str, int] = json.loads(body)["dropped"] if body else {}
+    return {"requests": weighted[0], "weighted_requests": weighted[1] or 0, "dropped": dropped}
+
+
+async def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    receiver = Helper("--_receiver", "http/protobuf")
+    try:
+        endpoint = receiver.ask()["endpoint"]
+        env = base_env()
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = endpoint
+        store = workdir / "store.db"
+        argv = [sys.executable, "-m", "helmet_otel", "--store", str(store),
+                sys.executable, str(ECHO_SERVER)]  # fmt: skip
+        samples: list[dict[str, Any]] = []
+        async with Session(argv, env, workdir / "proxy.stderr") as session:
+            await session.initialize()
+            proxy = psutil.Process(session.proc.pid)
+            done = 0
+            seconds = 0.0
+            while done < args.calls:
+                block = min(args.block, args.calls - done)
+                seconds += await in_order(session, block, args.depth)
+                done += block
+                worker = worker_of(proxy.pid)
+                samples.append({
+                    "calls": done, "proxy_rss": rss(proxy),
+                    "worker_rss": rss(worker) if worker is not None else 0,
+                })  # fmt: skip
+                print(f"{done:>9,} calls  proxy {samples[-1]['proxy_rss'] / 2**20:6.1f} MiB  "
+                      f"worker {samples[-1]['worker_rss'] / 2**20:6.1f} MiB", flush=True)  # fmt: skip
+            exit_s = await session.close(grace=120)
+        received = receiver.ask("stats")
+    finally:
+        receiver.kill()
+    figures = store_figures(store)
+    lost = sum(figures["dropped"].get(reason, 0) for reason in LOST_REASONS)
+    first, last = samples[0], samples[-1]
+    growth = {
+        key: (last[key] - first[key]) / first[key] if first[key] else 0.0
+        for key in ("proxy_rss", "worker_rss")
+    }
+    accounted = figures["weighted_requests"] + lost
+    result = {
+        "calls": args.calls,
+        "calls_per_s": round(args.calls / seconds),
+        "exit_s": round(exit_s, 3),
+        "samples": samples,
+        "rss_growth": {k: round(v, 4) for k, v in growth.items()},
+        "store": figures,
+        "receiver": received,
+        "accounted_calls": accounted,
+    }
+    result["ok"] = all(abs(v) <= args.rss_tolerance for v in growth.values()) and abs(
+        accounted - args.calls
+    ) <= 2 * 64 * max(1, len(samples))
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Soak: a long run through the proxy.")
+    parser.add_argument("--calls", type=int, default=1_000_000)
+    parser.add_argument("--block", type=int, default=100_000)
+    parser.add_argument("--depth", type=int, default=64)
+    parser.add_argument("--rss-tolerance", type=float, default=0.10)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="helmet-soak-") as tmp:
+        result = asyncio.run(soak(args, Path(tmp)))
+    summary = {k: v for k, v in result.items() if k != "samples"}
+    print(json.dumps(summary, indent=2))
+    if args.json is not None:
+        args.json.write_text(json.dumps(result, indent=2))
+    return 0 if result["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""Sample weights do not under-count: while the governor traces one message in ``every``, a
+sample shed because the buffer is full (``relay_queue_full``) counts with the weight it stood
+for, so the weighted records plus ``relay_queue_full`` add up to the traffic, for a
+server-to-client notification burst and for calls (request and response alike)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from helmet_otel.core.envelope import Direction
+from helmet_otel.telemetry import frames
+from tests.telemetry.test_feed_unit import (
+    call,
+    line,
+    messages,
+    open_session,
+    response,
+    route,
+)
+
+EVERY = 4
+
+
+def _weighted(got: list[frames.Frame], kind: str) -> int:
+    return sum(m.weight for m in messages(got) if m.summary.kind == kind)
+
+
+def _dropped(got: list[frames.Frame], reason: str) -> int:
+    return sum(f.count for f in got if isinstance(f, frames.Dropped) and f.reason == reason)
+
+
+def test_a_notification_burst_adds_up_when_samples_are_lost(make_feed: Any) -> None:
+    feed = make_feed()
+    _, _, relay = open_session(feed)
+    feed.every = EVERY
+    note = line({"jsonrpc": "2.0", "method": "notifications/message",
+                 "params": {"level": "info", "data": "x"}})  # fmt: skip
+    route(relay, Direction.S2C, [note] * 40)  # room: one in four recorded, standing for four
+    feed._flush()  # pyright: ignore[reportPrivateUsage]
+    head = feed._out[:]  # pyright: ignore[reportPrivateUsage]
+    feed._out += b"x" * feed.options.telemetry_buffer  # pyright: ignore[reportPrivateUsage]
+    route(relay, Direction.S2C, [note] * 60)  # the worker is behind: the samples are lost
+    feed._out[:] = head  # pyright: ignore[reportPrivateUsage]  # (it caught up)
+    got = feed.frames()
+    assert _weighted(got, "notification") == 40
+    assert _dropped(got, "relay_queue_full") == 60
+    assert _weighted(got, "notification") + _dropped(got, "relay_queue_full") == 100
+
+
+def test_calls_add_up_when_samples_are_lost(make_feed: Any) -> None:
+    feed = make_feed()
+    _, _, relay = open_session(feed)
+    feed.every = EVERY
+    feed._out += b"x" * feed.options.telemetry_buffer  # pyright: ignore[reportPrivateUsage]
+    route(relay, Direction.C2S, [line(call(i)) for i in range(8)])
+    route(relay, Direction.S2C, [response(i) for i in range(8)])
+    feed._out.clear()  # pyright: ignore[reportPrivateUsage]
+    got = feed.frames()
+    # two samples of four calls each lost: their requests and their responses count 4 each
+    assert _dropped(got, "relay_queue_full") == 2 * EVERY + 2 * EVERY
+    assert _weighted(got, "request") + _weighted(got, "response") == 0
