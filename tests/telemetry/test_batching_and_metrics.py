@@ -115,16 +115,24 @@ def test_lost_urgent_items_are_counted_apart() -> None:
     queue = BatchQueue("sink", gate, lambda r, n: drops.update({r: n}), BatchSettings(10, 3, 60))
     queue.put_urgent(100)
     queue.put(0)
-    queue.put(1)  # a full batch of one urgent and two ordinary items: the export fails
-    assert gate.entered.wait(10)
+    queue.put(1)  # a full batch of one urgent and two ordinary items: its export fails
+    gate.release.set()
+    assert queue.drain(time.monotonic() + 10) == 0
+    assert gate.batches == [[100, 0, 1]]
+    assert drops == {"sink_export_failed": 2, "sink_security_export_failed": 1}
+    # a deadline that gives up on a hung export counts the urgent items of it apart
+    hung = Gate()
+    drops.clear()
+    queue = BatchQueue("sink", hung, lambda r, n: drops.update({r: n}), BatchSettings(10, 3, 60))
+    queue.put_urgent(100)
+    queue.put(0)
+    queue.put(1)
+    assert hung.entered.wait(10)
     queue.put_urgent(101)
     queue.put(2)
-    assert queue.drain(time.monotonic()) == 1  # 2 never left; 101 is counted by drain itself
-    gate.release.set()
-    queue._thread.join(10)  # pyright: ignore[reportPrivateUsage]
-    assert gate.batches == [[100, 0, 1]]
-    assert drops == {"sink_export_failed": 2, "sink_security_export_failed": 1,
-                     "sink_security_shutdown_timeout": 1}  # fmt: skip
+    assert queue.drain(time.monotonic()) == 3  # 0 and 1 in flight, 2 never left
+    assert drops == {"sink_security_shutdown_timeout": 2}  # 100 in flight, 101 never left
+    hung.release.set()
 
 
 def _histogram(metrics: MetricSet) -> list[HistogramDataPoint]:
