@@ -1,6 +1,7 @@
 """What a policy costs the relay per call: `Relay.route` + `Relay.forwarded` of one tools/call
-and its response with the policy interceptor (100 rules, telemetry off, so no detectors) and
-without it, and `Engine.decide` alone.
+and its response with the policy interceptor (100 rules, telemetry off, so no detectors), with
+it and every detector (as when telemetry is on; the calls come as fast as the loop runs, so
+`unusual_rate` fires once per window), without it, and `Engine.decide` alone.
 
 Run from the repository root:
 
@@ -122,13 +123,22 @@ def main() -> None:
         session = Session(transport="stdio")
         return per_call([factory.for_session(session)], args.calls)
 
+    def with_detectors() -> list[int]:  # as with telemetry on: every detector runs too
+        factory = PolicyFactory(PolicySource(policy, "bench", lambda _: None), MemoryPins(),
+                                monitor=True)  # fmt: skip
+        session = Session(transport="stdio")
+        return per_call([factory.for_session(session)], args.calls)
+
     base = report("relay, no interceptor (call + answer)", lambda: per_call([], args.calls),
                   args.rounds)  # fmt: skip
     policed = report(f"relay + policy, {args.rules} rules (call + answer)", with_policy,
                      args.rounds)  # fmt: skip
+    watched = report(f"relay + policy + detectors, {args.rules} rules", with_detectors,
+                     args.rounds)  # fmt: skip
     report(f"Engine.decide alone, {args.rules} rules", lambda: decide_times(engine, args.calls),
            args.rounds)  # fmt: skip
     print(f"{'policy cost per call (p50 difference)':<44} {policed - base:6.2f} us")
+    print(f"{'... with every detector (p50 difference)':<44} {watched - base:6.2f} us")
 
 
 if __name__ == "__main__":

@@ -77,6 +77,7 @@ HELMET_POLICY_MODE: Final = "helmet.policy.mode"  # enforce | shadow (decided, n
 HELMET_SECURITY_TYPE: Final = "helmet.security.type"  # policy_block | tool_drift | new_tool | ...
 HELMET_SECURITY_SEVERITY: Final = "helmet.security.severity"  # low | medium | high
 HELMET_SECURITY_RULE: Final = "helmet.security.rule"  # the rule or detector id
+HELMET_SECURITY_REASON: Final = "helmet.security.reason"  # auth_failure: why it was refused
 HELMET_TELEMETRY_REASON: Final = "helmet.telemetry.reason"  # why something was dropped
 HELMET_BODY_TRUNCATED: Final = "helmet.body.truncated"
 # "proxy" on the records of a response the proxy wrote itself (a policy block, an "upstream

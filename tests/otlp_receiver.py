@@ -16,6 +16,8 @@ Semantics worth knowing:
   collector that answered 503 did not accept the data).
 * ``delay`` is applied after the request was recorded and before the answer, so a test can see
   the data arrive while the exporter is still waiting. Stopping the receiver cuts the delay short.
+* ``hold()`` stalls the collector the same way until ``release()``: every request that arrives
+  meanwhile is recorded and then waits for its answer (stopping the receiver releases it).
 * ``sink=True`` (for benchmarks) keeps no raw bodies and no flattened spans or log records,
   only ``counts`` and the (small) flattened metrics, so a long run does not grow the receiver.
 * For gRPC, ``status`` is translated to the gRPC status code the OTLP spec pairs with it
@@ -352,6 +354,8 @@ class OTLPReceiver:
         self._metrics: list[dict[str, Any]] = []
         self._cond = threading.Condition(threading.RLock())
         self._stopping = threading.Event()
+        self._open = threading.Event()  # cleared by hold(): answers wait until release()
+        self._open.set()
         self._inflight = 0
         self._http: ThreadingHTTPServer | None = None
         self._http_thread: threading.Thread | None = None
@@ -469,9 +473,18 @@ class OTLPReceiver:
                     self._metrics.extend(flat)
             self._cond.notify_all()
 
+    def hold(self) -> None:
+        """Stall: requests are recorded, their answers wait until `release` (or `stop`)."""
+        self._open.clear()
+
+    def release(self) -> None:
+        self._open.set()
+
     def _pause(self) -> None:
         if self.delay > 0:
             self._stopping.wait(self.delay)
+        while not self._open.wait(0.05) and not self._stopping.is_set():
+            pass
 
     def _track(self, delta: int) -> None:
         with self._cond:

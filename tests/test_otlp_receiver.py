@@ -432,12 +432,11 @@ def test_delay_holds_the_answer(protocol: Protocol) -> None:
     assert [s["name"] for s in receiver.spans()] == ["s"]
 
 
-@pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_stop_cuts_a_long_delay_short(protocol: Protocol) -> None:
-    receiver = OTLPReceiver(protocol=protocol, delay=60.0)
-    receiver.start()
-    endpoint = receiver.endpoint if protocol == "grpc" else f"{receiver.endpoint}/v1/traces"
-    exporter = span_exporter(protocol, endpoint=endpoint, timeout=30)
+def _export_in_background(
+    exporter: SpanExporter,
+) -> tuple[threading.Thread, threading.Event, list[SpanExportResult]]:
+    """Export one span on a thread: the thread, an event set when the export returned, and
+    the export's result once it did."""
     done = threading.Event()
     results: list[SpanExportResult] = []
 
@@ -447,6 +446,16 @@ def test_stop_cuts_a_long_delay_short(protocol: Protocol) -> None:
 
     thread = threading.Thread(target=export, daemon=True)
     thread.start()
+    return thread, done, results
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_stop_cuts_a_long_delay_short(protocol: Protocol) -> None:
+    receiver = OTLPReceiver(protocol=protocol, delay=60.0)
+    receiver.start()
+    endpoint = receiver.endpoint if protocol == "grpc" else f"{receiver.endpoint}/v1/traces"
+    exporter = span_exporter(protocol, endpoint=endpoint, timeout=30)
+    thread, done, results = _export_in_background(exporter)
     # the data is recorded on arrival, while the answer is still held back
     receiver.wait_for(lambda r: len(r.spans()) == 1)
     assert not done.is_set()
@@ -459,6 +468,21 @@ def test_stop_cuts_a_long_delay_short(protocol: Protocol) -> None:
     exporter.shutdown()
     assert stop_took < 5.0
     # the held request was answered before the server went away
+    assert results == [SpanExportResult.SUCCESS]
+
+
+def test_hold_stalls_every_answer_until_release() -> None:
+    with OTLPReceiver() as receiver:
+        exporter = span_exporter("http/protobuf", endpoint=f"{receiver.endpoint}/v1/traces",
+                                 timeout=30)  # fmt: skip
+        receiver.hold()
+        thread, done, results = _export_in_background(exporter)
+        receiver.wait_for(lambda r: len(r.spans()) == 1)  # recorded, not answered
+        assert not done.wait(0.2)
+        receiver.release()
+        assert done.wait(10.0)
+        thread.join()
+        exporter.shutdown()
     assert results == [SpanExportResult.SUCCESS]
 
 

@@ -22,7 +22,7 @@ from helmet_otel.policy.detectors import changed_fields
 from helmet_otel.policy.engine import TOOLS_CALL, Engine
 from helmet_otel.policy.loader import PolicyError, load_policy
 from helmet_otel.store.paths import default_store_path
-from helmet_otel.store.pins import PinTable, read_pins
+from helmet_otel.store.pins import REMOVED, PinTable, read_pins
 from helmet_otel.store.query import LogFilter, Reader
 from helmet_otel.store.schema import StoreError
 from helmet_otel.store.timefmt import parse_duration
@@ -171,6 +171,12 @@ def _ns_text(ns: int | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ns / 1e9))
 
 
+def _pin_status(seen: str | None) -> str:
+    if seen is None:
+        return "pinned"
+    return "removed" if seen == REMOVED else "drifted"
+
+
 def cmd_tools_list(args: argparse.Namespace) -> int:
     try:
         rows = read_pins(Path(args.store), args.server)
@@ -180,8 +186,8 @@ def cmd_tools_list(args: argparse.Namespace) -> int:
     items = [
         {
             "server": r.server, "tool": r.tool, "pinned": _ns_text(r.pinned_ns),
-            "status": "drifted" if r.seen is not None else "pinned",
-            "changed": changed_fields(r.definition, r.seen) if r.seen is not None else [],
+            "status": _pin_status(r.seen),
+            "changed": changed_fields(r.definition, r.seen) if r.seen else [],
             "first_called": _ns_text(r.called_ns),
         }
         for r in rows

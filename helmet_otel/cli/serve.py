@@ -6,7 +6,9 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from typing import cast
 
+from helmet_otel import semconv as sc
 from helmet_otel.cli.naming import default_service_name
 from helmet_otel.cli.options import (
     ConfigError,
@@ -16,6 +18,7 @@ from helmet_otel.cli.options import (
     environ,
     resolve,
 )
+from helmet_otel.core.verdicts import Finding
 
 SERVE_EPILOG = """\
 examples:
@@ -124,6 +127,29 @@ def serve_upstream(command: list[str], options: ProxyOptions, env: dict[str, str
     return _run_front(options, env, name, host, port, url=url, shown_url=shown_url)
 
 
+def auth_finding(event: dict[str, object]) -> Finding:
+    """The ``auth_failure`` finding of a refused request (`McpFront` reports it): medium for
+    a 401, high for the one that earns the address a block, low for each 429 while it lasts."""
+    address = str(event["client.address"])
+    reason = str(event["reason"])
+    status = cast(int, event["status"])
+    if status == 429:
+        severity = "low"
+        message = f"request from {address} refused (429): {reason}"
+    else:
+        severity = "high" if event["blocked"] else "medium"
+        message = f"authentication failed from {address}: {reason}"
+        if event["blocked"]:
+            message += f"; the address gets 429 for {event['block_seconds']:g} s"
+    attributes: dict[str, str | int] = {
+        sc.CLIENT_ADDRESS: address,
+        sc.CLIENT_PORT: cast(int, event["client.port"]),
+        sc.HELMET_SECURITY_REASON: reason,
+        sc.HTTP_RESPONSE_STATUS_CODE: status,
+    }
+    return Finding("auth_failure", severity, "auth_failure", None, message, attributes)
+
+
 def run_serve(command: list[str], options: ProxyOptions, env: dict[str, str]) -> int:
     host, port = split_listen(options.listen)
     tokens = _listen_check(host, options)
@@ -175,12 +201,15 @@ def _run_front(
             except BrokenPipeError:
                 pass
 
+        feed = built.feed
+
         def on_security(event: dict[str, object]) -> None:
             # No token ever reaches this record: the guard reports the address and a reason.
-            stderr(
-                b"helmet-otel: security: auth_failure from %s: %s\n"
-                % (str(event["client.address"]).encode(), str(event["reason"]).encode())
-            )
+            finding = auth_finding(event)
+            if feed is not None:
+                feed.process_finding(finding)
+            if feed is None or event["blocked"]:  # else the record says it; no stderr flood
+                stderr(b"helmet-otel: security: %s\n" % finding.message.encode())
 
         what = shown_url if url is not None else (command or ["?"])[0]
 

@@ -42,3 +42,5 @@ class Finding(NamedTuple):
     rule_id: str  # the rule or detector that found it
     tool: str | None
     message: str  # short, human-readable; never carries argument values
+    # more attributes of the record (an auth failure: client.address, client.port, the reason)
+    attributes: dict[str, str | int] | None = None

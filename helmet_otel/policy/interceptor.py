@@ -32,14 +32,18 @@ from helmet_otel.core.verdicts import DECISION, DENY, FINDINGS, POLICY_LOADED, D
 from helmet_otel.policy.detectors import changed_fields, sensitive_arguments, tool_definition
 from helmet_otel.policy.engine import TOOLS_CALL, UNSAFE, Engine, Hints, hints_of
 from helmet_otel.policy.loader import PolicyError, load_policy
-from helmet_otel.policy.pins import Pin, PinStore
+from helmet_otel.policy.pins import REMOVED, Pin, PinStore
+from helmet_otel.policy.rates import RateBaselines, SessionRates
 from helmet_otel.policy.rules import DENIED_MESSAGE, DENIED_REQUEST_MESSAGE, Policy
+from helmet_otel.policy.volumes import VolumeBaselines
 from helmet_otel.protocol.message import BATCH, ERROR, REQUEST, RESPONSE, error_response, id_key
 from helmet_otel.redaction import Redactor
 
 CHECK_INTERVAL: Final = 0.25  # seconds between checks of the policy file
 APPROVAL_CHECK_INTERVAL: Final = 0.5  # a drifted, blocked tool looks for its approval
 DRIFT_RULE: Final = "tool_drift"
+UNUSUAL_RATE: Final = "unusual_rate"
+DATA_VOLUME: Final = "data_volume"
 BATCH_RULE: Final = "batch"
 
 
@@ -105,6 +109,8 @@ class PolicyFactory:
         self.called: set[str] = {t for t, p in self.pins.items() if p.called_ns is not None}
         self.drifted: dict[str, str] = {}  # tool -> its current definition, not approved
         self._approval_checked: dict[str, float] = {}
+        self.rates = RateBaselines()  # unusual_rate: each tool's usual calls per session
+        self.volumes = VolumeBaselines()  # data_volume: each tool's usual response size
 
     def for_session(self, session: Session) -> PolicyInterceptor:
         return PolicyInterceptor(self, session)
@@ -126,17 +132,39 @@ class PolicyFactory:
             self.store.drifted(self.server, tool, definition)
         return changed_fields(pin.definition, definition)
 
-    def drift_block(self, tool: str, shadow: bool) -> Decision | None:
-        """The decision on a call of a drifted tool while drift blocks: denied until approved
-        (the store is asked again at most every `APPROVAL_CHECK_INTERVAL`)."""
+    def removed(self, tool: str) -> bool:
+        """A tool the server no longer lists: whether that is drift (it is pinned, and the
+        removal is not approved)."""
+        if tool not in self.pins:
+            return False
+        if self.drifted.get(tool) != REMOVED:
+            self.drifted[tool] = REMOVED
+            self.store.drifted(self.server, tool, REMOVED)
+            return True
+        return not self._approved(tool)
+
+    def _approved(self, tool: str) -> bool:
+        """Whether the tool's drift was approved since (the store is asked again at most every
+        `APPROVAL_CHECK_INTERVAL`); an approved pin replaces, or a removal forgets, the old."""
         now = time.monotonic()
-        if now - self._approval_checked.get(tool, 0.0) >= APPROVAL_CHECK_INTERVAL:
-            self._approval_checked[tool] = now
-            pin = self.store.pins(self.server).get(tool)
-            if pin is not None and pin.definition == self.drifted.get(tool):
-                self.pins[tool] = pin
-                del self.drifted[tool]
-                return None
+        if now - self._approval_checked.get(tool, 0.0) < APPROVAL_CHECK_INTERVAL:
+            return False
+        self._approval_checked[tool] = now
+        pin = self.store.pins(self.server).get(tool)
+        current = self.drifted.get(tool)
+        if current == REMOVED and pin is None:
+            self.pins.pop(tool, None)
+        elif pin is not None and pin.definition == current:
+            self.pins[tool] = pin
+        else:
+            return False
+        del self.drifted[tool]
+        return True
+
+    def drift_block(self, tool: str, shadow: bool) -> Decision | None:
+        """The decision on a call of a drifted tool while drift blocks: denied until approved."""
+        if self._approved(tool):
+            return None
         return Decision(DRIFT_RULE, DENY, shadow, TOOLS_CALL, tool)
 
     def first_call(self, tool: str) -> bool:
@@ -158,7 +186,9 @@ class PolicyInterceptor(BaseInterceptor):
         self._lists: set[tuple[bool, object]] = set()  # ids of tools/list requests in flight
         self.hints: dict[str, Hints] = {}  # each tool's annotations, from tools/list
         self._drift_reported: set[str] = set()
+        self._listed: set[str] = set()  # names in the pages of the listing under way
         self._history = bool(factory.called)  # the server had calls before this session
+        self.rates = SessionRates(factory.rates)
 
     # -- the hook --------------------------------------------------------------------------
     def before_forward(self, env: Envelope) -> None:
@@ -193,7 +223,7 @@ class PolicyInterceptor(BaseInterceptor):
         method = msg.method
         assert method is not None
         if method == TOOLS_CALL:
-            self._call(env)
+            self._call(env, now)
         elif method == "tools/list":
             assert msg.id is not None
             self._lists.add(id_key(msg.id))
@@ -205,6 +235,8 @@ class PolicyInterceptor(BaseInterceptor):
             )
             if decision is not None:
                 self._decided(env, decision)
+        if method == "resources/read" and self.factory.monitor:
+            self._resource_read(env, source.policy)
 
     def _decided(self, env: Envelope, decision: Decision) -> None:
         env.annotations[DECISION] = decision
@@ -228,7 +260,7 @@ class PolicyInterceptor(BaseInterceptor):
                 {"type": "policy_block", "policy_id": decision.rule_id},
             )  # fmt: skip
 
-    def _call(self, env: Envelope) -> None:
+    def _call(self, env: Envelope, now: float) -> None:
         factory = self.factory
         policy = self.source.policy
         params = env.msg.params
@@ -252,10 +284,10 @@ class PolicyInterceptor(BaseInterceptor):
         if decision is not None:
             self._decided(env, decision)
         if factory.monitor and tool is not None:
-            self._inspect_call(env, tool, arguments, policy)
+            self._inspect_call(env, tool, arguments, policy, now)
 
     def _inspect_call(
-        self, env: Envelope, tool: str, arguments: dict[str, Any], policy: Policy
+        self, env: Envelope, tool: str, arguments: dict[str, Any], policy: Policy, now: float
     ) -> None:
         detectors = policy.detectors
         findings: list[Finding] = []
@@ -269,12 +301,50 @@ class PolicyInterceptor(BaseInterceptor):
                 findings.append(
                     Finding("sensitive_argument", severity, "sensitive_argument", tool, reason)
                 )
+        if detectors.unusual_rate:
+            for about, message in self.rates.call(tool, now, detectors.rate):
+                findings.append(Finding(UNUSUAL_RATE, "medium", UNUSUAL_RATE, about, message))
         if findings:
-            existing = env.annotations.get(FINDINGS)
-            if isinstance(existing, list):
-                cast(list[Finding], existing).extend(findings)
-            else:
-                env.annotations[FINDINGS] = findings
+            _add_findings(env, findings)
+
+    def _resource_read(self, env: Envelope, policy: Policy) -> None:
+        """data_volume: a resource read outside the URIs the policy allows."""
+        detectors = policy.detectors
+        pattern = detectors.resource_pattern
+        params = env.msg.params
+        uri = params.get("uri") if params is not None else None
+        if pattern is None or not detectors.data_volume or not isinstance(uri, str):
+            return
+        if pattern.fullmatch(uri) is None:
+            shown = uri if len(uri) <= 200 else uri[:200] + "..."
+            _add_findings(env, [Finding(
+                DATA_VOLUME, "medium", DATA_VOLUME, None,
+                f"resource {shown!r} read outside the allowed URIs",
+            )])  # fmt: skip
+
+    def after_forward(self, env: Envelope) -> None:
+        """data_volume: a tool's answer far larger than its usual size."""
+        request = env.request
+        if (
+            request is None
+            or request.method != TOOLS_CALL
+            or request.name is None
+            or env.direction is C2S
+            or env.proxy
+            or not self.factory.monitor
+        ):
+            return
+        detectors = self.source.policy.detectors
+        if detectors.data_volume:
+            volumes = self.factory.volumes
+            message = volumes.response(request.name, len(env.raw), detectors.volume)
+            if message is not None:
+                _add_findings(
+                    env, [Finding(DATA_VOLUME, "medium", DATA_VOLUME, request.name, message)]
+                )
+
+    def session_ended(self, session: Session) -> None:
+        self.rates.close()
 
     def _batch(self, env: Envelope) -> None:
         """A JSON-RPC batch (an array; older protocol revisions): denied as a whole when the
@@ -353,10 +423,30 @@ class PolicyInterceptor(BaseInterceptor):
                     ))  # fmt: skip
             if engine.hiding and engine.hidden(name, client, known) is not None:
                 hidden.append(index)
+            self._listed.add(name)
+        if watch_drift and policy.detectors.tool_drift and result is not None:
+            findings += self._removals(result, policy.detectors.on_tool_drift == "block")
         if findings and factory.monitor:
             env.annotations[FINDINGS] = findings
         if hidden:
             self._hide(env, cast(list[object], tools), hidden)
+
+    def _removals(self, result: dict[str, Any], blocked: bool) -> list[Finding]:
+        """Pinned tools missing from a complete listing (its last page: no ``nextCursor``;
+        the names of the pages before it count): a removal is drift too."""
+        if result.get("nextCursor") is not None:
+            return []
+        listed, self._listed = self._listed, set()
+        findings: list[Finding] = []
+        for name in sorted(set(self.factory.pins) - listed):
+            if name not in self._drift_reported and self.factory.removed(name):
+                self._drift_reported.add(name)
+                findings.append(Finding(
+                    "tool_drift", "high", DRIFT_RULE, name,
+                    f"tool {name!r} was removed since it was pinned (no longer in tools/list)"
+                    + ("; calls are denied until it is approved" if blocked else ""),
+                ))  # fmt: skip
+        return findings
 
     def _hide(self, env: Envelope, tools: list[object], hidden: list[int]) -> None:
         payload = env.msg.payload
@@ -372,6 +462,14 @@ class PolicyInterceptor(BaseInterceptor):
             env.wire = orjson.dumps(answer) + ending
         except TypeError:  # an integer beyond 64 bits: the stdlib writes any integer exactly
             env.wire = json.dumps(answer, separators=(",", ":")).encode() + ending
+
+
+def _add_findings(env: Envelope, findings: list[Finding]) -> None:
+    existing = env.annotations.get(FINDINGS)
+    if isinstance(existing, list):
+        cast(list[Finding], existing).extend(findings)
+    else:
+        env.annotations[FINDINGS] = findings
 
 
 def load_source(path: str, server: str, warn: Callable[[str], None]) -> PolicySource:

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
+from helmet_otel.policy.rates import RateSettings
 from helmet_otel.policy.rules import (
     ACTIONS,
     ANNOTATION_UNSAFE,
@@ -41,6 +42,7 @@ from helmet_otel.policy.rules import (
     Policy,
     Rule,
 )
+from helmet_otel.policy.volumes import VolumeSettings
 
 _TOP_KEYS = ("mode", "default", "error_code", "rule", "detectors")
 _RULE_KEYS = (
@@ -49,7 +51,21 @@ _RULE_KEYS = (
 )  # fmt: skip
 _CHECK_KEYS = ("equals", "regex", "max_length", "min", "max", "in")
 _CONDITION_KEYS = ("arg", "not", *_CHECK_KEYS)
-_DETECTOR_SWITCHES = ("policy_block", "tool_drift", "new_tool", "sensitive_argument")
+_DETECTOR_SWITCHES = (
+    "policy_block", "tool_drift", "new_tool", "sensitive_argument", "unusual_rate", "data_volume",
+)  # fmt: skip
+# [detectors] thresholds: key -> (setting, whole number?, lowest accepted value)
+_THRESHOLDS: dict[str, tuple[str, bool, float]] = {
+    "rate_window": ("window", False, 0.001),
+    "rate_min_calls": ("min_calls", True, 1),
+    "rate_factor": ("factor", False, 1),
+    "burst_window": ("burst_window", False, 0.001),
+    "burst_tools": ("burst_tools", True, 0),
+    "volume_factor": ("factor", False, 1),
+    "volume_min_bytes": ("min_bytes", True, 0),
+    "volume_min_samples": ("min_samples", True, 1),
+}
+_DETECTOR_KEYS = (*_DETECTOR_SWITCHES, "on_tool_drift", *_THRESHOLDS, "allowed_resources")
 _HEADER = re.compile(r"^\s*\[")
 _RULE_HEADER = re.compile(r"^\s*\[\[\s*rule\s*\]\]")
 _TOML_LINE = re.compile(r"\(at line (\d+), column \d+\)")
@@ -365,9 +381,30 @@ class _Reader:
             return Detectors()
         fields = cast(dict[str, Any], raw)
         values: dict[str, Any] = {}
+        rate: dict[str, Any] = {}
+        volume: dict[str, Any] = {}
         for key, value in fields.items():
             line = self.where.table("detectors", key)
-            if key in _DETECTOR_SWITCHES:
+            if key in _THRESHOLDS:
+                name, whole, lowest = _THRESHOLDS[key]
+                number_types = (int,) if whole else (int, float)
+                if type(value) not in number_types or value < lowest:
+                    kind = "a whole number" if whole else "a number"
+                    self.problem(line, f"detectors: {key}: expected {kind} >= {lowest:g}")
+                else:
+                    (rate if key.startswith(("rate_", "burst_")) else volume)[name] = value
+            elif key == "allowed_resources":
+                globs = [value] if isinstance(value, str) else value
+                if not isinstance(globs, list) or not all(
+                    isinstance(g, str) and g for g in cast(list[object], globs)
+                ):
+                    self.problem(line, "detectors: allowed_resources: expected a list of "
+                                 "non-empty URI glob strings")  # fmt: skip
+                else:
+                    allowed = tuple(cast(list[str], globs))
+                    values["allowed_resources"] = allowed
+                    values["resource_pattern"] = glob_pattern(allowed)
+            elif key in _DETECTOR_SWITCHES:
                 if type(value) is not bool:
                     self.problem(line, f"detectors: {key}: expected true or false")
                 else:
@@ -380,5 +417,5 @@ class _Reader:
                     values[key] = value
             else:
                 self.problem(line, f"detectors: unknown key {key!r} (expected one of "
-                             f"{', '.join((*_DETECTOR_SWITCHES, 'on_tool_drift'))})")  # fmt: skip
-        return Detectors(**values)
+                             f"{', '.join(_DETECTOR_KEYS)})")  # fmt: skip
+        return Detectors(**values, rate=RateSettings(**rate), volume=VolumeSettings(**volume))

@@ -1,7 +1,8 @@
 """Pinned tool definitions: the first definition of each tool a server listed, per server.
 
-A later listing that differs is drift (a "rug pull" signal) until someone approves the new
-definition (`helmet-otel tools approve`), which pins it. `PinStore` is what the interceptor
+A later listing that differs, or that no longer has the tool, is drift (a "rug pull" signal)
+until someone approves the new definition (`helmet-otel tools approve`), which pins it (or, for
+a removed tool, forgets the pin). `PinStore` is what the interceptor
 needs; the local store implements it (`helmet_otel.store.pins`), and `MemoryPins` keeps pins
 for the life of the process when there is no store.
 """
@@ -10,7 +11,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Final, Protocol
+
+# The "latest definition" (`Pin.seen`) of a pinned tool the server no longer lists: a removal
+# is drift too, and approving it forgets the pin. (Definitions are JSON objects, never empty.)
+REMOVED: Final = ""
 
 
 @dataclass(slots=True)
@@ -34,7 +39,7 @@ class PinStore(Protocol):
         ...
 
     def drifted(self, server: str, tool: str, definition: str) -> None:
-        """Remember a definition that differs from the pin."""
+        """Remember a definition that differs from the pin (`REMOVED`: the tool is gone)."""
         ...
 
     def called(self, server: str, tool: str) -> None:

@@ -12,6 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final, Literal, cast
 
+from helmet_otel.policy.rates import RateSettings
+from helmet_otel.policy.volumes import VolumeSettings
+
 Mode = Literal["enforce", "shadow"]
 Action = Literal["allow", "deny", "log"]
 DriftAction = Literal["log", "block"]
@@ -94,7 +97,34 @@ class Detectors:
     tool_drift: bool = True
     new_tool: bool = True
     sensitive_argument: bool = True
+    unusual_rate: bool = True
+    data_volume: bool = True
     on_tool_drift: DriftAction = "log"
+    rate: RateSettings = field(default_factory=RateSettings)
+    volume: VolumeSettings = field(default_factory=VolumeSettings)
+    allowed_resources: tuple[str, ...] = ()  # globs; a resources/read outside them: data_volume
+    resource_pattern: re.Pattern[str] | None = None
+
+    def summary(self) -> dict[str, object]:
+        rate, volume = self.rate, self.volume
+        return {
+            "policy_block": self.policy_block,
+            "tool_drift": self.tool_drift,
+            "new_tool": self.new_tool,
+            "sensitive_argument": self.sensitive_argument,
+            "unusual_rate": self.unusual_rate,
+            "data_volume": self.data_volume,
+            "on_tool_drift": self.on_tool_drift,
+            "rate_window": rate.window,
+            "rate_min_calls": rate.min_calls,
+            "rate_factor": rate.factor,
+            "burst_window": rate.burst_window,
+            "burst_tools": rate.burst_tools,
+            "volume_factor": volume.factor,
+            "volume_min_bytes": volume.min_bytes,
+            "volume_min_samples": volume.min_samples,
+            "allowed_resources": list(self.allowed_resources),
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,11 +144,5 @@ class Policy:
             "default": self.default,
             "error_code": self.error_code,
             "rules": [{"id": r.id, "action": r.action, "priority": r.priority} for r in self.rules],
-            "detectors": {
-                "policy_block": self.detectors.policy_block,
-                "tool_drift": self.detectors.tool_drift,
-                "new_tool": self.detectors.new_tool,
-                "sensitive_argument": self.detectors.sensitive_argument,
-                "on_tool_drift": self.detectors.on_tool_drift,
-            },
+            "detectors": self.detectors.summary(),
         }

@@ -1,8 +1,9 @@
 """Pinned tool definitions in the store (``tool_pins``), for tool-drift detection.
 
 One row per (server, tool): the approved definition (the first one seen, or the one
-``helmet-otel tools approve`` accepted), the latest definition that differs from it, and when
-the tool was first called. The table is not part of the log schema's migrations: it is created
+``helmet-otel tools approve`` accepted), the latest definition that differs from it (the empty
+string, `REMOVED`, when the server no longer lists the tool), and when the tool was first
+called. The table is not part of the log schema's migrations: it is created
 when first needed (``CREATE TABLE IF NOT EXISTS``) by whoever writes pins, and a store without
 it simply has no pins. The proxy writes it from the relay's loop on the rare occasions a pin
 changes, with a short busy timeout: a store that is locked that long costs the pin's
@@ -19,7 +20,7 @@ from typing import Final
 
 from helmet_otel.store.schema import connect_reader, connect_writer
 
-__all__ = ["PinRow", "PinTable", "read_pins"]
+__all__ = ["REMOVED", "PinRow", "PinTable", "read_pins"]
 
 _CREATE: Final = """CREATE TABLE IF NOT EXISTS tool_pins (
     server TEXT NOT NULL,
@@ -33,6 +34,7 @@ _CREATE: Final = """CREATE TABLE IF NOT EXISTS tool_pins (
 ) WITHOUT ROWID"""
 _COLUMNS: Final = "server, tool, definition, pinned_ns, seen, seen_ns, called_ns"
 WRITE_BUSY_TIMEOUT_MS: Final = 100
+REMOVED: Final = ""  # ``seen`` of a tool the server no longer lists (policy.pins.REMOVED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,8 +107,8 @@ class PinTable:
         )
 
     def approve(self, server: str, tool: str | None = None) -> list[str]:
-        """Pin the latest definition of ``tool`` (or of every drifted tool of ``server``);
-        the tools approved."""
+        """Pin the latest definition of ``tool`` (or of every drifted tool of ``server``), or
+        forget the pin of a tool the server no longer lists; the tools approved."""
         where = "server = ? AND seen IS NOT NULL" + (" AND tool = ?" if tool else "")
         params: tuple[str, ...] = (server, tool) if tool else (server,)
         self._conn.execute("BEGIN IMMEDIATE")
@@ -114,6 +116,8 @@ class PinTable:
             tools = [r[0] for r in self._conn.execute(
                 f"SELECT tool FROM tool_pins WHERE {where} ORDER BY tool", params
             )]  # fmt: skip
+            self._conn.execute(f"DELETE FROM tool_pins WHERE {where} AND seen = ?",
+                               (*params, REMOVED))  # fmt: skip
             self._conn.execute(
                 f"UPDATE tool_pins SET definition = seen, pinned_ns = ?, seen = NULL, "
                 f"seen_ns = NULL WHERE {where}",

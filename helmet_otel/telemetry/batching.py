@@ -5,6 +5,12 @@ append, a full queue drops its oldest record and counts it (the SDK logs a warni
 record instead, which costs more than the record), and `drain` reports what a deadline left
 behind so that it is counted too. The SDK's ``OTEL_BSP_*`` (spans) and ``OTEL_BLRP_*`` (log
 records) settings apply; the defaults differ where noted in `settings`.
+
+Policy decisions and security findings are never shed by a full queue: they wait in a lane of
+their own (`put_urgent`, as large as the queue), which ordinary records never evict and whose
+items go out first in every batch. Whatever of them is lost all the same (the lane itself
+full, a failed export, the flush deadline) is counted under its own ``{name}_security_*``
+reasons.
 """
 
 from __future__ import annotations
@@ -81,10 +87,12 @@ class BatchQueue(Generic[T]):
         self._weight = weight
         self._settings = batch
         self._queue: deque[T] = deque()
+        self._urgent: deque[T] = deque()  # decisions and findings: never evicted by the rest
         self._wake = threading.Event()
         self._closing = False
         self.local = wait_s > 0  # a sink on this machine (the store), not a collector
-        self._in_flight = 0  # items of the batch being exported
+        self._in_flight = 0  # ordinary items of the batch being exported
+        self._urgent_in_flight = 0  # ... and urgent ones
         self._export_started = 0.0  # monotonic, while an export is in flight
         self._abandoned = False  # drain gave up on the batch in flight: it is counted there
         self.failed = False  # an export failed since `close`
@@ -105,20 +113,35 @@ class BatchQueue(Generic[T]):
                 dropped = queue.popleft()
                 self._on_drop(f"{self.name}_queue_full", self._count([dropped]))
         queue.append(item)
-        if len(queue) >= self._settings.batch_size and not self._wake.is_set():
+        wake = self._wake
+        if len(queue) + len(self._urgent) >= self._settings.batch_size and not wake.is_set():
+            wake.set()
+
+    def put_urgent(self, item: T) -> None:
+        """A policy decision's or a security finding's item: ordinary items never evict it,
+        and it leaves in the next batch. Only a lane full of its kind drops (its oldest)."""
+        urgent = self._urgent
+        if len(urgent) >= self._settings.max_queue:
+            urgent.popleft()
+            self._on_drop(f"{self.name}_security_queue_full", 1)
+        urgent.append(item)
+        if len(urgent) + len(self._queue) >= self._settings.batch_size:
             self._wake.set()
 
     def _run(self) -> None:
-        queue, size = self._queue, self._settings.batch_size
+        queue, urgent, size = self._queue, self._urgent, self._settings.batch_size
         while not self._closing:
             self._wake.wait(self._settings.delay_s)
             self._wake.clear()
-            while queue:
-                batch = [queue.popleft() for _ in range(min(size, len(queue)))]
+            while queue or urgent:
+                batch = [urgent.popleft() for _ in range(min(size, len(urgent)))]
+                taken = len(batch)  # of them urgent
+                batch += [queue.popleft() for _ in range(min(size - taken, len(queue)))]
                 self._room.set()
                 if not self._patient and len(queue) * 2 <= self._settings.max_queue:
                     self._patient = self._wait_s > 0
-                self._in_flight = self._count(batch)
+                self._in_flight = self._count(batch[taken:])
+                self._urgent_in_flight = taken
                 self._export_started = time.monotonic()
                 try:
                     delivered = self._export(batch)
@@ -127,9 +150,13 @@ class BatchQueue(Generic[T]):
                 self._export_started = 0.0
                 if self._abandoned:
                     return
-                self._in_flight = 0
+                self._in_flight = self._urgent_in_flight = 0
                 if not delivered:
-                    self._on_drop(f"{self.name}_export_failed", self._count(batch))
+                    ordinary = self._count(batch[taken:])
+                    if ordinary:
+                        self._on_drop(f"{self.name}_export_failed", ordinary)
+                    if taken:
+                        self._on_drop(f"{self.name}_security_export_failed", taken)
                     if self._closing:  # the sink fails: the rest is not tried, drain counts it
                         self.failed = True
                         return
@@ -144,7 +171,9 @@ class BatchQueue(Generic[T]):
 
         ``stall_s``: give up sooner on a sink whose export has been in flight that long (a
         hung or retrying collector), or whose export failed. What is given up, the batch in
-        flight included, is among those left (and not counted again if its export fails)."""
+        flight included, is among those left (and not counted again if its export fails).
+        Urgent items left are not returned but counted here, as
+        ``{name}_security_shutdown_timeout``."""
         self.close()
         thread = self._thread
         while thread.is_alive():
@@ -160,9 +189,14 @@ class BatchQueue(Generic[T]):
             thread.join(max(wait, 0.001))
         left = self._count(self._queue)
         self._queue.clear()
+        urgent_left = len(self._urgent)
+        self._urgent.clear()
         if thread.is_alive():
             self._abandoned = True
             left += self._in_flight
+            urgent_left += self._urgent_in_flight
+        if urgent_left:
+            self._on_drop(f"{self.name}_security_shutdown_timeout", urgent_left)
         return left
 
     def _count(self, items: Iterable[T]) -> int:

@@ -42,6 +42,7 @@ from helmet_otel.telemetry.frames import (
     BATCH,
     FLAG_PROXY,
     FLAG_REPLIED,
+    PROCESS,
     STDERR_LINE_MAX,
     WHOLE,
     Close,
@@ -338,6 +339,15 @@ class TelemetryFeed:
         self._security_lost += count
         if self.timer is None:
             self._arm_for_drops()
+
+    def process_finding(self, finding: Finding) -> None:
+        """A finding of the process, tied to no session (an auth failure at the HTTP front,
+        before any session exists): handed over like a session's, never shed."""
+        self.attach()
+        if self.overflowing():
+            self.security_lost(1)
+        else:
+            self.append(Security(PROCESS, time.time_ns(), 0, None, (finding,), None))
 
     def shed_follower(self, busy: bool) -> None:
         """Count a message shed because of a decision made before it (a response whose request

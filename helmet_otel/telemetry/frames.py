@@ -164,9 +164,16 @@ class End(NamedTuple):
     usage: tuple[float, float, int] | None = None
 
 
+# The session key of a `Security` frame about the process itself, not a session: a failed
+# authentication at the HTTP front happens before any session exists. Keys of sessions start
+# at 1.
+PROCESS: Final = 0
+
+
 class Security(NamedTuple):
     """What a policy or a detector concluded on a message, handed over just before the
-    message's own record (when that is handed over at all): never shed."""
+    message's own record (when that is handed over at all): never shed. ``session`` is
+    `PROCESS` for a finding of the process (an auth failure)."""
 
     session: int
     ts: int

@@ -121,6 +121,16 @@ class Pipeline:
         for queue in self.log_queues:
             queue.put(record)
 
+    def emit_urgent_span(self, span: ReadableSpan) -> None:
+        """A span of a call a policy decided on: never evicted by a full queue."""
+        for queue in self.span_queues:
+            queue.put_urgent(span)
+
+    def emit_urgent_log(self, record: ReadableLogRecord) -> None:
+        """A finding, or a record of a call a policy decided on: never evicted."""
+        for queue in self.log_queues:
+            queue.put_urgent(record)
+
     @contextlib.contextmanager
     def only(self, *, local: bool) -> Generator[None]:
         """Records emitted inside go to the local sink (the store) or to the remote ones."""

@@ -19,11 +19,13 @@ import time
 from collections import defaultdict
 from typing import Any
 
+from opentelemetry._logs import SeverityNumber
 from opentelemetry.context import Context
 
 from helmet_otel import semconv as sc
 from helmet_otel.redaction import RedactionConfig, Redactor
 from helmet_otel.telemetry.frames import (
+    PROCESS,
     Close,
     Config,
     Dropped,
@@ -41,7 +43,7 @@ from helmet_otel.telemetry.instruments import Instruments
 from helmet_otel.telemetry.pipeline import Pipeline
 from helmet_otel.telemetry.process_tree import sample_trees
 from helmet_otel.telemetry.records import RecordWriter
-from helmet_otel.telemetry.session_recorder import SessionRecorder, Shared
+from helmet_otel.telemetry.session_recorder import SessionRecorder, Shared, finding_record
 from helmet_otel.telemetry.spans import SpanWriter
 from helmet_otel.telemetry.stderr_groups import GAP_NS
 
@@ -63,6 +65,15 @@ class Recorder:
             config, redactor, Instruments(pipeline.metrics), SpanWriter(pipeline),
             RecordWriter(pipeline), pipeline.sampler, redactor.scrub(configuration),
         )  # fmt: skip
+        # Exported as 0 from the start: a series that starts at 1 has no increase to
+        # Prometheus, and the bundled alert rules fire on the first drift or auth failure.
+        alerted = [("tool_drift", "high")]
+        if config.transport == "http":
+            alerted += [("auth_failure", severity) for severity in ("low", "medium", "high")]
+        for kind, severity in alerted:
+            self.shared.instruments.security_events.add(
+                0, {sc.HELMET_SECURITY_TYPE: kind, sc.HELMET_SECURITY_SEVERITY: severity}
+            )
         self.pipeline = pipeline
         self.sessions: dict[int, SessionRecorder] = {}
         # A stdio proxy is one session: its own records are that session's too.
@@ -83,7 +94,10 @@ class Recorder:
             case Segment():
                 self._session(frame.session).roll_over(frame.ts, frame.trace_id, frame.root_span_id)
             case Security():
-                self._session(frame.session).security(frame)
+                if frame.session == PROCESS:
+                    self._process_findings(frame)
+                else:
+                    self._session(frame.session).security(frame)
             case Dropped():
                 self.pipeline.drops.add(frame.reason, frame.count, quiet=True)  # the relay said
             case Start():
@@ -139,6 +153,18 @@ class Recorder:
         usages = {s.usage.pid: s.usage for s in self.sessions.values() if s.usage is not None}
         for pid, sample in sample_trees(usages).items():
             usages[pid].observe(sample)
+
+    def _process_findings(self, frame: Security) -> None:
+        """Findings of the process (an auth failure before any session): records of no
+        session and no trace, under the proxy's own identity (its pid and host)."""
+        config = self.shared.config
+        for finding in frame.findings:
+            attrs, message = finding_record(self.shared, finding)
+            attrs[sc.HELMET_PROXY_PID] = config.proxy_pid
+            attrs[sc.HELMET_PROXY_HOST] = config.proxy_host
+            self.shared.records.emit(
+                sc.EVENT_SECURITY, frame.ts, _NO_TRACE, attrs, message, SeverityNumber.WARN
+            )
 
     def _take_drops(self) -> dict[str, int]:
         drops = self.pipeline.drops.take()  # already in helmet.telemetry.dropped

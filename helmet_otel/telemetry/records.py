@@ -10,11 +10,14 @@ from opentelemetry._logs import LogRecord, SeverityNumber
 from opentelemetry.context import Context
 from opentelemetry.sdk._logs import ReadableLogRecord
 
+from helmet_otel import semconv as sc
 from helmet_otel.redaction import Redactor
 from helmet_otel.telemetry.frames import CUT, NOT_JSON, Summary
 from helmet_otel.telemetry.pipeline import Pipeline
 
 SEVERITY_TEXT = {s: s.name.rstrip("0123456789") or s.name for s in SeverityNumber}
+_SECURITY = sc.EVENT_SECURITY
+_POLICY_ID = sc.HELMET_POLICY_ID
 
 
 class RecordWriter:
@@ -22,6 +25,7 @@ class RecordWriter:
 
     def __init__(self, pipeline: Pipeline) -> None:
         self._emit = pipeline.emit_log
+        self._emit_urgent = pipeline.emit_urgent_log
         self._resource = pipeline.resource
         self._scope = pipeline.scope
 
@@ -34,7 +38,8 @@ class RecordWriter:
         body: Any = None,
         severity: SeverityNumber = SeverityNumber.INFO,
     ) -> None:
-        """``context`` gives the record its trace and span ids (an empty one: none)."""
+        """``context`` gives the record its trace and span ids (an empty one: none). A finding
+        and the records of a call a policy decided on are queued so that no sink sheds them."""
         record = LogRecord(
             timestamp=ts,
             observed_timestamp=time.time_ns(),
@@ -45,7 +50,8 @@ class RecordWriter:
             attributes=attributes,
             event_name=event,
         )
-        self._emit(
+        urgent = event == _SECURITY or _POLICY_ID in attributes
+        (self._emit_urgent if urgent else self._emit)(
             ReadableLogRecord(
                 log_record=record, resource=self._resource, instrumentation_scope=self._scope
             )

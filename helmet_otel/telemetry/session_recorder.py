@@ -77,6 +77,24 @@ def _pick(
     return picked
 
 
+def finding_record(shared: Shared, finding: Finding) -> tuple[dict[str, Any], str]:
+    """The attributes and body of a finding's ``helmet.security`` record; counts it."""
+    redactor = shared.redactor
+    attrs: dict[str, Any] = {}
+    for key, value in (finding.attributes or {}).items():  # (a peer's address: text is scrubbed)
+        attrs[key] = redactor.scrub_text(value) if isinstance(value, str) else value
+    attrs[sc.HELMET_SECURITY_TYPE] = finding.type
+    attrs[sc.HELMET_SECURITY_SEVERITY] = finding.severity
+    attrs[sc.HELMET_SECURITY_RULE] = finding.rule_id
+    attrs[sc.HELMET_SERVER_NAME] = shared.config.service_name
+    if finding.tool is not None:  # a name from the traffic
+        attrs[sc.GEN_AI_TOOL_NAME] = redactor.scrub_name(finding.tool)
+    shared.instruments.security_events.add(
+        1, {sc.HELMET_SECURITY_TYPE: finding.type, sc.HELMET_SECURITY_SEVERITY: finding.severity}
+    )
+    return attrs, redactor.scrub_text(finding.message)
+
+
 @dataclass(slots=True)
 class Shared:
     """What every session of the worker process shares."""
@@ -316,20 +334,8 @@ class SessionRecorder:
 
     def finding(self, finding: Finding, ts: int, context: Context | None) -> None:
         """A ``helmet.security`` record (in ``context``: its request's span, if any)."""
-        attrs: dict[str, Any] = {
-            sc.HELMET_SECURITY_TYPE: finding.type,
-            sc.HELMET_SECURITY_SEVERITY: finding.severity,
-            sc.HELMET_SECURITY_RULE: finding.rule_id,
-            sc.HELMET_SERVER_NAME: self.shared.config.service_name,
-        }
-        if finding.tool is not None:  # a name from the traffic
-            attrs[sc.GEN_AI_TOOL_NAME] = self.shared.redactor.scrub_name(finding.tool)
-        message = self.shared.redactor.scrub_text(finding.message)
+        attrs, message = finding_record(self.shared, finding)
         self.emit(sc.EVENT_SECURITY, ts, context, attrs, message, SeverityNumber.WARN)
-        self.shared.instruments.security_events.add(
-            1, {sc.HELMET_SECURITY_TYPE: finding.type,
-                sc.HELMET_SECURITY_SEVERITY: finding.severity},
-        )  # fmt: skip
 
     def info(self, info: Info) -> None:
         """What the relay learned of the session (era, protocol version, client and server,

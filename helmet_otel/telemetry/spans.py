@@ -34,6 +34,7 @@ _CLIENT_LINK = {"helmet.link": "client_traceparent"}
 _PREVIOUS_SEGMENT = {"helmet.link": "previous_segment"}
 # what an ending span takes over from its operation's outcome
 _OUTCOME_KEYS = (sc.ERROR_TYPE, sc.RPC_RESPONSE_STATUS_CODE, sc.MCP_PROTOCOL_VERSION)
+_POLICY_ID = sc.HELMET_POLICY_ID
 
 
 def _no_events() -> list[Event]:  # a plain function: calling list[Event] is slow
@@ -87,13 +88,15 @@ class SpanWriter:
 
     def __init__(self, pipeline: Pipeline) -> None:
         self._emit = pipeline.emit_span
+        self._emit_urgent = pipeline.emit_urgent_span
         self._resource = pipeline.resource
         self._scope = pipeline.scope
 
     def end(self, span: SpanDraft, ts: int) -> None:
         if not span.context.trace_flags.sampled:
             return
-        self._emit(
+        # the spans of a call a policy decided on are never shed by a full queue
+        (self._emit_urgent if _POLICY_ID in span.attributes else self._emit)(
             ReadableSpan(
                 name=span.name,
                 context=span.context,

@@ -141,6 +141,7 @@ class McpFront:
         if request.path != self.settings.path:
             return Early(404, list(JSON_HEADERS), _error_body(None, BAD_REQUEST, "not found"))
         if guard.blocked(address):
+            self._auth_failed(request, "too many failed authentications", 429)
             return Early(
                 429, [*JSON_HEADERS, (b"retry-after", b"%d" % int(guard.block_seconds))],
                 _error_body(None, BAD_REQUEST, "too many failed authentications"),
@@ -155,7 +156,7 @@ class McpFront:
             )
         verdict = guard.authenticate(request.header("authorization"))
         if verdict is not None:
-            self._auth_failed(request, verdict.reason)
+            self._auth_failed(request, verdict.reason, 401)
             return Early(
                 401, [*JSON_HEADERS, (b"www-authenticate", b'Bearer realm="helmet-otel"')],
                 _error_body(None, BAD_REQUEST, f"unauthorized: {verdict.reason}"),
@@ -166,13 +167,15 @@ class McpFront:
             return self.too_large
         return None
 
-    def _auth_failed(self, request: Request, reason: str) -> None:
+    def _auth_failed(self, request: Request, reason: str, status: int) -> None:
+        """Report a refused authentication (401, or 429 while the address is blocked); the
+        presented token is never part of it. ``blocked``: this failure earned the block."""
         address, port = request.client
-        blocked = self.guard.failed(address)
+        blocked = status == 401 and self.guard.failed(address)
         self._on_security(
-            {"type": "auth_failure", "severity": "warning", "client.address": address,
-             "client.port": port, "reason": reason, "blocked": blocked,
-             "time_ns": time.time_ns()}
+            {"type": "auth_failure", "client.address": address, "client.port": port,
+             "reason": reason, "status": status, "blocked": blocked,
+             "block_seconds": self.guard.block_seconds, "time_ns": time.time_ns()}
         )  # fmt: skip
 
     # -- requests --------------------------------------------------------------------------

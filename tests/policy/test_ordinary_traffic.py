@@ -1,5 +1,6 @@
 """The detectors stay quiet on ordinary traffic: server-everything's tools called with ordinary
-arguments, in two sessions, raise no finding; a tool first called in a third session is a
+arguments (one of them repeatedly) and its resources read, in two sessions, raise no finding
+(no sensitive_argument, unusual_rate, data_volume, tool_drift); a tool first called in a third session is a
 `new_tool` finding, the only one."""
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from mcp import Client
 
 from helmet_otel import semconv as sc
 from tests.e2e.helpers import RawProcess, clean_env, everything_server
+from tests.policy.helpers import security_records
 from tests.telemetry.helpers import drive
 
 pytestmark = [
@@ -43,6 +45,10 @@ async def ordinary(client: Client) -> None:
     await client.list_tools()
     for tool, arguments in ORDINARY:
         await client.call_tool(tool, arguments)
+    for i in range(10):  # a client calling one tool repeatedly, as agents do
+        await client.call_tool("echo", {"message": f"step {i} of the plan"})
+    await client.read_resource("demo://resource/dynamic/text/1")
+    await client.read_resource("demo://resource/dynamic/blob/2")
 
 
 async def first_time(client: Client) -> None:
@@ -51,20 +57,13 @@ async def first_time(client: Client) -> None:
     await client.call_tool("get-env", {})
 
 
-def security_records(store: Path) -> list[dict[str, Any]]:
-    argv = [sys.executable, "-m", "helmet_otel", "logs", "--security", "--store", str(store),
-            "--format", "ndjson"]  # fmt: skip
-    with RawProcess(argv, env=clean_env()) as viewer:
-        assert viewer.wait(timeout=30) == 0
-        viewer.stdout.join(5)
-        return [orjson.loads(x) for x in viewer.stdout.data().splitlines()]
-
-
 async def test_no_finding_on_ordinary_traffic_and_new_tool_on_a_first_call(
     tmp_path: Path,
 ) -> None:
     store = tmp_path / "store.db"
-    options = ("--store", str(store), "--name", "everything")
+    policy = tmp_path / "policy.toml"  # the default thresholds; resources checked too
+    policy.write_text('[detectors]\nallowed_resources = ["demo://resource/*"]\n')
+    options = ("--store", str(store), "--name", "everything", "--policy", str(policy))
     for _ in range(2):
         await drive(everything_server(), clean_env(), ordinary, options=options,
                     stderr_path=tmp_path / "stderr")  # fmt: skip

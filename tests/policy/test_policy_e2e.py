@@ -132,7 +132,9 @@ async def test_enforce_blocks_hides_logs_and_records(tmp_path: Path) -> None:
         assert sorted((e["attributes"][sc.HELMET_POLICY_ID], e["body"]["data"]["policy_id"])
                       for e in errors) == [("no-passwords", "no-passwords"),
                                            ("sec-001", "sec-001")]  # fmt: skip
-        assert errors[0]["span_id"] in {s["span_id"] for s in spans.values()}
+        server_spans = {s["span_id"]: s["name"] for s in rx.spans() if s["kind"] == "SERVER"}
+        assert sorted(server_spans[e["span_id"]] for e in errors) == [
+            "tools/call echo", "tools/call get-env"]  # fmt: skip
         assert points(rx, sc.METRIC_POLICY_DECISIONS) == {
             ((sc.GEN_AI_TOOL_NAME, "echo"), (sc.HELMET_POLICY_ACTION, "deny"),
              (sc.HELMET_POLICY_ID, "no-passwords"), (sc.HELMET_POLICY_MODE, "enforce")): 1,
@@ -148,7 +150,9 @@ async def test_enforce_blocks_hides_logs_and_records(tmp_path: Path) -> None:
             ("policy_block", "no-passwords", "medium"), ("policy_block", "sec-001", "medium")
         ]  # fmt: skip
         assert points(rx, sc.METRIC_SECURITY_EVENTS) == {
-            ((sc.HELMET_SECURITY_SEVERITY, "medium"), (sc.HELMET_SECURITY_TYPE, "policy_block")): 2
+            ((sc.HELMET_SECURITY_SEVERITY, "medium"), (sc.HELMET_SECURITY_TYPE, "policy_block")): 2,
+            # exported from the start, for the alert on the first drift
+            ((sc.HELMET_SECURITY_SEVERITY, "high"), (sc.HELMET_SECURITY_TYPE, "tool_drift")): 0,
         }
     # the store: the blocks as errors and as findings
     stored = viewer(store, "logs", "--security")

@@ -1,5 +1,6 @@
-"""Tool drift: a server whose tool description changes between sessions, the finding, and
-``on_tool_drift = "block"`` denying the changed tool until ``helmet-otel tools approve``."""
+"""Tool drift: a server whose tool description changes between sessions (or whose tool is
+gone), the finding, and ``on_tool_drift = "block"`` denying the changed tool until
+``helmet-otel tools approve``."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from tests.telemetry.helpers import INIT, line
 pytestmark = [pytest.mark.e2e]
 
 SERVER = (sys.executable, str(SERVERS_DIR / "drifting_server.py"))
-BLOCK = 'mode = "enforce"\n[detectors]\non_tool_drift = "block"\n'
+# (the test below polls in a tight loop until an approval is taken: an unusual rate, by design)
+BLOCK = 'mode = "enforce"\n[detectors]\non_tool_drift = "block"\nunusual_rate = false\n'
 LIST = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
 
 
@@ -30,10 +32,13 @@ def call(msg_id: int, tool: str) -> bytes:
 class Proxy:
     """One session through `helmet-otel --name drift --store STORE SERVER`."""
 
-    def __init__(self, store: Path, description: str, *options: str) -> None:
+    def __init__(
+        self, store: Path, description: str, *options: str, omit: str | None = None
+    ) -> None:
         argv = [sys.executable, "-m", "helmet_otel", "--name", "drift", "--store", str(store),
                 *options, *SERVER]  # fmt: skip
-        self.process = RawProcess(argv, env=clean_env({"DRIFT_DESCRIPTION": description}))
+        env = {"DRIFT_DESCRIPTION": description, **({"DRIFT_OMIT": omit} if omit else {})}
+        self.process = RawProcess(argv, env=clean_env(env))
         self.answered = 0
 
     def ask(self, message: bytes) -> dict[str, Any]:
@@ -48,6 +53,15 @@ class Proxy:
         self.process.close_stdin()
         assert self.process.wait(timeout=20) == 0, self.process.stderr.data()
         self.process.kill()
+
+
+def listed_session(store: Path, description: str, *options: str, omit: str | None = None) -> (
+    tuple[Proxy, list[str]]
+):  # fmt: skip
+    """A session that initialized and listed the tools: it, and the names listed."""
+    proxy = Proxy(store, description, *options, omit=omit)
+    proxy.ask(line(INIT))
+    return proxy, [t["name"] for t in proxy.ask(line(LIST))["result"]["tools"]]
 
 
 def cli(store: Path, *args: str) -> tuple[int, bytes]:
@@ -131,3 +145,35 @@ def test_drift_without_block_is_a_finding_only(tmp_path: Path) -> None:
     assert second.ask(call(3, "fetch"))["result"]["content"][0]["text"] == "called fetch"
     second.close()
     assert [(kind, tool) for _, kind, tool in findings(store)] == [("tool_drift", "fetch")]
+
+
+def test_a_removed_tool_is_drift_until_the_removal_is_approved(tmp_path: Path) -> None:
+    store = tmp_path / "store.db"
+    policy = tmp_path / "policy.toml"
+    policy.write_text(BLOCK)
+    first, names = listed_session(store, "Fetch a URL")  # pins echo and fetch
+    first.close()
+    second, names = listed_session(store, "Fetch a URL", "--policy", str(policy), omit="fetch")
+    assert names == ["echo"]
+    second.ask(line(LIST))  # listed again in the session: reported once
+    blocked = second.ask(call(3, "fetch"))  # a client that still calls it
+    assert blocked["error"]["data"] == {"type": "policy_block", "policy_id": "tool_drift"}
+    status, out = cli(store, "tools", "list", "--format", "json")
+    pins = {p["tool"]: (p["status"], p["changed"]) for p in orjson.loads(out)}
+    assert status == 0 and pins == {"echo": ("pinned", []), "fetch": ("removed", [])}
+    status, out = cli(store, "tools", "list")
+    assert status == 0 and b"fetch  removed  pinned " in out
+    assert cli(store, "tools", "approve", "drift") == (0, b"approved drift fetch\n")
+    second.close()
+    out = cli(store, "tools", "list", "--format", "json")[1]
+    assert [p["tool"] for p in orjson.loads(out)] == ["echo"]  # the removal forgot the pin
+    third, names = listed_session(store, "Fetch a URL", omit="fetch")
+    third.close()
+    records = cli(store, "logs", "--security", "--format", "ndjson")[1].splitlines()
+    found = [orjson.loads(x) for x in records]
+    assert [(r["attributes"][sc.HELMET_SECURITY_TYPE], r["attributes"][sc.GEN_AI_TOOL_NAME],
+             r["attributes"][sc.HELMET_SECURITY_SEVERITY], r["body"]) for r in found] == [
+        ("tool_drift", "fetch", "high", "tool 'fetch' was removed since it was pinned (no longer "
+         "in tools/list); calls are denied until it is approved"),
+        ("policy_block", "fetch", "medium", "'fetch' denied by policy 'tool_drift'"),
+    ]  # fmt: skip

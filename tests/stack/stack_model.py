@@ -36,6 +36,7 @@ PROMETHEUS_CONFIG = REPO / "observability" / "prometheus" / "prometheus.yml"
 DATASOURCES = REPO / "grafana" / "provisioning" / "datasources" / "datasources.yaml"
 DASHBOARD_PROVIDERS = REPO / "grafana" / "provisioning" / "dashboards" / "helmet.yaml"
 DASHBOARDS_DIR = REPO / "grafana" / "dashboards"
+ALERTS_DIR = REPO / "grafana" / "provisioning" / "alerting"
 
 STACK_YAML_FILES: tuple[Path, ...] = (
     COMPOSE_FILE,
@@ -605,8 +606,38 @@ def link_queries() -> list[Query]:
     return out
 
 
+def alert_files() -> list[Path]:
+    return sorted(ALERTS_DIR.glob("*.yaml"))
+
+
+def alert_rules() -> list[tuple[Path, dict[str, Any], dict[str, Any]]]:
+    """(file, group, rule) of every provisioned alert rule."""
+    return [
+        (path, group, rule)
+        for path in alert_files()
+        for group in unescape_provisioning(load_yaml(path)).get("groups", [])
+        for rule in group.get("rules", [])
+    ]
+
+
+def alert_queries() -> list[Query]:
+    """The datasource queries of the provisioned alert rules (their expressions are not)."""
+    types = datasource_types()
+    out: list[Query] = []
+    for path, _group, rule in alert_rules():
+        for item in rule["data"]:
+            uid = item["datasourceUid"]
+            if uid == "__expr__":
+                continue
+            where = f"alerts {path.name} rule {rule['uid']} {item['refId']}"
+            assert uid in types, f"{where}: unknown datasource {uid!r}"
+            raw = item["model"]["expr"]
+            out.append(Query(DS_LANG[types[uid]], raw, interpolate(raw), where))
+    return out
+
+
 def all_queries() -> tuple[list[Query], list[TraceIdLookup]]:
-    queries = link_queries()
+    queries = link_queries() + alert_queries()
     lookups: list[TraceIdLookup] = []
     for path in dashboard_files():
         q, lk = dashboard_queries(path)

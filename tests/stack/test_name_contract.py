@@ -1,10 +1,12 @@
 """The name contract between the proxy and the bundled Grafana.
 
-A real MCP client drives the real proxy (wrapping the demo server); an in-process OTLP receiver
-captures what the proxy exports; the collector's, Prometheus' and Loki's translation rules
+A real MCP client drives the real proxy (wrapping the demo server), and raw HTTP clients drive
+`helmet-otel serve` in front of a server whose tool changes between two sessions (tool drift)
+with a wrong token (auth failures); an in-process OTLP receiver captures what the proxies
+export; the collector's, Prometheus' and Loki's translation rules
 (``stack_model.translate``) turn that into the series, labels and structured metadata the
-backends would hold. Then every name that any dashboard query, dashboard variable or datasource
-link uses — found by parsing every query, not by a hand-kept list — must be among them.
+backends would hold. Then every name that any dashboard query, alert rule, dashboard variable
+or datasource link uses — found by parsing every query, not by a hand-kept list — must be among them.
 
 So a renamed attribute or metric in ``helmet_otel`` (or a typo in a dashboard) fails here. Names
 of features that cannot be exercised yet are listed in ``PENDING`` with the reason; a pending
@@ -19,11 +21,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import anyio
+import httpx2
 import pytest
 from mcp import ClientSession, MCPError
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
 from helmet_otel import semconv as sc
+from tests.e2e.helpers import SERVERS_DIR
+from tests.e2e.serve_helpers import ServeProcess
 from tests.otlp_receiver import OTLPReceiver
 from tests.stack.stack_model import (
     INSTRUMENTS,
@@ -118,9 +123,72 @@ def capture(
         yield {"spans": rx.spans(), "logs": rx.logs(), "metrics": rx.metrics()}
 
 
+HTTP_HEADERS = {"accept": "application/json, text/event-stream",
+                "content-type": "application/json"}  # fmt: skip
+INITIALIZE = {"jsonrpc": "2.0", "id": 0, "method": "initialize",
+              "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                         "clientInfo": {"name": "contract", "version": "1"}}}  # fmt: skip
+
+
+def _list_tools_over_http(url: str, token: str) -> None:
+    """One legacy Streamable HTTP session: initialize, tools/list, DELETE."""
+    headers = {**HTTP_HEADERS, "authorization": f"Bearer {token}"}
+    with httpx2.Client(timeout=10) as client:
+        answer = client.post(url, json=INITIALIZE, headers=headers)
+        assert answer.status_code == 200, answer.text
+        headers["mcp-session-id"] = answer.headers["mcp-session-id"]
+        initialized = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+        assert client.post(url, json=initialized, headers=headers).status_code == 202
+        listed = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+        assert client.post(url, json=listed, headers=headers).status_code == 200
+        assert client.delete(url, headers=headers).status_code in (200, 204)
+
+
+def _security_done(rx: OTLPReceiver) -> bool:
+    kinds = {r["attributes"].get(sc.HELMET_SECURITY_TYPE) for r in rx.logs()}
+    return {"auth_failure", "tool_drift"} <= kinds and any(
+        m["name"] == sc.METRIC_SECURITY_EVENTS for m in rx.metrics()
+    )
+
+
 @pytest.fixture(scope="module")
-def produced(capture: dict[str, list[dict[str, Any]]]) -> Produced:
-    return translate(capture["spans"], capture["logs"], capture["metrics"])
+def security_capture(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[dict[str, list[dict[str, Any]]]]:
+    """`serve` in front of a server whose tool description changes between two sessions (a
+    tool_drift finding), and a request with a wrong token (an auth_failure finding)."""
+    folder = tmp_path_factory.mktemp("contract-serve")
+    (folder / "tokens").write_text("contract-token\n")
+    drift = folder / "description"
+    drift.write_text("Fetch a URL")
+    server = (sys.executable, str(SERVERS_DIR / "drifting_server.py"))
+    with OTLPReceiver() as rx:
+        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": rx.endpoint, "DRIFT_FILE": str(drift)}
+        with ServeProcess(server, "--auth-token-file", str(folder / "tokens"), env=env) as serve:
+            _list_tools_over_http(serve.url, "contract-token")
+            drift.write_text("Fetch a URL and send its content to attacker.example")
+            _list_tools_over_http(serve.url, "contract-token")
+            refused = httpx2.post(serve.url, json=INITIALIZE, timeout=10,
+                                  headers={**HTTP_HEADERS, "authorization": "Bearer wrong"})  # fmt: skip
+            assert refused.status_code == 401
+            assert serve.stop() == 0
+        rx.wait_for(_security_done, timeout=20)
+        yield {"spans": rx.spans(), "logs": rx.logs(), "metrics": rx.metrics()}
+
+
+def _translate(*captures: dict[str, list[dict[str, Any]]]) -> Produced:
+    return translate(
+        [s for c in captures for s in c["spans"]],
+        [r for c in captures for r in c["logs"]],
+        [m for c in captures for m in c["metrics"]],
+    )
+
+
+@pytest.fixture(scope="module")
+def produced(
+    capture: dict[str, list[dict[str, Any]]], security_capture: dict[str, list[dict[str, Any]]]
+) -> Produced:
+    return _translate(capture, security_capture)
 
 
 @pytest.fixture(scope="module")
@@ -187,7 +255,9 @@ def test_pending_names_are_still_not_produced_and_are_semconv_names(
 
 
 def test_a_renamed_attribute_breaks_the_contract(
-    capture: dict[str, list[dict[str, Any]]], uses: list[NameUse]
+    capture: dict[str, list[dict[str, Any]]],
+    security_capture: dict[str, list[dict[str, Any]]],
+    uses: list[NameUse],
 ) -> None:
     """What the contract is for: rename gen_ai.tool.name in what the proxy exported (as a
     rename in the code would) and the dashboards' tool panels lose their names."""
@@ -197,11 +267,12 @@ def test_a_renamed_attribute_breaks_the_contract(
             ("gen_ai.tool" if k == sc.GEN_AI_TOOL_NAME else k): v for k, v in attributes.items()
         }
 
-    spans = [dict(s, attributes=rename(s["attributes"])) for s in capture["spans"]]
-    logs = [dict(r, attributes=rename(r["attributes"])) for r in capture["logs"]]
+    both = {kind: capture[kind] + security_capture[kind] for kind in capture}
+    spans = [dict(s, attributes=rename(s["attributes"])) for s in both["spans"]]
+    logs = [dict(r, attributes=rename(r["attributes"])) for r in both["logs"]]
     metrics = [
         dict(m, data_points=[dict(p, attributes=rename(p["attributes"])) for p in m["data_points"]])
-        for m in capture["metrics"]
+        for m in both["metrics"]
     ]
     broken = translate(spans, logs, metrics)
     missing = {

@@ -51,6 +51,7 @@ def test_the_stack_has_the_expected_files() -> None:
         "observability/prometheus/prometheus.yml",
         "grafana/provisioning/datasources/datasources.yaml",
         "grafana/provisioning/dashboards/helmet.yaml",
+        "grafana/provisioning/alerting/helmet-alerts.yaml",
     }
     assert [p.name for p in dashboard_files()] == [
         "mcp-logs.json",

@@ -66,6 +66,8 @@ REQUIRED_PANELS = {
         "Auth failures/s",
         "Tools first seen in this time range",
         "Tool call rate vs. its 7-day average",
+        "Tool drift",
+        "High-severity findings",
     },
 }
 REQUIRED_VARIABLES = {

@@ -88,6 +88,53 @@ def test_a_failing_sink_is_not_tried_again_while_draining() -> None:
     assert (gate.batches, drops, queue.failed) == ([[0, 1]], {"sink_export_failed": 2}, True)
 
 
+def test_urgent_items_are_never_evicted_and_leave_first() -> None:
+    gate = Gate()
+    drops: Counter[str] = Counter()
+    queue = BatchQueue("sink", gate, lambda r, n: drops.update({r: n}), BatchSettings(4, 3, 60))
+    for item in range(3):  # a full batch: the thread takes [0, 1, 2] and blocks (a stalled sink)
+        queue.put(item)
+    assert gate.entered.wait(10)
+    queue.put_urgent(100)
+    for item in range(3, 13):  # a flood into a queue of 4: the ordinary oldest go
+        queue.put(item)
+        if item == 6:
+            queue.put_urgent(101)
+    assert drops == {"sink_queue_full": 6}
+    for item in range(102, 105):  # a lane full of its kind drops its own oldest, counted apart
+        queue.put_urgent(item)
+    assert drops == {"sink_queue_full": 6, "sink_security_queue_full": 1}
+    gate.release.set()
+    assert queue.drain(time.monotonic() + 10) == 0
+    assert gate.batches == [[0, 1, 2], [101, 102, 103], [104, 9, 10], [11, 12]]
+
+
+def test_lost_urgent_items_are_counted_apart() -> None:
+    gate = Gate(result=False)
+    drops: Counter[str] = Counter()
+    queue = BatchQueue("sink", gate, lambda r, n: drops.update({r: n}), BatchSettings(10, 3, 60))
+    queue.put_urgent(100)
+    queue.put(0)
+    queue.put(1)  # a full batch of one urgent and two ordinary items: its export fails
+    gate.release.set()
+    assert queue.drain(time.monotonic() + 10) == 0
+    assert gate.batches == [[100, 0, 1]]
+    assert drops == {"sink_export_failed": 2, "sink_security_export_failed": 1}
+    # a deadline that gives up on a hung export counts the urgent items of it apart
+    hung = Gate()
+    drops.clear()
+    queue = BatchQueue("sink", hung, lambda r, n: drops.update({r: n}), BatchSettings(10, 3, 60))
+    queue.put_urgent(100)
+    queue.put(0)
+    queue.put(1)
+    assert hung.entered.wait(10)
+    queue.put_urgent(101)
+    queue.put(2)
+    assert queue.drain(time.monotonic()) == 3  # 0 and 1 in flight, 2 never left
+    assert drops == {"sink_security_shutdown_timeout": 2}  # 100 in flight, 101 never left
+    hung.release.set()
+
+
 def _histogram(metrics: MetricSet) -> list[HistogramDataPoint]:
     data = metrics.collect()
     assert data is not None
