@@ -56,6 +56,9 @@ def test_a_killed_worker_is_replaced_and_its_loss_counted(tmp_path: Path) -> Non
     # every call's request and response is either in the store or counted as lost
     responses = count(store, "helmet.response")
     requests = count(store, "helmet.request")
-    assert requests + responses + lost == 2 * 301, (requests, responses, lost)
+    # `lost` counts every record in the dead worker's pipe: besides the calls' requests and
+    # responses that may be a session record (a server stderr line, a session-info frame) that
+    # was in flight, hence the small allowance (seen once in CI: 201 lost with 200 calls' worth)
+    assert 2 * 301 <= requests + responses + lost <= 2 * 301 + 2, (requests, responses, lost)
     assert lost > 0  # the 100 calls sent while the first worker was stopped: in its pipe
     assert proxy_close_dropped(store) == ({"worker_lost": lost} if lost else {})
