@@ -2,8 +2,10 @@
 rules, every query the dashboards and datasource links run, and the names those queries use.
 
 Nothing here talks to a backend (there is none on the test machines): the rules are small
-re-implementations of what Prometheus' and Loki's OTLP endpoints do (see
-``shared/reference/observability-stack.md`` §2.2 and §4.2), and the queries are parsed with the
+re-implementations of what Prometheus' and Loki's OTLP endpoints do (metric names gain their
+unit and ``_total`` suffixes, dots become underscores; Loki promotes resource attributes to
+labels and keeps the rest as structured metadata: see ``docs/grafana.md``), and the queries are
+parsed with the
 real grammars (``promql-parser`` from PyPI, ``@grafana/lezer-logql`` / ``@grafana/lezer-traceql``
 / ``@prometheus-io/lezer-promql`` from npm, run with node by ``js/parse_queries.mjs``).
 """
