@@ -13,12 +13,16 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import anyio
 
+from helmet_otel.core.lifecycle import Lifecycle
 from helmet_otel.core.session import ProcessUsage
+from helmet_otel.protocol.framing import LineSplitter
+from helmet_otel.transports.pipes import ByteReader
 
 EXIT_NOT_FOUND = 127
 EXIT_CANNOT_RUN = 126
@@ -194,3 +198,22 @@ class ChildProcess:
             while killpg(pgid, 0):
                 await anyio.sleep(0.02)
         killpg(pgid, signal.SIGKILL)
+
+
+async def pump_stderr(
+    reader: ByteReader, lifecycle: Lifecycle, copy: Callable[[bytes], Awaitable[None]]
+) -> None:
+    """Until the server's stderr ends: ``copy`` each chunk on (as the server wrote it) and hand
+    its lines to the session's lifecycle (telemetry records them), when anyone listens."""
+    splitter = LineSplitter()
+    watched = bool(lifecycle.interceptors)
+    while True:
+        chunk = await reader.receive()
+        if not chunk:
+            break
+        await copy(chunk)
+        if watched:
+            lifecycle.upstream_stderr(splitter.feed(chunk), time.time_ns())
+    rest = splitter.flush()
+    if rest and watched:
+        lifecycle.upstream_stderr([rest], time.time_ns())

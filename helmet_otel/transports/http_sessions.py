@@ -45,7 +45,7 @@ from helmet_otel.protocol.message import (
     id_key,
     progress_key,
 )
-from helmet_otel.transports.child import ChildProcess, ServerCommand
+from helmet_otel.transports.child import ChildProcess, ServerCommand, pump_stderr
 from helmet_otel.transports.http_server import Exchange, Headers
 from helmet_otel.transports.pipes import ByteReader, ByteWriter, open_reader, open_writer
 
@@ -379,19 +379,10 @@ class HttpSession:
             done.set()
 
     async def _pump_err(self, reader: ByteReader) -> None:
-        splitter = LineSplitter()
-        lifecycle = self.lifecycle
-        watched = bool(lifecycle.interceptors)
-        while True:
-            chunk = await reader.receive()
-            if not chunk:
-                break
+        async def copy(chunk: bytes) -> None:
             self._stderr(chunk)
-            if watched:
-                lifecycle.upstream_stderr(splitter.feed(chunk), time.time_ns())
-        rest = splitter.flush()
-        if rest and watched:
-            lifecycle.upstream_stderr([rest], time.time_ns())
+
+        await pump_stderr(reader, self.lifecycle, copy)
 
     def close(self, reason: str) -> None:
         """End the session (DELETE, idle timeout, shutdown): the child's stdin closes and it is

@@ -11,7 +11,6 @@ import asyncio
 import os
 import signal
 import sys
-import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import IO
 
@@ -24,7 +23,12 @@ from helmet_otel.core.lifecycle import Lifecycle
 from helmet_otel.core.relay import Routed
 from helmet_otel.core.session import Session
 from helmet_otel.protocol.framing import LineSplitter
-from helmet_otel.transports.child import ChildProcess, ServerCommand, describe_start_failure
+from helmet_otel.transports.child import (
+    ChildProcess,
+    ServerCommand,
+    describe_start_failure,
+    pump_stderr,
+)
 from helmet_otel.transports.pipes import ByteReader, ByteWriter, open_reader, open_writer
 
 __all__ = ["ServerCommand", "StdioProxy", "run_stdio"]
@@ -185,26 +189,15 @@ class StdioProxy:
     async def _pump_stderr(self, reader: ByteReader) -> None:
         assert self._err is not None
         err = self._err
-        splitter = LineSplitter()
-        lifecycle = self.lifecycle
-        watched = bool(lifecycle.interceptors)
-        while True:
-            chunk = await reader.receive()
-            if not chunk:
-                break
+
+        async def copy(chunk: bytes) -> None:  # ours is a pipe too: it may close
             try:
                 err.write(chunk)
-            except BrokenPipeError:
-                pass
-            if watched:
-                lifecycle.upstream_stderr(splitter.feed(chunk), time.time_ns())
-            try:
                 await err.drain()
             except BrokenPipeError:
                 pass
-        rest = splitter.flush()
-        if rest and watched:
-            lifecycle.upstream_stderr([rest], time.time_ns())
+
+        await pump_stderr(reader, self.lifecycle, copy)
         self._stderr_done.set()
 
     # -- lifecycle --------------------------------------------------------------------------
