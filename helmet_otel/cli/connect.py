@@ -7,7 +7,12 @@ import sys
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
-from helmet_otel.cli.options import ConfigError, ProxyOptions, add_proxy_arguments, environ, resolve
+from helmet_otel.cli.options import (
+    ProxyOptions,
+    add_proxy_arguments,
+    environ,
+    resolve_or_report,
+)
 
 CONNECT_EPILOG = """\
 examples:
@@ -73,10 +78,8 @@ def main_connect(
 ) -> int:
     parsed = connect_parser(prog, parser_class).parse_args(list(args))
     env = environ()
-    try:
-        options = resolve(parsed, env)
-    except ConfigError as exc:
-        sys.stderr.write(f"helmet-otel: error: {exc}\n")
+    options = resolve_or_report(parsed, env)
+    if options is None:
         return 2
     url: str = parsed.url
     parts = urlsplit(url)

@@ -10,12 +10,11 @@ from collections.abc import Sequence
 from helmet_otel import __version__
 from helmet_otel.cli.naming import default_service_name
 from helmet_otel.cli.options import (
-    ConfigError,
     ProxyOptions,
     add_proxy_arguments,
     child_environment,
     environ,
-    resolve,
+    resolve_or_report,
 )
 
 PROG = "helmet-otel"
@@ -173,10 +172,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"{PROG}: error: no server command given (see {PROG} --help)\n")
         return 2
     env = environ()
-    try:
-        options = resolve(parsed, env)
-    except ConfigError as exc:
-        sys.stderr.write(f"{PROG}: error: {exc}\n")
+    options = resolve_or_report(parsed, env)
+    if options is None:
         return 2
     return run_proxy(command, options, env)
 

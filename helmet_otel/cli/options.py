@@ -15,6 +15,7 @@ import difflib
 import math
 import os
 import re
+import sys
 import tomllib
 import urllib.parse
 from collections.abc import Callable, Mapping
@@ -456,6 +457,16 @@ def _read_config(path: str, source: str) -> dict[str, Any]:
             raise ConfigError(f"config file {path}: unknown key {raw_key!r}{hint}")
         values[option.name] = _parse(option, value, f"config file {path}: {raw_key}")
     return values
+
+
+def resolve_or_report(args: argparse.Namespace, env: Mapping[str, str]) -> ProxyOptions | None:
+    """`resolve`, or None once the one stderr line a bad value gets is written (the caller
+    exits with status 2 and starts nothing)."""
+    try:
+        return resolve(args, env)
+    except ConfigError as exc:
+        sys.stderr.write(f"helmet-otel: error: {exc}\n")
+        return None
 
 
 def resolve(args: argparse.Namespace, env: Mapping[str, str]) -> ProxyOptions:

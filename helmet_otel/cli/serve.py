@@ -11,12 +11,11 @@ from typing import cast
 from helmet_otel import semconv as sc
 from helmet_otel.cli.naming import default_service_name
 from helmet_otel.cli.options import (
-    ConfigError,
     ProxyOptions,
     add_proxy_arguments,
     child_environment,
     environ,
-    resolve,
+    resolve_or_report,
 )
 from helmet_otel.core.verdicts import Finding
 
@@ -67,10 +66,8 @@ def main_serve(args: Sequence[str], prog: str, parser_class: type[argparse.Argum
     if command and command[0] == "--":
         command = command[1:]
     env = environ()
-    try:
-        options = resolve(parsed, env)
-    except ConfigError as exc:
-        sys.stderr.write(f"helmet-otel: error: {exc}\n")
+    options = resolve_or_report(parsed, env)
+    if options is None:
         return 2
     if options.upstream is not None:
         return serve_upstream(command, options, env)

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from helmet_otel.cli.options import ConfigError, add_proxy_arguments, environ, resolve
+from helmet_otel.cli.options import add_proxy_arguments, environ, resolve_or_report
 from helmet_otel.cli.serve import split_listen
 
 UI_EPILOG = """\
@@ -44,10 +44,8 @@ def main_ui(args: Sequence[str], prog: str, parser_class: type[argparse.Argument
     from helmet_otel.ui.gate import new_token
 
     parsed = ui_parser(prog, parser_class).parse_args(list(args))
-    try:
-        options = resolve(parsed, environ())
-    except ConfigError as exc:
-        sys.stderr.write(f"helmet-otel: error: {exc}\n")
+    options = resolve_or_report(parsed, environ())
+    if options is None:
         return 2
     host, port = split_listen(options.ui_listen)
     if options.ui_no_token and not is_loopback(host):
