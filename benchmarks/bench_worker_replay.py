@@ -36,9 +36,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from helmet_otel import __version__  # noqa: E402
-from helmet_otel import semconv as sc  # noqa: E402
-from helmet_otel.telemetry import frames as fr  # noqa: E402
+from helmet_otel import __version__
+from helmet_otel import semconv as sc
+from helmet_otel.telemetry import frames as fr
 
 ROOT = Path(__file__).resolve().parent.parent
 ECHO = ROOT / "benchmarks" / "echo_server.py"
@@ -206,16 +206,18 @@ def replay(batches: Sequence[bytes]) -> tuple[Parts, int, int, int]:
                 else:
                     n_spans += len(batch)
 
-    first = True
-    for data in batches:
-        frames = decoded if first else parts.timed("decode", lambda: fr.decode(data))  # noqa: B023
-        first = False
+    def handle(frames: list[fr.Frame]) -> None:
         for frame in frames:
-            if isinstance(frame, fr.Config):
-                continue
-            if type(frame) is fr.Msg and frame.summary.kind == "request":
-                calls += frame.summary.method == "tools/call"
-            parts.timed("record", lambda: recorder.handle(frame))  # noqa: B023
+            recorder.handle(frame)
+
+    for data in batches:
+        frames = decoded if data is batches[0] else parts.timed("decode", lambda: fr.decode(data))  # noqa: B023
+        frames = [f for f in frames if not isinstance(f, fr.Config)]
+        calls += sum(
+            1 for f in frames if type(f) is fr.Msg and f.summary.kind == "request"
+            and f.summary.method == "tools/call"
+        )  # fmt: skip
+        parts.timed("record", lambda: handle(frames))  # noqa: B023
         export(False)
     if not recorder.closed:
         recorder.close(time.time_ns(), "replay end")

@@ -13,16 +13,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 from opentelemetry._logs import SeverityNumber
-from opentelemetry.context import Context
-from opentelemetry.sdk.trace import Event
-from opentelemetry.trace import SpanKind
 
 from helmet_otel import semconv as sc
 from helmet_otel.core.verdicts import Decision
 from helmet_otel.protocol.message import JsonId, id_key
+from helmet_otel.store.records import Event, Span
 from helmet_otel.telemetry.frames import Msg
 from helmet_otel.telemetry.records import info_attributes, recorded_body
-from helmet_otel.telemetry.spans import SpanDraft, client_link, log_context, new_span
+from helmet_otel.telemetry.spans import CLIENT, SERVER, client_link
 
 if TYPE_CHECKING:
     from helmet_otel.telemetry.session_recorder import SessionRecorder
@@ -67,9 +65,8 @@ _POLICY_KEYS = (sc.HELMET_POLICY_ID, sc.HELMET_POLICY_ACTION, sc.HELMET_POLICY_M
 
 @dataclass(slots=True)
 class Operation:
-    server: SpanDraft
-    client: SpanDraft | None  # None when the proxy answered the request itself
-    context: Context  # the SERVER span's, for the operation's records
+    server: Span  # (its records are in it)
+    client: Span | None  # None when the proxy answered the request itself
     method: str
     name: str | None
     started_ns: int
@@ -136,35 +133,32 @@ class Operations:
                               client_link(summary.http_traceparent, HTTP_HEADER_LINK))
             if link is not None
         ]  # fmt: skip
-        root = session.root.context
+        root = session.root
+        trace_id = root.trace_id
         flags = session.trace_flags
         client_attrs = dict(span_attrs)
         client_attrs.update(session.upstream_attributes)
         span_attrs.update(session.peer_attributes)
-        server = new_span(
-            span_name, root.trace_id, frame.server_span_id, flags, root, SpanKind.SERVER, ts,
-            span_attrs, links,
-        )  # fmt: skip
-        server_context = log_context(server)
+        new = shared.spans.new
+        server = new(span_name, trace_id, frame.server_span_id, flags, root.span_id, SERVER, ts,
+                     span_attrs, links)  # fmt: skip
         client = None
         if not summary.replied:
-            client = new_span(
-                span_name, root.trace_id, frame.client_span_id, flags, server.context,
-                SpanKind.CLIENT, ts, client_attrs,
-            )  # fmt: skip
+            client = new(span_name, trace_id, frame.client_span_id, flags, server.span_id, CLIENT,
+                         ts, client_attrs)  # fmt: skip
         if summary.id is not None:
             self.open[(frame.s2c, id_key(summary.id))] = Operation(
-                server, client, server_context, method, name, ts, metric_attrs, weight
+                server, client, method, name, ts, metric_attrs, weight
             )
         for key in _NAMED_KEYS:
             if key in span_attrs:
                 attrs[key] = span_attrs[key]
         shared.instruments.count_message(label, attrs, weight)
         body = recorded_body(shared.redactor, frame.body, frame.size, frame.parsed, "params")
-        session.emit(sc.EVENT_REQUEST, ts, server_context, attrs, body)
+        session.emit(sc.EVENT_REQUEST, ts, server, attrs, body)
         if verdict is not None:
             for finding in verdict[1]:
-                session.finding(finding, ts, server_context)
+                session.finding(finding, ts, server)
 
     def response(self, frame: Msg, attrs: dict[str, Any]) -> None:
         session = self.session
@@ -191,7 +185,7 @@ class Operations:
         opened = None
         if summary.id is not None:
             opened = self.open.pop((1 - frame.s2c, id_key(summary.id)), None)
-        context = None
+        span = None
         label = "unknown"
         weight = frame.weight
         tool_error = summary.is_tool_error
@@ -200,7 +194,7 @@ class Operations:
             attrs.pop(sc.HELMET_SAMPLE_WEIGHT, None)
             if weight > 1:
                 attrs[sc.HELMET_SAMPLE_WEIGHT] = weight
-            context = opened.context
+            span = opened.server
             server_attributes = opened.server.attributes
             if sc.HELMET_POLICY_ID in server_attributes:  # the answer to a decided request
                 for key in _POLICY_KEYS:
@@ -214,7 +208,7 @@ class Operations:
             shared.instruments.count_error(weight, attrs[sc.ERROR_TYPE], label)
         session.errors += (is_error or tool_error) * weight
         shared.instruments.count_message(label, attrs, weight)
-        session.emit(sc.EVENT_RESPONSE, ts, context, attrs, body, severity)
+        session.emit(sc.EVENT_RESPONSE, ts, span, attrs, body, severity)
         if is_error:
             error_attrs = dict(attrs)
             if code is not None:
@@ -222,7 +216,7 @@ class Operations:
             if summary.error_message is not None:
                 message = shared.redactor.scrub_text(summary.error_message)
                 error_attrs[sc.HELMET_ERROR_MESSAGE] = message
-            session.emit(sc.EVENT_ERROR, ts, context, error_attrs, body, SeverityNumber.ERROR)
+            session.emit(sc.EVENT_ERROR, ts, span, error_attrs, body, SeverityNumber.ERROR)
 
     def _end(
         self, ts: int, opened: Operation, attrs: dict[str, Any], code: int | None,
@@ -266,13 +260,13 @@ class Operations:
             server_attrs[sc.ERROR_TYPE] = client_attrs[sc.ERROR_TYPE] = sc.ERROR_TYPE_TOOL_ERROR
         shared.spans.finish(opened.client, ts, client_attrs, description)
         shared.spans.finish(opened.server, ts, server_attrs, description)
-        server = opened.server.context  # exemplars: a latency bucket links to a request's trace
+        server = opened.server  # exemplars: a latency bucket links to a request's trace
         weight = opened.weight
         instruments.server_duration.record(
             latency_s, server_attrs, server.trace_id, server.span_id, ts, weight
         )
         if opened.client is not None:
-            client = opened.client.context
+            client = opened.client
             instruments.client_duration.record(
                 latency_s, client_attrs, client.trace_id, client.span_id, ts, weight
             )
@@ -293,7 +287,7 @@ class Operations:
         for direction in (0, 1):
             opened = self.open.get((direction, key))
             if opened is not None:
-                opened.server.events.append(Event("cancelled", {"reason": reason}, ts))
+                opened.server.events.append(Event("cancelled", ts, {"reason": reason}))
                 opened.cancelled = True
 
     def abandon(self, ts: int, reason: str) -> int:
@@ -326,6 +320,6 @@ class Operations:
             if opened.weight > 1:
                 attrs[sc.HELMET_SAMPLE_WEIGHT] = opened.weight
             body = {"message": description}
-            session.emit(sc.EVENT_ERROR, ts, opened.context, attrs, body, SeverityNumber.ERROR)
+            session.emit(sc.EVENT_ERROR, ts, opened.server, attrs, body, SeverityNumber.ERROR)
         self.open.clear()
         return failed

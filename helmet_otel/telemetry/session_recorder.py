@@ -13,14 +13,15 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from opentelemetry._logs import SeverityNumber
-from opentelemetry.context import Context
 from opentelemetry.sdk.trace.sampling import Sampler
-from opentelemetry.trace import Link, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace import Link as SdkLink
+from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
 
 from helmet_otel import semconv as sc
 from helmet_otel.core.verdicts import Decision, Finding
 from helmet_otel.protocol.message import JsonId
 from helmet_otel.redaction import Redactor
+from helmet_otel.store.records import Link, Span
 from helmet_otel.telemetry.frames import (
     CUT,
     NOT_JSON,
@@ -46,14 +47,14 @@ from helmet_otel.telemetry.records import (
 )
 from helmet_otel.telemetry.server_usage import ServerUsage
 from helmet_otel.telemetry.severity import mcp_level_severity
-from helmet_otel.telemetry.spans import SpanDraft, SpanWriter, log_context, new_span, segment_link
+from helmet_otel.telemetry.spans import ERROR, INTERNAL, SpanWriter, segment_link
 from helmet_otel.telemetry.stderr_groups import StderrGroup
 
 DIRECTIONS = (sc.DIRECTION_C2S, sc.DIRECTION_S2C)
 # network.transport of the client's side of a session, by the session's transport
 NETWORK_TRANSPORTS = {"stdio": "pipe", "http": "tcp"}
-_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
-_NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
+_SAMPLED = TraceFlags.SAMPLED
+_NOT_SAMPLED = TraceFlags.DEFAULT
 _JSON_IDS = (str, int, float)
 _CANCELLED = "notifications/cancelled"
 # From a session start's ``upstream``: the client's side of an HTTP session (SERVER spans) and
@@ -139,7 +140,6 @@ class SessionRecorder:
         self.segment = 0
         self.trace_flags = _SAMPLED  # the sampler's say on the current segment
         self.root = self._new_root(start.ts, start.trace_id, start.root_span_id, [])
-        self.root_context = log_context(self.root)
         self.operations = Operations(self)
         # a request's decision and findings, by its SERVER span id, until its record arrives
         self.verdicts: dict[int, tuple[Decision | None, tuple[Finding, ...]]] = {}
@@ -157,19 +157,20 @@ class SessionRecorder:
         self,
         event: str,
         ts: int,
-        context: Context | None,
+        span: Span | None,
         attributes: dict[str, Any],
         body: Any = None,
         severity: SeverityNumber = SeverityNumber.INFO,
     ) -> None:
-        """A record of this session (in the root span's context unless ``context`` says)."""
+        """A record of this session (in the root span unless ``span`` says)."""
         attributes[sc.HELMET_SESSION_ID] = self.session_id
         if self.mcp_session_id is not None:
             attributes[sc.MCP_SESSION_ID] = self.mcp_session_id
-        context = self.root_context if context is None else context
-        self.shared.records.emit(event, ts, context, attributes, body, severity)
+        self.shared.records.emit(
+            event, ts, self.root if span is None else span, attributes, body, severity
+        )
 
-    def _new_root(self, ts: int, trace_id: int, span_id: int, links: list[Link]) -> SpanDraft:
+    def _new_root(self, ts: int, trace_id: int, span_id: int, links: list[Link]) -> Span:
         attributes: dict[str, Any] = {
             sc.HELMET_SESSION_ID: self.session_id,
             sc.HELMET_TRANSPORT: self.transport,
@@ -184,13 +185,17 @@ class SessionRecorder:
             attributes[sc.MCP_SESSION_ID] = self.mcp_session_id
         if self.protocol_version:
             attributes[sc.MCP_PROTOCOL_VERSION] = self.protocol_version
+        sdk_links = [  # (once per trace segment: the sampler takes the SDK's links)
+            SdkLink(SpanContext(link.trace_id, link.span_id, link.remote), link.attributes)
+            for link in links
+        ]
         decision = self.shared.sampler.should_sample(
-            None, trace_id, sc.SPAN_SESSION, SpanKind.INTERNAL, attributes, links
+            None, trace_id, sc.SPAN_SESSION, SpanKind.INTERNAL, attributes, sdk_links
         )
         self.trace_flags = _SAMPLED if decision.decision.is_sampled() else _NOT_SAMPLED
-        return new_span(
-            sc.SPAN_SESSION, trace_id, span_id, self.trace_flags, None, SpanKind.INTERNAL, ts,
-            attributes, links,
+        return self.shared.spans.new(
+            sc.SPAN_SESSION, trace_id, span_id, self.trace_flags, 0, INTERNAL, ts, attributes,
+            links,
         )  # fmt: skip
 
     def _start(self, start: Start) -> None:
@@ -242,7 +247,6 @@ class SessionRecorder:
         self.shared.spans.end(previous, ts)
         self.segment += 1
         self.root = self._new_root(ts, trace_id, root_span_id, [segment_link(previous)])
-        self.root_context = log_context(self.root)
 
     def message(self, frame: Msg) -> None:
         summary = frame.summary
@@ -332,10 +336,10 @@ class SessionRecorder:
         for finding in frame.findings:
             self.finding(finding, frame.ts, None)
 
-    def finding(self, finding: Finding, ts: int, context: Context | None) -> None:
-        """A ``helmet.security`` record (in ``context``: its request's span, if any)."""
+    def finding(self, finding: Finding, ts: int, span: Span | None) -> None:
+        """A ``helmet.security`` record (in ``span``: its request's, if any)."""
         attrs, message = finding_record(self.shared, finding)
-        self.emit(sc.EVENT_SECURITY, ts, context, attrs, message, SeverityNumber.WARN)
+        self.emit(sc.EVENT_SECURITY, ts, span, attrs, message, SeverityNumber.WARN)
 
     def info(self, info: Info) -> None:
         """What the relay learned of the session (era, protocol version, client and server,
@@ -437,7 +441,8 @@ class SessionRecorder:
         crashed = status not in (None, 0) and not reason.startswith(sc.NORMAL_END_REASONS)
         self.root.attributes.update(attrs)
         if crashed:
-            self.root.status = Status(StatusCode.ERROR, reason)
+            self.root.status = ERROR
+            self.root.description = reason
         self.shared.spans.end(self.root, ts)
         instruments = self.shared.instruments
         session_metric: dict[str, Any] = {}
