@@ -63,6 +63,24 @@ def _http_status(parsed: object) -> int | None:
 _POLICY_KEYS = (sc.HELMET_POLICY_ID, sc.HELMET_POLICY_ACTION, sc.HELMET_POLICY_MODE)
 
 
+_KINDS_MAX = 256  # kinds of call remembered per session (names come from the traffic)
+
+
+@dataclass(slots=True)
+class CallKind:
+    """What every call of one method and target in a session shares, worked out once: its
+    metric label and attributes, its spans' name, and its spans' attributes before the call's
+    own (the request id...)."""
+
+    label: str
+    metric_attrs: dict[str, Any]  # shared: never changed
+    span_attrs: dict[str, Any]  # the template: copied per call
+    span_name: str
+    named: tuple[tuple[str, Any], ...]  # method, tool and prompt names for the records
+    # a success's span outcomes (SERVER, CLIENT), shared, and the protocol version they have
+    ended: tuple[dict[str, Any], dict[str, Any], str | None] | None = None
+
+
 @dataclass(slots=True)
 class Operation:
     server: Span  # (its records are in it)
@@ -70,7 +88,7 @@ class Operation:
     method: str
     name: str | None
     started_ns: int
-    metric_attrs: dict[str, Any]
+    kind: CallKind
     weight: int
     cancelled: bool = False
 
@@ -79,6 +97,32 @@ class Operations:
     def __init__(self, session: SessionRecorder) -> None:
         self.session = session
         self.open: dict[tuple[int, tuple[bool, JsonId]], Operation] = {}
+        self._kinds: dict[tuple[str, str | None], CallKind] = {}
+
+    def forget_kinds(self) -> None:
+        """The session's protocol version, transport or session id changed: what calls share
+        is worked out again."""
+        self._kinds.clear()
+
+    def _kind(self, method: str, name: str | None) -> CallKind:
+        kind = self._kinds.get((method, name))
+        if kind is not None:
+            return kind
+        session = self.session
+        label = session.shared.instruments.method_label(method)
+        metric_attrs = self._metric_attributes(label, name)
+        span_attrs = dict(metric_attrs)
+        span_attrs[sc.MCP_METHOD_NAME] = method
+        span_attrs[sc.HELMET_SESSION_ID] = session.session_id
+        if session.mcp_session_id is not None:
+            span_attrs[sc.MCP_SESSION_ID] = session.mcp_session_id
+        named = tuple((key, span_attrs[key]) for key in _NAMED_KEYS if key in span_attrs)
+        span_name = f"{method} {name}" if name else method
+        kind = CallKind(label, metric_attrs, span_attrs, span_name, named)
+        if len(self._kinds) >= _KINDS_MAX:
+            self._kinds.clear()
+        self._kinds[(method, name)] = kind
+        return kind
 
     def _metric_attributes(self, label: str, name: str | None) -> dict[str, Any]:
         attrs: dict[str, Any] = {sc.MCP_METHOD_NAME: label}
@@ -105,13 +149,8 @@ class Operations:
         if method == "initialize":
             attrs.update(info_attributes(session.client_info, sc.HELMET_CLIENT_NAME,
                                          sc.HELMET_CLIENT_VERSION))  # fmt: skip
-        label = shared.instruments.method_label(method)
-        metric_attrs = self._metric_attributes(label, name)
-        span_attrs = dict(metric_attrs)
-        span_attrs[sc.MCP_METHOD_NAME] = method
-        span_attrs[sc.HELMET_SESSION_ID] = session.session_id
-        if session.mcp_session_id is not None:
-            span_attrs[sc.MCP_SESSION_ID] = session.mcp_session_id
+        kind = self._kind(method, name)
+        span_attrs = kind.span_attrs.copy()
         if summary.id is not None:
             span_attrs[sc.JSONRPC_REQUEST_ID] = attrs[sc.JSONRPC_REQUEST_ID]
         uri = summary.resource_uri
@@ -127,7 +166,7 @@ class Operations:
                             if k in _POLICY_KEYS}  # fmt: skip
             span_attrs.update(policy_attrs)
             attrs.update(policy_attrs)
-        span_name = f"{method} {name}" if name else method
+        span_name = kind.span_name
         links = [
             link for link in (client_link(summary.client_traceparent),
                               client_link(summary.http_traceparent, HTTP_HEADER_LINK))
@@ -148,12 +187,11 @@ class Operations:
                          ts, client_attrs)  # fmt: skip
         if summary.id is not None:
             self.open[(frame.s2c, id_key(summary.id))] = Operation(
-                server, client, method, name, ts, metric_attrs, weight
+                server, client, method, name, ts, kind, weight
             )
-        for key in _NAMED_KEYS:
-            if key in span_attrs:
-                attrs[key] = span_attrs[key]
-        shared.instruments.count_message(label, attrs, weight)
+        for key, value in kind.named:
+            attrs[key] = value
+        shared.instruments.count_message(kind.label, attrs, weight)
         body = recorded_body(shared.redactor, frame.body, frame.size, frame.parsed, "params")
         session.emit(sc.EVENT_REQUEST, ts, server, attrs, body)
         if verdict is not None:
@@ -199,7 +237,7 @@ class Operations:
             if sc.HELMET_POLICY_ID in server_attributes:  # the answer to a decided request
                 for key in _POLICY_KEYS:
                     attrs[key] = server_attributes[key]
-            label = shared.instruments.method_label(opened.method)
+            label = opened.kind.label
             self._end(ts, opened, attrs, code, code_text, summary.error_message, tool_error,
                       http_status)  # fmt: skip
             if tool_error and not is_error:
@@ -239,11 +277,16 @@ class Operations:
         if opened.method == "initialize":
             attrs.update(info_attributes(session.server_info, sc.HELMET_SERVER_INFO_NAME,
                                          sc.HELMET_SERVER_VERSION))  # fmt: skip
-        server_attrs = dict(opened.metric_attrs)
-        if session.protocol_version:
-            server_attrs[sc.MCP_PROTOCOL_VERSION] = session.protocol_version
-        client_attrs = dict(server_attrs)
+        kind = opened.kind
+        version = session.protocol_version
         description = None
+        if code_text is None and not tool_error:  # (read only from here on: shared)
+            ended = kind.ended
+            if ended is None or ended[2] != version:
+                ended = kind.ended = (*self._outcomes(kind, version), version)
+            server_attrs, client_attrs = ended[0], ended[1]
+        else:
+            server_attrs, client_attrs = self._outcomes(kind, version)
         if code_text is not None:
             description = error_message or "error"
             error_type = str(http_status) if http_status is not None else code_text
@@ -271,14 +314,20 @@ class Operations:
                 latency_s, client_attrs, client.trace_id, client.span_id, ts, weight
             )
         failed = sc.ERROR_TYPE in attrs
-        key = f"{opened.method} {opened.name}" if opened.name else opened.method
         instruments.operation_done(
-            key, weight, attrs[sc.HELMET_MESSAGE_SIZE], latency_s * 1000, failed
+            kind.span_name, weight, attrs[sc.HELMET_MESSAGE_SIZE], latency_s * 1000, failed
         )
         if failed:
-            label = instruments.method_label(opened.method)
             tool = attrs.get(sc.GEN_AI_TOOL_NAME)
-            instruments.count_error(weight, attrs[sc.ERROR_TYPE], label, tool)
+            instruments.count_error(weight, attrs[sc.ERROR_TYPE], kind.label, tool)
+
+    @staticmethod
+    def _outcomes(kind: CallKind, version: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The attributes an ending call's SERVER and CLIENT spans (and durations) start from."""
+        server_attrs = dict(kind.metric_attrs)
+        if version:
+            server_attrs[sc.MCP_PROTOCOL_VERSION] = version
+        return server_attrs, dict(server_attrs)
 
     def cancel(self, request_id: JsonId, reason: str, ts: int) -> None:
         """``notifications/cancelled``: an event on the request, which now expects no

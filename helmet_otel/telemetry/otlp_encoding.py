@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Mapping, Sequence
-from typing import Any, cast
+from typing import Any
 
 from helmet_otel.store.records import Log, Origin, Span
 
@@ -65,7 +65,7 @@ def _text(value: str) -> bytes:
 
 def any_value(value: Any) -> bytes:
     """An ``AnyValue`` message body."""
-    kind = cast("type[object]", type(value))
+    kind: type[object] = type(value)  # pyright: ignore[reportUnknownVariableType]
     if kind is str:
         return _wrapped(b"\x0a", value.encode("utf-8", "replace"))
     if value is None:
@@ -125,7 +125,7 @@ class OtlpEncoder:
             return
         fields, seen, uncached = self._fields, self._distinct, self._uncached
         for key, value in attributes.items():
-            kind = cast("type[object]", type(value))
+            kind: type[object] = type(value)  # pyright: ignore[reportUnknownVariableType]  # pyright: ignore[reportUnknownVariableType]
             if key in uncached or not (kind is str or kind is int or kind is bool):
                 _field(out, tag, key_value(key, value))
                 continue

@@ -90,9 +90,10 @@ def scrubbed_summary(redactor: Redactor, summary: Summary) -> Summary:
     clean_target = target if target is None else redactor.scrub_name(target)
     clean_uri = uri if uri is None else redactor.scrub_text(uri)
     clean_message = message if message is None else redactor.scrub_text(message)
+    # (a remembered name is an equal string, not the same one)
     if (
-        clean_method is method
-        and clean_target is target
+        clean_method == method
+        and clean_target == target
         and clean_uri is uri
         and clean_message is message
     ):

@@ -354,6 +354,7 @@ class SessionRecorder:
             self.root.attributes[sc.MCP_SESSION_ID] = info.mcp_session_id
         if self.protocol_version:
             self.root.attributes[sc.MCP_PROTOCOL_VERSION] = self.protocol_version
+        self.operations.forget_kinds()
 
     def stderr(self, ts: int, line: bytes) -> None:
         """A line the server wrote to stderr: gathered with the lines that belong with it
