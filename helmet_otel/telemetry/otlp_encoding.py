@@ -70,11 +70,16 @@ def any_value(value: Any) -> bytes:
         return _wrapped(b"\x0a", value.encode("utf-8", "replace"))
     if value is None:
         return b""
-    if kind is dict:
-        return _wrapped(
-            b"\x32",
-            b"".join([_wrapped(b"\x0a", key_value(str(k), v)) for k, v in value.items()]),  # pyright: ignore[reportUnknownVariableType,reportUnknownArgumentType,reportUnknownMemberType]
-        )
+    if kind is dict:  # (inlined: bodies are mostly objects)
+        parts: list[bytes] = []
+        for k, v in value.items():  # pyright: ignore[reportUnknownVariableType,reportUnknownMemberType]
+            item = any_value(v)
+            n = len(item)
+            pair = _key_field(k if type(k) is str else str(k)) + b"\x12"  # pyright: ignore[reportUnknownArgumentType]
+            pair += (_SMALL[n] if n < 256 else _varint(n)) + item
+            n = len(pair)
+            parts.append(b"\x0a" + (_SMALL[n] if n < 256 else _varint(n)) + pair)
+        return _wrapped(b"\x32", b"".join(parts))
     if kind is list:
         return _wrapped(b"\x2a", b"".join([_wrapped(b"\x0a", any_value(v)) for v in value]))  # pyright: ignore[reportUnknownVariableType]
     if kind is bool:
@@ -100,9 +105,22 @@ def any_value(value: Any) -> bytes:
     return any_value(str(value))
 
 
+_KEY_FIELDS: dict[str, bytes] = {}  # KeyValue.key fields of the keys seen (they repeat)
+_KEY_FIELDS_LIMIT = 4096
+
+
+def _key_field(key: str) -> bytes:
+    field = _KEY_FIELDS.get(key)
+    if field is None:
+        field = _wrapped(b"\x0a", key.encode("utf-8", "replace"))
+        if len(_KEY_FIELDS) < _KEY_FIELDS_LIMIT and len(key) <= _CACHEABLE_LEN:
+            _KEY_FIELDS[key] = field
+    return field
+
+
 def key_value(key: str, value: Any) -> bytes:
     """A ``KeyValue`` message body."""
-    return _wrapped(b"\x0a", key.encode("utf-8", "replace")) + _wrapped(b"\x12", any_value(value))
+    return _key_field(key) + _wrapped(b"\x12", any_value(value))
 
 
 class OtlpEncoder:
