@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(1, str(Path(__file__).resolve().parent))
 
 from helmet_otel import __version__
 from helmet_otel import semconv as sc
@@ -79,7 +80,9 @@ def capture(path: Path, calls: int, rate: float, depth: int = 16) -> None:
         env["OTEL_SDK_DISABLED"] = "true"  # no collector: the frames are the same
         store = str(Path(tmp) / "store.db")
         argv = [sys.executable, "-m", "helmet_otel", "--store", store, sys.executable, str(ECHO)]
-        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, cwd=ROOT
+        )
         assert proc.stdin is not None and proc.stdout is not None
         init = (
             b'{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":'
@@ -225,6 +228,69 @@ def replay(batches: Sequence[bytes]) -> tuple[Parts, int, int, int]:
     return parts, calls, n_logs, n_spans
 
 
+def worker_cpu(batches: Sequence[bytes], rate: float, otlp: bool, idle: float = 0.5) -> float:
+    """Seconds of CPU the real worker process (this checkout's) spends on ``batches`` fed at
+    ``rate`` calls/s, into a fresh store (and a local OTLP receiver with ``otlp``): its user +
+    system time from /proc, from after its start until it is idle again after the last batch."""
+    import dataclasses
+
+    import psutil
+    from bench_relay import Helper  # pyright: ignore[reportMissingImports]
+
+    first = fr.decode(batches[0])
+    config = next(f for f in first if isinstance(f, fr.Config))
+    with tempfile.TemporaryDirectory(prefix="helmet-replay-") as tmp:
+        options = dataclasses.replace(config.options, store=str(Path(tmp) / "store.db"))
+        frames = b"".join(
+            fr.pickled(config._replace(options=options) if f is config else f) for f in first
+        )
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "HELMET_"))}
+        env["PYTHONPATH"] = str(ROOT)
+        receiver = Helper("--_receiver", "http/protobuf") if otlp else None
+        if receiver is not None:
+            env["OTEL_EXPORTER_OTLP_ENDPOINT"] = receiver.ask()["endpoint"]
+        else:
+            env["OTEL_SDK_DISABLED"] = "true"
+        argv = [sys.executable, "-m", "helmet_otel.telemetry.worker"]
+        # (cwd: ``-m`` puts it first on sys.path, so it decides which checkout runs)
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, env=env, cwd=ROOT)
+        assert proc.stdin is not None
+        worker = psutil.Process(proc.pid)
+
+        def cpu() -> float:
+            times = worker.cpu_times()
+            return times.user + times.system
+
+        def settle() -> float:
+            last, since = cpu(), time.monotonic()
+            while time.monotonic() - since < idle:
+                time.sleep(0.05)
+                now = cpu()
+                if now != last:
+                    last, since = now, time.monotonic()
+            return last
+
+        try:
+            proc.stdin.write(fr.batch(frames))
+            proc.stdin.flush()
+            before = settle()
+            began, calls = time.monotonic(), 0
+            for data in batches[1:]:
+                ahead = began + calls / rate - time.monotonic()
+                if ahead > 0:
+                    time.sleep(ahead)
+                proc.stdin.write(fr.batch(data))
+                proc.stdin.flush()
+                calls += data.count(b'"method":"tools/call"')
+            after = settle()
+            proc.stdin.close()
+            proc.wait(timeout=60)
+        finally:
+            if receiver is not None:
+                receiver.kill()
+    return after - before
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=Path, default=DEFAULT_FRAMES)
@@ -234,10 +300,21 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--profile", action="store_true", help="cProfile one more round")
     parser.add_argument("--top", type=int, default=35)
+    parser.add_argument(
+        "--worker", choices=("store", "otlp"),
+        help="instead: the real worker process fed the frames at --rate (store, or store + OTLP "
+        "to a local receiver), its CPU per call from /proc, best of --rounds",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.capture or not args.frames.exists():
         capture(args.frames, args.calls, args.rate)
     batches = read_batches(args.frames)
+    if args.worker:
+        calls = sum(data.count(b'"method":"tools/call"') for data in batches[1:])
+        runs = [worker_cpu(batches, args.rate, args.worker == "otlp") for _ in range(args.rounds)]
+        print(f"{args.frames}: worker ({args.worker}) at {args.rate:,.0f} calls/s, {calls} calls; "
+              f"CPU per call, us: " + "  ".join(f"{r / calls * 1e6:.1f}" for r in runs))  # fmt: skip
+        return 0
     best: dict[str, float] = {}
     calls = n_logs = n_spans = 0
     for _ in range(args.rounds):
