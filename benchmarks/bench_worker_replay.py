@@ -292,7 +292,7 @@ def worker_cpu(batches: Sequence[bytes], rate: float, otlp: bool, idle: float = 
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--frames", type=Path, default=DEFAULT_FRAMES)
     parser.add_argument("--capture", action="store_true", help="capture even if the file exists")
     parser.add_argument("--calls", type=int, default=3000, help="calls to capture")
