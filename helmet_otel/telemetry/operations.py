@@ -167,11 +167,13 @@ class Operations:
             span_attrs.update(policy_attrs)
             attrs.update(policy_attrs)
         span_name = kind.span_name
-        links = [
-            link for link in (client_link(summary.client_traceparent),
-                              client_link(summary.http_traceparent, HTTP_HEADER_LINK))
-            if link is not None
-        ]  # fmt: skip
+        links = None
+        if summary.client_traceparent is not None or summary.http_traceparent is not None:
+            links = [
+                link for link in (client_link(summary.client_traceparent),
+                                  client_link(summary.http_traceparent, HTTP_HEADER_LINK))
+                if link is not None
+            ]  # fmt: skip
         root = session.root
         trace_id = root.trace_id
         flags = session.trace_flags
