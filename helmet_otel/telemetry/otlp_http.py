@@ -21,7 +21,8 @@ CREDENTIAL_PROVIDER``), an HTTP(S) proxy from the environment, user:password in 
 Retries are the SDK's: up to six attempts on 429, 502, 503, 504 or a connection error, backing
 off 1 s, 2 s, 4 s, ... (+-20 %) or as ``Retry-After`` says, while the timeout allows; a
 connection error is first retried at once (a kept-alive connection the collector closed).
-Any other answer fails the batch at once; a redirect is not followed (an OTLP endpoint does not
+Any other answer fails the batch at once, and so does a collector whose certificate
+does not verify (the SDK's transport retries that too); a redirect is not followed (an OTLP endpoint does not
 move: set the final URL). `HttpSender.shutdown` cuts a backoff short and closes the socket, so a
 hung collector releases the export thread at once.
 """
@@ -54,6 +55,7 @@ Signal = Literal["traces", "logs"]
 DEFAULT_ENDPOINT = "http://localhost:4318"
 DEFAULT_TIMEOUT_S = 10.0
 MAX_ATTEMPTS = 6
+BACKOFF_S = 1.0  # the first backoff; it doubles with every retry
 RETRYABLE = frozenset({429, 502, 503, 504})
 JITTER = 0.2
 
@@ -192,7 +194,7 @@ def tls_context(settings: HttpSettings, env: Mapping[str, str]) -> ssl.SSLContex
 
 @dataclass(frozen=True)
 class _Answer:
-    status: int | None  # None: no answer (a connection error or a timeout)
+    status: int | None  # None: no answer (a connection error or a timeout); 0: no trust
     retry_after_s: float | None = None
     error: str = ""
 
@@ -252,7 +254,7 @@ class HttpSender:
                     self._path, status, answer.error or "unknown",
                 )  # fmt: skip
                 return False
-            backoff = 2**attempt * random.uniform(1 - JITTER, 1 + JITTER)
+            backoff = BACKOFF_S * 2**attempt * random.uniform(1 - JITTER, 1 + JITTER)
             if answer.retry_after_s is not None:
                 backoff = answer.retry_after_s
             if attempt + 1 == MAX_ATTEMPTS or backoff > deadline - time.monotonic():
@@ -316,6 +318,9 @@ class HttpSender:
             connection.request("POST", self._path, body, self._headers)
             response = connection.getresponse()
             response.read()
+        except ssl.SSLCertVerificationError as error:  # retrying cannot mend it
+            self._drop_connection()
+            return _Answer(0, error=f"{type(error).__name__}: {error}")
         except (OSError, http.client.HTTPException, ValueError) as error:
             self._drop_connection()
             return _Answer(None, error=f"{type(error).__name__}: {error}")
