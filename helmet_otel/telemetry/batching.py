@@ -91,8 +91,9 @@ class BatchQueue(Generic[T]):
         self._wake = threading.Event()
         self._closing = False
         self.local = wait_s > 0  # a sink on this machine (the store), not a collector
-        self._in_flight = 0  # ordinary items of the batch being exported
-        self._urgent_in_flight = 0  # ... and urgent ones
+        # the batch being exported and how many of its first items are urgent (counted only
+        # when drain gives it up: weighing every batch costs more than it ever tells)
+        self._in_flight: tuple[list[T], int] = ([], 0)
         self._export_started = 0.0  # monotonic, while an export is in flight
         self._abandoned = False  # drain gave up on the batch in flight: it is counted there
         self.failed = False  # an export failed since `close`
@@ -140,8 +141,7 @@ class BatchQueue(Generic[T]):
                 self._room.set()
                 if not self._patient and len(queue) * 2 <= self._settings.max_queue:
                     self._patient = self._wait_s > 0
-                self._in_flight = self._count(batch[taken:])
-                self._urgent_in_flight = taken
+                self._in_flight = (batch, taken)
                 self._export_started = time.monotonic()
                 try:
                     delivered = self._export(batch)
@@ -150,7 +150,7 @@ class BatchQueue(Generic[T]):
                 self._export_started = 0.0
                 if self._abandoned:
                     return
-                self._in_flight = self._urgent_in_flight = 0
+                self._in_flight = ([], 0)
                 if not delivered:
                     ordinary = self._count(batch[taken:])
                     if ordinary:
@@ -193,8 +193,9 @@ class BatchQueue(Generic[T]):
         self._urgent.clear()
         if thread.is_alive():
             self._abandoned = True
-            left += self._in_flight
-            urgent_left += self._urgent_in_flight
+            in_flight, taken = self._in_flight
+            left += self._count(in_flight[taken:])
+            urgent_left += taken
         if urgent_left:
             self._on_drop(f"{self.name}_security_shutdown_timeout", urgent_left)
         return left
