@@ -56,6 +56,11 @@ def settings(env: Mapping[str, str], prefix: str, *, delay_s: float) -> BatchSet
 class BatchQueue(Generic[T]):
     """Items wait here until the export thread hands a batch of them to ``export``.
 
+    A batch leaves when ``batch_size`` items are queued or ``delay_s`` after the last one left
+    (as the SDK's batch processors do); what arrives while a batch is exported waits for the
+    same, so a slow export does not turn into a stream of small ones (each export has a fixed
+    cost: an HTTP request, a transaction).
+
     ``export`` returns False (or raises) when the batch could not be delivered; those items are
     counted through ``on_drop(reason, count)`` as ``{name}_export_failed``. A full queue drops
     its oldest item as ``{name}_queue_full``.
@@ -133,8 +138,8 @@ class BatchQueue(Generic[T]):
         queue, urgent, size = self._queue, self._urgent, self._settings.batch_size
         while not self._closing:
             self._wake.wait(self._settings.delay_s)
-            self._wake.clear()
             while queue or urgent:
+                self._wake.clear()  # (a batch's worth queued from now on wakes us again)
                 batch = [urgent.popleft() for _ in range(min(size, len(urgent)))]
                 taken = len(batch)  # of them urgent
                 batch += [queue.popleft() for _ in range(min(size - taken, len(queue)))]
@@ -160,6 +165,8 @@ class BatchQueue(Generic[T]):
                     if self._closing:  # the sink fails: the rest is not tried, drain counts it
                         self.failed = True
                         return
+                if len(queue) + len(urgent) < size and not self._closing:
+                    break  # what came during the export waits for a batch's worth or the delay
 
     def close(self) -> None:
         """Export what is queued now, then stop (`drain` waits for it)."""
