@@ -195,6 +195,9 @@ def run_proxy(command: list[str], options: ProxyOptions, env: dict[str, str]) ->
     session = Session(transport="stdio")
     try:
         interceptors = session_interceptors(built.factories, session)
-        return run_stdio(server, session, interceptors, after=built.close)
+        return run_stdio(
+            server, session, interceptors, after=built.close,
+            max_restarts=options.max_restarts if options.restart == "on-failure" else None,
+        )  # fmt: skip
     finally:
         built.kill()
