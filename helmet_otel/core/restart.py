@@ -28,7 +28,6 @@ BACKOFF_MAX: Final = 5.0
 RESTART_WINDOW: Final = 60.0  # the restarts that count toward the limit: those this recent
 DEFAULT_MAX_RESTARTS: Final = 5
 REPLAY_ID_PREFIX: Final = "helmet-otel/restart/"
-INITIALIZED_LINE: Final = b'{"jsonrpc":"2.0","method":"notifications/initialized"}\n'
 
 
 class RestartBudget:
@@ -85,9 +84,6 @@ class Handshake:
         assert self.initialize is not None
         self.replay_id = f"{REPLAY_ID_PREFIX}{restart}"
         return orjson.dumps({**self.initialize, "id": self.replay_id}) + b"\n"
-
-    def initialized_line(self) -> bytes:
-        return self.initialized or INITIALIZED_LINE
 
     def answer_in(self, line: bytes) -> Message | None:
         """The replay's answer, when ``line`` is it (only the answer to our id is)."""

@@ -162,6 +162,11 @@ class RestartingStdioProxy(StdioProxy):
                 )
                 break
             crash = child.describe_exit()
+            budget = self.budget
+            self.diag(
+                f"{crash[1]}; restarting it (restart {budget.count}, at most {budget.limit} "
+                "within a minute)"
+            )
             replacement = await self._replace(child, crash[1], delay, client_out)
             if replacement is None:
                 return
@@ -259,8 +264,8 @@ class RestartingStdioProxy(StdioProxy):
                 failure = f"did not answer the replayed initialize within {REPLAY_TIMEOUT:g} s"
             else:
                 failure = replay_failure(answer, self.session.protocol_version)
-            if failure is None:
-                server_in.write(handshake.initialized_line())
+            if failure is None and handshake.initialized is not None:  # (else it is held)
+                server_in.write(handshake.initialized)
                 await server_in.drain()
         except BrokenPipeError:
             return None  # it died: the supervisor sees its exit

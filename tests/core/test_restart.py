@@ -54,7 +54,7 @@ def test_the_handshake_is_replayed_under_the_proxys_id() -> None:
     replay = handshake.replay(2)
     assert json.loads(replay) == {**json.loads(INIT), "id": "helmet-otel/restart/2"}
     assert replay.endswith(b"\n") and replay.count(b"\n") == 1
-    assert handshake.initialized_line() == INITIALIZED
+    assert handshake.initialized == INITIALIZED
     ours = (
         b'{"jsonrpc":"2.0","id":"helmet-otel/restart/2","result":{"protocolVersion":"2025-06-18"}}'
     )

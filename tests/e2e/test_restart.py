@@ -52,7 +52,7 @@ def call(msg_id: int, tool: str, **arguments: object) -> bytes:
 
 def init_answer(version: str = LEGACY) -> bytes:
     """The crashing server's answer to the test's initialize (id 1)."""
-    result = {
+    result: dict[str, Any] = {
         "protocolVersion": version,
         "capabilities": {"tools": {}},
         "serverInfo": {"name": "crashing", "version": "1"},
@@ -66,6 +66,10 @@ def echo_answer(msg_id: int, generation: int, text: str) -> bytes:
 
 
 CRASH_ERROR = "MCP server exited with status 3 before responding; restarting it (helmet-otel)"
+RESTARTING = (
+    "helmet-otel: MCP server exited with status {}; restarting it (restart {}, at most {} "
+    "within a minute)"
+)
 INITIALIZED = line({"jsonrpc": "2.0", "method": "notifications/initialized"})
 
 
@@ -120,6 +124,9 @@ class Proxy(RawProcess):
         )
         super().__init__(argv, env=clean_env({"CRASH_LOG": str(self.log), **env}))
         self.expected = b""
+
+    def __enter__(self) -> Proxy:
+        return self
 
     def exchange(self, data: bytes, answer: bytes) -> None:
         """Send ``data``; the client must receive exactly ``answer`` next."""
@@ -230,7 +237,7 @@ def test_held_messages_wait_for_the_replay_and_its_answer_never_reaches_the_clie
         )
         proxy.exchange(call(1004, "echo", text="next"), echo_answer(1004, 2, "next"))
         proxy.end(0)
-        assert proxy.stderr.data() == b""
+        assert proxy.stderr.data().decode().splitlines() == [RESTARTING.format(3, 1, 5)]
     seen = server_log(proxy.log)
     assert [m.get("id") for m in seen[2][:3]] == ["helmet-otel/restart/1", None, 3]
     assert seen[2][1] == json.loads(INITIALIZED)
@@ -247,8 +254,10 @@ def test_a_crash_loop_ends_after_the_bound(tmp_path: Path) -> None:
         assert proxy.stdout.data() == proxy.expected
         stderr = proxy.stderr.data().decode().splitlines()
         assert stderr == [
+            RESTARTING.format(3, 1, 2),
+            RESTARTING.format(1, 2, 2),
             "helmet-otel: MCP server exited with status 1; not restarting it: 2 restarts "
-            "within a minute already"
+            "within a minute already",
         ]
     assert sorted(server_log(proxy.log)) == [1, 2, 3]
     wait_until(lambda: len(restart_records(proxy.store)[1]) == 1, "session end in the store")
@@ -275,8 +284,9 @@ def test_a_new_server_that_answers_another_version_ends_the_session(tmp_path: Pa
         proxy.stdout.join(TIMEOUT)
         assert proxy.stdout.data() == proxy.expected
         assert proxy.stderr.data().decode().splitlines() == [
+            RESTARTING.format(3, 1, 5),
             "helmet-otel: the restarted MCP server answered the replayed initialize with "
-            "protocol version '2025-03-26', not '2025-06-18' as before: ending the session"
+            "protocol version '2025-03-26', not '2025-06-18' as before: ending the session",
         ]
     seen = server_log(proxy.log)
     assert [m.get("id") for m in seen[2]] == ["helmet-otel/restart/1"]  # no initialized, no call
