@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import signal
 import sys
 import termios
 import time
@@ -320,4 +321,13 @@ def test_a_clean_exit_is_not_restarted(tmp_path: Path) -> None:
             error_response(2, -32000, "MCP server exited with status 0 before responding (helmet-otel)"),
         )  # fmt: skip
         assert proxy.wait(TIMEOUT) == 0
+    assert sorted(server_log(proxy.log)) == [1]
+
+
+def test_a_server_the_proxy_stopped_on_a_signal_is_not_restarted(tmp_path: Path) -> None:
+    with Proxy(tmp_path, "--no-store") as proxy:
+        proxy.exchange(request(1, "initialize", INIT_PARAMS), init_answer())
+        proxy.proc.send_signal(signal.SIGTERM)  # forwarded: the server dies of it
+        assert proxy.wait(TIMEOUT) == 128 + signal.SIGTERM
+        assert proxy.stderr.data() == b""
     assert sorted(server_log(proxy.log)) == [1]
