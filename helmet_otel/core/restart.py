@@ -28,6 +28,7 @@ BACKOFF_MAX: Final = 5.0
 RESTART_WINDOW: Final = 60.0  # the restarts that count toward the limit: those this recent
 DEFAULT_MAX_RESTARTS: Final = 5
 REPLAY_ID_PREFIX: Final = "helmet-otel/restart/"
+HANDSHAKE_LINE_MAX: Final = 64 * 1024  # a longer line is not looked at: no handshake is so big
 
 
 class RestartBudget:
@@ -71,7 +72,7 @@ class Handshake:
 
     def observe(self, line: bytes) -> None:
         """A line from the client (call until `complete`; cheap for any other line)."""
-        if b"initialize" not in line:
+        if len(line) > HANDSHAKE_LINE_MAX or b"initialize" not in line:
             return
         msg = inspect(line)
         if msg.kind is REQUEST and msg.method == "initialize" and self.initialize is None:

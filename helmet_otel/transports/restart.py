@@ -33,7 +33,7 @@ from anyio.abc import TaskGroup
 from helmet_otel.core.envelope import C2S, Direction
 from helmet_otel.core.interceptor import Interceptor
 from helmet_otel.core.restart import DEFAULT_MAX_RESTARTS, Handshake, RestartBudget, replay_failure
-from helmet_otel.core.session import Restart, Session
+from helmet_otel.core.session import MODERN, Restart, Session
 from helmet_otel.protocol.message import Message, id_key
 from helmet_otel.transports.child import ChildProcess, ServerCommand, describe_start_failure
 from helmet_otel.transports.pipes import ByteWriter
@@ -88,7 +88,7 @@ class RestartingStdioProxy(StdioProxy):
                 await self._hold(lines, back)
                 return
             handshake = self.handshake
-            if not handshake.complete:
+            if not handshake.complete and self.session.era != MODERN:
                 for line in lines:
                     handshake.observe(line)
             assert self._server is not None
