@@ -116,14 +116,17 @@ def attrs(entry: LogEntry) -> dict[str, Any]:
 class Proxy(RawProcess):
     """The proxy with ``--restart on-failure`` in front of the crashing server."""
 
-    def __init__(self, tmp_path: Path, *options: str, store: bool = False, **env: str) -> None:
+    def __init__(
+        self, tmp_path: Path, *options: str, store: bool = False, extra: dict[str, str] | None = None,
+        **env: str,
+    ) -> None:  # fmt: skip
         self.log = tmp_path / "server.log"
         self.store = tmp_path / "store.db"
         store_options = ("--store", str(self.store)) if store else ()
         argv = proxy_argv(
             CRASHING, "--restart", "on-failure", *store_options, *options, store=store
         )
-        super().__init__(argv, env=clean_env({"CRASH_LOG": str(self.log), **env}))
+        super().__init__(argv, env=clean_env({"CRASH_LOG": str(self.log), **env, **(extra or {})}))
         self.expected = b""
 
     def __enter__(self) -> Proxy:
@@ -270,9 +273,20 @@ def test_a_crash_loop_ends_after_the_bound(tmp_path: Path) -> None:
     assert (attrs(end)[sc.HELMET_RESTART_COUNT], attrs(end)[sc.HELMET_EXIT_STATUS]) == (2, 1)
 
 
-def test_a_new_server_that_answers_another_version_ends_the_session(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("variable", "value", "failure"),
+    [
+        ("CRASH_VERSION", "2025-03-26",
+         "answered the replayed initialize with protocol version '2025-03-26', not "
+         "'2025-06-18' as before"),
+        ("CRASH_INIT_ERROR", "1", "answered the replayed initialize with an error: not today"),
+    ],
+)  # fmt: skip
+def test_a_new_server_that_cannot_take_the_session_over_ends_it(
+    tmp_path: Path, variable: str, value: str, failure: str
+) -> None:
     go = tmp_path / "go"
-    with Proxy(tmp_path, "--no-store", CRASH_VERSION="2025-03-26", CRASH_GO=str(go)) as proxy:
+    with Proxy(tmp_path, "--no-store", CRASH_GO=str(go), extra={variable: value}) as proxy:
         proxy.exchange(request(1, "initialize", INIT_PARAMS), init_answer())
         proxy.write(INITIALIZED)
         proxy.exchange(call(2, "crash"), error_response(2, -32000, CRASH_ERROR))
@@ -286,8 +300,7 @@ def test_a_new_server_that_answers_another_version_ends_the_session(tmp_path: Pa
         assert proxy.stdout.data() == proxy.expected
         assert proxy.stderr.data().decode().splitlines() == [
             RESTARTING.format(3, 1, 5),
-            "helmet-otel: the restarted MCP server answered the replayed initialize with "
-            "protocol version '2025-03-26', not '2025-06-18' as before: ending the session",
+            f"helmet-otel: the restarted MCP server {failure}: ending the session",
         ]
     seen = server_log(proxy.log)
     assert [m.get("id") for m in seen[2]] == ["helmet-otel/restart/1"]  # no initialized, no call
