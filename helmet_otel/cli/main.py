@@ -56,6 +56,7 @@ examples:
   helmet-otel logs --tool search --errors --since 1h
   helmet-otel ui --open
   helmet-otel --policy policy.toml node server.js
+  helmet-otel --restart on-failure python server.py   # a crashed server is started again
   helmet-otel logs --security
 
 In an MCP client config, replace

@@ -257,7 +257,9 @@ class RestartingStdioProxy(StdioProxy):
                     tg.start_soon(exited)
                     await answered.wait()
                     tg.cancel_scope.cancel()
-            answer, self._answer, self._answered = self._answer, None, None
+            answer, self._answer = self._answer, None
+            if answer is not None:  # (else a late answer is swallowed too: the session ends)
+                self._answered = None
             if answer is None:
                 if child.exited.is_set():
                     return None
