@@ -7,12 +7,9 @@ byte the client receives: the replayed initialize's answer must never be among t
 
 from __future__ import annotations
 
-import fcntl
 import json
 import signal
 import sys
-import termios
-import time
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +23,7 @@ from helmet_otel import semconv as sc
 from helmet_otel.protocol.message import error_response
 from helmet_otel.store.query import LogEntry, LogFilter, Reader
 from tests.e2e.helpers import SERVERS_DIR, RawProcess, clean_env, proxy_argv
-
-pytestmark = [pytest.mark.e2e]
+from tests.faults.helpers import poll, unread_in_stdin
 
 CRASHING = (sys.executable, str(SERVERS_DIR / "crashing_server.py"))
 LEGACY = "2025-06-18"
@@ -83,22 +79,6 @@ def server_log(path: Path) -> dict[int, list[dict[str, Any]]]:
         if kind == "in":
             got.append(json.loads(rest[0]))
     return lines
-
-
-def unread(process: RawProcess) -> int:
-    """Bytes written to the proxy's stdin that it has not read yet (FIONREAD on the pipe)."""
-    stdin = process.proc.stdin
-    assert stdin is not None
-    buf = bytearray(4)
-    fcntl.ioctl(stdin.fileno(), termios.FIONREAD, buf)
-    return int.from_bytes(buf, sys.byteorder)
-
-
-def wait_until(predicate: Any, what: str) -> None:
-    deadline = time.monotonic() + TIMEOUT
-    while not predicate():
-        assert time.monotonic() < deadline, f"no {what} within {TIMEOUT} s"
-        time.sleep(0.01)
 
 
 def restart_records(store: Path) -> tuple[list[LogEntry], list[LogEntry]]:
@@ -233,7 +213,7 @@ def test_held_messages_wait_for_the_replay_and_its_answer_never_reaches_the_clie
             1003, -32000,
             "MCP server is restarting and too many messages wait for it (helmet-otel)",
         ))  # fmt: skip
-        wait_until(lambda: unread(proxy) == 0, "read of the held messages")
+        poll(lambda: unread_in_stdin(proxy.proc.pid), lambda n: n == 0, TIMEOUT, "held read")
         go.touch()
         proxy.expect(
             echo_answer(3, 2, "held")
@@ -264,7 +244,7 @@ def test_a_crash_loop_ends_after_the_bound(tmp_path: Path) -> None:
             "within a minute already",
         ]
     assert sorted(server_log(proxy.log)) == [1, 2, 3]
-    wait_until(lambda: len(restart_records(proxy.store)[1]) == 1, "session end in the store")
+    poll(lambda: restart_records(proxy.store)[1], lambda ends: len(ends) == 1, TIMEOUT, "the end")
     inits, (end,) = restart_records(proxy.store)
     counts = [attrs(entry).get(sc.HELMET_RESTART_COUNT) for entry in inits]
     assert counts == [None, 1, 2]
@@ -291,7 +271,7 @@ def test_a_new_server_that_cannot_take_the_session_over_ends_it(
         proxy.write(INITIALIZED)
         proxy.exchange(call(2, "crash"), error_response(2, -32000, CRASH_ERROR))
         proxy.write(call(3, "echo", text="held"))
-        wait_until(lambda: unread(proxy) == 0, "read of the held request")
+        poll(lambda: unread_in_stdin(proxy.proc.pid), lambda n: n == 0, TIMEOUT, "held read")
         go.touch()
         reason = "MCP server exited with status 3; the restarted server failed"
         proxy.expect(error_response(3, -32000, f"{reason} before responding (helmet-otel)"))
@@ -344,3 +324,30 @@ def test_a_server_the_proxy_stopped_on_a_signal_is_not_restarted(tmp_path: Path)
         assert proxy.wait(TIMEOUT) == 128 + signal.SIGTERM
         assert proxy.stderr.data() == b""
     assert sorted(server_log(proxy.log)) == [1]
+
+
+def test_every_request_around_a_crash_gets_exactly_one_answer(tmp_path: Path) -> None:
+    """Pipelined calls before and after the crash, in one write: each id is answered once,
+    by the first server, the proxy's -32000 (sent to the dead server) or the second server."""
+    with Proxy(tmp_path, "--no-store") as proxy:
+        proxy.exchange(request(1, "initialize", INIT_PARAMS), init_answer())
+        proxy.write(INITIALIZED)
+        before = [call(i, "echo", text=str(i)) for i in range(10, 210)]
+        after = [call(i, "echo", text=str(i)) for i in range(211, 411)]
+        proxy.write(b"".join([*before, call(210, "crash"), *after]))
+        data = proxy.stdout.wait(lambda got: got.count(b"\n") >= 1 + 401, TIMEOUT)
+        answers = [json.loads(raw) for raw in data.splitlines()[1:]]
+        assert sorted(a["id"] for a in answers) == list(range(10, 411))
+        by_id = {a["id"]: a for a in answers}
+        for i in range(10, 210):
+            assert by_id[i]["result"]["content"][0]["text"] == f"gen 1: {i}"
+        assert by_id[210]["error"] == {"code": -32000, "message": CRASH_ERROR}
+        for i in range(211, 411):
+            got = by_id[i]
+            assert got.get("error") == {"code": -32000, "message": CRASH_ERROR} or (
+                got["result"]["content"][0]["text"] == f"gen 2: {i}"
+            ), got
+        proxy.expected = data
+        proxy.exchange(call(411, "echo", text="last"), echo_answer(411, 2, "last"))
+        proxy.end(0)
+    assert b"helmet-otel/restart" not in proxy.stdout.data()
