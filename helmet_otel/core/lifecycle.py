@@ -68,12 +68,10 @@ class Lifecycle:
 
     def upstream_restarted(self, restart: Restart) -> None:
         """A new server took the crashed one's place (``restart.failure``: it cannot)."""
-        session = self.session
-        session.restarts = restart.number
         if restart.failure is None:
             self.relay.upstream_gone = None
         for interceptor in self.interceptors:
-            interceptor.upstream_restarted(session, restart)
+            interceptor.upstream_restarted(self.session, restart)
 
     def client_closed(self, reason: str = "client closed the connection") -> None:
         if self.session.exit_reason is None:

@@ -22,7 +22,6 @@ import orjson
 
 from helmet_otel.protocol.message import ERROR, REQUEST, RESPONSE, JsonId, Message, inspect
 
-RESTART_MODES: Final = ("no", "on-failure")
 BACKOFF_FIRST: Final = 0.1  # seconds before the first restart; doubles with each one after
 BACKOFF_MAX: Final = 5.0
 RESTART_WINDOW: Final = 60.0  # the restarts that count toward the limit: those this recent

@@ -94,7 +94,6 @@ class Session:
     exit_status: int | None = None
     exit_reason: str | None = None
     upstream_usage: ProcessUsage | None = None  # the server processes', once they exited
-    restarts: int = 0  # servers that replaced a crashed one (``--restart on-failure``)
     # The protocol's own session id (Streamable HTTP, legacy era: ``Mcp-Session-Id``); None where
     # the protocol has none (stdio, the 2026-07-28 revision). ``id`` is the proxy's grouping.
     mcp_session_id: str | None = None
