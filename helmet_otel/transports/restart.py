@@ -24,7 +24,7 @@ where they were.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import IO
 
 import anyio
@@ -58,6 +58,7 @@ class RestartingStdioProxy(StdioProxy):
         interceptors: Sequence[Interceptor] = (),
         *,
         max_restarts: int = DEFAULT_MAX_RESTARTS,
+        scrub: Callable[[str], str] = str,
         stdin: IO[bytes] | None = None,
         stdout: IO[bytes] | None = None,
         stderr: IO[bytes] | None = None,
@@ -68,12 +69,16 @@ class RestartingStdioProxy(StdioProxy):
             signals=signals,
         )  # fmt: skip
         self.budget = RestartBudget(max_restarts)
+        self._scrub = scrub  # for our stderr lines: they can quote what the server answered
         self.handshake = Handshake()
         self._held: list[bytes] | None = None  # client lines held while a new server starts
         self._held_bytes = 0
         self._client_left = anyio.Event()
         self._answered: anyio.Event | None = None  # set when the replay's answer came
         self._answer: Message | None = None
+
+    def diag(self, text: str) -> None:
+        super().diag(self._scrub(text))
 
     # -- the client's side ------------------------------------------------------------------
     def _client_gone(self, tg: TaskGroup) -> None:

@@ -324,18 +324,13 @@ def run_stdio(
     interceptors: Sequence[Interceptor],
     *,
     after: Callable[[], object] | None = None,
-    max_restarts: int | None = None,
+    proxy_class: Callable[[ServerCommand, Session, Sequence[Interceptor]], StdioProxy] = StdioProxy,
 ) -> int:
-    """Run the proxy to completion on an asyncio loop (uvloop when installed).
-    ``max_restarts``: restart a server that crashes (``--restart on-failure``)."""
+    """Run the proxy (``proxy_class``'s) to completion on an asyncio loop (uvloop when
+    installed)."""
 
     async def main() -> int:
-        if max_restarts is None:
-            proxy = StdioProxy(command, session, interceptors)
-        else:
-            from helmet_otel.transports.restart import RestartingStdioProxy
-
-            proxy = RestartingStdioProxy(command, session, interceptors, max_restarts=max_restarts)
+        proxy = proxy_class(command, session, interceptors)
         status = await proxy.run()
         if after is not None:
             result = after()

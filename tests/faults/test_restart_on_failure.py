@@ -259,14 +259,16 @@ def test_a_crash_loop_ends_after_the_bound(tmp_path: Path) -> None:
         ("CRASH_VERSION", "2025-03-26",
          "answered the replayed initialize with protocol version '2025-03-26', not "
          "'2025-06-18' as before"),
-        ("CRASH_INIT_ERROR", "1", "answered the replayed initialize with an error: not today"),
+        ("CRASH_INIT_ERROR", "upstream rejected key sk-proj-ZQLEAK11restartAbcdefgh1234",
+         "answered the replayed initialize with an error: upstream rejected key "
+         "[REDACTED:openai-key]"),  # our stderr is a sink too: scrubbed
     ],
 )  # fmt: skip
 def test_a_new_server_that_cannot_take_the_session_over_ends_it(
     tmp_path: Path, variable: str, value: str, failure: str
 ) -> None:
     go = tmp_path / "go"
-    with Proxy(tmp_path, "--no-store", CRASH_GO=str(go), extra={variable: value}) as proxy:
+    with Proxy(tmp_path, store=True, CRASH_GO=str(go), extra={variable: value}) as proxy:
         proxy.exchange(request(1, "initialize", INIT_PARAMS), init_answer())
         proxy.write(INITIALIZED)
         proxy.exchange(call(2, "crash"), error_response(2, -32000, CRASH_ERROR))
@@ -284,6 +286,15 @@ def test_a_new_server_that_cannot_take_the_session_over_ends_it(
         ]
     seen = server_log(proxy.log)
     assert [m.get("id") for m in seen[2]] == ["helmet-otel/restart/1"]  # no initialized, no call
+    poll(lambda: restart_records(proxy.store)[1], lambda ends: len(ends) == 1, TIMEOUT, "the end")
+    (_, restart), (end,) = restart_records(proxy.store)
+    body = json.loads(restart.body_json or "{}")
+    assert (body["failure"], restart.severity_text) == (failure, "ERROR")
+    assert attrs(restart)[sc.HELMET_ERROR_MESSAGE] == failure
+    assert (attrs(end)[sc.HELMET_EXIT_STATUS], attrs(end)[sc.HELMET_EXIT_REASON]) == (3, reason)
+    sinks = [proxy.stderr.data(), proxy.stdout.data()]
+    sinks += [path.read_bytes() for path in tmp_path.glob("store.db*")]  # with its WAL
+    assert not any(b"ZQLEAK" in sink for sink in sinks)
 
 
 def test_a_stateless_session_is_restarted_without_a_handshake(tmp_path: Path) -> None:

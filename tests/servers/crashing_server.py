@@ -9,7 +9,7 @@ environment:
 
 - ``CRASH_LOOP=1``: exit with status 1 at once;
 - ``CRASH_VERSION=V``: answer ``initialize`` with protocol version V;
-- ``CRASH_INIT_ERROR=1``: answer ``initialize`` with an error;
+- ``CRASH_INIT_ERROR=MESSAGE``: answer ``initialize`` with an error of that message;
 - ``CRASH_GO=PATH``: answer ``initialize`` only once PATH exists.
 
 Answers are compact JSON (``separators=(",", ":")``), so a test can build the exact bytes.
@@ -51,8 +51,8 @@ def main() -> int:
             while later and go and not os.path.exists(go):
                 time.sleep(0.01)  # (the test says when: a held message must wait for this)
             if later and os.environ.get("CRASH_INIT_ERROR"):
-                out.write(dumps({"jsonrpc": "2.0", "id": msg_id,
-                                 "error": {"code": -32603, "message": "not today"}}))  # fmt: skip
+                error = {"code": -32603, "message": os.environ["CRASH_INIT_ERROR"]}
+                out.write(dumps({"jsonrpc": "2.0", "id": msg_id, "error": error}))
                 out.flush()
                 continue
             version = params.get("protocolVersion")
