@@ -34,7 +34,7 @@ from helmet_otel.core.envelope import C2S, Direction
 from helmet_otel.core.interceptor import Interceptor
 from helmet_otel.core.restart import DEFAULT_MAX_RESTARTS, Handshake, RestartBudget, replay_failure
 from helmet_otel.core.session import MODERN, Restart, Session
-from helmet_otel.protocol.message import Message, id_key
+from helmet_otel.protocol.message import ERROR, RESPONSE, JsonId, Message, id_key, inspect
 from helmet_otel.transports.child import ChildProcess, ServerCommand, describe_start_failure
 from helmet_otel.transports.pipes import ByteWriter
 from helmet_otel.transports.stdio import ServerPipes, StdioProxy
@@ -76,6 +76,9 @@ class RestartingStdioProxy(StdioProxy):
         self._client_left = anyio.Event()
         self._answered: anyio.Event | None = None  # set when the replay's answer came
         self._answer: Message | None = None
+        # ids of the requests crashed servers sent the client: its late answers to them are
+        # not for the new server (which may use the same ids for requests of its own)
+        self._orphaned: set[tuple[bool, JsonId]] = set()
 
     def diag(self, text: str) -> None:
         super().diag(self._scrub(text))
@@ -96,6 +99,10 @@ class RestartingStdioProxy(StdioProxy):
             if not handshake.complete and self.session.era != MODERN:
                 for line in lines:
                     handshake.observe(line)
+            if self._orphaned:
+                lines = self._without_orphaned_answers(lines)
+                if not lines:
+                    return
             assert self._server is not None
             out = self._server[0]  # the current server's (``out`` was the first one's)
         elif self._answered is not None:
@@ -103,6 +110,24 @@ class RestartingStdioProxy(StdioProxy):
             if not lines:
                 return
         await super()._deliver(direction, lines, out, back)
+
+    def _without_orphaned_answers(self, lines: list[bytes]) -> list[bytes]:
+        """``lines`` without the client's answers to requests of a crashed server (each said
+        once on stderr: the server that asked is gone, the new one never did)."""
+        kept: list[bytes] = []
+        for line in lines:
+            msg = inspect(line)
+            if msg.kind in (RESPONSE, ERROR) and msg.id is not None:
+                key = id_key(msg.id)
+                if key in self._orphaned:
+                    self._orphaned.discard(key)
+                    self.diag(
+                        f"dropped the client's answer to request {msg.id!r} of the crashed "
+                        "MCP server (the restarted server did not send it)"
+                    )
+                    continue
+            kept.append(line)
+        return kept
 
     async def _hold(self, lines: list[bytes], client_out: ByteWriter) -> None:
         held = self._held
@@ -200,7 +225,9 @@ class RestartingStdioProxy(StdioProxy):
         )
         if not answered:  # not sent, or died with the server: the client did not get that far
             self.handshake = Handshake()
-        await self._write_answers(client_out, self.lifecycle.upstream_crashed(reason, child.usage))
+        answers, orphaned = self.lifecycle.upstream_crashed(reason, child.usage)
+        self._orphaned |= orphaned
+        await self._write_answers(client_out, answers)
         await child.reap_group()
         assert self._server is not None
         for stream in self._server:

@@ -91,7 +91,10 @@ def test_a_crash_answers_the_clients_requests_and_forgets_the_servers() -> None:
     lifecycle = Lifecycle(session)
     _route(lifecycle, C2S, b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a"}}')
     _route(lifecycle, S2C, b'{"jsonrpc":"2.0","id":0,"method":"roots/list"}')
-    routed = lifecycle.upstream_crashed("MCP server exited with status 3", ProcessUsage(1, 2, 10))
+    routed, orphaned = lifecycle.upstream_crashed(
+        "MCP server exited with status 3", ProcessUsage(1, 2, 10)
+    )
+    assert orphaned == {(False, 0)}  # the client's answer to roots/list must not go on
     assert routed.forward == [
         b'{"jsonrpc":"2.0","id":1,"error":{"code":-32000,"message":"MCP server exited with '
         b'status 3 before responding; restarting it (helmet-otel)"}}\n'

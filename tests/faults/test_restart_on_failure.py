@@ -317,6 +317,26 @@ def test_a_stateless_session_is_restarted_without_a_handshake(tmp_path: Path) ->
     assert [m["id"] for m in seen[2]] == [3]
 
 
+def test_the_clients_late_answer_to_the_crashed_servers_request_is_not_for_the_new_one(
+    tmp_path: Path,
+) -> None:
+    ask = line({"jsonrpc": "2.0", "id": "srv-1", "method": "roots/list"})
+    with Proxy(tmp_path, "--no-store") as proxy:
+        proxy.exchange(request(1, "initialize", INIT_PARAMS), init_answer())
+        proxy.write(INITIALIZED)
+        proxy.exchange(call(2, "ask_then_crash"), ask + error_response(2, -32000, CRASH_ERROR))
+        # the client answers the request of a server that is gone, then calls on
+        proxy.write(line({"jsonrpc": "2.0", "id": "srv-1", "result": {"roots": []}}))
+        proxy.exchange(call(3, "echo", text="after"), echo_answer(3, 2, "after"))
+        proxy.end(0)
+    stderr = proxy.stderr.data().decode()
+    assert stderr.count("dropped the client's answer to request 'srv-1'") == 1, stderr
+    second = server_log(proxy.log)[2]
+    assert [m.get("method") for m in second] == ["initialize", "notifications/initialized",
+                                                 "tools/call"]  # fmt: skip
+    assert all(m.get("id") != "srv-1" for m in second)
+
+
 def test_a_clean_exit_is_not_restarted(tmp_path: Path) -> None:
     with Proxy(tmp_path, "--no-store") as proxy:
         proxy.exchange(request(1, "initialize", INIT_PARAMS), init_answer())

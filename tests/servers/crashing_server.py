@@ -4,7 +4,8 @@
 Every start appends a line to ``$CRASH_LOG`` (``start <n>``, n counting from 1 over the
 processes that shared the log) and every line it reads (``in <n> <line>``), so a test can see
 which server got what. Tools: ``echo`` (answers ``gen <n>: <text>``), ``crash`` (exits with
-``code``, default 3, without answering). Behaviour of the servers after the first, set by the
+``code``, default 3, without answering), ``ask_then_crash`` (sends the client a ``roots/list``
+request with id ``"srv-1"``, then exits with status 3). Behaviour of the servers after the first, set by the
 environment:
 
 - ``CRASH_LOOP=1``: exit with status 1 at once;
@@ -67,6 +68,10 @@ def main() -> int:
             result = {"tools": [
                 {"name": name, "inputSchema": {"type": "object"}} for name in ("echo", "crash")
             ]}  # fmt: skip
+        elif method == "tools/call" and params.get("name") == "ask_then_crash":
+            out.write(dumps({"jsonrpc": "2.0", "id": "srv-1", "method": "roots/list"}))
+            out.flush()
+            return 3
         elif method == "tools/call" and params.get("name") == "crash":
             return int(params.get("arguments", {}).get("code", 3))
         elif method == "tools/call":
