@@ -21,12 +21,13 @@ import dataclasses
 import io
 import pickle
 import pstats
+import random
 import sqlite3
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -113,24 +114,55 @@ def capture(calls: int) -> tuple[list[LogRow], list[SpanRow]]:
     return logs, spans
 
 
-def _shifted(logs: list[LogRow], spans: list[SpanRow], n: int, offset: int):
-    """``n`` copies of the captured rows, each copy's timestamps moved on by ``offset``."""
-    first = min(r.ts for r in logs)
+def _shifted(
+    logs: list[LogRow], spans: list[SpanRow], n: int, offset: int
+) -> Iterator[tuple[list[LogRow], list[SpanRow]]]:
+    """``n`` copies of the captured rows as new sessions: timestamps moved on by ``offset``
+    a copy, fresh random span ids (as every call has), JSON-RPC ids counting on."""
+    rng = random.Random(15)
     for k in range(n):
         delta = (k + 1) * offset
+        ids: dict[str, str] = {}
+
+        def span(old: str | None, ids: dict[str, str] = ids) -> str | None:
+            if old is None:
+                return None
+            new = ids.get(old)
+            if new is None:
+                new = ids[old] = f"{rng.getrandbits(64):016x}"
+            return new
+
+        def rid(old: str | None, k: int = k) -> str | None:
+            return str(int(old) + k * 100_000) if old is not None and old.isdigit() else old
+
+        def sid(old: str | None, k: int = k) -> str | None:
+            return f"{old}-{k}" if old is not None else None
+
         yield (
-            [dataclasses.replace(r, ts=r.ts + delta, attrs=dict(r.attrs)) for r in logs],
+            [
+                dataclasses.replace(
+                    r,
+                    ts=r.ts + delta,
+                    attrs=dict(r.attrs),
+                    span_id=span(r.span_id),
+                    request_id=rid(r.request_id),
+                    session_id=sid(r.session_id),
+                )
+                for r in logs
+            ],
             [
                 dataclasses.replace(
                     s,
                     start_ts=s.start_ts + delta,
                     end_ts=None if s.end_ts is None else s.end_ts + delta,
                     attrs=dict(s.attrs),
+                    span_id=span(s.span_id) or "0" * 16,
+                    parent_span_id=span(s.parent_span_id),
+                    session_id=sid(s.session_id),
                 )
                 for s in spans
             ],
         )
-    del first
 
 
 def _batches(logs: list[LogRow], spans: list[SpanRow]) -> list[tuple[str, list[object]]]:
@@ -219,7 +251,7 @@ _LOG_INDEXES = (
     "logs_method_ts",
     "logs_call",
 )
-_SPAN_INDEXES = ("spans_session", "spans_start")
+_SPAN_INDEXES = ("spans_session",)
 
 
 def main(

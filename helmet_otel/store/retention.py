@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from helmet_otel.store.schema import FTS_DELETE, fts_text
+from helmet_otel.store.schema import forget_logs
 
 __all__ = [
     "CHUNK",
@@ -90,12 +90,12 @@ def delete_before(transact: Transact, cutoff_ts: int, result: RetentionResult) -
 
     def logs_chunk(conn: sqlite3.Connection) -> int:
         doomed = conn.execute(
-            "SELECT id, body FROM logs WHERE ts <= ? ORDER BY ts LIMIT ?", (cutoff_ts, CHUNK)
+            "SELECT id, body, span_id FROM logs WHERE ts <= ? ORDER BY ts LIMIT ?",
+            (cutoff_ts, CHUNK),
         ).fetchall()
         if not doomed:
             return 0
-        conn.executemany(FTS_DELETE, [(i, fts_text(b)) for i, b in doomed if b is not None])
-        conn.executemany("DELETE FROM logs WHERE id = ?", [(i,) for i, _ in doomed])
+        forget_logs(conn, doomed)
         return len(doomed)
 
     def spans_chunk(conn: sqlite3.Connection) -> int:

@@ -29,7 +29,13 @@ from helmet_otel.redaction import scrub_line
 from helmet_otel.store import retention
 from helmet_otel.store.model import LogRow, SpanRow
 from helmet_otel.store.paths import default_store_path, retention_from_env
-from helmet_otel.store.schema import FTS_INSERT, StoreError, connect_writer, fts_text
+from helmet_otel.store.schema import (
+    FTS_INSERT,
+    SPAN_INSERT,
+    StoreError,
+    connect_writer,
+    fts_text,
+)
 
 __all__ = ["Store"]
 
@@ -517,6 +523,9 @@ def _insert_logs(
     conn.executemany(
         FTS_INSERT,
         [(first + i, fts_text(r.body)) for i, r in enumerate(rows) if r.body is not None],
+    )
+    conn.executemany(
+        SPAN_INSERT, [(first + i, r.span_id) for i, r in enumerate(rows) if r.span_id is not None]
     )
     if sessions:
         conn.executemany(UPSERT_SESSION, sessions)
