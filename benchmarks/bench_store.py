@@ -29,6 +29,7 @@ import os
 import queue
 import random
 import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -356,6 +357,17 @@ def follow_rate(
     )
 
 
+def _span_of(path: Path, record_id: int) -> str:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        row = conn.execute(
+            "SELECT span_id FROM logs WHERE id >= ? AND span_id IS NOT NULL LIMIT 1", (record_id,)
+        ).fetchone()
+    finally:
+        conn.close()
+    return str(row[0])
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -476,6 +488,7 @@ def main() -> int:
             1.0,
         ),
         ("show ID (a record and its answer)", ("show", str(args.records // 2)), 1.0),
+        ("show SPAN_ID (through logs_spans)", ("show", _span_of(path, args.records // 3)), 1.0),
         ("trace last", ("trace", "last"), 1.0),
     ]
     baseline, _ = timed(path, "logs", "--help")
