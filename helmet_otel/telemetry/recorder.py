@@ -34,6 +34,7 @@ from helmet_otel.telemetry.frames import (
     Frame,
     Info,
     Msg,
+    Restarted,
     Security,
     Segment,
     Start,
@@ -107,6 +108,8 @@ class Recorder:
                 del self.sessions[frame.session]
             case Failed():
                 self._session(frame.session).failed(frame)
+            case Restarted():
+                self._session(frame.session).restarted(frame)
             case Close():
                 self.close(frame.ts, frame.reason)
             case Config():

@@ -4,9 +4,11 @@ The SDK's OTLP span and log exporters encode every batch themselves; `OtlpEncode
 same bytes in a fraction of the time. No public API takes pre-encoded bytes, so the fast path
 leans on two things inside the SDK's exporters:
 
-* OTLP/HTTP: the exporter's ``_client`` posts a body: ``_client.export(data: bytes)`` returns
-  a result whose ``success: bool`` says how it went. Endpoint, headers, compression, TLS,
-  timeouts and retries stay the client's, from the ``OTEL_EXPORTER_OTLP_*`` variables.
+* OTLP/HTTP: our own `otlp_http.HttpSender` posts the bytes when it can take the
+  configuration (`encoded_http` is given one); otherwise the exporter's ``_client`` posts them:
+  ``_client.export(data: bytes)`` returns a result whose ``success: bool`` says how it went.
+  Endpoint, headers, compression, TLS, timeouts and retries come from the
+  ``OTEL_EXPORTER_OTLP_*`` variables either way.
 * OTLP/gRPC: the exporter's ``export(batch)`` builds its request with
   ``self._translate_data(batch)``, annotated to return the request message. We hand it a batch
   that carries its encoding, and the exporter a ``_translate_data`` that parses it (in C).
@@ -16,7 +18,8 @@ leans on two things inside the SDK's exporters:
 gRPC ``export`` reaches ``_translate_data``, which answers an empty batch with a request).
 When anything is off, the exporter takes the fallback: the SDK's public ``export(batch)``
 with the SDK's own encoder -- slower, never wrong. ``fast_path`` and ``fallback_reason`` say
-which path an exporter is on.
+which path an exporter is on; ``transport`` which posts an HTTP body ("helmet": our sender,
+"sdk": the SDK's client or exporter), ``sender_reason`` why not ours.
 
 On the fallback, records are first made plain the way `OtlpEncoder` writes them (an integer
 beyond int64 becomes its decimal string, ...): the SDK's encoder would fail a whole log batch
@@ -33,7 +36,7 @@ import inspect
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 from opentelemetry.sdk._logs import ReadableLogRecord
 from opentelemetry.sdk._logs.export import LogRecordExportResult
@@ -48,6 +51,7 @@ __all__ = [
     "MAX_REQUEST_BYTES",
     "SPANS",
     "EncodedExporter",
+    "Sender",
     "encoded_grpc",
     "encoded_http",
     "grpc_problem",
@@ -62,6 +66,14 @@ _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 Item = TypeVar("Item", ReadableSpan, ReadableLogRecord)
 Result = TypeVar("Result", SpanExportResult, LogRecordExportResult)
 Send = Callable[[Sequence[Item], bytes], bool]  # (batch, its encoding) -> accepted
+
+
+class Sender(Protocol):
+    """Posts an encoded request body (`otlp_http.HttpSender`)."""
+
+    def send(self, data: bytes) -> bool: ...
+
+    def shutdown(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -84,10 +96,15 @@ class EncodedExporter(Generic[Item, Result]):
         encoder: OtlpEncoder,
         send: Send[Item] | None,
         fallback_reason: str | None,
+        sender: Sender | None = None,
+        sender_reason: str | None = None,
     ) -> None:
         self.sdk = sdk
         self.fast_path = send is not None
         self.fallback_reason = fallback_reason
+        self.transport = "sdk" if sender is None else "helmet"
+        self.sender_reason = sender_reason
+        self._sender = sender
         self._signal = signal
         self._encoder = encoder
         self._send: Send[Item] = send or self._sdk_export
@@ -101,6 +118,8 @@ class EncodedExporter(Generic[Item, Result]):
 
     def shutdown(self) -> None:
         self._shutdown = True
+        if self._sender is not None:
+            self._sender.shutdown()
         self.sdk.shutdown()
 
     def _in_halves(self, batch: Sequence[Item]) -> bool:
@@ -139,17 +158,28 @@ def http_problem(sdk: Any) -> str | None:
 
 
 def encoded_http(
-    sdk: Any, signal: Signal[Item, Result], encoder: OtlpEncoder
+    sdk: Any,
+    signal: Signal[Item, Result],
+    encoder: OtlpEncoder,
+    sender: Sender | None = None,
+    sender_reason: str | None = None,
 ) -> EncodedExporter[Item, Result]:
-    """``sdk``, an OTLP/HTTP span or log exporter of the SDK, fed by ``encoder``."""
+    """``sdk``, an OTLP/HTTP span or log exporter of the SDK, fed by ``encoder``; ``sender``
+    posts the bodies when given (``sender_reason``: why there is none)."""
+    if sender is not None:
+
+        def post(batch: Sequence[Item], data: bytes) -> bool:
+            return sender.send(data)
+
+        return EncodedExporter(sdk, signal, encoder, post, None, sender)
     problem = http_problem(sdk)
     if problem is not None:
-        return EncodedExporter(sdk, signal, encoder, None, problem)
+        return EncodedExporter(sdk, signal, encoder, None, problem, None, sender_reason)
 
     def send(batch: Sequence[Item], data: bytes) -> bool:
         return bool(sdk._client.export(data).success)
 
-    return EncodedExporter(sdk, signal, encoder, send, None)
+    return EncodedExporter(sdk, signal, encoder, send, None, None, sender_reason)
 
 
 # -- OTLP/gRPC ------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from helmet_otel.telemetry.frames import (
     Failed,
     Info,
     Msg,
+    Restarted,
     Security,
     Start,
 )
@@ -145,6 +146,7 @@ class SessionRecorder:
         self.verdicts: dict[int, tuple[Decision | None, tuple[Finding, ...]]] = {}
         self.ended = False
         self.stderr_lines = StderrGroup()
+        self.restarts = 0  # servers that replaced a crashed one
         pid = start.upstream.get("pid")
         # the server process's tree, sampled from /proc (`Recorder.sample_servers`)
         self.usage = ServerUsage(pid, shared.instruments) if isinstance(pid, int) else None
@@ -380,6 +382,40 @@ class SessionRecorder:
         self.emit(sc.EVENT_ERROR, failed.ts, None, attrs, reason, SeverityNumber.ERROR)
         self.shared.instruments.count_error(1, "upstream_start_failed", "unknown")
 
+    def restarted(self, frame: Restarted) -> None:
+        """A new server replaced a crashed one: a ``helmet.initialization`` record that says so;
+        the session's resource figures go on with the new process."""
+        redactor = self.shared.redactor
+        self.flush_stderr()  # the crashed server's last lines come first
+        self.restarts = frame.number
+        attrs: dict[str, Any] = {
+            sc.HELMET_RESTART: True,
+            sc.HELMET_RESTART_COUNT: frame.number,
+            sc.HELMET_ERA: self.era,
+        }
+        pid = frame.upstream.get("pid")
+        if isinstance(pid, int):
+            attrs[sc.HELMET_SERVER_PID] = pid
+            if self.usage is None:
+                self.usage = ServerUsage(pid, self.shared.instruments)
+            else:
+                self.usage.next_child(pid, frame.usage)
+        command = self.root.attributes.get(sc.HELMET_SERVER_COMMAND)
+        if command is not None:
+            attrs[sc.HELMET_SERVER_COMMAND] = command
+        body: dict[str, Any] = {
+            "cwd": redactor.scrub_text(str(frame.upstream.get("cwd", ""))),
+            "previous_exit": redactor.scrub_text(frame.previous),
+            "replayed_initialize": frame.replayed,
+        }
+        severity = SeverityNumber.WARN
+        if frame.failure is not None:
+            failure = redactor.scrub_text(frame.failure)
+            body["failure"] = failure
+            attrs[sc.HELMET_ERROR_MESSAGE] = failure
+            severity = SeverityNumber.ERROR
+        self.emit(sc.EVENT_INITIALIZATION, frame.ts, None, attrs, body, severity)
+
     def end_unannounced(self, ts: int, reason: str) -> None:
         """End a session the relay never said had ended, from what the worker knows of it."""
         self.end(
@@ -415,6 +451,8 @@ class SessionRecorder:
         }
         if status is not None:
             attrs[sc.HELMET_EXIT_STATUS] = status
+        if self.restarts:
+            attrs[sc.HELMET_RESTART_COUNT] = self.restarts
         if version:
             attrs[sc.MCP_PROTOCOL_VERSION] = version
         client = scrubbed_info(redactor, end.client_info) or self.client_info or {}
