@@ -42,6 +42,7 @@ TOOL_FIELDS: Final = ("name", "description", "inputSchema", "annotations")
 # `_TRAVERSAL` match holds "..".
 _ROOTS: Final = ("/etc/", "/proc/")
 _KEY_CACHE_MAX: Final = 4096
+_SCANNED: Final = (dict, list, str)
 _command_keys: dict[str, bool] = {}  # argument key -> whether it names a command
 
 
@@ -55,20 +56,22 @@ def _strings(value: object, path: str, depth: int, out: list[tuple[str, str]]) -
         out.append((path, value))
     elif isinstance(value, dict):
         deeper = depth + 1
-        for key, item in cast(dict[str, object], value).items():
+        members: dict[str, object] = value  # pyright: ignore[reportUnknownVariableType]
+        for key, item in members.items():
             if len(out) >= MAX_VALUES:
                 return
             if type(item) is str:
                 if deeper <= MAX_DEPTH:
                     out.append((f"{path}.{key}" if path else str(key), item))
-            elif isinstance(item, dict | list | str):
-                _strings(item, f"{path}.{key}" if path else str(key), deeper, out)
+            elif isinstance(item, _SCANNED):
+                _strings(item, f"{path}.{key}" if path else str(key), deeper, out)  # pyright: ignore[reportUnknownArgumentType]
     elif isinstance(value, list):
-        for i, item in enumerate(cast(list[object], value)):
+        items: list[object] = value  # pyright: ignore[reportUnknownVariableType]
+        for i, item in enumerate(items):
             if len(out) >= MAX_VALUES:
                 return
-            if isinstance(item, dict | list | str):
-                _strings(item, f"{path}[{i}]", depth + 1, out)
+            if isinstance(item, _SCANNED):
+                _strings(item, f"{path}[{i}]", depth + 1, out)  # pyright: ignore[reportUnknownArgumentType]
 
 
 def _command_key(key: str) -> bool:
