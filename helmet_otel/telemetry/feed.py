@@ -66,8 +66,8 @@ FLUSH_DELAY = 0.02  # seconds a record may wait in the relay before it is handed
 BUSY_FLUSH_DELAY = 0.05  # the same while the governor sheds
 PROPAGATE_MAX_BYTES = 1024 * 1024  # larger requests are forwarded without trace context
 PIPE_SIZE = 1024 * 1024
-# The governor: every GOVERN_WINDOW seconds it reads how much of its own time the relay's loop
-# ran (see `loop_times`); over the last two windows above `--relay-busy-limit`, it traces one
+# The governor: every GOVERN_WINDOW seconds it reads how busy the relay's loop was (see
+# `busy_share`); over the last two windows above `--relay-busy-limit`, it traces one
 # call in MAX_EVERY at once and keeps at most an eighth of `--telemetry-buffer` for the worker;
 # under the limit - 0.1 it traces twice as many as before. Backing off at once keeps a backlog
 # for the worker from building up at saturation, when the worker's CPU would be taken from the
@@ -77,6 +77,7 @@ GOVERN_WINDOW = 0.05
 # ...and only while calls pass faster than this: below it telemetry's share of the relay's CPU
 # is small, and a busy start-up must not cost the first calls their records.
 GOVERN_MIN_RATE = 2000.0
+RUN_FLOOR = 0.3  # see `busy_share`: the share of the time the loop must run for its wait to count
 MAX_EVERY = 64
 _SPAN_MASK = (1 << 64) - 1
 _getrandbits = random.getrandbits
@@ -111,17 +112,23 @@ def loop_times() -> tuple[float, float]:
 
 
 def busy_share(ran: float, waited: float, elapsed: float) -> float:
-    """How busy the loop was: of the time it had a CPU or did not want one (``elapsed`` less
-    the time it ``waited`` for a CPU), the share it ``ran``.
+    """How busy the loop was over ``elapsed`` seconds in which it ``ran`` and ``waited`` in
+    the run queue for a CPU: the larger of two readings.
 
-    A loop that never goes idle is saturated by its own work, whatever the share of the time
-    it got a CPU (on a 2-core machine whose client and server also run flat out it may run
-    only 60% of the time). Waiting for a CPU is neither work nor idleness: a loaded machine
-    (other processes, the client and server of a paced load) makes a relay that keeps up wait
-    after each wake-up, and counting that as busy would shed calls that cost the traffic
-    nothing."""
+    - Of the time it had a CPU or did not want one (``elapsed`` less the wait), the share it
+      ran. A loop that never goes idle is saturated by its own work, whatever the share of the
+      time it got a CPU (on a 2-core machine whose client and server also run flat out it may
+      run only 60% of the time): 100%.
+    - While it ran at least `RUN_FLOOR` of the time, the time it ran or waited: then the
+      traffic and the relay take the CPUs, and what telemetry costs the relay is taken from
+      the traffic. Below that floor the wait is the machine's other work (a relay that keeps
+      up with a paced load waits after each wake-up on a loaded machine), and counting it
+      would shed calls whose records cost the traffic nothing."""
     own = elapsed - waited
-    return 1.0 if own <= ran else ran / own
+    share = 1.0 if own <= ran else ran / own
+    if ran >= RUN_FLOOR * elapsed:
+        share = max(share, (ran + waited) / elapsed)
+    return min(share, 1.0)
 
 
 def _sampled_by_env(env: Mapping[str, str]) -> bool:

@@ -387,8 +387,8 @@ def test_the_governor_follows_the_relays_cpu(
     # 2, idle (10%) for 7; one busy window (a burst of catching up after a stall: the
     # decision reads two windows) and an idle one; a loaded machine on which the loop waits
     # 65% of the time for a CPU, runs 25% and is idle the rest (not busy: 71%; the run time
-    # and the wait together would read 90%) for 2 windows; then saturated while it gets a CPU
-    # half the time, never idle (100%)
+    # and the wait together would read 90%, but the relay runs under a third of the time) for
+    # 2 windows; then saturated while it gets a CPU half the time, never idle (100%)
     for ran, waited, calls in (
         [(0.95, 0, 100)] + [(0.95, 0, 1000)] * 2 + [(0.8, 0, 1000)] * 2
         + [(0.1, 0, 1000)] * 7 + [(0.9, 0, 1000), (0.1, 0, 1000)]
@@ -412,9 +412,13 @@ def test_the_governor_follows_the_relays_cpu(
     ]  # fmt: skip
 
 
-def test_busy_share_leaves_out_the_wait_for_a_cpu() -> None:
+def test_busy_share_counts_the_wait_for_a_cpu_only_for_a_relay_that_works() -> None:
     assert feed_module.busy_share(0.3, 0.0, 1.0) == pytest.approx(0.3)
-    assert feed_module.busy_share(0.3, 0.65, 1.0) == pytest.approx(0.3 / 0.35)
+    # runs little, waits much, goes idle: a relay that keeps up on a loaded machine
+    assert feed_module.busy_share(0.25, 0.65, 1.0) == pytest.approx(0.25 / 0.35)
+    # runs 40% and waits 50%: the traffic and the relay take the CPUs
+    assert feed_module.busy_share(0.4, 0.5, 1.0) == pytest.approx(0.9)
+    assert feed_module.busy_share(0.2, 0.75, 1.0) == pytest.approx(0.8)  # idle 5%, runs 20%
     assert feed_module.busy_share(0.6, 0.4, 1.0) == 1.0  # never idle
     assert feed_module.busy_share(0.6, 0.45, 1.0) == 1.0  # (clocks read a little apart)
 
