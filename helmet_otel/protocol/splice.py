@@ -11,7 +11,7 @@ with that certainty it returns None and the caller forwards the message untouche
 from __future__ import annotations
 
 import re
-from typing import Any, cast
+from typing import Any
 
 import orjson
 
@@ -97,10 +97,6 @@ def _member(key: str) -> bytes:
             _members.clear()
         encoded = _members[key] = orjson.dumps(key) + b":"
     return encoded
-
-
-def _object(value: object) -> dict[str, Any] | None:
-    return cast("dict[str, Any]", value) if type(value) is dict else None
 
 
 def with_meta_entry(raw: bytes, payload: dict[str, Any], key: str, encoded: bytes) -> bytes | None:
