@@ -18,6 +18,11 @@ Semantics worth knowing:
   the data arrive while the exporter is still waiting. Stopping the receiver cuts the delay short.
 * ``hold()`` stalls the collector the same way until ``release()``: every request that arrives
   meanwhile is recorded and then waits for its answer (stopping the receiver releases it).
+* HTTP only: ``script`` holds the statuses the next requests get, in order, before ``status``
+  answers again; ``retry_after`` is sent as ``Retry-After`` with every answer that is not a
+  success; ``headers`` holds every request's headers (lower-cased names); ``connections`` counts
+  the connections accepted; ``tls=(certfile, keyfile)`` serves HTTPS (``endpoint`` is then
+  ``https://localhost:PORT``).
 * ``sink=True`` (for benchmarks) keeps no raw bodies and no flattened spans or log records,
   only ``counts`` and the (small) flattened metrics, so a long run does not grow the receiver.
 * For gRPC, ``status`` is translated to the gRPC status code the OTLP spec pairs with it
@@ -31,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import socket
+import ssl
 import threading
 import time
 import zlib
@@ -336,6 +342,7 @@ class OTLPReceiver:
         delay: float = 0.0,
         status: int = 200,
         sink: bool = False,
+        tls: tuple[str, str] | None = None,
     ) -> None:
         if protocol not in ("http/protobuf", "grpc"):
             raise ValueError(f"unsupported protocol {protocol!r}")
@@ -343,6 +350,11 @@ class OTLPReceiver:
         self.delay = delay
         self.status = status
         self.sink = sink
+        self.tls = tls
+        self.script: list[int] = []
+        self.retry_after: str | None = None
+        self.headers: list[dict[str, str]] = []
+        self.connections = 0
         self.endpoint = ""
         self.raw_bodies: list[bytes] = []
         # (signal, answered status) of every request, in arrival order
@@ -443,7 +455,18 @@ class OTLPReceiver:
 
     # -- shared ingestion --
 
-    def _ingest(self, signal: Signal, raw: bytes, message: Message, accepted: bool) -> None:
+    def _next_status(self) -> int:
+        with self._cond:
+            return self.script.pop(0) if self.script else self.status
+
+    def _ingest(
+        self,
+        signal: Signal,
+        raw: bytes,
+        message: Message,
+        accepted: bool,
+        status: int | None = None,
+    ) -> None:
         kind, n, flat = "", 0, list[dict[str, Any]]()
         if accepted:
             if isinstance(message, trace_service_pb2.ExportTraceServiceRequest):
@@ -462,7 +485,7 @@ class OTLPReceiver:
         with self._cond:
             if not self.sink:
                 self.raw_bodies.append(raw)
-            self.requests.append((signal, self.status))
+            self.requests.append((signal, self.status if status is None else status))
             if accepted:
                 self.counts[kind] += n
                 if kind == "spans":
@@ -508,6 +531,11 @@ class OTLPReceiver:
         self._http = server
         port = server.server_address[1]
         self.endpoint = f"http://127.0.0.1:{port}"
+        if self.tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*self.tls)
+            server.socket = context.wrap_socket(server.socket, server_side=True)
+            self.endpoint = f"https://localhost:{port}"
         self._http_thread = threading.Thread(
             target=server.serve_forever,
             kwargs={"poll_interval": 0.05},
@@ -553,6 +581,7 @@ class _OTLPHTTPHandler(BaseHTTPRequestHandler):
         super().setup()
         with self.owner._cond:
             self.owner._connections.add(self.connection)
+            self.owner.connections += 1
 
     def finish(self) -> None:
         with self.owner._cond:
@@ -581,6 +610,9 @@ class _OTLPHTTPHandler(BaseHTTPRequestHandler):
     def _answer(self, status: int, body: bytes, content_type: str) -> None:
         try:
             self.send_response(status)
+            retry_after = self.owner.retry_after
+            if retry_after is not None and not 200 <= status < 300:
+                self.send_header("Retry-After", retry_after)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
@@ -605,6 +637,8 @@ class _OTLPHTTPHandler(BaseHTTPRequestHandler):
         owner = self.owner
         signal = _HTTP_PATHS.get(self.path.split("?", 1)[0])
         body = self._read_body()
+        with owner._cond:
+            owner.headers.append({k.lower(): v for k, v in self.headers.items()})
         if signal is None:
             self._error(HTTPStatus.NOT_FOUND, f"unknown path {self.path}")
             return
@@ -626,13 +660,15 @@ class _OTLPHTTPHandler(BaseHTTPRequestHandler):
         except (OSError, zlib.error, EOFError, DecodeError) as exc:
             self._error(HTTPStatus.BAD_REQUEST, f"undecodable body: {exc}")
             return
-        owner._ingest(signal, body, message, owner._accepts)
+        status = owner._next_status()
+        accepts = 200 <= status < 300
+        owner._ingest(signal, body, message, accepts, status)
         owner._pause()
-        if owner._accepts:
+        if accepts:
             response = _RESPONSE_TYPES[signal]().SerializeToString()
-            self._answer(owner.status, response, "application/x-protobuf")
+            self._answer(status, response, "application/x-protobuf")
         else:
-            self._error(owner.status, f"OTLPReceiver answers {owner.status}")
+            self._error(status, f"OTLPReceiver answers {status}")
 
 
 class _TraceServicer(trace_service_pb2_grpc.TraceServiceServicer):

@@ -56,6 +56,11 @@ def settings(env: Mapping[str, str], prefix: str, *, delay_s: float) -> BatchSet
 class BatchQueue(Generic[T]):
     """Items wait here until the export thread hands a batch of them to ``export``.
 
+    A batch leaves when ``batch_size`` items are queued or ``delay_s`` after the last one left
+    (as the SDK's batch processors do); what arrives while a batch is exported waits for the
+    same, so a slow export does not turn into a stream of small ones (each export has a fixed
+    cost: an HTTP request, a transaction).
+
     ``export`` returns False (or raises) when the batch could not be delivered; those items are
     counted through ``on_drop(reason, count)`` as ``{name}_export_failed``. A full queue drops
     its oldest item as ``{name}_queue_full``.
@@ -91,8 +96,9 @@ class BatchQueue(Generic[T]):
         self._wake = threading.Event()
         self._closing = False
         self.local = wait_s > 0  # a sink on this machine (the store), not a collector
-        self._in_flight = 0  # ordinary items of the batch being exported
-        self._urgent_in_flight = 0  # ... and urgent ones
+        # the batch being exported and how many of its first items are urgent (counted only
+        # when drain gives it up: weighing every batch costs more than it ever tells)
+        self._in_flight: tuple[list[T], int] = ([], 0)
         self._export_started = 0.0  # monotonic, while an export is in flight
         self._abandoned = False  # drain gave up on the batch in flight: it is counted there
         self.failed = False  # an export failed since `close`
@@ -132,16 +138,15 @@ class BatchQueue(Generic[T]):
         queue, urgent, size = self._queue, self._urgent, self._settings.batch_size
         while not self._closing:
             self._wake.wait(self._settings.delay_s)
-            self._wake.clear()
             while queue or urgent:
+                self._wake.clear()  # (a batch's worth queued from now on wakes us again)
                 batch = [urgent.popleft() for _ in range(min(size, len(urgent)))]
                 taken = len(batch)  # of them urgent
                 batch += [queue.popleft() for _ in range(min(size - taken, len(queue)))]
                 self._room.set()
                 if not self._patient and len(queue) * 2 <= self._settings.max_queue:
                     self._patient = self._wait_s > 0
-                self._in_flight = self._count(batch[taken:])
-                self._urgent_in_flight = taken
+                self._in_flight = (batch, taken)
                 self._export_started = time.monotonic()
                 try:
                     delivered = self._export(batch)
@@ -150,7 +155,7 @@ class BatchQueue(Generic[T]):
                 self._export_started = 0.0
                 if self._abandoned:
                     return
-                self._in_flight = self._urgent_in_flight = 0
+                self._in_flight = ([], 0)
                 if not delivered:
                     ordinary = self._count(batch[taken:])
                     if ordinary:
@@ -160,6 +165,8 @@ class BatchQueue(Generic[T]):
                     if self._closing:  # the sink fails: the rest is not tried, drain counts it
                         self.failed = True
                         return
+                if len(queue) + len(urgent) < size and not self._closing:
+                    break  # what came during the export waits for a batch's worth or the delay
 
     def close(self) -> None:
         """Export what is queued now, then stop (`drain` waits for it)."""
@@ -193,8 +200,9 @@ class BatchQueue(Generic[T]):
         self._urgent.clear()
         if thread.is_alive():
             self._abandoned = True
-            left += self._in_flight
-            urgent_left += self._urgent_in_flight
+            in_flight, taken = self._in_flight
+            left += self._count(in_flight[taken:])
+            urgent_left += taken
         if urgent_left:
             self._on_drop(f"{self.name}_security_shutdown_timeout", urgent_left)
         return left

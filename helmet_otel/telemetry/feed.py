@@ -34,7 +34,7 @@ from typing import Any, cast
 from helmet_otel.config import ProxyOptions
 from helmet_otel.core.envelope import C2S, HTTP_TRACEPARENT, Envelope
 from helmet_otel.core.interceptor import BaseInterceptor
-from helmet_otel.core.session import Session
+from helmet_otel.core.session import Restart, Session
 from helmet_otel.core.verdicts import DECISION, FINDINGS, POLICY_LOADED, Decision, Finding
 from helmet_otel.protocol.message import BLANK, ERROR, REQUEST, RESPONSE, id_key
 from helmet_otel.protocol.splice import with_meta_entry
@@ -53,6 +53,7 @@ from helmet_otel.telemetry.frames import (
     Frame,
     Info,
     Msg,
+    Restarted,
     Security,
     Segment,
     Start,
@@ -741,6 +742,13 @@ class SessionFeed(BaseInterceptor):
     def upstream_failed(self, session: Session, reason: str) -> None:
         self._start({})
         self._feed.append(Failed(self.key, time.time_ns(), reason))
+
+    def upstream_restarted(self, session: Session, restart: Restart) -> None:
+        self._upstream = restart.upstream  # (what a new worker's Start says)
+        self._feed.append(
+            Restarted(self.key, time.time_ns(), restart.number, restart.upstream,
+                      restart.previous, restart.replayed, restart.failure, restart.usage)
+        )  # fmt: skip
 
     def session_ended(self, session: Session) -> None:
         self._feed.live.pop(self.key, None)

@@ -1,14 +1,16 @@
 """The OTLP exporter of each signal: the SDK's, fed by `OtlpEncoder` through `sdk_adapter`.
 
-Everything but the encoding stays the SDK's: endpoints, headers, compression, TLS, timeouts and
-retries from the ``OTEL_EXPORTER_OTLP_*`` variables. Metrics go through the SDK's exporter
-untouched. OTLP/gRPC comes with the ``grpc`` extra (``pip install 'helmet-otel[grpc]'``);
+Over OTLP/HTTP, spans and log records are posted by our `otlp_http.HttpSender` (one kept-alive
+``http.client`` connection, configured from the ``OTEL_EXPORTER_OTLP_*`` variables as the SDK
+is), unless the configuration needs the SDK's transport (`otlp_http.http_settings` says why).
+Metrics go through the SDK's exporter untouched (one request per interval). OTLP/gRPC comes with the ``grpc`` extra (``pip install 'helmet-otel[grpc]'``);
 asked for without it, the worker says so once on stderr and exports over http/protobuf, the
 OTLP default (to the SDK's http/protobuf endpoint: the given endpoint, or localhost:4318).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from types import ModuleType
 from typing import Any
@@ -19,7 +21,7 @@ from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
 )
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpans
 
-from helmet_otel.telemetry import sdk_adapter
+from helmet_otel.telemetry import otlp_http, sdk_adapter
 from helmet_otel.telemetry.otlp_encoding import OtlpEncoder
 
 GRPC_MISSING = (
@@ -36,9 +38,11 @@ def otlp_exporter(signal: str, protocol: str, encoder: OtlpEncoder) -> Any:
         if grpc is not None:
             return grpc.exporter(signal, encoder)
     if signal == "traces":
-        return sdk_adapter.encoded_http(HttpSpans(), sdk_adapter.SPANS, encoder)
+        sender, reason = otlp_http.sender_for("traces", os.environ)
+        return sdk_adapter.encoded_http(HttpSpans(), sdk_adapter.SPANS, encoder, sender, reason)
     if signal == "logs":
-        return sdk_adapter.encoded_http(HttpLogs(), sdk_adapter.LOGS, encoder)
+        sender, reason = otlp_http.sender_for("logs", os.environ)
+        return sdk_adapter.encoded_http(HttpLogs(), sdk_adapter.LOGS, encoder, sender, reason)
     return HttpMetrics()
 
 

@@ -46,6 +46,37 @@ def test_settings_read_the_sdk_variables_and_ignore_nonsense() -> None:
     assert settings(bad, "OTEL_BLRP", delay_s=0.2) == BatchSettings(4096, 512, 0.2)
 
 
+def test_what_arrives_during_an_export_waits_for_a_batchs_worth_or_the_delay() -> None:
+    """Not a stream of small batches behind a slow export: each export has a fixed cost."""
+    exported: list[tuple[float, list[int]]] = []  # (when the export returned, the batch)
+    done = threading.Condition()
+    queue: BatchQueue[int]
+
+    def export(batch: Sequence[int]) -> bool:
+        if not exported:  # two arrive while the first batch is exported
+            queue.put(4)
+            queue.put_urgent(5)
+        with done:
+            exported.append((time.monotonic(), list(batch)))
+            done.notify_all()
+        return True
+
+    queue = BatchQueue("sink", export, lambda r, n: None, BatchSettings(100, 4, 0.3))
+    for item in range(4):
+        queue.put(item)  # a full batch
+    with done:
+        assert done.wait_for(lambda: len(exported) == 2, timeout=10)
+    (first, batch), (second, rest) = exported
+    assert (batch, rest) == ([0, 1, 2, 3], [5, 4])  # the urgent one first
+    assert second - first >= 0.3  # they waited for the delay, not a batch of their own at once
+    for item in range(6, 10):
+        queue.put(item)  # a batch's worth leaves without the delay
+    with done:
+        assert done.wait_for(lambda: len(exported) == 3, timeout=10)
+    assert exported[2][1] == [6, 7, 8, 9]
+    assert queue.drain(time.monotonic() + 10) == 0
+
+
 def test_a_full_queue_drops_its_oldest_items_and_counts_them() -> None:
     gate = Gate()
     drops: Counter[str] = Counter()

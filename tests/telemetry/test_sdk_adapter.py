@@ -18,7 +18,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.sdk._logs.export import LogRecordExportResult
 from opentelemetry.sdk.trace.export import SpanExportResult
 
-from helmet_otel.telemetry import sdk_adapter
+from helmet_otel.telemetry import otlp_http, sdk_adapter
 from helmet_otel.telemetry.otlp_encoding import OtlpEncoder
 from helmet_otel.telemetry.otlp_exporters import otlp_exporter
 from tests.otlp_receiver import OTLPReceiver, Protocol
@@ -83,6 +83,7 @@ def _break_fast_path(protocol: Protocol, monkeypatch: pytest.MonkeyPatch) -> Non
     """Make the SDK's insides differ from what the adapter relies on, as a future release of
     the SDK might, while the SDK's own export keeps working."""
     if protocol == "http/protobuf":  # the client's export, no longer export(data: bytes) -> ...
+        _without_our_sender(monkeypatch)
         export = _OTLPHTTPClient.export
 
         def unannotated(self: Any, *args: Any, **kwargs: Any):
@@ -99,6 +100,27 @@ def _break_fast_path(protocol: Protocol, monkeypatch: pytest.MonkeyPatch) -> Non
             monkeypatch.setattr(cls, "_translate_data", untyped)
 
 
+def _without_our_sender(monkeypatch: pytest.MonkeyPatch) -> None:
+    """OTLP/HTTP through the SDK's transport (as when `otlp_http` does not take the settings)."""
+    monkeypatch.setattr(otlp_http, "sender_for", lambda signal, env: (None, "not ours"))
+
+
+def test_without_our_sender_the_sdks_client_posts_our_bytes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for key in [k for k in os.environ if k.startswith("OTEL_")]:
+        monkeypatch.delenv(key)
+    _without_our_sender(monkeypatch)
+    sdk_encoding = SdkEncoding(monkeypatch, "http/protobuf")
+    with OTLPReceiver() as receiver:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint)
+        spans, logs = _export_all("http/protobuf")
+        assert receiver.raw_bodies == [OtlpEncoder().spans(ALL_SPANS), OtlpEncoder().logs(ALL_LOGS)]
+    assert (spans.transport, spans.sender_reason, spans.fast_path) == ("sdk", "not ours", True)
+    assert (logs.transport, logs.sender_reason, logs.fast_path) == ("sdk", "not ours", True)
+    assert (sdk_encoding.spans, sdk_encoding.logs) == (0, 0)
+
+
 def test_the_fast_path_sends_our_bytes_with_the_pinned_sdk(
     receiver: OTLPReceiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -108,7 +130,7 @@ def test_the_fast_path_sends_our_bytes_with_the_pinned_sdk(
     assert (logs.fast_path, logs.fallback_reason) == (True, None)
     assert (sdk_encoding.spans, sdk_encoding.logs) == (0, 0)  # the SDK encoded nothing...
     assert [s["span_id"] for s in receiver.spans()] == [
-        f"{s.context.span_id:016x}" for s in ALL_SPANS if s.context
+        f"{s.span_id:016x}" for s in ALL_SPANS
     ]  # ...and everything arrived, so what went out was ours
     assert len(receiver.logs()) == len(ALL_LOGS)
     assert receiver.raw_bodies == [OtlpEncoder().spans(ALL_SPANS), OtlpEncoder().logs(ALL_LOGS)]
