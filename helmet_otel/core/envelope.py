@@ -50,6 +50,7 @@ class Envelope:
     client_span_id: int
     annotations: dict[str, object]
     proxy: bool  # the proxy wrote this message (a reply, an "upstream gone" error)
+    weight: int  # the calls a traced request stands for (set by the telemetry feed)
 
     # Written out rather than generated (the defaults are here, not on the fields): one is made
     # per message, and the generated one pays for a generic-alias ``default_factory``.
@@ -71,3 +72,4 @@ class Envelope:
         self.client_span_id = client_span_id
         self.annotations = {} if annotations is None else annotations
         self.proxy = proxy
+        self.weight = 1

@@ -41,6 +41,7 @@ class PendingRequest:
     name: str | None = None
     cancelled: bool = False  # the sender cancelled it: it expects no response
     span_id: int = 0  # the SERVER span telemetry gave it; 0 when telemetry does not trace it
+    weight: int = 1  # the calls it stands for when telemetry traces one in so many
 
 
 class ProcessUsage(NamedTuple):
@@ -124,7 +125,7 @@ class Session:
                 )
                 self.pending[(c2s, (isinstance(msg_id, str), msg_id))] = PendingRequest(
                     msg_id, method, direction, env.ts, name if isinstance(name, str) else None,
-                    False, env.server_span_id,
+                    False, env.server_span_id, env.weight,
                 )  # fmt: skip
             if c2s:
                 self._learn_from_request(method, params)

@@ -38,6 +38,7 @@ from helmet_otel.core.session import Restart, Session
 from helmet_otel.core.verdicts import DECISION, FINDINGS, POLICY_LOADED, Decision, Finding
 from helmet_otel.protocol.message import BLANK, ERROR, REQUEST, RESPONSE, id_key
 from helmet_otel.protocol.splice import with_meta_entry
+from helmet_otel.telemetry.cutoff import CLOSING_SIGNAL
 from helmet_otel.telemetry.frames import (
     BATCH,
     FLAG_PROXY,
@@ -130,6 +131,11 @@ def busy_share(ran: float, waited: float, elapsed: float) -> float:
     if ran >= RUN_FLOOR * elapsed:
         share = max(share, (ran + waited) / elapsed)
     return min(share, 1.0)
+
+
+def _verdict(annotations: dict[str, object]) -> bool:
+    """Whether a policy decided on the message or a detector flagged it."""
+    return DECISION in annotations or FINDINGS in annotations or POLICY_LOADED in annotations
 
 
 def _sampled_by_env(env: Mapping[str, str]) -> bool:
@@ -503,6 +509,9 @@ class TelemetryFeed:
         self._unwatch()
         if self._off:
             return
+        # from now on the flush timeout bounds the worker's recording (`cutoff`)
+        with contextlib.suppress(OSError):
+            os.kill(self._worker.pid, CLOSING_SIGNAL)
         flush_timeout = self.options.flush_timeout
         try:
             with anyio.move_on_after(flush_timeout):
@@ -563,7 +572,8 @@ class SessionFeed(BaseInterceptor):
         feed = self._feed
         # A call a policy decided on (or a detector flagged: only they annotate a request
         # before us) is always traced; any other may be shed, and then gets no ids, no splice.
-        shed = feed.overflowing() and feed.shed() if env.annotations else feed.shed()
+        annotations = env.annotations
+        shed = feed.overflowing() and feed.shed() if annotations else feed.shed()
         if shed:
             if feed.every > 1 and msg.id is not None and feed.lost_weight > 1:
                 # a sample lost: its response counts with the same weight
@@ -572,6 +582,8 @@ class SessionFeed(BaseInterceptor):
                     self._lost_samples[(env.direction is C2S, id_key(msg.id))] = feed.every
             return
         env.trace_id = self.trace_id
+        # the calls it stands for; its response (through the session's pending request) too
+        env.weight = 1 if annotations and _verdict(annotations) else feed.every
         bits = _getrandbits(128)  # both span ids from one draw
         env.server_span_id = (bits & _SPAN_MASK) or 1
         env.client_span_id = (bits >> 64) or 1
@@ -612,11 +624,11 @@ class SessionFeed(BaseInterceptor):
         feed = self._feed
         weight = feed.every  # how many calls a traced one stands for
         annotations = env.annotations
-        if annotations and self._security(env, annotations):
-            weight = 1  # traced because of its verdict, not as a sample
+        verdict = bool(annotations) and self._security(env, annotations)
         if kind is REQUEST:
             if not env.server_span_id:  # shed in before_forward
                 return
+            weight = env.weight
         elif kind is RESPONSE or kind is ERROR:
             request = env.request
             if request is None:  # an answer to no request we know: on its own
@@ -630,8 +642,10 @@ class SessionFeed(BaseInterceptor):
                 else:
                     feed.shed_follower(weight > 1)
                 return
-            # else its request was traced: the response goes too, whatever the buffer holds
-            # (it is bounded by the traced requests in flight)
+            else:  # its request was traced: the response goes too, whatever the buffer
+                # holds (it is bounded by the traced requests in flight), standing for as
+                # many calls as the request (the governor may have changed its mind since)
+                weight = request.weight
         elif kind is BLANK:
             return
         elif msg.method == _CANCELLED and env.request is not None and env.request.span_id:
@@ -641,6 +655,8 @@ class SessionFeed(BaseInterceptor):
             weight = 1
         elif feed.shed():
             return
+        if verdict:
+            weight = 1  # traced because of its verdict, not as a sample
         # What the session learned travels before the next record that is handed over (a
         # shed message needs none of it, and is done with sooner).
         session = self.session

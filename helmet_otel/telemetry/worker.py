@@ -19,6 +19,7 @@ from typing import IO, TYPE_CHECKING
 from helmet_otel import semconv as sc
 from helmet_otel.config import ProxyOptions
 from helmet_otel.redaction import scrub_line
+from helmet_otel.telemetry.cutoff import Cutoff
 from helmet_otel.telemetry.frames import Config, Frame, read_batch
 
 if TYPE_CHECKING:
@@ -88,9 +89,12 @@ def main() -> int:
     next_tick = time.monotonic() + interval
     pending = [f for f in first if f is not config]
     errors = _Errors(pipeline)
+    # (the relay says when it closes: from then on the flush timeout bounds the recording)
+    cutoff = Cutoff(options.flush_timeout, lambda why, n: pipeline.drops.add(why, n, quiet=True))
+    cutoff.install()
     try:
         while True:
-            for frame in pending:
+            for frame in cutoff.sift(pending):
                 try:
                     recorder.handle(frame)
                 except Exception as exc:  # one bad frame must not end telemetry

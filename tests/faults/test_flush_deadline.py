@@ -1,0 +1,87 @@
+"""A worker far behind when the proxy closes (stopped here; starved of CPU under load) cannot
+record its backlog within ``--flush-timeout``: what it cannot record is counted, the count
+reaches the store's ``helmet.proxy_close`` and the stderr summary, and nothing vanishes
+uncounted. The relay tells the worker that it closes (`cutoff.CLOSING_SIGNAL`), which is
+pending while the worker is stopped: the test resumes it only then."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import psutil
+
+from helmet_otel.telemetry.cutoff import CLOSING_SIGNAL
+from tests.e2e.helpers import clean_env
+from tests.faults.helpers import (
+    call_lines,
+    poll,
+    proxy_close_dropped,
+    recorded_proxy,
+    rows,
+    unread_in_stdin,
+    workers,
+)
+
+FIRST = 20  # calls recorded before the worker stops
+BEHIND = 6000  # calls sent while it is stopped: more than it records in the flush timeout
+
+
+def weighted(store: Path, event: str) -> int:
+    """The calls the store's ``event`` records stand for (``helmet.sample.weight``)."""
+    sql = (
+        "SELECT sum(coalesce(json_extract(attrs, '$.\"helmet.sample.weight\"'), 1)) FROM logs"
+        " WHERE event = ?"
+    )
+    return int(rows(store, sql, event)[0][0] or 0)  # pyright: ignore[reportArgumentType]
+
+
+def _pending(pid: int) -> int:
+    """The signals pending for process ``pid`` (its SigPnd and ShdPnd masks)."""
+    mask = 0
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith(("SigPnd:", "ShdPnd:")):
+                mask |= int(line.split()[1], 16)
+    return mask
+
+
+def test_a_worker_behind_at_the_flush_deadline_counts_what_it_cannot_record(
+    tmp_path: Path,
+) -> None:
+    store = tmp_path / "store.db"
+    # (no sampling by the relay's governor: every message stands for itself, so the count is
+    # exact)
+    env = clean_env({"HELMET_FLUSH_TIMEOUT": "1", "HELMET_RELAY_BUSY_LIMIT": "1"})
+    with recorded_proxy(store, FIRST, env) as proxy:
+        (worker,) = workers(proxy.proc.pid)
+        worker.send_signal(signal.SIGSTOP)
+        proxy.write(call_lines(FIRST + 1, BEHIND))
+        proxy.stdout.wait(lambda b: b.count(b"\n") >= FIRST + 1 + BEHIND, 30)
+        poll(lambda: unread_in_stdin(worker.pid), lambda n: n > 0, 10, "records in its pipe")
+        proxy.close_stdin()
+        bit = 1 << (CLOSING_SIGNAL - 1)
+        poll(lambda: _pending(worker.pid) & bit, bool, 10, "the relay says it closes")
+        started = time.monotonic()
+        worker.send_signal(signal.SIGCONT)
+        assert proxy.wait(20) == 0
+        took = time.monotonic() - started
+        stderr = proxy.stderr.data()
+        assert not psutil.pid_exists(worker.pid) or worker.status() == psutil.STATUS_ZOMBIE
+
+    assert b"killed" not in stderr, stderr
+    dropped = proxy_close_dropped(store)
+    assert set(dropped) <= {"shutdown_timeout", "relay_queue_full"}, dropped
+    assert dropped.get("shutdown_timeout", 0) > 0, dropped  # the backlog was not all recorded
+    calls = 1 + FIRST + BEHIND  # initialize and the calls
+    requests, responses = weighted(store, "helmet.request"), weighted(store, "helmet.response")
+    # every message is in the store or counted, exactly
+    assert requests + responses + sum(dropped.values()) == 2 * calls, (
+        requests, responses, dropped, stderr,
+    )  # fmt: skip
+    summary = [line for line in stderr.splitlines() if b"telemetry dropped" in line]
+    assert len(summary) == 1, stderr
+    total = sum(dropped.values())
+    assert summary[0].startswith(b"helmet-otel: telemetry dropped %d records in all (" % total)
+    assert took < 1 + 1.5 + 1, took  # the flush timeout bounds the worker's end
