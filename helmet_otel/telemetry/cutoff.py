@@ -5,14 +5,18 @@ under load, or stopped) would otherwise record its backlog for longer than ``--f
 allows, and be killed by the relay with all it held, uncounted. From the signal on the worker
 records for `RECORD_SHARE` of the flush timeout; after that it only counts the messages it reads
 (``shutdown_timeout``, with the calls each stands for) until the end of its input, which is
-cheap, so its drains and its ``helmet.proxy_close`` (with every count) fit in the rest.
+cheap, so its drains and its ``helmet.proxy_close`` (with every count) fit in the rest. It also
+leaves SCHED_IDLE where it may (the traffic is over; a loaded machine must not starve its end).
 Decisions, findings and session events are still recorded: they are few, and never shed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import signal
+import threading
 import time
 from collections.abc import Callable
 from types import FrameType
@@ -39,6 +43,7 @@ class Cutoff:
 
     def _closing(self, signum: int, frame: FrameType | None) -> None:
         self.at = min(self.at, time.monotonic() + self._budget)
+        _compete_for_the_cpu()
 
     def sift(self, frames: list[Frame]) -> list[Frame]:
         """``frames`` as they are while there is time; past the deadline without the messages,
@@ -55,3 +60,18 @@ class Cutoff:
         if lost:
             self._drop(SHUTDOWN_TIMEOUT, lost)
         return kept
+
+
+def _compete_for_the_cpu() -> None:
+    """The traffic is over: the worker's threads leave SCHED_IDLE and their nice value, so
+    that a loaded machine does not starve its last flush (where the system lets an
+    unprivileged process: its RLIMIT_NICE; otherwise they stay as they are)."""
+    for thread in threading.enumerate():
+        tid = thread.native_id
+        if tid is None:
+            continue
+        with contextlib.suppress(OSError, AttributeError):
+            if os.sched_getscheduler(tid) == os.SCHED_IDLE:
+                os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, tid, 0)

@@ -38,7 +38,7 @@ from helmet_otel.core.session import Restart, Session
 from helmet_otel.core.verdicts import DECISION, FINDINGS, POLICY_LOADED, Decision, Finding
 from helmet_otel.protocol.message import BLANK, ERROR, REQUEST, RESPONSE, id_key
 from helmet_otel.protocol.splice import with_meta_entry
-from helmet_otel.telemetry.cutoff import CLOSING_SIGNAL
+from helmet_otel.telemetry.cutoff import CLOSING_SIGNAL, SHUTDOWN_TIMEOUT
 from helmet_otel.telemetry.frames import (
     BATCH,
     FLAG_PROXY,
@@ -59,6 +59,7 @@ from helmet_otel.telemetry.frames import (
     Segment,
     Start,
     Stderr,
+    decode,
     pickled,
     summarize,
 )
@@ -89,6 +90,7 @@ MAX_LOST_SAMPLES = 4096  # lost sampled requests remembered per session for thei
 
 
 WORKER_LOST = "worker_lost"  # helmet.telemetry.dropped reason: records a dead worker never took
+CUT_GRACE_S = 0.2  # how long the count of what the flush deadline cut off may take to go over
 MAX_WORKER_RESTARTS = 3  # a worker that keeps dying is not started a fourth time
 _F_GETPIPE_SZ = 1032
 
@@ -196,6 +198,8 @@ class TelemetryFeed:
         self._off = False  # no worker: it died and could not be replaced
         self._pidfd = -1
         self._left_alone = False  # a signal cut `close` short: the worker finishes alone
+        self._unhanded = 0  # records the worker's pipe never took while the proxy closed
+        self._cut = 0  # messages cut off at the flush deadline: their count went instead
         self._worker = self._spawn_worker(self._env)
         self._fd = self._worker.stdin.fileno() if self._worker.stdin else -1
         self.batch += pickled(self._config)
@@ -284,16 +288,20 @@ class TelemetryFeed:
         """Records handed to the worker that it never read (still in its pipe, or in `_out`)."""
         unread = len(self._out)
         if self._fd >= 0:
-            with contextlib.suppress(OSError):
-                unread += struct.unpack("i", fcntl.ioctl(self._fd, termios.FIONREAD, b"\0" * 4))[0]
-        taken = self._queued_bytes - unread  # stream offset the worker read up to
-        read_records = 0
-        for end, records in self._handed:
-            if end > taken:
-                break
-            read_records = records
+            unread += _pipe_unread(self._fd)
+        read_records = self._records_through(self._queued_bytes - unread)
         flushed = self._handed[-1][1] if self._handed else 0
         return max(flushed - read_records, 0)
+
+    def _records_through(self, offset: int) -> int:
+        """Records of the batches that end at or before ``offset`` in the stream handed to the
+        worker (a batch cut short is lost whole)."""
+        through = 0
+        for end, records in self._handed:
+            if end > offset:
+                break
+            through = records
+        return through
 
     def _restart_stream(self, lost: int) -> None:
         """A new worker: the configuration, every session in progress (resumed, so it writes
@@ -479,6 +487,7 @@ class TelemetryFeed:
             except OSError as exc:  # the worker is gone: nothing more can be handed over
                 if exc.errno in (errno.EPIPE, errno.EBADF):
                     if self._closed:
+                        self._unhanded += self._unsent()
                         self._out.clear()
                     else:
                         self._worker_died()
@@ -498,7 +507,12 @@ class TelemetryFeed:
 
     # -- shutdown ---------------------------------------------------------------------------
     async def close(self, reason: str = "session ended") -> None:
-        """Hand over what is left, tell the worker to finish, wait for it (bounded)."""
+        """Hand over what is left, tell the worker to finish, wait for it (bounded).
+
+        What the worker has not taken at the flush deadline is not handed over: it is counted
+        (``shutdown_timeout``), and that count goes over instead, so that it reaches the
+        worker's ``helmet.proxy_close`` and stderr summary; when even that cannot be handed
+        over, the relay says it on stderr."""
         import anyio
 
         self.append(Close(time.time_ns(), reason))
@@ -517,10 +531,27 @@ class TelemetryFeed:
             with anyio.move_on_after(flush_timeout):
                 while self._out:
                     await anyio.sleep(0.005)
+            if self._out:
+                self._cut_unsent()
+                with anyio.move_on_after(min(CUT_GRACE_S, flush_timeout)):
+                    while self._out:
+                        await anyio.sleep(0.005)
         finally:  # (also when a signal cut the wait short: the worker then finishes alone)
             if self._writer_armed and self._loop is not None:
                 self._loop.remove_writer(self._fd)
                 self._writer_armed = False
+            if self._out:
+                # (the batch with the count of what was cut off is the last: its count stands
+                # for the messages cut off, not for a record of its own)
+                self._unhanded += self._unsent() + self._shed_in(self._boundary()[0])[0]
+                self._unhanded += self._cut - 1 if self._cut else 0
+                self._out.clear()
+            if self._unhanded:
+                _say(
+                    f"helmet-otel: {self._unhanded} telemetry records could not be handed to "
+                    f"the worker within the flush timeout and are lost ({SHUTDOWN_TIMEOUT}). "
+                    "MCP traffic is not affected.\n"
+                )
             if self._worker.stdin is not None:
                 with contextlib.suppress(OSError):
                     self._worker.stdin.close()
@@ -530,14 +561,113 @@ class TelemetryFeed:
                 await anyio.sleep(0.01)
         self._left_alone = False
 
+    def _unsent(self) -> int:
+        """Records of the batches not wholly written into the worker's pipe (the worker drops
+        a torn last batch)."""
+        return self.records - self._records_through(self._written)
+
+    def _cut_unsent(self) -> None:
+        """At the flush deadline: keep the rest of the batch the pipe has begun to take, and
+        in place of the batches after it one small batch: the count of their messages (with
+        the calls each stood for) and their other records (session events, decisions and
+        findings, the close), which are few."""
+        start, kept = self._boundary()
+        out = self._out
+        at = start - self._written
+        if at >= len(out):
+            return
+        queue_full = busy = lost = others = 0
+        rest = bytearray()
+        while at + BATCH.size <= len(out):
+            size, full, shed_busy = BATCH.unpack_from(out, at)
+            queue_full += full
+            busy += shed_busy
+            at += BATCH.size
+            for frame in decode(bytes(out[at : at + size])):
+                if type(frame) is Msg:
+                    lost += frame.weight
+                else:
+                    rest += pickled(frame)
+                    others += 1
+            at += size
+        del out[start - self._written :]
+        self._cut = lost
+        if lost:
+            rest[:0] = pickled(Dropped(SHUTDOWN_TIMEOUT, lost))
+            others += 1
+        self.records = kept + others
+        self._handed = deque(x for x in self._handed if x[0] <= start)
+        out += BATCH.pack(len(rest), queue_full, busy)
+        out += rest
+        self._queued_bytes = start + BATCH.size + len(rest)
+        self._handed.append((self._queued_bytes, self.records))
+        self._write()
+
+    def _boundary(self) -> tuple[int, int]:
+        """The first batch boundary at or after what the pipe took (a batch it has begun to
+        take must be finished), and the records before it."""
+        start = before = 0
+        for end, records in self._handed:
+            if end > self._written:
+                return (end, records) if start < self._written else (start, before)
+            start, before = end, records
+        return start, before
+
+    def _shed_in(self, offset: int) -> tuple[int, int]:
+        """What the headers of the batches from stream ``offset`` on (a batch boundary in
+        `_out`) count as shed: (queue full, busy)."""
+        out = self._out
+        at = offset - self._written
+        queue_full = busy = 0
+        while at + BATCH.size <= len(out):
+            size, full, shed_busy = BATCH.unpack_from(out, at)
+            queue_full += full
+            busy += shed_busy
+            at += BATCH.size + size
+        return queue_full, busy
+
     def kill(self) -> None:
         """Last resort after `close`: the worker overstayed its flush deadline. (Not when a
-        signal cut `close` short: the worker has its input and a deadline of its own.)"""
+        signal cut `close` short: the worker has its input and a deadline of its own.) What
+        it had not read is counted and said on stderr; what it held is lost with it."""
         if self._left_alone:
             return
-        if self._worker.poll() is None:
-            self._worker.kill()
-            self._worker.wait()
+        worker = self._worker
+        if worker.poll() is None:
+            unread = _unread_input(worker.pid)
+            worker.kill()
+            worker.wait()
+            # (what was never written into its pipe is counted by `close`)
+            written = self._written
+            unread_records = self._records_through(written) - self._records_through(
+                written - unread
+            )
+            _say(
+                f"helmet-otel: the telemetry worker did not finish within the flush timeout "
+                f"and was killed; {unread_records} records it had not read are lost "
+                f"({WORKER_LOST}), with those it had read and not yet stored; its counts did "
+                "not reach the store. MCP traffic is not affected.\n"
+            )
+
+
+def _unread_input(pid: int) -> int:
+    """Bytes waiting in process ``pid``'s stdin pipe (0 when that cannot be read)."""
+    try:
+        fd = os.open(f"/proc/{pid}/fd/0", os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return 0
+    try:
+        return _pipe_unread(fd)
+    finally:
+        os.close(fd)
+
+
+def _pipe_unread(fd: int) -> int:
+    """Bytes waiting in the pipe ``fd`` is an end of (0 when that cannot be read)."""
+    try:
+        return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0" * 4))[0]
+    except OSError:
+        return 0
 
 
 class SessionFeed(BaseInterceptor):

@@ -16,6 +16,7 @@ from helmet_otel.telemetry.cutoff import CLOSING_SIGNAL
 from tests.e2e.helpers import clean_env
 from tests.faults.helpers import (
     call_lines,
+    count,
     poll,
     proxy_close_dropped,
     recorded_proxy,
@@ -52,8 +53,11 @@ def test_a_worker_behind_at_the_flush_deadline_counts_what_it_cannot_record(
 ) -> None:
     store = tmp_path / "store.db"
     # (no sampling by the relay's governor: every message stands for itself, so the count is
-    # exact)
-    env = clean_env({"HELMET_FLUSH_TIMEOUT": "1", "HELMET_RELAY_BUSY_LIMIT": "1"})
+    # exact; and a worker that a loaded machine cannot starve: that is the next test)
+    env = clean_env({
+        "HELMET_FLUSH_TIMEOUT": "1", "HELMET_RELAY_BUSY_LIMIT": "1",
+        "HELMET_WORKER_SCHED": "normal", "HELMET_WORKER_NICENESS": "0",
+    })  # fmt: skip
     with recorded_proxy(store, FIRST, env) as proxy:
         (worker,) = workers(proxy.proc.pid)
         worker.send_signal(signal.SIGSTOP)
@@ -85,3 +89,36 @@ def test_a_worker_behind_at_the_flush_deadline_counts_what_it_cannot_record(
     total = sum(dropped.values())
     assert summary[0].startswith(b"helmet-otel: telemetry dropped %d records in all (" % total)
     assert took < 1 + 1.5 + 1, took  # the flush timeout bounds the worker's end
+
+
+def _said(stderr: bytes, marker: bytes, before: bytes) -> int:
+    """The number in the stderr line with ``marker``, right before ``before``."""
+    (line,) = [x for x in stderr.splitlines() if marker in x]
+    return int(line.split(before)[0].split()[-1])
+
+
+def test_a_worker_that_never_resumes_is_killed_and_what_it_had_not_read_is_counted(
+    tmp_path: Path,
+) -> None:
+    store = tmp_path / "store.db"
+    env = clean_env({"HELMET_FLUSH_TIMEOUT": "0.5", "HELMET_RELAY_BUSY_LIMIT": "1"})
+    with recorded_proxy(store, FIRST, env) as proxy:
+        (worker,) = workers(proxy.proc.pid)
+        worker.send_signal(signal.SIGSTOP)
+        proxy.write(call_lines(FIRST + 1, BEHIND))
+        proxy.stdout.wait(lambda b: b.count(b"\n") >= FIRST + 1 + BEHIND, 30)
+        poll(lambda: unread_in_stdin(worker.pid), lambda n: n > 0, 10, "records in its pipe")
+        proxy.close_stdin()
+        assert proxy.wait(20) == 0
+        stderr = proxy.stderr.data()
+
+    # what the relay could not write into the worker's pipe, and what was in the pipe
+    unhanded = _said(stderr, b"could not be handed to the worker", b" telemetry records")
+    unread = _said(stderr, b"was killed", b" records it had not read")
+    # every message sent while it was stopped, each trace's segment (one per 1,000 requests),
+    # the session's end and the close; and, when they came after the stop, the session's
+    # frames of the start (the server's stderr line, its info)
+    records = 2 * BEHIND + (1 + FIRST + BEHIND - 1) // 1000 + 2
+    assert records <= unhanded + unread <= records + 2, (unhanded, unread, stderr)
+    assert unhanded > 0 and unread > 0, stderr
+    assert count(store, "helmet.response") == FIRST + 1
