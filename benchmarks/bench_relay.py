@@ -710,7 +710,7 @@ def markdown(results: list[dict[str, Any]], options: Options) -> str:
                 out.append(
                     f"| {r['label']} | {phase} | {calls:,} | {t['counts']['spans']:,} | "
                     f"{t['counts']['logs']:,} | {t['counts']['data_points']:,} | "
-                    f"{t['requests']:,} | {t['rejected']} | {t['dropped'] or 0} | {shutdown:.2f} |"
+                    f"{t['requests']:,} | {t['rejected']} | {_dropped(t)} | {shutdown:.2f} |"
                 )
     processes = [r for r in results if r.get("rss_small") and r["rss_small"]["processes"]]
     if processes:
@@ -725,6 +725,12 @@ def markdown(results: list[dict[str, Any]], options: Options) -> str:
     return "\n".join(out)
 
 
+def _dropped(t: dict[str, Any]) -> str:
+    """The receiver's last helmet.telemetry.dropped, or "unknown" without a point (the worker
+    may not have made its last export: that is not "nothing dropped")."""
+    return "unknown" if t["dropped"] is None else f"{t['dropped']:,}"
+
+
 def complete_telemetry(t: dict[str, Any], calls: int) -> bool:
     """Nothing dropped: per call a SERVER and a CLIENT span, a request and a response record."""
     return (
@@ -737,7 +743,7 @@ def complete_telemetry(t: dict[str, Any], calls: int) -> bool:
 
 def describe_telemetry(t: dict[str, Any], calls: int) -> str:
     return (
-        f"helmet.telemetry.dropped {t['dropped'] or 0}; {t['counts']['spans']:,} spans, "
+        f"helmet.telemetry.dropped {_dropped(t)}; {t['counts']['spans']:,} spans, "
         f"{t['counts']['logs']:,} log records for {calls:,} calls"
     )
 

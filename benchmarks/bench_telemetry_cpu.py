@@ -16,7 +16,8 @@ proxy process) and of the worker; their differences divided by the calls are the
 At the end it closes stdin (the exit time is measured) and reads from the store what telemetry
 kept: the requests recorded, their weighted sum (``helmet.sample.weight``), and the drop counts
 ``helmet.proxy_close`` wrote. "Nothing shed" means every request is in the store with weight 1 and
-every drop count is 0.
+every drop count is 0; without ``helmet.proxy_close`` in the store it is "unknown" (the worker
+did not finish: its counts are not there), never "nothing shed".
 
 Not part of the test suite. Read medians over ``--rounds`` (the machine has two cores, shared by
 the client, the proxy, the worker, the echo server and the receiver).
@@ -31,6 +32,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,7 @@ from bench_relay import ECHO_SERVER, Helper, Session, base_env
 from bench_soak import store_figures, worker_of
 
 MODES = ("off", "store", "otlp")
+UNKNOWN = "unknown"  # "nothing shed" without helmet.proxy_close in the store
 
 
 def cpu_seconds(process: psutil.Process | None) -> float:
@@ -107,11 +110,16 @@ async def one_round(mode: str, args: argparse.Namespace, workdir: Path) -> dict[
     if mode != "off":
         figures = store_figures(store)
         calls = args.warmup + args.calls
-        dropped = {k: v for k, v in figures["dropped"].items() if v}
         result["store"] = figures
-        result["nothing_shed"] = (
-            figures["requests"] == calls and figures["weighted_requests"] == calls and not dropped
-        )
+        if figures["dropped"] is None:  # no helmet.proxy_close: what was shed is not known
+            result["nothing_shed"] = UNKNOWN
+        else:
+            dropped = {k: v for k, v in figures["dropped"].items() if v}
+            result["nothing_shed"] = (
+                figures["requests"] == calls
+                and figures["weighted_requests"] == calls
+                and not dropped
+            )
     if received is not None:
         result["receiver"] = received
     return result
@@ -135,6 +143,14 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
+def _all_of(verdicts: Iterable[bool | str]) -> bool | str:
+    """False when any round shed, else `UNKNOWN` when any round's counts are unknown."""
+    seen = list(verdicts)
+    if False in seen:
+        return False
+    return UNKNOWN if UNKNOWN in seen else True
+
+
 def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for mode in dict.fromkeys(row["mode"] for row in rows):
@@ -144,7 +160,7 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "worker_us": round(statistics.median(r["worker_us"] for r in mine), 1),
             "exit_s": round(statistics.median(r["exit_s"] for r in mine), 3),
             "calls_per_s": round(statistics.median(r["calls_per_s"] for r in mine)),
-            "nothing_shed": all(r.get("nothing_shed", True) for r in mine),
+            "nothing_shed": _all_of(r.get("nothing_shed", True) for r in mine),
         }
     return out
 
