@@ -10,6 +10,7 @@ import asyncio
 import fcntl
 import os
 import re
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -371,6 +372,68 @@ def test_a_busy_relay_traces_one_call_in_every(make_feed: Any) -> None:
         ("response", 3, None, 4), ("response", 7, None, 4),
         ("notification", None, "notifications/progress", 4),
     ]  # fmt: skip
+
+
+def test_a_response_stands_for_as_many_calls_as_its_request(make_feed: Any) -> None:
+    feed = make_feed()
+    _, _, relay = open_session(feed)
+    route(relay, Direction.C2S, [line(call(1))])  # traced while every call is
+    feed.every = 4  # the governor sheds before the answer comes back
+    route(relay, Direction.C2S, [line(call(i)) for i in range(2, 6)])  # 4 is traced
+    feed.every = 2  # ... and less before the answers come back
+    route(relay, Direction.S2C, [response(i) for i in range(1, 6)])
+    got = feed.frames()
+    msgs = [(f.summary.kind, f.summary.id, f.weight) for f in messages(got)]
+    assert msgs == [
+        ("request", 1, 1), ("request", 4, 4), ("response", 1, 1), ("response", 4, 4),
+    ]  # fmt: skip
+    assert got[0] == frames.Dropped("relay_busy", 3 + 3)
+
+
+def test_what_the_pipe_has_not_taken_at_the_deadline_goes_as_its_count(
+    make_feed: Any,
+) -> None:
+    feed = make_feed(relay_busy_limit=1.0)  # (no sampling: this loop keeps the relay busy)
+    session, session_feed, relay = open_session(feed)
+    sent = 0
+    for _ in range(2):  # the worker does not read: its pipe fills, then more waits
+        while not feed._out:
+            route(relay, Direction.C2S, [line(call(i)) for i in range(sent, sent + 200)])
+            sent += 200
+            feed._flush()
+        route(relay, Direction.C2S, [line(call(i)) for i in range(sent, sent + 200)])
+        sent += 200
+        feed._flush()
+    session.ended_ns = time.time_ns()
+    session_feed.session_ended(session)
+    feed.append(frames.Close(1, "proxy stopped"))
+    feed._flush()
+    taken = feed._written
+    feed._cut_unsent()
+    assert feed._written == taken  # the small batch waits behind the full pipe
+    got: list[Frame] = []
+    reader = threading.Thread(target=lambda: got.extend(_every_frame(feed.pipe.reader)))
+    reader.start()
+    deadline = time.monotonic() + 10
+    while feed._out and time.monotonic() < deadline:
+        feed._write()
+    feed.pipe.stdin.close()
+    reader.join(10)
+    assert not feed._out
+    # what the pipe took, whole (the batch it had begun included), then the count of the rest
+    # and the records that are not messages: the session's end and the close
+    cut = sent - len(messages(got))
+    assert 0 < cut < sent and not any(isinstance(f, frames.Dropped) for f in got[:-3])
+    assert [type(f) for f in got[-3:]] == [frames.Dropped, frames.End, frames.Close], got[-3:]
+    assert got[-3] == frames.Dropped("shutdown_timeout", cut)
+    assert type(got[-4]) is frames.Msg
+
+
+def _every_frame(stream: Any) -> list[Frame]:
+    found: list[Frame] = []
+    while (batch := read_batch(stream)) is not None:
+        found += batch
+    return found
 
 
 def test_the_governor_follows_the_relays_cpu(
