@@ -189,7 +189,10 @@ class TelemetryFeed:
         # What a dead worker could not take: records counted as they are batched, and where
         # each hand-over ends in the byte stream written to the worker (`_lost_with`).
         self.records = 0  # records batched since the worker started
-        self._handed: deque[tuple[int, int]] = deque()  # (stream offset, records) per batch
+        # (stream offset, records) per batch: the records counted with the relay_queue_full
+        # counts in the batches' headers (`_carried`), which are lost with a batch never read
+        self._handed: deque[tuple[int, int]] = deque()
+        self._carried = 0
         self._queued_bytes = 0  # bytes put into `_out` since the worker started
         self._written = 0  # ... and written into its pipe
         self._pipe_capacity = PIPE_SIZE
@@ -294,8 +297,8 @@ class TelemetryFeed:
         return max(flushed - read_records, 0)
 
     def _records_through(self, offset: int) -> int:
-        """Records of the batches that end at or before ``offset`` in the stream handed to the
-        worker (a batch cut short is lost whole)."""
+        """Records (and relay_queue_full counts) of the batches that end at or before
+        ``offset`` in the stream handed to the worker (a batch cut short is lost whole)."""
         through = 0
         for end, records in self._handed:
             if end > offset:
@@ -307,12 +310,14 @@ class TelemetryFeed:
         """A new worker: the configuration, every session in progress (resumed, so it writes
         no second start), what was lost, then the batch that was being gathered."""
         pending = self.batch
-        pending_records = self.records - (self._handed[-1][1] if self._handed else 0)
+        pending_records = (
+            self.records + self._carried - (self._handed[-1][1] if self._handed else 0)
+        )
         self._out.clear()
         self._handed.clear()
         self._queued_bytes = self._written = 0
         self.batch = bytearray(pickled(self._config))
-        self.records = 0
+        self.records = self._carried = 0
         for session_feed in self.live.values():
             self.append(session_feed.start_frame(resumed=True))
             self.append(session_feed.info_frame())
@@ -325,7 +330,7 @@ class TelemetryFeed:
     def _turn_off(self, what: str, lost: int) -> None:
         self._off = True
         self._closed = True
-        self.lost += self.records - (self._handed[-1][1] if self._handed else 0)
+        self.lost += self.records + self._carried - (self._handed[-1][1] if self._handed else 0)
         self.batch = bytearray()
         self._out.clear()
         _say(
@@ -440,8 +445,9 @@ class TelemetryFeed:
         self._out += BATCH.pack(len(pending), self._shed_full, self._shed_busy)
         self._out += pending
         self._queued_bytes += BATCH.size + len(pending)
+        self._carried += self._shed_full
         handed = self._handed
-        handed.append((self._queued_bytes, self.records))
+        handed.append((self._queued_bytes, self.records + self._carried))
         # a batch wholly behind what the pipe can still hold was read: only the last such
         # one is kept, as the base of the count
         while len(handed) > 1 and handed[1][0] <= self._written - self._pipe_capacity:
@@ -543,8 +549,7 @@ class TelemetryFeed:
             if self._out:
                 # (the batch with the count of what was cut off is the last: its count stands
                 # for the messages cut off, not for a record of its own)
-                self._unhanded += self._unsent() + self._shed_in(self._boundary()[0])[0]
-                self._unhanded += self._cut - 1 if self._cut else 0
+                self._unhanded += self._unsent() + (self._cut - 1 if self._cut else 0)
                 self._out.clear()
             if self._unhanded:
                 _say(
@@ -562,9 +567,9 @@ class TelemetryFeed:
         self._left_alone = False
 
     def _unsent(self) -> int:
-        """Records of the batches not wholly written into the worker's pipe (the worker drops
-        a torn last batch)."""
-        return self.records - self._records_through(self._written)
+        """Records (and relay_queue_full counts) of the batches not wholly written into the
+        worker's pipe (the worker drops a torn last batch)."""
+        return self.records + self._carried - self._records_through(self._written)
 
     def _cut_unsent(self) -> None:
         """At the flush deadline: keep the rest of the batch the pipe has begun to take, and
@@ -595,12 +600,13 @@ class TelemetryFeed:
         if lost:
             rest[:0] = pickled(Dropped(SHUTDOWN_TIMEOUT, lost))
             others += 1
-        self.records = kept + others
         self._handed = deque(x for x in self._handed if x[0] <= start)
         out += BATCH.pack(len(rest), queue_full, busy)
         out += rest
         self._queued_bytes = start + BATCH.size + len(rest)
-        self._handed.append((self._queued_bytes, self.records))
+        # (only their sum counts from now on)
+        self.records, self._carried = kept + others, queue_full
+        self._handed.append((self._queued_bytes, self.records + self._carried))
         self._write()
 
     def _boundary(self) -> tuple[int, int]:
@@ -612,19 +618,6 @@ class TelemetryFeed:
                 return (end, records) if start < self._written else (start, before)
             start, before = end, records
         return start, before
-
-    def _shed_in(self, offset: int) -> tuple[int, int]:
-        """What the headers of the batches from stream ``offset`` on (a batch boundary in
-        `_out`) count as shed: (queue full, busy)."""
-        out = self._out
-        at = offset - self._written
-        queue_full = busy = 0
-        while at + BATCH.size <= len(out):
-            size, full, shed_busy = BATCH.unpack_from(out, at)
-            queue_full += full
-            busy += shed_busy
-            at += BATCH.size + size
-        return queue_full, busy
 
     def kill(self) -> None:
         """Last resort after `close`: the worker overstayed its flush deadline. (Not when a
@@ -642,6 +635,8 @@ class TelemetryFeed:
             unread_records = self._records_through(written) - self._records_through(
                 written - unread
             )
+            if self._cut and self._handed and written - unread < self._handed[-1][0] <= written:
+                unread_records += self._cut - 1  # the count it had not read stood for them
             _say(
                 f"helmet-otel: the telemetry worker did not finish within the flush timeout "
                 f"and was killed; {unread_records} records it had not read are lost "

@@ -26,7 +26,7 @@ from tests.faults.helpers import (
 )
 
 FIRST = 20  # calls recorded before the worker stops
-BEHIND = 6000  # calls sent while it is stopped: more than it records in the flush timeout
+BEHIND = 16000  # calls sent while it is stopped: more than it can record in half a second
 
 
 def weighted(store: Path, event: str) -> int:
@@ -112,13 +112,16 @@ def test_a_worker_that_never_resumes_is_killed_and_what_it_had_not_read_is_count
         assert proxy.wait(20) == 0
         stderr = proxy.stderr.data()
 
-    # what the relay could not write into the worker's pipe, and what was in the pipe
-    unhanded = _said(stderr, b"could not be handed to the worker", b" telemetry records")
+    # what the relay could not write into the worker's pipe (nothing when the pipe took it
+    # all), and what was in the pipe; with the messages the relay shed (relay_queue_full) at
+    # a full buffer, whose counts went with them
+    said = [x for x in stderr.splitlines() if b"could not be handed to the worker" in x]
+    unhanded = _said(stderr, b"could not be handed", b" telemetry records") if said else 0
     unread = _said(stderr, b"was killed", b" records it had not read")
     # every message sent while it was stopped, each trace's segment (one per 1,000 requests),
     # the session's end and the close; and, when they came after the stop, the session's
     # frames of the start (the server's stderr line, its info)
     records = 2 * BEHIND + (1 + FIRST + BEHIND - 1) // 1000 + 2
     assert records <= unhanded + unread <= records + 2, (unhanded, unread, stderr)
-    assert unhanded > 0 and unread > 0, stderr
+    assert unread > 0, stderr
     assert count(store, "helmet.response") == FIRST + 1
