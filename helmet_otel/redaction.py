@@ -420,6 +420,10 @@ def _openai_is_key(body: str) -> bool:
     return any(c.isdigit() or c.isupper() for c in body)
 
 
+_BODY_CACHE_LEN = 256  # bodies whose JSON is at most this long are remembered
+_BODY_CACHE_MAX = 1024
+
+
 def _dumps(value: object) -> bytes:
     try:
         return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
@@ -502,6 +506,8 @@ class Redactor:
         self._markers: dict[str, str | None] = {}
         self._keys: dict[str, tuple[str | None, str]] = {}
         self._names: dict[str, str] = {}
+        # small bodies seen (their JSON) -> (`body`, its JSON text): `{}` params, repeated results
+        self._bodies: dict[bytes, tuple[object, str]] = {}
 
         hints = [*_KEY_HINTS, *(r"[_.\- ]?".join(map(re.escape, w)) for w, _ in self._extra_words)]
         gate = "" if self._extra_keys else rf"(?={_KV_CLASS}*?(?i:{'|'.join(hints)}))"
@@ -738,6 +744,36 @@ class Redactor:
             return kept
         source = kept if isinstance(kept, str) else data.decode("utf-8", "surrogatepass")
         return self._truncation_record(len(data), source)
+
+    def body_and_json(self, value: object) -> tuple[object | None, str | None]:
+        """`body`, and its compact JSON text when it has one (what the store keeps of it: the
+        same text ``orjson.dumps`` gives). A JSON value (from ``orjson.loads``: no NaN, no
+        foreign types) whose text is short and seen before costs one ``dumps`` and a lookup."""
+        if value is None or self.config.capture != "full":
+            return self.body(value), None
+        try:
+            key = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
+        except TypeError:  # surrogates, huge ints, foreign objects
+            return self.body(value), None
+        small = len(key) <= _BODY_CACHE_LEN
+        if small:
+            hit = self._bodies.get(key)
+            if hit is not None:
+                return hit
+        kept = self.scrub(value)
+        try:
+            data = orjson.dumps(kept, option=orjson.OPT_NON_STR_KEYS)
+        except TypeError:
+            return self.body(value), None
+        if len(data) > self.config.max_body:
+            source = kept if isinstance(kept, str) else data.decode("utf-8")
+            return self._truncation_record(len(data), source), None
+        result = (kept, data.decode("utf-8"))
+        if small:
+            if len(self._bodies) >= _BODY_CACHE_MAX:
+                self._bodies.clear()
+            self._bodies[key] = result
+        return result
 
     def body_from_json(self, raw: bytes | str, original_size: int | None = None) -> object | None:
         """`body` of a JSON text that may be only the head of a longer message.

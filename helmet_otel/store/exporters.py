@@ -86,6 +86,7 @@ def log_row_from_record(record: Log) -> LogRow:
         body=body,
         has_body=body is not None,
         attributes=record.attributes,
+        body_text=record.body_json,
     )
 
 

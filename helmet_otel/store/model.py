@@ -166,8 +166,10 @@ def log_row(
     body: object,
     has_body: bool,
     attributes: Mapping[str, object],
+    body_text: str | None = None,
 ) -> LogRow:
-    """Split an attribute map into promoted columns and the rest; encode the body."""
+    """Split an attribute map into promoted columns and the rest; encode the body
+    (``body_text``: its JSON, already made: what ``dumps`` would give)."""
     row = LogRow(
         ts=ts,
         event=event,
@@ -176,7 +178,7 @@ def log_row(
         service=service,
         trace_id=trace_id,
         span_id=span_id,
-        body=dumps(body) if has_body else None,
+        body=body_text if body_text is not None else dumps(body) if has_body else None,
     )
     rest: dict[str, object] = {}
     for key, value in attributes.items():

@@ -194,8 +194,8 @@ class Operations:
         for key, value in kind.named:
             attrs[key] = value
         shared.instruments.count_message(kind.label, attrs, weight)
-        body = recorded_body(shared.redactor, frame.body, frame.size, frame.parsed, "params")
-        session.emit(sc.EVENT_REQUEST, ts, server, attrs, body)
+        body, text = recorded_body(shared.redactor, frame.body, frame.size, frame.parsed, "params")
+        session.emit(sc.EVENT_REQUEST, ts, server, attrs, body, body_json=text)
         if verdict is not None:
             for finding in verdict[1]:
                 session.finding(finding, ts, server)
@@ -208,7 +208,7 @@ class Operations:
         code = summary.error_code
         is_error = code is not None or summary.kind == "error"
         part = "error" if is_error else "result"
-        body = recorded_body(shared.redactor, frame.body, frame.size, frame.parsed, part)
+        body, text = recorded_body(shared.redactor, frame.body, frame.size, frame.parsed, part)
         if summary.proxy:
             attrs[sc.HELMET_ORIGIN] = sc.ORIGIN_PROXY
         code_text = None
@@ -248,7 +248,7 @@ class Operations:
             shared.instruments.count_error(weight, attrs[sc.ERROR_TYPE], label)
         session.errors += (is_error or tool_error) * weight
         shared.instruments.count_message(label, attrs, weight)
-        session.emit(sc.EVENT_RESPONSE, ts, span, attrs, body, severity)
+        session.emit(sc.EVENT_RESPONSE, ts, span, attrs, body, severity, text)
         if is_error:
             error_attrs = dict(attrs)
             if code is not None:
@@ -256,7 +256,7 @@ class Operations:
             if summary.error_message is not None:
                 message = shared.redactor.scrub_text(summary.error_message)
                 error_attrs[sc.HELMET_ERROR_MESSAGE] = message
-            session.emit(sc.EVENT_ERROR, ts, span, error_attrs, body, SeverityNumber.ERROR)
+            session.emit(sc.EVENT_ERROR, ts, span, error_attrs, body, SeverityNumber.ERROR, text)
 
     def _end(
         self, ts: int, opened: Operation, attrs: dict[str, Any], code: int | None,

@@ -105,6 +105,8 @@ def any_value(value: Any) -> bytes:
     return any_value(str(value))
 
 
+_BODY_CACHE_LEN = 256  # log bodies whose JSON text is at most this long are remembered
+_BODY_CACHE_MAX = 1024
 _KEY_FIELDS: dict[str, bytes] = {}  # KeyValue.key fields of the keys seen (they repeat)
 _KEY_FIELDS_LIMIT = 4096
 
@@ -132,6 +134,8 @@ class OtlpEncoder:
         self._uncached: set[str] = set()
         # id(origin) -> encoded resource and scope fields, and the origin (so the id stays its)
         self._headers: dict[int, tuple[bytes, bytes, Origin]] = {}
+        # a small log body's JSON text -> its encoded body field (a JSON text is one AnyValue)
+        self._bodies: dict[str, bytes] = {}
 
     # -- shared pieces ----------------------------------------------------------------------
     def _attributes(self, out: bytearray, tag: int, attributes: Mapping[str, Any] | None) -> None:
@@ -267,7 +271,18 @@ class OtlpEncoder:
                 if len(_TEXTS) < 64:
                     _TEXTS[text] = field
             out += field
-        _field(out, 0x2A, any_value(record.body))
+        text = record.body_json
+        if text is not None and len(text) <= _BODY_CACHE_LEN:  # a small body: it may repeat
+            bodies = self._bodies
+            field = bodies.get(text)
+            if field is None:
+                field = _wrapped(b"\x2a", any_value(record.body))
+                if len(bodies) >= _BODY_CACHE_MAX:
+                    bodies.clear()
+                bodies[text] = field
+            out += field
+        else:
+            _field(out, 0x2A, any_value(record.body))
         self._attributes(out, 0x32, record.attributes)
         flags = record.flags
         if flags:
