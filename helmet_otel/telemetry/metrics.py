@@ -43,6 +43,11 @@ def delta_preferred(env: Mapping[str, str]) -> bool:
     return value.strip().lower() in ("delta", "lowmemory")
 
 
+def attributes_key(attributes: Mapping[str, Any]) -> Key:
+    """What an instrument files a measurement with ``attributes`` under."""
+    return frozenset(attributes.items())
+
+
 class _Instrument:
     def __init__(self, name: str, unit: str, description: str, lock: threading.Lock) -> None:
         self.name, self.unit, self.description = name, unit, description
@@ -60,7 +65,10 @@ class Counter(_Instrument):
         self.values: dict[Key, float] = {}
 
     def add(self, value: float, attributes: Mapping[str, Any] | None = None) -> None:
-        key: Key = frozenset(attributes.items()) if attributes else frozenset()
+        self.add_key(value, frozenset(attributes.items()) if attributes else frozenset())
+
+    def add_key(self, value: float, key: Key) -> None:
+        """`add` with the attributes as their key (`attributes_key`), made once by the caller."""
         with self._lock:
             self.values[key] = self.values.get(key, 0) + value
 
@@ -102,7 +110,13 @@ class Histogram(_Instrument):
         weight: int = 1,
     ) -> None:
         """``weight``: how many measurements this one stands for (a sampled call)."""
-        key: Key = frozenset(attributes.items())
+        self.record_key(value, frozenset(attributes.items()), trace_id, span_id, ts, weight)
+
+    def record_key(
+        self, value: float, key: Key, trace_id: int = 0, span_id: int = 0, ts: int = 0,
+        weight: int = 1,
+    ) -> None:  # fmt: skip
+        """`record` with the attributes as their key (`attributes_key`), made once by the caller."""
         index = bisect_left(self.bounds, value)
         with self._lock:
             point = self.points.get(key)

@@ -147,9 +147,26 @@ class OtlpEncoder:
             return
         fields, seen, uncached = self._fields, self._distinct, self._uncached
         for key, value in attributes.items():
-            kind: type[object] = type(value)  # pyright: ignore[reportUnknownVariableType]  # pyright: ignore[reportUnknownVariableType]
+            kind: type[object] = type(value)  # pyright: ignore[reportUnknownVariableType]
             if key in uncached or not (kind is str or kind is int or kind is bool):
-                _field(out, tag, key_value(key, value))
+                # (inlined `key_value` for the scalars that change from record to record)
+                if kind is str:
+                    text = value.encode("utf-8", "replace")
+                    n = len(text)
+                    item = b"\x0a" + (_SMALL[n] if n < 256 else _varint(n)) + text
+                elif kind is float:
+                    item = b"\x21" + _DOUBLE.pack(value)
+                elif kind is int and _INT64_MIN <= value <= _INT64_MAX:
+                    item = b"\x18" + _varint(value)
+                else:
+                    _field(out, tag, key_value(key, value))
+                    continue
+                n = len(item)
+                pair = _key_field(key) + b"\x12" + (_SMALL[n] if n < 256 else _varint(n)) + item
+                n = len(pair)
+                out.append(tag)
+                out += _SMALL[n] if n < 256 else _varint(n)
+                out += pair
                 continue
             cache_key = (tag, key, value, kind)
             field = fields.get(cache_key)

@@ -32,6 +32,17 @@ def test_the_attribute_cache_never_changes_the_output() -> None:
     assert encoder.logs(LOGS) == OtlpEncoder().logs(LOGS)
 
 
+def test_attributes_whose_values_keep_changing_encode_as_the_sdk_does() -> None:
+    """Past 64 distinct values a key is no longer cached: its scalars are written inline."""
+    records = [log(None, attributes={"n": i - 50, "id": f"req-{i}-é", "ms": i / 3, "t": i % 2 == 0,
+                                     "big": 2**62 + i, "l": [i]}) for i in range(100)]  # fmt: skip
+    encoder = OtlpEncoder()
+    expected = encode_logs([sdk_log(r) for r in records])
+    assert ExportLogsServiceRequest.FromString(encoder.logs(records)) == expected
+    assert {"n", "id", "big"} <= encoder._uncached  # pyright: ignore[reportPrivateUsage]
+    assert ExportLogsServiceRequest.FromString(encoder.logs(records)) == expected
+
+
 def test_bodies_with_their_json_encode_as_the_sdk_does_cached_or_not() -> None:
     """A record the recorder made carries its body's JSON: a small one is encoded once."""
     redactor = Redactor()
