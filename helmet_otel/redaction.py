@@ -138,6 +138,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -422,6 +423,18 @@ def _openai_is_key(body: str) -> bool:
 
 _BODY_CACHE_LEN = 256  # bodies whose JSON is at most this long are remembered
 _BODY_CACHE_MAX = 1024
+
+
+def _has_non_finite(value: object) -> bool:
+    """Whether a JSON-like value holds an infinite or NaN float (which JSON writes as null)."""
+    kind = type(value)
+    if kind is float:
+        return not math.isfinite(cast(float, value))
+    if kind is dict:
+        return any(_has_non_finite(v) for v in cast(dict[object, object], value).values())
+    if kind is list:
+        return any(_has_non_finite(v) for v in cast(list[object], value))
+    return False
 
 
 def _dumps(value: object) -> bytes:
@@ -754,6 +767,8 @@ class Redactor:
         try:
             key = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
         except TypeError:  # surrogates, huge ints, foreign objects
+            return self.body(value), None
+        if b"null" in key and _has_non_finite(value):  # (`1e400` parses to inf: JSON null)
             return self.body(value), None
         small = len(key) <= _BODY_CACHE_LEN
         if small:

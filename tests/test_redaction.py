@@ -683,6 +683,7 @@ def test_capture_full_records_the_scrubbed_body() -> None:
         (None, False),  # no body
         ({"big": "x" * 5000}, False),  # a truncation record
         (2**70, False),  # an int orjson refuses
+        ({"x": float("inf"), "n": None}, False),  # (`1e400`) JSON would say null
     ],
 )  # fmt: skip
 def test_body_and_json_is_body_and_the_json_the_store_writes(value: object, has_json: bool) -> None:
