@@ -760,8 +760,9 @@ class Redactor:
 
     def body_and_json(self, value: object) -> tuple[object | None, str | None]:
         """`body`, and its compact JSON text when it has one (what the store keeps of it: the
-        same text ``orjson.dumps`` gives). A JSON value (from ``orjson.loads``: no NaN, no
-        foreign types) whose text is short and seen before costs one ``dumps`` and a lookup."""
+        same text ``orjson.dumps`` gives; None for a truncation record, or a value JSON cannot
+        say exactly). Scrubbing a JSON value is a function of its text, so a body whose text is
+        short and seen before costs one ``dumps`` and a lookup."""
         if value is None or self.config.capture != "full":
             return self.body(value), None
         try:
