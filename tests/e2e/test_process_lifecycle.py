@@ -271,10 +271,13 @@ def test_our_stderr_line_about_the_command_is_scrubbed(tmp_path: Path) -> None:
     status, out, err = run_to_end(proxy_argv([str(tmp_path / secret)]))
     assert status == 127 and out == b""
     assert secret.encode() not in err
-    assert err == (
-        f"helmet-otel: MCP server could not be started: command not found: {tmp_path}/"
-        "[REDACTED:openai-key]\n"
-    ).encode()
+    assert (
+        err
+        == (
+            f"helmet-otel: MCP server could not be started: command not found: {tmp_path}/"
+            "[REDACTED:openai-key]\n"
+        ).encode()
+    )
 
 
 def test_a_missing_command_answers_the_first_request_with_the_cause() -> None:
