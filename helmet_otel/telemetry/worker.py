@@ -103,6 +103,7 @@ def main() -> int:
                     recorder.performance()
                 except Exception as exc:
                     errors.add(exc)
+                pipeline.tick_metrics()
                 next_tick = now + interval
             wait = next_tick - time.monotonic()
             if stderr_due is not None:
