@@ -217,7 +217,7 @@ def bench_queue(calls: int) -> float:
         raise AssertionError(reason)
 
     queues = [
-        BatchQueue(f"q{i}", export, on_drop, settings, wait_s=0.25 if i < 2 else 0.0)
+        BatchQueue(f"q{i}", export, on_drop, settings, wait_s=0.25)  # (none may drop)
         for i in range(4)
     ]
     item = object()

@@ -41,6 +41,7 @@ BATCH = struct.Struct("<III")  # payload length, records the relay shed (queue f
 # b"M", flags, weight, session key, ts, size, trace id (hi, lo), server span id, client span id
 WHOLE = struct.Struct("<cBHIqQQQQQ")
 _PICKLED = struct.Struct("<cI")  # b"P", length
+_M, _P = ord("M"), ord("P")  # the tags, as indexing a batch reads them
 FLAG_S2C: Final = 1  # direction server->client
 FLAG_REPLIED: Final = 2  # on a request: the proxy answered it itself; it was not forwarded
 FLAG_PROXY: Final = 4  # on a response or error: the proxy wrote it, not the server
@@ -228,7 +229,7 @@ def summarize(msg: Message, c2s: bool, replied: bool, proxy: bool = False) -> Su
             result_fields: dict[str, object] = result  # pyright: ignore[reportUnknownVariableType]
             is_tool_error = result_fields.get("isError") is True
     return _tuple(Summary, (
-        msg.kind.value, msg.id, method, target_name, resource_uri, msg.error_code,
+        msg.kind._value_, msg.id, method, target_name, resource_uri, msg.error_code,  # (no enum descriptor)
         msg.error_message, is_tool_error, client_traceparent, replied, proxy, None,
     ))  # fmt: skip
 
@@ -297,14 +298,14 @@ def decode(data: bytes | bytearray, at: int = 0, end: int | None = None) -> list
     if end is None:
         end = len(data)
     while at < end:
-        tag = data[at : at + 1]
-        if tag == b"M":
+        tag = data[at]
+        if tag == _M:
             record = WHOLE.unpack_from(data, at)
             at += WHOLE.size
             size = record[5]
             frames.append(_message(record, bytes(view[at : at + size])))
             at += size
-        elif tag == b"P":
+        elif tag == _P:
             _, size = _PICKLED.unpack_from(data, at)
             at += _PICKLED.size
             frame: Frame = pickle.loads(view[at : at + size])
@@ -313,7 +314,7 @@ def decode(data: bytes | bytearray, at: int = 0, end: int | None = None) -> list
             frames.append(frame)
             at += size
         else:
-            raise ValueError(f"unknown frame record {tag!r}")
+            raise ValueError(f"unknown frame record {bytes([tag])!r}")
     return frames
 
 
