@@ -123,11 +123,11 @@ def main() -> int:
             stderr_due = recorder.stderr_due()
             now = time.monotonic()
             if now >= next_tick:
-                try:
-                    recorder.performance()
-                except Exception as exc:
-                    errors.add(exc)
-                pipeline.tick_metrics()
+                for periodic in (recorder.performance, pipeline.tick_metrics):
+                    try:
+                        periodic()
+                    except Exception as exc:
+                        errors.add(exc)
                 next_tick = now + interval
             wait = next_tick - time.monotonic()
             if stderr_due is not None:
