@@ -14,6 +14,10 @@
    every record must arrive, and how late.
 5. Store size per million log records (the spans that came with them included).
 
+``--write-cost`` measures only the writer's CPU per call on the rows a real proxy stores for
+small ``tools/call`` (``store_write_cost.py``): ``--rounds``, ``--copies``, ``--base``,
+``--profile``.
+
 Prints a markdown table; the numbers in ``benchmarks/STORE.md`` come from this script.
 """
 
@@ -25,6 +29,7 @@ import os
 import queue
 import random
 import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -352,6 +357,17 @@ def follow_rate(
     )
 
 
+def _span_of(path: Path, record_id: int) -> str:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        row = conn.execute(
+            "SELECT span_id FROM logs WHERE id >= ? AND span_id IS NOT NULL LIMIT 1", (record_id,)
+        ).fetchone()
+    finally:
+        conn.close()
+    return str(row[0])
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -359,7 +375,33 @@ def main() -> int:
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--sessions", type=int, default=100)
     parser.add_argument("--keep", metavar="DIR", help="keep the store in DIR")
+    parser.add_argument(
+        "--write-cost",
+        action="store_true",
+        help="only measure the writer's CPU per call (see store_write_cost.py)",
+    )
+    parser.add_argument("--capture-calls", type=int, default=1000)
+    parser.add_argument("--copies", type=int, default=10, help="--write-cost: timed copies")
+    parser.add_argument("--base", type=int, default=10, help="--write-cost: untimed copies first")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--profile", action="store_true")
+    parser.add_argument(
+        "--rows", type=Path, help="--write-cost: captured rows kept in (or read from) this file"
+    )
+    parser.add_argument("--breakdown", action="store_true", help="--write-cost: index by index")
     args = parser.parse_args()
+    if args.write_cost:
+        import store_write_cost
+
+        return store_write_cost.main(
+            args.capture_calls,
+            args.copies,
+            args.base,
+            args.rounds,
+            args.profile,
+            args.breakdown,
+            args.rows,
+        )
     workdir = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="helmet-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / "store.db"
@@ -446,6 +488,7 @@ def main() -> int:
             1.0,
         ),
         ("show ID (a record and its answer)", ("show", str(args.records // 2)), 1.0),
+        ("show SPAN_ID (through logs_spans)", ("show", _span_of(path, args.records // 3)), 1.0),
         ("trace last", ("trace", "last"), 1.0),
     ]
     baseline, _ = timed(path, "logs", "--help")

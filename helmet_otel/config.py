@@ -23,6 +23,7 @@ __all__ = [
     "LogLevel",
     "OtlpProtocol",
     "ProxyOptions",
+    "RestartMode",
     "WorkerSched",
     "otlp_signals",
 ]
@@ -30,6 +31,7 @@ __all__ = [
 LogLevel = Literal["debug", "info", "warning", "error"]
 OtlpProtocol = Literal["http/protobuf", "grpc"]
 WorkerSched = Literal["idle", "normal"]
+RestartMode = Literal["no", "on-failure"]
 
 DEFAULT_TELEMETRY_BUFFER: Final = 4 * 1024 * 1024
 MIN_TELEMETRY_BUFFER: Final = 64 * 1024
@@ -57,6 +59,10 @@ class ProxyOptions:
     pass_otel_env: bool = False
     propagate: bool = True
     grace: float = 2.0
+    restart: RestartMode = "no"
+    """``on-failure``: a stdio server that crashes is restarted (``run`` only)."""
+    max_restarts: int = 5
+    """Restarts within a minute before a crash ends the session anyway."""
     trace_max_requests: int = 1000
     cwd: str | None = None
     policy: str | None = None

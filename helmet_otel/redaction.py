@@ -582,6 +582,8 @@ class Redactor:
             return value
         if depth >= MAX_DEPTH:
             return _MAX_DEPTH_MARKER
+        if kind is list:  # (before the Mapping check: an ABC's isinstance is slow)
+            return [self._scrub(item, depth + 1) for item in cast(list[object], value)]
         if kind is dict or isinstance(value, Mapping):
             key_info = self._key_info
             scrub_text = self.scrub_text

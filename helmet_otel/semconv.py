@@ -60,6 +60,10 @@ HELMET_CLIENT_NAME: Final = "helmet.client.name"  # clientInfo.name
 HELMET_CLIENT_VERSION: Final = "helmet.client.version"
 HELMET_EXIT_STATUS: Final = "helmet.exit.status"
 HELMET_EXIT_REASON: Final = "helmet.exit.reason"
+# On the helmet.initialization of a server that replaced a crashed one (--restart on-failure):
+# true, and how many restarts the session had so far (also on its helmet.session_end)
+HELMET_RESTART: Final = "helmet.restart"
+HELMET_RESTART_COUNT: Final = "helmet.restart.count"
 HELMET_SESSION_DURATION_MS: Final = "helmet.session.duration_ms"
 HELMET_SESSION_REQUESTS: Final = "helmet.session.requests"
 HELMET_SESSION_ERRORS: Final = "helmet.session.errors"

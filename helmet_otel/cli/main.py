@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import shutil
 import sys
 from collections.abc import Sequence
@@ -56,6 +57,7 @@ examples:
   helmet-otel logs --tool search --errors --since 1h
   helmet-otel ui --open
   helmet-otel --policy policy.toml node server.js
+  helmet-otel --restart on-failure python server.py   # a crashed server is started again
   helmet-otel logs --security
 
 In an MCP client config, replace
@@ -195,6 +197,14 @@ def run_proxy(command: list[str], options: ProxyOptions, env: dict[str, str]) ->
     session = Session(transport="stdio")
     try:
         interceptors = session_interceptors(built.factories, session)
+        if options.restart == "on-failure":
+            from helmet_otel.redaction import scrub_line
+            from helmet_otel.transports.restart import RestartingStdioProxy
+
+            proxy = functools.partial(
+                RestartingStdioProxy, max_restarts=options.max_restarts, scrub=scrub_line
+            )
+            return run_stdio(server, session, interceptors, after=built.close, proxy_class=proxy)
         return run_stdio(server, session, interceptors, after=built.close)
     finally:
         built.kill()

@@ -29,6 +29,7 @@ from helmet_otel.config import (
     LogLevel,
     OtlpProtocol,
     ProxyOptions,
+    RestartMode,
     WorkerSched,
 )
 from helmet_otel.redaction import RedactionConfig, Redactor
@@ -267,7 +268,10 @@ def _one_of(choices: tuple[str, ...]) -> str:
     return f"{', '.join(choices[:-1])} or {choices[-1]}"
 
 
-def _choice(name: str, literal: object, help: str, *, tuning: bool = False) -> Option:
+def _choice(
+    name: str, literal: object, help: str, *, tuning: bool = False,
+    commands: tuple[str, ...] = ("run", "serve", "connect"),
+) -> Option:  # fmt: skip
     """An option whose values are the strings of a ``Literal`` type."""
     choices: tuple[str, ...] = get_args(literal)
 
@@ -277,9 +281,11 @@ def _choice(name: str, literal: object, help: str, *, tuning: bool = False) -> O
             raise ValueError(value)
         return text
 
-    return Option(name, parse, _one_of(choices), help, f"{{{','.join(choices)}}}", tuning=tuning)
+    metavar = f"{{{','.join(choices)}}}"
+    return Option(name, parse, _one_of(choices), help, metavar, tuning=tuning, commands=commands)
 
 
+_RUN = ("run",)
 _SERVE = ("serve",)
 _CONNECT = ("connect",)
 _UI = ("ui",)
@@ -313,6 +319,12 @@ OPTIONS: tuple[Option, ...] = (
            switch=False, flag_name="--no-propagate"),
     Option("grace", _duration(zero=True), "a duration of 0 or more such as 2, 0.5 or 500ms",
            "shutdown grace before each escalation step (default 2)", "SECONDS"),
+    _choice("restart", RestartMode,
+            "run: restart a server that crashes while the client is connected, replaying a "
+            "legacy client's initialize (default: no)", commands=_RUN),
+    Option("max_restarts", _whole(0), "a whole number such as 5, or 0 for none",
+           "run: with --restart on-failure, restarts within a minute before a crash ends the "
+           "session (default 5)", "N", commands=_RUN),
     Option("trace_max_requests", _whole(1), "a whole number of at least 1 such as 1000",
            "requests per trace before a long session rolls over (default 1000)", "N"),
     Option("cwd", _nonempty, "a non-empty directory path",

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from helmet_otel.core.envelope import Envelope
-from helmet_otel.core.session import Session
+from helmet_otel.core.session import Restart, Session
 
 
 class Interceptor(Protocol):
@@ -29,6 +29,8 @@ class Interceptor(Protocol):
 
     def upstream_failed(self, session: Session, reason: str) -> None: ...
 
+    def upstream_restarted(self, session: Session, restart: Restart) -> None: ...
+
 
 class BaseInterceptor:
     """No-op implementations, so an interceptor only writes what it needs."""
@@ -49,6 +51,9 @@ class BaseInterceptor:
         return None
 
     def upstream_failed(self, session: Session, reason: str) -> None:
+        return None
+
+    def upstream_restarted(self, session: Session, restart: Restart) -> None:
         return None
 
 

@@ -14,7 +14,8 @@ from collections.abc import Sequence
 
 from helmet_otel.core.interceptor import Interceptor
 from helmet_otel.core.relay import Relay, Routed
-from helmet_otel.core.session import ProcessUsage, Session
+from helmet_otel.core.session import ProcessUsage, Restart, Session, add_usage
+from helmet_otel.protocol.message import JsonId
 
 
 class Lifecycle:
@@ -51,10 +52,34 @@ class Lifecycle:
         ``usage``: what the server process used, when the transport reaped it."""
         session = self.session
         session.exit_status = status
-        session.upstream_usage = usage
+        session.upstream_usage = add_usage(session.upstream_usage, usage)
         if session.exit_reason is None:
             session.exit_reason = reason
         return self.relay.answer_pending(f"{reason} before responding (helmet-otel)")
+
+    def upstream_crashed(
+        self, reason: str, usage: ProcessUsage | None = None
+    ) -> tuple[Routed, set[tuple[bool, JsonId]]]:
+        """The server crashed and another will take its place: the answers for every request
+        it left pending (to the client). Until `upstream_restarted`, requests routed get an
+        error too. Requests the crashed server sent the client die with it: their id keys are
+        returned, so that the client's late answers to them do not reach the new server."""
+        session = self.session
+        session.upstream_usage = add_usage(session.upstream_usage, usage)
+        orphaned = {key for key in session.pending if not key[0]}  # server->client
+        for key in orphaned:
+            del session.pending[key]
+        answers = self.relay.answer_pending(
+            f"{reason} before responding; restarting it (helmet-otel)"
+        )
+        return answers, {key[1] for key in orphaned}
+
+    def upstream_restarted(self, restart: Restart) -> None:
+        """A new server took the crashed one's place (``restart.failure``: it cannot)."""
+        if restart.failure is None:
+            self.relay.upstream_gone = None
+        for interceptor in self.interceptors:
+            interceptor.upstream_restarted(self.session, restart)
 
     def client_closed(self, reason: str = "client closed the connection") -> None:
         if self.session.exit_reason is None:

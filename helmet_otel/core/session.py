@@ -52,6 +52,28 @@ class ProcessUsage(NamedTuple):
     max_rss_bytes: int
 
 
+def add_usage(total: ProcessUsage | None, more: ProcessUsage | None) -> ProcessUsage | None:
+    """What the servers of a session used together: CPU times add up, the peak is the largest."""
+    if total is None or more is None:
+        return more or total
+    return ProcessUsage(
+        total.cpu_user_s + more.cpu_user_s,
+        total.cpu_system_s + more.cpu_system_s,
+        max(total.max_rss_bytes, more.max_rss_bytes),
+    )
+
+
+class Restart(NamedTuple):
+    """A crashed server was replaced by a new one (``--restart on-failure``)."""
+
+    number: int  # restarts in the session so far, this one included
+    upstream: dict[str, object]  # the new server, as for a session's start (command, pid, cwd)
+    previous: str  # how the server before it ended (its exit, as a sentence)
+    replayed: bool  # the client's initialize went to the new server again
+    failure: str | None  # why the new server cannot take over the session, or None
+    usage: ProcessUsage | None  # what the servers of the session used so far, all together
+
+
 def _info(value: object) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None  # pyright: ignore[reportUnknownVariableType]
 
@@ -71,7 +93,7 @@ class Session:
     errors: int = 0
     exit_status: int | None = None
     exit_reason: str | None = None
-    upstream_usage: ProcessUsage | None = None  # the server process's, once it exited
+    upstream_usage: ProcessUsage | None = None  # the server processes', once they exited
     # The protocol's own session id (Streamable HTTP, legacy era: ``Mcp-Session-Id``); None where
     # the protocol has none (stdio, the 2026-07-28 revision). ``id`` is the proxy's grouping.
     mcp_session_id: str | None = None

@@ -1,6 +1,8 @@
 """OTel SDK exporters into the store: ``StoreSpanExporter`` and ``StoreLogExporter``.
 
-Use them behind any batching processor: the SDK's, or the telemetry worker's own queues::
+Use them behind any batching processor: the SDK's, or the telemetry worker's own queues (which
+hand them the worker's plain records, `records.Span` and `records.Log`; the SDK's readable types
+are taken as well)::
 
     store = Store.open(path)
     tracer_provider.add_span_processor(BatchSpanProcessor(StoreSpanExporter(store)))
@@ -23,9 +25,17 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from helmet_otel import semconv as sc
 from helmet_otel.store.model import LogRow, SpanRow, log_row
+from helmet_otel.store.records import KIND_NAMES, STATUS_NAMES, Log, Span
 from helmet_otel.store.writer import Store
 
-__all__ = ["StoreLogExporter", "StoreSpanExporter", "log_row_from_sdk", "span_row_from_sdk"]
+__all__ = [
+    "StoreLogExporter",
+    "StoreSpanExporter",
+    "log_row_from_record",
+    "log_row_from_sdk",
+    "span_row_from_record",
+    "span_row_from_sdk",
+]
 
 
 def _attr_map(attributes: Mapping[str, object] | None) -> dict[str, object]:
@@ -59,44 +69,106 @@ def log_row_from_sdk(record: ReadableLogRecord) -> LogRow:
     )
 
 
-def span_row_from_sdk(span: ReadableSpan) -> SpanRow:
-    """Convert one ended SDK span into a store row."""
-    ctx = span.get_span_context()
-    attributes = _attr_map(span.attributes)  # pyright: ignore[reportArgumentType]
+def log_row_from_record(record: Log) -> LogRow:
+    """Convert one of the worker's log records into a store row (as `log_row_from_sdk` would
+    its SDK equivalent)."""
+    severity = record.severity
+    trace_id, span_id = record.trace_id, record.span_id
+    body = record.body
+    return log_row(
+        ts=record.ts or record.observed or time.time_ns(),
+        event=record.event or None,
+        severity_number=severity or None,
+        severity_text=record.severity_text,
+        service=record.origin.service,
+        trace_id=f"{trace_id:032x}" if trace_id else None,
+        span_id=f"{span_id:016x}" if span_id else None,
+        body=body,
+        has_body=body is not None,
+        attributes=record.attributes,
+    )
+
+
+def _link_entries(
+    links: Sequence[tuple[int, int, Mapping[str, object] | None]],
+) -> list[dict[str, object]]:
+    entries: list[dict[str, object]] = []
+    for trace_id, span_id, attributes in links:
+        entry: dict[str, object] = {"trace_id": f"{trace_id:032x}", "span_id": f"{span_id:016x}"}
+        if attributes:
+            entry["attributes"] = dict(attributes)
+        entries.append(entry)
+    return entries
+
+
+def _span_row(
+    trace_id: str, span_id: str, parent_span_id: str | None, name: str, kind: str, start: int,
+    end: int | None, status: str, message: str | None, service: object,
+    attributes: dict[str, object], links: list[dict[str, object]],
+) -> SpanRow:  # fmt: skip
+    """``attributes`` (a copy, with the events in ``span.events``) as the span's row."""
     session_id = attributes.pop(sc.HELMET_SESSION_ID, None)
     segment = attributes.get(sc.HELMET_TRACE_SEGMENT)
-    status = span.status
-    links: list[dict[str, object]] = []
-    for link in span.links:
-        entry: dict[str, object] = {
-            "trace_id": f"{link.context.trace_id:032x}",
-            "span_id": f"{link.context.span_id:016x}",
-        }
-        if link.attributes:
-            entry["attributes"] = dict(link.attributes)
-        links.append(entry)
-    if span.events:
-        attributes["span.events"] = [
-            {"name": e.name, "time_unix_nano": e.timestamp, **dict(e.attributes or {})}
-            for e in span.events
-        ]
-    service = span.resource.attributes.get(sc.SERVICE_NAME)
     return SpanRow(
-        trace_id=f"{ctx.trace_id:032x}" if ctx else "0" * 32,
-        span_id=f"{ctx.span_id:016x}" if ctx else "0" * 16,
-        parent_span_id=f"{span.parent.span_id:016x}" if span.parent is not None else None,
-        name=span.name,
-        kind=span.kind.name,
-        start_ts=span.start_time or 0,
-        end_ts=span.end_time,
-        status=status.status_code.name,
-        status_message=status.description,
+        trace_id=trace_id,
+        span_id=span_id,
+        parent_span_id=parent_span_id,
+        name=name,
+        kind=kind,
+        start_ts=start,
+        end_ts=end,
+        status=status,
+        status_message=message,
         session_id=_text(session_id),
         segment=segment if isinstance(segment, int) and not isinstance(segment, bool) else None,
         service=_text(service),
         attrs=attributes,
         links=links,
     )
+
+
+def span_row_from_record(span: Span) -> SpanRow:
+    """Convert one of the worker's ended spans into a store row (as `span_row_from_sdk` would
+    its SDK equivalent)."""
+    attributes: dict[str, object] = dict(span.attributes)
+    if span.events:
+        attributes["span.events"] = [
+            {"name": e.name, "time_unix_nano": e.ts, **e.attributes} for e in span.events
+        ]
+    links = (
+        _link_entries([(k.trace_id, k.span_id, k.attributes) for k in span.links])
+        if span.links
+        else []
+    )
+    parent = span.parent
+    return _span_row(
+        f"{span.trace_id:032x}", f"{span.span_id:016x}", f"{parent:016x}" if parent else None,
+        span.name, KIND_NAMES[span.kind], span.start, span.end, STATUS_NAMES[span.status],
+        span.description if span.status == 2 else None, span.origin.service, attributes, links,
+    )  # fmt: skip
+
+
+def span_row_from_sdk(span: ReadableSpan) -> SpanRow:
+    """Convert one ended SDK span into a store row."""
+    ctx = span.get_span_context()
+    attributes = _attr_map(span.attributes)  # pyright: ignore[reportArgumentType]
+    status = span.status
+    links = _link_entries(
+        [(k.context.trace_id, k.context.span_id, k.attributes) for k in span.links]
+    )
+    if span.events:
+        attributes["span.events"] = [
+            {"name": e.name, "time_unix_nano": e.timestamp, **dict(e.attributes or {})}
+            for e in span.events
+        ]
+    return _span_row(
+        f"{ctx.trace_id:032x}" if ctx else "0" * 32,
+        f"{ctx.span_id:016x}" if ctx else "0" * 16,
+        f"{span.parent.span_id:016x}" if span.parent is not None else None,
+        span.name, span.kind.name, span.start_time or 0, span.end_time,
+        status.status_code.name, status.description,
+        span.resource.attributes.get(sc.SERVICE_NAME), attributes, links,
+    )  # fmt: skip
 
 
 class StoreLogExporter(LogRecordExporter):
@@ -106,7 +178,7 @@ class StoreLogExporter(LogRecordExporter):
         self.store = store
         self._shutdown = False
 
-    def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
+    def export(self, batch: Sequence[ReadableLogRecord | Log]) -> LogRecordExportResult:  # pyright: ignore[reportIncompatibleMethodOverride]  # (it takes more than the SDK's)
         try:
             if self._shutdown:
                 self.store.add_dropped(logs=len(batch))
@@ -114,7 +186,11 @@ class StoreLogExporter(LogRecordExporter):
             rows: list[LogRow] = []
             for record in batch:
                 try:
-                    rows.append(log_row_from_sdk(record))
+                    rows.append(
+                        log_row_from_record(record)
+                        if type(record) is Log
+                        else log_row_from_sdk(record)  # pyright: ignore[reportArgumentType]
+                    )
                 except Exception:  # a malformed record never costs the batch
                     self.store.add_dropped(logs=1)
             ok = self.store.write_logs(rows) and len(rows) == len(batch)
@@ -139,7 +215,7 @@ class StoreSpanExporter(SpanExporter):
         self.store = store
         self._shutdown = False
 
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+    def export(self, spans: Sequence[ReadableSpan | Span]) -> SpanExportResult:  # pyright: ignore[reportIncompatibleMethodOverride]  # (it takes more than the SDK's)
         try:
             if self._shutdown:
                 self.store.add_dropped(spans=len(spans))
@@ -147,7 +223,11 @@ class StoreSpanExporter(SpanExporter):
             rows: list[SpanRow] = []
             for span in spans:
                 try:
-                    rows.append(span_row_from_sdk(span))
+                    rows.append(
+                        span_row_from_record(span)
+                        if type(span) is Span
+                        else span_row_from_sdk(span)  # pyright: ignore[reportArgumentType]
+                    )
                 except Exception:
                     self.store.add_dropped(spans=1)
             ok = self.store.write_spans(rows) and len(rows) == len(spans)

@@ -19,11 +19,10 @@ from typing import Final
 
 from helmet_otel.store import retention
 from helmet_otel.store.schema import (
-    FTS_DELETE,
     StoreError,
     connect_reader,
     connect_writer,
-    fts_text,
+    forget_logs,
     schema_version,
 )
 
@@ -159,11 +158,10 @@ def delete_sessions(path: Path, session_ids: list[str]) -> Deleted:
 
             def logs_chunk(c: sqlite3.Connection, sid: str = session_id) -> int:
                 doomed = c.execute(
-                    "SELECT id, body FROM logs WHERE session_id = ? LIMIT ?",
+                    "SELECT id, body, span_id FROM logs WHERE session_id = ? LIMIT ?",
                     (sid, retention.CHUNK),
                 ).fetchall()
-                c.executemany(FTS_DELETE, [(i, fts_text(b)) for i, b in doomed if b is not None])
-                c.executemany("DELETE FROM logs WHERE id = ?", [(i,) for i, _ in doomed])
+                forget_logs(c, doomed)
                 return len(doomed)
 
             while (n := transact(logs_chunk)) > 0:

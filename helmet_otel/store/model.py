@@ -130,8 +130,14 @@ class LogRow:
     is_error: bool = False
 
     def values(self) -> tuple[object, ...]:
-        """In the column order of ``writer.INSERT_LOG``."""
+        """In the column order of ``writer.INSERT_LOG`` after ``id``."""
+        return self.params(0)[1:]
+
+    def params(self, row_id: int) -> tuple[object, ...]:
+        """``row_id`` and the values, in the column order of ``writer.INSERT_LOG`` (one tuple
+        built once: this runs for every record the store takes)."""
         return (
+            row_id,
             self.ts,
             self.session_id,
             self.event,

@@ -653,9 +653,20 @@ class Reader:
         return [LogEntry.from_row(r) for r in self._query(sql, [after_id, upto_id, *args])]
 
     def logs_of_span(self, span_id: str) -> list[LogEntry]:
-        """The records written in a span's context (a call's request and answers), in order."""
+        """The records written in a span's context (a call's request and answers), in order.
+
+        Found through ``logs_spans`` (schema 4; ``span_id`` is one token of hex digits), or
+        through the ``logs(span_id)`` index of an older store that could not be upgraded."""
+        span_id = span_id.lower()
+        found = self._query("SELECT 1 FROM sqlite_master WHERE name = 'logs_spans'")
+        if found and span_id.isalnum() and span_id.isascii():
+            sql = (
+                f"SELECT {LOG_COLUMNS} FROM logs WHERE id IN (SELECT rowid FROM logs_spans"
+                " WHERE logs_spans MATCH ?) AND span_id = ? ORDER BY ts, id"
+            )
+            return [LogEntry.from_row(r) for r in self._query(sql, (f'"{span_id}"', span_id))]
         sql = f"SELECT {LOG_COLUMNS} FROM logs WHERE span_id = ? ORDER BY ts, id"
-        return [LogEntry.from_row(r) for r in self._query(sql, (span_id.lower(),))]
+        return [LogEntry.from_row(r) for r in self._query(sql, (span_id,))]
 
     def log(self, record_id: int) -> LogEntry | None:
         """One record by its store id (the ID column of the tables)."""

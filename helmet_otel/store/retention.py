@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from helmet_otel.store.schema import FTS_DELETE, fts_text
+from helmet_otel.store.schema import forget_logs
 
 __all__ = [
     "CHUNK",
@@ -69,26 +69,37 @@ def wal_pages_for(max_bytes: int, page_size: int = 4096) -> int:
     return max(16, min(1000, max_bytes // 20 // page_size))
 
 
+# Spans that started before ?1, at most ?2 of them, through ``spans(session_id, start_ts)``
+# (there is no index on ``start_ts`` alone for every span written to pay for): each session's
+# old spans are one range of that index, and the sessions are found by one seek each.
+_DOOMED_SPANS: Final = (
+    "DELETE FROM spans WHERE id IN (SELECT id FROM ("
+    " WITH RECURSIVE s(sid) AS ("
+    "  SELECT (SELECT min(session_id) FROM spans)"
+    "  UNION ALL SELECT (SELECT min(session_id) FROM spans WHERE session_id > s.sid)"
+    "  FROM s WHERE s.sid IS NOT NULL)"
+    " SELECT spans.id FROM s JOIN spans ON spans.session_id = s.sid AND spans.start_ts <= ?1"
+    " UNION ALL SELECT id FROM spans WHERE session_id IS NULL AND start_ts <= ?1"
+    ") LIMIT ?2)"
+)
+
+
 def delete_before(transact: Transact, cutoff_ts: int, result: RetentionResult) -> None:
     """Delete logs with ts <= cutoff, then spans and sessions that ended before it (at most
     ``MAX_CHUNKS`` transactions: ``result.complete`` says whether that was all)."""
 
     def logs_chunk(conn: sqlite3.Connection) -> int:
         doomed = conn.execute(
-            "SELECT id, body FROM logs WHERE ts <= ? ORDER BY ts LIMIT ?", (cutoff_ts, CHUNK)
+            "SELECT id, body, span_id FROM logs WHERE ts <= ? ORDER BY ts LIMIT ?",
+            (cutoff_ts, CHUNK),
         ).fetchall()
         if not doomed:
             return 0
-        conn.executemany(FTS_DELETE, [(i, fts_text(b)) for i, b in doomed if b is not None])
-        conn.executemany("DELETE FROM logs WHERE id = ?", [(i,) for i, _ in doomed])
+        forget_logs(conn, doomed)
         return len(doomed)
 
     def spans_chunk(conn: sqlite3.Connection) -> int:
-        return conn.execute(
-            "DELETE FROM spans WHERE id IN "
-            "(SELECT id FROM spans WHERE start_ts <= ? ORDER BY start_ts LIMIT ?)",
-            (cutoff_ts, CHUNK),
-        ).rowcount
+        return conn.execute(_DOOMED_SPANS, (cutoff_ts, CHUNK)).rowcount
 
     def sessions_all(conn: sqlite3.Connection) -> int:
         n = conn.execute("DELETE FROM sessions WHERE last_ts <= ?", (cutoff_ts,)).rowcount

@@ -29,7 +29,13 @@ from helmet_otel.redaction import scrub_line
 from helmet_otel.store import retention
 from helmet_otel.store.model import LogRow, SpanRow
 from helmet_otel.store.paths import default_store_path, retention_from_env
-from helmet_otel.store.schema import FTS_INSERT, StoreError, connect_writer, fts_text
+from helmet_otel.store.schema import (
+    FTS_INSERT,
+    SPAN_INSERT,
+    StoreError,
+    connect_writer,
+    fts_text,
+)
 
 __all__ = ["Store"]
 
@@ -74,6 +80,8 @@ _USAGE_ATTRS: Final = (
     ("cpu_s", sc.HELMET_SERVER_CPU_TIME),
     ("peak_memory", sc.HELMET_SERVER_MEMORY_PEAK),
 )
+_SESSION_KEYS: Final = {key: column for column, key in _SESSION_ATTRS}
+_USAGE_KEYS: Final = {key: column for column, key in _USAGE_ATTRS}
 _SESSION_COLUMNS: Final = (
     "service",
     *(c for c, _ in _SESSION_ATTRS),
@@ -511,10 +519,13 @@ def _insert_logs(
     # Ids are ours to give: we hold the write lock, and AUTOINCREMENT never reuses one.
     last = conn.execute(LAST_LOG_ID).fetchone()
     first = (int(last[0]) if last else 0) + 1
-    conn.executemany(INSERT_LOG, [(first + i, *row.values()) for i, row in enumerate(rows)])
+    conn.executemany(INSERT_LOG, [row.params(first + i) for i, row in enumerate(rows)])
     conn.executemany(
         FTS_INSERT,
         [(first + i, fts_text(r.body)) for i, r in enumerate(rows) if r.body is not None],
+    )
+    conn.executemany(
+        SPAN_INSERT, [(first + i, r.span_id) for i, r in enumerate(rows) if r.span_id is not None]
     )
     if sessions:
         conn.executemany(UPSERT_SESSION, sessions)
@@ -533,8 +544,11 @@ def _session_updates(
     rows: Iterable[LogRow],
 ) -> tuple[list[tuple[object, ...]], list[tuple[str, str]]]:
     """One upsert per session in the batch (first/last ts, requests seen, metadata seen), and
-    the (session, failed request) pairs for the live error count."""
-    bounds: dict[str, tuple[int, int]] = {}
+    the (session, failed request) pairs for the live error count.
+
+    Per row it looks at the few attributes the row has (not at every attribute sessions
+    keep): this runs for every record the store takes."""
+    bounds: dict[str, list[int]] = {}
     requests: dict[str, int] = {}
     meta: dict[str, dict[str, object]] = {}
     errors: list[tuple[str, str]] = []
@@ -542,10 +556,17 @@ def _session_updates(
         sid = row.session_id
         if sid is None:
             continue
+        ts = row.ts
         seen = bounds.get(sid)
-        bounds[sid] = (
-            (row.ts, row.ts) if seen is None else (min(seen[0], row.ts), max(seen[1], row.ts))
-        )
+        if seen is None:
+            bounds[sid] = [ts, ts]
+            entry = meta[sid] = {}
+        else:
+            if ts < seen[0]:
+                seen[0] = ts
+            elif ts > seen[1]:
+                seen[1] = ts
+            entry = meta[sid]
         if row.kind == "request" and row.direction == sc.DIRECTION_C2S:
             requests[sid] = requests.get(sid, 0) + 1
         if row.is_error and (row.kind in _RESPONSE_KINDS or row.event == sc.EVENT_ERROR):
@@ -556,28 +577,33 @@ def _session_updates(
                 else f"{row.event}|{row.ts}"
             )
             errors.append((sid, key))
-        entry = meta.setdefault(sid, {})
         if row.service is not None:
             entry["service"] = row.service
         attrs = row.attrs
         if attrs:
-            for column, key in _SESSION_ATTRS:
-                value = attrs.get(key)
-                if value is not None and not (
-                    column == "era" and value == ERA_UNKNOWN and column in entry
+            for key, value in attrs.items():
+                column = _SESSION_KEYS.get(key)
+                if column is not None:
+                    if value is not None and not (
+                        column == "era" and value == ERA_UNKNOWN and column in entry
+                    ):
+                        entry[column] = _sql_value(value)
+                    continue
+                column = _USAGE_KEYS.get(key)
+                if (
+                    column is not None
+                    and isinstance(value, int | float)
+                    and not isinstance(value, bool)
                 ):
-                    entry[column] = _sql_value(value)
-            for column, key in _USAGE_ATTRS:
-                value = attrs.get(key)
-                if isinstance(value, int | float) and not isinstance(value, bool):
                     known = entry.get(column)
                     entry[column] = (
                         value if not isinstance(known, int | float) else max(known, value)
                     )
-        if row.event == sc.EVENT_SESSION_START:
-            entry["start_ts"] = row.ts
-        elif row.event == sc.EVENT_SESSION_END:
-            entry["end_ts"] = row.ts
+        event = row.event
+        if event == sc.EVENT_SESSION_START:
+            entry["start_ts"] = ts
+        elif event == sc.EVENT_SESSION_END:
+            entry["end_ts"] = ts
             for column, key in _END_ATTRS:
                 value = attrs.get(key)
                 if value is not None:

@@ -146,6 +146,19 @@ class Failed(NamedTuple):
     reason: str
 
 
+class Restarted(NamedTuple):
+    """A crashed server was replaced by a new one (``--restart on-failure``)."""
+
+    session: int
+    ts: int
+    number: int  # restarts in the session so far, this one included
+    upstream: dict[str, object]  # the new server: "command", "pid", "cwd"
+    previous: str  # how the crashed server ended
+    replayed: bool  # the client's initialize went to the new server again
+    failure: str | None  # why the new server cannot take over the session
+    usage: tuple[float, float, int] | None  # what the session's servers used so far (`End`)
+
+
 class End(NamedTuple):
     """A session ended."""
 
@@ -198,7 +211,10 @@ class Close(NamedTuple):
     reason: str
 
 
-Frame = Config | Start | Msg | Info | Segment | Stderr | Failed | End | Security | Dropped | Close
+Frame = (
+    Config | Start | Msg | Info | Segment | Stderr | Failed | Restarted | End | Security | Dropped
+    | Close
+)  # fmt: skip
 
 
 def summarize(msg: Message, c2s: bool, replied: bool, proxy: bool = False) -> Summary:

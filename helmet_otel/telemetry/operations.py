@@ -13,16 +13,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 from opentelemetry._logs import SeverityNumber
-from opentelemetry.context import Context
-from opentelemetry.sdk.trace import Event
-from opentelemetry.trace import SpanKind
 
 from helmet_otel import semconv as sc
 from helmet_otel.core.verdicts import Decision
 from helmet_otel.protocol.message import JsonId, id_key
+from helmet_otel.store.records import Event, Span
 from helmet_otel.telemetry.frames import Msg
 from helmet_otel.telemetry.records import info_attributes, recorded_body
-from helmet_otel.telemetry.spans import SpanDraft, client_link, log_context, new_span
+from helmet_otel.telemetry.spans import CLIENT, SERVER, client_link
 
 if TYPE_CHECKING:
     from helmet_otel.telemetry.session_recorder import SessionRecorder
@@ -65,15 +63,32 @@ def _http_status(parsed: object) -> int | None:
 _POLICY_KEYS = (sc.HELMET_POLICY_ID, sc.HELMET_POLICY_ACTION, sc.HELMET_POLICY_MODE)
 
 
+_KINDS_MAX = 256  # kinds of call remembered per session (names come from the traffic)
+
+
+@dataclass(slots=True)
+class CallKind:
+    """What every call of one method and target in a session shares, worked out once: its
+    metric label and attributes, its spans' name, and its spans' attributes before the call's
+    own (the request id...)."""
+
+    label: str
+    metric_attrs: dict[str, Any]  # shared: never changed
+    span_attrs: dict[str, Any]  # the template: copied per call
+    span_name: str
+    named: tuple[tuple[str, Any], ...]  # method, tool and prompt names for the records
+    # a success's span outcomes (SERVER, CLIENT), shared, and the protocol version they have
+    ended: tuple[dict[str, Any], dict[str, Any], str | None] | None = None
+
+
 @dataclass(slots=True)
 class Operation:
-    server: SpanDraft
-    client: SpanDraft | None  # None when the proxy answered the request itself
-    context: Context  # the SERVER span's, for the operation's records
+    server: Span  # (its records are in it)
+    client: Span | None  # None when the proxy answered the request itself
     method: str
     name: str | None
     started_ns: int
-    metric_attrs: dict[str, Any]
+    kind: CallKind
     weight: int
     cancelled: bool = False
 
@@ -82,6 +97,32 @@ class Operations:
     def __init__(self, session: SessionRecorder) -> None:
         self.session = session
         self.open: dict[tuple[int, tuple[bool, JsonId]], Operation] = {}
+        self._kinds: dict[tuple[str, str | None], CallKind] = {}
+
+    def forget_kinds(self) -> None:
+        """The session's protocol version, transport or session id changed: what calls share
+        is worked out again."""
+        self._kinds.clear()
+
+    def _kind(self, method: str, name: str | None) -> CallKind:
+        kind = self._kinds.get((method, name))
+        if kind is not None:
+            return kind
+        session = self.session
+        label = session.shared.instruments.method_label(method)
+        metric_attrs = self._metric_attributes(label, name)
+        span_attrs = dict(metric_attrs)
+        span_attrs[sc.MCP_METHOD_NAME] = method
+        span_attrs[sc.HELMET_SESSION_ID] = session.session_id
+        if session.mcp_session_id is not None:
+            span_attrs[sc.MCP_SESSION_ID] = session.mcp_session_id
+        named = tuple((key, span_attrs[key]) for key in _NAMED_KEYS if key in span_attrs)
+        span_name = f"{method} {name}" if name else method
+        kind = CallKind(label, metric_attrs, span_attrs, span_name, named)
+        if len(self._kinds) >= _KINDS_MAX:
+            self._kinds.clear()
+        self._kinds[(method, name)] = kind
+        return kind
 
     def _metric_attributes(self, label: str, name: str | None) -> dict[str, Any]:
         attrs: dict[str, Any] = {sc.MCP_METHOD_NAME: label}
@@ -108,13 +149,8 @@ class Operations:
         if method == "initialize":
             attrs.update(info_attributes(session.client_info, sc.HELMET_CLIENT_NAME,
                                          sc.HELMET_CLIENT_VERSION))  # fmt: skip
-        label = shared.instruments.method_label(method)
-        metric_attrs = self._metric_attributes(label, name)
-        span_attrs = dict(metric_attrs)
-        span_attrs[sc.MCP_METHOD_NAME] = method
-        span_attrs[sc.HELMET_SESSION_ID] = session.session_id
-        if session.mcp_session_id is not None:
-            span_attrs[sc.MCP_SESSION_ID] = session.mcp_session_id
+        kind = self._kind(method, name)
+        span_attrs = kind.span_attrs.copy()
         if summary.id is not None:
             span_attrs[sc.JSONRPC_REQUEST_ID] = attrs[sc.JSONRPC_REQUEST_ID]
         uri = summary.resource_uri
@@ -130,41 +166,39 @@ class Operations:
                             if k in _POLICY_KEYS}  # fmt: skip
             span_attrs.update(policy_attrs)
             attrs.update(policy_attrs)
-        span_name = f"{method} {name}" if name else method
-        links = [
-            link for link in (client_link(summary.client_traceparent),
-                              client_link(summary.http_traceparent, HTTP_HEADER_LINK))
-            if link is not None
-        ]  # fmt: skip
-        root = session.root.context
+        span_name = kind.span_name
+        links = None
+        if summary.client_traceparent is not None or summary.http_traceparent is not None:
+            links = [
+                link for link in (client_link(summary.client_traceparent),
+                                  client_link(summary.http_traceparent, HTTP_HEADER_LINK))
+                if link is not None
+            ]  # fmt: skip
+        root = session.root
+        trace_id = root.trace_id
         flags = session.trace_flags
         client_attrs = dict(span_attrs)
         client_attrs.update(session.upstream_attributes)
         span_attrs.update(session.peer_attributes)
-        server = new_span(
-            span_name, root.trace_id, frame.server_span_id, flags, root, SpanKind.SERVER, ts,
-            span_attrs, links,
-        )  # fmt: skip
-        server_context = log_context(server)
+        new = shared.spans.new
+        server = new(span_name, trace_id, frame.server_span_id, flags, root.span_id, SERVER, ts,
+                     span_attrs, links)  # fmt: skip
         client = None
         if not summary.replied:
-            client = new_span(
-                span_name, root.trace_id, frame.client_span_id, flags, server.context,
-                SpanKind.CLIENT, ts, client_attrs,
-            )  # fmt: skip
+            client = new(span_name, trace_id, frame.client_span_id, flags, server.span_id, CLIENT,
+                         ts, client_attrs)  # fmt: skip
         if summary.id is not None:
             self.open[(frame.s2c, id_key(summary.id))] = Operation(
-                server, client, server_context, method, name, ts, metric_attrs, weight
+                server, client, method, name, ts, kind, weight
             )
-        for key in _NAMED_KEYS:
-            if key in span_attrs:
-                attrs[key] = span_attrs[key]
-        shared.instruments.count_message(label, attrs, weight)
+        for key, value in kind.named:
+            attrs[key] = value
+        shared.instruments.count_message(kind.label, attrs, weight)
         body = recorded_body(shared.redactor, frame.body, frame.size, frame.parsed, "params")
-        session.emit(sc.EVENT_REQUEST, ts, server_context, attrs, body)
+        session.emit(sc.EVENT_REQUEST, ts, server, attrs, body)
         if verdict is not None:
             for finding in verdict[1]:
-                session.finding(finding, ts, server_context)
+                session.finding(finding, ts, server)
 
     def response(self, frame: Msg, attrs: dict[str, Any]) -> None:
         session = self.session
@@ -191,7 +225,7 @@ class Operations:
         opened = None
         if summary.id is not None:
             opened = self.open.pop((1 - frame.s2c, id_key(summary.id)), None)
-        context = None
+        span = None
         label = "unknown"
         weight = frame.weight
         tool_error = summary.is_tool_error
@@ -200,12 +234,12 @@ class Operations:
             attrs.pop(sc.HELMET_SAMPLE_WEIGHT, None)
             if weight > 1:
                 attrs[sc.HELMET_SAMPLE_WEIGHT] = weight
-            context = opened.context
+            span = opened.server
             server_attributes = opened.server.attributes
             if sc.HELMET_POLICY_ID in server_attributes:  # the answer to a decided request
                 for key in _POLICY_KEYS:
                     attrs[key] = server_attributes[key]
-            label = shared.instruments.method_label(opened.method)
+            label = opened.kind.label
             self._end(ts, opened, attrs, code, code_text, summary.error_message, tool_error,
                       http_status)  # fmt: skip
             if tool_error and not is_error:
@@ -214,7 +248,7 @@ class Operations:
             shared.instruments.count_error(weight, attrs[sc.ERROR_TYPE], label)
         session.errors += (is_error or tool_error) * weight
         shared.instruments.count_message(label, attrs, weight)
-        session.emit(sc.EVENT_RESPONSE, ts, context, attrs, body, severity)
+        session.emit(sc.EVENT_RESPONSE, ts, span, attrs, body, severity)
         if is_error:
             error_attrs = dict(attrs)
             if code is not None:
@@ -222,7 +256,7 @@ class Operations:
             if summary.error_message is not None:
                 message = shared.redactor.scrub_text(summary.error_message)
                 error_attrs[sc.HELMET_ERROR_MESSAGE] = message
-            session.emit(sc.EVENT_ERROR, ts, context, error_attrs, body, SeverityNumber.ERROR)
+            session.emit(sc.EVENT_ERROR, ts, span, error_attrs, body, SeverityNumber.ERROR)
 
     def _end(
         self, ts: int, opened: Operation, attrs: dict[str, Any], code: int | None,
@@ -245,11 +279,16 @@ class Operations:
         if opened.method == "initialize":
             attrs.update(info_attributes(session.server_info, sc.HELMET_SERVER_INFO_NAME,
                                          sc.HELMET_SERVER_VERSION))  # fmt: skip
-        server_attrs = dict(opened.metric_attrs)
-        if session.protocol_version:
-            server_attrs[sc.MCP_PROTOCOL_VERSION] = session.protocol_version
-        client_attrs = dict(server_attrs)
+        kind = opened.kind
+        version = session.protocol_version
         description = None
+        if code_text is None and not tool_error:  # (read only from here on: shared)
+            ended = kind.ended
+            if ended is None or ended[2] != version:
+                ended = kind.ended = (*self._outcomes(kind, version), version)
+            server_attrs, client_attrs = ended[0], ended[1]
+        else:
+            server_attrs, client_attrs = self._outcomes(kind, version)
         if code_text is not None:
             description = error_message or "error"
             error_type = str(http_status) if http_status is not None else code_text
@@ -266,25 +305,31 @@ class Operations:
             server_attrs[sc.ERROR_TYPE] = client_attrs[sc.ERROR_TYPE] = sc.ERROR_TYPE_TOOL_ERROR
         shared.spans.finish(opened.client, ts, client_attrs, description)
         shared.spans.finish(opened.server, ts, server_attrs, description)
-        server = opened.server.context  # exemplars: a latency bucket links to a request's trace
+        server = opened.server  # exemplars: a latency bucket links to a request's trace
         weight = opened.weight
         instruments.server_duration.record(
             latency_s, server_attrs, server.trace_id, server.span_id, ts, weight
         )
         if opened.client is not None:
-            client = opened.client.context
+            client = opened.client
             instruments.client_duration.record(
                 latency_s, client_attrs, client.trace_id, client.span_id, ts, weight
             )
         failed = sc.ERROR_TYPE in attrs
-        key = f"{opened.method} {opened.name}" if opened.name else opened.method
         instruments.operation_done(
-            key, weight, attrs[sc.HELMET_MESSAGE_SIZE], latency_s * 1000, failed
+            kind.span_name, weight, attrs[sc.HELMET_MESSAGE_SIZE], latency_s * 1000, failed
         )
         if failed:
-            label = instruments.method_label(opened.method)
             tool = attrs.get(sc.GEN_AI_TOOL_NAME)
-            instruments.count_error(weight, attrs[sc.ERROR_TYPE], label, tool)
+            instruments.count_error(weight, attrs[sc.ERROR_TYPE], kind.label, tool)
+
+    @staticmethod
+    def _outcomes(kind: CallKind, version: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The attributes an ending call's SERVER and CLIENT spans (and durations) start from."""
+        server_attrs = dict(kind.metric_attrs)
+        if version:
+            server_attrs[sc.MCP_PROTOCOL_VERSION] = version
+        return server_attrs, dict(server_attrs)
 
     def cancel(self, request_id: JsonId, reason: str, ts: int) -> None:
         """``notifications/cancelled``: an event on the request, which now expects no
@@ -293,7 +338,7 @@ class Operations:
         for direction in (0, 1):
             opened = self.open.get((direction, key))
             if opened is not None:
-                opened.server.events.append(Event("cancelled", {"reason": reason}, ts))
+                opened.server.events.append(Event("cancelled", ts, {"reason": reason}))
                 opened.cancelled = True
 
     def abandon(self, ts: int, reason: str) -> int:
@@ -326,6 +371,6 @@ class Operations:
             if opened.weight > 1:
                 attrs[sc.HELMET_SAMPLE_WEIGHT] = opened.weight
             body = {"message": description}
-            session.emit(sc.EVENT_ERROR, ts, opened.context, attrs, body, SeverityNumber.ERROR)
+            session.emit(sc.EVENT_ERROR, ts, opened.server, attrs, body, SeverityNumber.ERROR)
         self.open.clear()
         return failed

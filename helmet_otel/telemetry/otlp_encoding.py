@@ -2,7 +2,8 @@
 
 The SDK's encoders build a protobuf object per span, attribute and value, and hash the
 resource of every record; on these machines that was 40% of the worker's time. The records
-here come from one `Recorder`: one resource, one scope, and attribute pairs that repeat from
+here (``helmet_otel.store.records``: `Span`, `Log`) come from one `Recorder`: one origin (a
+resource and a scope), and attribute pairs that repeat from
 call to call (method, tool, direction, protocol version...). So the resource and scope are
 encoded once, repeating attribute pairs come from a small cache, and everything else is
 written with a handful of varint helpers. The output parses to the same messages as the
@@ -16,12 +17,9 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Mapping, Sequence
-from typing import Any, cast
+from typing import Any
 
-from opentelemetry.sdk._logs import ReadableLogRecord
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from helmet_otel.store.records import Log, Origin, Span
 
 _DOUBLE = struct.Struct("<d")
 _FIXED64 = struct.Struct("<Q")
@@ -67,16 +65,21 @@ def _text(value: str) -> bytes:
 
 def any_value(value: Any) -> bytes:
     """An ``AnyValue`` message body."""
-    kind = cast("type[object]", type(value))
+    kind: type[object] = type(value)  # pyright: ignore[reportUnknownVariableType]
     if kind is str:
         return _wrapped(b"\x0a", value.encode("utf-8", "replace"))
     if value is None:
         return b""
-    if kind is dict:
-        return _wrapped(
-            b"\x32",
-            b"".join([_wrapped(b"\x0a", key_value(str(k), v)) for k, v in value.items()]),  # pyright: ignore[reportUnknownVariableType,reportUnknownArgumentType,reportUnknownMemberType]
-        )
+    if kind is dict:  # (inlined: bodies are mostly objects)
+        parts: list[bytes] = []
+        for k, v in value.items():  # pyright: ignore[reportUnknownVariableType,reportUnknownMemberType]
+            item = any_value(v)
+            n = len(item)
+            pair = _key_field(k if type(k) is str else str(k)) + b"\x12"  # pyright: ignore[reportUnknownArgumentType]
+            pair += (_SMALL[n] if n < 256 else _varint(n)) + item
+            n = len(pair)
+            parts.append(b"\x0a" + (_SMALL[n] if n < 256 else _varint(n)) + pair)
+        return _wrapped(b"\x32", b"".join(parts))
     if kind is list:
         return _wrapped(b"\x2a", b"".join([_wrapped(b"\x0a", any_value(v)) for v in value]))  # pyright: ignore[reportUnknownVariableType]
     if kind is bool:
@@ -102,9 +105,22 @@ def any_value(value: Any) -> bytes:
     return any_value(str(value))
 
 
+_KEY_FIELDS: dict[str, bytes] = {}  # KeyValue.key fields of the keys seen (they repeat)
+_KEY_FIELDS_LIMIT = 4096
+
+
+def _key_field(key: str) -> bytes:
+    field = _KEY_FIELDS.get(key)
+    if field is None:
+        field = _wrapped(b"\x0a", key.encode("utf-8", "replace"))
+        if len(_KEY_FIELDS) < _KEY_FIELDS_LIMIT and len(key) <= _CACHEABLE_LEN:
+            _KEY_FIELDS[key] = field
+    return field
+
+
 def key_value(key: str, value: Any) -> bytes:
     """A ``KeyValue`` message body."""
-    return _wrapped(b"\x0a", key.encode("utf-8", "replace")) + _wrapped(b"\x12", any_value(value))
+    return _key_field(key) + _wrapped(b"\x12", any_value(value))
 
 
 class OtlpEncoder:
@@ -114,8 +130,8 @@ class OtlpEncoder:
         self._fields: dict[tuple[int, str, Any, type], bytes] = {}
         self._distinct: dict[str, int] = {}  # distinct values cached per key
         self._uncached: set[str] = set()
-        # (id(resource), id(scope)) -> encoded fields, and the objects (so the ids stay theirs)
-        self._headers: dict[tuple[int, int], tuple[bytes, bytes, object, object]] = {}
+        # id(origin) -> encoded resource and scope fields, and the origin (so the id stays its)
+        self._headers: dict[int, tuple[bytes, bytes, Origin]] = {}
 
     # -- shared pieces ----------------------------------------------------------------------
     def _attributes(self, out: bytearray, tag: int, attributes: Mapping[str, Any] | None) -> None:
@@ -127,7 +143,7 @@ class OtlpEncoder:
             return
         fields, seen, uncached = self._fields, self._distinct, self._uncached
         for key, value in attributes.items():
-            kind = cast("type[object]", type(value))
+            kind: type[object] = type(value)  # pyright: ignore[reportUnknownVariableType]  # pyright: ignore[reportUnknownVariableType]
             if key in uncached or not (kind is str or kind is int or kind is bool):
                 _field(out, tag, key_value(key, value))
                 continue
@@ -142,13 +158,11 @@ class OtlpEncoder:
                     fields[cache_key] = field
             out += field
 
-    def _header(
-        self, resource: Resource, scope: InstrumentationScope | None
-    ) -> tuple[bytes, bytes]:
+    def _header(self, origin: Origin) -> tuple[bytes, bytes]:
         """The encoded ``Resource`` and ``InstrumentationScope`` fields, made once."""
-        ident = (id(resource), id(scope))
-        cached = self._headers.get(ident)
+        cached = self._headers.get(id(origin))
         if cached is None:
+            resource, scope = origin.resource, origin.scope
             res = bytearray()
             self._attributes(res, 0x0A, resource.attributes)
             head = bytearray()
@@ -162,23 +176,21 @@ class OtlpEncoder:
                 self._attributes(sc, 0x1A, scope.attributes)
             scope_field = bytearray()
             _field(scope_field, 0x0A, sc)
-            cached = self._headers[ident] = (bytes(head), bytes(scope_field), resource, scope)
+            cached = self._headers[id(origin)] = (bytes(head), bytes(scope_field), origin)
         return cached[0], cached[1]
 
-    def _grouped(
-        self, encoded: Sequence[tuple[Resource, InstrumentationScope | None, bytes]], tag: int
-    ) -> bytes:
-        """Group by (resource, scope) in order of first appearance; return the request."""
-        groups: dict[tuple[int, int], tuple[Resource, InstrumentationScope | None, bytearray]] = {}
-        for resource, scope, item in encoded:
-            ident = (id(resource), id(scope))
-            group = groups.get(ident)
+    def _grouped(self, encoded: Sequence[tuple[Origin, bytes]], tag: int) -> bytes:
+        """Group by origin in order of first appearance; return the request."""
+        groups: dict[int, tuple[Origin, bytearray]] = {}
+        for origin, item in encoded:
+            group = groups.get(id(origin))
             if group is None:
-                group = groups[ident] = (resource, scope, bytearray())
-            _field(group[2], tag, item)
+                group = groups[id(origin)] = (origin, bytearray())
+            _field(group[1], tag, item)
         out = bytearray()
-        for resource, scope, body in groups.values():
-            head, scope_field = self._header(resource, scope)
+        for origin, body in groups.values():
+            resource, scope = origin.resource, origin.scope
+            head, scope_field = self._header(origin)
             scoped = bytearray(scope_field)
             scoped += body
             if scope is not None and scope.schema_url:
@@ -191,82 +203,96 @@ class OtlpEncoder:
         return bytes(out)
 
     # -- spans ------------------------------------------------------------------------------
-    def spans(self, spans: Sequence[ReadableSpan]) -> bytes:
-        return self._grouped(
-            [(s.resource, s.instrumentation_scope, self._span(s)) for s in spans], 0x12
-        )
+    def spans(self, spans: Sequence[Span]) -> bytes:
+        return self._grouped([(s.origin, self._span(s)) for s in spans], 0x12)
 
-    def _span(self, span: ReadableSpan) -> bytes:
-        out = bytearray()
-        context = span.context
-        assert context is not None
-        out += b"\x0a\x10" + context.trace_id.to_bytes(16, "big")
-        out += b"\x12\x08" + context.span_id.to_bytes(8, "big")
-        state = context.trace_state.to_header() if context.trace_state else ""
-        if state:
-            _field(out, 0x1A, _text(state))
+    def _span(self, span: Span) -> bytes:
+        out = bytearray(b"\x0a\x10")
+        out += span.trace_id.to_bytes(16, "big")
+        out += b"\x12\x08"
+        out += span.span_id.to_bytes(8, "big")
+        if span.trace_state:
+            _field(out, 0x1A, _text(span.trace_state))
         parent = span.parent
-        if parent is not None and parent.span_id:
-            out += b"\x22\x08" + parent.span_id.to_bytes(8, "big")
+        if parent:
+            out += b"\x22\x08"
+            out += parent.to_bytes(8, "big")
         _field(out, 0x2A, _text(span.name))
-        out += b"\x30" + _SMALL[span.kind.value + 1]
-        out += b"\x39" + _FIXED64.pack(span.start_time or 0)
-        out += b"\x41" + _FIXED64.pack(span.end_time or 0)
+        out += _KINDS[span.kind]
+        out += _TIMES.pack(0x39, span.start, 0x41, span.end)
         self._attributes(out, 0x4A, span.attributes)
-        if span.dropped_attributes:
-            out += b"\x50" + _varint(span.dropped_attributes)
         for event in span.events:
-            ev = bytearray(b"\x09" + _FIXED64.pack(event.timestamp))
+            ev = bytearray(b"\x09" + _FIXED64.pack(event.ts))
             _field(ev, 0x12, _text(event.name))
             self._attributes(ev, 0x1A, event.attributes)
             _field(out, 0x5A, ev)
         for link in span.links:
-            lk = bytearray(b"\x0a\x10" + link.context.trace_id.to_bytes(16, "big"))
-            lk += b"\x12\x08" + link.context.span_id.to_bytes(8, "big")
+            lk = bytearray(b"\x0a\x10" + link.trace_id.to_bytes(16, "big"))
+            lk += b"\x12\x08" + link.span_id.to_bytes(8, "big")
             self._attributes(lk, 0x22, link.attributes)
-            link_flags = _HAS_IS_REMOTE | (_IS_REMOTE if link.context.is_remote else 0)
-            lk += b"\x35" + _FIXED32.pack(link_flags)
+            lk += _REMOTE_FLAGS if link.remote else _LOCAL_FLAGS
             _field(out, 0x6A, lk)
-        status = span.status
-        st = bytearray()
-        if status.description:
-            _field(st, 0x12, _text(status.description))
-        if status.status_code.value:
-            st += b"\x18" + _SMALL[status.status_code.value]
-        _field(out, 0x7A, st)
-        flags = _HAS_IS_REMOTE | (_IS_REMOTE if parent is not None and parent.is_remote else 0)
-        out += b"\x85\x01" + _FIXED32.pack(flags)
+        description = span.description
+        if description:
+            st = bytearray()
+            _field(st, 0x12, _text(description))
+            if span.status:
+                st += _STATUS_CODES[span.status]
+            _field(out, 0x7A, st)
+        else:
+            out += _STATUS_FIELDS[span.status]
+        out += _REMOTE_FLAGS_FIELD if span.parent_remote else _LOCAL_FLAGS_FIELD
         return bytes(out)
 
     # -- log records ------------------------------------------------------------------------
-    def logs(self, records: Sequence[ReadableLogRecord]) -> bytes:
-        return self._grouped(
-            [(r.resource, r.instrumentation_scope, self._log(r)) for r in records], 0x12
-        )
+    def logs(self, records: Sequence[Log]) -> bytes:
+        return self._grouped([(r.origin, self._log(r)) for r in records], 0x12)
 
-    def _log(self, readable: ReadableLogRecord) -> bytes:
-        record = readable.log_record
+    def _log(self, record: Log) -> bytes:
         out = bytearray()
-        if record.timestamp:
-            out += b"\x09" + _FIXED64.pack(record.timestamp)
-        severity = record.severity_number
-        if severity is not None and severity.value:
-            out += b"\x10" + _SMALL[severity.value]
-        if record.severity_text:
-            _field(out, 0x1A, _text(record.severity_text))
+        if record.ts:
+            out += b"\x09"
+            out += _FIXED64.pack(record.ts)
+        severity = record.severity
+        if severity:
+            out += b"\x10"
+            out += _SMALL[severity]
+        text = record.severity_text
+        if text:
+            field = _TEXTS.get(text)
+            if field is None:
+                field = bytearray()
+                _field(field, 0x1A, _text(text))
+                field = bytes(field)
+                if len(_TEXTS) < 64:
+                    _TEXTS[text] = field
+            out += field
         _field(out, 0x2A, any_value(record.body))
         self._attributes(out, 0x32, record.attributes)
-        if readable.dropped_attributes:
-            out += b"\x38" + _varint(readable.dropped_attributes)
-        flags = int(record.trace_flags)
+        flags = record.flags
         if flags:
-            out += b"\x45" + _FIXED32.pack(flags)
+            out += b"\x45"
+            out += _FIXED32.pack(flags)
         if record.trace_id:
-            out += b"\x4a\x10" + record.trace_id.to_bytes(16, "big")
+            out += b"\x4a\x10"
+            out += record.trace_id.to_bytes(16, "big")
         if record.span_id:
-            out += b"\x52\x08" + record.span_id.to_bytes(8, "big")
-        if record.observed_timestamp:
-            out += b"\x59" + _FIXED64.pack(record.observed_timestamp)
-        if record.event_name:
-            _field(out, 0x62, _text(record.event_name))
+            out += b"\x52\x08"
+            out += record.span_id.to_bytes(8, "big")
+        if record.observed:
+            out += b"\x59"
+            out += _FIXED64.pack(record.observed)
+        if record.event:
+            _field(out, 0x62, _text(record.event))
         return bytes(out)
+
+
+_TEXTS: dict[str, bytes] = {}  # severity text fields
+_KINDS = [b"\x30" + _SMALL[kind + 1] for kind in range(5)]  # Span.kind is SpanKind + 1
+_TIMES = struct.Struct("<BQBQ")  # start and end time, as fields
+_STATUS_CODES = [b"", b"\x18\x01", b"\x18\x02"]
+_STATUS_FIELDS = [b"\x7a" + _SMALL[len(code)] + code for code in _STATUS_CODES]
+_LOCAL_FLAGS = b"\x35" + _FIXED32.pack(_HAS_IS_REMOTE)
+_REMOTE_FLAGS = b"\x35" + _FIXED32.pack(_HAS_IS_REMOTE | _IS_REMOTE)
+_LOCAL_FLAGS_FIELD = b"\x85\x01" + _FIXED32.pack(_HAS_IS_REMOTE)
+_REMOTE_FLAGS_FIELD = b"\x85\x01" + _FIXED32.pack(_HAS_IS_REMOTE | _IS_REMOTE)

@@ -1,6 +1,6 @@
 """The worker's sinks: OTLP (the SDK's exporters) and the local store.
 
-Spans and log records are built by `Recorder` as the SDK's readable types and queued per sink
+Spans and log records are built by `Recorder` as plain data (``store.records``) and queued per sink
 (`BatchQueue`), so a dead collector never holds up the store and the other way round. Metrics
 are aggregated in `MetricSet` and exported by the SDK's OTLP metric exporter. What never reaches
 a sink is counted in `DropCounter`, which feeds ``helmet.telemetry.dropped``.
@@ -18,10 +18,9 @@ from collections.abc import Callable, Generator, Mapping, MutableMapping, Sequen
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from opentelemetry.sdk._logs import ReadableLogRecord
 from opentelemetry.sdk._logs.export import LogRecordExportResult
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.sdk.trace.sampling import Sampler
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
@@ -30,6 +29,7 @@ from helmet_otel import __version__
 from helmet_otel import semconv as sc
 from helmet_otel.config import ProxyOptions, otlp_signals
 from helmet_otel.redaction import scrub_line
+from helmet_otel.store.records import Log, Span
 from helmet_otel.telemetry.batching import BatchQueue, settings
 from helmet_otel.telemetry.frames import Config
 from helmet_otel.telemetry.metrics import Counter, MetricSet, PeriodicExport, delta_preferred
@@ -101,32 +101,28 @@ class Pipeline:
     sampler: Sampler
     metrics: MetricSet
     drops: DropCounter
-    span_queues: list[BatchQueue[ReadableSpan]] = field(
-        default_factory=list[BatchQueue[ReadableSpan]]
-    )
-    log_queues: list[BatchQueue[ReadableLogRecord]] = field(
-        default_factory=list[BatchQueue[ReadableLogRecord]]
-    )
+    span_queues: list[BatchQueue[Span]] = field(default_factory=list[BatchQueue[Span]])
+    log_queues: list[BatchQueue[Log]] = field(default_factory=list[BatchQueue[Log]])
     metric_export: PeriodicExport | None = None
     store: Store | None = None  # when the local store is on
-    store_log_export: Callable[[Sequence[ReadableLogRecord]], bool] | None = None
+    store_log_export: Callable[[Sequence[Log]], bool] | None = None
     sinks: list[str] = field(default_factory=list[str])
     exporters: list[Any] = field(default_factory=list[Any])  # span and log exporters
 
-    def emit_span(self, span: ReadableSpan) -> None:
+    def emit_span(self, span: Span) -> None:
         for queue in self.span_queues:
             queue.put(span)
 
-    def emit_log(self, record: ReadableLogRecord) -> None:
+    def emit_log(self, record: Log) -> None:
         for queue in self.log_queues:
             queue.put(record)
 
-    def emit_urgent_span(self, span: ReadableSpan) -> None:
+    def emit_urgent_span(self, span: Span) -> None:
         """A span of a call a policy decided on: never evicted by a full queue."""
         for queue in self.span_queues:
             queue.put_urgent(span)
 
-    def emit_urgent_log(self, record: ReadableLogRecord) -> None:
+    def emit_urgent_log(self, record: Log) -> None:
         """A finding, or a record of a call a policy decided on: never evicted."""
         for queue in self.log_queues:
             queue.put_urgent(record)
@@ -214,11 +210,11 @@ class _Immediate:
 
     local = True
 
-    def __init__(self, export: Callable[[Sequence[ReadableLogRecord]], bool], drops: DropCounter):
+    def __init__(self, export: Callable[[Sequence[Log]], bool], drops: DropCounter):
         self._export = export
         self._drops = drops
 
-    def put(self, record: ReadableLogRecord) -> None:
+    def put(self, record: Log) -> None:
         try:
             written = self._export([record])
         except Exception:
@@ -244,23 +240,23 @@ def _weight_of(attributes: Mapping[str, Any] | None) -> int:
     return weight if type(weight) is int and weight > 0 else 1
 
 
-def _span_weight(span: ReadableSpan) -> int:
+def _span_weight(span: Span) -> int:
     return _weight_of(span.attributes)
 
 
-def _log_weight(record: ReadableLogRecord) -> int:
-    return _weight_of(record.log_record.attributes)
+def _log_weight(record: Log) -> int:
+    return _weight_of(record.attributes)
 
 
 def _span_export(exporter: Any) -> Any:
-    def export(batch: Sequence[ReadableSpan]) -> bool:
+    def export(batch: Sequence[Span]) -> bool:
         return exporter.export(batch) is SpanExportResult.SUCCESS
 
     return export
 
 
 def _log_export(exporter: Any) -> Any:
-    def export(batch: Sequence[ReadableLogRecord]) -> bool:
+    def export(batch: Sequence[Log]) -> bool:
         return exporter.export(batch) is LogRecordExportResult.SUCCESS
 
     return export

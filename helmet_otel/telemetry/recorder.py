@@ -7,10 +7,11 @@ call), its own records and its own open requests. What belongs to the process ra
 session lives here: the sinks, the metric instruments, ``helmet.performance`` and
 ``helmet.proxy_close``.
 
-Spans and log records are built directly as the SDK's readable types (`ReadableSpan`,
-`ReadableLogRecord`) from what the relay measured: the relay chose the ids and the times, so
-there is no live span to keep, and skipping the SDK's tracer and logger saves most of the
-per-record cost. The sampler from ``OTEL_TRACES_SAMPLER`` decides once per trace segment.
+Spans and log records are built as plain data (``helmet_otel.store.records``) from what the
+relay measured: the relay chose the ids and the times, so there is no live span to keep, and
+the SDK's tracer, logger and readable types would only be walked again by each sink. The store
+and `OtlpEncoder` read them as they are. The sampler from ``OTEL_TRACES_SAMPLER`` decides once
+per trace segment.
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ from collections import defaultdict
 from typing import Any
 
 from opentelemetry._logs import SeverityNumber
-from opentelemetry.context import Context
 
 from helmet_otel import semconv as sc
 from helmet_otel.redaction import RedactionConfig, Redactor
+from helmet_otel.store.records import Origin
 from helmet_otel.telemetry.frames import (
     PROCESS,
     Close,
@@ -34,6 +35,7 @@ from helmet_otel.telemetry.frames import (
     Frame,
     Info,
     Msg,
+    Restarted,
     Security,
     Segment,
     Start,
@@ -47,8 +49,6 @@ from helmet_otel.telemetry.session_recorder import SessionRecorder, Shared, find
 from helmet_otel.telemetry.spans import SpanWriter
 from helmet_otel.telemetry.stderr_groups import GAP_NS
 
-_NO_TRACE = Context()
-
 
 class Recorder:
     def __init__(self, pipeline: Pipeline, config: Config) -> None:
@@ -61,9 +61,13 @@ class Recorder:
             )
         )
         configuration = {**options.recorded(), "service_name": config.service_name}
+        service = pipeline.resource.attributes.get(sc.SERVICE_NAME)
+        origin = Origin(
+            pipeline.resource, pipeline.scope, None if service is None else str(service)
+        )
         self.shared = Shared(
-            config, redactor, Instruments(pipeline.metrics), SpanWriter(pipeline),
-            RecordWriter(pipeline), pipeline.sampler, redactor.scrub(configuration),
+            config, redactor, Instruments(pipeline.metrics), SpanWriter(pipeline, origin),
+            RecordWriter(pipeline, origin), pipeline.sampler, redactor.scrub(configuration),
         )  # fmt: skip
         # Exported as 0 from the start: a series that starts at 1 has no increase to
         # Prometheus, and the bundled alert rules fire on the first drift or auth failure.
@@ -107,6 +111,8 @@ class Recorder:
                 del self.sessions[frame.session]
             case Failed():
                 self._session(frame.session).failed(frame)
+            case Restarted():
+                self._session(frame.session).restarted(frame)
             case Close():
                 self.close(frame.ts, frame.reason)
             case Config():
@@ -133,7 +139,7 @@ class Recorder:
         if self.owner is not None:
             self.owner.emit(event, ts, None, attrs or {}, body)
         else:
-            self.shared.records.emit(event, ts, _NO_TRACE, attrs or {}, body)
+            self.shared.records.emit(event, ts, None, attrs or {}, body)
 
     def stderr_due(self) -> int | None:
         """When the next stderr record being gathered is due (ns since the epoch), if any."""
@@ -163,7 +169,7 @@ class Recorder:
             attrs[sc.HELMET_PROXY_PID] = config.proxy_pid
             attrs[sc.HELMET_PROXY_HOST] = config.proxy_host
             self.shared.records.emit(
-                sc.EVENT_SECURITY, frame.ts, _NO_TRACE, attrs, message, SeverityNumber.WARN
+                sc.EVENT_SECURITY, frame.ts, None, attrs, message, SeverityNumber.WARN
             )
 
     def _take_drops(self) -> dict[str, int]:

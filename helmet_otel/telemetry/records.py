@@ -1,61 +1,58 @@
-"""Log records (the ``helmet.*`` events) as the worker builds them: `ReadableLogRecord`s made
-directly, without the SDK's logger, and the bodies they carry as ``--capture`` allows."""
+"""Log records (the ``helmet.*`` events) as the worker builds them: `Log`s
+(``helmet_otel.store.records``), plain data both sinks read, and the bodies they carry as
+``--capture`` allows."""
 
 from __future__ import annotations
 
 import time
 from typing import Any, cast
 
-from opentelemetry._logs import LogRecord, SeverityNumber
-from opentelemetry.context import Context
-from opentelemetry.sdk._logs import ReadableLogRecord
+from opentelemetry._logs import SeverityNumber
 
 from helmet_otel import semconv as sc
 from helmet_otel.redaction import Redactor
+from helmet_otel.store.records import Log, Origin, Span
 from helmet_otel.telemetry.frames import CUT, NOT_JSON, Summary
 from helmet_otel.telemetry.pipeline import Pipeline
 
 SEVERITY_TEXT = {s: s.name.rstrip("0123456789") or s.name for s in SeverityNumber}
+# (number, text) by severity: one lookup per record
+_SEVERITIES = {s: (s.value, SEVERITY_TEXT[s]) for s in SeverityNumber}
 _SECURITY = sc.EVENT_SECURITY
 _POLICY_ID = sc.HELMET_POLICY_ID
+_new_log = tuple[Any, ...].__new__  # a NamedTuple from its fields, without its __new__
 
 
 class RecordWriter:
     """Emits log records into the pipeline's log queues."""
 
-    def __init__(self, pipeline: Pipeline) -> None:
+    def __init__(self, pipeline: Pipeline, origin: Origin) -> None:
         self._emit = pipeline.emit_log
         self._emit_urgent = pipeline.emit_urgent_log
-        self._resource = pipeline.resource
-        self._scope = pipeline.scope
+        self.origin = origin
 
     def emit(
         self,
         event: str,
         ts: int,
-        context: Context,
+        span: Span | None,
         attributes: dict[str, Any],
         body: Any = None,
         severity: SeverityNumber = SeverityNumber.INFO,
     ) -> None:
-        """``context`` gives the record its trace and span ids (an empty one: none). A finding
-        and the records of a call a policy decided on are queued so that no sink sheds them."""
-        record = LogRecord(
-            timestamp=ts,
-            observed_timestamp=time.time_ns(),
-            context=context,
-            severity_number=severity,
-            severity_text=SEVERITY_TEXT[severity],
-            body=body,
-            attributes=attributes,
-            event_name=event,
-        )
+        """The record carries ``span``'s trace and span ids (None: no trace). A finding and
+        the records of a call a policy decided on are queued so that no sink sheds them."""
+        number, text = _SEVERITIES[severity]
+        if span is None:
+            trace_id = span_id = flags = 0
+        else:
+            trace_id, span_id, flags = span.trace_id, span.span_id, span.flags
+        record = _new_log(Log, (
+            ts, time.time_ns(), trace_id, span_id, flags, number, text, event, body, attributes,
+            self.origin,
+        ))  # fmt: skip
         urgent = event == _SECURITY or _POLICY_ID in attributes
-        (self._emit_urgent if urgent else self._emit)(
-            ReadableLogRecord(
-                log_record=record, resource=self._resource, instrumentation_scope=self._scope
-            )
-        )
+        (self._emit_urgent if urgent else self._emit)(record)
 
 
 def recorded_body(redactor: Redactor, raw: bytes, size: int, parsed: object, part: str) -> Any:
@@ -93,9 +90,10 @@ def scrubbed_summary(redactor: Redactor, summary: Summary) -> Summary:
     clean_target = target if target is None else redactor.scrub_name(target)
     clean_uri = uri if uri is None else redactor.scrub_text(uri)
     clean_message = message if message is None else redactor.scrub_text(message)
+    # (a remembered name is an equal string, not the same one)
     if (
-        clean_method is method
-        and clean_target is target
+        clean_method == method
+        and clean_target == target
         and clean_uri is uri
         and clean_message is message
     ):

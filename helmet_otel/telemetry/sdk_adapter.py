@@ -21,29 +21,41 @@ with the SDK's own encoder -- slower, never wrong. ``fast_path`` and ``fallback_
 which path an exporter is on; ``transport`` which posts an HTTP body ("helmet": our sender,
 "sdk": the SDK's client or exporter), ``sender_reason`` why not ours.
 
-On the fallback, records are first made plain the way `OtlpEncoder` writes them (an integer
-beyond int64 becomes its decimal string, ...): the SDK's encoder would fail a whole log batch
-on such a body, and drop such an attribute. So neither path loses a batch to one value, and
+On the fallback, the worker's records (``helmet_otel.store.records``) are first made the SDK's
+readable types (`sdk_span`, `sdk_log`) with plain values, the way `OtlpEncoder` writes them (an
+integer beyond int64 becomes its decimal string, ...): the SDK's encoder would fail a whole log
+batch on such a body, and drop such an attribute. So neither path loses a batch to one value, and
 both send the same data. Both paths send a batch whose encoding exceeds MAX_REQUEST_BYTES in
 halves.
 """
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import inspect
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar, cast
 
+from opentelemetry._logs import LogRecord, SeverityNumber
+from opentelemetry.context import Context
 from opentelemetry.sdk._logs import ReadableLogRecord
 from opentelemetry.sdk._logs.export import LogRecordExportResult
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
-from opentelemetry.trace import Link
+from opentelemetry.trace import (
+    Link,
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    TraceState,
+    set_span_in_context,
+)
 
+from helmet_otel.store.records import Log, Span
 from helmet_otel.telemetry.otlp_encoding import OtlpEncoder
 
 __all__ = [
@@ -58,12 +70,14 @@ __all__ = [
     "http_problem",
     "plain_log",
     "plain_span",
+    "sdk_log",
+    "sdk_span",
 ]
 
 MAX_REQUEST_BYTES = 16 * 1024 * 1024  # larger batches go in halves (collectors cap bodies)
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 
-Item = TypeVar("Item", ReadableSpan, ReadableLogRecord)
+Item = TypeVar("Item", Span, Log)
 Result = TypeVar("Result", SpanExportResult, LogRecordExportResult)
 Send = Callable[[Sequence[Item], bytes], bool]  # (batch, its encoding) -> accepted
 
@@ -81,7 +95,7 @@ class Signal(Generic[Item, Result]):
     """What differs between exporting spans and exporting log records."""
 
     encode: Callable[[OtlpEncoder, Sequence[Item]], bytes]
-    plain: Callable[[Item], Item]  # the record as OtlpEncoder writes it, for the SDK's encoder
+    plain: Callable[[Item], Any]  # the SDK's record as OtlpEncoder writes it, for its encoder
     success: Result
     failure: Result
 
@@ -305,41 +319,75 @@ def _odd_attributes(attributes: Mapping[str, Any] | None) -> bool:
     return attributes is not None and any(_odd(v) for v in attributes.values())
 
 
-def plain_span(span: ReadableSpan) -> ReadableSpan:
-    """``span``, or a copy whose attribute values are plain (see `_plain`)."""
-    parts = [span.attributes, *(e.attributes for e in span.events)]
-    if not any(_odd_attributes(a) for a in [*parts, *(link.attributes for link in span.links)]):
-        return span
+def _same(attributes: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    return attributes
+
+
+def sdk_span(span: Span, values: Callable[[Any], Any] = _same) -> ReadableSpan:
+    """``span`` as the SDK's ``ReadableSpan`` (its attribute maps passed through ``values``)."""
+    flags = TraceFlags(span.flags)
+    state = TraceState.from_header([span.trace_state]) if span.trace_state else None
+    parent = (
+        SpanContext(span.trace_id, span.parent, span.parent_remote, flags) if span.parent else None
+    )
+    code = StatusCode(span.status)
     return ReadableSpan(
         name=span.name,
-        context=span.context,
-        parent=span.parent,
-        resource=span.resource,
-        attributes=_plain_attributes(span.attributes),
-        events=[Event(e.name, _plain_attributes(e.attributes), e.timestamp) for e in span.events],
-        links=[Link(link.context, _plain_attributes(link.attributes)) for link in span.links],
-        kind=span.kind,
-        status=span.status,
-        start_time=span.start_time,
-        end_time=span.end_time,
-        instrumentation_scope=span.instrumentation_scope,
+        context=SpanContext(span.trace_id, span.span_id, False, flags, state),
+        parent=parent,
+        resource=span.origin.resource,
+        attributes=values(span.attributes),
+        events=[Event(e.name, values(e.attributes), e.ts) for e in span.events],
+        links=[
+            Link(SpanContext(k.trace_id, k.span_id, k.remote, flags), values(k.attributes))
+            for k in span.links
+        ],
+        kind=SpanKind(span.kind),
+        status=Status(code, span.description) if code is StatusCode.ERROR else Status(code),
+        start_time=span.start,
+        end_time=span.end,
+        instrumentation_scope=span.origin.scope,
     )
 
 
-def plain_log(readable: ReadableLogRecord) -> ReadableLogRecord:
-    """``readable``, or a copy whose body and attribute values are plain (see `_plain`)."""
-    record = readable.log_record
+def sdk_log(record: Log, values: Callable[[Any], Any] = _same) -> ReadableLogRecord:
+    """``record`` as the SDK's ``ReadableLogRecord`` (its body and attributes passed through
+    ``values``)."""
+    context = Context()
+    if record.trace_id:
+        ids = SpanContext(record.trace_id, record.span_id, False, TraceFlags(record.flags))
+        context = set_span_in_context(NonRecordingSpan(ids))
+    log = LogRecord(
+        timestamp=record.ts or None,
+        observed_timestamp=record.observed,
+        context=context,
+        severity_number=SeverityNumber(record.severity) if record.severity else None,
+        severity_text=record.severity_text,
+        body=values(record.body),
+        attributes=values(record.attributes),
+        event_name=record.event,
+    )
+    return ReadableLogRecord(log, record.origin.resource, record.origin.scope)
+
+
+def plain_span(span: Span) -> ReadableSpan:
+    """``span`` as the SDK's span, its attribute values plain (see `_plain`)."""
+    parts = [span.attributes, *(e.attributes for e in span.events)]
+    if not any(_odd_attributes(a) for a in [*parts, *(link.attributes for link in span.links)]):
+        return sdk_span(span)
+    return sdk_span(span, _plain_attributes)
+
+
+def plain_log(record: Log) -> ReadableLogRecord:
+    """``record`` as the SDK's log record, its body and attribute values plain (see `_plain`)."""
     if not (_odd(record.body) or _odd_attributes(record.attributes)):
-        return readable
-    record = copy.copy(record)
-    record.body = _plain(record.body)
-    record.attributes = _plain_attributes(record.attributes)
-    return dataclasses.replace(readable, log_record=record)
+        return sdk_log(record)
+    return sdk_log(record, _plain)
 
 
-SPANS = Signal[ReadableSpan, SpanExportResult](
+SPANS = Signal[Span, SpanExportResult](
     OtlpEncoder.spans, plain_span, SpanExportResult.SUCCESS, SpanExportResult.FAILURE
 )
-LOGS = Signal[ReadableLogRecord, LogRecordExportResult](
+LOGS = Signal[Log, LogRecordExportResult](
     OtlpEncoder.logs, plain_log, LogRecordExportResult.SUCCESS, LogRecordExportResult.FAILURE
 )

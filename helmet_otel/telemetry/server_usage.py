@@ -36,21 +36,38 @@ class ServerUsage:
         self.processes = 0
         self.sampled = False
         self.ended = False
+        # CPU seconds of the session's servers that exited before this one (a restart)
+        self._base_user = 0.0
+        self._base_system = 0.0
 
     def observe(self, sample: TreeSample) -> None:
         """A sample of the live tree."""
         if self.ended:
             return
         self.sampled = True
-        self._cpu(sample.cpu_user_s, sample.cpu_system_s)
+        self._cpu(self._base_user + sample.cpu_user_s, self._base_system + sample.cpu_system_s)
         self._gauges(sample.memory_bytes, sample.threads, sample.open_fds)
         self.processes = sample.processes
         self.peak_memory_bytes = max(self.peak_memory_bytes, sample.memory_bytes)
 
     def finish(self, reaped: tuple[float, float, int] | None) -> None:
-        """The server is gone: its figures are final; it leaves the live sums."""
+        """The server is gone: its figures are final; it leaves the live sums. ``reaped``:
+        what the session's servers used together, as the relay reaped them."""
         if self.ended:
             return
+        self._gone(reaped)
+        self.ended = True
+
+    def next_child(self, pid: int, reaped: tuple[float, float, int] | None) -> None:
+        """A new server process replaced the crashed one (``reaped``: as for `finish`): the
+        figures go on, counting from what the servers before it used."""
+        if self.ended:
+            return
+        self._gone(reaped)
+        self.pid = pid
+        self._base_user, self._base_system = self.cpu_user_s, self.cpu_system_s
+
+    def _gone(self, reaped: tuple[float, float, int] | None) -> None:
         if reaped is not None:
             user, system, max_rss = reaped
             self._cpu(user, system)
@@ -58,7 +75,6 @@ class ServerUsage:
             self.sampled = True
         self._gauges(0, 0, 0)
         self.processes = 0
-        self.ended = True
 
     def _cpu(self, user: float, system: float) -> None:
         # A tree's CPU time can go down (a descendant nobody reaped leaves it): never count back.

@@ -13,14 +13,15 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from opentelemetry._logs import SeverityNumber
-from opentelemetry.context import Context
 from opentelemetry.sdk.trace.sampling import Sampler
-from opentelemetry.trace import Link, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace import Link as SdkLink
+from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
 
 from helmet_otel import semconv as sc
 from helmet_otel.core.verdicts import Decision, Finding
 from helmet_otel.protocol.message import JsonId
 from helmet_otel.redaction import Redactor
+from helmet_otel.store.records import Link, Span
 from helmet_otel.telemetry.frames import (
     CUT,
     NOT_JSON,
@@ -30,6 +31,7 @@ from helmet_otel.telemetry.frames import (
     Failed,
     Info,
     Msg,
+    Restarted,
     Security,
     Start,
 )
@@ -46,14 +48,14 @@ from helmet_otel.telemetry.records import (
 )
 from helmet_otel.telemetry.server_usage import ServerUsage
 from helmet_otel.telemetry.severity import mcp_level_severity
-from helmet_otel.telemetry.spans import SpanDraft, SpanWriter, log_context, new_span, segment_link
+from helmet_otel.telemetry.spans import ERROR, INTERNAL, SpanWriter, segment_link
 from helmet_otel.telemetry.stderr_groups import StderrGroup
 
 DIRECTIONS = (sc.DIRECTION_C2S, sc.DIRECTION_S2C)
 # network.transport of the client's side of a session, by the session's transport
 NETWORK_TRANSPORTS = {"stdio": "pipe", "http": "tcp"}
-_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
-_NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
+_SAMPLED = TraceFlags.SAMPLED
+_NOT_SAMPLED = TraceFlags.DEFAULT
 _JSON_IDS = (str, int, float)
 _CANCELLED = "notifications/cancelled"
 # From a session start's ``upstream``: the client's side of an HTTP session (SERVER spans) and
@@ -139,12 +141,12 @@ class SessionRecorder:
         self.segment = 0
         self.trace_flags = _SAMPLED  # the sampler's say on the current segment
         self.root = self._new_root(start.ts, start.trace_id, start.root_span_id, [])
-        self.root_context = log_context(self.root)
         self.operations = Operations(self)
         # a request's decision and findings, by its SERVER span id, until its record arrives
         self.verdicts: dict[int, tuple[Decision | None, tuple[Finding, ...]]] = {}
         self.ended = False
         self.stderr_lines = StderrGroup()
+        self.restarts = 0  # servers that replaced a crashed one
         pid = start.upstream.get("pid")
         # the server process's tree, sampled from /proc (`Recorder.sample_servers`)
         self.usage = ServerUsage(pid, shared.instruments) if isinstance(pid, int) else None
@@ -157,19 +159,20 @@ class SessionRecorder:
         self,
         event: str,
         ts: int,
-        context: Context | None,
+        span: Span | None,
         attributes: dict[str, Any],
         body: Any = None,
         severity: SeverityNumber = SeverityNumber.INFO,
     ) -> None:
-        """A record of this session (in the root span's context unless ``context`` says)."""
+        """A record of this session (in the root span unless ``span`` says)."""
         attributes[sc.HELMET_SESSION_ID] = self.session_id
         if self.mcp_session_id is not None:
             attributes[sc.MCP_SESSION_ID] = self.mcp_session_id
-        context = self.root_context if context is None else context
-        self.shared.records.emit(event, ts, context, attributes, body, severity)
+        self.shared.records.emit(
+            event, ts, self.root if span is None else span, attributes, body, severity
+        )
 
-    def _new_root(self, ts: int, trace_id: int, span_id: int, links: list[Link]) -> SpanDraft:
+    def _new_root(self, ts: int, trace_id: int, span_id: int, links: list[Link]) -> Span:
         attributes: dict[str, Any] = {
             sc.HELMET_SESSION_ID: self.session_id,
             sc.HELMET_TRANSPORT: self.transport,
@@ -184,13 +187,17 @@ class SessionRecorder:
             attributes[sc.MCP_SESSION_ID] = self.mcp_session_id
         if self.protocol_version:
             attributes[sc.MCP_PROTOCOL_VERSION] = self.protocol_version
+        sdk_links = [  # (once per trace segment: the sampler takes the SDK's links)
+            SdkLink(SpanContext(link.trace_id, link.span_id, link.remote), link.attributes)
+            for link in links
+        ]
         decision = self.shared.sampler.should_sample(
-            None, trace_id, sc.SPAN_SESSION, SpanKind.INTERNAL, attributes, links
+            None, trace_id, sc.SPAN_SESSION, SpanKind.INTERNAL, attributes, sdk_links
         )
         self.trace_flags = _SAMPLED if decision.decision.is_sampled() else _NOT_SAMPLED
-        return new_span(
-            sc.SPAN_SESSION, trace_id, span_id, self.trace_flags, None, SpanKind.INTERNAL, ts,
-            attributes, links,
+        return self.shared.spans.new(
+            sc.SPAN_SESSION, trace_id, span_id, self.trace_flags, 0, INTERNAL, ts, attributes,
+            links,
         )  # fmt: skip
 
     def _start(self, start: Start) -> None:
@@ -242,7 +249,6 @@ class SessionRecorder:
         self.shared.spans.end(previous, ts)
         self.segment += 1
         self.root = self._new_root(ts, trace_id, root_span_id, [segment_link(previous)])
-        self.root_context = log_context(self.root)
 
     def message(self, frame: Msg) -> None:
         summary = frame.summary
@@ -332,10 +338,10 @@ class SessionRecorder:
         for finding in frame.findings:
             self.finding(finding, frame.ts, None)
 
-    def finding(self, finding: Finding, ts: int, context: Context | None) -> None:
-        """A ``helmet.security`` record (in ``context``: its request's span, if any)."""
+    def finding(self, finding: Finding, ts: int, span: Span | None) -> None:
+        """A ``helmet.security`` record (in ``span``: its request's, if any)."""
         attrs, message = finding_record(self.shared, finding)
-        self.emit(sc.EVENT_SECURITY, ts, context, attrs, message, SeverityNumber.WARN)
+        self.emit(sc.EVENT_SECURITY, ts, span, attrs, message, SeverityNumber.WARN)
 
     def info(self, info: Info) -> None:
         """What the relay learned of the session (era, protocol version, client and server,
@@ -350,6 +356,7 @@ class SessionRecorder:
             self.root.attributes[sc.MCP_SESSION_ID] = info.mcp_session_id
         if self.protocol_version:
             self.root.attributes[sc.MCP_PROTOCOL_VERSION] = self.protocol_version
+        self.operations.forget_kinds()
 
     def stderr(self, ts: int, line: bytes) -> None:
         """A line the server wrote to stderr: gathered with the lines that belong with it
@@ -379,6 +386,40 @@ class SessionRecorder:
         attrs = {sc.ERROR_TYPE: "upstream_start_failed", sc.HELMET_ERROR_MESSAGE: reason}
         self.emit(sc.EVENT_ERROR, failed.ts, None, attrs, reason, SeverityNumber.ERROR)
         self.shared.instruments.count_error(1, "upstream_start_failed", "unknown")
+
+    def restarted(self, frame: Restarted) -> None:
+        """A new server replaced a crashed one: a ``helmet.initialization`` record that says so;
+        the session's resource figures go on with the new process."""
+        redactor = self.shared.redactor
+        self.flush_stderr()  # the crashed server's last lines come first
+        self.restarts = frame.number
+        attrs: dict[str, Any] = {
+            sc.HELMET_RESTART: True,
+            sc.HELMET_RESTART_COUNT: frame.number,
+            sc.HELMET_ERA: self.era,
+        }
+        pid = frame.upstream.get("pid")
+        if isinstance(pid, int):
+            attrs[sc.HELMET_SERVER_PID] = pid
+            if self.usage is None:
+                self.usage = ServerUsage(pid, self.shared.instruments)
+            else:
+                self.usage.next_child(pid, frame.usage)
+        command = self.root.attributes.get(sc.HELMET_SERVER_COMMAND)
+        if command is not None:
+            attrs[sc.HELMET_SERVER_COMMAND] = command
+        body: dict[str, Any] = {
+            "cwd": redactor.scrub_text(str(frame.upstream.get("cwd", ""))),
+            "previous_exit": redactor.scrub_text(frame.previous),
+            "replayed_initialize": frame.replayed,
+        }
+        severity = SeverityNumber.WARN
+        if frame.failure is not None:
+            failure = redactor.scrub_text(frame.failure)
+            body["failure"] = failure
+            attrs[sc.HELMET_ERROR_MESSAGE] = failure
+            severity = SeverityNumber.ERROR
+        self.emit(sc.EVENT_INITIALIZATION, frame.ts, None, attrs, body, severity)
 
     def end_unannounced(self, ts: int, reason: str) -> None:
         """End a session the relay never said had ended, from what the worker knows of it."""
@@ -415,6 +456,8 @@ class SessionRecorder:
         }
         if status is not None:
             attrs[sc.HELMET_EXIT_STATUS] = status
+        if self.restarts:
+            attrs[sc.HELMET_RESTART_COUNT] = self.restarts
         if version:
             attrs[sc.MCP_PROTOCOL_VERSION] = version
         client = scrubbed_info(redactor, end.client_info) or self.client_info or {}
@@ -437,7 +480,8 @@ class SessionRecorder:
         crashed = status not in (None, 0) and not reason.startswith(sc.NORMAL_END_REASONS)
         self.root.attributes.update(attrs)
         if crashed:
-            self.root.status = Status(StatusCode.ERROR, reason)
+            self.root.status = ERROR
+            self.root.description = reason
         self.shared.spans.end(self.root, ts)
         instruments = self.shared.instruments
         session_metric: dict[str, Any] = {}

@@ -38,6 +38,8 @@ __all__ = ["ServerCommand", "StdioProxy", "run_stdio"]
 START_FAILURE_ANSWER_WINDOW = 2.0
 STDOUT_DRAIN_AFTER_EXIT = 1.0
 
+ServerPipes = tuple[ByteWriter, ByteReader, ByteReader]  # the server's stdin, stdout, stderr
+
 
 class StdioProxy:
     """One session: our stdin/stdout (or the given pipes) face the client, a child the server."""
@@ -65,6 +67,7 @@ class StdioProxy:
         self._stdout_fd = self._stdout.fileno()
         self._err: ByteWriter | None = None
         self._child: ChildProcess | None = None
+        self._server: ServerPipes | None = None  # the child's pipes (`_attach`)
         self._s2c_done = anyio.Event()
         self._stderr_done = anyio.Event()
         self._s2c_moved = 0  # server->client deliveries done
@@ -85,38 +88,62 @@ class StdioProxy:
             child = ChildProcess(self.command)
         except OSError as exc:
             return await self._start_failed(exc)
-        self._child = child
-        proc = child.proc
-        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
         client_in = await open_reader(self._stdin)
         client_out = await open_writer(self._stdout)
         self._err = await open_writer(self._stderr)
-        server_in = await open_writer(proc.stdin)
-        server_out = await open_reader(proc.stdout)
-        server_err = await open_reader(proc.stderr)
-        self.lifecycle.upstream_started(
-            {"command": list(self.command.argv), "pid": child.pid,
-             "cwd": self.command.cwd or os.getcwd()}
-        )  # fmt: skip
+        server = await self._attach(child)
+        self.lifecycle.upstream_started(self.upstream_of(child))
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(child.watch_exit)
                 if self._signals:
                     tg.start_soon(self._watch_signals, tg)
-                tg.start_soon(self._pump_stderr, server_err)
-                tg.start_soon(self._pump_s2c, server_out, client_out, server_in, tg)
-                tg.start_soon(self._pump_c2s, client_in, server_in, client_out, tg)
-                await child.exited.wait()
-                await self._finish(child, client_out)
+                tg.start_soon(self._pump_c2s, client_in, client_out, tg)
+                await self._supervise(server, client_out, tg)
                 tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
-                err = self._err
-                await self._close_all(client_out, server_in, client_in, server_out, server_err, err)
+                err, server = self._err, self._server
+                assert server is not None
+                await self._close_all(client_out, server[0], client_in, *server[1:], err)
         status = self.session.exit_status
         assert status is not None
         self.lifecycle.ended()
         return status
+
+    def upstream_of(self, child: ChildProcess) -> dict[str, object]:
+        """What the session's start (and a restart) records of the server process."""
+        return {"command": list(self.command.argv), "pid": child.pid,
+                "cwd": self.command.cwd or os.getcwd()}  # fmt: skip
+
+    async def _attach(self, child: ChildProcess) -> ServerPipes:
+        """Make ``child`` the server: its pipes are the ones the pumps use from now on."""
+        proc = child.proc
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        server = (
+            await open_writer(proc.stdin),
+            await open_reader(proc.stdout),
+            await open_reader(proc.stderr),
+        )
+        self._child, self._server = child, server
+        self._s2c_done, self._stderr_done = anyio.Event(), anyio.Event()
+        return server
+
+    async def _supervise(self, server: ServerPipes, client_out: ByteWriter, tg: TaskGroup) -> None:
+        """Relay the child's output until it exits, then answer what it left pending."""
+        child = self._child
+        assert child is not None
+        self._serve_child(child, server, client_out, tg)
+        await child.exited.wait()
+        await self._finish(child, client_out)
+
+    def _serve_child(
+        self, child: ChildProcess, server: ServerPipes, client_out: ByteWriter, tg: TaskGroup
+    ) -> None:
+        """Start the tasks that watch ``child`` and relay its output."""
+        server_in, server_out, server_err = server
+        tg.start_soon(child.watch_exit)
+        tg.start_soon(self._pump_stderr, server_err)
+        tg.start_soon(self._pump_s2c, server_out, client_out, server_in, tg)
 
     # -- the pumps --------------------------------------------------------------------------
     async def _pump(
@@ -135,27 +162,27 @@ class StdioProxy:
         if rest:
             await self._deliver(direction, [rest], out, back)
 
-    def _client_gone(self, server_in: ByteWriter, tg: TaskGroup) -> None:
+    def _client_gone(self, tg: TaskGroup) -> None:
         self.lifecycle.client_closed()
-        server_in.close()
-        assert self._child is not None
+        assert self._child is not None and self._server is not None
+        self._server[0].close()
         tg.start_soon(self._child.terminate, None)
 
-    async def _pump_c2s(
-        self, reader: ByteReader, server_in: ByteWriter, client_out: ByteWriter, tg: TaskGroup
-    ) -> None:
-        await self._pump(C2S, reader, server_in, client_out)
-        self._client_gone(server_in, tg)
+    async def _pump_c2s(self, reader: ByteReader, client_out: ByteWriter, tg: TaskGroup) -> None:
+        assert self._server is not None
+        await self._pump(C2S, reader, self._server[0], client_out)
+        self._client_gone(tg)
 
     async def _pump_s2c(
         self, reader: ByteReader, client_out: ByteWriter, server_in: ByteWriter, tg: TaskGroup
     ) -> None:
+        done = self._s2c_done  # this child's (a restart replaces it)
         try:
             await self._pump(S2C, reader, client_out, server_in)
         except BrokenPipeError:  # the client stopped reading: a disconnect
-            self._client_gone(server_in, tg)
+            self._client_gone(tg)
         finally:
-            self._s2c_done.set()
+            done.set()
 
     async def _deliver(
         self, direction: Direction, lines: list[bytes], out: ByteWriter, back: ByteWriter
@@ -188,7 +215,7 @@ class StdioProxy:
 
     async def _pump_stderr(self, reader: ByteReader) -> None:
         assert self._err is not None
-        err = self._err
+        err, done = self._err, self._stderr_done
 
         async def copy(chunk: bytes) -> None:  # ours is a pipe too: it may close
             try:
@@ -198,14 +225,14 @@ class StdioProxy:
                 pass
 
         await pump_stderr(reader, self.lifecycle, copy)
-        self._stderr_done.set()
+        done.set()
 
     # -- lifecycle --------------------------------------------------------------------------
     async def _watch_signals(self, tg: TaskGroup) -> None:
-        child = self._child
-        assert child is not None
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
             async for signum in signals:
+                child = self._child  # (the current one: a restart replaces it)
+                assert child is not None
                 self.lifecycle.signalled(signal.Signals(signum).name)
                 if child.terminating:
                     child.signal_group(signal.SIGKILL)  # a second signal: no more patience
@@ -214,6 +241,13 @@ class StdioProxy:
 
     async def _finish(self, child: ChildProcess, client_out: ByteWriter) -> None:
         """The child has exited: drain its stdout, answer what is pending, reap its group."""
+        await self._drain_after_exit()
+        routed = self.lifecycle.upstream_exited(*child.describe_exit(), child.usage)
+        await self._write_answers(client_out, routed)
+        await child.reap_group()
+
+    async def _drain_after_exit(self) -> None:
+        """Wait until the exited child's output has been relayed (see below)."""
         # Every answer the server wrote goes out before any the proxy writes for it: wait for
         # its stdout's end as long as the answers move (or wait for a slow client); give up
         # only when nothing moved for STDOUT_DRAIN_AFTER_EXIT (a grandchild that holds the
@@ -226,9 +260,6 @@ class StdioProxy:
                 break
             if self._s2c_done.is_set() or (self._s2c_moved == moved and not self._s2c_waits):
                 break
-        routed = self.lifecycle.upstream_exited(*child.describe_exit(), child.usage)
-        await self._write_answers(client_out, routed)
-        await child.reap_group()
 
     async def _write_answers(self, client_out: ByteWriter, routed: Routed) -> None:
         """Write the proxy's own answers to the client; they reach telemetry either way."""
@@ -293,11 +324,13 @@ def run_stdio(
     interceptors: Sequence[Interceptor],
     *,
     after: Callable[[], object] | None = None,
+    proxy_class: Callable[[ServerCommand, Session, Sequence[Interceptor]], StdioProxy] = StdioProxy,
 ) -> int:
-    """Run the proxy to completion on an asyncio loop (uvloop when installed)."""
+    """Run the proxy (``proxy_class``'s) to completion on an asyncio loop (uvloop when
+    installed)."""
 
     async def main() -> int:
-        proxy = StdioProxy(command, session, interceptors)
+        proxy = proxy_class(command, session, interceptors)
         status = await proxy.run()
         if after is not None:
             result = after()

@@ -43,6 +43,8 @@ BAD = [
      "'{tmp}': expected a path to a readable TOML file (Is a directory)"),
     ("HELMET_PASS_OTEL_ENV", "2", f"'2': expected {SWITCH}"),
     ("HELMET_PROPAGATE", "nope", f"'nope': expected {SWITCH}"),
+    ("HELMET_RESTART", "always", "'always': expected no or on-failure"),
+    ("HELMET_MAX_RESTARTS", "-1", "'-1': expected a whole number such as 5, or 0 for none"),
     ("HELMET_GRACE", "-1", "'-1': expected a duration of 0 or more such as 2, 0.5 or 500ms"),
     ("HELMET_TRACE_MAX_REQUESTS", "0", "'0': expected a whole number of at least 1 such as 1000"),
     ("HELMET_CWD", "", "'': expected a non-empty directory path"),

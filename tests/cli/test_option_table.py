@@ -67,6 +67,8 @@ def test_defaults() -> None:
         ("HELMET_MAX_BODY", "64KiB", 65536),
         ("HELMET_METRICS_INTERVAL", "1m", 60.0),
         ("HELMET_GRACE", "0", 0.0),
+        ("HELMET_RESTART", "On-Failure", "on-failure"),
+        ("HELMET_MAX_RESTARTS", "0", 0),
         ("HELMET_CAPTURE", "Metadata", "metadata"),
         ("HELMET_OTLP_PROTOCOL", "grpc", "grpc"),
         ("HELMET_NO_STORE", "yes", True),

@@ -47,8 +47,13 @@ def test_a_store_that_cannot_be_upgraded_is_read_as_it_is(
 ) -> None:
     write_store(store_path, [everything_session()], max_bytes=0, max_age_s=0).close()
     conn = sqlite3.connect(store_path)
-    for index in ("logs_service_ts", "logs_method_ts", "logs_call", "logs_span"):
+    conn.execute("DROP TABLE logs_spans")  # version 4's, which replaced two indexes
+    conn.execute("CREATE INDEX spans_start ON spans (start_ts)")
+    for index in ("logs_service_ts", "logs_method_ts", "logs_call"):
         conn.execute(f"DROP INDEX {index}")
+    [(span_id, records)] = conn.execute(
+        "SELECT span_id, count(*) FROM logs WHERE kind = 'request' GROUP BY span_id LIMIT 1"
+    ).fetchall()
     for column in ("cpu_s", "peak_memory", "imported_ts"):  # version 3's
         conn.execute(f"ALTER TABLE sessions DROP COLUMN {column}")
     conn.execute("PRAGMA user_version = 1")
@@ -63,9 +68,16 @@ def test_a_store_that_cannot_be_upgraded_is_read_as_it_is(
         assert [e.target for e in reader.logs(LogFilter(tools=("sea*",)))] == ["search"] * 2
         [session] = reader.sessions()  # without the newer columns
         assert (session.requests, session.cpu_s, session.peak_memory) == (4, None, None)
+        of_span = [e.id for e in reader.logs_of_span(span_id.upper())]  # no index: a scan
+    assert records == 1 and len(of_span) == 2  # the request and its answer
     monkeypatch.undo()
     with Reader.open(store_path) as reader:  # writable again: upgraded on the way
         assert schema.schema_version(reader.conn) == schema.SCHEMA_VERSION
+        assert [e.id for e in reader.logs_of_span(span_id)] == of_span  # logs_spans, filled
+        assert reader.run("SELECT name FROM sqlite_master WHERE name LIKE '%span%'") == [
+            ("spans",), ("spans_session",), ("logs_spans",), ("logs_spans_data",),
+            ("logs_spans_idx",), ("logs_spans_docsize",), ("logs_spans_config",),
+        ]  # fmt: skip
 
 
 def test_fit_gives_way_in_order() -> None:

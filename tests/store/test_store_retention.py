@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -144,3 +145,56 @@ def test_a_long_idle_store_is_trimmed_over_several_batches(
     assert remaining[0][0] == 52 - 40 + 1
     assert [r[1] for r in remaining] == [36, 36, 16, 0, 0, 0]  # then the spans, 20 a batch
     assert remaining[-1] == (6, 0, 1)  # only the new records and their session are left
+
+
+def test_old_spans_go_by_session_without_a_start_time_index(
+    store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Schema 4 has no spans(start_ts) index: retention finds each session's old spans (and
+    those of no session) through spans(session_id, start_ts), in chunks, whatever order they
+    were written in."""
+    from helmet_otel.store import retention
+    from helmet_otel.store.model import SpanRow
+
+    monkeypatch.setattr(retention, "CHUNK", 3)
+    store = Store.open(store_path, max_bytes=0, max_age_s=0)
+    spans = [
+        SpanRow(
+            trace_id="0" * 32,
+            span_id=f"{i:016x}",
+            parent_span_id=None,
+            name="s",
+            kind="SERVER",
+            start_ts=start,
+            end_ts=start + 1,
+            status="UNSET",
+            status_message=None,
+            session_id=sid,
+            segment=None,
+            service=None,
+            attrs={},
+            links=[],
+        )
+        # newest first, so the old spans have the highest ids
+        for i, (sid, start) in enumerate(
+            [(s, t) for t in (900, 500, 100, 50) for s in ("a", "b", None)]
+        )
+    ]
+    assert store.write_spans(spans)
+    store.close()
+    conn = sqlite3.connect(store_path, isolation_level=None)
+    assert (
+        conn.execute("SELECT name FROM sqlite_master WHERE name = 'spans_start'").fetchall() == []
+    )
+
+    def transact(op: Callable[[sqlite3.Connection], int]) -> int:
+        conn.execute("BEGIN IMMEDIATE")
+        n = op(conn)
+        conn.execute("COMMIT")
+        return n
+
+    result = retention.RetentionResult()
+    retention.delete_before(transact, 500, result)
+    left = conn.execute("SELECT session_id, start_ts FROM spans ORDER BY id").fetchall()
+    assert (result.spans, left) == (9, [("a", 900), ("b", 900), (None, 900)])
+    conn.close()

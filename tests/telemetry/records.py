@@ -1,79 +1,72 @@
-"""Span and log records as the worker's recorder makes them, for the encoding and export tests:
-every field the encoder writes, odd values, and integers beyond int64."""
+"""Span and log records as the worker's recorder makes them (``helmet_otel.store.records``),
+for the encoding and export tests: every field the encoder writes, odd values, and integers
+beyond int64."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from opentelemetry._logs import LogRecord, SeverityNumber
-from opentelemetry.sdk._logs import ReadableLogRecord
+from opentelemetry._logs import SeverityNumber
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import (
-    Link,
-    NonRecordingSpan,
-    SpanContext,
-    SpanKind,
-    Status,
-    StatusCode,
-    TraceFlags,
-    TraceState,
-    set_span_in_context,
-)
+from opentelemetry.trace import SpanKind
+
+from helmet_otel.store.records import Event, Link, Log, Origin, Span
 
 RESOURCE = Resource({"service.name": "demo", "helmet.transport": "stdio", "n": 3})
 SCOPE = InstrumentationScope("helmet-otel", "1.2.3")
-SAMPLED = TraceFlags(TraceFlags.SAMPLED)
-ROOT = SpanContext(0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331, False, SAMPLED)
-REMOTE = SpanContext(0x4BF92F3577B34DA6A3CE929D0E0E4736, 0x00F067AA0BA902B7, True, SAMPLED)
+ORIGIN = Origin(RESOURCE, SCOPE, "demo")
+SAMPLED = 1
+TRACE, ROOT = 0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331
+REMOTE_TRACE, REMOTE = 0x4BF92F3577B34DA6A3CE929D0E0E4736, 0x00F067AA0BA902B7
+UNSET, OK, ERROR = 0, 1, 2
 ODD_VALUES: dict[str, Any] = {
     "s": "héllo ✓", "empty": "", "i": -42, "big": 2**62, "f": 1.5, "t": True, "no": False,
     "list": ["a", "b"], "ints": [1, -2, 3], "long": "x" * 1000,
 }  # fmt: skip
 
 
-def span(span_id: int, **overrides: Any) -> ReadableSpan:
+def span(span_id: int, **overrides: Any) -> Span:
     fields: dict[str, Any] = dict(
-        name="tools/call echo", context=SpanContext(ROOT.trace_id, span_id, False, SAMPLED),
-        parent=ROOT, resource=RESOURCE, attributes={"mcp.method.name": "tools/call", **ODD_VALUES},
-        kind=SpanKind.SERVER, status=Status(StatusCode.UNSET), start_time=1_700_000_000_000_000_001,
-        end_time=1_700_000_000_000_900_000, instrumentation_scope=SCOPE,
+        name="tools/call echo", trace_id=TRACE, span_id=span_id, flags=SAMPLED, parent=ROOT,
+        kind=SpanKind.SERVER.value, start=1_700_000_000_000_000_001,
+        attributes={"mcp.method.name": "tools/call", **ODD_VALUES}, origin=ORIGIN,
+        end=1_700_000_000_000_900_000,
     )  # fmt: skip
     fields.update(overrides)
-    return ReadableSpan(**fields)
+    return Span(**fields)
 
 
 SPANS = [
     span(1),
-    span(2, kind=SpanKind.CLIENT, status=Status(StatusCode.ERROR, "tool returned isError")),
-    span(3, parent=None, kind=SpanKind.INTERNAL, name="session",
-          links=[Link(REMOTE, {"helmet.link": "client_traceparent"}), Link(ROOT)]),
-    span(4, parent=REMOTE, events=[Event("cancelled", {"reason": "user"}, 5)],
-          context=SpanContext(ROOT.trace_id, 4, False, SAMPLED, TraceState([("k", "v")]))),
-    span(5, attributes={}, status=Status(StatusCode.OK)),
+    span(2, kind=SpanKind.CLIENT.value, status=ERROR, description="tool returned isError"),
+    span(3, parent=0, kind=SpanKind.INTERNAL.value, name="session",
+         links=[Link(REMOTE_TRACE, REMOTE, True, {"helmet.link": "client_traceparent"}),
+                Link(TRACE, ROOT, False, None)]),
+    span(4, parent=REMOTE, parent_remote=True, events=[Event("cancelled", 5, {"reason": "user"})],
+         trace_state="k=v"),
+    span(5, attributes={}, status=OK),
 ]  # fmt: skip
 
 
-def log(body: Any, **overrides: Any) -> ReadableLogRecord:
+def log(body: Any, **overrides: Any) -> Log:
     fields: dict[str, Any] = dict(
-        timestamp=1_700_000_000_000_000_123, observed_timestamp=1_700_000_000_000_000_456,
-        context=set_span_in_context(NonRecordingSpan(ROOT)), severity_number=SeverityNumber.INFO,
-        severity_text="INFO", body=body, attributes={"helmet.direction": "client->server",
-                                                     **ODD_VALUES},
-        event_name="helmet.request",
+        ts=1_700_000_000_000_000_123, observed=1_700_000_000_000_000_456, trace_id=TRACE,
+        span_id=ROOT, flags=SAMPLED, severity=SeverityNumber.INFO.value, severity_text="INFO",
+        event="helmet.request", body=body,
+        attributes={"helmet.direction": "client->server", **ODD_VALUES}, origin=ORIGIN,
     )  # fmt: skip
     fields.update(overrides)
-    return ReadableLogRecord(LogRecord(**fields), RESOURCE, SCOPE)
+    return Log(**fields)
 
 
 LOGS = [
     log({"name": "echo", "arguments": {"text": "hi", "n": None, "deep": [{"a": [1.25]}]}}),
-    log("a stderr line", severity_number=SeverityNumber.WARN, severity_text="WARN"),
-    log(None, attributes={}, event_name=None, severity_text=None),
-    log(b"\x00\xff", context=set_span_in_context(NonRecordingSpan(
-        SpanContext(ROOT.trace_id, 9, False, TraceFlags(TraceFlags.DEFAULT))))),
-    log([1, "two", 3.0, True, None, {"k": []}], timestamp=None),
+    log("a stderr line", severity=SeverityNumber.WARN.value, severity_text="WARN"),
+    log(None, attributes={}, event=None, severity_text=None),
+    log(b"\x00\xff", span_id=9, flags=0),
+    log([1, "two", 3.0, True, None, {"k": []}], ts=0),
+    log("in no trace", trace_id=0, span_id=0, flags=0, severity=0, severity_text=None),
 ]  # fmt: skip
 
 
@@ -84,7 +77,7 @@ HUGE_AS_SENT = {"u64": str(2**64 - 1), "below": str(-(2**63) - 1), "in_list": [1
                 "fits": 2**63 - 1}  # fmt: skip
 HUGE_SPANS = [
     span(11, attributes={"mcp.method.name": "tools/call", **HUGE}),
-    span(12, events=[Event("cancelled", HUGE, 5)], links=[Link(REMOTE, HUGE)]),
+    span(12, events=[Event("cancelled", 5, HUGE)], links=[Link(REMOTE_TRACE, REMOTE, True, HUGE)]),
     span(13),
 ]
 HUGE_LOGS = [

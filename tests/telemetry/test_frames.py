@@ -196,9 +196,8 @@ def test_client_traceparent_becomes_a_link_only_when_valid(
         assert link is None
     else:
         assert link is not None
-        context = link.context
-        assert (f"{context.trace_id:032x}", f"{context.span_id:016x}") == linked
-        assert context.is_remote
+        assert (f"{link.trace_id:032x}", f"{link.span_id:016x}") == linked
+        assert link.remote
         assert dict(link.attributes or {}) == {"helmet.link": "client_traceparent"}
 
 

@@ -131,6 +131,35 @@ def test_samples_move_the_metrics_and_the_end_completes_them() -> None:
     assert ServerUsage(3, instruments).attributes() == {}  # never sampled: nothing to store
 
 
+def test_a_restarted_server_counts_on_from_the_crashed_ones() -> None:
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+    metrics = MetricSet(Resource.create({}), InstrumentationScope("t"))
+    usage = ServerUsage(1, Instruments(metrics))
+    usage.observe(sample(1.0, 0.5, 100 * MIB, threads=4, fds=10))
+    usage.next_child(2, (1.25, 0.5, 110 * MIB))  # the first, as reaped: final; pid 2 goes on
+    usage.observe(sample(0.5, 0.25, 30 * MIB, threads=1, fds=5))  # the new process's own
+    assert usage.figures() == {
+        "pid": 2, "cpu_s": 2.5, "cpu_user_s": 1.75, "cpu_system_s": 0.75,
+        "memory_bytes": 30 * MIB, "memory_peak_bytes": 110 * MIB, "threads": 1, "open_fds": 5,
+        "processes": 1,
+    }  # fmt: skip
+    usage.finish((2.0, 1.0, 40 * MIB))  # both servers, as the relay reaped them (summed)
+    user, system = ("cpu.mode", "user"), ("cpu.mode", "system")
+    assert _points(metrics) == {
+        (sc.METRIC_PROCESS_CPU_TIME, (user,)): 2.0,
+        (sc.METRIC_PROCESS_CPU_TIME, (system,)): 1.0,
+        (sc.METRIC_PROCESS_MEMORY_USAGE, ()): 0,
+        (sc.METRIC_PROCESS_THREAD_COUNT, ()): 0,
+        (sc.METRIC_PROCESS_FD_COUNT, ()): 0,
+    }
+    assert usage.attributes() == {
+        sc.HELMET_SERVER_CPU_TIME: 3.0,
+        sc.HELMET_SERVER_MEMORY_PEAK: 110 * MIB,
+    }
+
+
 @pytest.mark.anyio
 async def test_the_relay_reaps_its_server_with_what_it_used() -> None:
     burn = "import time\nwhile time.process_time() < 0.25: pass\nx = bytearray(b'x') * (32 << 20)"

@@ -1,0 +1,84 @@
+"""What calls of one method and target share is worked out once per session (`CallKind`), and
+again when the session's protocol version or session id changes: the recorder in this process,
+fed the relay's frames, its records kept as the sinks would get them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+from helmet_otel import semconv as sc
+from helmet_otel.config import ProxyOptions
+from helmet_otel.store.records import Log, Span
+from helmet_otel.telemetry import frames as fr
+from helmet_otel.telemetry.metrics import MetricSet
+from helmet_otel.telemetry.pipeline import DropCounter, Pipeline
+from helmet_otel.telemetry.recorder import Recorder
+
+TRACE = 0x0AF7651916CD43DD8448EB211C80319C
+
+
+class Kept:
+    """A sink queue that keeps what it is given."""
+
+    local = True
+
+    def __init__(self) -> None:
+        self.items: list[Any] = []
+
+    def put(self, item: Any) -> None:
+        self.items.append(item)
+
+    put_urgent = put
+
+
+def _recorder() -> tuple[Recorder, Kept, Kept]:
+    resource = Resource({sc.SERVICE_NAME: "demo"})
+    scope = InstrumentationScope(sc.SCOPE_NAME, "1")
+    metrics = MetricSet(resource, scope)
+    drops = DropCounter(metrics.counter(sc.METRIC_TELEMETRY_DROPPED, "{record}", "dropped"))
+    sampler = TracerProvider(resource=resource, shutdown_on_exit=False).sampler
+    pipeline = Pipeline(resource, scope, sampler, metrics, drops)
+    spans, logs = Kept(), Kept()
+    pipeline.span_queues.append(spans)  # pyright: ignore[reportArgumentType]
+    pipeline.log_queues.append(logs)  # pyright: ignore[reportArgumentType]
+    config = fr.Config(ProxyOptions(no_store=True), "demo", 1, "host", "http")
+    return Recorder(pipeline, config), spans, logs
+
+
+def _call(recorder: Recorder, request_id: int, ts: int) -> None:
+    request = b'{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"echo"}}' % (
+        request_id
+    )
+    response = b'{"jsonrpc":"2.0","id":%d,"result":{"content":[]}}' % request_id
+    span = 2 * request_id
+    records = fr.whole(1, 0, 0, ts, request, TRACE, span, span + 1)
+    records += fr.whole(1, 1, 0, ts + 1000, response, TRACE, 0, 0)
+    for frame in fr.decode(records):
+        recorder.handle(frame)
+
+
+def test_a_change_of_protocol_version_or_session_id_reaches_the_next_calls() -> None:
+    recorder, spans, logs = _recorder()
+    recorder.handle(fr.Start(1, 1, "s1", "http", TRACE, 1, {}))
+    _call(recorder, 1, 10_000)
+    _call(recorder, 2, 20_000)
+    recorder.handle(fr.Info(1, "legacy", "2025-06-18", None, None, "mcp-1"))
+    _call(recorder, 3, 30_000)
+    calls = [s for s in spans.items if isinstance(s, Span) and s.name == "tools/call echo"]
+    assert [(s.attributes[sc.JSONRPC_REQUEST_ID], s.kind) for s in calls] == [
+        ("1", 2), ("1", 1), ("2", 2), ("2", 1), ("3", 2), ("3", 1),
+    ]  # fmt: skip
+    seen = [
+        (s.attributes.get(sc.MCP_PROTOCOL_VERSION), s.attributes.get(sc.MCP_SESSION_ID))
+        for s in calls
+    ]
+    assert seen == [(None, None)] * 4 + [("2025-06-18", "mcp-1")] * 2
+    # each call's spans have their own attributes: the shared template is never changed
+    assert len({id(s.attributes) for s in calls}) == 6
+    requests = [r for r in logs.items if isinstance(r, Log) and r.event == sc.EVENT_REQUEST]
+    assert [r.attributes.get(sc.MCP_SESSION_ID) for r in requests] == [None, None, "mcp-1"]
+    assert [r.span_id for r in requests] == [2, 4, 6]  # in their SERVER spans
