@@ -13,7 +13,7 @@ from typing import Any
 
 from helmet_otel import semconv as sc
 from helmet_otel.percentile import percentile
-from helmet_otel.telemetry.metrics import Key, MetricSet, attributes_key
+from helmet_otel.telemetry.metrics import Key, MetricSet, attribute_key
 
 MAX_METHOD_LABELS = 64  # distinct unknown methods that become metric labels, then "_other"
 LATENCY_SAMPLES = 10_000  # latencies kept per method and interval for the quantiles
@@ -109,7 +109,8 @@ class Instruments:
             "Number of unix file descriptors in use by the process",
         )  # fmt: skip
         self._methods_seen: set[str] = set()
-        # (label, direction, kind) -> the keys of `messages` and `message_size`
+        # (label, direction, kind): the keys of helmet.mcp.messages and helmet.mcp.message.size
+        # (bounded: the labels are, and there are two directions and a few kinds)
         self._message_keys: dict[tuple[str, str, str], tuple[Key, Key]] = {}
         self._stats: defaultdict[str, _Stats] = defaultdict(_Stats)
         self.messages_total = 0  # since the worker started
@@ -132,14 +133,12 @@ class Instruments:
         direction = attrs[sc.HELMET_DIRECTION]
         kind = attrs[sc.HELMET_MESSAGE_KIND]
         keys = self._message_keys.get((label, direction, kind))
-        if keys is None:  # (few: labels are bounded, directions and kinds are a handful)
-            keys = (
-                attributes_key({sc.MCP_METHOD_NAME: label, sc.HELMET_DIRECTION: direction,
-                                sc.HELMET_MESSAGE_KIND: kind}),
-                attributes_key({sc.MCP_METHOD_NAME: label, sc.HELMET_DIRECTION: direction}),
+        if keys is None:
+            keys = self._message_keys[(label, direction, kind)] = (
+                attribute_key({sc.MCP_METHOD_NAME: label, sc.HELMET_DIRECTION: direction,
+                               sc.HELMET_MESSAGE_KIND: kind}),
+                attribute_key({sc.MCP_METHOD_NAME: label, sc.HELMET_DIRECTION: direction}),
             )  # fmt: skip
-            if len(self._message_keys) < 4096:
-                self._message_keys[(label, direction, kind)] = keys
         self.messages.add_key(weight, keys[0])
         self.message_size.record_key(attrs[sc.HELMET_MESSAGE_SIZE], keys[1], weight=weight)
 

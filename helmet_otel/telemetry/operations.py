@@ -19,6 +19,7 @@ from helmet_otel.core.verdicts import Decision
 from helmet_otel.protocol.message import JsonId, id_key
 from helmet_otel.store.records import Event, Span
 from helmet_otel.telemetry.frames import Msg
+from helmet_otel.telemetry.metrics import Key, attribute_key
 from helmet_otel.telemetry.records import info_attributes, recorded_body
 from helmet_otel.telemetry.spans import CLIENT, SERVER, client_link
 
@@ -77,8 +78,9 @@ class CallKind:
     span_attrs: dict[str, Any]  # the template: copied per call
     span_name: str
     named: tuple[tuple[str, Any], ...]  # method, tool and prompt names for the records
-    # a success's span outcomes (SERVER, CLIENT), shared, and the protocol version they have
-    ended: tuple[dict[str, Any], dict[str, Any], str | None] | None = None
+    # a success's span outcomes (SERVER, CLIENT), shared, the protocol version they have, and
+    # their metric key (the durations': the same for both)
+    ended: tuple[dict[str, Any], dict[str, Any], str | None, Key] | None = None
 
 
 @dataclass(slots=True)
@@ -282,11 +284,14 @@ class Operations:
         kind = opened.kind
         version = session.protocol_version
         description = None
+        duration_key = None
         if code_text is None and not tool_error:  # (read only from here on: shared)
             ended = kind.ended
             if ended is None or ended[2] != version:
-                ended = kind.ended = (*self._outcomes(kind, version), version)
-            server_attrs, client_attrs = ended[0], ended[1]
+                server_attrs, client_attrs = self._outcomes(kind, version)
+                ended = (server_attrs, client_attrs, version, attribute_key(server_attrs))
+                kind.ended = ended
+            server_attrs, client_attrs, _, duration_key = ended
         else:
             server_attrs, client_attrs = self._outcomes(kind, version)
         if code_text is not None:
@@ -307,13 +312,17 @@ class Operations:
         shared.spans.finish(opened.server, ts, server_attrs, description)
         server = opened.server  # exemplars: a latency bucket links to a request's trace
         weight = opened.weight
-        instruments.server_duration.record(
-            latency_s, server_attrs, server.trace_id, server.span_id, ts, weight
+        if duration_key is None:
+            server_key, client_key = attribute_key(server_attrs), attribute_key(client_attrs)
+        else:
+            server_key = client_key = duration_key
+        instruments.server_duration.record_key(
+            latency_s, server_key, server.trace_id, server.span_id, ts, weight
         )
         if opened.client is not None:
             client = opened.client
-            instruments.client_duration.record(
-                latency_s, client_attrs, client.trace_id, client.span_id, ts, weight
+            instruments.client_duration.record_key(
+                latency_s, client_key, client.trace_id, client.span_id, ts, weight
             )
         failed = sc.ERROR_TYPE in attrs
         instruments.operation_done(
