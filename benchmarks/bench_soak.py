@@ -53,6 +53,34 @@ def rss(process: psutil.Process) -> int:
         return 0
 
 
+def rss_split(process: psutil.Process | None) -> dict[str, int]:
+    """Where the RSS is (``/proc/PID/smaps``): the brk heap (glibc's main arena), anonymous
+    mappings (pymalloc arenas, thread arenas, large malloc blocks) and files (code, SQLite's
+    memory-mapped store), in bytes."""
+    split = {"heap": 0, "anon": 0, "file": 0}
+    if process is None:
+        return split
+    kind = "anon"
+    try:
+        with open(f"/proc/{process.pid}/smaps") as smaps:
+            for line in smaps:
+                if line[0] in "0123456789abcdef" and "-" in line.split(" ", 1)[0]:
+                    fields = line.split()
+                    name = fields[5] if len(fields) > 5 else ""
+                    kind = (
+                        "heap" if name == "[heap]" else "file" if name.startswith("/") else "anon"
+                    )
+                elif line.startswith("Rss:"):
+                    split[kind] += int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return split
+
+
+def mib(split: dict[str, int]) -> str:
+    return "/".join(f"{v / 2**20:.1f}" for v in split.values())
+
+
 def worker_of(proxy_pid: int) -> psutil.Process | None:
     for child in psutil.Process(proxy_pid).children():
         try:
@@ -63,26 +91,43 @@ def worker_of(proxy_pid: int) -> psutil.Process | None:
     return None
 
 
-async def in_order(session: Session, n: int, depth: int) -> float:
-    """``n`` calls with ``depth`` in flight; every response must be the next id. Seconds."""
+async def in_order(session: Session, n: int, depth: int, rate: float = 0.0) -> float:
+    """``n`` calls with at most ``depth`` in flight; every response must be the next id.
+
+    With ``rate`` (calls/s) > 0 the calls are paced: call ``k`` of the block is not sent before
+    ``k / rate`` seconds after the block started (a late call goes out at once, so the block
+    keeps the average rate); 0 sends as fast as the proxy answers. Seconds."""
     first = session.take_ids(n)
     write, readline = session.writer.write, session.reader.readline
     transport = session.writer.transport
     started = time.perf_counter()
-    sent = min(depth, n)
-    write(b"".join(call_request(first + i) for i in range(sent)))
+    if rate <= 0:
+        sent = min(depth, n)
+        write(b"".join(call_request(first + i) for i in range(sent)))
+    else:
+        sent = 0
     for i in range(n):
+        if rate > 0:
+            # send what is due (up to ``depth`` in flight); sleep only when nothing is in flight
+            while sent < n and sent - i < depth:
+                wait = started + sent / rate - time.perf_counter()
+                if wait > 0:
+                    if sent > i:
+                        break
+                    await asyncio.sleep(wait)
+                write(call_request(first + sent))
+                sent += 1
         line = await readline()
         if not line:
             raise RuntimeError("the connection closed (EOF on stdout)")
         answer_id = json.loads(line)["id"]
         if answer_id != first + i:
             raise RuntimeError(f"response {answer_id} where {first + i} was next")
-        if sent < n:
+        if rate <= 0 and sent < n:
             write(call_request(first + sent))
             sent += 1
-            if transport.get_write_buffer_size() > 1 << 20:
-                await session.writer.drain()
+        if transport.get_write_buffer_size() > 1 << 20:
+            await session.writer.drain()
     return time.perf_counter() - started
 
 
@@ -108,6 +153,8 @@ async def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         endpoint = receiver.ask()["endpoint"]
         env = base_env()
         env["OTEL_EXPORTER_OTLP_ENDPOINT"] = endpoint
+        if args.tracemalloc:  # a diagnostic: both processes write their growth (memtrace.py)
+            env["HELMET_DEBUG_TRACEMALLOC"] = args.tracemalloc
         store = workdir / "store.db"
         argv = [sys.executable, "-m", "helmet_otel", "--store", str(store),
                 sys.executable, str(ECHO_SERVER)]  # fmt: skip
@@ -119,15 +166,21 @@ async def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             seconds = 0.0
             while done < args.calls:
                 block = min(args.block, args.calls - done)
-                seconds += await in_order(session, block, args.depth)
+                block_s = await in_order(session, block, args.depth, args.rate)
+                seconds += block_s
                 done += block
                 worker = worker_of(proxy.pid)
                 samples.append({
                     "calls": done, "proxy_rss": rss(proxy),
                     "worker_rss": rss(worker) if worker is not None else 0,
+                    "calls_per_s": round(block / block_s),
+                    "proxy_split": rss_split(proxy), "worker_split": rss_split(worker),
                 })  # fmt: skip
                 print(f"{done:>9,} calls  proxy {samples[-1]['proxy_rss'] / 2**20:6.1f} MiB  "
-                      f"worker {samples[-1]['worker_rss'] / 2**20:6.1f} MiB", flush=True)  # fmt: skip
+                      f"worker {samples[-1]['worker_rss'] / 2**20:6.1f} MiB  "
+                      f"{samples[-1]['calls_per_s']:>7,} calls/s  "
+                      f"(heap/anon/file MiB: proxy {mib(samples[-1]['proxy_split'])}, "
+                      f"worker {mib(samples[-1]['worker_split'])})", flush=True)  # fmt: skip
             exit_s = await session.close(grace=120)
         received = receiver.ask("stats")
     finally:
@@ -144,6 +197,8 @@ async def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     accounted = round(figures["weighted_requests"] + lost)
     result = {
         "calls": args.calls,
+        "rate": args.rate,
+        "depth": args.depth,
         "calls_per_s": round(args.calls / seconds),
         "exit_s": round(exit_s, 3),
         "samples": samples,
@@ -162,9 +217,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Soak: a long run through the proxy.")
     parser.add_argument("--calls", type=int, default=1_000_000)
     parser.add_argument("--block", type=int, default=100_000)
-    parser.add_argument("--depth", type=int, default=64)
+    parser.add_argument("--depth", type=int, default=64, help="calls in flight at most")
+    parser.add_argument(
+        "--rate", type=float, default=0.0,
+        help="calls/s, paced (0: saturated, as fast as the proxy answers)",
+    )  # fmt: skip
     parser.add_argument("--rss-tolerance", type=float, default=0.10)
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--tracemalloc", metavar="PREFIX[,SECONDS]",
+        help="diagnostic: HELMET_DEBUG_TRACEMALLOC for the proxy and its worker (slows them)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="helmet-soak-") as tmp:
         result = asyncio.run(soak(args, Path(tmp)))

@@ -16,6 +16,7 @@ import threading
 import time
 from typing import IO, TYPE_CHECKING
 
+from helmet_otel import memtrace
 from helmet_otel import semconv as sc
 from helmet_otel.config import ProxyOptions
 from helmet_otel.redaction import scrub_line
@@ -61,6 +62,7 @@ def main() -> int:
     # when the proxy is gone, must not cut the last flush short.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    memtrace.start_from_env("worker", os.environ)  # a diagnostic; off unless asked
     stdin = os.fdopen(0, "rb", buffering=1 << 20)
     first = read_batch(stdin)
     config = next((f for f in first or () if isinstance(f, Config)), None)
