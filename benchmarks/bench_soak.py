@@ -29,6 +29,7 @@ import argparse
 import asyncio
 import json
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import time
@@ -75,6 +76,19 @@ def rss_split(process: psutil.Process | None) -> dict[str, int]:
     except OSError:
         pass
     return split
+
+
+def trim_probe(process: psutil.Process | None) -> dict[str, int]:
+    """RSS before and after ``malloc_trim(0)``, called in ``process`` by gdb: the difference is
+    memory the process freed but glibc had kept (fragments, an untrimmed heap top)."""
+    if process is None:
+        return {}
+    before = rss(process)
+    subprocess.run(
+        ["gdb", "-p", str(process.pid), "-batch", "-ex", "call (int)malloc_trim(0)"],
+        capture_output=True, timeout=60, check=False,
+    )  # fmt: skip
+    return {"before": before, "after": rss(process)}
 
 
 def mib(split: dict[str, int]) -> str:
@@ -181,6 +195,11 @@ async def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                       f"{samples[-1]['calls_per_s']:>7,} calls/s  "
                       f"(heap/anon/file MiB: proxy {mib(samples[-1]['proxy_split'])}, "
                       f"worker {mib(samples[-1]['worker_split'])})", flush=True)  # fmt: skip
+            trimmed = {}
+            if args.trim_probe:  # a diagnostic: how much of the RSS is memory glibc holds free
+                worker = worker_of(proxy.pid)
+                trimmed = {"proxy": trim_probe(proxy), "worker": trim_probe(worker)}
+                print(f"malloc_trim(0) by gdb: {trimmed}", flush=True)
             exit_s = await session.close(grace=120)
         received = receiver.ask("stats")
     finally:
@@ -204,6 +223,7 @@ async def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "samples": samples,
         "rss_growth": {k: round(v, 4) for k, v in growth.items()},
         "store": figures,
+        "trim_probe": trimmed,
         "receiver": received,
         "accounted_calls": accounted,
     }
@@ -224,13 +244,22 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     parser.add_argument("--rss-tolerance", type=float, default=0.10)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--keep", type=Path, help="work in DIR and keep it (store, stderr)")
+    parser.add_argument(
+        "--trim-probe", action="store_true",
+        help="diagnostic: before closing, call malloc_trim(0) in both processes by gdb",
+    )  # fmt: skip
     parser.add_argument(
         "--tracemalloc", metavar="PREFIX[,SECONDS]",
         help="diagnostic: HELMET_DEBUG_TRACEMALLOC for the proxy and its worker (slows them)",
     )  # fmt: skip
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="helmet-soak-") as tmp:
-        result = asyncio.run(soak(args, Path(tmp)))
+    if args.keep is not None:
+        args.keep.mkdir(parents=True, exist_ok=True)
+        result = asyncio.run(soak(args, args.keep))
+    else:
+        with tempfile.TemporaryDirectory(prefix="helmet-soak-") as tmp:
+            result = asyncio.run(soak(args, Path(tmp)))
     summary = {k: v for k, v in result.items() if k != "samples"}
     print(json.dumps(summary, indent=2))
     if args.json is not None:
