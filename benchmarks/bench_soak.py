@@ -197,8 +197,7 @@ async def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                       f"worker {mib(samples[-1]['worker_split'])})", flush=True)  # fmt: skip
             trimmed = {}
             if args.trim_probe:  # a diagnostic: how much of the RSS is memory glibc holds free
-                worker = worker_of(proxy.pid)
-                trimmed = {"proxy": trim_probe(proxy), "worker": trim_probe(worker)}
+                trimmed = {"proxy": trim_probe(proxy)}
                 print(f"malloc_trim(0) by gdb: {trimmed}", flush=True)
             exit_s = await session.close(grace=120)
         received = receiver.ask("stats")
@@ -247,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", type=Path, help="work in DIR and keep it (store, stderr)")
     parser.add_argument(
         "--trim-probe", action="store_true",
-        help="diagnostic: before closing, call malloc_trim(0) in both processes by gdb",
+        help="diagnostic: before closing, call malloc_trim(0) in the proxy by gdb (not in the"
+        " worker: stopping its threads inside malloc aborted it once)",
     )  # fmt: skip
     parser.add_argument(
         "--tracemalloc", metavar="PREFIX[,SECONDS]",
