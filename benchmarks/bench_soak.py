@@ -3,14 +3,18 @@ that is not counted and that memory stays flat.
 
 Usage (from the repository root)::
 
-    .venv/bin/python benchmarks/bench_soak.py                   # 1,000,000 calls
+    .venv/bin/python benchmarks/bench_soak.py --rate 4000       # 1,000,000 calls, paced
+    .venv/bin/python benchmarks/bench_soak.py                   # ... saturated
     .venv/bin/python benchmarks/bench_soak.py --calls 200000 --json /tmp/soak.json
 
 One proxy (``helmet-otel --store DIR`` with ``OTEL_EXPORTER_OTLP_ENDPOINT`` pointing at a local
 receiver in sink mode, in its own process) wraps ``benchmarks/echo_server.py``. A raw asyncio
-client sends ``--calls`` ``tools/call`` requests with ``--depth`` in flight and checks every
-response: its id and its order (the echo server answers in order and the proxy keeps it). After
-every ``--block`` calls it samples the RSS of the proxy and of its telemetry worker. At the end
+client sends ``--calls`` ``tools/call`` requests with at most ``--depth`` in flight, paced at
+``--rate`` calls/s (0: as fast as the proxy answers), and checks every response: its id and its
+order (the echo server answers in order and the proxy keeps it). After every ``--block`` calls
+it samples the RSS of the proxy and of its telemetry worker, and where it is (heap, anonymous
+mappings, files). The store has no size cap unless ``--store-max-bytes`` sets one: retention
+deletes the oldest records, which the count below cannot tell from losses. At the end
 it closes stdin and reads what telemetry kept: the requests in the store (weighted by
 ``helmet.sample.weight``), the drops ``helmet.proxy_close`` counted there, and what the
 receiver accepted.
@@ -171,6 +175,7 @@ async def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             env["HELMET_DEBUG_TRACEMALLOC"] = args.tracemalloc
         store = workdir / "store.db"
         argv = [sys.executable, "-m", "helmet_otel", "--store", str(store),
+                "--store-max-bytes", args.store_max_bytes,
                 sys.executable, str(ECHO_SERVER)]  # fmt: skip
         samples: list[dict[str, Any]] = []
         async with Session(argv, env, workdir / "proxy.stderr") as session:
@@ -243,6 +248,11 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     parser.add_argument("--rss-tolerance", type=float, default=0.10)
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--store-max-bytes", default="0",
+        help="the store's size cap (default 0: none; retention deletes the oldest records, "
+        "which the count of what was lost cannot tell from losses)",
+    )  # fmt: skip
     parser.add_argument("--keep", type=Path, help="work in DIR and keep it (store, stderr)")
     parser.add_argument(
         "--trim-probe", action="store_true",
