@@ -1,13 +1,18 @@
 """The relay's own CPU per call, in process: `Relay.route` + `Relay.forwarded` with the session's
-telemetry feed, for a request and its response, with no I/O and no worker.
+interceptors as the proxy builds them, for a request and its response, with no I/O and no worker.
+
+``--setup on`` (the default): the policy interceptor with the default detectors (no policy file,
+as whenever telemetry records what they find), then the telemetry feed; ``feed``: the feed only;
+``off``: no interceptor (``--no-store`` and no OTLP). ``--setup all`` runs each in turn, the
+rounds interleaved, so the differences are read in one time window.
 
 Run from the repository root (any revision: it adapts to the feed's API before and after the
 per-session split), several times, and compare medians of one machine:
 
-    .venv/bin/python benchmarks/bench_hotpath.py --calls 30000 --rounds 5
+    .venv/bin/python benchmarks/bench_hotpath.py --calls 30000 --rounds 5 --setup all
 
 The batch is handed over (and thrown away) every 64 calls, as the relay's timer would; the
-governor is held off (its CPU reading is pinned to 0), so this measures the path every call
+governor is held off (its clock is pinned to 0), so this measures the path every call
 takes while telemetry keeps up.
 """
 
@@ -52,12 +57,35 @@ def _line(obj: object) -> bytes:
     return orjson.dumps(obj) + b"\n"
 
 
-async def _round(calls: int) -> float:
+SETUPS = ("off", "feed", "on")
+
+
+def _policy(session: Session) -> Any:
+    """The policy interceptor as `build_policy` makes it without a policy file (None on a
+    revision without one)."""
+    try:
+        from helmet_otel.policy.interceptor import PolicyFactory, PolicySource
+        from helmet_otel.policy.pins import MemoryPins
+        from helmet_otel.policy.rules import Policy
+    except ImportError:
+        return None
+    source = PolicySource(Policy(), "bench", lambda text: None)
+    return PolicyFactory(source, MemoryPins(), monitor=True).for_session(session)
+
+
+async def _round(calls: int, setup: str) -> float:
     feed: Any = _Feed(ProxyOptions(no_store=True), {}, service_name="bench")
     session = Session(transport="stdio")
-    interceptor = feed.for_session(session) if hasattr(feed, "for_session") else feed
-    relay = Relay(session, [interceptor])
-    interceptor.session_started(session, {})
+    interceptors: list[Any] = []
+    if setup == "on":
+        policy = _policy(session)
+        if policy is not None:
+            interceptors.append(policy)
+    if setup != "off":
+        interceptors.append(feed.for_session(session) if hasattr(feed, "for_session") else feed)
+    relay = Relay(session, interceptors)
+    for interceptor in interceptors:
+        interceptor.session_started(session, {})
     params = {"name": "echo", "arguments": {"text": "hello world"}}
     result = {"content": [{"type": "text", "text": "hello world"}]}
     requests = [
@@ -81,11 +109,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=30_000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--setup", choices=(*SETUPS, "all"), default="on")
     args = parser.parse_args()
-    feed_module.cpu_demand = lambda: 0.0  # hold the governor off
-    per_call = [asyncio.run(_round(args.calls)) for _ in range(args.rounds)]
-    rounds = " ".join(f"{value:.2f}" for value in per_call)
-    print(f"relay CPU per call: median {statistics.median(per_call):.2f} us (rounds: {rounds})")
+    # hold the governor off (its clock is `loop_times`; `cpu_demand` on older revisions)
+    if hasattr(feed_module, "loop_times"):
+        feed_module.loop_times = lambda: (0.0, 0.0)  # pyright: ignore[reportAttributeAccessIssue]
+    else:
+        feed_module.cpu_demand = lambda: 0.0  # pyright: ignore[reportAttributeAccessIssue]
+    setups = SETUPS if args.setup == "all" else (args.setup,)
+    per_call: dict[str, list[float]] = {setup: [] for setup in setups}
+    for _ in range(args.rounds):
+        for setup in setups:
+            per_call[setup].append(asyncio.run(_round(args.calls, setup)))
+    for setup, values in per_call.items():
+        rounds = " ".join(f"{value:.2f}" for value in values)
+        print(
+            f"relay CPU per call ({setup:>4}): median {statistics.median(values):.2f} us "
+            f"(rounds: {rounds})"
+        )
 
 
 if __name__ == "__main__":

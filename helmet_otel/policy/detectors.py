@@ -14,7 +14,6 @@ match, never the value.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from typing import Any, Final, cast
 
 import orjson
@@ -37,32 +36,70 @@ _SHELL_META = re.compile(r"[;|`]|&&|\$\(|\$\{|>\s*\S|<\s*\S|\n")
 TOOL_FIELDS: Final = ("name", "description", "inputSchema", "annotations")
 
 
-def _strings(value: object, path: str, depth: int) -> Iterator[tuple[str, str, str]]:
-    """(path, key, text) of the string values in ``value``, depth first, bounded."""
+# Necessary conditions, tested before the patterns (a substring test costs a few dozen
+# nanoseconds, a search of these alternations a microsecond or more): every alternative of
+# `_SENSITIVE_PATH` holds a "." or "id_", or starts the value with one of `_ROOTS`; a
+# `_TRAVERSAL` match holds "..".
+_ROOTS: Final = ("/etc/", "/proc/")
+_KEY_CACHE_MAX: Final = 4096
+_SCANNED: Final = (dict, list, str)
+_command_keys: dict[str, bool] = {}  # argument key -> whether it names a command
+
+
+def _strings(value: object, path: str, depth: int, out: list[tuple[str, str]]) -> None:
+    """Append (path, text) for the string values in ``value``, depth first, until `MAX_VALUES`
+    are there and at most `MAX_DEPTH` levels down. (A function that appends, not a generator:
+    this runs for every tools/call, and a generator per value costs more than the checks.)"""
     if depth > MAX_DEPTH:
         return
     if isinstance(value, str):
-        yield path, path.rsplit(".", 1)[-1], value
+        out.append((path, value))
     elif isinstance(value, dict):
-        for key, item in cast(dict[str, object], value).items():
-            yield from _strings(item, f"{path}.{key}" if path else str(key), depth + 1)
+        deeper = depth + 1
+        members: dict[str, object] = value  # pyright: ignore[reportUnknownVariableType]
+        for key, item in members.items():
+            if len(out) >= MAX_VALUES:
+                return
+            if type(item) is str:
+                if deeper <= MAX_DEPTH:
+                    out.append((f"{path}.{key}" if path else str(key), item))
+            elif isinstance(item, _SCANNED):
+                _strings(item, f"{path}.{key}" if path else str(key), deeper, out)  # pyright: ignore[reportUnknownArgumentType]
     elif isinstance(value, list):
-        for i, item in enumerate(cast(list[object], value)):
-            yield from _strings(item, f"{path}[{i}]", depth + 1)
+        items: list[object] = value  # pyright: ignore[reportUnknownVariableType]
+        for i, item in enumerate(items):
+            if len(out) >= MAX_VALUES:
+                return
+            if isinstance(item, _SCANNED):
+                _strings(item, f"{path}[{i}]", depth + 1, out)  # pyright: ignore[reportUnknownArgumentType]
+
+
+def _command_key(key: str) -> bool:
+    try:
+        return _command_keys[key]
+    except KeyError:
+        pass
+    found = _COMMAND_KEY.match(key.split("[", 1)[0]) is not None
+    if len(_command_keys) >= _KEY_CACHE_MAX:
+        _command_keys.clear()
+    _command_keys[key] = found
+    return found
 
 
 def sensitive_arguments(arguments: dict[str, Any], redactor: Redactor) -> list[tuple[str, str]]:
     """(severity, reason) for each sensitive value found; empty for ordinary arguments."""
     found: list[tuple[str, str]] = []
-    for count, (path, key, text) in enumerate(_strings(arguments, "", 0)):
-        if count >= MAX_VALUES:
-            break
+    values: list[tuple[str, str]] = []
+    _strings(arguments, "", 0, values)
+    for path, text in values:
         text = text[:MAX_SCANNED_CHARS]
-        if _SENSITIVE_PATH.search(text):
+        key = path.rsplit(".", 1)[-1]
+        dotted = "." in text
+        if (dotted or "id_" in text or text.startswith(_ROOTS)) and _SENSITIVE_PATH.search(text):
             found.append(("high", f"argument {path!r} names a sensitive path"))
-        elif _TRAVERSAL.search(text):
+        elif dotted and ".." in text and _TRAVERSAL.search(text):
             found.append(("medium", f"argument {path!r} has a path traversal ('../')"))
-        if _COMMAND_KEY.match(key.split("[", 1)[0]) and _SHELL_META.search(text):
+        if _command_key(key) and _SHELL_META.search(text):
             found.append(("medium", f"argument {path!r} has shell metacharacters"))
         if text and (redactor.is_secret_key(key) or redactor.scrub_text(text) != text):
             found.append(("high", f"argument {path!r} carries a secret"))

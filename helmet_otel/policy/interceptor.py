@@ -45,6 +45,7 @@ DRIFT_RULE: Final = "tool_drift"
 UNUSUAL_RATE: Final = "unusual_rate"
 DATA_VOLUME: Final = "data_volume"
 BATCH_RULE: Final = "batch"
+_NO_ARGUMENTS: Final[dict[str, Any]] = {}  # (never written to: the detectors only read)
 
 
 def _signature(path: str) -> tuple[int, int, int] | None:
@@ -261,23 +262,29 @@ class PolicyInterceptor(BaseInterceptor):
             )  # fmt: skip
 
     def _call(self, env: Envelope, now: float) -> None:
+        # (runs for every tools/call: written for speed, no `cast` of a subscripted type,
+        # which builds a generic alias per call)
         factory = self.factory
-        policy = self.source.policy
-        params = env.msg.params
-        name: object = params.get("name") if params is not None else None
-        tool = name if isinstance(name, str) else None
-        raw_arguments: object = params.get("arguments") if params is not None else None
-        arguments = cast(dict[str, Any], raw_arguments) if isinstance(raw_arguments, dict) else {}
+        engine = self.source.engine
+        policy = engine.policy
+        payload = env.msg.payload
+        params: object = payload.get("params") if payload is not None else None
+        tool: str | None = None
+        arguments: dict[str, Any] = _NO_ARGUMENTS
+        if isinstance(params, dict):
+            fields: dict[str, object] = params  # pyright: ignore[reportUnknownVariableType]
+            name = fields.get("name")
+            if isinstance(name, str):
+                tool = name
+            raw_arguments = fields.get("arguments")
+            if isinstance(raw_arguments, dict):
+                arguments = raw_arguments  # pyright: ignore[reportUnknownVariableType]
         decision = None
-        shadow = policy.mode == "shadow"
-        if (
-            tool is not None
-            and tool in factory.drifted
-            and policy.detectors.on_tool_drift == "block"
-        ):
-            decision = factory.drift_block(tool, shadow)
+        detectors = policy.detectors
+        if tool is not None and tool in factory.drifted and detectors.on_tool_drift == "block":
+            decision = factory.drift_block(tool, policy.mode == "shadow")
         if decision is None:
-            decision = self.source.engine.decide(
+            decision = engine.decide(
                 TOOLS_CALL, tool, arguments, self._client(),
                 hints=self.hints.get(tool, UNSAFE) if tool is not None else UNSAFE,
             )  # fmt: skip
@@ -290,20 +297,26 @@ class PolicyInterceptor(BaseInterceptor):
         self, env: Envelope, tool: str, arguments: dict[str, Any], policy: Policy, now: float
     ) -> None:
         detectors = policy.detectors
-        findings: list[Finding] = []
+        findings: list[Finding] | None = None
         if self.factory.first_call(tool) and self._history and detectors.new_tool:
-            findings.append(Finding(
+            findings = [Finding(
                 "new_tool", "low", "new_tool", tool,
                 f"tool {tool!r} is called for the first time on this server",
-            ))  # fmt: skip
+            )]  # fmt: skip
         if detectors.sensitive_argument and arguments:
-            for severity, reason in sensitive_arguments(arguments, self.factory.redactor):
-                findings.append(
-                    Finding("sensitive_argument", severity, "sensitive_argument", tool, reason)
-                )
+            found = sensitive_arguments(arguments, self.factory.redactor)
+            if found:
+                findings = findings or []
+                for severity, reason in found:
+                    findings.append(
+                        Finding("sensitive_argument", severity, "sensitive_argument", tool, reason)
+                    )
         if detectors.unusual_rate:
-            for about, message in self.rates.call(tool, now, detectors.rate):
-                findings.append(Finding(UNUSUAL_RATE, "medium", UNUSUAL_RATE, about, message))
+            found_rates = self.rates.call(tool, now, detectors.rate)
+            if found_rates:
+                findings = findings or []
+                for about, message in found_rates:
+                    findings.append(Finding(UNUSUAL_RATE, "medium", UNUSUAL_RATE, about, message))
         if findings:
             _add_findings(env, findings)
 

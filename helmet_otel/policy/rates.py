@@ -18,6 +18,7 @@ Pure state machines over monotonic times the interceptor passes in (no clock of 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -64,10 +65,12 @@ class SessionRates:
     _recent: OrderedDict[str, float] = field(default_factory=OrderedDict[str, float])
     _burst_fired: float = float("-inf")
 
-    def call(self, tool: str, now: float, settings: RateSettings) -> list[tuple[str | None, str]]:
+    def call(
+        self, tool: str, now: float, settings: RateSettings
+    ) -> Sequence[tuple[str | None, str]]:
         """Count a call of ``tool`` at ``now``; the findings (usually none): the tool (None for
         a burst of tools) and the message."""
-        found: list[tuple[str | None, str]] = []
+        found: Sequence[tuple[str | None, str]] = ()
         width = settings.window
         index = int(now // width)
         window = self._tools.get(tool)
@@ -81,13 +84,15 @@ class SessionRates:
         window.total += 1
         elapsed = now / width - index  # of the current window, 0..1
         estimate = window.previous * (1.0 - elapsed) + window.count
-        usual = self.baselines.usual(tool)
-        if estimate >= max(settings.min_calls, settings.factor * usual) and window.fired != index:
-            window.fired = index
-            found.append((tool, (
-                f"{round(estimate)} calls of {tool!r} within {width:g} s (usually "
-                f"{usual:.1f} per session in {width:g} s)"
-            )))  # fmt: skip
+        # (below min_calls nothing fires, whatever the baseline: it is not looked up)
+        if estimate >= settings.min_calls and window.fired != index:
+            usual = self.baselines.usual(tool)
+            if estimate >= settings.factor * usual:
+                window.fired = index
+                found = [(tool, (
+                    f"{round(estimate)} calls of {tool!r} within {width:g} s (usually "
+                    f"{usual:.1f} per session in {width:g} s)"
+                ))]  # fmt: skip
         if settings.burst_tools:
             recent = self._recent
             recent[tool] = now
@@ -97,17 +102,15 @@ class SessionRates:
                 cutoff = now - settings.burst_window
                 while next(iter(recent.values())) < cutoff:
                     recent.popitem(last=False)
-            if (
-                len(recent) >= settings.burst_tools
-                and now - self._burst_fired >= settings.burst_window
-            ):
-                self._burst_fired = now
-                found.append(
-                    (
+                if (
+                    len(recent) >= settings.burst_tools
+                    and now - self._burst_fired >= settings.burst_window
+                ):
+                    self._burst_fired = now
+                    found = [*found, (
                         None,
                         f"{len(recent)} distinct tools called within {settings.burst_window:g} s",
-                    )
-                )
+                    )]  # fmt: skip
         return found
 
     def close(self) -> None:

@@ -11,7 +11,7 @@ with that certainty it returns None and the caller forwards the message untouche
 from __future__ import annotations
 
 import re
-from typing import Any, cast
+from typing import Any
 
 import orjson
 
@@ -87,8 +87,16 @@ def _first_meta(raw: bytes, params: dict[str, Any], entry: bytes) -> bytes | Non
     return b"".join((raw[:at], b'"_meta":{', entry, b"}," if params else b"}", raw[at:]))
 
 
-def _object(value: object) -> dict[str, Any] | None:
-    return cast("dict[str, Any]", value) if type(value) is dict else None
+_members: dict[str, bytes] = {}  # key -> its encoding and a colon (callers use one or two keys)
+
+
+def _member(key: str) -> bytes:
+    encoded = _members.get(key)
+    if encoded is None:
+        if len(_members) >= 64:
+            _members.clear()
+        encoded = _members[key] = orjson.dumps(key) + b":"
+    return encoded
 
 
 def with_meta_entry(raw: bytes, payload: dict[str, Any], key: str, encoded: bytes) -> bytes | None:
@@ -99,9 +107,9 @@ def with_meta_entry(raw: bytes, payload: dict[str, Any], key: str, encoded: byte
     replaced. Anything else (``params`` or ``_meta`` not an object, an entry that is not a
     string) leaves the message alone: None. The value comes encoded because callers that
     splice on every request build it from cached pieces more cheaply than an encoder would."""
-    entry = orjson.dumps(key) + b":" + encoded
+    entry = _member(key) + encoded
     params: object = payload.get("params")
-    fields = _object(params)
+    fields: dict[str, Any] | None = params if type(params) is dict else None  # pyright: ignore[reportUnknownVariableType]
     if fields is not None:  # the usual request first
         spliced = _first_meta(raw, fields, entry)
         if spliced is not None:

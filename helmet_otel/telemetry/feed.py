@@ -63,19 +63,23 @@ from helmet_otel.telemetry.frames import (
     summarize,
 )
 
-FLUSH_DELAY = 0.005  # seconds a record may wait in the relay before it is handed over
+FLUSH_DELAY = 0.02  # seconds a record may wait in the relay before it is handed over (each
+# hand-over is a timer, a write and a wake-up of the worker: at 2,000 calls/s, every 40 calls)
 BUSY_FLUSH_DELAY = 0.05  # the same while the governor sheds
 PROPAGATE_MAX_BYTES = 1024 * 1024  # larger requests are forwarded without trace context
 PIPE_SIZE = 1024 * 1024
-# The governor: every GOVERN_WINDOW seconds, a relay whose loop wanted a CPU (ran, or waited
-# for one) more than `--relay-busy-limit` of the time traces one call in MAX_EVERY at once, and
-# keeps at most an eighth of `--telemetry-buffer` for the worker; one under the limit - 0.1
-# traces twice as many as before. Backing off at once keeps a backlog for the worker from
-# building up at saturation, when the worker's CPU would be taken from the traffic.
+# The governor: every GOVERN_WINDOW seconds it reads how busy the relay's loop was (see
+# `busy_share`); over the last two windows above `--relay-busy-limit`, it traces one
+# call in MAX_EVERY at once and keeps at most an eighth of `--telemetry-buffer` for the worker;
+# under the limit - 0.1 it traces twice as many as before. Backing off at once keeps a backlog
+# for the worker from building up at saturation, when the worker's CPU would be taken from the
+# traffic; two windows (0.1 s), not one, so that a burst of catching up after a stall does not
+# cost a sample of the calls.
 GOVERN_WINDOW = 0.05
 # ...and only while calls pass faster than this: below it telemetry's share of the relay's CPU
-# is small, and a busy start-up or a loaded machine must not cost the first calls their records.
+# is small, and a busy start-up must not cost the first calls their records.
 GOVERN_MIN_RATE = 2000.0
+RUN_FLOOR = 0.3  # see `busy_share`: the share of the time the loop must run for its wait to count
 MAX_EVERY = 64
 _SPAN_MASK = (1 << 64) - 1
 _getrandbits = random.getrandbits
@@ -98,18 +102,35 @@ class WorkerUnavailable(Exception):
     """The telemetry worker process could not be started (e.g. EAGAIN under a process limit)."""
 
 
-def cpu_demand() -> float:
-    """Seconds the calling thread has run, plus (where Linux says) waited to run.
-
-    On a machine whose CPUs are all taken (the client, the server, the telemetry worker, a local
-    collector) the relay's loop may run only part of the time yet be the bottleneck: the time it
-    waits in the run queue counts as busy too."""
+def loop_times() -> tuple[float, float]:
+    """Seconds the calling thread has run, and (where Linux says) waited in a run queue for a
+    CPU. Without schedstat the CPU time alone (and no wait)."""
     try:
         with open("/proc/thread-self/schedstat", "rb") as stat:
             ran, waited = stat.read().split()[:2]
-        return (int(ran) + int(waited)) / 1e9
+        return int(ran) / 1e9, int(waited) / 1e9
     except (OSError, ValueError):
-        return time.thread_time()
+        return time.thread_time(), 0.0
+
+
+def busy_share(ran: float, waited: float, elapsed: float) -> float:
+    """How busy the loop was over ``elapsed`` seconds in which it ``ran`` and ``waited`` in
+    the run queue for a CPU: the larger of two readings.
+
+    - Of the time it had a CPU or did not want one (``elapsed`` less the wait), the share it
+      ran. A loop that never goes idle is saturated by its own work, whatever the share of the
+      time it got a CPU (on a 2-core machine whose client and server also run flat out it may
+      run only 60% of the time): 100%.
+    - While it ran at least `RUN_FLOOR` of the time, the time it ran or waited: then the
+      traffic and the relay take the CPUs, and what telemetry costs the relay is taken from
+      the traffic. Below that floor the wait is the machine's other work (a relay that keeps
+      up with a paced load waits after each wake-up on a loaded machine), and counting it
+      would shed calls whose records cost the traffic nothing."""
+    own = elapsed - waited
+    share = 1.0 if own <= ran else ran / own
+    if ran >= RUN_FLOOR * elapsed:
+        share = max(share, (ran + waited) / elapsed)
+    return min(share, 1.0)
 
 
 def _sampled_by_env(env: Mapping[str, str]) -> bool:
@@ -148,7 +169,8 @@ class TelemetryFeed:
         self._limit = self._buffer_limit  # bytes waiting for the worker before calls are shed
         self._tick = 0  # calls and notifications seen (and decided on)
         self._tick_mark = 0
-        self._demand_mark = cpu_demand()
+        self._ran_mark, self._waited_mark = loop_times()
+        self._window = (0.0, 0.0, 0.0)  # the last window's (ran, waited, elapsed)
         self._wall_mark = time.monotonic()
         self.timer: asyncio.TimerHandle | None = None
         self._writer_armed = False
@@ -416,11 +438,14 @@ class TelemetryFeed:
 
     def _govern(self, now: float) -> None:
         """Trace fewer calls while the relay's loop is busy, more again when it is not."""
-        demand = cpu_demand()
+        ran, waited = loop_times()
         elapsed = now - self._wall_mark
-        busy = (demand - self._demand_mark) / elapsed
+        window = (ran - self._ran_mark, waited - self._waited_mark, elapsed)
+        last = self._window
+        busy = busy_share(window[0] + last[0], window[1] + last[1], elapsed + last[2])
         rate = (self._tick - self._tick_mark) / elapsed
-        self._demand_mark = demand
+        self._ran_mark, self._waited_mark = ran, waited
+        self._window = window
         self._wall_mark = now
         self._tick_mark = self._tick
         if busy > self._busy_limit and rate >= GOVERN_MIN_RATE:

@@ -351,9 +351,9 @@ class SessionRecorder:
         self.protocol_version = scrubbed_name(redactor, info.protocol_version)
         self.client_info = scrubbed_info(redactor, info.client_info)
         self.server_info = scrubbed_info(redactor, info.server_info)
-        if info.mcp_session_id is not None:
-            self.mcp_session_id = info.mcp_session_id
-            self.root.attributes[sc.MCP_SESSION_ID] = info.mcp_session_id
+        if info.mcp_session_id is not None:  # chosen by the server: it could be anything
+            self.mcp_session_id = redactor.scrub_text(info.mcp_session_id)
+            self.root.attributes[sc.MCP_SESSION_ID] = self.mcp_session_id
         if self.protocol_version:
             self.root.attributes[sc.MCP_PROTOCOL_VERSION] = self.protocol_version
         self.operations.forget_kinds()

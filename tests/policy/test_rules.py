@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import random
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
 from helmet_otel.core.verdicts import Decision
+from helmet_otel.policy import detectors
 from helmet_otel.policy.detectors import changed_fields, sensitive_arguments, tool_definition
 from helmet_otel.policy.engine import Engine
 from helmet_otel.policy.interceptor import PolicySource
@@ -237,6 +241,152 @@ def test_detectors_fire_on_sensitive_values_only() -> None:
     found = sensitive_arguments({"opts": {"api_key": "abc"}, "note": "ghp_" + "a" * 36}, redactor)
     assert found == [("high", "argument 'opts.api_key' carries a secret"),
                      ("high", "argument 'note' carries a secret")]  # fmt: skip
+
+
+def _reference_sensitive_arguments(
+    arguments: dict[str, Any], redactor: Redactor
+) -> list[tuple[str, str]]:
+    """The detector as first written (every pattern on every value, a generator per value):
+    the oracle for the fast one, which must find exactly the same."""
+
+    def strings(value: object, path: str, depth: int) -> Iterator[tuple[str, str, str]]:
+        if depth > detectors.MAX_DEPTH:
+            return
+        if isinstance(value, str):
+            yield path, path.rsplit(".", 1)[-1], value
+        elif isinstance(value, dict):
+            for key, item in cast(dict[str, object], value).items():
+                yield from strings(item, f"{path}.{key}" if path else str(key), depth + 1)
+        elif isinstance(value, list):
+            for i, item in enumerate(cast(list[object], value)):
+                yield from strings(item, f"{path}[{i}]", depth + 1)
+
+    found: list[tuple[str, str]] = []
+    for count, (path, key, text) in enumerate(strings(arguments, "", 0)):
+        if count >= detectors.MAX_VALUES:
+            break
+        text = text[: detectors.MAX_SCANNED_CHARS]
+        if detectors._SENSITIVE_PATH.search(text):  # pyright: ignore[reportPrivateUsage]
+            found.append(("high", f"argument {path!r} names a sensitive path"))
+        elif detectors._TRAVERSAL.search(text):  # pyright: ignore[reportPrivateUsage]
+            found.append(("medium", f"argument {path!r} has a path traversal ('../')"))
+        if detectors._COMMAND_KEY.match(  # pyright: ignore[reportPrivateUsage]
+            key.split("[", 1)[0]
+        ) and detectors._SHELL_META.search(text):  # pyright: ignore[reportPrivateUsage]
+            found.append(("medium", f"argument {path!r} has shell metacharacters"))
+        if text and (redactor.is_secret_key(key) or redactor.scrub_text(text) != text):
+            found.append(("high", f"argument {path!r} carries a secret"))
+    return found
+
+
+TRICKY_VALUES = (
+    "hello",
+    "",
+    "a.b",
+    "..",
+    "../x",
+    "x/..",
+    "x/../y",
+    "...",
+    "a..b",
+    "/etc/shadow",
+    "/etc/gshadow/x",
+    "/etc/sudoers",
+    "/etc/passwd",
+    "x/etc/shadow",
+    "/proc/self/environ",
+    "/proc/12/environ",
+    "/proc/x/environ",
+    "/proc/self/environ\n",
+    "~/.ssh",
+    "~/.ssh/id_rsa",
+    "id_rsa",
+    "xid_rsa",
+    "/id_ed25519",
+    "a/.aws/credentials",
+    ".env",
+    "app/.env.local",
+    ".envrc",
+    "x.netrc",
+    "/.netrc",
+    "\\.git-credentials",
+    "~/.kube/config",
+    ".gnupg",
+    "ls; rm",
+    "a | b",
+    "echo `x`",
+    "a && b",
+    "$(id)",
+    "${HOME}",
+    "> out",
+    "<in",
+    "a\nb",
+    "password=hunter2",
+    "Bearer abcdefgh12345",
+    "ghp_" + "a" * 36,
+    "sk-ant-abc123XYZ456def",
+    "AKIA" + "A" * 16,
+    "https://u:p4ss@host",
+    "x" * 5000 + "/..",
+    "/etc/shadow" + "x" * 5000,
+)
+TRICKY_KEYS = (
+    "text",
+    "cmd",
+    "Command",
+    "ARGS",
+    "argv",
+    "shell",
+    "\u017fh",
+    "run\n",
+    "path.cmd",
+    "a.b",
+    "api_key",
+    "token",
+    "tokens",
+    "password",
+    "x.password",
+    "auth",
+    "progressToken",
+    "file",
+)
+
+
+def _arguments(rng: random.Random, depth: int = 0) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for _ in range(rng.randint(0, 6)):
+        roll = rng.random()
+        key = rng.choice(TRICKY_KEYS)
+        if roll < 0.6 or depth > 8:
+            out[key] = rng.choice(TRICKY_VALUES)
+        elif roll < 0.75:
+            out[key] = _arguments(rng, depth + 1)
+        elif roll < 0.9:
+            out[key] = [rng.choice(TRICKY_VALUES) if rng.random() < 0.7
+                        else _arguments(rng, depth + 1) for _ in range(rng.randint(0, 12))]  # fmt: skip
+        else:
+            out[key] = rng.choice((1, 2.5, True, None))
+    return out
+
+
+def test_the_fast_detector_finds_exactly_what_every_pattern_finds() -> None:
+    redactor = Redactor()
+    rng = random.Random(15)
+    fired = 0
+    for _ in range(500):
+        arguments = _arguments(rng)
+        expected = _reference_sensitive_arguments(arguments, redactor)
+        assert sensitive_arguments(arguments, redactor) == expected, arguments
+        fired += bool(expected)
+    assert fired > 250  # the cases do reach the patterns
+    # the bounds: values past MAX_VALUES and levels past MAX_DEPTH are not scanned
+    many = {f"k{i}": "../x" for i in range(detectors.MAX_VALUES + 5)}
+    assert len(sensitive_arguments(many, redactor)) == detectors.MAX_VALUES
+    deep: Any = "../x"
+    for _ in range(detectors.MAX_DEPTH):
+        deep = {"k": deep}
+    assert len(sensitive_arguments(deep, redactor)) == 1
+    assert sensitive_arguments({"k": deep}, redactor) == []
 
 
 def test_tool_definitions_and_what_changed() -> None:

@@ -377,18 +377,26 @@ def test_the_governor_follows_the_relays_cpu(
     make_feed: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     feed = make_feed()
-    clock = {"cpu": 0.0}
-    monkeypatch.setattr(feed_module, "cpu_demand", lambda: clock["cpu"])
-    feed._demand_mark, feed._wall_mark = 0.0, 0.0
+    clock = {"ran": 0.0, "waited": 0.0}
+    monkeypatch.setattr(feed_module, "loop_times", lambda: (clock["ran"], clock["waited"]))
+    feed._ran_mark, feed._waited_mark, feed._wall_mark = 0.0, 0.0, 0.0
     seen: list[tuple[int, int]] = []
     wall = 0.0
-    # busy (95% of a CPU) but few calls (a start-up, a loaded machine); busy with calls at
-    # 10,000/s for 2 windows, in between (80%) for 2, idle (10%) for 8, busy again
-    for share, calls in (
-        [(0.95, 100)] + [(0.95, 1000)] * 2 + [(0.8, 1000)] * 2 + [(0.1, 1000)] * 8 + [(0.9, 1000)]
-    ):
+    # (share of the window the loop ran, share it waited for a CPU, calls): busy (95%) but
+    # few calls (a start-up); busy with calls at 10,000/s for 2 windows, in between (80%) for
+    # 2, idle (10%) for 7; one busy window (a burst of catching up after a stall: the
+    # decision reads two windows) and an idle one; a loaded machine on which the loop waits
+    # 65% of the time for a CPU, runs 25% and is idle the rest (not busy: 71%; the run time
+    # and the wait together would read 90%, but the relay runs under a third of the time) for
+    # 2 windows; then saturated while it gets a CPU half the time, never idle (100%)
+    for ran, waited, calls in (
+        [(0.95, 0, 100)] + [(0.95, 0, 1000)] * 2 + [(0.8, 0, 1000)] * 2
+        + [(0.1, 0, 1000)] * 7 + [(0.9, 0, 1000), (0.1, 0, 1000)]
+        + [(0.25, 0.65, 1000)] * 2 + [(0.5, 0.5, 1000)] * 2
+    ):  # fmt: skip
         wall += 0.1
-        clock["cpu"] += 0.1 * share
+        clock["ran"] += 0.1 * ran
+        clock["waited"] += 0.1 * waited
         feed._tick += calls
         feed._govern(wall)
         seen.append((feed.every, feed._limit))
@@ -397,9 +405,22 @@ def test_the_governor_follows_the_relays_cpu(
     busy_buffer = full_buffer // 8
     assert seen == [(1, full_buffer)] + [(64, busy_buffer)] * 4 + [
         (32, busy_buffer), (16, busy_buffer), (8, busy_buffer), (4, busy_buffer),
-        (2, busy_buffer), (1, full_buffer), (1, full_buffer), (1, full_buffer),
-        (64, busy_buffer),
+        (2, busy_buffer), (1, full_buffer), (1, full_buffer),
+        (1, full_buffer), (1, full_buffer),
+        (1, full_buffer), (1, full_buffer),
+        (64, busy_buffer), (64, busy_buffer),
     ]  # fmt: skip
+
+
+def test_busy_share_counts_the_wait_for_a_cpu_only_for_a_relay_that_works() -> None:
+    assert feed_module.busy_share(0.3, 0.0, 1.0) == pytest.approx(0.3)
+    # runs little, waits much, goes idle: a relay that keeps up on a loaded machine
+    assert feed_module.busy_share(0.25, 0.65, 1.0) == pytest.approx(0.25 / 0.35)
+    # runs 40% and waits 50%: the traffic and the relay take the CPUs
+    assert feed_module.busy_share(0.4, 0.5, 1.0) == pytest.approx(0.9)
+    assert feed_module.busy_share(0.2, 0.75, 1.0) == pytest.approx(0.8)  # idle 5%, runs 20%
+    assert feed_module.busy_share(0.6, 0.4, 1.0) == 1.0  # never idle
+    assert feed_module.busy_share(0.6, 0.45, 1.0) == 1.0  # (clocks read a little apart)
 
 
 def test_frames_round_trip_shared_and_deeply_nested_values() -> None:
@@ -462,12 +483,13 @@ def test_frames_round_trip_shared_and_deeply_nested_values() -> None:
         assert read_batch(reader) is None  # a torn batch is the end
 
 
-def test_cpu_demand_counts_running_time() -> None:
-    before = feed_module.cpu_demand()
+def test_loop_times_count_running_time() -> None:
+    ran, waited = feed_module.loop_times()
     started = time.thread_time()
     while time.thread_time() - started < 0.05:  # spin: run 50 ms of CPU
         pass
-    assert feed_module.cpu_demand() - before >= 0.05
+    ran_after, waited_after = feed_module.loop_times()
+    assert ran_after - ran >= 0.05 and waited_after >= waited
 
 
 def test_sessions_on_one_feed_keep_their_own_keys_and_traces(make_feed: Any) -> None:
