@@ -181,12 +181,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run_proxy(command: list[str], options: ProxyOptions, env: dict[str, str]) -> int:
+    from helmet_otel import memtrace
     from helmet_otel.cli.interceptors import build_interceptors
     from helmet_otel.core.interceptor import session_interceptors
     from helmet_otel.core.session import Session
     from helmet_otel.redaction import scrub_line
     from helmet_otel.transports.stdio import ServerCommand, StdioProxy, run_stdio
 
+    memtrace.start_from_env("proxy", env)  # a diagnostic; off unless asked
     server = ServerCommand(
         argv=command,
         env=child_environment(env, options.pass_otel_env),

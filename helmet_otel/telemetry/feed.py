@@ -38,6 +38,7 @@ from helmet_otel.core.session import Restart, Session
 from helmet_otel.core.verdicts import DECISION, FINDINGS, POLICY_LOADED, Decision, Finding
 from helmet_otel.protocol.message import BLANK, ERROR, REQUEST, RESPONSE, id_key
 from helmet_otel.protocol.splice import with_meta_entry
+from helmet_otel.telemetry.backlog import Backlog
 from helmet_otel.telemetry.frames import (
     BATCH,
     FLAG_PROXY,
@@ -156,7 +157,7 @@ class TelemetryFeed:
         self._busy_limit = options.relay_busy_limit
         self._sessions = 0  # keys handed out
         self.batch = bytearray()  # records of the batch being gathered
-        self._out = bytearray()  # batches not yet taken by the worker's pipe
+        self._out = Backlog()  # batches not yet taken by the worker's pipe
         self._shed_full = 0  # messages shed since the last batch: the worker was behind
         self._shed_busy = 0  # ... the governor shed them
         self.lost_weight = 0  # what the last call shed at a full buffer stood for
@@ -467,7 +468,7 @@ class TelemetryFeed:
     def _write(self) -> None:
         while self._out:
             try:
-                written = os.write(self._fd, self._out)
+                written = self._out.write_to(self._fd)
             except BlockingIOError:
                 break
             except OSError as exc:  # the worker is gone: nothing more can be handed over
@@ -479,7 +480,6 @@ class TelemetryFeed:
                     return
                 raise
             self._written += written
-            del self._out[:written]
         if self._out and not self._writer_armed and self._loop is not None:
             self._writer_armed = True
             self._loop.add_writer(self._fd, self._on_writable)

@@ -17,6 +17,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
+from helmet_otel import memtrace
 from helmet_otel import semconv as sc
 from helmet_otel.config import ProxyOptions
 from helmet_otel.redaction import scrub_line
@@ -82,6 +83,7 @@ def main() -> int:
     # when the proxy is gone, must not cut the last flush short.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    memtrace.start_from_env("worker", os.environ)  # a diagnostic; off unless asked
     reader = BatchReader(0)
     first = first_frames(reader)
     config = next((f for f in first or () if isinstance(f, Config)), None)
