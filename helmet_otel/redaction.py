@@ -138,6 +138,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -420,6 +421,22 @@ def _openai_is_key(body: str) -> bool:
     return any(c.isdigit() or c.isupper() for c in body)
 
 
+_BODY_CACHE_LEN = 256  # bodies whose JSON is at most this long are remembered
+_BODY_CACHE_MAX = 1024
+
+
+def _has_non_finite(value: object) -> bool:
+    """Whether a JSON-like value holds an infinite or NaN float (which JSON writes as null)."""
+    kind = type(value)
+    if kind is float:
+        return not math.isfinite(cast(float, value))
+    if kind is dict:
+        return any(_has_non_finite(v) for v in cast(dict[object, object], value).values())
+    if kind is list:
+        return any(_has_non_finite(v) for v in cast(list[object], value))
+    return False
+
+
 def _dumps(value: object) -> bytes:
     try:
         return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
@@ -502,6 +519,8 @@ class Redactor:
         self._markers: dict[str, str | None] = {}
         self._keys: dict[str, tuple[str | None, str]] = {}
         self._names: dict[str, str] = {}
+        # small bodies seen (their JSON) -> (`body`, its JSON text): `{}` params, repeated results
+        self._bodies: dict[bytes, tuple[object, str]] = {}
 
         hints = [*_KEY_HINTS, *(r"[_.\- ]?".join(map(re.escape, w)) for w, _ in self._extra_words)]
         gate = "" if self._extra_keys else rf"(?={_KV_CLASS}*?(?i:{'|'.join(hints)}))"
@@ -738,6 +757,39 @@ class Redactor:
             return kept
         source = kept if isinstance(kept, str) else data.decode("utf-8", "surrogatepass")
         return self._truncation_record(len(data), source)
+
+    def body_and_json(self, value: object) -> tuple[object | None, str | None]:
+        """`body`, and its compact JSON text when it has one (what the store keeps of it: the
+        same text ``orjson.dumps`` gives; None for a truncation record, or a value JSON cannot
+        say exactly). Scrubbing a JSON value is a function of its text, so a body whose text is
+        short and seen before costs one ``dumps`` and a lookup."""
+        if value is None or self.config.capture != "full":
+            return self.body(value), None
+        try:
+            key = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
+        except TypeError:  # surrogates, huge ints, foreign objects
+            return self.body(value), None
+        if b"null" in key and _has_non_finite(value):  # (`1e400` parses to inf: JSON null)
+            return self.body(value), None
+        small = len(key) <= _BODY_CACHE_LEN
+        if small:
+            hit = self._bodies.get(key)
+            if hit is not None:
+                return hit
+        kept = self.scrub(value)
+        try:
+            data = orjson.dumps(kept, option=orjson.OPT_NON_STR_KEYS)
+        except TypeError:
+            return self.body(value), None
+        if len(data) > self.config.max_body:
+            source = kept if isinstance(kept, str) else data.decode("utf-8")
+            return self._truncation_record(len(data), source), None
+        result = (kept, data.decode("utf-8"))
+        if small:
+            if len(self._bodies) >= _BODY_CACHE_MAX:
+                self._bodies.clear()
+            self._bodies[key] = result
+        return result
 
     def body_from_json(self, raw: bytes | str, original_size: int | None = None) -> object | None:
         """`body` of a JSON text that may be only the head of a longer message.

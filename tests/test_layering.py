@@ -12,12 +12,13 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "helmet_otel"
 
 # what each part of the package may import from the package (besides itself)
-LEAVES = {"semconv", "percentile", "redaction", "config", "__init__"}
+LEAVES = {"semconv", "percentile", "redaction", "config", "memtrace", "__init__"}
 ALLOWED: dict[str, set[str]] = {
     "protocol": set(),
     "semconv": set(),
     "percentile": set(),
     "redaction": set(),
+    "memtrace": set(),
     "config": {"redaction"},
     "__init__": set(),
     "core": {"protocol"},

@@ -20,6 +20,7 @@ from helmet_otel.redaction import (
     is_truncation_record,
     marker,
 )
+from helmet_otel.store.model import dumps as store_dumps
 
 # Fake secrets, in the shapes the providers use.
 OPENAI = "sk-proj-Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z"
@@ -673,6 +674,36 @@ def test_capture_full_records_the_scrubbed_body() -> None:
         },
     }
     assert R.body("line with " + GITHUB) == "line with " + m("github-token")
+
+
+@pytest.mark.parametrize(
+    ("value", "has_json"),
+    [
+        (PARAMS, True), ({}, True), ("line with " + GITHUB, True), ([1, 2.5, "x"], True),
+        (None, False),  # no body
+        ({"big": "x" * 5000}, False),  # a truncation record
+        (2**70, False),  # an int orjson refuses
+        ({"x": float("inf"), "n": None}, False),  # (`1e400`) JSON would say null
+    ],
+)  # fmt: skip
+def test_body_and_json_is_body_and_the_json_the_store_writes(value: object, has_json: bool) -> None:
+    """The recorder's one pass: the body `body` gives, and its JSON text when it has one (the
+    store's own ``dumps`` of it); a repeat comes from the cache, the same."""
+    r = Redactor(RedactionConfig(max_body=4096))
+    first = r.body_and_json(value)
+    assert first == (r.body(value), store_dumps(first[0]) if has_json else None)
+    assert r.body_and_json(copy.deepcopy(value)) == first
+    metadata = Redactor(RedactionConfig(capture="metadata"))
+    assert metadata.body_and_json(value) == (metadata.body(value), None)
+    assert Redactor(RedactionConfig(capture="none")).body_and_json(value) == (None, None)
+
+
+def test_body_and_json_scrubs_what_it_remembers() -> None:
+    r = Redactor(RedactionConfig())
+    hidden = ({"api_key": m("key:api_key")}, '{"api_key":"' + m("key:api_key") + '"}')
+    assert r.body_and_json({"api_key": "abc123456789"}) == hidden
+    assert r.body_and_json({"api_key": "abc123456789"}) == hidden  # (from the cache)
+    assert GITHUB not in str(r.body_and_json({"t": GITHUB}))
 
 
 def test_capture_metadata_records_the_exact_shape() -> None:

@@ -181,11 +181,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run_proxy(command: list[str], options: ProxyOptions, env: dict[str, str]) -> int:
+    from helmet_otel import memtrace
     from helmet_otel.cli.interceptors import build_interceptors
     from helmet_otel.core.interceptor import session_interceptors
     from helmet_otel.core.session import Session
-    from helmet_otel.transports.stdio import ServerCommand, run_stdio
+    from helmet_otel.redaction import scrub_line
+    from helmet_otel.transports.stdio import ServerCommand, StdioProxy, run_stdio
 
+    memtrace.start_from_env("proxy", env)  # a diagnostic; off unless asked
     server = ServerCommand(
         argv=command,
         env=child_environment(env, options.pass_otel_env),
@@ -198,13 +201,13 @@ def run_proxy(command: list[str], options: ProxyOptions, env: dict[str, str]) ->
     try:
         interceptors = session_interceptors(built.factories, session)
         if options.restart == "on-failure":
-            from helmet_otel.redaction import scrub_line
             from helmet_otel.transports.restart import RestartingStdioProxy
 
             proxy = functools.partial(
                 RestartingStdioProxy, max_restarts=options.max_restarts, scrub=scrub_line
             )
-            return run_stdio(server, session, interceptors, after=built.close, proxy_class=proxy)
-        return run_stdio(server, session, interceptors, after=built.close)
+        else:
+            proxy = functools.partial(StdioProxy, scrub=scrub_line)
+        return run_stdio(server, session, interceptors, after=built.close, proxy_class=proxy)
     finally:
         built.kill()

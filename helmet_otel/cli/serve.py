@@ -169,6 +169,7 @@ def _run_front(
     from helmet_otel.cli.interceptors import build_interceptors
     from helmet_otel.core.interceptor import Interceptor, session_interceptors
     from helmet_otel.core.session import Session
+    from helmet_otel.redaction import scrub_line
     from helmet_otel.transports.child import ServerCommand
     from helmet_otel.transports.http_front import Front, McpFront, ServeSettings, run_front
     from helmet_otel.transports.http_guard import Guard
@@ -208,7 +209,7 @@ def _run_front(
             if feed is None or event["blocked"]:  # else the record says it; no stderr flood
                 stderr(b"helmet-otel: security: %s\n" % finding.message.encode())
 
-        what = shown_url if url is not None else (command or ["?"])[0]
+        what = shown_url if url is not None else scrub_line((command or ["?"])[0])
 
         def on_listening(bound_host: str, bound_port: int) -> None:
             shown = f"[{bound_host}]" if ":" in bound_host else bound_host
@@ -241,7 +242,9 @@ def _run_front(
             )  # fmt: skip
 
             def make_front(tg: TaskGroup) -> Front:
-                return McpFront(settings, interceptors_for, on_security, stderr, tg)
+                return McpFront(
+                    settings, interceptors_for, on_security, stderr, tg, scrub=scrub_line
+                )
 
             wait = options.grace * 2 + 3.0
         try:

@@ -86,6 +86,7 @@ def log_row_from_record(record: Log) -> LogRow:
         body=body,
         has_body=body is not None,
         attributes=record.attributes,
+        body_text=record.body_json,
     )
 
 
@@ -110,21 +111,11 @@ def _span_row(
     session_id = attributes.pop(sc.HELMET_SESSION_ID, None)
     segment = attributes.get(sc.HELMET_TRACE_SEGMENT)
     return SpanRow(
-        trace_id=trace_id,
-        span_id=span_id,
-        parent_span_id=parent_span_id,
-        name=name,
-        kind=kind,
-        start_ts=start,
-        end_ts=end,
-        status=status,
-        status_message=message,
-        session_id=_text(session_id),
-        segment=segment if isinstance(segment, int) and not isinstance(segment, bool) else None,
-        service=_text(service),
-        attrs=attributes,
-        links=links,
-    )
+        trace_id, span_id, parent_span_id, name, kind, start, end, status, message,
+        _text(session_id),
+        segment if isinstance(segment, int) and not isinstance(segment, bool) else None,
+        _text(service), attributes, links,
+    )  # fmt: skip
 
 
 def span_row_from_record(span: Span) -> SpanRow:

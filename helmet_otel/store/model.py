@@ -41,6 +41,12 @@ PROMOTED: Final[Mapping[str, tuple[str, type]]] = {
     sc.HELMET_MESSAGE_SIZE: ("size", int),
     sc.ERROR_TYPE: ("error_type", str),
 }
+# attribute -> (its column's place in `log_row`'s list, type)
+_PROMOTED_AT: Final = {key: (i, kind) for i, (key, (_column, kind)) in enumerate(PROMOTED.items())}
+_PROMOTED_COLUMNS: Final = (
+    "session_id", "direction", "kind", "method", "request_id", "latency_ms", "size", "error_type",
+)  # fmt: skip
+assert tuple(column for column, _kind in PROMOTED.values()) == _PROMOTED_COLUMNS
 # the "target" column: what a span name calls the target (not promoted, derived)
 _TARGET_KEYS: Final = (sc.GEN_AI_TOOL_NAME, sc.GEN_AI_PROMPT_NAME, sc.MCP_RESOURCE_URI)
 _SEVERITY_ERROR: Final = 17
@@ -172,41 +178,39 @@ def log_row(
     body: object,
     has_body: bool,
     attributes: Mapping[str, object],
+    body_text: str | None = None,
 ) -> LogRow:
-    """Split an attribute map into promoted columns and the rest; encode the body."""
-    row = LogRow(
-        ts=ts,
-        event=event,
-        severity_number=severity_number,
-        severity_text=severity_text,
-        service=service,
-        trace_id=trace_id,
-        span_id=span_id,
-        body=dumps(body) if has_body else None,
-    )
+    """Split an attribute map into promoted columns and the rest; encode the body
+    (``body_text``: its JSON, already made: what ``dumps`` would give)."""
+    columns: list[object] = [None] * len(_PROMOTED_AT)
     rest: dict[str, object] = {}
+    promoted_at = _PROMOTED_AT
     for key, value in attributes.items():
-        promoted = PROMOTED.get(key)
+        promoted = promoted_at.get(key)
         if promoted is not None and type(value) is promoted[1]:
-            setattr(row, promoted[0], value)
+            columns[promoted[0]] = value
         else:
             rest[key] = value
             if promoted is not None and value is not None:
                 # keep the original in attrs, still filter on a best-effort column value
-                setattr(row, promoted[0], _coerce(promoted[1], value))
-    row.attrs = rest
+                columns[promoted[0]] = _coerce(promoted[1], value)
+    target = None
     for key in _TARGET_KEYS:
         value = rest.get(key)
         if isinstance(value, str) and value:
-            row.target = value
+            target = value
             break
-    row.is_error = (
+    session_id, direction, kind, method, request_id, latency_ms, size, error_type = columns
+    return LogRow(
+        ts, event, severity_number, severity_text, service, trace_id, span_id,
+        body_text if body_text is not None else dumps(body) if has_body else None,
+        rest, session_id, direction, kind, method, target, request_id, latency_ms, size,  # pyright: ignore[reportArgumentType]
+        error_type,  # pyright: ignore[reportArgumentType]
         event == sc.EVENT_ERROR
-        or row.error_type is not None
+        or error_type is not None
         or sc.RPC_RESPONSE_STATUS_CODE in rest
-        or (severity_number is not None and severity_number >= _SEVERITY_ERROR)
-    )
-    return row
+        or (severity_number is not None and severity_number >= _SEVERITY_ERROR),
+    )  # fmt: skip
 
 
 def _coerce(kind: type, value: object) -> object:

@@ -46,6 +46,7 @@ class Log(NamedTuple):
     body: Any
     attributes: dict[str, Any]
     origin: Origin
+    body_json: str | None = None  # `body` as compact JSON, when the recorder has it already
 
 
 class Event(NamedTuple):

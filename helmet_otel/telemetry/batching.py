@@ -91,6 +91,8 @@ class BatchQueue(Generic[T]):
         # counts the calls it loses, as the relay counts them
         self._weight = weight
         self._settings = batch
+        self._max_queue = batch.max_queue  # (read for every item: no attribute chains)
+        self._batch_size = batch.batch_size
         self._queue: deque[T] = deque()
         self._urgent: deque[T] = deque()  # decisions and findings: never evicted by the rest
         self._wake = threading.Event()
@@ -107,35 +109,41 @@ class BatchQueue(Generic[T]):
 
     def put(self, item: T) -> None:
         queue = self._queue
-        if len(queue) >= self._settings.max_queue:
-            if self._patient and not self._closing:
-                self._room.clear()  # before the check: a batch taken after it sets the event
-                if len(queue) >= self._settings.max_queue:
-                    self._wake.set()
-                    # a sink that made no room in time is stuck, not slow: stop waiting for it
-                    # until its queue is half empty again (a locked store costs one wait)
-                    self._patient = self._room.wait(self._wait_s)
-            if len(queue) >= self._settings.max_queue:
-                dropped = queue.popleft()
-                self._on_drop(f"{self.name}_queue_full", self._count([dropped]))
+        if len(queue) >= self._max_queue:
+            self._full(queue)
         queue.append(item)
-        wake = self._wake
-        if len(queue) + len(self._urgent) >= self._settings.batch_size and not wake.is_set():
-            wake.set()
+        if len(queue) + len(self._urgent) >= self._batch_size:
+            wake = self._wake
+            if not wake.is_set():
+                wake.set()
+
+    def _full(self, queue: deque[T]) -> None:
+        """Room for one more: after a wait for it (a patient sink), else by dropping the
+        oldest."""
+        if self._patient and not self._closing:
+            self._room.clear()  # before the check: a batch taken after it sets the event
+            if len(queue) >= self._max_queue:
+                self._wake.set()
+                # a sink that made no room in time is stuck, not slow: stop waiting for it
+                # until its queue is half empty again (a locked store costs one wait)
+                self._patient = self._room.wait(self._wait_s)
+        if len(queue) >= self._max_queue:
+            dropped = queue.popleft()
+            self._on_drop(f"{self.name}_queue_full", self._count([dropped]))
 
     def put_urgent(self, item: T) -> None:
         """A policy decision's or a security finding's item: ordinary items never evict it,
         and it leaves in the next batch. Only a lane full of its kind drops (its oldest)."""
         urgent = self._urgent
-        if len(urgent) >= self._settings.max_queue:
+        if len(urgent) >= self._max_queue:
             urgent.popleft()
             self._on_drop(f"{self.name}_security_queue_full", 1)
         urgent.append(item)
-        if len(urgent) + len(self._queue) >= self._settings.batch_size:
+        if len(urgent) + len(self._queue) >= self._batch_size:
             self._wake.set()
 
     def _run(self) -> None:
-        queue, urgent, size = self._queue, self._urgent, self._settings.batch_size
+        queue, urgent, size = self._queue, self._urgent, self._batch_size
         while not self._closing:
             self._wake.wait(self._settings.delay_s)
             while queue or urgent:
@@ -144,7 +152,7 @@ class BatchQueue(Generic[T]):
                 taken = len(batch)  # of them urgent
                 batch += [queue.popleft() for _ in range(min(size - taken, len(queue)))]
                 self._room.set()
-                if not self._patient and len(queue) * 2 <= self._settings.max_queue:
+                if not self._patient and len(queue) * 2 <= self._max_queue:
                     self._patient = self._wait_s > 0
                 self._in_flight = (batch, taken)
                 self._export_started = time.monotonic()

@@ -38,6 +38,7 @@ from helmet_otel.core.session import Restart, Session
 from helmet_otel.core.verdicts import DECISION, FINDINGS, POLICY_LOADED, Decision, Finding
 from helmet_otel.protocol.message import BLANK, ERROR, REQUEST, RESPONSE, id_key
 from helmet_otel.protocol.splice import with_meta_entry
+from helmet_otel.telemetry.backlog import Backlog
 from helmet_otel.telemetry.cutoff import CLOSING_SIGNAL, SHUTDOWN_TIMEOUT
 from helmet_otel.telemetry.frames import (
     BATCH,
@@ -164,7 +165,7 @@ class TelemetryFeed:
         self._busy_limit = options.relay_busy_limit
         self._sessions = 0  # keys handed out
         self.batch = bytearray()  # records of the batch being gathered
-        self._out = bytearray()  # batches not yet taken by the worker's pipe
+        self._out = Backlog()  # batches not yet taken by the worker's pipe
         self._shed_full = 0  # messages shed since the last batch: the worker was behind
         self._shed_busy = 0  # ... the governor shed them
         self.lost_weight = 0  # what the last call shed at a full buffer stood for
@@ -487,7 +488,7 @@ class TelemetryFeed:
     def _write(self) -> None:
         while self._out:
             try:
-                written = os.write(self._fd, self._out)
+                written = self._out.write_to(self._fd)
             except BlockingIOError:
                 break
             except OSError as exc:  # the worker is gone: nothing more can be handed over
@@ -500,7 +501,6 @@ class TelemetryFeed:
                     return
                 raise
             self._written += written
-            del self._out[:written]
         if self._out and not self._writer_armed and self._loop is not None:
             self._writer_armed = True
             self._loop.add_writer(self._fd, self._on_writable)
@@ -577,8 +577,8 @@ class TelemetryFeed:
         the calls each stood for) and their other records (session events, decisions and
         findings, the close), which are few."""
         start, kept = self._boundary()
-        out = self._out
-        at = start - self._written
+        out = bytes(self._out)  # (once, at the deadline)
+        at = begun = start - self._written
         if at >= len(out):
             return
         queue_full = busy = lost = others = 0
@@ -588,21 +588,22 @@ class TelemetryFeed:
             queue_full += full
             busy += shed_busy
             at += BATCH.size
-            for frame in decode(bytes(out[at : at + size])):
+            for frame in decode(out[at : at + size]):
                 if type(frame) is Msg:
                     lost += frame.weight
                 else:
                     rest += pickled(frame)
                     others += 1
             at += size
-        del out[start - self._written :]
+        self._out.clear()
+        self._out += out[:begun]
         self._cut = lost
         if lost:
             rest[:0] = pickled(Dropped(SHUTDOWN_TIMEOUT, lost))
             others += 1
         self._handed = deque(x for x in self._handed if x[0] <= start)
-        out += BATCH.pack(len(rest), queue_full, busy)
-        out += rest
+        self._out += BATCH.pack(len(rest), queue_full, busy)
+        self._out += rest
         self._queued_bytes = start + BATCH.size + len(rest)
         # (only their sum counts from now on)
         self.records, self._carried = kept + others, queue_full

@@ -41,6 +41,7 @@ BATCH = struct.Struct("<III")  # payload length, records the relay shed (queue f
 # b"M", flags, weight, session key, ts, size, trace id (hi, lo), server span id, client span id
 WHOLE = struct.Struct("<cBHIqQQQQQ")
 _PICKLED = struct.Struct("<cI")  # b"P", length
+_M, _P = ord("M"), ord("P")  # the tags, as indexing a batch reads them
 FLAG_S2C: Final = 1  # direction server->client
 FLAG_REPLIED: Final = 2  # on a request: the proxy answered it itself; it was not forwarded
 FLAG_PROXY: Final = 4  # on a response or error: the proxy wrote it, not the server
@@ -244,7 +245,7 @@ def summarize(msg: Message, c2s: bool, replied: bool, proxy: bool = False) -> Su
             result_fields: dict[str, object] = result  # pyright: ignore[reportUnknownVariableType]
             is_tool_error = result_fields.get("isError") is True
     return _tuple(Summary, (
-        msg.kind.value, msg.id, method, target_name, resource_uri, msg.error_code,
+        msg.kind._value_, msg.id, method, target_name, resource_uri, msg.error_code,  # (no enum descriptor)
         msg.error_message, is_tool_error, client_traceparent, replied, proxy, None,
     ))  # fmt: skip
 
@@ -306,21 +307,21 @@ def _parsed(frame: Msg) -> object:
         return NOT_JSON
 
 
-def decode(data: bytes) -> list[Frame]:
-    """The frames of one batch's records."""
+def decode(data: bytes | bytearray, at: int = 0, end: int | None = None) -> list[Frame]:
+    """The frames of one batch's records (``data[at:end]``)."""
     frames: list[Frame] = []
     view = memoryview(data)
-    at = 0
-    end = len(data)
+    if end is None:
+        end = len(data)
     while at < end:
-        tag = data[at : at + 1]
-        if tag == b"M":
+        tag = data[at]
+        if tag == _M:
             record = WHOLE.unpack_from(data, at)
             at += WHOLE.size
             size = record[5]
             frames.append(_message(record, bytes(view[at : at + size])))
             at += size
-        elif tag == b"P":
+        elif tag == _P:
             _, size = _PICKLED.unpack_from(data, at)
             at += _PICKLED.size
             frame: Frame = pickle.loads(view[at : at + size])
@@ -329,7 +330,7 @@ def decode(data: bytes) -> list[Frame]:
             frames.append(frame)
             at += size
         else:
-            raise ValueError(f"unknown frame record {tag!r}")
+            raise ValueError(f"unknown frame record {bytes([tag])!r}")
     return frames
 
 
@@ -342,9 +343,68 @@ def read_batch(stream: IO[bytes]) -> list[Frame] | None:
     data = stream.read(size)
     if len(data) < size:
         return None
-    frames = decode(data)
+    return _with_drops(decode(data), queue_full, busy)
+
+
+def _with_drops(frames: list[Frame], queue_full: int, busy: int) -> list[Frame]:
     if busy:
         frames.insert(0, Dropped("relay_busy", busy))
     if queue_full:
         frames.insert(0, Dropped("relay_queue_full", queue_full))
     return frames
+
+
+READ_SIZE = 1 << 14  # bytes read at once at most: the frames of a read are alive together
+
+
+class BatchReader:
+    """Batches from a pipe as they arrive, without a thread: `read` takes whatever the pipe
+    holds in one read and returns the frames of every whole batch in it (a batch the pipe has
+    only begun waits for the next read). The caller waits for the pipe to be readable (the
+    worker polls it with its own timeout); `read` then does not block."""
+
+    def __init__(self, fd: int, size: int = 1 << 20) -> None:
+        self._raw = io.FileIO(fd, "rb", closefd=False)
+        self._buffer = bytearray(size)
+        self._view = memoryview(self._buffer)
+        self._length = 0  # bytes of ``_buffer`` read and not yet decoded
+
+    def read(self) -> list[Frame] | None:
+        """The frames of the whole batches read now (perhaps none), or None at the end of the
+        stream (a torn last batch counts as the end)."""
+        length = self._length
+        if length == len(self._buffer):
+            self._grow()
+        count = self._raw.readinto(self._view[length : length + READ_SIZE])
+        if not count:
+            return None
+        length += count
+        buffer = self._buffer
+        frames: list[Frame] = []
+        at = 0
+        header = BATCH.size
+        while length - at >= header:
+            size, queue_full, busy = BATCH.unpack_from(buffer, at)
+            if length - at - header < size:
+                if header + size > len(buffer):
+                    self._grow(header + size)
+                    buffer = self._buffer
+                break
+            if queue_full or busy:
+                frames += _with_drops([], queue_full, busy)
+            frames += decode(buffer, at + header, at + header + size)
+            at += header + size
+        if at:
+            left = length - at
+            buffer[:left] = buffer[at:length]
+            length = left
+        self._length = length
+        return frames
+
+    def _grow(self, size: int = 0) -> None:
+        """Room for a batch larger than the buffer."""
+        self._view.release()
+        self._buffer = self._buffer + bytearray(
+            max(size, len(self._buffer) * 2) - len(self._buffer)
+        )
+        self._view = memoryview(self._buffer)

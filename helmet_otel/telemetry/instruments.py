@@ -13,7 +13,7 @@ from typing import Any
 
 from helmet_otel import semconv as sc
 from helmet_otel.percentile import percentile
-from helmet_otel.telemetry.metrics import MetricSet
+from helmet_otel.telemetry.metrics import Key, MetricSet, attribute_key
 
 MAX_METHOD_LABELS = 64  # distinct unknown methods that become metric labels, then "_other"
 LATENCY_SAMPLES = 10_000  # latencies kept per method and interval for the quantiles
@@ -109,6 +109,9 @@ class Instruments:
             "Number of unix file descriptors in use by the process",
         )  # fmt: skip
         self._methods_seen: set[str] = set()
+        # (label, direction, kind): the keys of helmet.mcp.messages and helmet.mcp.message.size
+        # (bounded: the labels are, and there are two directions and a few kinds)
+        self._message_keys: dict[tuple[str, str, str], tuple[Key, Key]] = {}
         self._stats: defaultdict[str, _Stats] = defaultdict(_Stats)
         self.messages_total = 0  # since the worker started
         self._interval_started = time.monotonic()
@@ -128,15 +131,16 @@ class Instruments:
         """One message (standing for ``weight``), from its record's attributes."""
         self.messages_total += 1
         direction = attrs[sc.HELMET_DIRECTION]
-        self.messages.add(
-            weight, {sc.MCP_METHOD_NAME: label, sc.HELMET_DIRECTION: direction,
-                     sc.HELMET_MESSAGE_KIND: attrs[sc.HELMET_MESSAGE_KIND]},
-        )  # fmt: skip
-        self.message_size.record(
-            attrs[sc.HELMET_MESSAGE_SIZE],
-            {sc.MCP_METHOD_NAME: label, sc.HELMET_DIRECTION: direction},
-            weight=weight,
-        )
+        kind = attrs[sc.HELMET_MESSAGE_KIND]
+        keys = self._message_keys.get((label, direction, kind))
+        if keys is None:
+            keys = self._message_keys[(label, direction, kind)] = (
+                attribute_key({sc.MCP_METHOD_NAME: label, sc.HELMET_DIRECTION: direction,
+                               sc.HELMET_MESSAGE_KIND: kind}),
+                attribute_key({sc.MCP_METHOD_NAME: label, sc.HELMET_DIRECTION: direction}),
+            )  # fmt: skip
+        self.messages.add_key(weight, keys[0])
+        self.message_size.record_key(attrs[sc.HELMET_MESSAGE_SIZE], keys[1], weight=weight)
 
     def count_error(
         self, weight: int, error_type: str, label: str, tool: str | None = None

@@ -9,6 +9,16 @@ Temporality follows ``OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE``: cumul
 default; ``delta`` and ``lowmemory`` make counters and histograms delta (up-down counters stay
 cumulative, as the specification says). Duration histograms keep one exemplar per bucket and
 interval, the last request that fell in it, so Grafana can jump from a latency bucket to a trace.
+
+A measurement is keyed by its attributes' `attribute_key`. A caller whose measurements share
+their attributes (every call of one kind) makes the key once and passes it to `Counter.add_key`
+and `Histogram.record_key`: a dict lookup and a few additions, no set built per measurement.
+
+Threading: one thread, the recording thread, makes every measurement and also collects them
+(`MetricSet.collect`; `PeriodicExport.tick` hands what it collected to the export thread), so
+neither takes a lock. Once it has stopped recording another thread may take over (the worker's
+shutdown). An instrument that other threads also write (``shared=True``: the drop counter,
+which export threads count into) takes its own lock for each measurement and in `collect`.
 """
 
 from __future__ import annotations
@@ -17,6 +27,7 @@ import threading
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from typing import Any
 
 from opentelemetry.sdk.metrics import Exemplar
@@ -36,6 +47,14 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 Key = frozenset[tuple[str, Any]]
+NO_ATTRIBUTES: Key = frozenset()
+_UNSHARED = nullcontext()
+
+
+def attribute_key(attributes: Mapping[str, Any] | None) -> Key:
+    """The key of a measurement's attributes: make it once for the attributes many
+    measurements share and pass it to `Counter.add_key` / `Histogram.record_key`."""
+    return frozenset(attributes.items()) if attributes else NO_ATTRIBUTES
 
 
 def delta_preferred(env: Mapping[str, str]) -> bool:
@@ -43,26 +62,37 @@ def delta_preferred(env: Mapping[str, str]) -> bool:
     return value.strip().lower() in ("delta", "lowmemory")
 
 
-class _Instrument:
-    def __init__(self, name: str, unit: str, description: str, lock: threading.Lock) -> None:
+class Counter:
+    """A sum: monotonic (a counter) or not (an up-down counter), written by the recording
+    thread only (see the module's threading contract)."""
+
+    lock: threading.Lock | None = None  # a shared counter's
+
+    def __init__(self, name: str, unit: str, description: str, *, monotonic: bool) -> None:
         self.name, self.unit, self.description = name, unit, description
-        self._lock = lock
-
-
-class Counter(_Instrument):
-    """A sum: monotonic (a counter) or not (an up-down counter)."""
-
-    def __init__(
-        self, name: str, unit: str, description: str, lock: threading.Lock, *, monotonic: bool
-    ) -> None:
-        super().__init__(name, unit, description, lock)
         self.monotonic = monotonic
         self.values: dict[Key, float] = {}
 
     def add(self, value: float, attributes: Mapping[str, Any] | None = None) -> None:
-        key: Key = frozenset(attributes.items()) if attributes else frozenset()
+        self.add_key(value, frozenset(attributes.items()) if attributes else NO_ATTRIBUTES)
+
+    def add_key(self, value: float, key: Key) -> None:
+        """`add` with the attributes' `attribute_key`."""
+        values = self.values
+        values[key] = values.get(key, 0) + value
+
+
+class SharedCounter(Counter):
+    """A counter any thread may add to: a lock per measurement."""
+
+    def __init__(self, name: str, unit: str, description: str, *, monotonic: bool) -> None:
+        super().__init__(name, unit, description, monotonic=monotonic)
+        self.lock = self._lock = threading.Lock()
+
+    def add_key(self, value: float, key: Key) -> None:
         with self._lock:
-            self.values[key] = self.values.get(key, 0) + value
+            values = self.values
+            values[key] = values.get(key, 0) + value
 
 
 class _Point:
@@ -77,18 +107,12 @@ class _Point:
         self.exemplars: dict[int, tuple[float, int, int, int]] = {}
 
 
-class Histogram(_Instrument):
-    """Explicit-bucket histogram with optional exemplars."""
+class Histogram:
+    """Explicit-bucket histogram with optional exemplars, written by the recording thread
+    only (see the module's threading contract)."""
 
-    def __init__(
-        self,
-        name: str,
-        unit: str,
-        description: str,
-        lock: threading.Lock,
-        bounds: Sequence[float],
-    ) -> None:
-        super().__init__(name, unit, description, lock)
+    def __init__(self, name: str, unit: str, description: str, bounds: Sequence[float]) -> None:
+        self.name, self.unit, self.description = name, unit, description
         self.bounds = list(bounds)
         self.points: dict[Key, _Point] = {}
 
@@ -102,21 +126,31 @@ class Histogram(_Instrument):
         weight: int = 1,
     ) -> None:
         """``weight``: how many measurements this one stands for (a sampled call)."""
-        key: Key = frozenset(attributes.items())
+        self.record_key(value, frozenset(attributes.items()), trace_id, span_id, ts, weight)
+
+    def record_key(
+        self,
+        value: float,
+        key: Key,
+        trace_id: int = 0,
+        span_id: int = 0,
+        ts: int = 0,
+        weight: int = 1,
+    ) -> None:
+        """`record` with the attributes' `attribute_key`."""
+        point = self.points.get(key)
+        if point is None:
+            point = self.points[key] = _Point(len(self.bounds) + 1)
         index = bisect_left(self.bounds, value)
-        with self._lock:
-            point = self.points.get(key)
-            if point is None:
-                point = self.points[key] = _Point(len(self.bounds) + 1)
-            point.count += weight
-            point.sum += value * weight
-            if value < point.min:
-                point.min = value
-            if value > point.max:
-                point.max = value
-            point.buckets[index] += weight
-            if span_id:
-                point.exemplars[index] = (value, ts, trace_id, span_id)
+        point.count += weight
+        point.sum += value * weight
+        if value < point.min:
+            point.min = value
+        if value > point.max:
+            point.max = value
+        point.buckets[index] += weight
+        if span_id:
+            point.exemplars[index] = (value, ts, trace_id, span_id)
 
 
 class MetricSet:
@@ -126,71 +160,69 @@ class MetricSet:
         self, resource: Resource, scope: InstrumentationScope, *, delta: bool = False
     ) -> None:
         self.resource, self.scope, self.delta = resource, scope, delta
-        self._lock = threading.Lock()
         self._counters: list[Counter] = []
         self._histograms: list[Histogram] = []
         self._started_ns = time.time_ns()
         self._last_ns = self._started_ns
 
-    def counter(self, name: str, unit: str, description: str) -> Counter:
-        counter = Counter(name, unit, description, self._lock, monotonic=True)
+    def counter(self, name: str, unit: str, description: str, *, shared: bool = False) -> Counter:
+        """``shared``: other threads than the recording thread add to it too."""
+        kind = SharedCounter if shared else Counter
+        counter = kind(name, unit, description, monotonic=True)
         self._counters.append(counter)
         return counter
 
     def up_down_counter(self, name: str, unit: str, description: str) -> Counter:
-        counter = Counter(name, unit, description, self._lock, monotonic=False)
+        counter = Counter(name, unit, description, monotonic=False)
         self._counters.append(counter)
         return counter
 
     def histogram(
         self, name: str, unit: str, description: str, bounds: Sequence[float]
     ) -> Histogram:
-        histogram = Histogram(name, unit, description, self._lock, bounds)
+        histogram = Histogram(name, unit, description, bounds)
         self._histograms.append(histogram)
         return histogram
 
     def collect(self) -> MetricsData | None:
-        """The current points (and, for delta, a fresh interval); None when there are none."""
+        """The current points (and, for delta, a fresh interval); None when there are none.
+        On the recording thread (or once it has stopped recording)."""
         now = time.time_ns()
         metrics: list[Metric] = []
-        with self._lock:
-            for counter in self._counters:
-                delta = self.delta and counter.monotonic
-                start = self._last_ns if delta else self._started_ns
-                points = [
-                    NumberDataPoint(dict(key), start, now, value)
-                    for key, value in counter.values.items()
-                ]
+        for counter in self._counters:
+            delta = self.delta and counter.monotonic
+            start = self._last_ns if delta else self._started_ns
+            with counter.lock or _UNSHARED:
+                values = list(counter.values.items())
                 if delta:
                     counter.values.clear()
-                if points:
-                    temporality = (
-                        AggregationTemporality.DELTA if delta else AggregationTemporality.CUMULATIVE
-                    )
-                    data = Sum(points, temporality, counter.monotonic)
-                    metrics.append(Metric(counter.name, counter.description, counter.unit, data))
-            start = self._last_ns if self.delta else self._started_ns
-            for histogram in self._histograms:
-                hpoints = [
-                    _histogram_point(key, point, histogram.bounds, start, now)
-                    for key, point in histogram.points.items()
-                ]
-                if self.delta:
-                    histogram.points.clear()
-                else:
-                    for point in histogram.points.values():
-                        point.exemplars.clear()  # exemplars belong to one interval
-                if hpoints:
-                    temporality = (
-                        AggregationTemporality.DELTA
-                        if self.delta
-                        else AggregationTemporality.CUMULATIVE
-                    )
-                    data = HistogramData(hpoints, temporality)
-                    metrics.append(
-                        Metric(histogram.name, histogram.description, histogram.unit, data)
-                    )
-            self._last_ns = now
+            points = [NumberDataPoint(dict(key), start, now, value) for key, value in values]
+            if points:
+                temporality = (
+                    AggregationTemporality.DELTA if delta else AggregationTemporality.CUMULATIVE
+                )
+                data = Sum(points, temporality, counter.monotonic)
+                metrics.append(Metric(counter.name, counter.description, counter.unit, data))
+        start = self._last_ns if self.delta else self._started_ns
+        for histogram in self._histograms:
+            hpoints = [
+                _histogram_point(key, point, histogram.bounds, start, now)
+                for key, point in histogram.points.items()
+            ]
+            if self.delta:
+                histogram.points.clear()
+            else:
+                for point in histogram.points.values():
+                    point.exemplars.clear()  # exemplars belong to one interval
+            if hpoints:
+                temporality = (
+                    AggregationTemporality.DELTA
+                    if self.delta
+                    else AggregationTemporality.CUMULATIVE
+                )
+                data = HistogramData(hpoints, temporality)
+                metrics.append(Metric(histogram.name, histogram.description, histogram.unit, data))
+        self._last_ns = now
         if not metrics:
             return None
         scope_metrics = ScopeMetrics(self.scope, metrics, "")
@@ -211,7 +243,8 @@ def _histogram_point(
 
 
 class PeriodicExport:
-    """Exports a `MetricSet` every ``interval`` seconds on its own thread."""
+    """Exports a `MetricSet` on its own thread what the recording thread collects every
+    ``interval`` seconds (`tick`)."""
 
     def __init__(
         self,
@@ -223,29 +256,57 @@ class PeriodicExport:
         self.metrics, self.exporter, self.interval = metrics, exporter, interval
         self._on_failure = on_failure
         self._stop = threading.Event()
+        self._ready = threading.Event()  # `_data` waits for the export thread
+        self._data: MetricsData | None = None
         self._export_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="helmet-metrics", daemon=True)
         self._thread.start()
 
+    def tick(self) -> None:
+        """On the recording thread, every ``interval``: collect, and hand it to the export
+        thread. While the last collection still waits for it (a slow collector) nothing is
+        collected: the measurements stay in the instruments until the next tick."""
+        if self._ready.is_set() or self._stop.is_set():
+            return
+        data = self.metrics.collect()
+        if data is not None:
+            self._data = data
+            self._ready.set()
+
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.export(self.interval)
+        while True:
+            self._ready.wait()
+            if self._stop.is_set():
+                return
+            with self._export_lock:
+                data, self._data = self._data, None
+                self._ready.clear()
+                if data is not None:
+                    self._send(data, self.interval)
+
+    def _send(self, data: MetricsData, timeout_s: float) -> None:
+        try:
+            result = self.exporter.export(data, timeout_millis=max(timeout_s, 0.1) * 1000)
+        except Exception:
+            result = MetricExportResult.FAILURE
+        if result is not MetricExportResult.SUCCESS:
+            self._on_failure()
 
     def export(self, timeout_s: float) -> None:
+        """What was collected and not yet exported, then everything recorded since: once the
+        recording thread has stopped recording (the last export)."""
         with self._export_lock:
+            data, self._data = self._data, None
+            if data is not None:
+                self._send(data, timeout_s)
             data = self.metrics.collect()
-            if data is None:
-                return
-            try:
-                result = self.exporter.export(data, timeout_millis=max(timeout_s, 0.1) * 1000)
-            except Exception:
-                result = MetricExportResult.FAILURE
-            if result is not MetricExportResult.SUCCESS:
-                self._on_failure()
+            if data is not None:
+                self._send(data, timeout_s)
 
     def shutdown(self, timeout_s: float) -> None:
         """A last export with what was recorded, then the exporter's shutdown."""
         self._stop.set()
+        self._ready.set()  # the export thread ends
         self.export(timeout_s)
         try:
             self.exporter.shutdown(timeout_millis=max(timeout_s, 0.1) * 1000)

@@ -19,6 +19,7 @@ from helmet_otel.core.verdicts import Decision
 from helmet_otel.protocol.message import JsonId, id_key
 from helmet_otel.store.records import Event, Span
 from helmet_otel.telemetry.frames import Msg
+from helmet_otel.telemetry.metrics import Key, attribute_key
 from helmet_otel.telemetry.records import info_attributes, recorded_body
 from helmet_otel.telemetry.spans import CLIENT, SERVER, client_link
 
@@ -77,8 +78,9 @@ class CallKind:
     span_attrs: dict[str, Any]  # the template: copied per call
     span_name: str
     named: tuple[tuple[str, Any], ...]  # method, tool and prompt names for the records
-    # a success's span outcomes (SERVER, CLIENT), shared, and the protocol version they have
-    ended: tuple[dict[str, Any], dict[str, Any], str | None] | None = None
+    # a success's span outcomes (SERVER, CLIENT), shared, the protocol version they have, and
+    # their metric key (the durations': the same for both)
+    ended: tuple[dict[str, Any], dict[str, Any], str | None, Key] | None = None
 
 
 @dataclass(slots=True)
@@ -194,8 +196,8 @@ class Operations:
         for key, value in kind.named:
             attrs[key] = value
         shared.instruments.count_message(kind.label, attrs, weight)
-        body = recorded_body(shared.redactor, frame.body, frame.size, frame.parsed, "params")
-        session.emit(sc.EVENT_REQUEST, ts, server, attrs, body)
+        body, text = recorded_body(shared.redactor, frame.body, frame.size, frame.parsed, "params")
+        session.emit(sc.EVENT_REQUEST, ts, server, attrs, body, body_json=text)
         if verdict is not None:
             for finding in verdict[1]:
                 session.finding(finding, ts, server)
@@ -208,7 +210,7 @@ class Operations:
         code = summary.error_code
         is_error = code is not None or summary.kind == "error"
         part = "error" if is_error else "result"
-        body = recorded_body(shared.redactor, frame.body, frame.size, frame.parsed, part)
+        body, text = recorded_body(shared.redactor, frame.body, frame.size, frame.parsed, part)
         if summary.proxy:
             attrs[sc.HELMET_ORIGIN] = sc.ORIGIN_PROXY
         code_text = None
@@ -248,7 +250,7 @@ class Operations:
             shared.instruments.count_error(weight, attrs[sc.ERROR_TYPE], label)
         session.errors += (is_error or tool_error) * weight
         shared.instruments.count_message(label, attrs, weight)
-        session.emit(sc.EVENT_RESPONSE, ts, span, attrs, body, severity)
+        session.emit(sc.EVENT_RESPONSE, ts, span, attrs, body, severity, text)
         if is_error:
             error_attrs = dict(attrs)
             if code is not None:
@@ -256,7 +258,7 @@ class Operations:
             if summary.error_message is not None:
                 message = shared.redactor.scrub_text(summary.error_message)
                 error_attrs[sc.HELMET_ERROR_MESSAGE] = message
-            session.emit(sc.EVENT_ERROR, ts, span, error_attrs, body, SeverityNumber.ERROR)
+            session.emit(sc.EVENT_ERROR, ts, span, error_attrs, body, SeverityNumber.ERROR, text)
 
     def _end(
         self, ts: int, opened: Operation, attrs: dict[str, Any], code: int | None,
@@ -282,11 +284,14 @@ class Operations:
         kind = opened.kind
         version = session.protocol_version
         description = None
+        duration_key = None
         if code_text is None and not tool_error:  # (read only from here on: shared)
             ended = kind.ended
             if ended is None or ended[2] != version:
-                ended = kind.ended = (*self._outcomes(kind, version), version)
-            server_attrs, client_attrs = ended[0], ended[1]
+                server_attrs, client_attrs = self._outcomes(kind, version)
+                ended = (server_attrs, client_attrs, version, attribute_key(server_attrs))
+                kind.ended = ended
+            server_attrs, client_attrs, _, duration_key = ended
         else:
             server_attrs, client_attrs = self._outcomes(kind, version)
         if code_text is not None:
@@ -307,13 +312,17 @@ class Operations:
         shared.spans.finish(opened.server, ts, server_attrs, description)
         server = opened.server  # exemplars: a latency bucket links to a request's trace
         weight = opened.weight
-        instruments.server_duration.record(
-            latency_s, server_attrs, server.trace_id, server.span_id, ts, weight
+        if duration_key is None:
+            server_key, client_key = attribute_key(server_attrs), attribute_key(client_attrs)
+        else:
+            server_key = client_key = duration_key
+        instruments.server_duration.record_key(
+            latency_s, server_key, server.trace_id, server.span_id, ts, weight
         )
         if opened.client is not None:
             client = opened.client
-            instruments.client_duration.record(
-                latency_s, client_attrs, client.trace_id, client.span_id, ts, weight
+            instruments.client_duration.record_key(
+                latency_s, client_key, client.trace_id, client.span_id, ts, weight
             )
         failed = sc.ERROR_TYPE in attrs
         instruments.operation_done(

@@ -105,6 +105,8 @@ def any_value(value: Any) -> bytes:
     return any_value(str(value))
 
 
+_BODY_CACHE_LEN = 256  # log bodies whose JSON text is at most this long are remembered
+_BODY_CACHE_MAX = 1024
 _KEY_FIELDS: dict[str, bytes] = {}  # KeyValue.key fields of the keys seen (they repeat)
 _KEY_FIELDS_LIMIT = 4096
 
@@ -132,6 +134,8 @@ class OtlpEncoder:
         self._uncached: set[str] = set()
         # id(origin) -> encoded resource and scope fields, and the origin (so the id stays its)
         self._headers: dict[int, tuple[bytes, bytes, Origin]] = {}
+        # a small log body's JSON text -> its encoded body field (a JSON text is one AnyValue)
+        self._bodies: dict[str, bytes] = {}
 
     # -- shared pieces ----------------------------------------------------------------------
     def _attributes(self, out: bytearray, tag: int, attributes: Mapping[str, Any] | None) -> None:
@@ -143,9 +147,26 @@ class OtlpEncoder:
             return
         fields, seen, uncached = self._fields, self._distinct, self._uncached
         for key, value in attributes.items():
-            kind: type[object] = type(value)  # pyright: ignore[reportUnknownVariableType]  # pyright: ignore[reportUnknownVariableType]
+            kind: type[object] = type(value)  # pyright: ignore[reportUnknownVariableType]
             if key in uncached or not (kind is str or kind is int or kind is bool):
-                _field(out, tag, key_value(key, value))
+                # (inlined `key_value` for the scalars that change from record to record)
+                if kind is str:
+                    text = value.encode("utf-8", "replace")
+                    n = len(text)
+                    item = b"\x0a" + (_SMALL[n] if n < 256 else _varint(n)) + text
+                elif kind is float:
+                    item = b"\x21" + _DOUBLE.pack(value)
+                elif kind is int and _INT64_MIN <= value <= _INT64_MAX:
+                    item = b"\x18" + _varint(value)
+                else:
+                    _field(out, tag, key_value(key, value))
+                    continue
+                n = len(item)
+                pair = _key_field(key) + b"\x12" + (_SMALL[n] if n < 256 else _varint(n)) + item
+                n = len(pair)
+                out.append(tag)
+                out += _SMALL[n] if n < 256 else _varint(n)
+                out += pair
                 continue
             cache_key = (tag, key, value, kind)
             field = fields.get(cache_key)
@@ -267,7 +288,18 @@ class OtlpEncoder:
                 if len(_TEXTS) < 64:
                     _TEXTS[text] = field
             out += field
-        _field(out, 0x2A, any_value(record.body))
+        text = record.body_json
+        if text is not None and len(text) <= _BODY_CACHE_LEN:  # a small body: it may repeat
+            bodies = self._bodies
+            field = bodies.get(text)
+            if field is None:
+                field = _wrapped(b"\x2a", any_value(record.body))
+                if len(bodies) >= _BODY_CACHE_MAX:
+                    bodies.clear()
+                bodies[text] = field
+            out += field
+        else:
+            _field(out, 0x2A, any_value(record.body))
         self._attributes(out, 0x32, record.attributes)
         flags = record.flags
         if flags:

@@ -176,6 +176,12 @@ class Pipeline:
             if self.store is not None:
                 self.store.close()
 
+    def tick_metrics(self) -> None:
+        """Every metrics interval, on the recording thread: what was measured goes to the
+        metric export (see `metrics`' threading contract)."""
+        if self.metric_export is not None:
+            self.metric_export.tick()
+
     def shutdown_metrics(self, timeout_s: float, healthy: bool = True) -> None:
         """The last metric export (with the complete drop counts), within ``timeout_s``; a
         collector that just failed gets a moment, not more. A thread that an unanswering
@@ -297,7 +303,7 @@ def build_pipeline(config: Config, env: MutableMapping[str, str]) -> Pipeline:
     metrics = MetricSet(resource, scope, delta=delta_preferred(env))
     dropped = metrics.counter(
         sc.METRIC_TELEMETRY_DROPPED, "{record}",
-        "Telemetry records that could not be recorded or exported",
+        "Telemetry records that could not be recorded or exported", shared=True,
     )  # fmt: skip
     drops = DropCounter(dropped)
     pipeline = Pipeline(resource, scope, sampler, metrics, drops)

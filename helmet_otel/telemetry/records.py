@@ -39,9 +39,11 @@ class RecordWriter:
         attributes: dict[str, Any],
         body: Any = None,
         severity: SeverityNumber = SeverityNumber.INFO,
+        body_json: str | None = None,
     ) -> None:
         """The record carries ``span``'s trace and span ids (None: no trace). A finding and
-        the records of a call a policy decided on are queued so that no sink sheds them."""
+        the records of a call a policy decided on are queued so that no sink sheds them.
+        ``body_json``: ``body`` as compact JSON, when known (`recorded_body` gives it)."""
         number, text = _SEVERITIES[severity]
         if span is None:
             trace_id = span_id = flags = 0
@@ -49,22 +51,25 @@ class RecordWriter:
             trace_id, span_id, flags = span.trace_id, span.span_id, span.flags
         record = _new_log(Log, (
             ts, time.time_ns(), trace_id, span_id, flags, number, text, event, body, attributes,
-            self.origin,
+            self.origin, body_json,
         ))  # fmt: skip
         urgent = event == _SECURITY or _POLICY_ID in attributes
         (self._emit_urgent if urgent else self._emit)(record)
 
 
-def recorded_body(redactor: Redactor, raw: bytes, size: int, parsed: object, part: str) -> Any:
+def recorded_body(
+    redactor: Redactor, raw: bytes, size: int, parsed: object, part: str
+) -> tuple[Any, str | None]:
     """The body of a message's record: the redacted ``part`` of the message (all of it when
-    ``part`` is empty), per ``--capture``."""
+    ``part`` is empty), per ``--capture``; and its compact JSON text when the scrubber made it
+    (the store keeps that text; the OTLP encoder reuses its encoding of a body that repeats)."""
     if parsed is CUT:  # the relay sent only the head of a large message
-        return redactor.body_from_json(raw, size)
+        return redactor.body_from_json(raw, size), None
     if parsed is NOT_JSON:
-        return redactor.body(raw.decode("utf-8", "replace").rstrip("\r\n"))
+        return redactor.body(raw.decode("utf-8", "replace").rstrip("\r\n")), None
     if part and isinstance(parsed, dict):
-        return redactor.body(cast(dict[str, Any], parsed).get(part))
-    return redactor.body(parsed)
+        return redactor.body_and_json(cast(dict[str, Any], parsed).get(part))
+    return redactor.body_and_json(parsed)
 
 
 def info_attributes(info: object, name_key: str, version_key: str) -> dict[str, str]:

@@ -163,13 +163,14 @@ class SessionRecorder:
         attributes: dict[str, Any],
         body: Any = None,
         severity: SeverityNumber = SeverityNumber.INFO,
+        body_json: str | None = None,
     ) -> None:
         """A record of this session (in the root span unless ``span`` says)."""
         attributes[sc.HELMET_SESSION_ID] = self.session_id
         if self.mcp_session_id is not None:
             attributes[sc.MCP_SESSION_ID] = self.mcp_session_id
         self.shared.records.emit(
-            event, ts, self.root if span is None else span, attributes, body, severity
+            event, ts, self.root if span is None else span, attributes, body, severity, body_json
         )
 
     def _new_root(self, ts: int, trace_id: int, span_id: int, links: list[Link]) -> Span:
@@ -284,15 +285,17 @@ class SessionRecorder:
         weight = frame.weight
         if frame.summary.kind == "batch":
             instruments.count_message("batch", attrs, weight)
-            body = recorded_body(self.shared.redactor, frame.body, frame.size, frame.parsed, "")
-            self.emit(sc.EVENT_REQUEST, frame.ts, None, attrs, body)
+            body, text = recorded_body(
+                self.shared.redactor, frame.body, frame.size, frame.parsed, ""
+            )
+            self.emit(sc.EVENT_REQUEST, frame.ts, None, attrs, body, body_json=text)
             return
         attrs[sc.ERROR_TYPE] = "parse_error"
         instruments.count_message("unknown", attrs, weight)
         instruments.count_error(weight, "parse_error", "unknown")
         parsed = CUT if frame.parsed is CUT else NOT_JSON
-        body = recorded_body(self.shared.redactor, frame.body, frame.size, parsed, "")
-        self.emit(sc.EVENT_ERROR, frame.ts, None, attrs, body, SeverityNumber.WARN)
+        body, text = recorded_body(self.shared.redactor, frame.body, frame.size, parsed, "")
+        self.emit(sc.EVENT_ERROR, frame.ts, None, attrs, body, SeverityNumber.WARN, text)
 
     def _notification(self, frame: Msg, attrs: dict[str, Any]) -> None:
         method = frame.summary.method or ""
@@ -317,8 +320,8 @@ class SessionRecorder:
         shared.instruments.count_message(
             shared.instruments.method_label(method), attrs, frame.weight
         )
-        body = recorded_body(shared.redactor, frame.body, frame.size, frame.parsed, "params")
-        self.emit(sc.EVENT_NOTIFICATION, frame.ts, None, attrs, body, severity)
+        body, text = recorded_body(shared.redactor, frame.body, frame.size, frame.parsed, "params")
+        self.emit(sc.EVENT_NOTIFICATION, frame.ts, None, attrs, body, severity, text)
 
     def security(self, frame: Security) -> None:
         """A policy's decision and the findings on a message (handed over before it): counted
@@ -351,9 +354,9 @@ class SessionRecorder:
         self.protocol_version = scrubbed_name(redactor, info.protocol_version)
         self.client_info = scrubbed_info(redactor, info.client_info)
         self.server_info = scrubbed_info(redactor, info.server_info)
-        if info.mcp_session_id is not None:
-            self.mcp_session_id = info.mcp_session_id
-            self.root.attributes[sc.MCP_SESSION_ID] = info.mcp_session_id
+        if info.mcp_session_id is not None:  # chosen by the server: it could be anything
+            self.mcp_session_id = redactor.scrub_text(info.mcp_session_id)
+            self.root.attributes[sc.MCP_SESSION_ID] = self.mcp_session_id
         if self.protocol_version:
             self.root.attributes[sc.MCP_PROTOCOL_VERSION] = self.protocol_version
         self.operations.forget_kinds()

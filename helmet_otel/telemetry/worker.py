@@ -8,37 +8,44 @@ reaches EOF and every session still open is ended as lost (`semconv.LOST_EXIT_RE
 
 from __future__ import annotations
 
+import gc
 import os
-import queue
+import select
 import signal
 import sys
 import threading
 import time
-from typing import IO, TYPE_CHECKING
+from typing import TYPE_CHECKING
 
+from helmet_otel import memtrace
 from helmet_otel import semconv as sc
 from helmet_otel.config import ProxyOptions
 from helmet_otel.redaction import scrub_line
 from helmet_otel.telemetry.cutoff import Cutoff
-from helmet_otel.telemetry.frames import Config, Frame, read_batch
+from helmet_otel.telemetry.frames import BatchReader, Config, Frame
 
 if TYPE_CHECKING:
     from helmet_otel.telemetry.pipeline import Pipeline
     from helmet_otel.telemetry.recorder import Recorder
 
-_EOF = None
 WORKER_ERROR = "worker_error"  # helmet.telemetry.dropped reason: a frame the recorder failed on
 
 
-def _reader(stream: IO[bytes], batches: queue.Queue[list[Frame] | None]) -> None:
+def read_frames(reader: BatchReader) -> list[Frame] | None:
+    """The frames of the whole batches the pipe holds now; None at its end (or when what came
+    cannot be read: the relay and the worker no longer agree, so it is the end)."""
     try:
-        while True:
-            batch = read_batch(stream)
-            batches.put(batch)
-            if batch is None:
-                return
+        return reader.read()
     except Exception:
-        batches.put(_EOF)
+        return None
+
+
+def first_frames(reader: BatchReader) -> list[Frame] | None:
+    """Blocks until the first whole batch (the `Config` is in it) or the end."""
+    while True:
+        frames = read_frames(reader)
+        if frames is None or frames:
+            return frames
 
 
 def _yield_the_cpu(options: ProxyOptions) -> None:
@@ -57,13 +64,29 @@ def _yield_the_cpu(options: ProxyOptions) -> None:
             pass
 
 
+# Collections of the youngest generation come after this many allocations (CPython's default
+# is 700): the worker allocates a few hundred objects per call, nearly all freed by reference
+# counting, and each collection also walks what sits in the sink queues. The older generations
+# follow the same way, less often.
+GC_THRESHOLDS = (20_000, 20, 20)
+
+
+def _tune_gc() -> None:
+    """What the worker has built by now (the modules, the SDK, the pipeline) lives as long as
+    it does: `gc.freeze` keeps the collector from walking it again; and the collector runs
+    less often (`GC_THRESHOLDS`). Together about 15 us less CPU per call at 2,000 calls/s."""
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def main() -> int:
     # The proxy decides when we stop: a Ctrl-C, or the hangup an orphaned process group gets
     # when the proxy is gone, must not cut the last flush short.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    stdin = os.fdopen(0, "rb", buffering=1 << 20)
-    first = read_batch(stdin)
+    memtrace.start_from_env("worker", os.environ)  # a diagnostic; off unless asked
+    reader = BatchReader(0)
+    first = first_frames(reader)
     config = next((f for f in first or () if isinstance(f, Config)), None)
     if first is None or config is None:
         return 2
@@ -82,9 +105,12 @@ def main() -> int:
         )
         sys.stderr.flush()
         return 1
-    # Bounded: when the worker falls behind, the pipe fills and the relay drops (and counts).
-    batches: queue.Queue[list[Frame] | None] = queue.Queue(maxsize=4)
-    threading.Thread(target=_reader, args=(stdin, batches), daemon=True).start()
+    _tune_gc()
+    # The main thread reads the pipe itself when it is readable (a reader thread cost a
+    # hand-off and a wake-up per batch). When the worker falls behind, the pipe fills and the
+    # relay drops (and counts).
+    poller = select.poll()
+    poller.register(0, select.POLLIN)
     interval = options.metrics_interval
     next_tick = time.monotonic() + interval
     pending = [f for f in first if f is not config]
@@ -103,17 +129,16 @@ def main() -> int:
             stderr_due = recorder.stderr_due()
             now = time.monotonic()
             if now >= next_tick:
-                try:
-                    recorder.performance()
-                except Exception as exc:
-                    errors.add(exc)
+                for periodic in (recorder.performance, pipeline.tick_metrics):
+                    try:
+                        periodic()
+                    except Exception as exc:
+                        errors.add(exc)
                 next_tick = now + interval
             wait = next_tick - time.monotonic()
             if stderr_due is not None:
                 wait = min(wait, (stderr_due - time.time_ns()) / 1e9 + 0.001)
-            try:
-                batch = batches.get(timeout=max(wait, 0.0))
-            except queue.Empty:
+            if not poller.poll(max(wait, 0.0) * 1000):
                 # Idle: what the relay had has been read, so stderr lines nothing joined within
                 # the gap become their record now.
                 try:
@@ -121,6 +146,7 @@ def main() -> int:
                 except Exception as exc:
                     errors.add(exc)
                 continue
+            batch = read_frames(reader)
             if batch is None:
                 break
             pending = batch

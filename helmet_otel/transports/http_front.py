@@ -116,12 +116,15 @@ class McpFront:
         on_security: SecuritySink,
         stderr: Callable[[bytes], None],
         tg: TaskGroup,
+        *,
+        scrub: Callable[[str], str] = str,
     ) -> None:
         self.settings = settings
         self.guard = settings.guard
         self._interceptors_for = interceptors_for
         self._on_security = on_security
         self._stderr = stderr
+        self._scrub = scrub  # for our own stderr lines (the CLI passes the scrubber)
         self._tg = tg
         self.sessions: dict[str, HttpSession] = {}  # by Mcp-Session-Id (legacy)
         self.modern: dict[str, HttpSession] = {}  # by client identity (2026-07-28)
@@ -314,7 +317,7 @@ class McpFront:
         exchange: Exchange,
     ) -> None:  # fmt: skip
         status, reason = describe_start_failure(self.settings.command, exc)
-        self._stderr(f"helmet-otel: {reason}\n".encode())
+        self._stderr(f"helmet-otel: {self._scrub(reason)}\n".encode())
         lifecycle = Lifecycle(core, interceptors)
         lifecycle.upstream_failed(status, reason)
         routed = lifecycle.relay.route(C2S, [as_line(request.body)])

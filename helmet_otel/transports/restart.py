@@ -66,10 +66,9 @@ class RestartingStdioProxy(StdioProxy):
     ) -> None:
         super().__init__(
             command, session, interceptors, stdin=stdin, stdout=stdout, stderr=stderr,
-            signals=signals,
+            signals=signals, scrub=scrub,
         )  # fmt: skip
         self.budget = RestartBudget(max_restarts)
-        self._scrub = scrub  # for our stderr lines: they can quote what the server answered
         self.handshake = Handshake()
         self._held: list[bytes] | None = None  # client lines held while a new server starts
         self._held_bytes = 0
@@ -79,9 +78,6 @@ class RestartingStdioProxy(StdioProxy):
         # ids of the requests crashed servers sent the client: its late answers to them are
         # not for the new server (which may use the same ids for requests of its own)
         self._orphaned: set[tuple[bool, JsonId]] = set()
-
-    def diag(self, text: str) -> None:
-        super().diag(self._scrub(text))
 
     # -- the client's side ------------------------------------------------------------------
     def _client_gone(self, tg: TaskGroup) -> None:

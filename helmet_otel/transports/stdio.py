@@ -54,8 +54,12 @@ class StdioProxy:
         stdout: IO[bytes] | None = None,
         stderr: IO[bytes] | None = None,
         signals: bool = True,
+        scrub: Callable[[str], str] = str,
     ) -> None:
         self.command = command
+        # our stderr lines can quote the command and what the server answered: the CLI passes
+        # the scrubber (transports do not import redaction)
+        self._scrub = scrub
         self.session = session
         self.lifecycle = Lifecycle(session, interceptors)
         self.relay = self.lifecycle.relay
@@ -76,7 +80,7 @@ class StdioProxy:
     # -- diagnostics ------------------------------------------------------------------------
     def diag(self, text: str) -> None:
         """One line of our own on stderr (never on stdout: stdout belongs to the wire)."""
-        data = f"helmet-otel: {text}\n".encode()
+        data = f"helmet-otel: {self._scrub(text)}\n".encode()
         if self._err is not None and not self._err.closed:
             self._err.write(data)
         else:

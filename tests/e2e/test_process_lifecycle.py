@@ -266,6 +266,20 @@ def test_a_missing_command_is_one_clear_line_and_127() -> None:
     assert err == expected.encode()
 
 
+def test_our_stderr_line_about_the_command_is_scrubbed(tmp_path: Path) -> None:
+    secret = "sk-proj-" + "A1b2C3d4E5f6G7h8J9k0L1m2N3p4"
+    status, out, err = run_to_end(proxy_argv([str(tmp_path / secret)]))
+    assert status == 127 and out == b""
+    assert secret.encode() not in err
+    assert (
+        err
+        == (
+            f"helmet-otel: MCP server could not be started: command not found: {tmp_path}/"
+            "[REDACTED:openai-key]\n"
+        ).encode()
+    )
+
+
 def test_a_missing_command_answers_the_first_request_with_the_cause() -> None:
     init = (
         b'{"jsonrpc":"2.0","id":7,"method":"initialize","params":{"protocolVersion":"2025-11-25",'

@@ -187,6 +187,24 @@ async def test_the_child_exits_then_its_session_is_404(tmp_path: Path) -> None:
             await initialize(client, serve.url)
 
 
+async def test_our_stderr_lines_about_the_command_are_scrubbed(tmp_path: Path) -> None:
+    secret = "sk-proj-" + "A1b2C3d4E5f6G7h8J9k0L1m2N3p4"
+    missing = str(tmp_path / secret)
+    with ServeProcess((missing,)) as serve:
+        async with httpx2.AsyncClient(timeout=WAIT) as client:
+            response = await client.post(serve.url, json=INIT, headers=ACCEPT)
+        assert response.status_code == 200, response.text
+        assert response.json()["error"]["code"] == -32000
+        serve.stop()
+        stderr = serve.stderr().decode()
+    assert secret not in stderr, stderr
+    assert f"serving {tmp_path}/[REDACTED:openai-key] on http://" in stderr, stderr
+    assert (
+        f"helmet-otel: MCP server could not be started: command not found: {tmp_path}/"
+        "[REDACTED:openai-key]\n"
+    ) in stderr, stderr
+
+
 async def test_an_idle_session_ends(tmp_path: Path) -> None:
     with ServeProcess(
         (*PROBE, str(tmp_path / "record.jsonl")), "--session-idle-timeout", "200ms"

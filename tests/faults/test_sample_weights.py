@@ -40,10 +40,11 @@ def test_a_notification_burst_adds_up_when_samples_are_lost(make_feed: Any) -> N
                  "params": {"level": "info", "data": "x"}})  # fmt: skip
     route(relay, Direction.S2C, [note] * 40)  # room: one in four recorded, standing for four
     feed._flush()  # pyright: ignore[reportPrivateUsage]
-    head = feed._out[:]  # pyright: ignore[reportPrivateUsage]
+    head = bytes(feed._out)  # pyright: ignore[reportPrivateUsage]
     feed._out += b"x" * feed.options.telemetry_buffer  # pyright: ignore[reportPrivateUsage]
     route(relay, Direction.S2C, [note] * 60)  # the worker is behind: the samples are lost
-    feed._out[:] = head  # pyright: ignore[reportPrivateUsage]  # (it caught up)
+    feed._out.clear()  # pyright: ignore[reportPrivateUsage]  # (it caught up)
+    feed._out += head  # pyright: ignore[reportPrivateUsage]
     got = feed.frames()
     assert _weighted(got, "notification") == 40
     assert _dropped(got, "relay_queue_full") == 60

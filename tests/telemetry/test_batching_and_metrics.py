@@ -9,7 +9,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from opentelemetry.sdk.metrics.export import AggregationTemporality, HistogramDataPoint
+from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
+    HistogramDataPoint,
+    MetricExportResult,
+    MetricsData,
+    NumberDataPoint,
+    Sum,
+)
+from opentelemetry.sdk.metrics.export import Histogram as HistogramData
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
@@ -18,7 +26,12 @@ from helmet_otel import semconv as sc
 from helmet_otel.config import ProxyOptions
 from helmet_otel.telemetry.batching import BatchQueue, BatchSettings, settings
 from helmet_otel.telemetry.frames import Config
-from helmet_otel.telemetry.metrics import MetricSet, delta_preferred
+from helmet_otel.telemetry.metrics import (
+    MetricSet,
+    PeriodicExport,
+    attribute_key,
+    delta_preferred,
+)
 from helmet_otel.telemetry.pipeline import DropCounter, Pipeline, build_pipeline
 
 
@@ -263,6 +276,79 @@ def test_a_stuck_sink_costs_one_wait_then_the_queue_drops_until_it_recovers() ->
     gate.release.set()
     assert queue.drain(time.monotonic() + 10) == 0
     assert [x for batch in gate.batches for x in batch] == [0, 1, 8, 9, 10, 11]
+
+
+def _sums(data: object) -> list[NumberDataPoint]:
+    assert isinstance(data, Sum)
+    return list(data.data_points)
+
+
+def test_a_measurement_by_key_is_one_by_its_attributes() -> None:
+    """Keys made once (a kind of call's) land on the same points as attributes given each
+    time, in any order."""
+    metrics = MetricSet(Resource({}), InstrumentationScope("t"))
+    counter = metrics.counter("c", "1", "d")
+    histogram = metrics.histogram("h", "s", "d", [0.1, 1.0])
+    key = attribute_key({"m": "a", "k": 1})
+    counter.add(2, {"k": 1, "m": "a"})
+    counter.add_key(3, key)
+    counter.add_key(1, attribute_key(None))
+    counter.add(1)
+    histogram.record(0.05, {"k": 1, "m": "a"})
+    histogram.record_key(5.0, key, trace_id=7, span_id=9, ts=123, weight=2)
+    data = metrics.collect()
+    assert data is not None
+    by_name = {m.name: m.data for m in data.resource_metrics[0].scope_metrics[0].metrics}
+    assert sorted((sorted((p.attributes or {}).items()), p.value) for p in _sums(by_name["c"])) == [
+        ([], 2), ([("k", 1), ("m", "a")], 5)
+    ]  # fmt: skip
+    assert isinstance(by_name["h"], HistogramData)
+    (point,) = by_name["h"].data_points
+    assert dict(point.attributes or {}) == {"k": 1, "m": "a"}
+    assert (point.count, point.sum, list(point.bucket_counts)) == (3, 10.05, [1, 0, 2])
+    assert [(e.value, e.trace_id, e.span_id) for e in point.exemplars] == [(5.0, 7, 9)]
+
+
+class HeldExporter:
+    """A metric exporter whose first export waits until released; it keeps every value."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.values: list[float] = []
+
+    def export(self, data: object, timeout_millis: float = 0) -> object:
+        assert isinstance(data, MetricsData)
+        self.entered.set()
+        assert self.release.wait(10)
+        for metric in data.resource_metrics[0].scope_metrics[0].metrics:
+            self.values += [p.value for p in _sums(metric.data)]
+        return MetricExportResult.SUCCESS
+
+    def shutdown(self, timeout_millis: float = 0) -> None:
+        pass
+
+
+def test_the_recording_thread_collects_and_a_slow_export_loses_nothing() -> None:
+    """`tick` collects on the recording thread; while a collection still waits for the export
+    thread, the next tick leaves the measurements in the instruments (delta: nothing lost,
+    nothing counted twice), and the shutdown exports the rest."""
+    metrics = MetricSet(Resource({}), InstrumentationScope("t"), delta=True)
+    counter = metrics.counter("c", "1", "d")
+    exporter = HeldExporter()
+    export = PeriodicExport(metrics, exporter, 60, lambda: None)
+    counter.add(1)
+    export.tick()  # collected: the export thread takes it and is held
+    assert exporter.entered.wait(10)
+    counter.add(2)
+    export.tick()  # collected: waits for the export thread
+    counter.add(4)
+    export.tick()  # the last still waits: 4 stays in the counter
+    counter.add(8)
+    exporter.release.set()
+    export.shutdown(5)
+    assert exporter.values[:2] == [1, 2]
+    assert sum(exporter.values) == 15
 
 
 def test_drop_counter_counts_everything_and_says_so_once(

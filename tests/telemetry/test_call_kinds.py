@@ -82,3 +82,18 @@ def test_a_change_of_protocol_version_or_session_id_reaches_the_next_calls() -> 
     requests = [r for r in logs.items if isinstance(r, Log) and r.event == sc.EVENT_REQUEST]
     assert [r.attributes.get(sc.MCP_SESSION_ID) for r in requests] == [None, None, "mcp-1"]
     assert [r.span_id for r in requests] == [2, 4, 6]  # in their SERVER spans
+
+
+def test_a_secret_shaped_session_id_is_scrubbed_in_every_record() -> None:
+    """The protocol's session id is the server's choice: it goes through the scrubber too."""
+    secret = "sk-proj-" + "A1b2C3d4E5f6G7h8J9k0L1m2N3p4"
+    recorder, spans, logs = _recorder()
+    recorder.handle(fr.Start(1, 1, "s1", "http", TRACE, 1, {}))
+    recorder.handle(fr.Info(1, "legacy", "2025-06-18", None, None, f"id-{secret}"))
+    _call(recorder, 1, 10_000)
+    recorder.close(40_000, "done")
+    seen = [s.attributes.get(sc.MCP_SESSION_ID) for s in spans.items if isinstance(s, Span)]
+    seen += [r.attributes.get(sc.MCP_SESSION_ID) for r in logs.items if isinstance(r, Log)]
+    ids = {value for value in seen if value is not None}
+    assert ids and all(secret not in value for value in ids), ids
+    assert all(value.startswith("id-") for value in ids), ids

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Iterator
 
@@ -198,3 +199,38 @@ def test_client_traceparent_becomes_a_link_only_when_valid(
         assert (f"{link.trace_id:032x}", f"{link.span_id:016x}") == linked
         assert link.remote
         assert dict(link.attributes or {}) == {"helmet.link": "client_traceparent"}
+
+
+def test_the_batch_reader_takes_whole_batches_however_the_pipe_splits_them(
+    pipe: tuple[int, int],
+) -> None:
+    """What `read_batch` reads one batch at a time, `BatchReader` reads as the pipe delivers
+    it: several batches at once, a batch split across reads, one larger than its buffer; a
+    torn last batch is the end."""
+    body = b'{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"%s"}}'
+    batches = [
+        frames.batch(frames.whole(7, 0, 0, i, body % (i, b"x" * 40 * i), TRACE, i + 1, i + 2)
+                     + frames.pickled(Segment(7, i, 99, 100)), queue_full=i % 2, busy=i % 3)
+        for i in range(1, 8)
+    ]  # fmt: skip
+    data = b"".join(batches)
+    expected = [f for b in batches for f in _through_once(b)]
+    reader_fd, writer = pipe
+    reader = frames.BatchReader(reader_fd, size=64)  # smaller than a batch: it grows
+    got: list[Frame] = []
+    for at in range(0, len(data), 37):  # split anywhere
+        os.write(writer, data[at : at + 37])
+        more = reader.read()  # (what was written: it does not block)
+        assert more is not None
+        got += more
+    assert got == expected
+    os.write(writer, batches[0][:-1])  # torn
+    os.close(writer)
+    assert reader.read() == []
+    assert reader.read() is None
+
+
+def _through_once(data: bytes) -> list[Frame]:
+    frames_read = read_batch(io.BytesIO(data))
+    assert frames_read is not None
+    return frames_read

@@ -9,6 +9,7 @@ from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from helmet_otel.redaction import Redactor
 from helmet_otel.telemetry.otlp_encoding import OtlpEncoder
 from helmet_otel.telemetry.sdk_adapter import plain_log, plain_span, sdk_log, sdk_span
 from tests.telemetry.records import HUGE_AS_SENT, HUGE_LOGS, HUGE_SPANS, LOGS, SPANS, log
@@ -29,6 +30,31 @@ def test_the_attribute_cache_never_changes_the_output() -> None:
     first = encoder.spans(SPANS)
     assert encoder.spans(SPANS) == first  # served from the cache the second time
     assert encoder.logs(LOGS) == OtlpEncoder().logs(LOGS)
+
+
+def test_attributes_whose_values_keep_changing_encode_as_the_sdk_does() -> None:
+    """Past 64 distinct values a key is no longer cached: its scalars are written inline."""
+    records = [log(None, attributes={"n": i - 50, "id": f"req-{i}-é", "ms": i / 3, "t": i % 2 == 0,
+                                     "big": 2**62 + i, "l": [i]}) for i in range(100)]  # fmt: skip
+    encoder = OtlpEncoder()
+    expected = encode_logs([sdk_log(r) for r in records])
+    assert ExportLogsServiceRequest.FromString(encoder.logs(records)) == expected
+    assert {"n", "id", "big"} <= encoder._uncached  # pyright: ignore[reportPrivateUsage]
+    assert ExportLogsServiceRequest.FromString(encoder.logs(records)) == expected
+
+
+def test_bodies_with_their_json_encode_as_the_sdk_does_cached_or_not() -> None:
+    """A record the recorder made carries its body's JSON: a small one is encoded once."""
+    redactor = Redactor()
+    bodies = [{}, {"name": "echo", "arguments": {"text": "hi", "n": [1, 2.5, None]}},
+              "a line", {"content": [{"type": "text", "text": "x" * 300}]}, [True, False]]  # fmt: skip
+    records = [log(*redactor.body_and_json(b)[:1], body_json=redactor.body_and_json(b)[1])
+               for b in bodies * 2]  # fmt: skip
+    assert all(r.body_json is not None for r in records)
+    encoder = OtlpEncoder()
+    expected = encode_logs([sdk_log(r) for r in records])
+    assert ExportLogsServiceRequest.FromString(encoder.logs(records)) == expected
+    assert ExportLogsServiceRequest.FromString(encoder.logs(records)) == expected
 
 
 @pytest.mark.parametrize("value", [2**63, -(2**63) - 1, 10**30])

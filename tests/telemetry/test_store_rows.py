@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from helmet_otel.redaction import Redactor
 from helmet_otel.store.exporters import (
     log_row_from_record,
     log_row_from_sdk,
@@ -10,7 +11,7 @@ from helmet_otel.store.exporters import (
     span_row_from_sdk,
 )
 from helmet_otel.telemetry.sdk_adapter import sdk_log, sdk_span
-from tests.telemetry.records import HUGE_LOGS, HUGE_SPANS, LOGS, SPANS
+from tests.telemetry.records import HUGE_LOGS, HUGE_SPANS, LOGS, SPANS, log
 
 
 def test_span_rows_are_the_rows_of_the_sdk_spans() -> None:
@@ -33,3 +34,14 @@ def test_log_rows_are_the_rows_of_the_sdk_log_records() -> None:
         (False, 9, "demo"), (True, None, "demo"),
     ]  # fmt: skip
     assert rows[4].ts == LOGS[4].observed  # no time of its own: when it was observed
+
+
+def test_a_body_with_its_json_makes_the_same_row() -> None:
+    """The store keeps the JSON text the recorder made (no second ``dumps``): the same text."""
+    redactor = Redactor()
+    for value in [{}, {"a": [1, 2.5, None, "é"], "api_key": "s3cr3t-value"}, "text", [1]]:
+        body, text = redactor.body_and_json(value)
+        record = log(body, body_json=text)
+        assert text is not None
+        assert log_row_from_record(record) == log_row_from_sdk(sdk_log(record))
+        assert log_row_from_record(record) == log_row_from_record(log(body))
