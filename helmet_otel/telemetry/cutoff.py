@@ -5,8 +5,9 @@ under load, or stopped) would otherwise record its backlog for longer than ``--f
 allows, and be killed by the relay with all it held, uncounted. From the signal on the worker
 records for `RECORD_SHARE` of the flush timeout; after that it only counts the messages it reads
 (``shutdown_timeout``, with the calls each stands for) until the end of its input, which is
-cheap, so its drains and its ``helmet.proxy_close`` (with every count) fit in the rest. It also
-leaves SCHED_IDLE where it may (the traffic is over; a loaded machine must not starve its end).
+cheap, so its drains and its ``helmet.proxy_close`` (with every count) fit in the rest. The relay
+also takes the worker out of SCHED_IDLE where it may (`compete_for_the_cpu`): the traffic is
+over, and a loaded machine must not starve its end.
 Decisions, findings and session events are still recorded: they are few, and never shed.
 """
 
@@ -16,7 +17,6 @@ import contextlib
 import math
 import os
 import signal
-import threading
 import time
 from collections.abc import Callable
 from types import FrameType
@@ -39,11 +39,13 @@ class Cutoff:
         self.at = math.inf  # monotonic: messages read from then on are counted, not recorded
 
     def install(self) -> None:
+        """Take the signal from now on, and one that came before (the relay starts the worker
+        with it blocked)."""
         signal.signal(CLOSING_SIGNAL, self._closing)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {CLOSING_SIGNAL})
 
     def _closing(self, signum: int, frame: FrameType | None) -> None:
         self.at = min(self.at, time.monotonic() + self._budget)
-        _compete_for_the_cpu()
 
     def sift(self, frames: list[Frame]) -> list[Frame]:
         """``frames`` as they are while there is time; past the deadline without the messages,
@@ -62,14 +64,17 @@ class Cutoff:
         return kept
 
 
-def _compete_for_the_cpu() -> None:
-    """The traffic is over: the worker's threads leave SCHED_IDLE and their nice value, so
-    that a loaded machine does not starve its last flush (where the system lets an
-    unprivileged process: its RLIMIT_NICE; otherwise they stay as they are)."""
-    for thread in threading.enumerate():
-        tid = thread.native_id
-        if tid is None:
-            continue
+def compete_for_the_cpu(pid: int) -> None:
+    """The traffic is over: process ``pid``'s threads (the worker's) leave SCHED_IDLE and
+    their nice value, so that a loaded machine does not starve its last flush. Done by the
+    relay, which has a CPU now (a starved worker might not run its signal handler for
+    seconds); where the system lets an unprivileged process (RLIMIT_NICE), or as root:
+    otherwise they stay as they are."""
+    try:
+        tids = [int(tid) for tid in os.listdir(f"/proc/{pid}/task")]
+    except (OSError, ValueError):
+        tids = [pid]
+    for tid in tids:
         with contextlib.suppress(OSError, AttributeError):
             if os.sched_getscheduler(tid) == os.SCHED_IDLE:
                 os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))

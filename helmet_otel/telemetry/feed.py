@@ -21,6 +21,7 @@ import errno
 import fcntl
 import os
 import random
+import signal
 import socket
 import struct
 import subprocess
@@ -39,7 +40,7 @@ from helmet_otel.core.verdicts import DECISION, FINDINGS, POLICY_LOADED, Decisio
 from helmet_otel.protocol.message import BLANK, ERROR, REQUEST, RESPONSE, id_key
 from helmet_otel.protocol.splice import with_meta_entry
 from helmet_otel.telemetry.backlog import Backlog
-from helmet_otel.telemetry.cutoff import CLOSING_SIGNAL, SHUTDOWN_TIMEOUT
+from helmet_otel.telemetry.cutoff import CLOSING_SIGNAL, SHUTDOWN_TIMEOUT, compete_for_the_cpu
 from helmet_otel.telemetry.frames import (
     BATCH,
     FLAG_PROXY,
@@ -214,6 +215,9 @@ class TelemetryFeed:
 
     # -- the worker process -----------------------------------------------------------------
     def _spawn_worker(self, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
+        # The worker starts with `CLOSING_SIGNAL` blocked, so one sent before it can take it
+        # (a worker starved while it starts up) waits for it instead of being ignored.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {CLOSING_SIGNAL})
         try:
             worker = subprocess.Popen(
                 [sys.executable, "-m", "helmet_otel.telemetry.worker"],
@@ -224,6 +228,8 @@ class TelemetryFeed:
             )
         except OSError as exc:
             raise WorkerUnavailable(exc.strerror or str(exc)) from exc
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         assert worker.stdin is not None
         fd = worker.stdin.fileno()
         try:
@@ -532,6 +538,7 @@ class TelemetryFeed:
         # from now on the flush timeout bounds the worker's recording (`cutoff`)
         with contextlib.suppress(OSError):
             os.kill(self._worker.pid, CLOSING_SIGNAL)
+        compete_for_the_cpu(self._worker.pid)
         flush_timeout = self.options.flush_timeout
         try:
             with anyio.move_on_after(flush_timeout):
