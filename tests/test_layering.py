@@ -87,5 +87,5 @@ def test_no_module_imports_upwards() -> None:
 def test_the_check_can_fail() -> None:
     assert "core" not in ALLOWED["protocol"] and "telemetry" not in ALLOWED["store"]
     assert part_of("helmet_otel.telemetry.feed") == "telemetry"
-    assert imports(PACKAGE / "telemetry" / "feed.py") >= {"helmet_otel.core.envelope"}
+    assert imports(PACKAGE / "telemetry" / "session_feed.py") >= {"helmet_otel.core.envelope"}
     assert "helmet_otel.transports.http_front" not in ONLY[("ui", "transports")]

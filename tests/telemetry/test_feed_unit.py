@@ -26,8 +26,9 @@ from helmet_otel.core.session import Session
 from helmet_otel.protocol.message import REQUEST, error_response
 from helmet_otel.telemetry import feed as feed_module
 from helmet_otel.telemetry import frames
-from helmet_otel.telemetry.feed import PROPAGATE_MAX_BYTES, SessionFeed, TelemetryFeed
+from helmet_otel.telemetry.feed import TelemetryFeed
 from helmet_otel.telemetry.frames import Frame, read_batch
+from helmet_otel.telemetry.session_feed import PROPAGATE_MAX_BYTES, SessionFeed
 
 TRACEPARENT = re.compile(rb'"traceparent":"00-([0-9a-f]{32})-([0-9a-f]{16})-(0[01])"')
 CLIENT_TP = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"

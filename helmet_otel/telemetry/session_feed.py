@@ -1,0 +1,285 @@
+"""The relay side of telemetry, per session: `SessionFeed`, the interceptor that assigns trace
+and span ids, writes trace context into forwarded requests, and appends each message to the
+process's batch (`feed.TelemetryFeed`) under the session's key.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import TYPE_CHECKING, Any, cast
+
+from helmet_otel.core.envelope import C2S, HTTP_TRACEPARENT, Envelope
+from helmet_otel.core.interceptor import BaseInterceptor
+from helmet_otel.core.session import Restart, Session
+from helmet_otel.core.verdicts import DECISION, FINDINGS, POLICY_LOADED, Decision, Finding
+from helmet_otel.protocol.message import BLANK, ERROR, REQUEST, RESPONSE, id_key
+from helmet_otel.protocol.splice import with_meta_entry
+from helmet_otel.telemetry.frames import (
+    FLAG_PROXY,
+    FLAG_REPLIED,
+    STDERR_LINE_MAX,
+    WHOLE,
+    End,
+    Failed,
+    Info,
+    Msg,
+    Restarted,
+    Security,
+    Segment,
+    Start,
+    Stderr,
+    summarize,
+)
+
+if TYPE_CHECKING:
+    from helmet_otel.telemetry.feed import TelemetryFeed
+
+PROPAGATE_MAX_BYTES = 1024 * 1024  # larger requests are forwarded without trace context
+_SPAN_MASK = (1 << 64) - 1
+_getrandbits = random.getrandbits
+_pack_whole = WHOLE.pack
+_CANCELLED = "notifications/cancelled"
+MAX_LOST_SAMPLES = 4096  # lost sampled requests remembered per session for their responses
+
+
+def _verdict(annotations: dict[str, object]) -> bool:
+    """Whether a policy decided on the message or a detector flagged it."""
+    return DECISION in annotations or FINDINGS in annotations or POLICY_LOADED in annotations
+
+
+class SessionFeed(BaseInterceptor):
+    """One session's interceptor: assigns trace and span ids, writes trace context into the
+    forwarded requests, and appends each message to the process's batch under the session's
+    key (the worker keeps one trace, one set of records and one store row per key)."""
+
+    def __init__(self, feed: TelemetryFeed, session: Session, key: int) -> None:
+        self._feed = feed
+        self.session = session
+        self.key = key
+        self._revision = 0
+        self._propagate = feed.options.propagate
+        self._max_requests = feed.options.trace_max_requests
+        self.trace_id = _getrandbits(128) or 1
+        self.root_span_id = _getrandbits(64) or 1
+        self._segment_requests = 0
+        # our traceparent, JSON-encoded, is head + client span id + tail; the head follows
+        # the trace id
+        self._tp_trace = -1
+        self._tp_head = b""  # '"00-<trace id>-' of the current trace
+        self._tp_tail = b'-01"' if feed.sampled else b'-00"'
+        self._upstream: dict[str, object] = {}
+        # requests lost at a full buffer while sampled, by (c2s, id): what they stood for
+        self._lost_samples: dict[tuple[bool, tuple[bool, object]], int] = {}
+
+    # -- interceptor hooks (on the relay's loop) --------------------------------------------
+    def before_forward(self, env: Envelope) -> None:
+        msg = env.msg
+        if msg.kind is not REQUEST:
+            return
+        feed = self._feed
+        # A call a policy decided on (or a detector flagged: only they annotate a request
+        # before us) is always traced; any other may be shed, and then gets no ids, no splice.
+        annotations = env.annotations
+        shed = feed.overflowing() and feed.shed() if annotations else feed.shed()
+        if shed:
+            if feed.every > 1 and msg.id is not None and feed.lost_weight > 1:
+                # a sample lost: its response counts with the same weight
+                feed.lost_weight = 0
+                if len(self._lost_samples) < MAX_LOST_SAMPLES:
+                    self._lost_samples[(env.direction is C2S, id_key(msg.id))] = feed.every
+            return
+        env.trace_id = self.trace_id
+        # the calls it stands for; its response (through the session's pending request) too
+        env.weight = 1 if annotations and _verdict(annotations) else feed.every
+        bits = _getrandbits(128)  # both span ids from one draw
+        env.server_span_id = (bits & _SPAN_MASK) or 1
+        env.client_span_id = (bits >> 64) or 1
+        if env.direction is not C2S:
+            return
+        self._segment_requests += 1
+        if self._segment_requests > self._max_requests:
+            self._roll_over()
+            env.trace_id = self.trace_id
+            # Handed over in after_forward, right before this message: frames stay in order.
+            env.annotations["segment"] = (self.trace_id, self.root_span_id)
+        # (The client's own traceparent, which becomes a span link, the worker reads from the
+        # message.)
+        payload = msg.payload
+        if self._propagate and payload is not None and len(env.raw) <= PROPAGATE_MAX_BYTES:
+            self._inject(env, payload)
+
+    def _roll_over(self) -> None:
+        self._segment_requests = 1
+        self.trace_id = _getrandbits(128) or 1
+        self.root_span_id = _getrandbits(64) or 1
+
+    def _inject(self, env: Envelope, payload: dict[str, Any]) -> None:
+        """Write our traceparent into ``params._meta`` (made when absent or null) by splicing
+        it into the sender's bytes; when that cannot be done exactly, forward them untouched."""
+        trace_id = env.trace_id
+        if trace_id != self._tp_trace:
+            self._tp_trace = trace_id
+            self._tp_head = b'"00-%032x-' % trace_id
+        encoded = self._tp_head + b"%016x" % env.client_span_id + self._tp_tail
+        wire = with_meta_entry(env.raw, payload, "traceparent", encoded)
+        if wire is not None:
+            env.wire = wire
+
+    def after_forward(self, env: Envelope) -> None:
+        msg = env.msg
+        kind = msg.kind
+        feed = self._feed
+        weight = feed.every  # how many calls a traced one stands for
+        annotations = env.annotations
+        verdict = bool(annotations) and self._security(env, annotations)
+        if kind is REQUEST:
+            if not env.server_span_id:  # shed in before_forward
+                return
+            weight = env.weight
+        elif kind is RESPONSE or kind is ERROR:
+            request = env.request
+            if request is None:  # an answer to no request we know: on its own
+                if feed.shed():
+                    return
+            elif not request.span_id:  # its request was shed
+                lost = self._lost_samples
+                key = (request.direction is C2S, id_key(request.id))
+                if lost and key in lost:
+                    feed.shed_lost(lost.pop(key))
+                else:
+                    feed.shed_follower(weight > 1)
+                return
+            else:  # its request was traced: the response goes too, whatever the buffer
+                # holds (it is bounded by the traced requests in flight), standing for as
+                # many calls as the request (the governor may have changed its mind since)
+                weight = request.weight
+        elif kind is BLANK:
+            return
+        elif msg.method == _CANCELLED and env.request is not None and env.request.span_id:
+            # The first cancellation of a traced request always goes, standing for itself:
+            # the request must not end as unanswered. (Bounded by the traced requests in
+            # flight; any other cancellation, a repeat or a flood, is shed like any message.)
+            weight = 1
+        elif feed.shed():
+            return
+        if verdict:
+            weight = 1  # traced because of its verdict, not as a sample
+        # What the session learned travels before the next record that is handed over (a
+        # shed message needs none of it, and is done with sooner).
+        session = self.session
+        if session.revision != self._revision:
+            self._revision = session.revision
+            feed.append(self.info_frame())
+        traceparent = None
+        if annotations:
+            segment = annotations.get("segment")
+            if isinstance(segment, tuple):
+                trace_id, root_span_id = cast(tuple[int, int], segment)
+                feed.append(Segment(self.key, env.ts, trace_id, root_span_id))
+            header = annotations.get(HTTP_TRACEPARENT)
+            traceparent = header if isinstance(header, str) else None
+        raw = env.raw
+        size = len(raw)
+        s2c = env.direction is not C2S
+        replied = env.reply is not None
+        flags = s2c | (FLAG_REPLIED if replied else 0) | (FLAG_PROXY if env.proxy else 0)
+        if size > feed.body_cap or traceparent is not None:
+            # only its head goes over (or, with an HTTP traceparent, the whole message, which
+            # the binary record has no room for), with the facts the worker needs
+            summary = summarize(msg, not s2c, replied, env.proxy)
+            if traceparent is not None:
+                summary = summary._replace(http_traceparent=traceparent)
+            feed.append(
+                Msg(self.key, env.ts, int(s2c), size, raw[: feed.body_cap], summary,
+                    env.trace_id, env.server_span_id, env.client_span_id, weight, None)
+            )  # fmt: skip
+            return
+        trace_id = env.trace_id
+        pending = feed.batch
+        pending += _pack_whole(
+            b"M", flags, weight, self.key, env.ts, size, trace_id >> 64, trace_id & _SPAN_MASK,
+            env.server_span_id, env.client_span_id,
+        )  # fmt: skip
+        pending += raw
+        feed.records += 1
+        if feed.timer is None:  # the rest of `append`
+            feed.arm()
+
+    def _security(self, env: Envelope, annotations: dict[str, object]) -> bool:
+        """Hand over a policy's decision and the findings on ``env``, ahead of its record;
+        whether there were any."""
+        decision = annotations.get(DECISION)
+        findings = annotations.get(FINDINGS)
+        loaded = annotations.get(POLICY_LOADED)
+        if decision is None and findings is None and loaded is None:
+            return False
+        found = tuple(cast(list[Finding], findings)) if findings is not None else ()
+        feed = self._feed
+        if feed.overflowing():
+            feed.security_lost((decision is not None) + len(found) + (loaded is not None))
+            return True
+        if self.session.revision != self._revision:  # the worker may need the session's info
+            self._revision = self.session.revision
+            feed.append(self.info_frame())
+        feed.append(
+            Security(self.key, env.ts, env.server_span_id, cast(Decision | None, decision),
+                     found, cast(dict[str, object] | None, loaded))
+        )  # fmt: skip
+        return True
+
+    def info_frame(self) -> Info:
+        session = self.session
+        return Info(
+            self.key, session.era, session.protocol_version, session.client_info,
+            session.server_info, session.mcp_session_id,
+        )  # fmt: skip
+
+    def start_frame(self, *, resumed: bool = False) -> Start:
+        session = self.session
+        return Start(
+            self.key, session.started_ns, session.id, session.transport, self.trace_id,
+            self.root_span_id, self._upstream, resumed,
+        )  # fmt: skip
+
+    def _start(self, upstream: dict[str, object]) -> None:
+        feed = self._feed
+        feed.attach()
+        session = self.session
+        self._upstream = upstream
+        feed.live[self.key] = self
+        feed.append(self.start_frame())
+        if session.revision or session.mcp_session_id is not None:
+            self._revision = session.revision
+            feed.append(self.info_frame())
+
+    def session_started(self, session: Session, upstream: dict[str, object]) -> None:
+        self._start(upstream)
+
+    def upstream_stderr(self, session: Session, line: bytes, ts: int) -> None:
+        feed = self._feed
+        if feed.full():  # the governor spares them: they are few, and they explain crashes
+            feed.shed_follower(False)
+        else:
+            feed.append(Stderr(self.key, ts, line[:STDERR_LINE_MAX]))
+
+    def upstream_failed(self, session: Session, reason: str) -> None:
+        self._start({})
+        self._feed.append(Failed(self.key, time.time_ns(), reason))
+
+    def upstream_restarted(self, session: Session, restart: Restart) -> None:
+        self._upstream = restart.upstream  # (what a new worker's Start says)
+        self._feed.append(
+            Restarted(self.key, time.time_ns(), restart.number, restart.upstream,
+                      restart.previous, restart.replayed, restart.failure, restart.usage)
+        )  # fmt: skip
+
+    def session_ended(self, session: Session) -> None:
+        self._feed.live.pop(self.key, None)
+        self._feed.append(
+            End(self.key, session.ended_ns or time.time_ns(), session.exit_status,
+                session.exit_reason, session.requests, session.errors,
+                dict(session.method_counts), session.era, session.protocol_version,
+                session.client_info, session.server_info,
+                session.upstream_usage)
+        )  # fmt: skip
