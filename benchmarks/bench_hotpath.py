@@ -50,7 +50,9 @@ class _Feed(feed_module.TelemetryFeed):
         return _NoWorker()
 
     def _write(self) -> None:
-        self._out.clear()
+        # (`backlog`; `_out` before it was public)
+        backlog: Any = self.backlog if hasattr(self, "backlog") else getattr(self, "_out")  # noqa: B009
+        backlog.clear()
 
 
 def _line(obj: object) -> bytes:

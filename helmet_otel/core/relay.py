@@ -9,11 +9,11 @@ take) are envelopes like any message: the session and every interceptor see them
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from helmet_otel.core.envelope import C2S, S2C, Direction, Envelope
-from helmet_otel.core.interceptor import Interceptor
+from helmet_otel.core.interceptor import BaseInterceptor, Interceptor
 from helmet_otel.core.session import Session
 from helmet_otel.protocol.message import (
     REQUEST,
@@ -38,6 +38,18 @@ def timeout_reason(timeout: float) -> str:
     return f"request timed out after {timeout:g} s (helmet-otel --request-timeout)"
 
 
+def _hooks(
+    interceptors: tuple[Interceptor, ...], name: str
+) -> tuple[Callable[[Envelope], None], ...]:
+    """The interceptors' ``name`` hooks as bound methods, in order, but for those that keep
+    `BaseInterceptor`'s no-op."""
+    no_op = getattr(BaseInterceptor, name)
+    return tuple(
+        getattr(interceptor, name) for interceptor in interceptors
+        if getattr(type(interceptor), name, None) is not no_op
+    )  # fmt: skip
+
+
 @dataclass(slots=True, init=False)
 class Routed:
     """What to write: ``forward`` to the other side, ``replies`` back to the sender (each in
@@ -58,18 +70,21 @@ class Relay:
     def __init__(self, session: Session, interceptors: Sequence[Interceptor] = ()) -> None:
         self.session = session
         self.interceptors = tuple(interceptors)
+        # the hooks each message goes through, bound once (a no-op one is left out)
+        self._before = _hooks(self.interceptors, "before_forward")
+        self._after = _hooks(self.interceptors, "after_forward")
         self.upstream_gone: str | None = None  # why, once the server can take no more requests
 
     def route(self, direction: Direction, lines: list[bytes]) -> Routed:
         routed = Routed()
         forward, replies, envelopes = routed.forward, routed.replies, routed.envelopes
         now = time.time_ns()
-        interceptors = self.interceptors
+        hooks = self._before
         c2s = direction is C2S
         for line in lines:
             env = Envelope(direction, line, inspect(line), now)
-            for interceptor in interceptors:
-                interceptor.before_forward(env)
+            for hook in hooks:
+                hook(env)
             if env.reply is None and self.upstream_gone is not None and c2s:
                 msg = env.msg
                 if msg.kind is REQUEST:
@@ -87,11 +102,11 @@ class Relay:
     def forwarded(self, routed: Routed) -> None:
         """Call once the transport has taken the routed bytes: updates the session, runs hooks."""
         observe = self.session.observe
-        interceptors = self.interceptors
+        hooks = self._after
         for env in routed.envelopes:
             observe(env)
-            for interceptor in interceptors:
-                interceptor.after_forward(env)
+            for hook in hooks:
+                hook(env)
 
     def answer_pending(self, reason: str) -> Routed:
         """The upstream is gone: from now on the proxy answers requests itself, and here are

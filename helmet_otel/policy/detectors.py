@@ -43,7 +43,6 @@ TOOL_FIELDS: Final = ("name", "description", "inputSchema", "annotations")
 _ROOTS: Final = ("/etc/", "/proc/")
 _KEY_CACHE_MAX: Final = 4096
 _SCANNED: Final = (dict, list, str)
-_command_keys: dict[str, bool] = {}  # argument key -> whether it names a command
 
 
 def _strings(value: object, path: str, depth: int, out: list[tuple[str, str]]) -> None:
@@ -74,36 +73,66 @@ def _strings(value: object, path: str, depth: int, out: list[tuple[str, str]]) -
                 _strings(item, f"{path}[{i}]", depth + 1, out)  # pyright: ignore[reportUnknownArgumentType]
 
 
-def _command_key(key: str) -> bool:
-    try:
-        return _command_keys[key]
-    except KeyError:
-        pass
-    found = _COMMAND_KEY.match(key.split("[", 1)[0]) is not None
-    if len(_command_keys) >= _KEY_CACHE_MAX:
-        _command_keys.clear()
-    _command_keys[key] = found
-    return found
+class ArgumentScanner:
+    """`sensitive_arguments` for one redactor, with what it learns of each argument key kept
+    (whether it names a command, whether the redactor hides its values): one dict lookup per
+    key instead of two matches. Arguments whose values are all strings at the top level (the
+    common call) are read in place, without collecting their paths first."""
+
+    def __init__(self, redactor: Redactor) -> None:
+        self._redactor = redactor
+        self._keys: dict[str, tuple[bool, bool]] = {}  # key -> (names a command, is secret)
+
+    def _key(self, key: str) -> tuple[bool, bool]:
+        """(names a command, its values are secret) for the last part of a value's path."""
+        command = _COMMAND_KEY.match(key.split("[", 1)[0]) is not None
+        facts = (command, self._redactor.is_secret_key(key))
+        if len(self._keys) >= _KEY_CACHE_MAX:
+            self._keys.clear()
+        self._keys[key] = facts
+        return facts
+
+    def scan(self, arguments: dict[str, Any]) -> list[tuple[str, str]]:
+        """(severity, reason) for each sensitive value found; empty for ordinary arguments."""
+        found: list[tuple[str, str]] = []
+        if len(arguments) <= MAX_VALUES:
+            for value in arguments.values():
+                if type(value) is not str:
+                    break
+            else:  # all strings, at the top: each key is its own path
+                for key, text in arguments.items():
+                    self._check(key, key if "." not in key else key.rsplit(".", 1)[-1], text,
+                                found)  # fmt: skip
+                return found
+        values: list[tuple[str, str]] = []
+        _strings(arguments, "", 0, values)
+        for path, text in values:
+            self._check(path, path.rsplit(".", 1)[-1], text, found)
+        return found
+
+    def _check(self, path: str, key: str, text: str, found: list[tuple[str, str]]) -> None:
+        facts = self._keys.get(key)
+        if facts is None:
+            facts = self._key(key)
+        if len(text) > MAX_SCANNED_CHARS:
+            text = text[:MAX_SCANNED_CHARS]
+        if "." in text:
+            if _SENSITIVE_PATH.search(text):
+                found.append(("high", f"argument {path!r} names a sensitive path"))
+            elif ".." in text and _TRAVERSAL.search(text):
+                found.append(("medium", f"argument {path!r} has a path traversal ('../')"))
+        elif ("id_" in text or text.startswith(_ROOTS)) and _SENSITIVE_PATH.search(text):
+            found.append(("high", f"argument {path!r} names a sensitive path"))
+        if facts[0] and _SHELL_META.search(text):
+            found.append(("medium", f"argument {path!r} has shell metacharacters"))
+        if text and (facts[1] or self._redactor.scrub_text(text) != text):
+            found.append(("high", f"argument {path!r} carries a secret"))
 
 
 def sensitive_arguments(arguments: dict[str, Any], redactor: Redactor) -> list[tuple[str, str]]:
-    """(severity, reason) for each sensitive value found; empty for ordinary arguments."""
-    found: list[tuple[str, str]] = []
-    values: list[tuple[str, str]] = []
-    _strings(arguments, "", 0, values)
-    for path, text in values:
-        text = text[:MAX_SCANNED_CHARS]
-        key = path.rsplit(".", 1)[-1]
-        dotted = "." in text
-        if (dotted or "id_" in text or text.startswith(_ROOTS)) and _SENSITIVE_PATH.search(text):
-            found.append(("high", f"argument {path!r} names a sensitive path"))
-        elif dotted and ".." in text and _TRAVERSAL.search(text):
-            found.append(("medium", f"argument {path!r} has a path traversal ('../')"))
-        if _command_key(key) and _SHELL_META.search(text):
-            found.append(("medium", f"argument {path!r} has shell metacharacters"))
-        if text and (redactor.is_secret_key(key) or redactor.scrub_text(text) != text):
-            found.append(("high", f"argument {path!r} carries a secret"))
-    return found
+    """(severity, reason) for each sensitive value found; empty for ordinary arguments. (The
+    interceptor keeps an `ArgumentScanner` per redactor; this makes one per call.)"""
+    return ArgumentScanner(redactor).scan(arguments)
 
 
 def tool_definition(tool: dict[str, Any]) -> str:

@@ -29,7 +29,7 @@ from helmet_otel.core.envelope import C2S, Envelope
 from helmet_otel.core.interceptor import BaseInterceptor
 from helmet_otel.core.session import Session
 from helmet_otel.core.verdicts import DECISION, DENY, FINDINGS, POLICY_LOADED, Decision, Finding
-from helmet_otel.policy.detectors import changed_fields, sensitive_arguments, tool_definition
+from helmet_otel.policy.detectors import ArgumentScanner, changed_fields, tool_definition
 from helmet_otel.policy.engine import TOOLS_CALL, UNSAFE, Engine, Hints, hints_of
 from helmet_otel.policy.loader import PolicyError, load_policy
 from helmet_otel.policy.pins import REMOVED, Pin, PinStore
@@ -106,6 +106,7 @@ class PolicyFactory:
         self.store = pins
         self.monitor = monitor  # run the detectors (someone records their findings)
         self.redactor = redactor or Redactor()
+        self.scanner = ArgumentScanner(self.redactor)  # sensitive_argument
         self.pins: dict[str, Pin] = pins.pins(self.server)
         self.called: set[str] = {t for t, p in self.pins.items() if p.called_ns is not None}
         self.drifted: dict[str, str] = {}  # tool -> its current definition, not approved
@@ -225,7 +226,8 @@ class PolicyInterceptor(BaseInterceptor):
         assert method is not None
         if method == TOOLS_CALL:
             self._call(env, now)
-        elif method == "tools/list":
+            return
+        if method == "tools/list":
             assert msg.id is not None
             self._lists.add(id_key(msg.id))
         elif source.engine.polices(method):
@@ -263,7 +265,8 @@ class PolicyInterceptor(BaseInterceptor):
 
     def _call(self, env: Envelope, now: float) -> None:
         # (runs for every tools/call: written for speed, no `cast` of a subscripted type,
-        # which builds a generic alias per call)
+        # which builds a generic alias per call, and the engine is not asked when no rule
+        # and no default could decide)
         factory = self.factory
         engine = self.source.engine
         policy = engine.policy
@@ -271,40 +274,42 @@ class PolicyInterceptor(BaseInterceptor):
         params: object = payload.get("params") if payload is not None else None
         tool: str | None = None
         arguments: dict[str, Any] = _NO_ARGUMENTS
-        if isinstance(params, dict):
+        if type(params) is dict:
             fields: dict[str, object] = params  # pyright: ignore[reportUnknownVariableType]
             name = fields.get("name")
-            if isinstance(name, str):
+            if type(name) is str:
                 tool = name
             raw_arguments = fields.get("arguments")
-            if isinstance(raw_arguments, dict):
+            if type(raw_arguments) is dict:
                 arguments = raw_arguments  # pyright: ignore[reportUnknownVariableType]
         decision = None
         detectors = policy.detectors
-        if tool is not None and tool in factory.drifted and detectors.on_tool_drift == "block":
+        if (
+            tool is not None and factory.drifted and tool in factory.drifted
+            and detectors.on_tool_drift == "block"
+        ):  # fmt: skip
             decision = factory.drift_block(tool, policy.mode == "shadow")
-        if decision is None:
+        if decision is None and (engine.rules or policy.default != "allow"):
             decision = engine.decide(
                 TOOLS_CALL, tool, arguments, self._client(),
                 hints=self.hints.get(tool, UNSAFE) if tool is not None else UNSAFE,
             )  # fmt: skip
         if decision is not None:
             self._decided(env, decision)
-        if factory.monitor and tool is not None:
-            self._inspect_call(env, tool, arguments, policy, now)
-
-    def _inspect_call(
-        self, env: Envelope, tool: str, arguments: dict[str, Any], policy: Policy, now: float
-    ) -> None:
-        detectors = policy.detectors
+        if tool is None or not factory.monitor:
+            return
         findings: list[Finding] | None = None
-        if self.factory.first_call(tool) and self._history and detectors.new_tool:
+        # (`first_call` records the call whether or not the detector is on)
+        if (
+            tool not in factory.called and factory.first_call(tool) and self._history
+            and detectors.new_tool
+        ):  # fmt: skip
             findings = [Finding(
                 "new_tool", "low", "new_tool", tool,
                 f"tool {tool!r} is called for the first time on this server",
             )]  # fmt: skip
-        if detectors.sensitive_argument and arguments:
-            found = sensitive_arguments(arguments, self.factory.redactor)
+        if arguments and detectors.sensitive_argument:
+            found = factory.scanner.scan(arguments)
             if found:
                 findings = findings or []
                 for severity, reason in found:
@@ -347,7 +352,7 @@ class PolicyInterceptor(BaseInterceptor):
             or not self.factory.monitor
         ):
             return
-        detectors = self.source.policy.detectors
+        detectors = self.source.engine.policy.detectors
         if detectors.data_volume:
             volumes = self.factory.volumes
             message = volumes.response(request.name, len(env.raw), detectors.volume)

@@ -64,12 +64,16 @@ class SessionRates:
     _tools: dict[str, _Window] = field(default_factory=dict[str, _Window])
     _recent: OrderedDict[str, float] = field(default_factory=OrderedDict[str, float])
     _burst_fired: float = float("-inf")
+    _last: str = ""  # the tool called last: the newest entry of `_recent` already
 
     def call(
         self, tool: str, now: float, settings: RateSettings
     ) -> Sequence[tuple[str | None, str]]:
         """Count a call of ``tool`` at ``now``; the findings (usually none): the tool (None for
-        a burst of tools) and the message."""
+        a burst of tools) and the message. (Runs for every tools/call: the estimate is worked
+        out only when the counts could reach ``min_calls``; a tool called again is not moved
+        in `_recent`, where it is the newest already; old entries are pruned only when a
+        burst could be found.)"""
         found: Sequence[tuple[str | None, str]] = ()
         width = settings.window
         index = int(now // width)
@@ -82,30 +86,34 @@ class SessionRates:
             window.closed += 1
         window.count += 1
         window.total += 1
-        elapsed = now / width - index  # of the current window, 0..1
-        estimate = window.previous * (1.0 - elapsed) + window.count
-        # (below min_calls nothing fires, whatever the baseline: it is not looked up)
-        if estimate >= settings.min_calls and window.fired != index:
-            usual = self.baselines.usual(tool)
-            if estimate >= settings.factor * usual:
-                window.fired = index
-                found = [(tool, (
-                    f"{round(estimate)} calls of {tool!r} within {width:g} s (usually "
-                    f"{usual:.1f} per session in {width:g} s)"
-                ))]  # fmt: skip
+        # (the estimate is at most previous + count; below min_calls nothing fires, whatever
+        # the baseline: it is not looked up)
+        if window.previous + window.count >= settings.min_calls and window.fired != index:
+            elapsed = now / width - index  # of the current window, 0..1
+            estimate = window.previous * (1.0 - elapsed) + window.count
+            if estimate >= settings.min_calls:
+                usual = self.baselines.usual(tool)
+                if estimate >= settings.factor * usual:
+                    window.fired = index
+                    found = [(tool, (
+                        f"{round(estimate)} calls of {tool!r} within {width:g} s (usually "
+                        f"{usual:.1f} per session in {width:g} s)"
+                    ))]  # fmt: skip
         if settings.burst_tools:
             recent = self._recent
             recent[tool] = now
-            recent.move_to_end(tool)
+            if tool != self._last:
+                self._last = tool
+                recent.move_to_end(tool)
             # at most one entry per tool: only a possible burst needs the old ones pruned
-            if len(recent) >= settings.burst_tools:
+            if (
+                len(recent) >= settings.burst_tools
+                and now - self._burst_fired >= settings.burst_window
+            ):
                 cutoff = now - settings.burst_window
                 while next(iter(recent.values())) < cutoff:
                     recent.popitem(last=False)
-                if (
-                    len(recent) >= settings.burst_tools
-                    and now - self._burst_fired >= settings.burst_window
-                ):
+                if len(recent) >= settings.burst_tools:
                     self._burst_fired = now
                     found = [*found, (
                         None,

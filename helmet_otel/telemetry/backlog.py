@@ -20,24 +20,24 @@ IOV_MAX = 64  # chunks per writev (a pipe takes at most its capacity anyway)
 
 
 class Backlog:
-    __slots__ = ("_chunks", "_head", "_size")
+    __slots__ = ("_chunks", "_head", "size")
 
     def __init__(self) -> None:
         self._chunks: deque[bytes | bytearray] = deque()
         self._head = 0  # bytes of the first chunk already written
-        self._size = 0  # bytes waiting
+        self.size = 0  # bytes waiting (what `len` says, read as an attribute on the hot path)
 
     def __len__(self) -> int:
-        return self._size
+        return self.size
 
     def __bool__(self) -> bool:
-        return self._size > 0
+        return self.size > 0
 
     def __iadd__(self, data: bytes | bytearray) -> Backlog:
         """Queue ``data`` (not copied: the caller must not change it afterwards)."""
         if data:
             self._chunks.append(data)
-            self._size += len(data)
+            self.size += len(data)
         return self
 
     def __bytes__(self) -> bytes:
@@ -50,7 +50,7 @@ class Backlog:
 
     def clear(self) -> None:
         self._chunks.clear()
-        self._head = self._size = 0
+        self._head = self.size = 0
 
     def write_to(self, fd: int) -> int:
         """One ``writev`` of the first chunks to ``fd``; what it took is dropped. Bytes
@@ -60,7 +60,7 @@ class Backlog:
         first = memoryview(chunks[0])[head:] if head else chunks[0]
         written = os.writev(fd, [first, *islice(chunks, 1, IOV_MAX)])
         del first  # (a view keeps a bytearray from being resized)
-        self._size -= written
+        self.size -= written
         taken = head + written
         while chunks and taken >= len(chunks[0]):
             taken -= len(chunks.popleft())

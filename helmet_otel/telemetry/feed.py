@@ -138,7 +138,7 @@ class TelemetryFeed:
         self._busy_limit = options.relay_busy_limit
         self._sessions = 0  # keys handed out
         self.batch = bytearray()  # records of the batch being gathered
-        self._out = Backlog()  # batches not yet taken by the worker's pipe
+        self.backlog = Backlog()  # batches not yet taken by the worker's pipe
         self._shed_full = 0  # messages shed since the last batch: the worker was behind
         self._shed_busy = 0  # ... the governor shed them
         self.lost_weight = 0  # what the last call shed at a full buffer stood for
@@ -146,9 +146,13 @@ class TelemetryFeed:
         # gone or hopelessly behind) they cannot be kept either, and are counted apart.
         self._security_lost = 0
         self._dropped_reported = False
-        self.every = 1  # trace one call (or notification) in this many
+        self._every = 1  # trace one call (or notification) in this many (`every`)
         self._limit = self._buffer_limit  # bytes waiting for the worker before calls are shed
-        self._tick = 0  # calls and notifications seen (and decided on)
+        # `_limit` while every call is traced (a session's feed then decides on a call with
+        # one comparison, `SessionFeed.before_forward`), else -1: every call goes through
+        # `shed` (the governor samples, or telemetry is off)
+        self.open_limit = self._limit
+        self.tick = 0  # calls and notifications seen (and decided on; the governor's rate)
         self._tick_mark = 0
         self._ran_mark, self._waited_mark = loop_times()
         self._window = (0.0, 0.0, 0.0)  # the last window's (ran, waited, elapsed)
@@ -167,7 +171,7 @@ class TelemetryFeed:
         # counts in the batches' headers (`_carried`), which are lost with a batch never read
         self._handed: deque[tuple[int, int]] = deque()
         self._carried = 0
-        self._queued_bytes = 0  # bytes put into `_out` since the worker started
+        self._queued_bytes = 0  # bytes put into `backlog` since the worker started
         self._written = 0  # ... and written into its pipe
         self._pipe_capacity = PIPE_SIZE
         self.restarts = 0
@@ -267,8 +271,8 @@ class TelemetryFeed:
         self._watch()
 
     def _lost_with(self) -> int:
-        """Records handed to the worker that it never read (still in its pipe, or in `_out`)."""
-        unread = len(self._out)
+        """Records handed to the worker that it never read (still in its pipe, or in `backlog`)."""
+        unread = len(self.backlog)
         if self._fd >= 0:
             unread += _pipe_unread(self._fd)
         read_records = self._records_through(self._queued_bytes - unread)
@@ -292,7 +296,7 @@ class TelemetryFeed:
         pending_records = (
             self.records + self._carried - (self._handed[-1][1] if self._handed else 0)
         )
-        self._out.clear()
+        self.backlog.clear()
         self._handed.clear()
         self._queued_bytes = self._written = 0
         self.batch = bytearray(pickled(self._config))
@@ -311,7 +315,8 @@ class TelemetryFeed:
         self._closed = True
         self.lost += self.records + self._carried - (self._handed[-1][1] if self._handed else 0)
         self.batch = bytearray()
-        self._out.clear()
+        self.backlog.clear()
+        self._set_open_limit()
         _say(
             f"helmet-otel: telemetry is off: {what}; {self.lost} records were lost. "
             "MCP traffic is not affected.\n"
@@ -320,22 +325,36 @@ class TelemetryFeed:
     # -- shedding ---------------------------------------------------------------------------
     def full(self) -> bool:
         """The worker is behind: its pipe and our buffer are full."""
-        return len(self._out) + len(self.batch) >= self._limit
+        return self.backlog.size + len(self.batch) >= self._limit
+
+    @property
+    def every(self) -> int:
+        """Trace one call (or notification) in this many."""
+        return self._every
+
+    @every.setter
+    def every(self, every: int) -> None:
+        self._every = every
+        self._set_open_limit()
+
+    def _set_open_limit(self) -> None:
+        """`open_limit`, after `_limit`, `every` or `_off` changed."""
+        self.open_limit = self._limit if self._every == 1 and not self._off else -1
 
     def shed(self) -> bool:
         """Whether telemetry sheds the call (or notification) that starts now; counted.
 
         While the governor sheds, this runs for nearly every message at the relay's busiest:
         it is written out for speed."""
-        self._tick = tick = self._tick + 1
-        every = self.every
+        self.tick = tick = self.tick + 1
+        every = self._every
         if self._off:
             self.lost += 1
             return True
         if every > 1 and tick % every:
             self._shed_busy += 1
             self.lost_weight = 0
-        elif len(self._out) + len(self.batch) >= self._limit:
+        elif self.backlog.size + len(self.batch) >= self._limit:
             # a sample lost: it counts for every call it stood for, so the weighted metrics
             # plus relay_queue_full still add up to the traffic
             self._shed_full += every
@@ -354,7 +373,7 @@ class TelemetryFeed:
 
     def overflowing(self) -> bool:
         """Even decisions and findings cannot be kept: twice the buffer waits."""
-        return len(self._out) + len(self.batch) >= 2 * self._buffer_limit
+        return self.backlog.size + len(self.batch) >= 2 * self._buffer_limit
 
     def security_lost(self, count: int) -> None:
         self._security_lost += count
@@ -421,8 +440,8 @@ class TelemetryFeed:
             pending += pickled(Dropped("security_unrecorded", self._security_lost))
             self._security_lost = 0
         self.batch = bytearray()
-        self._out += BATCH.pack(len(pending), self._shed_full, self._shed_busy)
-        self._out += pending
+        self.backlog += BATCH.pack(len(pending), self._shed_full, self._shed_busy)
+        self.backlog += pending
         self._queued_bytes += BATCH.size + len(pending)
         self._carried += self._shed_full
         handed = self._handed
@@ -441,16 +460,17 @@ class TelemetryFeed:
         window = (ran - self._ran_mark, waited - self._waited_mark, elapsed)
         last = self._window
         busy = busy_share(window[0] + last[0], window[1] + last[1], elapsed + last[2])
-        rate = (self._tick - self._tick_mark) / elapsed
+        rate = (self.tick - self._tick_mark) / elapsed
         self._ran_mark, self._waited_mark = ran, waited
         self._window = window
         self._wall_mark = now
-        self._tick_mark = self._tick
+        self._tick_mark = self.tick
         if busy > self._busy_limit and rate >= GOVERN_MIN_RATE:
             self.every = MAX_EVERY
         elif busy < self._busy_limit - 0.1:
             self.every = max(self.every // 2, 1)
         self._limit = self._buffer_limit if self.every == 1 else self._buffer_limit // 8
+        self._set_open_limit()
 
     def _arm_for_drops(self) -> None:
         """The counts travel with the next batch; the first time, tell the user."""
@@ -464,25 +484,25 @@ class TelemetryFeed:
             )
 
     def _write(self) -> None:
-        while self._out:
+        while self.backlog:
             try:
-                written = self._out.write_to(self._fd)
+                written = self.backlog.write_to(self._fd)
             except BlockingIOError:
                 break
             except OSError as exc:  # the worker is gone: nothing more can be handed over
                 if exc.errno in (errno.EPIPE, errno.EBADF):
                     if self._closed:
                         self._unhanded += self._unsent()
-                        self._out.clear()
+                        self.backlog.clear()
                     else:
                         self._worker_died()
                     return
                 raise
             self._written += written
-        if self._out and not self._writer_armed and self._loop is not None:
+        if self.backlog and not self._writer_armed and self._loop is not None:
             self._writer_armed = True
             self._loop.add_writer(self._fd, self._on_writable)
-        elif not self._out and self._writer_armed and self._loop is not None:
+        elif not self.backlog and self._writer_armed and self._loop is not None:
             self._writer_armed = False
             self._loop.remove_writer(self._fd)
 
@@ -514,22 +534,22 @@ class TelemetryFeed:
         flush_timeout = self.options.flush_timeout
         try:
             with anyio.move_on_after(flush_timeout):
-                while self._out:
+                while self.backlog:
                     await anyio.sleep(0.005)
-            if self._out:
+            if self.backlog:
                 self._cut_unsent()
                 with anyio.move_on_after(min(CUT_GRACE_S, flush_timeout)):
-                    while self._out:
+                    while self.backlog:
                         await anyio.sleep(0.005)
         finally:  # (also when a signal cut the wait short: the worker then finishes alone)
             if self._writer_armed and self._loop is not None:
                 self._loop.remove_writer(self._fd)
                 self._writer_armed = False
-            if self._out:
+            if self.backlog:
                 # (the batch with the count of what was cut off is the last: its count stands
                 # for the messages cut off, not for a record of its own)
                 self._unhanded += self._unsent() + (self._cut - 1 if self._cut else 0)
-                self._out.clear()
+                self.backlog.clear()
             if self._unhanded:
                 _say(
                     f"helmet-otel: {self._unhanded} telemetry records could not be handed to "
@@ -556,7 +576,7 @@ class TelemetryFeed:
         the calls each stood for) and their other records (session events, decisions and
         findings, the close), which are few."""
         start, kept = self._boundary()
-        out = bytes(self._out)  # (once, at the deadline)
+        out = bytes(self.backlog)  # (once, at the deadline)
         at = begun = start - self._written
         if at >= len(out):
             return
@@ -574,15 +594,15 @@ class TelemetryFeed:
                     rest += pickled(frame)
                     others += 1
             at += size
-        self._out.clear()
-        self._out += out[:begun]
+        self.backlog.clear()
+        self.backlog += out[:begun]
         self._cut = lost
         if lost:
             rest[:0] = pickled(Dropped(SHUTDOWN_TIMEOUT, lost))
             others += 1
         self._handed = deque(x for x in self._handed if x[0] <= start)
-        self._out += BATCH.pack(len(rest), queue_full, busy)
-        self._out += rest
+        self.backlog += BATCH.pack(len(rest), queue_full, busy)
+        self.backlog += rest
         self._queued_bytes = start + BATCH.size + len(rest)
         # (only their sum counts from now on)
         self.records, self._carried = kept + others, queue_full

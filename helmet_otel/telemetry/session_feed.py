@@ -14,7 +14,7 @@ from helmet_otel.core.interceptor import BaseInterceptor
 from helmet_otel.core.session import Restart, Session
 from helmet_otel.core.verdicts import DECISION, FINDINGS, POLICY_LOADED, Decision, Finding
 from helmet_otel.protocol.message import BLANK, ERROR, REQUEST, RESPONSE, id_key
-from helmet_otel.protocol.splice import with_meta_entry
+from helmet_otel.protocol.splice import first_meta_at, with_meta_entry
 from helmet_otel.telemetry.frames import (
     FLAG_PROXY,
     FLAG_REPLIED,
@@ -58,7 +58,8 @@ class SessionFeed(BaseInterceptor):
         self.session = session
         self.key = key
         self._revision = 0
-        self._propagate = feed.options.propagate
+        # requests larger than this are forwarded without our trace context (-1: none is)
+        self._propagate_max = PROPAGATE_MAX_BYTES if feed.options.propagate else -1
         self._max_requests = feed.options.trace_max_requests
         self.trace_id = _getrandbits(128) or 1
         self.root_span_id = _getrandbits(64) or 1
@@ -68,6 +69,9 @@ class SessionFeed(BaseInterceptor):
         self._tp_trace = -1
         self._tp_head = b""  # '"00-<trace id>-' of the current trace
         self._tp_tail = b'-01"' if feed.sampled else b'-00"'
+        # ... and as the first member of params (`first_meta_at`), with a %016x for the span
+        # id: followed by a comma, and alone
+        self._tp_first = self._tp_alone = b""
         self._upstream: dict[str, object] = {}
         # requests lost at a full buffer while sampled, by (c2s, id): what they stood for
         self._lost_samples: dict[tuple[bool, tuple[bool, object]], int] = {}
@@ -81,17 +85,14 @@ class SessionFeed(BaseInterceptor):
         # A call a policy decided on (or a detector flagged: only they annotate a request
         # before us) is always traced; any other may be shed, and then gets no ids, no splice.
         annotations = env.annotations
-        shed = feed.overflowing() and feed.shed() if annotations else feed.shed()
-        if shed:
-            if feed.every > 1 and msg.id is not None and feed.lost_weight > 1:
-                # a sample lost: its response counts with the same weight
-                feed.lost_weight = 0
-                if len(self._lost_samples) < MAX_LOST_SAMPLES:
-                    self._lost_samples[(env.direction is C2S, id_key(msg.id))] = feed.every
+        if not annotations and len(feed.batch) + feed.backlog.size < feed.open_limit:
+            feed.tick += 1  # the usual call, traced (what `shed` counts)
+        elif self._shed(env, feed, annotations):
             return
+        else:
+            # the calls it stands for; its response (through the session's pending request) too
+            env.weight = 1 if annotations and _verdict(annotations) else feed.every
         env.trace_id = self.trace_id
-        # the calls it stands for; its response (through the session's pending request) too
-        env.weight = 1 if annotations and _verdict(annotations) else feed.every
         bits = _getrandbits(128)  # both span ids from one draw
         env.server_span_id = (bits & _SPAN_MASK) or 1
         env.client_span_id = (bits >> 64) or 1
@@ -106,8 +107,19 @@ class SessionFeed(BaseInterceptor):
         # (The client's own traceparent, which becomes a span link, the worker reads from the
         # message.)
         payload = msg.payload
-        if self._propagate and payload is not None and len(env.raw) <= PROPAGATE_MAX_BYTES:
+        if payload is not None and len(env.raw) <= self._propagate_max:
             self._inject(env, payload)
+
+    def _shed(self, env: Envelope, feed: TelemetryFeed, annotations: dict[str, object]) -> bool:
+        """Whether the request is shed (counted), when it does not take the short way in
+        `before_forward` (it has a verdict, the governor samples, or the buffer is full)."""
+        shed = feed.overflowing() and feed.shed() if annotations else feed.shed()
+        if shed and feed.every > 1 and env.msg.id is not None and feed.lost_weight > 1:
+            # a sample lost: its response counts with the same weight
+            feed.lost_weight = 0
+            if len(self._lost_samples) < MAX_LOST_SAMPLES:
+                self._lost_samples[(env.direction is C2S, id_key(env.msg.id))] = feed.every
+        return shed
 
     def _roll_over(self) -> None:
         self._segment_requests = 1
@@ -116,17 +128,77 @@ class SessionFeed(BaseInterceptor):
 
     def _inject(self, env: Envelope, payload: dict[str, Any]) -> None:
         """Write our traceparent into ``params._meta`` (made when absent or null) by splicing
-        it into the sender's bytes; when that cannot be done exactly, forward them untouched."""
+        it into the sender's bytes; when that cannot be done exactly, forward them untouched.
+        The usual request (``params`` an object without ``_meta``, no escapes) takes one
+        format and one join."""
         trace_id = env.trace_id
         if trace_id != self._tp_trace:
-            self._tp_trace = trace_id
-            self._tp_head = b'"00-%032x-' % trace_id
+            self._trace_context(trace_id)
+        raw = env.raw
+        params = payload.get("params")
+        if type(params) is dict:
+            at = first_meta_at(raw, params)  # pyright: ignore[reportUnknownArgumentType]
+            if at >= 0:
+                member = self._tp_first if params else self._tp_alone
+                env.wire = b"".join((raw[:at], member % env.client_span_id, raw[at:]))
+                return
         encoded = self._tp_head + b"%016x" % env.client_span_id + self._tp_tail
-        wire = with_meta_entry(env.raw, payload, "traceparent", encoded)
+        wire = with_meta_entry(raw, payload, "traceparent", encoded)
         if wire is not None:
             env.wire = wire
 
+    def _trace_context(self, trace_id: int) -> None:
+        """The pieces of our traceparent for the trace ``trace_id``."""
+        self._tp_trace = trace_id
+        self._tp_head = head = b'"00-%032x-' % trace_id
+        member = b'"_meta":{"traceparent":' + head + b"%016x" + self._tp_tail + b"}"
+        self._tp_first, self._tp_alone = member + b",", member
+
     def after_forward(self, env: Envelope) -> None:
+        """Hand the message over: a traced request, or the answer to one, without a verdict
+        and small enough to go whole, takes the short way (`_hand_over` is the whole story)."""
+        if env.annotations:
+            self._hand_over(env)
+            return
+        kind = env.msg.kind
+        if kind is REQUEST:
+            span = env.server_span_id
+            if not span:  # shed in before_forward
+                return
+            weight = env.weight
+        elif kind is RESPONSE or kind is ERROR:
+            request = env.request
+            if request is None or not request.span_id:
+                self._hand_over(env)
+                return
+            weight = request.weight
+            span = 0
+        else:
+            self._hand_over(env)
+            return
+        feed = self._feed
+        raw = env.raw
+        size = len(raw)
+        if size > feed.body_cap or self.session.revision != self._revision:
+            self._hand_over(env)
+            return
+        flags = (
+            (env.direction is not C2S)
+            | (FLAG_REPLIED if env.reply is not None else 0)
+            | (FLAG_PROXY if env.proxy else 0)
+        )
+        trace_id = env.trace_id
+        batch = feed.batch
+        batch += _pack_whole(
+            b"M", flags, weight, self.key, env.ts, size, trace_id >> 64, trace_id & _SPAN_MASK,
+            span, env.client_span_id,
+        )  # fmt: skip
+        batch += raw
+        feed.records += 1
+        if feed.timer is None:  # the rest of `append`
+            feed.arm()
+
+    def _hand_over(self, env: Envelope) -> None:
         msg = env.msg
         kind = msg.kind
         feed = self._feed

@@ -40,11 +40,11 @@ def test_a_notification_burst_adds_up_when_samples_are_lost(make_feed: Any) -> N
                  "params": {"level": "info", "data": "x"}})  # fmt: skip
     route(relay, Direction.S2C, [note] * 40)  # room: one in four recorded, standing for four
     feed._flush()  # pyright: ignore[reportPrivateUsage]
-    head = bytes(feed._out)  # pyright: ignore[reportPrivateUsage]
-    feed._out += b"x" * feed.options.telemetry_buffer  # pyright: ignore[reportPrivateUsage]
+    head = bytes(feed.backlog)
+    feed.backlog += b"x" * feed.options.telemetry_buffer
     route(relay, Direction.S2C, [note] * 60)  # the worker is behind: the samples are lost
-    feed._out.clear()  # pyright: ignore[reportPrivateUsage]  # (it caught up)
-    feed._out += head  # pyright: ignore[reportPrivateUsage]
+    feed.backlog.clear()  # (it caught up)
+    feed.backlog += head
     got = feed.frames()
     assert _weighted(got, "notification") == 40
     assert _dropped(got, "relay_queue_full") == 60
@@ -55,10 +55,10 @@ def test_calls_add_up_when_samples_are_lost(make_feed: Any) -> None:
     feed = make_feed()
     _, _, relay = open_session(feed)
     feed.every = EVERY
-    feed._out += b"x" * feed.options.telemetry_buffer  # pyright: ignore[reportPrivateUsage]
+    feed.backlog += b"x" * feed.options.telemetry_buffer
     route(relay, Direction.C2S, [line(call(i)) for i in range(8)])
     route(relay, Direction.S2C, [response(i) for i in range(8)])
-    feed._out.clear()  # pyright: ignore[reportPrivateUsage]
+    feed.backlog.clear()
     got = feed.frames()
     # two samples of four calls each lost: their requests and their responses count 4 each
     assert _dropped(got, "relay_queue_full") == 2 * EVERY + 2 * EVERY

@@ -322,7 +322,7 @@ def test_a_full_buffer_sheds_whole_calls_and_keeps_session_events(make_feed: Any
     session, session_feed, relay = open_session(feed)
     route(relay, Direction.C2S, [line(call("traced"))])
     feed._flush()
-    feed._out += b"x" * feed.options.telemetry_buffer  # the worker is not reading
+    feed.backlog += b"x" * feed.options.telemetry_buffer  # the worker is not reading
     # a new call is shed at once: no ids, no splice, no record
     routed = relay.route(Direction.C2S, [line(call("shed"))])
     relay.forwarded(routed)
@@ -334,7 +334,7 @@ def test_a_full_buffer_sheds_whole_calls_and_keeps_session_events(make_feed: Any
     session.ended_ns = 7
     session_feed.session_ended(session)  # session events are never shed
     assert (feed._shed_full, feed._shed_busy) == (3, 0)
-    feed._out.clear()  # the worker caught up
+    feed.backlog.clear()  # the worker caught up
     got = feed.frames()
     assert [type(f) for f in got] == [frames.Msg, frames.Dropped, frames.Msg, frames.End]
     traced, dropped, answer, end = got
@@ -398,7 +398,7 @@ def test_what_the_pipe_has_not_taken_at_the_deadline_goes_as_its_count(
     session, session_feed, relay = open_session(feed)
     sent = 0
     for _ in range(2):  # the worker does not read: its pipe fills, then more waits
-        while not feed._out:
+        while not feed.backlog:
             route(relay, Direction.C2S, [line(call(i)) for i in range(sent, sent + 200)])
             sent += 200
             feed._flush()
@@ -416,11 +416,11 @@ def test_what_the_pipe_has_not_taken_at_the_deadline_goes_as_its_count(
     reader = threading.Thread(target=lambda: got.extend(_every_frame(feed.pipe.reader)))
     reader.start()
     deadline = time.monotonic() + 10
-    while feed._out and time.monotonic() < deadline:
+    while feed.backlog and time.monotonic() < deadline:
         feed._write()
     feed.pipe.stdin.close()
     reader.join(10)
-    assert not feed._out
+    assert not feed.backlog
     # what the pipe took, whole (the batch it had begun included), then the count of the rest
     # and the records that are not messages: the session's end and the close
     cut = sent - len(messages(got))
@@ -461,7 +461,7 @@ def test_the_governor_follows_the_relays_cpu(
         wall += 0.1
         clock["ran"] += 0.1 * ran
         clock["waited"] += 0.1 * waited
-        feed._tick += calls
+        feed.tick += calls
         feed._govern(wall)
         seen.append((feed.every, feed._limit))
     assert (feed.options.telemetry_buffer, feed.options.relay_busy_limit) == (4 * 1024 * 1024, 0.85)
