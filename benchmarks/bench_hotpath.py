@@ -4,7 +4,9 @@ interceptors as the proxy builds them, for a request and its response, with no I
 ``--setup on`` (the default): the policy interceptor with the default detectors (no policy file,
 as whenever telemetry records what they find), then the telemetry feed; ``feed``: the feed only;
 ``off``: no interceptor (``--no-store`` and no OTLP). ``--setup all`` runs each in turn, the
-rounds interleaved, so the differences are read in one time window.
+rounds interleaved, so the differences are read in one time window. Every call has the same
+small arguments unless ``--unique`` (then each call's argument text is new: the detectors
+remember the texts they found clean, and this measures the cost of a text seen first).
 
 Run from the repository root (any revision: it adapts to the feed's API before and after the
 per-session split), several times, and compare medians of one machine:
@@ -75,7 +77,7 @@ def _policy(session: Session) -> Any:
     return PolicyFactory(source, MemoryPins(), monitor=True).for_session(session)
 
 
-async def _round(calls: int, setup: str) -> float:
+async def _round(calls: int, setup: str, unique: bool = False) -> float:
     feed: Any = _Feed(ProxyOptions(no_store=True), {}, service_name="bench")
     session = Session(transport="stdio")
     interceptors: list[Any] = []
@@ -88,12 +90,13 @@ async def _round(calls: int, setup: str) -> float:
     relay = Relay(session, interceptors)
     for interceptor in interceptors:
         interceptor.session_started(session, {})
-    params = {"name": "echo", "arguments": {"text": "hello world"}}
     result = {"content": [{"type": "text", "text": "hello world"}]}
     requests = [
-        _line({"jsonrpc": "2.0", "id": i, "method": "tools/call", "params": params})
+        _line({"jsonrpc": "2.0", "id": i, "method": "tools/call", "params": {
+            "name": "echo", "arguments": {"text": f"hello world {i}" if unique else "hello world"},
+        }})
         for i in range(calls)
-    ]
+    ]  # fmt: skip
     responses = [_line({"jsonrpc": "2.0", "id": i, "result": result}) for i in range(calls)]
     c2s, s2c = Direction.C2S, Direction.S2C
     started = time.thread_time()
@@ -112,6 +115,10 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=30_000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--setup", choices=(*SETUPS, "all"), default="on")
+    parser.add_argument(
+        "--unique", action="store_true",
+        help="a different argument text in every call (the detectors remember clean texts)",
+    )  # fmt: skip
     args = parser.parse_args()
     # hold the governor off (its clock is `loop_times`; `cpu_demand` on older revisions)
     if hasattr(feed_module, "loop_times"):
@@ -122,7 +129,7 @@ def main() -> None:
     per_call: dict[str, list[float]] = {setup: [] for setup in setups}
     for _ in range(args.rounds):
         for setup in setups:
-            per_call[setup].append(asyncio.run(_round(args.calls, setup)))
+            per_call[setup].append(asyncio.run(_round(args.calls, setup, args.unique)))
     for setup, values in per_call.items():
         rounds = " ".join(f"{value:.2f}" for value in values)
         print(

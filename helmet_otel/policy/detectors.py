@@ -42,6 +42,9 @@ TOOL_FIELDS: Final = ("name", "description", "inputSchema", "annotations")
 # `_TRAVERSAL` match holds "..".
 _ROOTS: Final = ("/etc/", "/proc/")
 _KEY_CACHE_MAX: Final = 4096
+CLEAN_TEXT_MAX: Final = 256  # characters of a text remembered as clean, at most
+_CLEAN_CACHE_MAX: Final = 4096  # texts remembered as clean (then forgotten all at once)
+_PATH, _TRAVERSAL_FOUND, _SECRET = 1, 2, 4  # what `ArgumentScanner._text_bits` finds
 _SCANNED: Final = (dict, list, str)
 
 
@@ -74,14 +77,16 @@ def _strings(value: object, path: str, depth: int, out: list[tuple[str, str]]) -
 
 
 class ArgumentScanner:
-    """`sensitive_arguments` for one redactor, with what it learns of each argument key kept
-    (whether it names a command, whether the redactor hides its values): one dict lookup per
-    key instead of two matches. Arguments whose values are all strings at the top level (the
-    common call) are read in place, without collecting their paths first."""
+    """`sensitive_arguments` for one redactor, with what it learns kept: of each argument key,
+    whether it names a command and whether the redactor hides its values (one dict lookup
+    instead of two matches); the short texts in which nothing was found (a set lookup instead
+    of the patterns and the scrubber). Arguments whose values are all strings at the top level
+    (the common call) are read in place, without collecting their paths first."""
 
     def __init__(self, redactor: Redactor) -> None:
         self._redactor = redactor
         self._keys: dict[str, tuple[bool, bool]] = {}  # key -> (names a command, is secret)
+        self._clean: set[str] = set()  # short texts none of the text checks fires on
 
     def _key(self, key: str) -> tuple[bool, bool]:
         """(names a command, its values are secret) for the last part of a value's path."""
@@ -116,17 +121,37 @@ class ArgumentScanner:
             facts = self._key(key)
         if len(text) > MAX_SCANNED_CHARS:
             text = text[:MAX_SCANNED_CHARS]
-        if "." in text:
-            if _SENSITIVE_PATH.search(text):
-                found.append(("high", f"argument {path!r} names a sensitive path"))
-            elif ".." in text and _TRAVERSAL.search(text):
-                found.append(("medium", f"argument {path!r} has a path traversal ('../')"))
-        elif ("id_" in text or text.startswith(_ROOTS)) and _SENSITIVE_PATH.search(text):
+        bits = 0 if text in self._clean else self._text_bits(text)
+        if bits & _PATH:
             found.append(("high", f"argument {path!r} names a sensitive path"))
+        elif bits & _TRAVERSAL_FOUND:
+            found.append(("medium", f"argument {path!r} has a path traversal ('../')"))
         if facts[0] and _SHELL_META.search(text):
             found.append(("medium", f"argument {path!r} has shell metacharacters"))
-        if text and (facts[1] or self._redactor.scrub_text(text) != text):
+        if text and (facts[1] or bits & _SECRET):
             found.append(("high", f"argument {path!r} carries a secret"))
+
+    def _text_bits(self, text: str) -> int:
+        """What the checks of a text itself find (`_PATH` or `_TRAVERSAL_FOUND`, and
+        `_SECRET`). A short text they find nothing in is remembered as clean: an ordinary value
+        that repeats (the same path, the same query) then costs a set lookup. Texts with a
+        finding are never kept."""
+        bits = 0
+        if "." in text:
+            if _SENSITIVE_PATH.search(text):
+                bits = _PATH
+            elif ".." in text and _TRAVERSAL.search(text):
+                bits = _TRAVERSAL_FOUND
+        elif ("id_" in text or text.startswith(_ROOTS)) and _SENSITIVE_PATH.search(text):
+            bits = _PATH
+        if self._redactor.scrub_text(text) != text:
+            bits |= _SECRET
+        if not bits and len(text) <= CLEAN_TEXT_MAX:
+            clean = self._clean
+            if len(clean) >= _CLEAN_CACHE_MAX:
+                clean.clear()
+            clean.add(text)
+        return bits
 
 
 def sensitive_arguments(arguments: dict[str, Any], redactor: Redactor) -> list[tuple[str, str]]:
