@@ -45,6 +45,7 @@ _KEY_CACHE_MAX: Final = 4096
 CLEAN_TEXT_MAX: Final = 256  # characters of a text remembered as clean, at most
 _CLEAN_CACHE_MAX: Final = 4096  # texts remembered as clean (then forgotten all at once)
 _PATH, _TRAVERSAL_FOUND, _SECRET = 1, 2, 4  # what `ArgumentScanner._text_bits` finds
+_PLAIN: Final = (False, False)  # a key that names no command and whose values are not secret
 _SCANNED: Final = (dict, list, str)
 
 
@@ -91,7 +92,8 @@ class ArgumentScanner:
     def _key(self, key: str) -> tuple[bool, bool]:
         """(names a command, its values are secret) for the last part of a value's path."""
         command = _COMMAND_KEY.match(key.split("[", 1)[0]) is not None
-        facts = (command, self._redactor.is_secret_key(key))
+        secret = self._redactor.is_secret_key(key)
+        facts = (command, secret) if command or secret else _PLAIN
         if len(self._keys) >= _KEY_CACHE_MAX:
             self._keys.clear()
         self._keys[key] = facts
@@ -101,13 +103,17 @@ class ArgumentScanner:
         """(severity, reason) for each sensitive value found; empty for ordinary arguments."""
         found: list[tuple[str, str]] = []
         if len(arguments) <= MAX_VALUES:
-            for value in arguments.values():
-                if type(value) is not str:
+            # strings at the top (each key is its own path); a clean text under a plain key
+            # (the usual argument) costs two lookups
+            clean, keys = self._clean, self._keys
+            for key, text in arguments.items():
+                if type(text) is not str:
+                    found.clear()  # (the general way below, from the start)
                     break
-            else:  # all strings, at the top: each key is its own path
-                for key, text in arguments.items():
-                    self._check(key, key if "." not in key else key.rsplit(".", 1)[-1], text,
-                                found)  # fmt: skip
+                if text in clean and keys.get(key) is _PLAIN:
+                    continue
+                self._check(key, key if "." not in key else key.rsplit(".", 1)[-1], text, found)
+            else:
                 return found
         values: list[tuple[str, str]] = []
         _strings(arguments, "", 0, values)

@@ -198,7 +198,17 @@ class PolicyInterceptor(BaseInterceptor):
         kind = msg.kind
         if env.direction is C2S:
             if kind is REQUEST:
-                self._request(env)
+                source = self.source
+                now = time.monotonic()
+                if now - source.checked >= CHECK_INTERVAL:
+                    source.refresh(now)
+                if self._generation != source.generation and source.path is not None:
+                    self._generation = source.generation
+                    env.annotations[POLICY_LOADED] = source.policy.summary()
+                if msg.method == TOOLS_CALL:
+                    self._call(env, now)
+                else:
+                    self._request(env, now)
             elif kind is BATCH:
                 self._batch(env)
         elif self._lists and (kind is RESPONSE or kind is ERROR) and msg.id is not None:
@@ -213,20 +223,12 @@ class PolicyInterceptor(BaseInterceptor):
         name = info.get("name") if info is not None else None
         return name if isinstance(name, str) else ""
 
-    def _request(self, env: Envelope) -> None:
+    def _request(self, env: Envelope, now: float) -> None:
+        """A request other than tools/call (`_call`)."""
         source = self.source
-        now = time.monotonic()
-        if now - source.checked >= CHECK_INTERVAL:
-            source.refresh(now)
-        if self._generation != source.generation and source.path is not None:
-            self._generation = source.generation
-            env.annotations[POLICY_LOADED] = source.policy.summary()
         msg = env.msg
         method = msg.method
         assert method is not None
-        if method == TOOLS_CALL:
-            self._call(env, now)
-            return
         if method == "tools/list":
             assert msg.id is not None
             self._lists.add(id_key(msg.id))

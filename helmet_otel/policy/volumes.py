@@ -24,11 +24,16 @@ class VolumeSettings:
 
 class VolumeBaselines:
     def __init__(self) -> None:
-        self._sizes: dict[str, tuple[float, int]] = {}  # tool -> (average size, responses)
+        # tool -> [average size, responses] (a list changed in place: one per tool, however
+        # many responses)
+        self._sizes: dict[str, list[float]] = {}
 
     def response(self, tool: str, size: int, settings: VolumeSettings) -> str | None:
         """Count a response of ``size`` bytes; the finding's message when it is unusual."""
-        usual, seen = self._sizes.get(tool, (0.0, 0))
+        known = self._sizes.get(tool)
+        if known is None:
+            known = self._sizes[tool] = [0.0, 0]
+        usual, seen = known
         found = None
         if (
             seen >= settings.min_samples
@@ -39,5 +44,6 @@ class VolumeBaselines:
                 f"response of {tool!r} is {size} bytes, {size / max(usual, 1.0):.0f} times its "
                 f"usual {usual:.0f}"
             )
-        self._sizes[tool] = (size if not seen else usual + ALPHA * (size - usual), seen + 1)
+        known[0] = size if not seen else usual + ALPHA * (size - usual)
+        known[1] = seen + 1
         return found

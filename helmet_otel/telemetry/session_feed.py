@@ -18,6 +18,7 @@ from helmet_otel.protocol.splice import first_meta_at, with_meta_entry
 from helmet_otel.telemetry.frames import (
     FLAG_PROXY,
     FLAG_REPLIED,
+    FLAG_S2C,
     STDERR_LINE_MAX,
     WHOLE,
     End,
@@ -66,12 +67,12 @@ class SessionFeed(BaseInterceptor):
         self._segment_requests = 0
         # our traceparent, JSON-encoded, is head + client span id + tail; the head follows
         # the trace id
-        self._tp_trace = -1
         self._tp_head = b""  # '"00-<trace id>-' of the current trace
         self._tp_tail = b'-01"' if feed.sampled else b'-00"'
         # ... and as the first member of params (`first_meta_at`), with a %016x for the span
         # id: followed by a comma, and alone
         self._tp_first = self._tp_alone = b""
+        self._trace_context()
         self._upstream: dict[str, object] = {}
         # requests lost at a full buffer while sampled, by (c2s, id): what they stood for
         self._lost_samples: dict[tuple[bool, tuple[bool, object]], int] = {}
@@ -104,11 +105,18 @@ class SessionFeed(BaseInterceptor):
             env.trace_id = self.trace_id
             # Handed over in after_forward, right before this message: frames stay in order.
             env.annotations["segment"] = (self.trace_id, self.root_span_id)
-        # (The client's own traceparent, which becomes a span link, the worker reads from the
-        # message.)
+        # Our traceparent into params._meta. (The client's own traceparent, which becomes a
+        # span link, the worker reads from the message.) The usual request (params an object
+        # without _meta, no escapes: `first_meta_at`) takes one format and one join.
         payload = msg.payload
-        if payload is not None and len(env.raw) <= self._propagate_max:
-            self._inject(env, payload)
+        raw = env.raw
+        if payload is not None and len(raw) <= self._propagate_max:
+            params = payload.get("params")
+            if type(params) is dict and (at := first_meta_at(raw, params)) >= 0:  # pyright: ignore[reportUnknownArgumentType]
+                member = self._tp_first if params else self._tp_alone
+                env.wire = b"".join((raw[:at], member % env.client_span_id, raw[at:]))
+            else:
+                self._inject(env, payload)
 
     def _shed(self, env: Envelope, feed: TelemetryFeed, annotations: dict[str, object]) -> bool:
         """Whether the request is shed (counted), when it does not take the short way in
@@ -125,32 +133,21 @@ class SessionFeed(BaseInterceptor):
         self._segment_requests = 1
         self.trace_id = _getrandbits(128) or 1
         self.root_span_id = _getrandbits(64) or 1
+        self._trace_context()
 
     def _inject(self, env: Envelope, payload: dict[str, Any]) -> None:
         """Write our traceparent into ``params._meta`` (made when absent or null) by splicing
         it into the sender's bytes; when that cannot be done exactly, forward them untouched.
-        The usual request (``params`` an object without ``_meta``, no escapes) takes one
-        format and one join."""
-        trace_id = env.trace_id
-        if trace_id != self._tp_trace:
-            self._trace_context(trace_id)
-        raw = env.raw
-        params = payload.get("params")
-        if type(params) is dict:
-            at = first_meta_at(raw, params)  # pyright: ignore[reportUnknownArgumentType]
-            if at >= 0:
-                member = self._tp_first if params else self._tp_alone
-                env.wire = b"".join((raw[:at], member % env.client_span_id, raw[at:]))
-                return
+        (The usual request takes the short way in `before_forward`.)"""
         encoded = self._tp_head + b"%016x" % env.client_span_id + self._tp_tail
-        wire = with_meta_entry(raw, payload, "traceparent", encoded)
+        wire = with_meta_entry(env.raw, payload, "traceparent", encoded)
         if wire is not None:
             env.wire = wire
 
-    def _trace_context(self, trace_id: int) -> None:
-        """The pieces of our traceparent for the trace ``trace_id``."""
-        self._tp_trace = trace_id
-        self._tp_head = head = b'"00-%032x-' % trace_id
+    def _trace_context(self) -> None:
+        """The pieces of our traceparent for the current trace (its id is set only here and
+        in `_roll_over`)."""
+        self._tp_head = head = b'"00-%032x-' % self.trace_id
         member = b'"_meta":{"traceparent":' + head + b"%016x" + self._tp_tail + b"}"
         self._tp_first, self._tp_alone = member + b",", member
 
@@ -166,6 +163,7 @@ class SessionFeed(BaseInterceptor):
             if not span:  # shed in before_forward
                 return
             weight = env.weight
+            flags = FLAG_REPLIED if env.reply is not None else 0
         elif kind is RESPONSE or kind is ERROR:
             request = env.request
             if request is None or not request.span_id:
@@ -173,6 +171,7 @@ class SessionFeed(BaseInterceptor):
                 return
             weight = request.weight
             span = 0
+            flags = FLAG_PROXY if env.proxy else 0
         else:
             self._hand_over(env)
             return
@@ -182,11 +181,8 @@ class SessionFeed(BaseInterceptor):
         if size > feed.body_cap or self.session.revision != self._revision:
             self._hand_over(env)
             return
-        flags = (
-            (env.direction is not C2S)
-            | (FLAG_REPLIED if env.reply is not None else 0)
-            | (FLAG_PROXY if env.proxy else 0)
-        )
+        if env.direction is not C2S:
+            flags |= FLAG_S2C
         trace_id = env.trace_id
         batch = feed.batch
         batch += _pack_whole(
