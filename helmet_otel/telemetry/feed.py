@@ -50,8 +50,12 @@ from helmet_otel.telemetry.frames import (
 from helmet_otel.telemetry.session_feed import SessionFeed
 
 FLUSH_DELAY = 0.02  # seconds a record may wait in the relay before it is handed over (each
-# hand-over is a timer, a write and a wake-up of the worker: at 2,000 calls/s, every 40 calls)
+# hand-over is a write and a wake-up of the worker: at 2,000 calls/s, every 40 calls)
 BUSY_FLUSH_DELAY = 0.05  # the same while the governor sheds
+# While messages pass, the first one past the delay hands the batch over (`flush_due`); the
+# timer, at this many times the delay, only hands over what a quiet spell leaves: a timer that
+# expires wakes the relay's loop, a cost of its own that is larger than the hand-over.
+QUIET_FLUSH_FACTOR = 2
 PIPE_SIZE = 1024 * 1024
 # The governor: every GOVERN_WINDOW seconds it reads how busy the relay's loop was (see
 # `busy_share`); over the last two windows above `--relay-busy-limit`, it traces one
@@ -158,6 +162,7 @@ class TelemetryFeed:
         self._window = (0.0, 0.0, 0.0)  # the last window's (ran, waited, elapsed)
         self._wall_mark = time.monotonic()
         self.timer: asyncio.TimerHandle | None = None
+        self.flush_due = 0  # time_ns at which the batch being gathered is handed over
         self._writer_armed = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
@@ -421,10 +426,19 @@ class TelemetryFeed:
             self.arm()
 
     def arm(self) -> None:
+        """The batch has its first record: hand it over in the flush delay, by the first
+        message past it (`flush_due`, `flush_early`) or, if none comes, by the timer."""
         if self._loop is not None and not self._closed:
             # while the governor sheds, fewer, larger hand-overs: fewer syscalls and wake-ups
-            delay = FLUSH_DELAY if self.every == 1 else BUSY_FLUSH_DELAY
-            self.timer = self._loop.call_later(delay, self._flush)
+            delay = FLUSH_DELAY if self._every == 1 else BUSY_FLUSH_DELAY
+            self.flush_due = time.time_ns() + int(delay * 1e9)
+            self.timer = self._loop.call_later(delay * QUIET_FLUSH_FACTOR, self._flush)
+
+    def flush_early(self) -> None:
+        """Hand the batch over now, from a message past `flush_due` (not the timer)."""
+        if self.timer is not None:
+            self.timer.cancel()
+        self._flush()
 
     def _flush(self) -> None:
         """Hand the batch over. New calls are shed while the buffer is full, so what is left

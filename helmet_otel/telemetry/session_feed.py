@@ -193,6 +193,8 @@ class SessionFeed(BaseInterceptor):
         feed.records += 1
         if feed.timer is None:  # the rest of `append`
             feed.arm()
+        elif env.ts >= feed.flush_due:  # while messages pass, one of them hands over
+            feed.flush_early()
 
     def _hand_over(self, env: Envelope) -> None:
         msg = env.msg
