@@ -148,7 +148,7 @@ async def profile(args: argparse.Namespace, workdir: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").partition("\n")[0])
     parser.add_argument("--rate", type=float, default=2000.0)
     parser.add_argument("--calls", type=int, default=20_000)
     parser.add_argument("--warmup", type=int, default=2_000)
