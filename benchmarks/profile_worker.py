@@ -12,7 +12,9 @@ small ``tools/call`` at ``--rate`` calls/s with at most 64 in flight. While it s
 revision has them: ``--subprocesses``) until it is idle again. The samples are summed up as
 markdown: per thread, the share of its samples that each module and each function ran itself
 (the leaf frame) and was on the stack (inclusive). py-spy counts a thread that waits for the GIL
-as running, so the threads' shares add up to more than the CPU the process used.
+as running (and sometimes one that waits for a lock: samples whose leaf is a wait such as
+``Condition.wait`` are left out and counted apart), so the shares are of the samples, not of the
+CPU the process used.
 
 To compare revisions, run the script from a checkout of each (``python -m helmet_otel`` puts the
 working directory first on ``sys.path``). Not part of the test suite.
@@ -36,6 +38,8 @@ from bench_soak import worker_of
 from bench_telemetry_cpu import cpu_seconds, wait_idle
 
 FRAME = re.compile(r"^(?P<function>.*) \((?P<file>[^()]*?)(?::\d+)?\)$")
+# leaf frames that only wait (in a C lock acquire): py-spy does not always see those threads idle
+WAITING = frozenset({"Condition.wait", "Event.wait", "Thread.join", "Semaphore.acquire"})
 THREAD = re.compile(r"^(?:thread|process) \(|^\S+ \(0x[0-9a-f]+\)$")
 
 
@@ -57,6 +61,7 @@ def short_file(path: str) -> str:
 def summarize(raw: str, top: int) -> str:
     """Markdown tables from py-spy's raw (collapsed-stack) output."""
     per_thread: dict[str, int] = Counter()
+    waiting: dict[str, int] = Counter()
     leaf_module: dict[tuple[str, str], int] = Counter()
     leaf_function: dict[tuple[str, str], int] = Counter()
     inclusive: dict[tuple[str, str], int] = Counter()
@@ -69,6 +74,10 @@ def summarize(raw: str, top: int) -> str:
         thread = "the process"
         while frames and THREAD.match(frames[0]):
             thread = frames.pop(0)  # "thread (<tid>): <name>", the last such frame
+        last = FRAME.match(frames[-1]) if frames else None
+        if last is not None and last["function"] in WAITING:
+            waiting[thread] += count
+            continue
         per_thread[thread] += count
         seen: set[str] = set()
         names: list[tuple[str, str]] = []
@@ -88,7 +97,10 @@ def summarize(raw: str, top: int) -> str:
             leaf_module[thread, file] += count
             leaf_function[thread, f"{function} ({file})"] += count
     total = sum(per_thread.values()) or 1
-    out = [f"{total:,} samples", "", "| thread | share of the samples |", "|---|---|"]
+    out = [
+        f"{total:,} samples ({sum(waiting.values()):,} more in {', '.join(sorted(WAITING))} left out)"
+    ]
+    out += ["", "| thread | share of the samples |", "|---|---|"]
     out += [f"| {t} | {n / total:.1%} |" for t, n in per_thread.most_common()]
     for thread, samples in per_thread.most_common():
         for title, table in (
@@ -141,7 +153,8 @@ async def profile(args: argparse.Namespace, workdir: Path) -> str:
     if not samples.exists():
         raise RuntimeError(f"py-spy wrote nothing: {err.decode(errors='replace')}")
     head = (
-        f"Worker profile: {args.calls:,} calls at {achieved:,.0f} calls/s (store + OTLP), "
+        f"# Worker profile{': ' + args.label if args.label else ''}\n\n"
+        f"{args.calls:,} calls at {achieved:,.0f} calls/s (store + OTLP), "
         f"worker CPU {worker_us:.1f} us per call; py-spy at {args.sample_rate} samples/s.\n\n"
     )
     return head + summarize(samples.read_text(), args.top)
@@ -156,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top", type=int, default=15)
     parser.add_argument("--subprocesses", action="store_true", help="the worker's children too")
     parser.add_argument("--out", type=Path, help="write the markdown here too")
+    parser.add_argument("--label", default="", help="what was measured (a revision), for the title")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="helmet-profile-") as tmp:
         text = asyncio.run(profile(args, Path(tmp)))
