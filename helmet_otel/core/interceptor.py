@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 from helmet_otel.core.envelope import Envelope
 from helmet_otel.core.session import Restart, Session
+from helmet_otel.protocol.message import Kind
 
 
 class Interceptor(Protocol):
@@ -33,7 +34,15 @@ class Interceptor(Protocol):
 
 
 class BaseInterceptor:
-    """No-op implementations, so an interceptor only writes what it needs."""
+    """No-op implementations, so an interceptor only writes what it needs.
+
+    ``before_kinds`` and ``after_kinds`` name the kinds of message its ``before_forward`` and
+    ``after_forward`` want (None: every kind): the relay calls a hook only for those, and not
+    at all while it is `BaseInterceptor`'s no-op. (A call costs more than it seems on the
+    relay's loop, which runs each message with caches other processes have just used.)"""
+
+    before_kinds: ClassVar[frozenset[Kind] | None] = None
+    after_kinds: ClassVar[frozenset[Kind] | None] = None
 
     def before_forward(self, env: Envelope) -> None:
         return None

@@ -18,6 +18,7 @@ from helmet_otel.core.session import Session
 from helmet_otel.protocol.message import (
     REQUEST,
     JsonId,
+    Kind,
     cancelled_notification,
     error_response,
     id_key,
@@ -38,16 +39,20 @@ def timeout_reason(timeout: float) -> str:
     return f"request timed out after {timeout:g} s (helmet-otel --request-timeout)"
 
 
-def _hooks(
-    interceptors: tuple[Interceptor, ...], name: str
-) -> tuple[Callable[[Envelope], None], ...]:
-    """The interceptors' ``name`` hooks as bound methods, in order, but for those that keep
-    `BaseInterceptor`'s no-op."""
+Hooks = tuple[Callable[[Envelope], None], ...]
+
+
+def _hooks(interceptors: tuple[Interceptor, ...], name: str, kinds: str) -> dict[Kind, Hooks]:
+    """Per kind of message, the interceptors' ``name`` hooks that want it (their ``kinds``
+    attribute; see `BaseInterceptor`), as bound methods, in order; `BaseInterceptor`'s no-op
+    is left out."""
     no_op = getattr(BaseInterceptor, name)
-    return tuple(
-        getattr(interceptor, name) for interceptor in interceptors
+    wanted = [
+        (getattr(interceptor, name), getattr(interceptor, kinds, None))
+        for interceptor in interceptors
         if getattr(type(interceptor), name, None) is not no_op
-    )  # fmt: skip
+    ]
+    return {kind: tuple(h for h, only in wanted if only is None or kind in only) for kind in Kind}
 
 
 @dataclass(slots=True, init=False)
@@ -70,9 +75,9 @@ class Relay:
     def __init__(self, session: Session, interceptors: Sequence[Interceptor] = ()) -> None:
         self.session = session
         self.interceptors = tuple(interceptors)
-        # the hooks each message goes through, bound once (a no-op one is left out)
-        self._before = _hooks(self.interceptors, "before_forward")
-        self._after = _hooks(self.interceptors, "after_forward")
+        # the hooks each kind of message goes through, bound once
+        self._before = _hooks(self.interceptors, "before_forward", "before_kinds")
+        self._after = _hooks(self.interceptors, "after_forward", "after_kinds")
         self.upstream_gone: str | None = None  # why, once the server can take no more requests
 
     def route(self, direction: Direction, lines: list[bytes]) -> Routed:
@@ -82,8 +87,8 @@ class Relay:
         hooks = self._before
         c2s = direction is C2S
         for line in lines:
-            env = Envelope(direction, line, inspect(line), now)
-            for hook in hooks:
+            env = Envelope(direction, line, msg := inspect(line), now)
+            for hook in hooks[msg.kind]:
                 hook(env)
             if env.reply is None and self.upstream_gone is not None and c2s:
                 msg = env.msg
@@ -105,7 +110,7 @@ class Relay:
         hooks = self._after
         for env in routed.envelopes:
             observe(env)
-            for hook in hooks:
+            for hook in hooks[env.msg.kind]:
                 hook(env)
 
     def answer_pending(self, reason: str) -> Routed:

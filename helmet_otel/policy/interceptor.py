@@ -36,7 +36,15 @@ from helmet_otel.policy.pins import REMOVED, Pin, PinStore
 from helmet_otel.policy.rates import RateBaselines, SessionRates
 from helmet_otel.policy.rules import DENIED_MESSAGE, DENIED_REQUEST_MESSAGE, Policy
 from helmet_otel.policy.volumes import VolumeBaselines
-from helmet_otel.protocol.message import BATCH, ERROR, REQUEST, RESPONSE, error_response, id_key
+from helmet_otel.protocol.message import (
+    BATCH,
+    ERROR,
+    REQUEST,
+    RESPONSE,
+    Kind,
+    error_response,
+    id_key,
+)
 from helmet_otel.redaction import Redactor
 
 CHECK_INTERVAL: Final = 0.25  # seconds between checks of the policy file
@@ -180,6 +188,10 @@ class PolicyFactory:
 
 
 class PolicyInterceptor(BaseInterceptor):
+    # client requests and batches; answers (tools/list's, and the sizes of tools' answers)
+    before_kinds = frozenset((Kind.REQUEST, Kind.BATCH, Kind.RESPONSE, Kind.ERROR))
+    after_kinds = frozenset((Kind.RESPONSE, Kind.ERROR))
+
     def __init__(self, factory: PolicyFactory, session: Session) -> None:
         self.factory = factory
         self.session = session

@@ -13,7 +13,7 @@ from helmet_otel.core.envelope import C2S, HTTP_TRACEPARENT, Envelope
 from helmet_otel.core.interceptor import BaseInterceptor
 from helmet_otel.core.session import Restart, Session
 from helmet_otel.core.verdicts import DECISION, FINDINGS, POLICY_LOADED, Decision, Finding
-from helmet_otel.protocol.message import BLANK, ERROR, REQUEST, RESPONSE, id_key
+from helmet_otel.protocol.message import BLANK, ERROR, REQUEST, RESPONSE, Kind, id_key
 from helmet_otel.protocol.splice import first_meta_at, with_meta_entry
 from helmet_otel.telemetry.frames import (
     FLAG_PROXY,
@@ -53,6 +53,9 @@ class SessionFeed(BaseInterceptor):
     """One session's interceptor: assigns trace and span ids, writes trace context into the
     forwarded requests, and appends each message to the process's batch under the session's
     key (the worker keeps one trace, one set of records and one store row per key)."""
+
+    before_kinds = frozenset((Kind.REQUEST,))  # (ids and trace context: requests only)
+    after_kinds = frozenset(Kind) - {Kind.BLANK}  # (a blank line is no message)
 
     def __init__(self, feed: TelemetryFeed, session: Session, key: int) -> None:
         self._feed = feed
