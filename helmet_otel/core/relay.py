@@ -42,17 +42,19 @@ def timeout_reason(timeout: float) -> str:
 Hooks = tuple[Callable[[Envelope], None], ...]
 
 
-def _hooks(interceptors: tuple[Interceptor, ...], name: str, kinds: str) -> dict[Kind, Hooks]:
-    """Per kind of message, the interceptors' ``name`` hooks that want it (their ``kinds``
-    attribute; see `BaseInterceptor`), as bound methods, in order; `BaseInterceptor`'s no-op
-    is left out."""
+def _hooks(interceptors: tuple[Interceptor, ...], name: str, kinds: str) -> dict[str, Hooks]:
+    """Per kind of message (by its value: an enum member's hash is a Python-level call), the
+    interceptors' ``name`` hooks that want it (their ``kinds`` attribute; see
+    `BaseInterceptor`), as bound methods, in order; `BaseInterceptor`'s no-op is left out."""
     no_op = getattr(BaseInterceptor, name)
     wanted = [
         (getattr(interceptor, name), getattr(interceptor, kinds, None))
         for interceptor in interceptors
         if getattr(type(interceptor), name, None) is not no_op
     ]
-    return {kind: tuple(h for h, only in wanted if only is None or kind in only) for kind in Kind}
+    return {
+        kind.value: tuple(h for h, only in wanted if only is None or kind in only) for kind in Kind
+    }
 
 
 @dataclass(slots=True, init=False)
@@ -88,7 +90,7 @@ class Relay:
         c2s = direction is C2S
         for line in lines:
             env = Envelope(direction, line, msg := inspect(line), now)
-            for hook in hooks[msg.kind]:
+            for hook in hooks[msg.kind._value_]:
                 hook(env)
             if env.reply is None and self.upstream_gone is not None and c2s:
                 msg = env.msg
@@ -110,7 +112,7 @@ class Relay:
         hooks = self._after
         for env in routed.envelopes:
             observe(env)
-            for hook in hooks[env.msg.kind]:
+            for hook in hooks[env.msg.kind._value_]:
                 hook(env)
 
     def answer_pending(self, reason: str) -> Routed:
