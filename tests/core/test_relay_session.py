@@ -162,3 +162,39 @@ def test_an_interceptor_can_rewrite_or_answer_instead() -> None:
     ])  # fmt: skip
     assert routed.forward == [b'{"rewritten":true}\n']
     assert routed.replies == [b'{"blocked":true}\n']
+
+
+def test_hooks_run_for_the_kinds_an_interceptor_names() -> None:
+    seen: list[tuple[str, str, Kind]] = []
+
+    class Requests(BaseInterceptor):  # before: requests; after: answers
+        before_kinds = frozenset((Kind.REQUEST,))
+        after_kinds = frozenset((Kind.RESPONSE, Kind.ERROR))
+
+        def before_forward(self, env: Envelope) -> None:
+            seen.append(("requests", "before", env.msg.kind))
+
+        def after_forward(self, env: Envelope) -> None:
+            seen.append(("requests", "after", env.msg.kind))
+
+    class Everything(BaseInterceptor):  # every kind; no after_forward of its own
+        def before_forward(self, env: Envelope) -> None:
+            seen.append(("everything", "before", env.msg.kind))
+
+    relay = Relay(Session(transport="stdio"), [Requests(), Everything()])
+    assert len(relay._after["request"]) == 0 and len(relay._after["response"]) == 1  # pyright: ignore[reportPrivateUsage]
+    for direction, message in (
+        (Direction.C2S, line({"jsonrpc": "2.0", "id": 1, "method": "tools/call"})),
+        (Direction.C2S, line({"jsonrpc": "2.0", "method": "notifications/initialized"})),
+        (Direction.S2C, line({"jsonrpc": "2.0", "id": 1, "result": {}})),
+        (Direction.S2C, b"\n"),
+    ):
+        relay.forwarded(relay.route(direction, [message]))
+    assert seen == [
+        ("requests", "before", Kind.REQUEST),
+        ("everything", "before", Kind.REQUEST),
+        ("everything", "before", Kind.NOTIFICATION),
+        ("everything", "before", Kind.RESPONSE),
+        ("requests", "after", Kind.RESPONSE),
+        ("everything", "before", Kind.BLANK),
+    ]

@@ -78,6 +78,20 @@ def test_a_burst_of_distinct_tools() -> None:
     assert calls(rates, "f", [12.5, 13.0], settings) == []  # the same tool again: no burst
 
 
+def test_a_burst_found_when_the_same_tool_is_called_again() -> None:
+    """Tools called while a finding could not be made yet (one was made less than a window
+    ago) make a burst at the next call, of any tool: here the last one again."""
+    settings = RateSettings(min_calls=1000, burst_window=10.0, burst_tools=3)
+    rates = SessionRates(RateBaselines())
+    found = [calls(rates, tool, [t], settings) for tool, t in (("a", 0.0), ("b", 1.0), ("c", 2.0))]
+    assert found[-1] == [(2.0, (None, "3 distinct tools called within 10 s"))]
+    for tool, t in (("d", 5.0), ("e", 6.0), ("f", 7.0)):
+        assert calls(rates, tool, [t], settings) == []  # within 10 s of the last finding
+    assert calls(rates, "f", [12.5], settings) == [
+        (12.5, (None, "3 distinct tools called within 10 s"))  # d, e, f; a, b, c left
+    ]
+
+
 def test_a_response_far_larger_than_the_tools_usual_size() -> None:
     settings = VolumeSettings(factor=10.0, min_bytes=1000, min_samples=3)
     volumes = VolumeBaselines()

@@ -731,3 +731,35 @@ def test_answers_to_pending_calls_are_handed_over_as_proxy_messages(make_feed: A
         0,
     ]
     assert [f.weight for f in msgs] == [1] * 6
+
+
+def test_a_passing_message_hands_the_batch_over_and_the_timer_covers_a_quiet_spell(
+    make_feed: Any,
+) -> None:
+    async def scenario() -> None:
+        feed = make_feed()
+        session, session_feed, relay = open_session(feed)
+        session_feed.session_started(session, {})  # (the loop; the start frame arms)
+        loop = asyncio.get_running_loop()
+        timer = feed.timer
+        assert timer is not None and feed.flush_due > 0
+        # the timer is the quiet spell's: twice the delay
+        assert timer.when() - loop.time() > feed_module.FLUSH_DELAY
+        written = feed._written
+        route(relay, Direction.C2S, [line(call(1))])
+        assert feed._written == written and feed.timer is timer  # not due yet
+        feed.flush_due = time.time_ns()  # (the delay has passed)
+        route(relay, Direction.S2C, [response(1)])
+        assert feed._written > written and timer.cancelled() and feed.timer is None
+        assert not feed.batch  # the answer went with it
+        # a quiet spell: the next record waits for the timer alone
+        route(relay, Direction.C2S, [line(call(2))])
+        quiet = feed.timer
+        assert quiet is not None and feed.batch
+        written = feed._written
+        async with asyncio.timeout(5):
+            while feed.batch:
+                await asyncio.sleep(0.005)
+        assert feed._written > written and not quiet.cancelled()
+
+    asyncio.run(scenario())
