@@ -8,6 +8,15 @@ rounds interleaved, so the differences are read in one time window. Every call h
 small arguments unless ``--unique`` (then each call's argument text is new: the detectors
 remember the texts they found clean, and this measures the cost of a text seen first).
 
+The relay's loop sleeps between messages while the client, the server and the telemetry worker
+run, so in the real proxy each message finds the code and data it touches out of the caches:
+there every call and C function on the path costs several times what this tight loop shows.
+``--cold MIB`` writes over that much memory before each message and counts only the
+messages' own CPU time (1 MiB reproduced the real relay's telemetry-on minus off within a few
+microseconds; read medians of several rounds, it is noisy):
+
+    .venv/bin/python benchmarks/bench_hotpath.py --calls 3000 --rounds 7 --setup all --cold 1
+
 Run from the repository root (any revision: it adapts to the feed's API before and after the
 per-session split), several times, and compare medians of one machine:
 
@@ -77,7 +86,7 @@ def _policy(session: Session) -> Any:
     return PolicyFactory(source, MemoryPins(), monitor=True).for_session(session)
 
 
-async def _round(calls: int, setup: str, unique: bool = False) -> float:
+async def _round(calls: int, setup: str, unique: bool = False, cold_mib: int = 0) -> float:
     feed: Any = _Feed(ProxyOptions(no_store=True), {}, service_name="bench")
     session = Session(transport="stdio")
     interceptors: list[Any] = []
@@ -99,6 +108,8 @@ async def _round(calls: int, setup: str, unique: bool = False) -> float:
     ]  # fmt: skip
     responses = [_line({"jsonrpc": "2.0", "id": i, "result": result}) for i in range(calls)]
     c2s, s2c = Direction.C2S, Direction.S2C
+    if cold_mib:
+        return _cold(relay, feed, requests, responses, cold_mib)
     started = time.thread_time()
     for i in range(calls):
         routed = relay.route(c2s, [requests[i]])
@@ -110,11 +121,36 @@ async def _round(calls: int, setup: str, unique: bool = False) -> float:
     return (time.thread_time() - started) / calls * 1e6
 
 
+def _cold(
+    relay: Relay, feed: Any, requests: list[bytes], responses: list[bytes], mib: int
+) -> float:
+    """The same calls with ``mib`` MiB written over before each message, so that it finds
+    what it touches out of the caches, as the real relay's loop does after it slept while the
+    client, the server and the worker ran; only the messages' own CPU time is counted."""
+    scratch, source = bytearray(mib << 20), bytes(mib << 20)
+    clock = time.thread_time_ns
+    spent = 0
+    for i in range(len(requests)):
+        for direction, line in ((Direction.C2S, requests[i]), (Direction.S2C, responses[i])):
+            scratch[:] = source
+            started = clock()
+            relay.forwarded(relay.route(direction, [line]))
+            spent += clock() - started
+        if i % 64 == 0:
+            feed._flush()
+    return spent / len(requests) / 1e3
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=30_000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--setup", choices=(*SETUPS, "all"), default="on")
+    parser.add_argument(
+        "--cold", type=int, default=0, metavar="MIB",
+        help="write over MIB MiB before each message (caches cold, as in the real relay); "
+        "use fewer --calls (each message then costs the copy too)",
+    )  # fmt: skip
     parser.add_argument(
         "--unique", action="store_true",
         help="a different argument text in every call (the detectors remember clean texts)",
@@ -129,7 +165,7 @@ def main() -> None:
     per_call: dict[str, list[float]] = {setup: [] for setup in setups}
     for _ in range(args.rounds):
         for setup in setups:
-            per_call[setup].append(asyncio.run(_round(args.calls, setup, args.unique)))
+            per_call[setup].append(asyncio.run(_round(args.calls, setup, args.unique, args.cold)))
     for setup, values in per_call.items():
         rounds = " ".join(f"{value:.2f}" for value in values)
         print(
