@@ -24,6 +24,14 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from helmet_otel import semconv as sc
+from helmet_otel.store.batch import (
+    LogBatch,
+    SpanBatch,
+    log_batch,
+    log_batch_of_rows,
+    span_batch,
+    span_batch_of_rows,
+)
 from helmet_otel.store.model import LogRow, SpanRow, log_row
 from helmet_otel.store.records import KIND_NAMES, STATUS_NAMES, Log, Span
 from helmet_otel.store.writer import Store
@@ -33,8 +41,10 @@ __all__ = [
     "StoreSpanExporter",
     "log_row_from_record",
     "log_row_from_sdk",
+    "logs_to_batch",
     "span_row_from_record",
     "span_row_from_sdk",
+    "spans_to_batch",
 ]
 
 
@@ -162,6 +172,44 @@ def span_row_from_sdk(span: ReadableSpan) -> SpanRow:
     )  # fmt: skip
 
 
+def logs_to_batch(records: Sequence[ReadableLogRecord | Log]) -> LogBatch:
+    """The store's rows of a batch of log records: the worker's (``batch.log_batch``, the fast
+    path), else the SDK's (through ``LogRow``). A record that cannot be converted is counted in
+    ``failed``."""
+    if all(type(record) is Log for record in records):
+        return log_batch(records)  # pyright: ignore[reportArgumentType]
+    rows: list[LogRow] = []
+    failed = 0
+    for record in records:
+        try:
+            rows.append(
+                log_row_from_record(record)
+                if type(record) is Log
+                else log_row_from_sdk(record)  # pyright: ignore[reportArgumentType]
+            )
+        except Exception:  # a malformed record never costs the batch
+            failed += 1
+    return log_batch_of_rows(rows)._replace(failed=failed)
+
+
+def spans_to_batch(spans: Sequence[ReadableSpan | Span]) -> SpanBatch:
+    """The store's rows of a batch of ended spans, as ``logs_to_batch``."""
+    if all(type(span) is Span for span in spans):
+        return span_batch(spans)  # pyright: ignore[reportArgumentType]
+    rows: list[SpanRow] = []
+    failed = 0
+    for span in spans:
+        try:
+            rows.append(
+                span_row_from_record(span)
+                if type(span) is Span
+                else span_row_from_sdk(span)  # pyright: ignore[reportArgumentType]
+            )
+        except Exception:
+            failed += 1
+    return span_batch_of_rows(rows)._replace(failed=failed)
+
+
 class StoreLogExporter(LogRecordExporter):
     """Writes log record batches into a ``Store``."""
 
@@ -174,17 +222,7 @@ class StoreLogExporter(LogRecordExporter):
             if self._shutdown:
                 self.store.add_dropped(logs=len(batch))
                 return LogRecordExportResult.FAILURE
-            rows: list[LogRow] = []
-            for record in batch:
-                try:
-                    rows.append(
-                        log_row_from_record(record)
-                        if type(record) is Log
-                        else log_row_from_sdk(record)  # pyright: ignore[reportArgumentType]
-                    )
-                except Exception:  # a malformed record never costs the batch
-                    self.store.add_dropped(logs=1)
-            ok = self.store.write_logs(rows) and len(rows) == len(batch)
+            ok = self.store.write_log_batch(logs_to_batch(batch))
         except Exception:  # never raise into the SDK
             with contextlib.suppress(Exception):
                 self.store.add_dropped(logs=len(batch))
@@ -211,17 +249,7 @@ class StoreSpanExporter(SpanExporter):
             if self._shutdown:
                 self.store.add_dropped(spans=len(spans))
                 return SpanExportResult.FAILURE
-            rows: list[SpanRow] = []
-            for span in spans:
-                try:
-                    rows.append(
-                        span_row_from_record(span)
-                        if type(span) is Span
-                        else span_row_from_sdk(span)  # pyright: ignore[reportArgumentType]
-                    )
-                except Exception:
-                    self.store.add_dropped(spans=1)
-            ok = self.store.write_spans(rows) and len(rows) == len(spans)
+            ok = self.store.write_span_batch(spans_to_batch(spans))
         except Exception:
             with contextlib.suppress(Exception):
                 self.store.add_dropped(spans=len(spans))

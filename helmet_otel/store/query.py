@@ -15,7 +15,7 @@ import socket
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Final, Literal
 
@@ -46,6 +46,7 @@ LOG_COLUMNS: Final = (
 )
 _TOKEN = re.compile(r"[^\W_]+", re.UNICODE)
 _PREFIX_END: Final = "\U0010ffff"
+_PAIR: Final = "client_span_id"  # spans: the CLIENT span stored in its SERVER span's row
 LOST_EXIT_REASON: Final = sc.LOST_EXIT_REASON
 
 
@@ -701,13 +702,25 @@ class Reader:
     # --- traces ---------------------------------------------------------------------------
 
     def spans(self, session_id: str) -> list[SpanEntry]:
+        """The session's spans by start time; a row holding a call's CLIENT/SERVER pair
+        (``client_span_id``, schema 5) gives both, the SERVER span first."""
+        found = self._query("SELECT 1 FROM pragma_table_info('spans') WHERE name = ?", (_PAIR,))
         rows = self._query(
             "SELECT id, trace_id, span_id, parent_span_id, name, kind, start_ts, end_ts, status, "
-            "status_message, session_id, segment, service, attrs, links FROM spans "
-            "WHERE session_id = ? ORDER BY start_ts, id",
+            f"status_message, session_id, segment, service, attrs, links, "
+            f"{_PAIR if found else 'NULL'} FROM spans WHERE session_id = ? ORDER BY start_ts, id",
             (session_id,),
         )
-        return [SpanEntry(*r) for r in rows]  # pyright: ignore[reportArgumentType]
+        entries: list[SpanEntry] = []
+        for row in rows:
+            entry = SpanEntry(*row[:15])  # pyright: ignore[reportArgumentType]
+            entries.append(entry)
+            client = row[15]
+            if client is not None:
+                entries.append(
+                    replace(entry, span_id=client, parent_span_id=entry.span_id, kind="CLIENT")  # pyright: ignore[reportArgumentType]
+                )
+        return entries
 
     def traces(self, session_id: str) -> list[TraceTree]:
         return build_traces(self.spans(session_id))

@@ -14,7 +14,7 @@ The tables (see ``docs/store.md`` for every column):
 - ``logs_fts``: contentless FTS5 index over the bodies (``fts_text``), written by the writer.
 - ``sessions``: one row per ``helmet.session.id``, upserted from the records as they arrive;
   ``session_errors`` holds the distinct failed requests of each, for live error counts.
-- ``spans``: one row per ended span.
+- ``spans``: one row per ended span, or per call's CLIENT/SERVER pair (``client_span_id``).
 """
 
 from __future__ import annotations
@@ -194,6 +194,11 @@ _V4: Final = (
     "DROP INDEX IF EXISTS spans_start",
 )
 
+# Version 5 (issue 15): a call's CLIENT span, when it differs from its SERVER span only in its
+# id, kind and parent, is stored in the SERVER span's row (``client_span_id``); readers expand
+# the pair again. One row and one index entry per call instead of two.
+_V5: Final = ("ALTER TABLE spans ADD COLUMN client_span_id TEXT",)
+
 SPAN_INSERT: Final = "INSERT INTO logs_spans (rowid, span_id) VALUES (?, ?)"
 SPAN_DELETE: Final = "INSERT INTO logs_spans (logs_spans, rowid, span_id) VALUES ('delete', ?, ?)"
 
@@ -213,6 +218,7 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(2, "server, method, call and span indexes", _V2),
     Migration(3, "server process CPU time and peak memory per session; imported sessions", _V3),
     Migration(4, "span ids in logs_spans (FTS5) instead of logs(span_id); no spans(start_ts)", _V4),
+    Migration(5, "a call's CLIENT span in its SERVER span's row (spans.client_span_id)", _V5),
 )
 SCHEMA_VERSION: Final = MIGRATIONS[-1].version
 
