@@ -86,7 +86,7 @@ def _attrs_json(rest: dict[str, object]) -> str:
         return dumps(rest, sort_keys=True)
 
 
-def _log_tuple(record: Log) -> tuple[Row, dict[str, object]]:
+def _log_tuple(record: Log, hex_ids: _HexIds) -> tuple[Row, dict[str, object]]:
     """One record's row, and its attributes that were not promoted (``model.log_row``'s rules)."""
     columns: list[object] = [None] * 8  # session_id .. error_type, as in PROMOTED
     rest: dict[str, object] = {}
@@ -108,25 +108,32 @@ def _log_tuple(record: Log) -> tuple[Row, dict[str, object]]:
             if isinstance(value, str) and value:
                 target = value
                 break
+        attrs_json = _attrs_json(rest)
+    else:
+        attrs_json = None
     session_id, direction, kind, method, request_id, latency_ms, size, error_type = columns
     event = record.event or None
     severity = record.severity or None
     body = record.body_json
     if body is None and record.body is not None:
         body = dumps(record.body)
-    trace_id, span_id = record.trace_id, record.span_id
+    trace_id = record.trace_id
+    if trace_id != hex_ids.trace:
+        hex_ids.trace = trace_id
+        hex_ids.trace_hex = f"{trace_id:032x}" if trace_id else None
+    span_id = record.span_id
+    if span_id != hex_ids.span:
+        hex_ids.span = span_id
+        hex_ids.span_hex = f"{span_id:016x}" if span_id else None
+    if error_type is not None or event == sc.EVENT_ERROR or sc.RPC_RESPONSE_STATUS_CODE in rest:
+        is_error = 1
+    else:
+        is_error = 1 if severity is not None and severity >= _SEVERITY_ERROR else 0
     row = (
         record.ts or record.observed or time.time_ns(), session_id, event, severity,
         record.severity_text, direction, kind, method, target, request_id, latency_ms, size,
-        1 if (
-            event == sc.EVENT_ERROR
-            or error_type is not None
-            or sc.RPC_RESPONSE_STATUS_CODE in rest
-            or (severity is not None and severity >= _SEVERITY_ERROR)
-        ) else 0,
-        error_type, record.origin.service,
-        f"{trace_id:032x}" if trace_id else None, f"{span_id:016x}" if span_id else None,
-        body, _attrs_json(rest) if rest else None,
+        is_error, error_type, record.origin.service, hex_ids.trace_hex, hex_ids.span_hex, body,
+        attrs_json,
     )  # fmt: skip
     return row, rest
 
@@ -263,13 +270,25 @@ def log_batch(records: Iterable[Log]) -> LogBatch:
     be converted is left out and counted in ``failed``."""
     converted: list[tuple[Row, dict[str, object]]] = []
     failed = 0
+    hex_ids = _HexIds()
     for record in records:
         try:
-            converted.append(_log_tuple(record))
+            converted.append(_log_tuple(record, hex_ids))
         except Exception:  # a malformed record never costs the batch
             failed += 1
     sessions, errors = session_updates(converted)
     return LogBatch([row for row, _ in converted], sessions, errors, failed)
+
+
+class _HexIds:
+    """The hex text of the last trace and span id seen (a batch's records share a few)."""
+
+    __slots__ = ("span", "span_hex", "trace", "trace_hex")
+
+    def __init__(self) -> None:
+        self.trace = self.span = 0
+        self.trace_hex: str | None = None
+        self.span_hex: str | None = None
 
 
 def log_batch_of_rows(rows: Iterable[LogRow]) -> LogBatch:
@@ -350,18 +369,74 @@ def _paired(rows: Iterable[Row]) -> tuple[list[Row], int]:
     return out, spans
 
 
-def span_batch(spans: Iterable[Span]) -> SpanBatch:
+def _same_call(client: Span, server: Span) -> bool:
+    """Whether ``client`` is the CLIENT span of ``server``'s call and differs from it only in
+    id, kind and parent: the same attribute objects (the recorder copies one map into the
+    other; identity, so equal values of other types, 1 and True, never pass), no events, no
+    links."""
+    if (
+        client.kind != _CLIENT_KIND
+        or server.kind != _SERVER_KIND
+        or client.parent != server.span_id
+        or client.trace_id != server.trace_id
+        or client.end != server.end
+        or client.start != server.start
+        or client.status != server.status
+        or client.name != server.name
+        or client.events
+        or server.events
+        or client.links
+        or server.links
+        or client.origin.service != server.origin.service
+        or (client.status == 2 and client.description != server.description)
+    ):
+        return False
+    theirs = server.attributes
+    ours = client.attributes
+    if len(ours) != len(theirs):
+        return False
+    missing = _MISSING
+    for key, value in ours.items():
+        if theirs.get(key, missing) is not value:
+            return False
+    return True
+
+
+_MISSING: Final = object()
+_CLIENT_KIND, _SERVER_KIND = KIND_NAMES.index("CLIENT"), KIND_NAMES.index("SERVER")
+
+
+def span_batch(spans: Sequence[Span]) -> SpanBatch:
     """The rows of the worker's ended spans (a call's CLIENT/SERVER pair in one row where they
     agree). A span that cannot be converted is left out and counted in ``failed``."""
     converted: list[Row] = []
-    failed = 0
-    for span in spans:
+    failed = paired = 0
+    held: Span | None = None  # a CLIENT span waiting for its SERVER span
+    for span in [*spans, None]:
+        if held is not None:
+            client, held = held, None
+            try:
+                if span is not None and _same_call(client, span):
+                    converted.append((*_span_tuple(span), f"{client.span_id:016x}"))
+                    paired += 1
+                    continue
+            except Exception:
+                failed += 2
+                continue
+            try:
+                converted.append((*_span_tuple(client), None))
+            except Exception:
+                failed += 1
+        if span is None:
+            break
         try:
-            converted.append(_span_tuple(span))
+            if span.kind == _CLIENT_KIND:
+                held = span
+            else:
+                converted.append((*_span_tuple(span), None))
         except Exception:
             failed += 1
-    rows, count = _paired(converted)
-    return SpanBatch(rows, count, failed)
+    return SpanBatch(converted, len(converted) + paired, failed)
 
 
 def span_batch_of_rows(rows: Iterable[SpanRow]) -> SpanBatch:
