@@ -209,7 +209,8 @@ def replay(batches: Sequence[bytes]) -> tuple[Parts, int, int, int]:
                 batch, queue.items = queue.items[:BATCH_RECORDS], queue.items[BATCH_RECORDS:]
                 parts.timed("otlp", lambda: encode(batch))  # noqa: B023
                 if rows is not None:
-                    parts.timed("rows", lambda: rows(batch))  # noqa: B023
+                    convert = rows
+                    parts.timed("rows", lambda: convert(batch))  # noqa: B023
                 else:
                     parts.timed("rows", lambda: [row(item) for item in batch])  # noqa: B023
                 if queue is logs:

@@ -222,11 +222,7 @@ def session_updates(
         if row[_IS_ERROR] and (kind in _RESPONSE_KINDS or event == sc.EVENT_ERROR):
             # a JSON-RPC error is reported twice (helmet.response + helmet.error): count it once
             request_id = row[_REQUEST_ID]
-            key = (
-                f"{row[_DIRECTION]}|{request_id}"
-                if request_id is not None
-                else f"{event}|{ts}"
-            )
+            key = f"{row[_DIRECTION]}|{request_id}" if request_id is not None else f"{event}|{ts}"
             errors.append((sid, key))
         service = row[_SERVICE]
         if service is not None:
@@ -396,10 +392,7 @@ def _same_call(client: Span, server: Span) -> bool:
     if len(ours) != len(theirs):
         return False
     missing = _MISSING
-    for key, value in ours.items():
-        if theirs.get(key, missing) is not value:
-            return False
-    return True
+    return all(theirs.get(key, missing) is value for key, value in ours.items())
 
 
 _MISSING: Final = object()

@@ -183,9 +183,7 @@ def logs_to_batch(records: Sequence[ReadableLogRecord | Log]) -> LogBatch:
     for record in records:
         try:
             rows.append(
-                log_row_from_record(record)
-                if type(record) is Log
-                else log_row_from_sdk(record)  # pyright: ignore[reportArgumentType]
+                log_row_from_record(record) if type(record) is Log else log_row_from_sdk(record)  # pyright: ignore[reportArgumentType]
             )
         except Exception:  # a malformed record never costs the batch
             failed += 1
@@ -201,9 +199,7 @@ def spans_to_batch(spans: Sequence[ReadableSpan | Span]) -> SpanBatch:
     for span in spans:
         try:
             rows.append(
-                span_row_from_record(span)
-                if type(span) is Span
-                else span_row_from_sdk(span)  # pyright: ignore[reportArgumentType]
+                span_row_from_record(span) if type(span) is Span else span_row_from_sdk(span)  # pyright: ignore[reportArgumentType]
             )
         except Exception:
             failed += 1

@@ -90,7 +90,7 @@ def test_a_store_that_cannot_be_upgraded_is_read_as_it_is(
         assert [e.id for e in reader.logs_of_span(span_id)] == of_span  # logs_spans, filled
         assert reader.run("SELECT name FROM sqlite_master WHERE name LIKE '%span%'") == [
             ("spans",), ("spans_session",), ("logs_spans",), ("logs_spans_data",),
-            ("logs_spans_idx",), ("logs_spans_docsize",), ("logs_spans_config",),
+            ("logs_spans_idx",), ("logs_spans_config",),
         ]  # fmt: skip
 
 
