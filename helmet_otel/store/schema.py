@@ -199,6 +199,8 @@ _V4: Final = (
 # (``client_span_id``); readers expand the pair again: one row and one index entry per call
 # instead of two. ``logs_spans`` is made again with ``columnsize=0``: no row of token counts
 # per record (nothing ranks span ids), which was about half of what that table cost the writer.
+# Both full-text tables merge their segments 8 at a time instead of 4 (``automerge``): fewer
+# merges while writing (1.7 us per call), at most twice as many segments for a query to read.
 _V5: Final = (
     "ALTER TABLE spans ADD COLUMN client_span_id TEXT",
     "DROP TABLE IF EXISTS logs_spans",
@@ -207,6 +209,8 @@ _V5: Final = (
     )""",
     "INSERT INTO logs_spans (rowid, span_id) SELECT id, span_id FROM logs"
     " WHERE span_id IS NOT NULL",
+    "INSERT INTO logs_spans (logs_spans, rank) VALUES ('automerge', 8)",
+    "INSERT INTO logs_fts (logs_fts, rank) VALUES ('automerge', 8)",
 )
 
 SPAN_INSERT: Final = "INSERT INTO logs_spans (rowid, span_id) VALUES (?, ?)"

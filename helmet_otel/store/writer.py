@@ -177,6 +177,7 @@ class Store:
         self._next_size_check = 0.0
         self._fds = (-1, -1)  # SQLite's descriptors on the database and its WAL (`_damage`)
         self._fds_scanned = 0.0
+        self._wanted: tuple[str, str] | None = None  # the database's and the WAL's real paths
         self.dropped_logs = 0
         self.dropped_spans = 0
         self.written_logs = 0
@@ -371,6 +372,7 @@ class Store:
         if self._conn is None:
             busy_ms = max(1, min(_BUSY_TIMEOUT_MS, int(self.lock_timeout_s * 1000)))
             conn = connect_writer(self.path, busy_timeout_ms=busy_ms)
+            self._wanted = None
             pages = retention.wal_pages_for(self.max_bytes)
             conn.execute(f"PRAGMA wal_autocheckpoint = {pages:d}")
             conn.execute(f"PRAGMA journal_size_limit = {pages * 4096:d}")
@@ -403,8 +405,10 @@ class Store:
 
     def _sqlite_fds(self) -> tuple[int, int]:
         """The descriptors SQLite holds on the database and its WAL (-1: none found)."""
-        db_path = str(self.path.resolve())
-        wanted = (db_path, f"{db_path}-wal")
+        wanted = self._wanted
+        if wanted is None:  # resolved once (a few system calls per component)
+            db_path = str(self.path.resolve())
+            wanted = self._wanted = (db_path, f"{db_path}-wal")
         fds = self._fds
         if (
             fds[0] >= 0

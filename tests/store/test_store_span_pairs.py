@@ -68,6 +68,10 @@ def test_a_schema_4_store_upgrades_and_new_pairs_are_one_row(
         (server, "SERVER", client),  # the new pair: one row
         ("e5" * 8, "CLIENT", None),
     ]  # fmt: skip
+    for table in ("logs_fts", "logs_spans"):
+        assert conn.execute(f"SELECT v FROM {table}_config WHERE k = 'automerge'").fetchall() == [
+            (8,)
+        ]
     conn.close()
     with Reader.open(store_path) as reader:
         assert [e.id for e in reader.logs_of_span(SERVER_ID)] == [1]  # logs_spans made again
