@@ -373,9 +373,10 @@ class Store:
             busy_ms = max(1, min(_BUSY_TIMEOUT_MS, int(self.lock_timeout_s * 1000)))
             conn = connect_writer(self.path, busy_timeout_ms=busy_ms)
             self._wanted = None
-            pages = retention.wal_pages_for(self.max_bytes)
+            page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
+            pages = retention.wal_pages_for(self.max_bytes, page_size)
             conn.execute(f"PRAGMA wal_autocheckpoint = {pages:d}")
-            conn.execute(f"PRAGMA journal_size_limit = {pages * 4096:d}")
+            conn.execute(f"PRAGMA journal_size_limit = {pages * page_size:d}")
             self._conn = conn
         return self._conn
 
