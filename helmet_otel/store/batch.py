@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
+from operator import is_
 from typing import Final, NamedTuple
 
 import orjson
@@ -277,12 +278,12 @@ def log_batch(records: Iterable[Log]) -> LogBatch:
 
 
 class _HexIds:
-    """The hex text of the last trace and span id seen (a batch's records share a few)."""
+    """The text of the last trace and span id converted (a batch's records share a few)."""
 
     __slots__ = ("span", "span_hex", "trace", "trace_hex")
 
     def __init__(self) -> None:
-        self.trace = self.span = 0
+        self.trace = self.span = -1  # no id is negative
         self.trace_hex: str | None = None
         self.span_hex: str | None = None
 
@@ -294,14 +295,12 @@ def log_batch_of_rows(rows: Iterable[LogRow]) -> LogBatch:
     return LogBatch([row for row, _ in converted], sessions, errors)
 
 
-def _span_tuple(span: Span) -> Row:
-    """One span's row without ``client_span_id`` (``exporters.span_row_from_record``'s rules)."""
-    attributes = span.attributes
-    session_id = attributes.get(sc.HELMET_SESSION_ID)
-    segment = attributes.get(sc.HELMET_TRACE_SEGMENT)
-    rest = dict(attributes)
-    if session_id is not None:
-        del rest[sc.HELMET_SESSION_ID]
+def _span_tuple(span: Span, client_span_id: str | None, hex_ids: _HexIds) -> Row:
+    """One span's row (``exporters.span_row_from_record``'s rules); ``hex_ids``: the last trace
+    and parent id's text (a batch's spans share a few)."""
+    rest = dict(span.attributes)
+    session_id = rest.pop(sc.HELMET_SESSION_ID, None)
+    segment = rest.get(sc.HELMET_TRACE_SEGMENT)
     if span.events:
         rest["span.events"] = [
             {"name": e.name, "time_unix_nano": e.ts, **e.attributes} for e in span.events
@@ -318,15 +317,22 @@ def _span_tuple(span: Span) -> Row:
                 entry["attributes"] = dict(link.attributes)
             entries.append(entry)
         links = dumps(entries)
+    trace_id = span.trace_id
+    if trace_id != hex_ids.trace:
+        hex_ids.trace = trace_id
+        hex_ids.trace_hex = f"{trace_id:032x}"
     parent = span.parent
+    if parent != hex_ids.span:  # (the parent, here)
+        hex_ids.span = parent
+        hex_ids.span_hex = f"{parent:016x}" if parent else None
     status = span.status
     return (
-        f"{span.trace_id:032x}", f"{span.span_id:016x}", f"{parent:016x}" if parent else None,
-        span.name, KIND_NAMES[span.kind], span.start, span.end, STATUS_NAMES[status],
+        hex_ids.trace_hex, f"{span.span_id:016x}", hex_ids.span_hex, span.name,
+        KIND_NAMES[span.kind], span.start, span.end, STATUS_NAMES[status],
         span.description if status == 2 else None,
         session_id if session_id is None or isinstance(session_id, str) else str(session_id),
         segment if isinstance(segment, int) and not isinstance(segment, bool) else None,
-        span.origin.service, _attrs_json(rest) if rest else None, links,
+        span.origin.service, _attrs_json(rest) if rest else None, links, client_span_id,
     )  # fmt: skip
 
 
@@ -367,9 +373,9 @@ def _paired(rows: Iterable[Row]) -> tuple[list[Row], int]:
 
 def _same_call(client: Span, server: Span) -> bool:
     """Whether ``client`` is the CLIENT span of ``server``'s call and differs from it only in
-    id, kind and parent: the same attribute objects (the recorder copies one map into the
-    other; identity, so equal values of other types, 1 and True, never pass), no events, no
-    links."""
+    id, kind and parent: the same attribute objects in the same order (the recorder copies one
+    map into the other; identity, so equal values of other types, 1 and True, never pass), no
+    events, no links."""
     if (
         client.kind != _CLIENT_KIND
         or server.kind != _SERVER_KIND
@@ -387,15 +393,10 @@ def _same_call(client: Span, server: Span) -> bool:
         or (client.status == 2 and client.description != server.description)
     ):
         return False
-    theirs = server.attributes
-    ours = client.attributes
-    if len(ours) != len(theirs):
-        return False
-    missing = _MISSING
-    return all(theirs.get(key, missing) is value for key, value in ours.items())
+    ours, theirs = client.attributes, server.attributes
+    return list(ours) == list(theirs) and all(map(is_, ours.values(), theirs.values()))
 
 
-_MISSING: Final = object()
 _CLIENT_KIND, _SERVER_KIND = KIND_NAMES.index("CLIENT"), KIND_NAMES.index("SERVER")
 
 
@@ -404,20 +405,21 @@ def span_batch(spans: Sequence[Span]) -> SpanBatch:
     agree). A span that cannot be converted is left out and counted in ``failed``."""
     converted: list[Row] = []
     failed = paired = 0
+    hex_ids = _HexIds()
     held: Span | None = None  # a CLIENT span waiting for its SERVER span
     for span in [*spans, None]:
         if held is not None:
             client, held = held, None
             try:
                 if span is not None and _same_call(client, span):
-                    converted.append((*_span_tuple(span), f"{client.span_id:016x}"))
+                    converted.append(_span_tuple(span, f"{client.span_id:016x}", hex_ids))
                     paired += 1
                     continue
             except Exception:
                 failed += 2
                 continue
             try:
-                converted.append((*_span_tuple(client), None))
+                converted.append(_span_tuple(client, None, hex_ids))
             except Exception:
                 failed += 1
         if span is None:
@@ -426,7 +428,7 @@ def span_batch(spans: Sequence[Span]) -> SpanBatch:
             if span.kind == _CLIENT_KIND:
                 held = span
             else:
-                converted.append((*_span_tuple(span), None))
+                converted.append(_span_tuple(span, None, hex_ids))
         except Exception:
             failed += 1
     return SpanBatch(converted, len(converted) + paired, failed)

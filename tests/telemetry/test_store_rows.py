@@ -93,3 +93,11 @@ def test_a_record_that_cannot_be_converted_is_counted_not_fatal() -> None:
     assert (len(batch.rows), batch.failed) == (2, 1)
     spans = span_batch([SPANS[0], span(30, kind=99), SPANS[4]])
     assert (len(spans.rows), spans.spans, spans.failed) == (2, 2, 1)
+
+
+def test_ids_of_zero_are_written_as_before() -> None:
+    """A span's trace id 0 is 32 zeros, a log record's is no trace (NULL), in any order."""
+    records = [log("a", trace_id=0, span_id=0), LOGS[0], log("b", trace_id=0, span_id=0)]
+    assert log_batch(records).rows == [log_row_from_record(r).values() for r in records]
+    spans = [span(41, trace_id=0, parent=0), SPANS[0], span(42, trace_id=0, parent=0)]
+    assert span_batch(spans).rows == [(*span_row_from_record(s).values(), None) for s in spans]
