@@ -339,30 +339,38 @@ def _span_tuple(span: Span, client_span_id: str | None, hex_ids: _HexIds) -> Row
 _CLIENT, _SERVER = "CLIENT", "SERVER"
 
 
+def _same_call_rows(client: Row, server: Row) -> bool:
+    """``_same_call`` for rows (without ``client_span_id``): equal but for id, parent, kind."""
+    return (
+        client[4] == _CLIENT
+        and server[4] == _SERVER
+        and client[2] == server[1]
+        and client[0] == server[0]
+        and client[3] == server[3]
+        and client[5:] == server[5:]
+        and client[13] is None
+    )
+
+
 def _paired(rows: Iterable[Row]) -> tuple[list[Row], int]:
-    """Rows with ``client_span_id``: a CLIENT row followed by the SERVER row of its parent that
-    differs from it only in id, parent and kind become that SERVER row with the CLIENT's id.
-    -> (rows, how many spans they hold)."""
+    """Rows with ``client_span_id``: a CLIENT row next to the SERVER row of its parent (either
+    first) that differs from it only in id, parent and kind become that SERVER row with the
+    CLIENT's id. -> (rows, how many spans they hold)."""
     out: list[Row] = []
     spans = 0
-    held: Row | None = None  # a CLIENT row waiting for its SERVER
+    held: Row | None = None  # a CLIENT or SERVER row waiting for the other of its call
     for row in rows:
         spans += 1
         if held is not None:
-            if (
-                row[4] == _SERVER
-                and held[2] == row[1]
-                and held[0] == row[0]
-                and held[3] == row[3]
-                and held[5:] == row[5:]
-                and held[13] is None
-            ):
-                out.append((*row, held[1]))
-                held = None
+            first, held = held, None
+            if _same_call_rows(first, row):
+                out.append((*row, first[1]))
                 continue
-            out.append((*held, None))
-            held = None
-        if row[4] == _CLIENT:
+            if _same_call_rows(row, first):
+                out.append((*first, row[1]))
+                continue
+            out.append((*first, None))
+        if row[4] == _CLIENT or row[4] == _SERVER:
             held = row
         else:
             out.append((*row, None))
@@ -401,31 +409,37 @@ _CLIENT_KIND, _SERVER_KIND = KIND_NAMES.index("CLIENT"), KIND_NAMES.index("SERVE
 
 
 def span_batch(spans: Sequence[Span]) -> SpanBatch:
-    """The rows of the worker's ended spans (a call's CLIENT/SERVER pair in one row where they
-    agree). A span that cannot be converted is left out and counted in ``failed``."""
+    """The rows of the worker's ended spans (a call's CLIENT/SERVER pair, next to each other in
+    either order, in one row where they agree). A span that cannot be converted is left out and
+    counted in ``failed``."""
     converted: list[Row] = []
     failed = paired = 0
     hex_ids = _HexIds()
-    held: Span | None = None  # a CLIENT span waiting for its SERVER span
+    held: Span | None = None  # a CLIENT or SERVER span waiting for the other of its call
     for span in [*spans, None]:
         if held is not None:
-            client, held = held, None
+            first, held = held, None
             try:
-                if span is not None and _same_call(client, span):
-                    converted.append(_span_tuple(span, f"{client.span_id:016x}", hex_ids))
-                    paired += 1
-                    continue
+                if span is not None:
+                    if _same_call(first, span):
+                        converted.append(_span_tuple(span, f"{first.span_id:016x}", hex_ids))
+                        paired += 1
+                        continue
+                    if _same_call(span, first):
+                        converted.append(_span_tuple(first, f"{span.span_id:016x}", hex_ids))
+                        paired += 1
+                        continue
             except Exception:
                 failed += 2
                 continue
             try:
-                converted.append(_span_tuple(client, None, hex_ids))
+                converted.append(_span_tuple(first, None, hex_ids))
             except Exception:
                 failed += 1
         if span is None:
             break
         try:
-            if span.kind == _CLIENT_KIND:
+            if span.kind == _CLIENT_KIND or span.kind == _SERVER_KIND:
                 held = span
             else:
                 converted.append(_span_tuple(span, None, hex_ids))

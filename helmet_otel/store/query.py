@@ -23,7 +23,7 @@ from helmet_otel import semconv as sc
 from helmet_otel.store.model import decode, full_attributes
 from helmet_otel.store.names import NameColumn, known_names, match_names, name_matches
 from helmet_otel.store.procfs import pid_alive
-from helmet_otel.store.schema import StoreError, connect_reader
+from helmet_otel.store.schema import BULK_EVENTS, RARE_EVENT, StoreError, connect_reader
 from helmet_otel.store.stats import Stats, compute_stats
 
 __all__ = [
@@ -180,6 +180,8 @@ class LogFilter:
             if values:
                 conds.append(f"{column} IN ({', '.join('?' for _ in values)})")
                 args.extend(values)
+        if self.events and not set(self.events) & set(BULK_EVENTS):
+            conds.append(RARE_EVENT)  # (so logs(event, ts) is used: see schema.RARE_EVENT)
         if self.exclude_events and not self.events:
             marks = ", ".join("?" for _ in self.exclude_events)
             conds.append(f"(event IS NULL OR event NOT IN ({marks}))")

@@ -74,17 +74,33 @@ def test_a_call_s_client_and_server_spans_are_one_row_when_they_agree() -> None:
     server = span(21, attributes={"mcp.method.name": "tools/call", "helmet.session.id": "s"})
     client = span(22, kind=CLIENT, parent=21, attributes=dict(server.attributes))
     other = span(23, kind=CLIENT, parent=21, attributes={**server.attributes, "x": 1})
-    batch = span_batch([client, server, other, server, server, client])
+    fresh = "".join(["tools/", "call"])  # equal, not the same object
+    equal = span(24, kind=CLIENT, parent=21,
+                 attributes={"mcp.method.name": fresh, "helmet.session.id": "s"})  # fmt: skip
+    batch = span_batch([client, server, other, server, server, client, equal, server, SPANS[2]])
     server_row, client_row = span_row_from_record(server), span_row_from_record(client)
     assert batch.rows == [
         (*server_row.values(), client_row.span_id),  # the pair
         (*span_row_from_record(other).values(), None),  # an attribute more: its own row
         (*server_row.values(), None),
+        (*server_row.values(), client_row.span_id),  # the SERVER first: a pair too
+        # equal attributes, but not the recorder's copy of the same objects: not paired here
+        (*span_row_from_record(equal).values(), None),
         (*server_row.values(), None),
-        (*client_row.values(), None),  # its SERVER came before it: not a pair
+        (*span_row_from_record(SPANS[2]).values(), None),
     ]
-    assert (batch.spans, batch.failed) == (6, 0)
+    assert (batch.spans, batch.failed) == (9, 0)
     assert span_batch_of_rows([client_row, server_row]).rows == batch.rows[:1]
+    assert span_batch_of_rows([server_row, client_row]).rows == batch.rows[:1]
+    # the rows' own check: equal JSON is enough (the values are text already)
+    assert span_batch_of_rows([span_row_from_record(equal), server_row]).rows == [
+        (*server_row.values(), f"{24:016x}")
+    ]
+    odd = span_row_from_record(span(25, kind=CLIENT, parent=21, attributes={
+        "mcp.method.name": "tools/call", "helmet.session.id": "s", "n": True}))  # fmt: skip
+    one = span_row_from_record(span(21, attributes={
+        "mcp.method.name": "tools/call", "helmet.session.id": "s", "n": 1}))  # fmt: skip
+    assert [r[-1] for r in span_batch_of_rows([odd, one]).rows] == [None, None]  # true is not 1
 
 
 def test_a_record_that_cannot_be_converted_is_counted_not_fatal() -> None:
