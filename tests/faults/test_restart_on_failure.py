@@ -432,3 +432,28 @@ def test_held_bytes_are_bounded_too(tmp_path: Path) -> None:
         proxy.end(0)
     seen = server_log(proxy.log)
     assert [m.get("id") for m in seen[2]] == ["helmet-otel/restart/1", None, 3, 5]
+
+
+def test_a_client_that_leaves_during_the_backoff_ends_the_session(
+    tmp_path: Path,
+) -> None:
+    """The fifth restart's backoff is 1.6 s: the client leaves as it begins, and no server is
+    started again (the session ends with the last crash's status)."""
+    with Proxy(tmp_path, store=True, CRASH_LOOP="1") as proxy:
+        proxy.exchange(request(1, "initialize", INIT_PARAMS), init_answer())
+        proxy.write(INITIALIZED)
+        proxy.exchange(call(2, "crash"), error_response(2, -32000, CRASH_ERROR))
+        fifth = RESTARTING.format(1, 5, 5).encode()
+        proxy.stderr.wait(lambda data: fifth in data, TIMEOUT)
+        proxy.close_stdin()
+        assert proxy.wait(TIMEOUT) == 1
+        proxy.stdout.join(TIMEOUT)
+        assert proxy.stdout.data() == proxy.expected
+        assert proxy.stderr.data().decode().splitlines() == [
+            RESTARTING.format(3, 1, 5), *(RESTARTING.format(1, n, 5) for n in range(2, 6)),
+        ]  # fmt: skip
+    assert sorted(server_log(proxy.log)) == [1, 2, 3, 4, 5]  # not a sixth
+    poll(lambda: restart_records(proxy.store)[1], lambda ends: len(ends) == 1, TIMEOUT, "the end")
+    _, (end,) = restart_records(proxy.store)
+    # the fifth was announced, never made: four servers took the session over
+    assert (attrs(end)[sc.HELMET_RESTART_COUNT], attrs(end)[sc.HELMET_EXIT_STATUS]) == (4, 1)
