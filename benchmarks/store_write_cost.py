@@ -40,7 +40,8 @@ from bench_relay import ECHO_SERVER, Session, base_env  # noqa: E402
 from helmet_otel.store import Store  # noqa: E402
 from helmet_otel.store.model import LogRow, SpanRow, decode  # noqa: E402
 
-BATCH = 512
+BATCH = 512  # records per batch (``--batch``)
+TOGETHER = False  # a log batch and a span batch per transaction (``--together``)
 _HAS_BATCHES = hasattr(Store, "write_batches")
 _LOG_COLUMNS = (
     "ts, session_id, event, severity_number, severity_text, direction, kind, method, target, "
@@ -195,6 +196,8 @@ def _prepared(kind: str, batch: list[object]) -> object:
 
 
 def _write(store: Store, kind: str, batch: object) -> bool:
+    if kind == "both":
+        return store.write_batches(*batch)  # pyright: ignore
     if _HAS_BATCHES:
         return (store.write_log_batch if kind == "logs" else store.write_span_batch)(batch)  # pyright: ignore
     return (store.write_logs if kind == "logs" else store.write_spans)(batch)  # pyright: ignore
@@ -226,6 +229,11 @@ def replay(
         timed_logs = [r for c in copies_rows[base_copies:] for r in c[0]]
         timed_spans = [s for c in copies_rows[base_copies:] for s in c[1]]
         work = [(kind, _prepared(kind, batch)) for kind, batch in _batches(timed_logs, timed_spans)]
+        if TOGETHER:  # a log batch and the span batch after it in one transaction
+            work = [
+                ("both", (work[i][1], work[i + 1][1] if i + 1 < len(work) else None))
+                for i in range(0, len(work), 2)
+            ]
         profiler = cProfile.Profile(time.process_time) if profile else None
         started = time.process_time()
         if profiler is not None:
@@ -283,7 +291,13 @@ def main(
     profile: bool,
     breakdown: bool,
     rows_file: Path | None = None,
+    batch: int = BATCH,
+    together: bool = False,
 ) -> int:
+    global BATCH, TOGETHER
+    BATCH, TOGETHER = batch, together
+    if together and not _HAS_BATCHES:
+        raise SystemExit("--together: this revision's Store has no write_batches")
     if rows_file is not None and rows_file.exists():  # the same rows for a before/after pair
         logs, spans = pickle.loads(rows_file.read_bytes())
     else:
