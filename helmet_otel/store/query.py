@@ -15,7 +15,7 @@ import socket
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal
 
@@ -715,13 +715,11 @@ class Reader:
         )
         entries: list[SpanEntry] = []
         for row in rows:
-            entry = SpanEntry(*row[:15])  # pyright: ignore[reportArgumentType]
-            entries.append(entry)
+            entries.append(SpanEntry(*row[:15]))  # pyright: ignore[reportArgumentType]
             client = row[15]
-            if client is not None:
-                entries.append(
-                    replace(entry, span_id=client, parent_span_id=entry.span_id, kind="CLIENT")  # pyright: ignore[reportArgumentType]
-                )
+            if client is not None:  # the same but for its id, parent (the SERVER) and kind
+                pair = (row[0], row[1], client, row[2], row[4], "CLIENT", *row[6:15])
+                entries.append(SpanEntry(*pair))  # pyright: ignore[reportArgumentType]
         return entries
 
     def traces(self, session_id: str) -> list[TraceTree]:
