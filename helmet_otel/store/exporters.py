@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from opentelemetry.sdk._logs import ReadableLogRecord
 from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
@@ -35,6 +36,8 @@ from helmet_otel.store.batch import (
 from helmet_otel.store.model import LogRow, SpanRow, log_row
 from helmet_otel.store.records import KIND_NAMES, STATUS_NAMES, Log, Span
 from helmet_otel.store.writer import Store
+
+R = TypeVar("R")
 
 __all__ = [
     "StoreLogExporter",
@@ -172,21 +175,34 @@ def span_row_from_sdk(span: ReadableSpan) -> SpanRow:
     )  # fmt: skip
 
 
+def _converted(items: Sequence[Any], convert: Callable[[Any], R]) -> tuple[list[R], int]:
+    """``convert`` of each item, and how many could not be converted (a malformed record never
+    costs the batch)."""
+    rows: list[R] = []
+    failed = 0
+    for item in items:
+        try:
+            rows.append(convert(item))
+        except Exception:
+            failed += 1
+    return rows, failed
+
+
+def _any_log_row(record: ReadableLogRecord | Log) -> LogRow:
+    return log_row_from_record(record) if type(record) is Log else log_row_from_sdk(record)  # pyright: ignore[reportArgumentType]
+
+
+def _any_span_row(span: ReadableSpan | Span) -> SpanRow:
+    return span_row_from_record(span) if type(span) is Span else span_row_from_sdk(span)  # pyright: ignore[reportArgumentType]
+
+
 def logs_to_batch(records: Sequence[ReadableLogRecord | Log]) -> LogBatch:
     """The store's rows of a batch of log records: the worker's (``batch.log_batch``, the fast
     path), else the SDK's (through ``LogRow``). A record that cannot be converted is counted in
     ``failed``."""
     if all(type(record) is Log for record in records):
         return log_batch(records)  # pyright: ignore[reportArgumentType]
-    rows: list[LogRow] = []
-    failed = 0
-    for record in records:
-        try:
-            rows.append(
-                log_row_from_record(record) if type(record) is Log else log_row_from_sdk(record)  # pyright: ignore[reportArgumentType]
-            )
-        except Exception:  # a malformed record never costs the batch
-            failed += 1
+    rows, failed = _converted(records, _any_log_row)
     return log_batch_of_rows(rows)._replace(failed=failed)
 
 
@@ -194,15 +210,7 @@ def spans_to_batch(spans: Sequence[ReadableSpan | Span]) -> SpanBatch:
     """The store's rows of a batch of ended spans, as ``logs_to_batch``."""
     if all(type(span) is Span for span in spans):
         return span_batch(spans)  # pyright: ignore[reportArgumentType]
-    rows: list[SpanRow] = []
-    failed = 0
-    for span in spans:
-        try:
-            rows.append(
-                span_row_from_record(span) if type(span) is Span else span_row_from_sdk(span)  # pyright: ignore[reportArgumentType]
-            )
-        except Exception:
-            failed += 1
+    rows, failed = _converted(spans, _any_span_row)
     return span_batch_of_rows(rows)._replace(failed=failed)
 
 
