@@ -16,10 +16,11 @@ Integers outside int64 become strings (the SDK would fail the whole batch on the
 from __future__ import annotations
 
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from itertools import islice
 from typing import Any
 
-from helmet_otel.store.records import Log, Origin, Span
+from helmet_otel.store.records import AttributeHead, Log, Origin, Span
 
 _DOUBLE = struct.Struct("<d")
 _FIXED64 = struct.Struct("<Q")
@@ -138,15 +139,31 @@ class OtlpEncoder:
         self._bodies: dict[str, bytes] = {}
 
     # -- shared pieces ----------------------------------------------------------------------
-    def _attributes(self, out: bytearray, tag: int, attributes: Mapping[str, Any] | None) -> None:
-        """Append ``attributes`` as repeated KeyValue fields numbered by ``tag``.
-
-        Pairs that repeat (method, tool, direction...) come from a cache of whole fields; a key
-        whose values keep changing (request ids, sizes) stops being cached."""
+    def _attributes(
+        self, out: bytearray, tag: int, attributes: Mapping[str, Any] | None,
+        head: AttributeHead | None = None,
+    ) -> None:  # fmt: skip
+        """Append ``attributes`` as repeated KeyValue fields numbered by ``tag``; ``head``:
+        what they begin with (`AttributeHead`), encoded once and kept in it."""
         if not attributes:
             return
+        if head is None:
+            self._items(out, tag, attributes.items())
+            return
+        encoded = head.encoded.get(tag)
+        if encoded is None:
+            part = bytearray()
+            self._items(part, tag, head.attributes.items())
+            encoded = head.encoded[tag] = bytes(part)
+        out += encoded
+        if len(attributes) > head.size:
+            self._items(out, tag, islice(attributes.items(), head.size, None))
+
+    def _items(self, out: bytearray, tag: int, items: Iterable[tuple[str, Any]]) -> None:
+        """Pairs that repeat (method, tool, direction...) come from a cache of whole fields; a
+        key whose values keep changing (request ids, sizes) stops being cached."""
         fields, seen, uncached = self._fields, self._distinct, self._uncached
-        for key, value in attributes.items():
+        for key, value in items:
             kind: type[object] = type(value)  # pyright: ignore[reportUnknownVariableType]
             if key in uncached or not (kind is str or kind is int or kind is bool):
                 # (inlined `key_value` for the scalars that change from record to record)
@@ -241,7 +258,7 @@ class OtlpEncoder:
         _field(out, 0x2A, _text(span.name))
         out += _KINDS[span.kind]
         out += _TIMES.pack(0x39, span.start, 0x41, span.end)
-        self._attributes(out, 0x4A, span.attributes)
+        self._attributes(out, 0x4A, span.attributes, span.head)
         for event in span.events:
             ev = bytearray(b"\x09" + _FIXED64.pack(event.ts))
             _field(ev, 0x12, _text(event.name))
@@ -300,7 +317,7 @@ class OtlpEncoder:
             out += field
         else:
             _field(out, 0x2A, any_value(record.body))
-        self._attributes(out, 0x32, record.attributes)
+        self._attributes(out, 0x32, record.attributes, record.head)
         flags = record.flags
         if flags:
             out += b"\x45"

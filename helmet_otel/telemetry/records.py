@@ -11,7 +11,7 @@ from opentelemetry._logs import SeverityNumber
 
 from helmet_otel import semconv as sc
 from helmet_otel.redaction import Redactor
-from helmet_otel.store.records import Log, Origin, Span
+from helmet_otel.store.records import AttributeHead, Log, Origin, Span
 from helmet_otel.telemetry.frames import CUT, NOT_JSON, Summary
 from helmet_otel.telemetry.pipeline import Pipeline
 
@@ -40,10 +40,12 @@ class RecordWriter:
         body: Any = None,
         severity: SeverityNumber = SeverityNumber.INFO,
         body_json: str | None = None,
+        head: AttributeHead | None = None,
     ) -> None:
         """The record carries ``span``'s trace and span ids (None: no trace). A finding and
         the records of a call a policy decided on are queued so that no sink sheds them.
-        ``body_json``: ``body`` as compact JSON, when known (`recorded_body` gives it)."""
+        ``body_json``: ``body`` as compact JSON, when known (`recorded_body` gives it);
+        ``head``: what ``attributes`` begin with (`AttributeHead`)."""
         number, text = _SEVERITIES[severity]
         if span is None:
             trace_id = span_id = flags = 0
@@ -51,7 +53,7 @@ class RecordWriter:
             trace_id, span_id, flags = span.trace_id, span.span_id, span.flags
         record = _new_log(Log, (
             ts, time.time_ns(), trace_id, span_id, flags, number, text, event, body, attributes,
-            self.origin, body_json,
+            self.origin, body_json, head,
         ))  # fmt: skip
         urgent = event == _SECURITY or _POLICY_ID in attributes
         (self._emit_urgent if urgent else self._emit)(record)
