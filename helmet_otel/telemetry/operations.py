@@ -62,6 +62,8 @@ def _http_status(parsed: object) -> int | None:
 
 
 _POLICY_KEYS = (sc.HELMET_POLICY_ID, sc.HELMET_POLICY_ACTION, sc.HELMET_POLICY_MODE)
+# (module constants: an enum member looked up on its class costs ~0.2 us each time)
+_INFO, _ERROR = SeverityNumber.INFO, SeverityNumber.ERROR
 
 
 _KINDS_MAX = 256  # kinds of call remembered per session (names come from the traffic)
@@ -106,6 +108,8 @@ class Operation:
     kind: CallKind
     weight: int
     cancelled: bool = False
+    request_id: JsonId | None = None  # the request's id, and as its records show it
+    id_text: str | None = None
 
 
 class Operations:
@@ -187,10 +191,10 @@ class Operations:
         attrs = head.attributes.copy()
         attrs[sc.HELMET_MESSAGE_SIZE] = frame.size
         span_attrs = kind.span_head.attributes.copy()
+        text_id = None
         if summary.id is not None:
-            span_attrs[sc.JSONRPC_REQUEST_ID] = attrs[sc.JSONRPC_REQUEST_ID] = id_text(
-                shared.redactor, summary.id
-            )
+            text_id = id_text(shared.redactor, summary.id)
+            span_attrs[sc.JSONRPC_REQUEST_ID] = attrs[sc.JSONRPC_REQUEST_ID] = text_id
         uri = summary.resource_uri
         if uri is not None and method.startswith("resources/"):
             span_attrs[sc.MCP_RESOURCE_URI] = uri
@@ -231,7 +235,7 @@ class Operations:
                      span_attrs, links, span_head)  # fmt: skip
         if summary.id is not None:
             self.open[(frame.s2c, id_key(summary.id))] = Operation(
-                server, client, method, name, ts, kind, weight
+                server, client, method, name, ts, kind, weight, False, summary.id, text_id
             )
         shared.instruments.count_message_keys(keys, frame.size, weight)
         body, text = recorded_body(shared.redactor, frame.body, frame.size, frame.parsed, "params")
@@ -261,7 +265,12 @@ class Operations:
                                     summary.kind)  # fmt: skip
             attrs = head.attributes.copy()
             attrs[sc.HELMET_MESSAGE_SIZE] = frame.size
-            attrs[sc.JSONRPC_REQUEST_ID] = id_text(shared.redactor, summary.id)
+            # (the request's id as shown, unless the two differ in type: 1 answers 1.0)
+            request_id = summary.id
+            same = type(request_id) is type(opened.request_id) and opened.id_text is not None
+            attrs[sc.JSONRPC_REQUEST_ID] = (
+                opened.id_text if same else id_text(shared.redactor, request_id)
+            )
             if weight > 1:
                 attrs[sc.HELMET_SAMPLE_WEIGHT] = weight
         part = "error" if is_error else "result"
@@ -269,7 +278,7 @@ class Operations:
         if summary.proxy:
             attrs[sc.HELMET_ORIGIN] = sc.ORIGIN_PROXY
         code_text = None
-        severity = SeverityNumber.INFO
+        severity = _INFO
         http_status = _http_status(frame.parsed) if summary.proxy and is_error else None
         if is_error:
             code_text = str(code) if code is not None else "unknown"
@@ -278,7 +287,7 @@ class Operations:
             attrs[sc.ERROR_TYPE] = str(http_status) if http_status is not None else code_text
             if http_status is not None:
                 attrs[sc.HTTP_RESPONSE_STATUS_CODE] = http_status
-            severity = SeverityNumber.ERROR
+            severity = _ERROR
         span = None
         label = "unknown"
         tool_error = summary.is_tool_error
@@ -292,7 +301,7 @@ class Operations:
             self._end(ts, opened, attrs, code, code_text, summary.error_message, tool_error,
                       http_status)  # fmt: skip
             if tool_error and not is_error:
-                severity = SeverityNumber.ERROR
+                severity = _ERROR
         elif code_text is not None:
             shared.instruments.count_error(weight, attrs[sc.ERROR_TYPE], label)
         session.errors += (is_error or tool_error) * weight
@@ -308,7 +317,7 @@ class Operations:
             if summary.error_message is not None:
                 message = shared.redactor.scrub_text(summary.error_message)
                 error_attrs[sc.HELMET_ERROR_MESSAGE] = message
-            session.emit(sc.EVENT_ERROR, ts, span, error_attrs, body, SeverityNumber.ERROR, text,
+            session.emit(sc.EVENT_ERROR, ts, span, error_attrs, body, _ERROR, text,
                          head)  # fmt: skip
 
     def _end(

@@ -34,6 +34,8 @@ _HAS_IS_REMOTE, _IS_REMOTE = 0x100, 0x200
 
 
 def _varint(value: int) -> bytes:
+    if 0x7F < value < 0x4000:  # (two bytes: lengths of most records)
+        return bytes(((value & 0x7F) | 0x80, value >> 7))
     if value < 0:
         value &= 0xFFFFFFFFFFFFFFFF
     out = bytearray()
@@ -126,6 +128,50 @@ def key_value(key: str, value: Any) -> bytes:
     return _key_field(key) + _wrapped(b"\x12", any_value(value))
 
 
+def _inline(out: bytearray, tag: int, items: Iterable[tuple[str, Any]]) -> None:
+    """Append ``items`` as KeyValue fields numbered by ``tag``, uncached: a record's own
+    attributes after its head (request ids, sizes, latencies) rarely repeat. (A field whose
+    lengths all fit one byte is written with one ``%``.)"""
+    keys = _KEY_FIELDS
+    for key, value in items:
+        name = keys.get(key)
+        if name is None:
+            name = _key_field(key)
+        kind: type[object] = type(value)  # pyright: ignore[reportUnknownVariableType]
+        if kind is str:
+            text: bytes = value.encode("utf-8", "replace")
+            if len(name) + len(text) < 124:
+                n = len(text)
+                out += b"%c%c%s\x12%c\x0a%c%s" % (tag, len(name) + n + 4, name, n + 2, n, text)
+                continue
+            n = len(text)
+            item = b"\x0a" + (_SMALL[n] if n < 256 else _varint(n)) + text
+        elif kind is int and _INT64_MIN <= value <= _INT64_MAX:
+            number: int = value
+            varint = _SMALL[number] if 0 <= number < 256 else _varint(number)
+            if len(name) < 100:
+                n = len(varint)
+                out += b"%c%c%s\x12%c\x18%s" % (tag, len(name) + n + 3, name, n + 1, varint)
+                continue
+            item = b"\x18" + varint
+        elif kind is float:
+            if len(name) < 100:
+                out += b"%c%c%s\x12\x09\x21%s" % (tag, len(name) + 11, name, _DOUBLE.pack(value))
+                continue
+            item = b"\x21" + _DOUBLE.pack(value)
+        elif kind is bool:
+            item = b"\x10\x01" if value else b"\x10\x00"
+        else:
+            _field(out, tag, key_value(key, value))
+            continue
+        n = len(item)
+        pair = name + b"\x12" + (_SMALL[n] if n < 256 else _varint(n)) + item
+        n = len(pair)
+        out.append(tag)
+        out += _SMALL[n] if n < 256 else _varint(n)
+        out += pair
+
+
 class OtlpEncoder:
     """Encodes batches into ``ExportTraceServiceRequest`` / ``ExportLogsServiceRequest`` bytes."""
 
@@ -137,6 +183,8 @@ class OtlpEncoder:
         self._headers: dict[int, tuple[bytes, bytes, Origin]] = {}
         # a small log body's JSON text -> its encoded body field (a JSON text is one AnyValue)
         self._bodies: dict[str, bytes] = {}
+        self._span_names: dict[str, bytes] = {}  # encoded name fields
+        self._events: dict[str, bytes] = {}  # encoded event name fields
 
     # -- shared pieces ----------------------------------------------------------------------
     def _attributes(
@@ -157,7 +205,7 @@ class OtlpEncoder:
             encoded = head.encoded[tag] = bytes(part)
         out += encoded
         if len(attributes) > head.size:
-            self._items(out, tag, islice(attributes.items(), head.size, None))
+            _inline(out, tag, islice(attributes.items(), head.size, None))
 
     def _items(self, out: bytearray, tag: int, items: Iterable[tuple[str, Any]]) -> None:
         """Pairs that repeat (method, tool, direction...) come from a cache of whole fields; a
@@ -217,6 +265,22 @@ class OtlpEncoder:
             cached = self._headers[id(origin)] = (bytes(head), bytes(scope_field), origin)
         return cached[0], cached[1]
 
+    def _request(self, records: Sequence[Span] | Sequence[Log], encode: Any) -> bytes:
+        """The request of ``records``, each encoded by ``encode``, grouped by origin."""
+        if not records:
+            return b""
+        origin = records[0].origin
+        body = bytearray()
+        for record in records:
+            if record.origin is not origin:  # (the worker has one origin: never there)
+                return self._grouped([(r.origin, encode(r)) for r in records], 0x12)
+            item: bytes = encode(record)
+            n = len(item)
+            body.append(0x12)
+            body += _SMALL[n] if n < 256 else _varint(n)
+            body += item
+        return self._block(origin, body)
+
     def _grouped(self, encoded: Sequence[tuple[Origin, bytes]], tag: int) -> bytes:
         """Group by origin in order of first appearance; return the request."""
         groups: dict[int, tuple[Origin, bytearray]] = {}
@@ -225,51 +289,65 @@ class OtlpEncoder:
             if group is None:
                 group = groups[id(origin)] = (origin, bytearray())
             _field(group[1], tag, item)
+        return b"".join([self._block(origin, body) for origin, body in groups.values()])
+
+    def _block(self, origin: Origin, body: bytearray) -> bytes:
+        """One ``ResourceSpans`` / ``ResourceLogs`` field: ``origin``'s, holding ``body``."""
+        resource, scope = origin.resource, origin.scope
+        head, scope_field = self._header(origin)
+        scoped = bytearray(scope_field)
+        scoped += body
+        if scope is not None and scope.schema_url:
+            _field(scoped, 0x1A, _text(scope.schema_url))
+        block = bytearray(head)
+        _field(block, 0x12, scoped)
+        if resource.schema_url:
+            _field(block, 0x1A, _text(resource.schema_url))
         out = bytearray()
-        for origin, body in groups.values():
-            resource, scope = origin.resource, origin.scope
-            head, scope_field = self._header(origin)
-            scoped = bytearray(scope_field)
-            scoped += body
-            if scope is not None and scope.schema_url:
-                _field(scoped, 0x1A, _text(scope.schema_url))
-            block = bytearray(head)
-            _field(block, 0x12, scoped)
-            if resource.schema_url:
-                _field(block, 0x1A, _text(resource.schema_url))
-            _field(out, 0x0A, block)
+        _field(out, 0x0A, block)
         return bytes(out)
+
+    def _named(self, cache: dict[str, bytes], tag: bytes, text: str) -> bytes:
+        """A string field whose values repeat (span names, event names), cached."""
+        field = cache.get(text)
+        if field is None:
+            field = _wrapped(tag, _text(text))
+            if len(cache) < _NAMES_MAX and len(text) <= _CACHEABLE_LEN:
+                cache[text] = field
+        return field
 
     # -- spans ------------------------------------------------------------------------------
     def spans(self, spans: Sequence[Span]) -> bytes:
-        return self._grouped([(s.origin, self._span(s)) for s in spans], 0x12)
+        return self._request(spans, self._span)
 
     def _span(self, span: Span) -> bytes:
-        out = bytearray(b"\x0a\x10")
-        out += span.trace_id.to_bytes(16, "big")
-        out += b"\x12\x08"
-        out += span.span_id.to_bytes(8, "big")
+        trace_id = span.trace_id
+        out = bytearray(_IDS.pack(0x0A, 0x10, trace_id >> 64, trace_id & _LOW64, 0x12, 0x08,
+                                  span.span_id))  # fmt: skip
         if span.trace_state:
             _field(out, 0x1A, _text(span.trace_state))
         parent = span.parent
         if parent:
-            out += b"\x22\x08"
-            out += parent.to_bytes(8, "big")
-        _field(out, 0x2A, _text(span.name))
+            out += _PARENT.pack(0x22, 0x08, parent)
+        name = self._span_names.get(span.name)
+        out += name if name is not None else self._named(self._span_names, b"\x2a", span.name)
         out += _KINDS[span.kind]
         out += _TIMES.pack(0x39, span.start, 0x41, span.end)
-        self._attributes(out, 0x4A, span.attributes, span.head)
-        for event in span.events:
-            ev = bytearray(b"\x09" + _FIXED64.pack(event.ts))
-            _field(ev, 0x12, _text(event.name))
-            self._attributes(ev, 0x1A, event.attributes)
-            _field(out, 0x5A, ev)
-        for link in span.links:
-            lk = bytearray(b"\x0a\x10" + link.trace_id.to_bytes(16, "big"))
-            lk += b"\x12\x08" + link.span_id.to_bytes(8, "big")
-            self._attributes(lk, 0x22, link.attributes)
-            lk += _REMOTE_FLAGS if link.remote else _LOCAL_FLAGS
-            _field(out, 0x6A, lk)
+        if span.attributes:
+            self._attributes(out, 0x4A, span.attributes, span.head)
+        if span.events:
+            for event in span.events:
+                ev = bytearray(b"\x09" + _FIXED64.pack(event.ts))
+                _field(ev, 0x12, _text(event.name))
+                self._attributes(ev, 0x1A, event.attributes)
+                _field(out, 0x5A, ev)
+        if span.links:
+            for link in span.links:
+                lk = bytearray(b"\x0a\x10" + link.trace_id.to_bytes(16, "big"))
+                lk += b"\x12\x08" + link.span_id.to_bytes(8, "big")
+                self._attributes(lk, 0x22, link.attributes)
+                lk += _REMOTE_FLAGS if link.remote else _LOCAL_FLAGS
+                _field(out, 0x6A, lk)
         description = span.description
         if description:
             st = bytearray()
@@ -284,24 +362,19 @@ class OtlpEncoder:
 
     # -- log records ------------------------------------------------------------------------
     def logs(self, records: Sequence[Log]) -> bytes:
-        return self._grouped([(r.origin, self._log(r)) for r in records], 0x12)
+        return self._request(records, self._log)
 
     def _log(self, record: Log) -> bytes:
-        out = bytearray()
-        if record.ts:
-            out += b"\x09"
-            out += _FIXED64.pack(record.ts)
+        ts = record.ts
+        out = bytearray(_STAMP.pack(0x09, ts)) if ts else bytearray()
         severity = record.severity
         if severity:
-            out += b"\x10"
-            out += _SMALL[severity]
+            out += _SEVERITIES[severity] if severity < 256 else b"\x10" + _varint(severity)
         text = record.severity_text
         if text:
             field = _TEXTS.get(text)
             if field is None:
-                field = bytearray()
-                _field(field, 0x1A, _text(text))
-                field = bytes(field)
+                field = _wrapped(b"\x1a", _text(text))
                 if len(_TEXTS) < 64:
                     _TEXTS[text] = field
             out += field
@@ -317,26 +390,37 @@ class OtlpEncoder:
             out += field
         else:
             _field(out, 0x2A, any_value(record.body))
-        self._attributes(out, 0x32, record.attributes, record.head)
+        if record.attributes:
+            self._attributes(out, 0x32, record.attributes, record.head)
         flags = record.flags
         if flags:
             out += b"\x45"
             out += _FIXED32.pack(flags)
-        if record.trace_id:
+        trace_id, span_id = record.trace_id, record.span_id
+        if trace_id and span_id:
+            out += _IDS.pack(0x4A, 0x10, trace_id >> 64, trace_id & _LOW64, 0x52, 0x08, span_id)
+        elif trace_id:
             out += b"\x4a\x10"
-            out += record.trace_id.to_bytes(16, "big")
-        if record.span_id:
+            out += trace_id.to_bytes(16, "big")
+        elif span_id:
             out += b"\x52\x08"
-            out += record.span_id.to_bytes(8, "big")
+            out += span_id.to_bytes(8, "big")
         if record.observed:
-            out += b"\x59"
-            out += _FIXED64.pack(record.observed)
-        if record.event:
-            _field(out, 0x62, _text(record.event))
+            out += _STAMP.pack(0x59, record.observed)
+        event = record.event
+        if event:
+            field = self._events.get(event)
+            out += field if field is not None else self._named(self._events, b"\x62", event)
         return bytes(out)
 
 
 _TEXTS: dict[str, bytes] = {}  # severity text fields
+_SEVERITIES = [b"\x10" + _SMALL[n] for n in range(256)]  # severity number fields
+_NAMES_MAX = 1024  # span and event names remembered
+_LOW64 = (1 << 64) - 1
+_IDS = struct.Struct(">BBQQBBQ")  # a trace id and a span id field (ids are big-endian bytes)
+_PARENT = struct.Struct(">BBQ")  # a span id field
+_STAMP = struct.Struct("<BQ")  # a fixed64 field (a timestamp)
 _KINDS = [b"\x30" + _SMALL[kind + 1] for kind in range(5)]  # Span.kind is SpanKind + 1
 _TIMES = struct.Struct("<BQBQ")  # start and end time, as fields
 _STATUS_CODES = [b"", b"\x18\x01", b"\x18\x02"]

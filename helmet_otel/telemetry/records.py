@@ -16,8 +16,9 @@ from helmet_otel.telemetry.frames import CUT, NOT_JSON, Summary
 from helmet_otel.telemetry.pipeline import Pipeline
 
 SEVERITY_TEXT = {s: s.name.rstrip("0123456789") or s.name for s in SeverityNumber}
-# (number, text) by severity: one lookup per record
-_SEVERITIES = {s: (s.value, SEVERITY_TEXT[s]) for s in SeverityNumber}
+# (number, text) by severity: one lookup per record (by the member's identity: hashing an enum
+# member runs Python code)
+_SEVERITIES = {id(s): (s.value, SEVERITY_TEXT[s]) for s in SeverityNumber}
 _SECURITY = sc.EVENT_SECURITY
 _POLICY_ID = sc.HELMET_POLICY_ID
 _new_log = tuple[Any, ...].__new__  # a NamedTuple from its fields, without its __new__
@@ -46,7 +47,7 @@ class RecordWriter:
         the records of a call a policy decided on are queued so that no sink sheds them.
         ``body_json``: ``body`` as compact JSON, when known (`recorded_body` gives it);
         ``head``: what ``attributes`` begin with (`AttributeHead`)."""
-        number, text = _SEVERITIES[severity]
+        number, text = _SEVERITIES[id(severity)]
         if span is None:
             trace_id = span_id = flags = 0
         else:
@@ -69,8 +70,9 @@ def recorded_body(
         return redactor.body_from_json(raw, size), None
     if parsed is NOT_JSON:
         return redactor.body(raw.decode("utf-8", "replace").rstrip("\r\n")), None
-    if part and isinstance(parsed, dict):
-        return redactor.body_and_json(cast(dict[str, Any], parsed).get(part))
+    if part and type(parsed) is dict:  # (JSON objects are exact dicts; no cast: it costs)
+        message: dict[str, Any] = parsed  # pyright: ignore[reportUnknownVariableType]
+        return redactor.body_and_json(message.get(part))
     return redactor.body_and_json(parsed)
 
 

@@ -53,8 +53,9 @@ from helmet_otel.telemetry.stderr_groups import StderrGroup
 
 # network.transport of the client's side of a session, by the session's transport
 NETWORK_TRANSPORTS = {"stdio": "pipe", "http": "tcp"}
-_SAMPLED = TraceFlags.SAMPLED
-_NOT_SAMPLED = TraceFlags.DEFAULT
+# (plain ints: a TraceFlags, an int subclass, costs more in every ``&``)
+_SAMPLED = int(TraceFlags.SAMPLED)
+_NOT_SAMPLED = int(TraceFlags.DEFAULT)
 _JSON_IDS = (str, int, float)
 _CANCELLED = "notifications/cancelled"
 # From a session start's ``upstream``: the client's side of an HTTP session (SERVER spans) and

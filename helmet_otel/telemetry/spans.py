@@ -22,7 +22,7 @@ _PREVIOUS_SEGMENT = {"helmet.link": "previous_segment"}
 # what an ending span takes over from its operation's outcome
 _OUTCOME_KEYS = (sc.ERROR_TYPE, sc.RPC_RESPONSE_STATUS_CODE, sc.MCP_PROTOCOL_VERSION)
 _POLICY_ID = sc.HELMET_POLICY_ID
-_SAMPLED = TraceFlags.SAMPLED
+_SAMPLED = int(TraceFlags.SAMPLED)
 ERROR = 2  # the status code of a failed span
 INTERNAL, SERVER, CLIENT = SpanKind.INTERNAL.value, SpanKind.SERVER.value, SpanKind.CLIENT.value
 
