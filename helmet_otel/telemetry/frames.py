@@ -36,7 +36,6 @@ from helmet_otel.protocol.message import (
     JsonId,
     Kind,
     Message,
-    float_id,
     loads_for_record,
 )
 
@@ -290,8 +289,9 @@ def _message(record: tuple[Any, ...], body: bytes) -> Msg:
     except JSONDecodeError:  # rare: valid JSON orjson refuses (lone surrogates...), or not JSON
         parsed = _exactly(body)
     else:
-        if float_id(parsed):
-            parsed = _exactly(body)  # an id beyond 64 bits: an exact integer
+        top: Any = parsed  # (narrowed here, not ``parsed``)
+        if type(top) is dict and type(top.get("id")) is float:  # pyright: ignore[reportUnknownMemberType,reportUnknownArgumentType]
+            parsed = _exactly(body)  # an id beyond 64 bits: an exact integer (`float_id`)
     return _tuple(Msg, (
         session, ts, flags & FLAG_S2C, size, body, summary_of(parsed, flags),
         (trace_hi << 64) | trace_lo, server_span, client_span, weight, parsed,

@@ -227,10 +227,12 @@ class Operations:
         client = None
         if not summary.replied:
             client_attrs = span_attrs.copy()
-            client_attrs.update(session.upstream_attributes)
+            if session.upstream_attributes:
+                client_attrs.update(session.upstream_attributes)
             client = new(span_name, trace_id, frame.client_span_id, flags, frame.server_span_id,
                          CLIENT, ts, client_attrs, None, span_head)  # fmt: skip
-        span_attrs.update(session.peer_attributes)
+        if session.peer_attributes:
+            span_attrs.update(session.peer_attributes)
         server = new(span_name, trace_id, frame.server_span_id, flags, root.span_id, SERVER, ts,
                      span_attrs, links, span_head)  # fmt: skip
         if summary.id is not None:

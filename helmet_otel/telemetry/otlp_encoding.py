@@ -266,20 +266,32 @@ class OtlpEncoder:
         return cached[0], cached[1]
 
     def _request(self, records: Sequence[Span] | Sequence[Log], encode: Any) -> bytes:
-        """The request of ``records``, each encoded by ``encode``, grouped by origin."""
+        """The request of ``records``, each written by ``encode(record, out)``, grouped by
+        origin. Each is written in place, after room for the two-byte length most records'
+        lengths take (128 to 16,383 bytes), which is then filled in (or made to fit)."""
         if not records:
             return b""
         origin = records[0].origin
         body = bytearray()
         for record in records:
             if record.origin is not origin:  # (the worker has one origin: never there)
-                return self._grouped([(r.origin, encode(r)) for r in records], 0x12)
-            item: bytes = encode(record)
-            n = len(item)
-            body.append(0x12)
-            body += _SMALL[n] if n < 256 else _varint(n)
-            body += item
+                return self._grouped([(r.origin, self._alone(encode, r)) for r in records], 0x12)
+            body += b"\x12\x80\x01"
+            at = len(body)
+            encode(record, body)
+            n = len(body) - at
+            if 0x7F < n < 0x4000:
+                body[at - 2] = (n & 0x7F) | 0x80
+                body[at - 1] = n >> 7
+            else:
+                body[at - 2 : at] = _varint(n)
         return self._block(origin, body)
+
+    @staticmethod
+    def _alone(encode: Any, record: Span | Log) -> bytes:
+        out = bytearray()
+        encode(record, out)
+        return bytes(out)
 
     def _grouped(self, encoded: Sequence[tuple[Origin, bytes]], tag: int) -> bytes:
         """Group by origin in order of first appearance; return the request."""
@@ -320,10 +332,10 @@ class OtlpEncoder:
     def spans(self, spans: Sequence[Span]) -> bytes:
         return self._request(spans, self._span)
 
-    def _span(self, span: Span) -> bytes:
+    def _span(self, span: Span, out: bytearray) -> None:
+        """Append ``span`` as a ``Span`` message body."""
         trace_id = span.trace_id
-        out = bytearray(_IDS.pack(0x0A, 0x10, trace_id >> 64, trace_id & _LOW64, 0x12, 0x08,
-                                  span.span_id))  # fmt: skip
+        out += _IDS.pack(0x0A, 0x10, trace_id >> 64, trace_id & _LOW64, 0x12, 0x08, span.span_id)
         if span.trace_state:
             _field(out, 0x1A, _text(span.trace_state))
         parent = span.parent
@@ -358,15 +370,16 @@ class OtlpEncoder:
         else:
             out += _STATUS_FIELDS[span.status]
         out += _REMOTE_FLAGS_FIELD if span.parent_remote else _LOCAL_FLAGS_FIELD
-        return bytes(out)
 
     # -- log records ------------------------------------------------------------------------
     def logs(self, records: Sequence[Log]) -> bytes:
         return self._request(records, self._log)
 
-    def _log(self, record: Log) -> bytes:
+    def _log(self, record: Log, out: bytearray) -> None:
+        """Append ``record`` as a ``LogRecord`` message body."""
         ts = record.ts
-        out = bytearray(_STAMP.pack(0x09, ts)) if ts else bytearray()
+        if ts:
+            out += _STAMP.pack(0x09, ts)
         severity = record.severity
         if severity:
             out += _SEVERITIES[severity] if severity < 256 else b"\x10" + _varint(severity)
@@ -411,7 +424,6 @@ class OtlpEncoder:
         if event:
             field = self._events.get(event)
             out += field if field is not None else self._named(self._events, b"\x62", event)
-        return bytes(out)
 
 
 _TEXTS: dict[str, bytes] = {}  # severity text fields
