@@ -23,7 +23,7 @@ from tests.telemetry.in_process import TRACE, recorder
 from tests.telemetry.records import log
 
 TP = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-UPSTREAM = {sc.CLIENT_ADDRESS: "10.0.0.1", "client.port": 5555, sc.SERVER_ADDRESS: "up",
+UPSTREAM: dict[str, object] = {sc.CLIENT_ADDRESS: "10.0.0.1", "client.port": 5555, sc.SERVER_ADDRESS: "up",
             "server.port": 80, "upstream.network.transport": "tcp"}  # fmt: skip
 
 
