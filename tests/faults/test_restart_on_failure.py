@@ -382,3 +382,78 @@ def test_every_request_around_a_crash_gets_exactly_one_answer(tmp_path: Path) ->
         proxy.exchange(call(411, "echo", text="last"), echo_answer(411, 2, "last"))
         proxy.end(0)
     assert b"helmet-otel/restart" not in proxy.stdout.data()
+
+
+def test_a_server_that_cannot_be_started_again_ends_the_session(tmp_path: Path) -> None:
+    """The command is gone when the crashed server is to be replaced: the session ends with
+    the crash's status, what the client sends afterwards gets the error, one stderr line."""
+    script = tmp_path / "server.sh"
+    script.write_text(f"#!/bin/sh\nexec {sys.executable} {SERVERS_DIR / 'crashing_server.py'}\n")
+    script.chmod(0o755)
+    log = tmp_path / "server.log"
+    argv = proxy_argv((str(script),), "--restart", "on-failure", "--no-store")
+    with RawProcess(argv, env=clean_env({"CRASH_LOG": str(log)})) as proxy:
+        proxy.write(request(1, "initialize", INIT_PARAMS))
+        assert proxy.stdout.wait_len(len(init_answer()), TIMEOUT) == init_answer()
+        script.unlink()
+        proxy.write(call(2, "crash"))
+        expected = init_answer() + error_response(2, -32000, CRASH_ERROR)
+        assert proxy.stdout.wait_len(len(expected), TIMEOUT) == expected
+        assert proxy.wait(TIMEOUT) == 3
+        proxy.stdout.join(TIMEOUT)
+        assert proxy.stdout.data() == expected
+        assert proxy.stderr.data().decode().splitlines() == [
+            RESTARTING.format(3, 1, 5),
+            "helmet-otel: MCP server exited with status 3; MCP server could not be started: "
+            f"command not found: {script}",
+        ]
+    assert sorted(server_log(log)) == [1]
+
+
+def test_held_bytes_are_bounded_too(tmp_path: Path) -> None:
+    """Beyond 4 MiB of held messages a request gets the error at once; what was held goes to
+    the new server whole."""
+    go = tmp_path / "go"
+    big = "x" * (4 * 1024 * 1024 - 200)
+    with Proxy(tmp_path, "--no-store", CRASH_GO=str(go)) as proxy:
+        proxy.exchange(request(1, "initialize", INIT_PARAMS), init_answer())
+        proxy.write(INITIALIZED)
+        proxy.exchange(call(2, "crash"), error_response(2, -32000, CRASH_ERROR))
+        held = call(3, "echo", text=big)
+        assert len(held) < 4 * 1024 * 1024
+        proxy.write(held)
+        proxy.exchange(call(4, "echo", text="y" * 300), error_response(
+            4, -32000,
+            "MCP server is restarting and too many messages wait for it (helmet-otel)",
+        ))  # fmt: skip
+        go.touch()
+        proxy.expect(echo_answer(3, 2, big))
+        proxy.exchange(call(5, "echo", text="next"), echo_answer(5, 2, "next"))
+        proxy.end(0)
+    seen = server_log(proxy.log)
+    assert [m.get("id") for m in seen[2]] == ["helmet-otel/restart/1", None, 3, 5]
+
+
+def test_a_client_that_leaves_during_the_backoff_ends_the_session(
+    tmp_path: Path,
+) -> None:
+    """The fifth restart's backoff is 1.6 s: the client leaves as it begins, and no server is
+    started again (the session ends with the last crash's status)."""
+    with Proxy(tmp_path, store=True, CRASH_LOOP="1") as proxy:
+        proxy.exchange(request(1, "initialize", INIT_PARAMS), init_answer())
+        proxy.write(INITIALIZED)
+        proxy.exchange(call(2, "crash"), error_response(2, -32000, CRASH_ERROR))
+        fifth = RESTARTING.format(1, 5, 5).encode()
+        proxy.stderr.wait(lambda data: fifth in data, TIMEOUT)
+        proxy.close_stdin()
+        assert proxy.wait(TIMEOUT) == 1
+        proxy.stdout.join(TIMEOUT)
+        assert proxy.stdout.data() == proxy.expected
+        assert proxy.stderr.data().decode().splitlines() == [
+            RESTARTING.format(3, 1, 5), *(RESTARTING.format(1, n, 5) for n in range(2, 6)),
+        ]  # fmt: skip
+    assert sorted(server_log(proxy.log)) == [1, 2, 3, 4, 5]  # not a sixth
+    poll(lambda: restart_records(proxy.store)[1], lambda ends: len(ends) == 1, TIMEOUT, "the end")
+    _, (end,) = restart_records(proxy.store)
+    # the fifth was announced, never made: four servers took the session over
+    assert (attrs(end)[sc.HELMET_RESTART_COUNT], attrs(end)[sc.HELMET_EXIT_STATUS]) == (4, 1)
