@@ -110,6 +110,7 @@ class Operation:
     cancelled: bool = False
     request_id: JsonId | None = None  # the request's id, and as its records show it
     id_text: str | None = None
+    generation: int = 0  # `Operations.generation` when it started
 
 
 class Operations:
@@ -117,11 +118,13 @@ class Operations:
         self.session = session
         self.open: dict[tuple[int, tuple[bool, JsonId]], Operation] = {}
         self._kinds: dict[tuple[str, str | None], CallKind] = {}
+        self.generation = 0  # of the session's facts the kinds hold: counts `forget_kinds`
 
     def forget_kinds(self) -> None:
         """The session's protocol version, transport or session id changed: what calls share
         is worked out again."""
         self._kinds.clear()
+        self.generation += 1
 
     def _kind(self, method: str, name: str | None) -> CallKind:
         kind = self._kinds.get((method, name))
@@ -237,11 +240,22 @@ class Operations:
                      span_attrs, links, span_head)  # fmt: skip
         if summary.id is not None:
             self.open[(frame.s2c, id_key(summary.id))] = Operation(
-                server, client, method, name, ts, kind, weight, False, summary.id, text_id
+                server,
+                client,
+                method,
+                name,
+                ts,
+                kind,
+                weight,
+                False,
+                summary.id,
+                text_id,
+                self.generation,
             )
         shared.instruments.count_message_keys(keys, frame.size, weight)
         body, text = recorded_body(shared.redactor, frame.body, frame.size, frame.parsed, "params")
-        session.emit(sc.EVENT_REQUEST, ts, server, attrs, body, body_json=text, head=head)
+        # (its head holds the session's ids: straight to the writer)
+        shared.records.emit(sc.EVENT_REQUEST, ts, server, attrs, body, _INFO, text, head)
         if verdict is not None:
             for finding in verdict[1]:
                 session.finding(finding, ts, server)
@@ -263,8 +277,10 @@ class Operations:
         else:  # a response stands for as many calls as its request
             weight = opened.weight
             # (the session's kind now: its ids are the session's now, as every record's)
-            head, keys = self._head(self._kind(opened.method, opened.name), frame.s2c,
-                                    summary.kind)  # fmt: skip
+            kind = opened.kind
+            if opened.generation != self.generation:
+                kind = self._kind(opened.method, opened.name)
+            head, keys = self._head(kind, frame.s2c, summary.kind)
             attrs = head.attributes.copy()
             attrs[sc.HELMET_MESSAGE_SIZE] = frame.size
             # (the request's id as shown, unless the two differ in type: 1 answers 1.0)
@@ -311,7 +327,8 @@ class Operations:
             shared.instruments.count_message(label, attrs, weight)
         else:
             shared.instruments.count_message_keys(keys, frame.size, weight)
-        session.emit(sc.EVENT_RESPONSE, ts, span, attrs, body, severity, text, head)
+        emit = session.emit if head is None else shared.records.emit  # (a head: a span too)
+        emit(sc.EVENT_RESPONSE, ts, span, attrs, body, severity, text, head)
         if is_error:
             error_attrs = dict(attrs)
             if code is not None:
@@ -319,7 +336,7 @@ class Operations:
             if summary.error_message is not None:
                 message = shared.redactor.scrub_text(summary.error_message)
                 error_attrs[sc.HELMET_ERROR_MESSAGE] = message
-            session.emit(sc.EVENT_ERROR, ts, span, error_attrs, body, _ERROR, text,
+            emit(sc.EVENT_ERROR, ts, span, error_attrs, body, _ERROR, text,
                          head)  # fmt: skip
 
     def _end(

@@ -89,7 +89,8 @@ class Recorder:
 
     def handle(self, frame: Frame) -> None:
         if type(frame) is Msg:  # (nearly every frame)
-            self._session(frame.session).message(frame)
+            session = self.sessions.get(frame.session)
+            (session or self._session(frame.session)).message(frame)
             return
         match frame:  # the frames in the order of how often they come
             case Msg():
