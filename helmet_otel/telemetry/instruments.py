@@ -148,7 +148,7 @@ class Instruments:
         """`count_message` with its `message_keys`."""
         self.messages_total += 1
         self.messages.add_key(weight, keys[0])
-        self.message_size.record_key(size, keys[1], weight=weight)
+        self.message_size.tally(size, keys[1], weight)  # (sizes repeat)
 
     def count_error(
         self, weight: int, error_type: str, label: str, tool: str | None = None
