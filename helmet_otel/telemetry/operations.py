@@ -69,6 +69,15 @@ _INFO, _ERROR = SeverityNumber.INFO, SeverityNumber.ERROR
 _KINDS_MAX = 256  # kinds of call remembered per session (names come from the traffic)
 
 
+def milliseconds(ns: int) -> float:
+    """``round(ns / 1e9 * 1000, 3)`` (a call's ``helmet.latency_ms``), the same float, without
+    ``round``'s decimal conversion but at a tie (half a microsecond), where it decides."""
+    us, rest = divmod(ns, 1000)
+    if rest == 500:
+        return round(ns / 1e9 * 1000, 3)
+    return (us + (rest > 500)) / 1000
+
+
 DIRECTIONS = (sc.DIRECTION_C2S, sc.DIRECTION_S2C)  # by `Msg.s2c`
 
 
@@ -352,8 +361,9 @@ class Operations:
         uri = opened.server.attributes.get(sc.MCP_RESOURCE_URI)
         if uri is not None:
             attrs[sc.MCP_RESOURCE_URI] = uri
-        latency_s = max(ts - opened.started_ns, 0) / 1e9
-        attrs[sc.HELMET_LATENCY_MS] = round(latency_s * 1000, 3)
+        elapsed = max(ts - opened.started_ns, 0)
+        latency_s = elapsed / 1e9
+        attrs[sc.HELMET_LATENCY_MS] = milliseconds(elapsed)
         if opened.method == "initialize":
             attrs.update(info_attributes(session.server_info, sc.HELMET_SERVER_INFO_NAME,
                                          sc.HELMET_SERVER_VERSION))  # fmt: skip

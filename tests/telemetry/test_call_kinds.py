@@ -4,9 +4,12 @@ fed the relay's frames, its records kept as the sinks would get them."""
 
 from __future__ import annotations
 
+import random
+
 from helmet_otel import semconv as sc
 from helmet_otel.store.records import Log, Span
 from helmet_otel.telemetry import frames as fr
+from helmet_otel.telemetry.operations import milliseconds
 from helmet_otel.telemetry.recorder import Recorder
 from tests.telemetry.in_process import TRACE
 from tests.telemetry.in_process import recorder as _recorder
@@ -60,3 +63,10 @@ def test_a_secret_shaped_session_id_is_scrubbed_in_every_record() -> None:
     ids = {value for value in seen if value is not None}
     assert ids and all(secret not in value for value in ids), ids
     assert all(value.startswith("id-") for value in ids), ids
+
+
+def test_latency_milliseconds_are_what_round_gives() -> None:
+    rng = random.Random(7)
+    values = [*range(200_000), *(rng.randrange(10**13) for _ in range(200_000))]
+    values += [rng.randrange(10**9) * 1000 + 500 for _ in range(1000)]  # ties
+    assert [milliseconds(ns) for ns in values] == [round(ns / 1e9 * 1000, 3) for ns in values]
