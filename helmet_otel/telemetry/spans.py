@@ -56,8 +56,9 @@ class SpanWriter:
     ) -> Span:  # fmt: skip
         """A span in progress (``parent`` 0: a root; ``head``: what ``attributes`` begin with,
         `AttributeHead`)."""
+        # (every field given, in order: no keyword matching, no default factories)
         return Span(name, trace_id, span_id, flags, parent, kind, ts, attributes, self.origin,
-                    links or [], head=head)  # fmt: skip
+                    links or [], [], 0, 0, None, False, "", head)  # fmt: skip
 
     def end(self, span: Span, ts: int) -> None:
         if not span.flags & _SAMPLED:
