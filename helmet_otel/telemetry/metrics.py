@@ -10,6 +10,9 @@ default; ``delta`` and ``lowmemory`` make counters and histograms delta (up-down
 cumulative, as the specification says). Duration histograms keep one exemplar per bucket and
 interval, the last request that fell in it, so Grafana can jump from a latency bucket to a trace.
 
+Values that repeat and need no exemplar (message sizes) may be tallied instead
+(`Histogram.tally`: one dict increment), and are aggregated when collected.
+
 A measurement is keyed by its attributes' `attribute_key`. A caller whose measurements share
 their attributes (every call of one kind) makes the key once and passes it to `Counter.add_key`
 and `Histogram.record_key`: a dict lookup and a few additions, no set built per measurement.
