@@ -345,8 +345,13 @@ class OtlpEncoder:
         out += name if name is not None else self._named(self._span_names, b"\x2a", span.name)
         out += _KINDS[span.kind]
         out += _TIMES.pack(0x39, span.start, 0x41, span.end)
-        if span.attributes:
-            self._attributes(out, 0x4A, span.attributes, span.head)
+        attributes, head = span.attributes, span.head
+        if head is not None and (encoded := head.encoded.get(0x4A)) is not None:
+            out += encoded  # (`_attributes`, inlined for a head encoded before)
+            if len(attributes) > head.size:
+                _inline(out, 0x4A, islice(attributes.items(), head.size, None))
+        elif attributes:
+            self._attributes(out, 0x4A, attributes, head)
         if span.events:
             for event in span.events:
                 ev = bytearray(b"\x09" + _FIXED64.pack(event.ts))
@@ -403,8 +408,13 @@ class OtlpEncoder:
             out += field
         else:
             _field(out, 0x2A, any_value(record.body))
-        if record.attributes:
-            self._attributes(out, 0x32, record.attributes, record.head)
+        attributes, head = record.attributes, record.head
+        if head is not None and (encoded := head.encoded.get(0x32)) is not None:
+            out += encoded  # (`_attributes`, inlined for a head encoded before)
+            if len(attributes) > head.size:
+                _inline(out, 0x32, islice(attributes.items(), head.size, None))
+        elif attributes:
+            self._attributes(out, 0x32, attributes, head)
         flags = record.flags
         if flags:
             out += b"\x45"
