@@ -47,7 +47,8 @@ class RecordWriter:
         the records of a call a policy decided on are queued so that no sink sheds them.
         ``body_json``: ``body`` as compact JSON, when known (`recorded_body` gives it);
         ``head``: what ``attributes`` begin with (`AttributeHead`)."""
-        number, text = _SEVERITIES[id(severity)]
+        pair = _SEVERITIES.get(id(severity))
+        number, text = (severity.value, SEVERITY_TEXT[severity]) if pair is None else pair
         if span is None:
             trace_id = span_id = flags = 0
         else:
