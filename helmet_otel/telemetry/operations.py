@@ -248,7 +248,8 @@ class Operations:
         server = new(span_name, trace_id, frame.server_span_id, flags, root.span_id, SERVER, ts,
                      span_attrs, links, span_head)  # fmt: skip
         if summary.id is not None:
-            self.open[(frame.s2c, id_key(summary.id))] = Operation(
+            request_id = summary.id  # (`id_key`, inlined: JSON gives exact types)
+            self.open[(frame.s2c, (type(request_id) is str, request_id))] = Operation(
                 server,
                 client,
                 method,
@@ -278,7 +279,8 @@ class Operations:
         is_error = code is not None or summary.kind == "error"
         opened = None
         if summary.id is not None:
-            opened = self.open.pop((1 - frame.s2c, id_key(summary.id)), None)
+            answered = summary.id  # (`id_key`, inlined: JSON gives exact types)
+            opened = self.open.pop((1 - frame.s2c, (type(answered) is str, answered)), None)
         if opened is None:
             head = keys = None
             weight = frame.weight

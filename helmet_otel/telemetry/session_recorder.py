@@ -257,10 +257,17 @@ class SessionRecorder:
 
     def message(self, frame: Msg) -> None:
         summary = frame.summary
-        clean = scrubbed_summary(self.shared.redactor, summary)
-        if clean is not summary:
-            frame = frame._replace(summary=clean)
-        kind = clean.kind
+        # (a plain response has no text to scrub)
+        if (
+            summary.method is not None
+            or summary.target is not None
+            or summary.resource_uri is not None
+            or summary.error_message is not None
+        ):
+            clean = scrubbed_summary(self.shared.redactor, summary)
+            if clean is not summary:
+                frame = frame._replace(summary=clean)
+        kind = summary.kind
         self.messages += 1
         if kind == "request":
             self.requests += frame.weight
