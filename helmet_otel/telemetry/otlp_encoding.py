@@ -183,7 +183,7 @@ class OtlpEncoder:
         self._headers: dict[int, tuple[bytes, bytes, Origin]] = {}
         # a small log body's JSON text -> its encoded body field (a JSON text is one AnyValue)
         self._bodies: dict[str, bytes] = {}
-        self._span_names: dict[str, bytes] = {}  # encoded name fields
+        self._span_names: dict[tuple[str, int], bytes] = {}  # encoded name and kind fields
         self._events: dict[str, bytes] = {}  # encoded event name fields
 
     # -- shared pieces ----------------------------------------------------------------------
@@ -319,6 +319,13 @@ class OtlpEncoder:
         _field(out, 0x0A, block)
         return bytes(out)
 
+    def _name_and_kind(self, name: str, kind: int) -> bytes:
+        """A span's name and kind fields (they repeat), cached."""
+        field = _wrapped(b"\x2a", _text(name)) + _KINDS[kind]
+        if len(self._span_names) < _NAMES_MAX and len(name) <= _CACHEABLE_LEN:
+            self._span_names[(name, kind)] = field
+        return field
+
     def _named(self, cache: dict[str, bytes], tag: bytes, text: str) -> bytes:
         """A string field whose values repeat (span names, event names), cached."""
         field = cache.get(text)
@@ -334,16 +341,19 @@ class OtlpEncoder:
 
     def _span(self, span: Span, out: bytearray) -> None:
         """Append ``span`` as a ``Span`` message body."""
-        trace_id = span.trace_id
-        out += _IDS.pack(0x0A, 0x10, trace_id >> 64, trace_id & _LOW64, 0x12, 0x08, span.span_id)
-        if span.trace_state:
-            _field(out, 0x1A, _text(span.trace_state))
-        parent = span.parent
-        if parent:
-            out += _PARENT.pack(0x22, 0x08, parent)
-        name = self._span_names.get(span.name)
-        out += name if name is not None else self._named(self._span_names, b"\x2a", span.name)
-        out += _KINDS[span.kind]
+        trace_id, parent = span.trace_id, span.parent
+        if parent and not span.trace_state:  # (ids and parent in one pack: nearly every span)
+            out += _IDS_PARENT.pack(0x0A, 0x10, trace_id >> 64, trace_id & _LOW64, 0x12, 0x08,
+                                    span.span_id, 0x22, 0x08, parent)  # fmt: skip
+        else:
+            out += _IDS.pack(0x0A, 0x10, trace_id >> 64, trace_id & _LOW64, 0x12, 0x08,
+                             span.span_id)  # fmt: skip
+            if span.trace_state:
+                _field(out, 0x1A, _text(span.trace_state))
+            if parent:
+                out += _PARENT.pack(0x22, 0x08, parent)
+        named = self._span_names.get((span.name, span.kind))
+        out += named if named is not None else self._name_and_kind(span.name, span.kind)
         out += _TIMES.pack(0x39, span.start, 0x41, span.end)
         attributes, head = span.attributes, span.head
         if head is not None and (encoded := head.encoded.get(0x4A)) is not None:
@@ -372,9 +382,9 @@ class OtlpEncoder:
             if span.status:
                 st += _STATUS_CODES[span.status]
             _field(out, 0x7A, st)
-        else:
-            out += _STATUS_FIELDS[span.status]
-        out += _REMOTE_FLAGS_FIELD if span.parent_remote else _LOCAL_FLAGS_FIELD
+            out += _REMOTE_FLAGS_FIELD if span.parent_remote else _LOCAL_FLAGS_FIELD
+        else:  # (the status and the flags: one of six)
+            out += _ENDS[span.status * 2 + span.parent_remote]
 
     # -- log records ------------------------------------------------------------------------
     def logs(self, records: Sequence[Log]) -> bytes:
@@ -385,17 +395,9 @@ class OtlpEncoder:
         ts = record.ts
         if ts:
             out += _STAMP.pack(0x09, ts)
-        severity = record.severity
-        if severity:
-            out += _SEVERITIES[severity] if severity < 256 else b"\x10" + _varint(severity)
-        text = record.severity_text
-        if text:
-            field = _TEXTS.get(text)
-            if field is None:
-                field = _wrapped(b"\x1a", _text(text))
-                if len(_TEXTS) < 64:
-                    _TEXTS[text] = field
-            out += field
+        severity, text = record.severity, record.severity_text
+        field = _SEVERITY_FIELDS.get((severity, text))
+        out += field if field is not None else _severity(severity, text)
         text = record.body_json
         if text is not None and len(text) <= _BODY_CACHE_LEN:  # a small body: it may repeat
             bodies = self._bodies
@@ -417,8 +419,7 @@ class OtlpEncoder:
             self._attributes(out, 0x32, attributes, head)
         flags = record.flags
         if flags:
-            out += b"\x45"
-            out += _FIXED32.pack(flags)
+            out += _FLAGS[flags] if flags < 256 else b"\x45" + _FIXED32.pack(flags)
         trace_id, span_id = record.trace_id, record.span_id
         if trace_id and span_id:
             out += _IDS.pack(0x4A, 0x10, trace_id >> 64, trace_id & _LOW64, 0x52, 0x08, span_id)
@@ -436,12 +437,25 @@ class OtlpEncoder:
             out += field if field is not None else self._named(self._events, b"\x62", event)
 
 
-_TEXTS: dict[str, bytes] = {}  # severity text fields
-_SEVERITIES = [b"\x10" + _SMALL[n] for n in range(256)]  # severity number fields
+# (severity number, text) -> their fields (a handful of pairs)
+_SEVERITY_FIELDS: dict[tuple[int, str | None], bytes] = {}
+_FLAGS = [b"\x45" + _FIXED32.pack(n) for n in range(256)]  # a log record's trace flags fields
+
+
+def _severity(number: int, text: str | None) -> bytes:
+    field = b"\x10" + _varint(number) if number else b""
+    if text:
+        field += _wrapped(b"\x1a", _text(text))
+    if len(_SEVERITY_FIELDS) < 64:
+        _SEVERITY_FIELDS[(number, text)] = field
+    return field
+
+
 _NAMES_MAX = 1024  # span and event names remembered
 _LOW64 = (1 << 64) - 1
 _IDS = struct.Struct(">BBQQBBQ")  # a trace id and a span id field (ids are big-endian bytes)
 _PARENT = struct.Struct(">BBQ")  # a span id field
+_IDS_PARENT = struct.Struct(">BBQQBBQBBQ")  # a span's trace, span and parent span id fields
 _STAMP = struct.Struct("<BQ")  # a fixed64 field (a timestamp)
 _KINDS = [b"\x30" + _SMALL[kind + 1] for kind in range(5)]  # Span.kind is SpanKind + 1
 _TIMES = struct.Struct("<BQBQ")  # start and end time, as fields
@@ -451,3 +465,9 @@ _LOCAL_FLAGS = b"\x35" + _FIXED32.pack(_HAS_IS_REMOTE)
 _REMOTE_FLAGS = b"\x35" + _FIXED32.pack(_HAS_IS_REMOTE | _IS_REMOTE)
 _LOCAL_FLAGS_FIELD = b"\x85\x01" + _FIXED32.pack(_HAS_IS_REMOTE)
 _REMOTE_FLAGS_FIELD = b"\x85\x01" + _FIXED32.pack(_HAS_IS_REMOTE | _IS_REMOTE)
+# by status * 2 + parent_remote: a span's status (no description) and flags fields
+_ENDS = [
+    status + flags
+    for status in _STATUS_FIELDS
+    for flags in (_LOCAL_FLAGS_FIELD, _REMOTE_FLAGS_FIELD)
+]
