@@ -67,13 +67,13 @@ def recorded_body(
     """The body of a message's record: the redacted ``part`` of the message (all of it when
     ``part`` is empty), per ``--capture``; and its compact JSON text when the scrubber made it
     (the store keeps that text; the OTLP encoder reuses its encoding of a body that repeats)."""
+    if type(parsed) is dict:  # (nearly every message; JSON objects are exact dicts)
+        message: dict[str, Any] = parsed  # pyright: ignore[reportUnknownVariableType]
+        return redactor.body_and_json(message.get(part) if part else message)
     if parsed is CUT:  # the relay sent only the head of a large message
         return redactor.body_from_json(raw, size), None
     if parsed is NOT_JSON:
         return redactor.body(raw.decode("utf-8", "replace").rstrip("\r\n")), None
-    if part and type(parsed) is dict:  # (JSON objects are exact dicts; no cast: it costs)
-        message: dict[str, Any] = parsed  # pyright: ignore[reportUnknownVariableType]
-        return redactor.body_and_json(message.get(part))
     return redactor.body_and_json(parsed)
 
 
