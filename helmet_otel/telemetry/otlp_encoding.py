@@ -304,20 +304,23 @@ class OtlpEncoder:
         return b"".join([self._block(origin, body) for origin, body in groups.values()])
 
     def _block(self, origin: Origin, body: bytearray) -> bytes:
-        """One ``ResourceSpans`` / ``ResourceLogs`` field: ``origin``'s, holding ``body``."""
+        """One ``ResourceSpans`` / ``ResourceLogs`` field: ``origin``'s, holding ``body``. Its
+        lengths are worked out first, so the records are copied once (into the result)."""
         resource, scope = origin.resource, origin.scope
         head, scope_field = self._header(origin)
-        scoped = bytearray(scope_field)
-        scoped += body
-        if scope is not None and scope.schema_url:
-            _field(scoped, 0x1A, _text(scope.schema_url))
-        block = bytearray(head)
-        _field(block, 0x12, scoped)
-        if resource.schema_url:
-            _field(block, 0x1A, _text(resource.schema_url))
-        out = bytearray()
-        _field(out, 0x0A, block)
-        return bytes(out)
+        scope_url = (
+            _wrapped(b"\x1a", _text(scope.schema_url))
+            if scope is not None and scope.schema_url
+            else b""
+        )
+        resource_url = _wrapped(b"\x1a", _text(resource.schema_url)) if resource.schema_url else b""
+        scoped = len(scope_field) + len(body) + len(scope_url)  # ScopeSpans / ScopeLogs
+        scoped_length = _varint(scoped)
+        block = len(head) + 1 + len(scoped_length) + scoped + len(resource_url)
+        return b"".join((
+            b"\x0a", _varint(block), head, b"\x12", scoped_length, scope_field, body, scope_url,
+            resource_url,
+        ))  # fmt: skip
 
     def _name_and_kind(self, name: str, kind: int) -> bytes:
         """A span's name and kind fields (they repeat), cached."""
