@@ -389,6 +389,12 @@ def main() -> int:
         "--rows", type=Path, help="--write-cost: captured rows kept in (or read from) this file"
     )
     parser.add_argument("--breakdown", action="store_true", help="--write-cost: index by index")
+    parser.add_argument("--batch", type=int, default=512, help="--write-cost: records per batch")
+    parser.add_argument(
+        "--together",
+        action="store_true",
+        help="--write-cost: a log batch and a span batch in one transaction (Store.write_batches)",
+    )
     args = parser.parse_args()
     if args.write_cost:
         import store_write_cost
@@ -401,6 +407,8 @@ def main() -> int:
             args.profile,
             args.breakdown,
             args.rows,
+            args.batch,
+            args.together,
         )
     workdir = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="helmet-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)

@@ -3,8 +3,9 @@
 1. Capture: a real proxy (``python -m helmet_otel --store ...``) wraps ``echo_server.py`` for
    ``--capture-calls`` small ``tools/call``; the log rows and span rows its worker stored are
    read back as the ``LogRow``/``SpanRow`` values the store exporters produced for them.
-2. Replay: those rows, repeated with fresh timestamps, go through ``Store.write_logs`` and
-   ``Store.write_spans`` in batches of 512 (the worker's batch size), log and span batches
+2. Replay: those rows, repeated with fresh timestamps, go through ``Store.write_log_batch`` and
+   ``Store.write_span_batch`` (their row tuples made untimed: the worker makes them, and
+   ``bench_worker_replay.py`` times that) in batches of 512 (the worker's batch size), log and span batches
    interleaved as the two export threads write them, into a fresh store (after ``--base``
    calls' worth of rows written first, untimed). The process's CPU time (user + system; the
    replay is single-threaded) over the timed calls is the writer's CPU per call.
@@ -39,7 +40,9 @@ from bench_relay import ECHO_SERVER, Session, base_env  # noqa: E402
 from helmet_otel.store import Store  # noqa: E402
 from helmet_otel.store.model import LogRow, SpanRow, decode  # noqa: E402
 
-BATCH = 512
+BATCH = 512  # records per batch (``--batch``)
+TOGETHER = False  # a log batch and a span batch per transaction (``--together``)
+_HAS_BATCHES = hasattr(Store, "write_batches")
 _LOG_COLUMNS = (
     "ts, session_id, event, severity_number, severity_text, direction, kind, method, target, "
     "request_id, latency_ms, size, is_error, error_type, service, trace_id, span_id, body, attrs"
@@ -179,6 +182,27 @@ def _batches(logs: list[LogRow], spans: list[SpanRow]) -> list[tuple[str, list[o
     return out
 
 
+def _prepared(kind: str, batch: list[object]) -> object:
+    """What the writer takes: the row tuples of a batch (``store.batch``, made by the worker's
+    conversion, timed by ``bench_worker_replay.py``'s "rows"), or the rows themselves where the
+    writer has no such boundary (revisions before it)."""
+    if _HAS_BATCHES:
+        from helmet_otel.store import batch as b
+
+        if kind == "logs":
+            return b.log_batch_of_rows(batch)  # pyright: ignore[reportArgumentType]
+        return b.span_batch_of_rows(batch)  # pyright: ignore[reportArgumentType]
+    return batch
+
+
+def _write(store: Store, kind: str, batch: object) -> bool:
+    if kind == "both":
+        return store.write_batches(*batch)  # pyright: ignore
+    if _HAS_BATCHES:
+        return (store.write_log_batch if kind == "logs" else store.write_span_batch)(batch)  # pyright: ignore
+    return (store.write_logs if kind == "logs" else store.write_spans)(batch)  # pyright: ignore
+
+
 def replay(
     logs: list[LogRow],
     spans: list[SpanRow],
@@ -204,13 +228,18 @@ def replay(
             (store.write_logs if kind == "logs" else store.write_spans)(batch)  # pyright: ignore
         timed_logs = [r for c in copies_rows[base_copies:] for r in c[0]]
         timed_spans = [s for c in copies_rows[base_copies:] for s in c[1]]
-        work = _batches(timed_logs, timed_spans)
+        work = [(kind, _prepared(kind, batch)) for kind, batch in _batches(timed_logs, timed_spans)]
+        if TOGETHER:  # a log batch and the span batch after it in one transaction
+            work = [
+                ("both", (work[i][1], work[i + 1][1] if i + 1 < len(work) else None))
+                for i in range(0, len(work), 2)
+            ]
         profiler = cProfile.Profile(time.process_time) if profile else None
         started = time.process_time()
         if profiler is not None:
             profiler.enable()
         for kind, batch in work:
-            ok = (store.write_logs if kind == "logs" else store.write_spans)(batch)  # pyright: ignore
+            ok = _write(store, kind, batch)
             if not ok:
                 raise RuntimeError(f"the store dropped a batch: {store.last_error}")
         if profiler is not None:
@@ -262,7 +291,13 @@ def main(
     profile: bool,
     breakdown: bool,
     rows_file: Path | None = None,
+    batch: int = BATCH,
+    together: bool = False,
 ) -> int:
+    global BATCH, TOGETHER
+    BATCH, TOGETHER = batch, together
+    if together and not _HAS_BATCHES:
+        raise SystemExit("--together: this revision's Store has no write_batches")
     if rows_file is not None and rows_file.exists():  # the same rows for a before/after pair
         logs, spans = pickle.loads(rows_file.read_bytes())
     else:

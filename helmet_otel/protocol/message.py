@@ -104,8 +104,14 @@ def _exact_loads(text: str) -> Any:
         raise ValueError("JSON nested too deeply") from None
 
 
-def _float_id(value: Any) -> bool:
-    return type(value) is dict and type(cast(dict[str, Any], value).get("id")) is float
+def float_id(value: Any) -> bool:
+    """Whether ``value`` is an object whose ``id`` orjson read as a float: an integer beyond 64
+    bits, which only the stdlib parser reads exactly."""
+    if type(value) is not dict:
+        return False
+    # (no ``cast(dict[str, Any], ...)``: subscripting a generic costs more than the test)
+    obj: dict[str, Any] = value  # pyright: ignore[reportUnknownVariableType]
+    return type(obj.get("id")) is float
 
 
 def loads_exact(data: bytes) -> Any:
@@ -121,7 +127,7 @@ def loads_exact(data: bytes) -> Any:
         value: Any = orjson.loads(data)
     except orjson.JSONDecodeError:
         return _exact_loads(data.decode("utf-8"))
-    if _float_id(value):
+    if float_id(value):
         return _exact_loads(data.decode("utf-8"))  # an id beyond 64 bits is an exact integer
     return value
 
@@ -145,7 +151,7 @@ def loads_for_record(data: bytes) -> Any:
         value: Any = orjson.loads(data)
     except orjson.JSONDecodeError:
         return _valid_unicode(_exact_loads(data.decode("utf-8")))
-    if _float_id(value):
+    if float_id(value):
         return _exact_loads(data.decode("utf-8"))  # (orjson read it: no surrogates in it)
     return value
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from opentelemetry.sdk._logs import ReadableLogRecord
 from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
@@ -24,17 +25,29 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from helmet_otel import semconv as sc
+from helmet_otel.store.batch import (
+    LogBatch,
+    SpanBatch,
+    log_batch,
+    log_batch_of_rows,
+    span_batch,
+    span_batch_of_rows,
+)
 from helmet_otel.store.model import LogRow, SpanRow, log_row
 from helmet_otel.store.records import KIND_NAMES, STATUS_NAMES, Log, Span
 from helmet_otel.store.writer import Store
+
+R = TypeVar("R")
 
 __all__ = [
     "StoreLogExporter",
     "StoreSpanExporter",
     "log_row_from_record",
     "log_row_from_sdk",
+    "logs_to_batch",
     "span_row_from_record",
     "span_row_from_sdk",
+    "spans_to_batch",
 ]
 
 
@@ -162,6 +175,45 @@ def span_row_from_sdk(span: ReadableSpan) -> SpanRow:
     )  # fmt: skip
 
 
+def _converted(items: Sequence[Any], convert: Callable[[Any], R]) -> tuple[list[R], int]:
+    """``convert`` of each item, and how many could not be converted (a malformed record never
+    costs the batch)."""
+    rows: list[R] = []
+    failed = 0
+    for item in items:
+        try:
+            rows.append(convert(item))
+        except Exception:
+            failed += 1
+    return rows, failed
+
+
+def _any_log_row(record: ReadableLogRecord | Log) -> LogRow:
+    return log_row_from_record(record) if type(record) is Log else log_row_from_sdk(record)  # pyright: ignore[reportArgumentType]
+
+
+def _any_span_row(span: ReadableSpan | Span) -> SpanRow:
+    return span_row_from_record(span) if type(span) is Span else span_row_from_sdk(span)  # pyright: ignore[reportArgumentType]
+
+
+def logs_to_batch(records: Sequence[ReadableLogRecord | Log]) -> LogBatch:
+    """The store's rows of a batch of log records: the worker's (``batch.log_batch``, the fast
+    path), else the SDK's (through ``LogRow``). A record that cannot be converted is counted in
+    ``failed``."""
+    if all(type(record) is Log for record in records):
+        return log_batch(records)  # pyright: ignore[reportArgumentType]
+    rows, failed = _converted(records, _any_log_row)
+    return log_batch_of_rows(rows)._replace(failed=failed)
+
+
+def spans_to_batch(spans: Sequence[ReadableSpan | Span]) -> SpanBatch:
+    """The store's rows of a batch of ended spans, as ``logs_to_batch``."""
+    if all(type(span) is Span for span in spans):
+        return span_batch(spans)  # pyright: ignore[reportArgumentType]
+    rows, failed = _converted(spans, _any_span_row)
+    return span_batch_of_rows(rows)._replace(failed=failed)
+
+
 class StoreLogExporter(LogRecordExporter):
     """Writes log record batches into a ``Store``."""
 
@@ -174,17 +226,7 @@ class StoreLogExporter(LogRecordExporter):
             if self._shutdown:
                 self.store.add_dropped(logs=len(batch))
                 return LogRecordExportResult.FAILURE
-            rows: list[LogRow] = []
-            for record in batch:
-                try:
-                    rows.append(
-                        log_row_from_record(record)
-                        if type(record) is Log
-                        else log_row_from_sdk(record)  # pyright: ignore[reportArgumentType]
-                    )
-                except Exception:  # a malformed record never costs the batch
-                    self.store.add_dropped(logs=1)
-            ok = self.store.write_logs(rows) and len(rows) == len(batch)
+            ok = self.store.write_log_batch(logs_to_batch(batch))
         except Exception:  # never raise into the SDK
             with contextlib.suppress(Exception):
                 self.store.add_dropped(logs=len(batch))
@@ -211,17 +253,7 @@ class StoreSpanExporter(SpanExporter):
             if self._shutdown:
                 self.store.add_dropped(spans=len(spans))
                 return SpanExportResult.FAILURE
-            rows: list[SpanRow] = []
-            for span in spans:
-                try:
-                    rows.append(
-                        span_row_from_record(span)
-                        if type(span) is Span
-                        else span_row_from_sdk(span)  # pyright: ignore[reportArgumentType]
-                    )
-                except Exception:
-                    self.store.add_dropped(spans=1)
-            ok = self.store.write_spans(rows) and len(rows) == len(spans)
+            ok = self.store.write_span_batch(spans_to_batch(spans))
         except Exception:
             with contextlib.suppress(Exception):
                 self.store.add_dropped(spans=len(spans))

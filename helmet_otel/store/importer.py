@@ -69,7 +69,10 @@ def import_spans(store: Store, spans: Sequence[SpanRow]) -> tuple[int, int] | No
         held = {
             (str(t), str(i))
             for t, i in conn.execute(
-                f"SELECT trace_id, span_id FROM spans WHERE trace_id IN ({marks})", traces
+                f"SELECT trace_id, span_id FROM spans WHERE trace_id IN ({marks}) UNION ALL"
+                " SELECT trace_id, client_span_id FROM spans"
+                f" WHERE trace_id IN ({marks}) AND client_span_id IS NOT NULL",
+                traces + traces,
             )
         }
     except sqlite3.Error:

@@ -83,7 +83,7 @@ def store_info(path: Path) -> StoreInfo:
             wal_bytes=_size(f"{path}-wal"),
             schema_version=schema_version(conn),
             records=one("SELECT count(*) FROM logs") or 0,
-            spans=one("SELECT count(*) FROM spans") or 0,
+            spans=_span_count(conn),
             sessions=one("SELECT count(*) FROM sessions") or 0,
             oldest_ns=one("SELECT min(ts) FROM logs"),
             newest_ns=one("SELECT max(ts) FROM logs"),
@@ -168,9 +168,13 @@ def delete_sessions(path: Path, session_ids: list[str]) -> Deleted:
                 deleted.logs += n
 
             def rest(c: sqlite3.Connection, sid: str = session_id) -> int:
-                deleted.spans += c.execute(
-                    "DELETE FROM spans WHERE session_id = ?", (sid,)
-                ).rowcount
+                deleted.spans += retention.deleted_spans(
+                    c.execute(
+                        "DELETE FROM spans WHERE session_id = ?"
+                        " RETURNING client_span_id IS NOT NULL",
+                        (sid,),
+                    )
+                )
                 c.execute("DELETE FROM session_errors WHERE session_id = ?", (sid,))
                 return c.execute("DELETE FROM sessions WHERE session_id = ?", (sid,)).rowcount
 
@@ -195,3 +199,13 @@ def vacuum(path: Path) -> tuple[int, int]:
     finally:
         conn.close()
     return before, retention.disk_bytes(path)
+
+
+def _span_count(conn: sqlite3.Connection) -> int:
+    """Spans held (a row may hold a call's CLIENT/SERVER pair; a store older than schema 5 that
+    could not be upgraded has no pairs)."""
+    try:
+        row = conn.execute("SELECT count(*) + count(client_span_id) FROM spans").fetchone()
+    except sqlite3.OperationalError:
+        row = conn.execute("SELECT count(*) FROM spans").fetchone()
+    return int(row[0] or 0)

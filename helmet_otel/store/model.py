@@ -23,6 +23,7 @@ __all__ = [
     "PROMOTED",
     "LogRow",
     "SpanRow",
+    "coerce",
     "decode",
     "dumps",
     "error_message",
@@ -193,7 +194,7 @@ def log_row(
             rest[key] = value
             if promoted is not None and value is not None:
                 # keep the original in attrs, still filter on a best-effort column value
-                columns[promoted[0]] = _coerce(promoted[1], value)
+                columns[promoted[0]] = coerce(promoted[1], value)
     target = None
     for key in _TARGET_KEYS:
         value = rest.get(key)
@@ -213,7 +214,7 @@ def log_row(
     )  # fmt: skip
 
 
-def _coerce(kind: type, value: object) -> object:
+def coerce(kind: type, value: object) -> object:
     """A best-effort column value for an attribute of an unexpected type (None if hopeless)."""
     if not isinstance(value, str | int | float) or isinstance(value, bool):
         return None

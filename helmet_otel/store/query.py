@@ -23,7 +23,7 @@ from helmet_otel import semconv as sc
 from helmet_otel.store.model import decode, full_attributes
 from helmet_otel.store.names import NameColumn, known_names, match_names, name_matches
 from helmet_otel.store.procfs import pid_alive
-from helmet_otel.store.schema import StoreError, connect_reader
+from helmet_otel.store.schema import BULK_EVENTS, RARE_EVENT, StoreError, connect_reader
 from helmet_otel.store.stats import Stats, compute_stats
 
 __all__ = [
@@ -46,6 +46,7 @@ LOG_COLUMNS: Final = (
 )
 _TOKEN = re.compile(r"[^\W_]+", re.UNICODE)
 _PREFIX_END: Final = "\U0010ffff"
+_PAIR: Final = "client_span_id"  # spans: the CLIENT span stored in its SERVER span's row
 LOST_EXIT_REASON: Final = sc.LOST_EXIT_REASON
 
 
@@ -179,6 +180,8 @@ class LogFilter:
             if values:
                 conds.append(f"{column} IN ({', '.join('?' for _ in values)})")
                 args.extend(values)
+        if self.events and not set(self.events) & set(BULK_EVENTS):
+            conds.append(RARE_EVENT)  # (so logs(event, ts) is used: see schema.RARE_EVENT)
         if self.exclude_events and not self.events:
             marks = ", ".join("?" for _ in self.exclude_events)
             conds.append(f"(event IS NULL OR event NOT IN ({marks}))")
@@ -701,13 +704,23 @@ class Reader:
     # --- traces ---------------------------------------------------------------------------
 
     def spans(self, session_id: str) -> list[SpanEntry]:
+        """The session's spans by start time; a row holding a call's CLIENT/SERVER pair
+        (``client_span_id``, schema 5) gives both, the SERVER span first."""
+        found = self._query("SELECT 1 FROM pragma_table_info('spans') WHERE name = ?", (_PAIR,))
         rows = self._query(
             "SELECT id, trace_id, span_id, parent_span_id, name, kind, start_ts, end_ts, status, "
-            "status_message, session_id, segment, service, attrs, links FROM spans "
-            "WHERE session_id = ? ORDER BY start_ts, id",
+            f"status_message, session_id, segment, service, attrs, links, "
+            f"{_PAIR if found else 'NULL'} FROM spans WHERE session_id = ? ORDER BY start_ts, id",
             (session_id,),
         )
-        return [SpanEntry(*r) for r in rows]  # pyright: ignore[reportArgumentType]
+        entries: list[SpanEntry] = []
+        for row in rows:
+            entries.append(SpanEntry(*row[:15]))  # pyright: ignore[reportArgumentType]
+            client = row[15]
+            if client is not None:  # the same but for its id, parent (the SERVER) and kind
+                pair = (row[0], row[1], client, row[2], row[4], "CLIENT", *row[6:15])
+                entries.append(SpanEntry(*pair))  # pyright: ignore[reportArgumentType]
+        return entries
 
     def traces(self, session_id: str) -> list[TraceTree]:
         return build_traces(self.spans(session_id))

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-__all__ = ["KIND_NAMES", "STATUS_NAMES", "Event", "Link", "Log", "Origin", "Span"]
+__all__ = ["KIND_NAMES", "STATUS_NAMES", "AttributeHead", "Event", "Link", "Log", "Origin", "Span"]
 
 # by `Span.kind` (OTel's SpanKind values) and `Span.status` (OTLP's status codes)
 KIND_NAMES = ("INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER")
@@ -30,6 +30,25 @@ class Origin(NamedTuple):
     resource: Resource
     scope: InstrumentationScope | None
     service: str | None  # the resource's service.name
+
+
+class AttributeHead:
+    """Attributes that lead the attribute maps of many records: what every call of one kind in
+    a session shares (its method and tool, the message's direction and kind, the session id...).
+
+    A record that names a head (`Log.head`, `Span.head`) has ``attributes`` beginning with
+    exactly these items, in this order, followed by its own (the request id, the size...); so
+    a sink may encode the head once and only the rest per record (`OtlpEncoder` does). The
+    record's ``attributes`` stay complete: a sink that does not care reads them alone. Neither
+    the head nor its attributes change once made, and a record whose leading attributes
+    change (a span's outcome overwriting one) drops its head."""
+
+    __slots__ = ("attributes", "encoded", "size")
+
+    def __init__(self, attributes: dict[str, Any]) -> None:
+        self.attributes = attributes
+        self.size = len(attributes)
+        self.encoded: dict[int, bytes] = {}  # an encoder's, by its field tag: encoded once
 
 
 class Log(NamedTuple):
@@ -47,6 +66,7 @@ class Log(NamedTuple):
     attributes: dict[str, Any]
     origin: Origin
     body_json: str | None = None  # `body` as compact JSON, when the recorder has it already
+    head: AttributeHead | None = None  # what ``attributes`` begin with, shared with others
 
 
 class Event(NamedTuple):
@@ -90,3 +110,4 @@ class Span:
     description: str | None = None  # of an error status
     parent_remote: bool = False
     trace_state: str = ""  # W3C tracestate header
+    head: AttributeHead | None = None  # what ``attributes`` begin with, shared with others

@@ -84,6 +84,16 @@ _DOOMED_SPANS: Final = (
 )
 
 
+# what a DELETE FROM spans gives back for `deleted_spans` (a row may hold a CLIENT/SERVER pair)
+_PAIRS: Final = " RETURNING client_span_id IS NOT NULL"
+
+
+def deleted_spans(cursor: sqlite3.Cursor) -> int:
+    """How many spans the rows a ``DELETE FROM spans ... RETURNING client_span_id IS NOT
+    NULL`` deleted held."""
+    return sum(1 + int(paired) for (paired,) in cursor.fetchall())
+
+
 def delete_before(transact: Transact, cutoff_ts: int, result: RetentionResult) -> None:
     """Delete logs with ts <= cutoff, then spans and sessions that ended before it (at most
     ``MAX_CHUNKS`` transactions: ``result.complete`` says whether that was all)."""
@@ -99,7 +109,7 @@ def delete_before(transact: Transact, cutoff_ts: int, result: RetentionResult) -
         return len(doomed)
 
     def spans_chunk(conn: sqlite3.Connection) -> int:
-        return conn.execute(_DOOMED_SPANS, (cutoff_ts, CHUNK)).rowcount
+        return deleted_spans(conn.execute(_DOOMED_SPANS + _PAIRS, (cutoff_ts, CHUNK)))
 
     def sessions_all(conn: sqlite3.Connection) -> int:
         n = conn.execute("DELETE FROM sessions WHERE last_ts <= ?", (cutoff_ts,)).rowcount

@@ -16,6 +16,7 @@ from helmet_otel import semconv as sc
 from helmet_otel.store.pages import page
 from helmet_otel.store.query import LogEntry, LogFilter, Reader
 from helmet_otel.store.rows import read_rows
+from helmet_otel.store.schema import RARE_EVENT
 
 __all__ = [
     "BlockCount",
@@ -82,7 +83,7 @@ def _int(value: object) -> int:
 def security_summary(
     reader: Reader, *, since_ns: int | None = None, latest: int = 50
 ) -> SecuritySummary:
-    where = "event = ?"
+    where = f"event = ? AND {RARE_EVENT}"
     args: list[object] = [sc.EVENT_SECURITY]
     if since_ns is not None:
         where += " AND ts >= ?"

@@ -18,6 +18,7 @@ from helmet_otel import semconv as sc
 from helmet_otel.percentile import percentile
 from helmet_otel.store.pages import read_rows
 from helmet_otel.store.query import LogFilter, Reader, SessionInfo
+from helmet_otel.store.schema import RARE_EVENT
 
 __all__ = [
     "LATENCY_SAMPLE",
@@ -74,7 +75,8 @@ def _findings(reader: Reader, server_of: dict[str, str]) -> dict[str, int]:
     counts: dict[str, int] = {}
     for session_id, service, n in read_rows(
         reader,
-        "SELECT session_id, service, count(*) FROM logs WHERE event = ? GROUP BY 1, 2",
+        f"SELECT session_id, service, count(*) FROM logs WHERE event = ? AND {RARE_EVENT}"
+        " GROUP BY 1, 2",
         (sc.EVENT_SECURITY,),
     ):
         name = server_of.get(str(session_id)) if session_id is not None else None

@@ -20,13 +20,22 @@ import struct
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final
 
-from helmet_otel import semconv as sc
 from helmet_otel.redaction import scrub_line
 from helmet_otel.store import retention
+from helmet_otel.store.batch import (
+    ERA_UNKNOWN,
+    LOG_FIELDS,
+    SESSION_COLUMNS,
+    SPAN_FIELDS,
+    LogBatch,
+    SpanBatch,
+    log_batch_of_rows,
+    span_batch_of_rows,
+)
 from helmet_otel.store.model import LogRow, SpanRow
 from helmet_otel.store.paths import default_store_path, retention_from_env
 from helmet_otel.store.schema import (
@@ -39,58 +48,16 @@ from helmet_otel.store.schema import (
 
 __all__ = ["Store"]
 
-INSERT_LOG: Final = (
-    "INSERT INTO logs (id, ts, session_id, event, severity_number, severity_text, direction, "
-    "kind, method, target, request_id, latency_ms, size, is_error, error_type, service, "
-    "trace_id, span_id, body, attrs) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+INSERT_LOG: Final = (  # the ids are the next ones AUTOINCREMENT gives (see `_insert_logs`)
+    f"INSERT INTO logs ({', '.join(LOG_FIELDS)}) VALUES ({', '.join('?' for _ in LOG_FIELDS)})"
 )
 LAST_LOG_ID: Final = "SELECT seq FROM sqlite_sequence WHERE name = 'logs'"
 INSERT_SESSION_ERROR: Final = "INSERT OR IGNORE INTO session_errors (session_id, key) VALUES (?, ?)"
-_RESPONSE_KINDS: Final = ("response", "error")
 INSERT_SPAN: Final = (
-    "INSERT INTO spans (trace_id, span_id, parent_span_id, name, kind, start_ts, end_ts, status, "
-    "status_message, session_id, segment, service, attrs, links) "
-    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    f"INSERT INTO spans ({', '.join(SPAN_FIELDS)}) VALUES ({', '.join('?' for _ in SPAN_FIELDS)})"
 )
+_BODY, _SPAN_ID = LOG_FIELDS.index("body"), LOG_FIELDS.index("span_id")
 
-# session column <- attribute, taken from any record that carries it (latest wins)
-_SESSION_ATTRS: Final = (
-    ("server_name", sc.HELMET_SERVER_NAME),
-    ("server_command", sc.HELMET_SERVER_COMMAND),
-    ("transport", sc.HELMET_TRANSPORT),
-    ("proxy_pid", sc.HELMET_PROXY_PID),
-    ("proxy_host", sc.HELMET_PROXY_HOST),
-    ("client_name", sc.HELMET_CLIENT_NAME),
-    ("client_version", sc.HELMET_CLIENT_VERSION),
-    ("server_info_name", sc.HELMET_SERVER_INFO_NAME),
-    ("server_version", sc.HELMET_SERVER_VERSION),
-    ("protocol_version", sc.MCP_PROTOCOL_VERSION),
-    ("era", sc.HELMET_ERA),
-)
-# only from helmet.session_end
-_END_ATTRS: Final = (
-    ("duration_ms", sc.HELMET_SESSION_DURATION_MS),
-    ("requests", sc.HELMET_SESSION_REQUESTS),
-    ("errors", sc.HELMET_SESSION_ERRORS),
-    ("exit_status", sc.HELMET_EXIT_STATUS),
-    ("exit_reason", sc.HELMET_EXIT_REASON),
-)
-# from any record that carries them; the largest value wins (both only grow)
-_USAGE_ATTRS: Final = (
-    ("cpu_s", sc.HELMET_SERVER_CPU_TIME),
-    ("peak_memory", sc.HELMET_SERVER_MEMORY_PEAK),
-)
-_SESSION_KEYS: Final = {key: column for column, key in _SESSION_ATTRS}
-_USAGE_KEYS: Final = {key: column for column, key in _USAGE_ATTRS}
-_SESSION_COLUMNS: Final = (
-    "service",
-    *(c for c, _ in _SESSION_ATTRS),
-    "start_ts",
-    "end_ts",
-    *(c for c, _ in _END_ATTRS),
-    *(c for c, _ in _USAGE_ATTRS),
-)
-ERA_UNKNOWN: Final = "unknown"
 # How a column of an existing session row takes a new value (default: the new one, if any).
 _MERGE: Final = {
     # A count never goes down: a proxy killed with SIGKILL still gets a helmet.session_end from
@@ -106,12 +73,12 @@ _MERGE: Final = {
 }
 UPSERT_SESSION: Final = (
     "INSERT INTO sessions (session_id, first_ts, last_ts, seen_requests, "
-    f"{', '.join(_SESSION_COLUMNS)}) "
-    f"VALUES (?, ?, ?, ?, {', '.join('?' for _ in _SESSION_COLUMNS)}) "
+    f"{', '.join(SESSION_COLUMNS)}) "
+    f"VALUES (?, ?, ?, ?, {', '.join('?' for _ in SESSION_COLUMNS)}) "
     "ON CONFLICT (session_id) DO UPDATE SET "
     "first_ts = min(first_ts, excluded.first_ts), last_ts = max(last_ts, excluded.last_ts), "
     "seen_requests = seen_requests + excluded.seen_requests, "
-    + ", ".join(f"{c} = {_MERGE.get(c, f'coalesce(excluded.{c}, {c})')}" for c in _SESSION_COLUMNS)
+    + ", ".join(f"{c} = {_MERGE.get(c, f'coalesce(excluded.{c}, {c})')}" for c in SESSION_COLUMNS)
 )
 
 _BUSY_TIMEOUT_MS: Final = 2000
@@ -210,6 +177,7 @@ class Store:
         self._next_size_check = 0.0
         self._fds = (-1, -1)  # SQLite's descriptors on the database and its WAL (`_damage`)
         self._fds_scanned = 0.0
+        self._wanted: tuple[str, str] | None = None  # the database's and the WAL's real paths
         self.dropped_logs = 0
         self.dropped_spans = 0
         self.written_logs = 0
@@ -269,19 +237,48 @@ class Store:
 
     def write_logs(self, rows: Sequence[LogRow]) -> bool:
         """Insert a batch of log records (and update their sessions). False when dropped."""
-        if not rows:
-            return True
-        updates = _session_updates(rows)
+        return self.write_batches(log_batch_of_rows(rows), None) if rows else True
 
-        def insert(conn: sqlite3.Connection) -> int:
-            _insert_logs(conn, rows, updates)
-            return len(rows)
+    def write_spans(self, rows: Sequence[SpanRow]) -> bool:
+        """Insert a batch of ended spans. False when dropped."""
+        return self.write_batches(None, span_batch_of_rows(rows)) if rows else True
 
+    def write_log_batch(self, batch: LogBatch) -> bool:
+        """Insert a batch of log rows (``batch.log_batch``). False when dropped."""
+        return self.write_batches(batch, None)
+
+    def write_span_batch(self, batch: SpanBatch) -> bool:
+        """Insert a batch of span rows (``batch.span_batch``). False when dropped."""
+        return self.write_batches(None, batch)
+
+    def write_batches(self, logs: LogBatch | None, spans: SpanBatch | None) -> bool:
+        """Insert log and span rows in one transaction (either may be None). False when they
+        were dropped (and counted); the records a batch could not convert (``failed``) are
+        counted as dropped here too, and make the result False."""
+        log_rows = logs.rows if logs is not None else ()
+        span_rows = spans.rows if spans is not None else ()
+        failed_logs = logs.failed if logs is not None else 0
+        failed_spans = spans.failed if spans is not None else 0
+        n_spans = spans.spans if spans is not None else 0
         with self._lock:
+            self.dropped_logs += failed_logs
+            self.dropped_spans += failed_spans
+            if not log_rows and not span_rows:
+                return not (failed_logs or failed_spans)
+
+            def insert(conn: sqlite3.Connection) -> int:
+                if logs is not None and log_rows:
+                    _insert_logs(conn, logs)
+                if span_rows:
+                    conn.executemany(INSERT_SPAN, span_rows)
+                return len(log_rows) + len(span_rows)
+
             if self._write(insert):
-                self.written_logs += len(rows)
-                return True
-            self.dropped_logs += len(rows)
+                self.written_logs += len(log_rows)
+                self.written_spans += n_spans
+                return not (failed_logs or failed_spans)
+            self.dropped_logs += len(log_rows)
+            self.dropped_spans += n_spans
             return False
 
     def write_chosen_logs(
@@ -297,7 +294,7 @@ class Store:
             nonlocal written
             rows = choose(conn)
             if rows:
-                _insert_logs(conn, rows, _session_updates(rows))
+                _insert_logs(conn, log_batch_of_rows(rows))
             written = len(rows)
             return written
 
@@ -306,22 +303,6 @@ class Store:
                 return None
             self.written_logs += written
             return written
-
-    def write_spans(self, rows: Sequence[SpanRow]) -> bool:
-        """Insert a batch of ended spans. False when dropped."""
-        if not rows:
-            return True
-
-        def insert(conn: sqlite3.Connection) -> int:
-            conn.executemany(INSERT_SPAN, [row.values() for row in rows])
-            return len(rows)
-
-        with self._lock:
-            if self._write(insert):
-                self.written_spans += len(rows)
-                return True
-            self.dropped_spans += len(rows)
-            return False
 
     def add_dropped(self, *, logs: int = 0, spans: int = 0) -> None:
         """Count records lost before they reached the store (the exporters use it)."""
@@ -391,9 +372,11 @@ class Store:
         if self._conn is None:
             busy_ms = max(1, min(_BUSY_TIMEOUT_MS, int(self.lock_timeout_s * 1000)))
             conn = connect_writer(self.path, busy_timeout_ms=busy_ms)
-            pages = retention.wal_pages_for(self.max_bytes)
+            self._wanted = None
+            page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
+            pages = retention.wal_pages_for(self.max_bytes, page_size)
             conn.execute(f"PRAGMA wal_autocheckpoint = {pages:d}")
-            conn.execute(f"PRAGMA journal_size_limit = {pages * 4096:d}")
+            conn.execute(f"PRAGMA journal_size_limit = {pages * page_size:d}")
             self._conn = conn
         return self._conn
 
@@ -423,8 +406,10 @@ class Store:
 
     def _sqlite_fds(self) -> tuple[int, int]:
         """The descriptors SQLite holds on the database and its WAL (-1: none found)."""
-        db_path = str(self.path.resolve())
-        wanted = (db_path, f"{db_path}-wal")
+        wanted = self._wanted
+        if wanted is None:  # resolved once (a few system calls per component)
+            db_path = str(self.path.resolve())
+            wanted = self._wanted = (db_path, f"{db_path}-wal")
         fds = self._fds
         if (
             fds[0] >= 0
@@ -509,107 +494,31 @@ class Store:
         return result
 
 
-def _insert_logs(
-    conn: sqlite3.Connection,
-    rows: Sequence[LogRow],
-    updates: tuple[list[tuple[object, ...]], list[tuple[str, str]]],
-) -> None:
+def _insert_logs(conn: sqlite3.Connection, batch: LogBatch) -> None:
     """The rows, their full-text entries and their sessions' updates (inside a transaction)."""
-    sessions, errors = updates
-    # Ids are ours to give: we hold the write lock, and AUTOINCREMENT never reuses one.
+    rows = batch.rows
+    # We hold the write lock and AUTOINCREMENT never reuses an id: the rows get the ids after
+    # the last one given, in order (checked after the insert).
     last = conn.execute(LAST_LOG_ID).fetchone()
     first = (int(last[0]) if last else 0) + 1
-    conn.executemany(INSERT_LOG, [row.params(first + i) for i, row in enumerate(rows)])
+    conn.executemany(INSERT_LOG, rows)
+    last = conn.execute(LAST_LOG_ID).fetchone()
+    if last is None or int(last[0]) != first + len(rows) - 1:
+        raise sqlite3.IntegrityError(f"log ids not as expected after {first}: {last}")
+    body, span_id = _BODY, _SPAN_ID
     conn.executemany(
         FTS_INSERT,
-        [(first + i, fts_text(r.body)) for i, r in enumerate(rows) if r.body is not None],
+        [
+            # (fts_text's own first test, without the call: this runs for every record)
+            (first + i, text if "\\" not in text else fts_text(text))  # pyright: ignore[reportOperatorIssue, reportArgumentType]
+            for i, row in enumerate(rows)
+            if (text := row[body]) is not None
+        ],
     )
     conn.executemany(
-        SPAN_INSERT, [(first + i, r.span_id) for i, r in enumerate(rows) if r.span_id is not None]
+        SPAN_INSERT, [(first + i, r[span_id]) for i, r in enumerate(rows) if r[span_id] is not None]
     )
-    if sessions:
-        conn.executemany(UPSERT_SESSION, sessions)
-    if errors:
-        conn.executemany(INSERT_SESSION_ERROR, errors)
-
-
-def _sql_value(value: object) -> object:
-    """Attribute values SQLite can bind as they are; anything else as text."""
-    if value is None or isinstance(value, str | int | float):
-        return value
-    return str(value)
-
-
-def _session_updates(
-    rows: Iterable[LogRow],
-) -> tuple[list[tuple[object, ...]], list[tuple[str, str]]]:
-    """One upsert per session in the batch (first/last ts, requests seen, metadata seen), and
-    the (session, failed request) pairs for the live error count.
-
-    Per row it looks at the few attributes the row has (not at every attribute sessions
-    keep): this runs for every record the store takes."""
-    bounds: dict[str, list[int]] = {}
-    requests: dict[str, int] = {}
-    meta: dict[str, dict[str, object]] = {}
-    errors: list[tuple[str, str]] = []
-    for row in rows:
-        sid = row.session_id
-        if sid is None:
-            continue
-        ts = row.ts
-        seen = bounds.get(sid)
-        if seen is None:
-            bounds[sid] = [ts, ts]
-            entry = meta[sid] = {}
-        else:
-            if ts < seen[0]:
-                seen[0] = ts
-            elif ts > seen[1]:
-                seen[1] = ts
-            entry = meta[sid]
-        if row.kind == "request" and row.direction == sc.DIRECTION_C2S:
-            requests[sid] = requests.get(sid, 0) + 1
-        if row.is_error and (row.kind in _RESPONSE_KINDS or row.event == sc.EVENT_ERROR):
-            # a JSON-RPC error is reported twice (helmet.response + helmet.error): count it once
-            key = (
-                f"{row.direction}|{row.request_id}"
-                if row.request_id is not None
-                else f"{row.event}|{row.ts}"
-            )
-            errors.append((sid, key))
-        if row.service is not None:
-            entry["service"] = row.service
-        attrs = row.attrs
-        if attrs:
-            for key, value in attrs.items():
-                column = _SESSION_KEYS.get(key)
-                if column is not None:
-                    if value is not None and not (
-                        column == "era" and value == ERA_UNKNOWN and column in entry
-                    ):
-                        entry[column] = _sql_value(value)
-                    continue
-                column = _USAGE_KEYS.get(key)
-                if (
-                    column is not None
-                    and isinstance(value, int | float)
-                    and not isinstance(value, bool)
-                ):
-                    known = entry.get(column)
-                    entry[column] = (
-                        value if not isinstance(known, int | float) else max(known, value)
-                    )
-        event = row.event
-        if event == sc.EVENT_SESSION_START:
-            entry["start_ts"] = ts
-        elif event == sc.EVENT_SESSION_END:
-            entry["end_ts"] = ts
-            for column, key in _END_ATTRS:
-                value = attrs.get(key)
-                if value is not None:
-                    entry[column] = _sql_value(value)
-    updates = [
-        (sid, first, last, requests.get(sid, 0), *(meta[sid].get(c) for c in _SESSION_COLUMNS))
-        for sid, (first, last) in bounds.items()
-    ]
-    return updates, errors
+    if batch.sessions:
+        conn.executemany(UPSERT_SESSION, batch.sessions)
+    if batch.errors:
+        conn.executemany(INSERT_SESSION_ERROR, batch.errors)

@@ -129,9 +129,12 @@ class Instruments:
 
     def count_message(self, label: str, attrs: dict[str, Any], weight: int) -> None:
         """One message (standing for ``weight``), from its record's attributes."""
-        self.messages_total += 1
-        direction = attrs[sc.HELMET_DIRECTION]
-        kind = attrs[sc.HELMET_MESSAGE_KIND]
+        keys = self.message_keys(label, attrs[sc.HELMET_DIRECTION], attrs[sc.HELMET_MESSAGE_KIND])
+        self.count_message_keys(keys, attrs[sc.HELMET_MESSAGE_SIZE], weight)
+
+    def message_keys(self, label: str, direction: str, kind: str) -> tuple[Key, Key]:
+        """The keys of ``helmet.mcp.messages`` and ``helmet.mcp.message.size`` for messages of
+        one label, direction and kind (made once: a caller may keep them)."""
         keys = self._message_keys.get((label, direction, kind))
         if keys is None:
             keys = self._message_keys[(label, direction, kind)] = (
@@ -139,8 +142,13 @@ class Instruments:
                                sc.HELMET_MESSAGE_KIND: kind}),
                 attribute_key({sc.MCP_METHOD_NAME: label, sc.HELMET_DIRECTION: direction}),
             )  # fmt: skip
+        return keys
+
+    def count_message_keys(self, keys: tuple[Key, Key], size: int, weight: int) -> None:
+        """`count_message` with its `message_keys`."""
+        self.messages_total += 1
         self.messages.add_key(weight, keys[0])
-        self.message_size.record_key(attrs[sc.HELMET_MESSAGE_SIZE], keys[1], weight=weight)
+        self.message_size.tally(size, keys[1], weight)  # (sizes repeat)
 
     def count_error(
         self, weight: int, error_type: str, label: str, tool: str | None = None

@@ -10,6 +10,9 @@ default; ``delta`` and ``lowmemory`` make counters and histograms delta (up-down
 cumulative, as the specification says). Duration histograms keep one exemplar per bucket and
 interval, the last request that fell in it, so Grafana can jump from a latency bucket to a trace.
 
+Values that repeat and need no exemplar (message sizes) may be tallied instead
+(`Histogram.tally`: one dict increment), and are aggregated when collected.
+
 A measurement is keyed by its attributes' `attribute_key`. A caller whose measurements share
 their attributes (every call of one kind) makes the key once and passes it to `Counter.add_key`
 and `Histogram.record_key`: a dict lookup and a few additions, no set built per measurement.
@@ -47,6 +50,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 Key = frozenset[tuple[str, Any]]
+_TALLIES_MAX = 4096  # distinct (key, value) pairs a histogram tallies before it aggregates
 NO_ATTRIBUTES: Key = frozenset()
 _UNSHARED = nullcontext()
 
@@ -115,6 +119,22 @@ class Histogram:
         self.name, self.unit, self.description = name, unit, description
         self.bounds = list(bounds)
         self.points: dict[Key, _Point] = {}
+        self._tallies: dict[tuple[Key, float], int] = {}  # `tally`'s, not yet in ``points``
+
+    def tally(self, value: float, key: Key, weight: int = 1) -> None:
+        """`record_key` without an exemplar, for values that repeat (message sizes): counted
+        now (a dict increment), aggregated into its point when collected (`settle`)."""
+        tallies = self._tallies
+        at = (key, value)
+        tallies[at] = tallies.get(at, 0) + weight
+        if len(tallies) > _TALLIES_MAX:
+            self.settle()
+
+    def settle(self) -> None:
+        """Aggregate what `tally` counted into the points."""
+        tallies, self._tallies = self._tallies, {}
+        for (key, value), weight in tallies.items():
+            self.record_key(value, key, weight=weight)
 
     def record(
         self,
@@ -205,6 +225,7 @@ class MetricSet:
                 metrics.append(Metric(counter.name, counter.description, counter.unit, data))
         start = self._last_ns if self.delta else self._started_ns
         for histogram in self._histograms:
+            histogram.settle()
             hpoints = [
                 _histogram_point(key, point, histogram.bounds, start, now)
                 for key, point in histogram.points.items()

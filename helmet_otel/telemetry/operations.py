@@ -9,7 +9,7 @@ block, an "upstream gone" error) ends its operation like any other, and its reco
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 from opentelemetry._logs import SeverityNumber
@@ -17,10 +17,10 @@ from opentelemetry._logs import SeverityNumber
 from helmet_otel import semconv as sc
 from helmet_otel.core.verdicts import Decision
 from helmet_otel.protocol.message import JsonId, id_key
-from helmet_otel.store.records import Event, Span
+from helmet_otel.store.records import AttributeHead, Event, Span
 from helmet_otel.telemetry.frames import Msg
 from helmet_otel.telemetry.metrics import Key, attribute_key
-from helmet_otel.telemetry.records import info_attributes, recorded_body
+from helmet_otel.telemetry.records import id_text, info_attributes, recorded_body
 from helmet_otel.telemetry.spans import CLIENT, SERVER, client_link
 
 if TYPE_CHECKING:
@@ -62,25 +62,49 @@ def _http_status(parsed: object) -> int | None:
 
 
 _POLICY_KEYS = (sc.HELMET_POLICY_ID, sc.HELMET_POLICY_ACTION, sc.HELMET_POLICY_MODE)
+# (module constants: an enum member looked up on its class costs ~0.2 us each time)
+_INFO, _ERROR = SeverityNumber.INFO, SeverityNumber.ERROR
 
 
 _KINDS_MAX = 256  # kinds of call remembered per session (names come from the traffic)
 
 
+def milliseconds(ns: int) -> float:
+    """``round(ns / 1e9 * 1000, 3)`` (a call's ``helmet.latency_ms``), the same float, without
+    ``round``'s decimal conversion but at a tie (half a microsecond), where it decides."""
+    us, rest = divmod(ns, 1000)
+    if rest == 500:
+        return round(ns / 1e9 * 1000, 3)
+    return (us + (rest > 500)) / 1000
+
+
+DIRECTIONS = (sc.DIRECTION_C2S, sc.DIRECTION_S2C)  # by `Msg.s2c`
+
+
+def _no_heads() -> dict[tuple[int, str], tuple[AttributeHead, tuple[Key, Key]]]:
+    return {}
+
+
 @dataclass(slots=True)
 class CallKind:
     """What every call of one method and target in a session shares, worked out once: its
-    metric label and attributes, its spans' name, and its spans' attributes before the call's
-    own (the request id...)."""
+    metric label and attributes, its spans' name, its spans' attributes before the call's
+    own (the request id...), and its records' (`records`)."""
 
     label: str
     metric_attrs: dict[str, Any]  # shared: never changed
-    span_attrs: dict[str, Any]  # the template: copied per call
+    span_head: AttributeHead  # what its spans' attributes begin with: copied per call
     span_name: str
     named: tuple[tuple[str, Any], ...]  # method, tool and prompt names for the records
     # a success's span outcomes (SERVER, CLIENT), shared, the protocol version they have, and
     # their metric key (the durations': the same for both)
     ended: tuple[dict[str, Any], dict[str, Any], str | None, Key] | None = None
+    # by (direction, message kind): what its messages' records' attributes begin with (the
+    # direction, the kind, the method and target names, the session's ids), and the keys of
+    # their message metrics
+    heads: dict[tuple[int, str], tuple[AttributeHead, tuple[Key, Key]]] = field(
+        default_factory=_no_heads
+    )
 
 
 @dataclass(slots=True)
@@ -93,6 +117,9 @@ class Operation:
     kind: CallKind
     weight: int
     cancelled: bool = False
+    request_id: JsonId | None = None  # the request's id, and as its records show it
+    id_text: str | None = None
+    generation: int = 0  # `Operations.generation` when it started
 
 
 class Operations:
@@ -100,11 +127,13 @@ class Operations:
         self.session = session
         self.open: dict[tuple[int, tuple[bool, JsonId]], Operation] = {}
         self._kinds: dict[tuple[str, str | None], CallKind] = {}
+        self.generation = 0  # of the session's facts the kinds hold: counts `forget_kinds`
 
     def forget_kinds(self) -> None:
         """The session's protocol version, transport or session id changed: what calls share
         is worked out again."""
         self._kinds.clear()
+        self.generation += 1
 
     def _kind(self, method: str, name: str | None) -> CallKind:
         kind = self._kinds.get((method, name))
@@ -120,11 +149,32 @@ class Operations:
             span_attrs[sc.MCP_SESSION_ID] = session.mcp_session_id
         named = tuple((key, span_attrs[key]) for key in _NAMED_KEYS if key in span_attrs)
         span_name = f"{method} {name}" if name else method
-        kind = CallKind(label, metric_attrs, span_attrs, span_name, named)
+        kind = CallKind(label, metric_attrs, AttributeHead(span_attrs), span_name, named)
         if len(self._kinds) >= _KINDS_MAX:
             self._kinds.clear()
         self._kinds[(method, name)] = kind
         return kind
+
+    def _head(
+        self, kind: CallKind, s2c: int, message: str
+    ) -> tuple[AttributeHead, tuple[Key, Key]]:
+        """What the records of ``kind``'s ``message``s (request, response, error) in direction
+        ``s2c`` begin with, and their message metrics' keys."""
+        found = kind.heads.get((s2c, message))
+        if found is None:
+            session = self.session
+            direction = DIRECTIONS[s2c]
+            attrs: dict[str, Any] = {
+                sc.HELMET_DIRECTION: direction,
+                sc.HELMET_MESSAGE_KIND: message,
+            }
+            attrs.update(kind.named)
+            attrs[sc.HELMET_SESSION_ID] = session.session_id
+            if session.mcp_session_id is not None:
+                attrs[sc.MCP_SESSION_ID] = session.mcp_session_id
+            keys = session.shared.instruments.message_keys(kind.label, direction, message)
+            found = kind.heads[(s2c, message)] = (AttributeHead(attrs), keys)
+        return found
 
     def _metric_attributes(self, label: str, name: str | None) -> dict[str, Any]:
         attrs: dict[str, Any] = {sc.MCP_METHOD_NAME: label}
@@ -141,27 +191,32 @@ class Operations:
             attrs[sc.NETWORK_TRANSPORT] = session.network_transport
         return attrs
 
-    def request(self, frame: Msg, attrs: dict[str, Any]) -> None:
+    def request(self, frame: Msg) -> None:
         session = self.session
         shared = session.shared
         summary = frame.summary
         method = summary.method or ""
         name = summary.target
         ts = frame.ts
-        if method == "initialize":
-            attrs.update(info_attributes(session.client_info, sc.HELMET_CLIENT_NAME,
-                                         sc.HELMET_CLIENT_VERSION))  # fmt: skip
         kind = self._kind(method, name)
-        span_attrs = kind.span_attrs.copy()
+        head, keys = self._head(kind, frame.s2c, "request")
+        attrs = head.attributes.copy()
+        attrs[sc.HELMET_MESSAGE_SIZE] = frame.size
+        span_attrs = kind.span_head.attributes.copy()
+        text_id = None
         if summary.id is not None:
-            span_attrs[sc.JSONRPC_REQUEST_ID] = attrs[sc.JSONRPC_REQUEST_ID]
+            text_id = id_text(shared.redactor, summary.id)
+            span_attrs[sc.JSONRPC_REQUEST_ID] = attrs[sc.JSONRPC_REQUEST_ID] = text_id
         uri = summary.resource_uri
         if uri is not None and method.startswith("resources/"):
             span_attrs[sc.MCP_RESOURCE_URI] = uri
             attrs[sc.MCP_RESOURCE_URI] = uri
         weight = frame.weight
         if weight > 1:
-            span_attrs[sc.HELMET_SAMPLE_WEIGHT] = weight
+            span_attrs[sc.HELMET_SAMPLE_WEIGHT] = attrs[sc.HELMET_SAMPLE_WEIGHT] = weight
+        if method == "initialize":
+            attrs.update(info_attributes(session.client_info, sc.HELMET_CLIENT_NAME,
+                                         sc.HELMET_CLIENT_VERSION))  # fmt: skip
         verdict = session.verdicts.pop(frame.server_span_id, None) if session.verdicts else None
         if verdict is not None and verdict[0] is not None:
             policy_attrs = {k: v for k, v in decision_attributes(verdict[0]).items()
@@ -179,42 +234,80 @@ class Operations:
         root = session.root
         trace_id = root.trace_id
         flags = session.trace_flags
-        client_attrs = dict(span_attrs)
-        client_attrs.update(session.upstream_attributes)
-        span_attrs.update(session.peer_attributes)
+        span_head = kind.span_head
         new = shared.spans.new
-        server = new(span_name, trace_id, frame.server_span_id, flags, root.span_id, SERVER, ts,
-                     span_attrs, links)  # fmt: skip
         client = None
         if not summary.replied:
-            client = new(span_name, trace_id, frame.client_span_id, flags, server.span_id, CLIENT,
-                         ts, client_attrs)  # fmt: skip
+            client_attrs = span_attrs.copy()
+            if session.upstream_attributes:
+                client_attrs.update(session.upstream_attributes)
+            client = new(span_name, trace_id, frame.client_span_id, flags, frame.server_span_id,
+                         CLIENT, ts, client_attrs, None, span_head)  # fmt: skip
+        if session.peer_attributes:
+            span_attrs.update(session.peer_attributes)
+        server = new(span_name, trace_id, frame.server_span_id, flags, root.span_id, SERVER, ts,
+                     span_attrs, links, span_head)  # fmt: skip
         if summary.id is not None:
-            self.open[(frame.s2c, id_key(summary.id))] = Operation(
-                server, client, method, name, ts, kind, weight
+            request_id = summary.id  # (`id_key`, inlined: JSON gives exact types)
+            self.open[(frame.s2c, (type(request_id) is str, request_id))] = Operation(
+                server,
+                client,
+                method,
+                name,
+                ts,
+                kind,
+                weight,
+                False,
+                summary.id,
+                text_id,
+                self.generation,
             )
-        for key, value in kind.named:
-            attrs[key] = value
-        shared.instruments.count_message(kind.label, attrs, weight)
+        shared.instruments.count_message_keys(keys, frame.size, weight)
         body, text = recorded_body(shared.redactor, frame.body, frame.size, frame.parsed, "params")
-        session.emit(sc.EVENT_REQUEST, ts, server, attrs, body, body_json=text)
+        # (its head holds the session's ids: straight to the writer)
+        shared.records.emit(sc.EVENT_REQUEST, ts, server, attrs, body, _INFO, text, head)
         if verdict is not None:
             for finding in verdict[1]:
                 session.finding(finding, ts, server)
 
-    def response(self, frame: Msg, attrs: dict[str, Any]) -> None:
+    def response(self, frame: Msg) -> None:
         session = self.session
         shared = session.shared
         summary = frame.summary
         ts = frame.ts
         code = summary.error_code
         is_error = code is not None or summary.kind == "error"
+        opened = None
+        if summary.id is not None:
+            answered = summary.id  # (`id_key`, inlined: JSON gives exact types)
+            opened = self.open.pop((1 - frame.s2c, (type(answered) is str, answered)), None)
+        if opened is None:
+            head = keys = None
+            weight = frame.weight
+            attrs = session.message_attributes(frame)
+        else:  # a response stands for as many calls as its request
+            weight = opened.weight
+            # (the session's kind now: its ids are the session's now, as every record's)
+            kind = opened.kind
+            if opened.generation != self.generation:
+                kind = self._kind(opened.method, opened.name)
+            head, keys = self._head(kind, frame.s2c, summary.kind)
+            attrs = head.attributes.copy()
+            attrs[sc.HELMET_MESSAGE_SIZE] = frame.size
+            # (the request's id as shown, unless the two differ in type: 1 answers 1.0)
+            request_id = summary.id
+            same = type(request_id) is type(opened.request_id) and opened.id_text is not None
+            attrs[sc.JSONRPC_REQUEST_ID] = (
+                opened.id_text if same else id_text(shared.redactor, request_id)
+            )
+            if weight > 1:
+                attrs[sc.HELMET_SAMPLE_WEIGHT] = weight
         part = "error" if is_error else "result"
         body, text = recorded_body(shared.redactor, frame.body, frame.size, frame.parsed, part)
         if summary.proxy:
             attrs[sc.HELMET_ORIGIN] = sc.ORIGIN_PROXY
         code_text = None
-        severity = SeverityNumber.INFO
+        severity = _INFO
         http_status = _http_status(frame.parsed) if summary.proxy and is_error else None
         if is_error:
             code_text = str(code) if code is not None else "unknown"
@@ -223,19 +316,11 @@ class Operations:
             attrs[sc.ERROR_TYPE] = str(http_status) if http_status is not None else code_text
             if http_status is not None:
                 attrs[sc.HTTP_RESPONSE_STATUS_CODE] = http_status
-            severity = SeverityNumber.ERROR
-        opened = None
-        if summary.id is not None:
-            opened = self.open.pop((1 - frame.s2c, id_key(summary.id)), None)
+            severity = _ERROR
         span = None
         label = "unknown"
-        weight = frame.weight
         tool_error = summary.is_tool_error
-        if opened is not None:  # a response stands for as many calls as its request
-            weight = opened.weight
-            attrs.pop(sc.HELMET_SAMPLE_WEIGHT, None)
-            if weight > 1:
-                attrs[sc.HELMET_SAMPLE_WEIGHT] = weight
+        if opened is not None:
             span = opened.server
             server_attributes = opened.server.attributes
             if sc.HELMET_POLICY_ID in server_attributes:  # the answer to a decided request
@@ -245,12 +330,16 @@ class Operations:
             self._end(ts, opened, attrs, code, code_text, summary.error_message, tool_error,
                       http_status)  # fmt: skip
             if tool_error and not is_error:
-                severity = SeverityNumber.ERROR
+                severity = _ERROR
         elif code_text is not None:
             shared.instruments.count_error(weight, attrs[sc.ERROR_TYPE], label)
         session.errors += (is_error or tool_error) * weight
-        shared.instruments.count_message(label, attrs, weight)
-        session.emit(sc.EVENT_RESPONSE, ts, span, attrs, body, severity, text)
+        if keys is None:
+            shared.instruments.count_message(label, attrs, weight)
+        else:
+            shared.instruments.count_message_keys(keys, frame.size, weight)
+        emit = session.emit if head is None else shared.records.emit  # (a head: a span too)
+        emit(sc.EVENT_RESPONSE, ts, span, attrs, body, severity, text, head)
         if is_error:
             error_attrs = dict(attrs)
             if code is not None:
@@ -258,26 +347,25 @@ class Operations:
             if summary.error_message is not None:
                 message = shared.redactor.scrub_text(summary.error_message)
                 error_attrs[sc.HELMET_ERROR_MESSAGE] = message
-            session.emit(sc.EVENT_ERROR, ts, span, error_attrs, body, SeverityNumber.ERROR, text)
+            emit(sc.EVENT_ERROR, ts, span, error_attrs, body, _ERROR, text,
+                         head)  # fmt: skip
 
     def _end(
         self, ts: int, opened: Operation, attrs: dict[str, Any], code: int | None,
         code_text: str | None, error_message: str | None, tool_error: bool,
         http_status: int | None = None,
     ) -> None:  # fmt: skip
-        """End the request's SERVER and CLIENT spans and record its duration and errors."""
+        """End the request's SERVER and CLIENT spans and record its duration and errors
+        (``attrs``: the response's record's, which begin with the method and target names)."""
         session = self.session
         shared = session.shared
         instruments = shared.instruments
-        attrs[sc.MCP_METHOD_NAME] = opened.method
         uri = opened.server.attributes.get(sc.MCP_RESOURCE_URI)
         if uri is not None:
             attrs[sc.MCP_RESOURCE_URI] = uri
-        if opened.name is not None:
-            key = sc.GEN_AI_TOOL_NAME if opened.method == "tools/call" else sc.GEN_AI_PROMPT_NAME
-            attrs[key] = opened.name
-        latency_s = max(ts - opened.started_ns, 0) / 1e9
-        attrs[sc.HELMET_LATENCY_MS] = round(latency_s * 1000, 3)
+        elapsed = max(ts - opened.started_ns, 0)
+        latency_s = elapsed / 1e9
+        attrs[sc.HELMET_LATENCY_MS] = milliseconds(elapsed)
         if opened.method == "initialize":
             attrs.update(info_attributes(session.server_info, sc.HELMET_SERVER_INFO_NAME,
                                          sc.HELMET_SERVER_VERSION))  # fmt: skip

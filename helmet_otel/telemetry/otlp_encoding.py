@@ -16,10 +16,11 @@ Integers outside int64 become strings (the SDK would fail the whole batch on the
 from __future__ import annotations
 
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from itertools import islice
 from typing import Any
 
-from helmet_otel.store.records import Log, Origin, Span
+from helmet_otel.store.records import AttributeHead, Log, Origin, Span
 
 _DOUBLE = struct.Struct("<d")
 _FIXED64 = struct.Struct("<Q")
@@ -33,6 +34,8 @@ _HAS_IS_REMOTE, _IS_REMOTE = 0x100, 0x200
 
 
 def _varint(value: int) -> bytes:
+    if 0x7F < value < 0x4000:  # (two bytes: lengths of most records)
+        return bytes(((value & 0x7F) | 0x80, value >> 7))
     if value < 0:
         value &= 0xFFFFFFFFFFFFFFFF
     out = bytearray()
@@ -125,6 +128,50 @@ def key_value(key: str, value: Any) -> bytes:
     return _key_field(key) + _wrapped(b"\x12", any_value(value))
 
 
+def _inline(out: bytearray, tag: int, items: Iterable[tuple[str, Any]]) -> None:
+    """Append ``items`` as KeyValue fields numbered by ``tag``, uncached: a record's own
+    attributes after its head (request ids, sizes, latencies) rarely repeat. (A field whose
+    lengths all fit one byte is written with one ``%``.)"""
+    keys = _KEY_FIELDS
+    for key, value in items:
+        name = keys.get(key)
+        if name is None:
+            name = _key_field(key)
+        kind: type[object] = type(value)  # pyright: ignore[reportUnknownVariableType]
+        if kind is str:
+            text: bytes = value.encode("utf-8", "replace")
+            if len(name) + len(text) < 124:
+                n = len(text)
+                out += b"%c%c%s\x12%c\x0a%c%s" % (tag, len(name) + n + 4, name, n + 2, n, text)
+                continue
+            n = len(text)
+            item = b"\x0a" + (_SMALL[n] if n < 256 else _varint(n)) + text
+        elif kind is int and _INT64_MIN <= value <= _INT64_MAX:
+            number: int = value
+            varint = _SMALL[number] if 0 <= number < 256 else _varint(number)
+            if len(name) < 100:
+                n = len(varint)
+                out += b"%c%c%s\x12%c\x18%s" % (tag, len(name) + n + 3, name, n + 1, varint)
+                continue
+            item = b"\x18" + varint
+        elif kind is float:
+            if len(name) < 100:
+                out += b"%c%c%s\x12\x09\x21%s" % (tag, len(name) + 11, name, _DOUBLE.pack(value))
+                continue
+            item = b"\x21" + _DOUBLE.pack(value)
+        elif kind is bool:
+            item = b"\x10\x01" if value else b"\x10\x00"
+        else:
+            _field(out, tag, key_value(key, value))
+            continue
+        n = len(item)
+        pair = name + b"\x12" + (_SMALL[n] if n < 256 else _varint(n)) + item
+        n = len(pair)
+        out.append(tag)
+        out += _SMALL[n] if n < 256 else _varint(n)
+        out += pair
+
+
 class OtlpEncoder:
     """Encodes batches into ``ExportTraceServiceRequest`` / ``ExportLogsServiceRequest`` bytes."""
 
@@ -136,17 +183,35 @@ class OtlpEncoder:
         self._headers: dict[int, tuple[bytes, bytes, Origin]] = {}
         # a small log body's JSON text -> its encoded body field (a JSON text is one AnyValue)
         self._bodies: dict[str, bytes] = {}
+        self._span_names: dict[tuple[str, int], bytes] = {}  # encoded name and kind fields
+        self._events: dict[str, bytes] = {}  # encoded event name fields
 
     # -- shared pieces ----------------------------------------------------------------------
-    def _attributes(self, out: bytearray, tag: int, attributes: Mapping[str, Any] | None) -> None:
-        """Append ``attributes`` as repeated KeyValue fields numbered by ``tag``.
-
-        Pairs that repeat (method, tool, direction...) come from a cache of whole fields; a key
-        whose values keep changing (request ids, sizes) stops being cached."""
+    def _attributes(
+        self, out: bytearray, tag: int, attributes: Mapping[str, Any] | None,
+        head: AttributeHead | None = None,
+    ) -> None:  # fmt: skip
+        """Append ``attributes`` as repeated KeyValue fields numbered by ``tag``; ``head``:
+        what they begin with (`AttributeHead`), encoded once and kept in it."""
         if not attributes:
             return
+        if head is None:
+            self._items(out, tag, attributes.items())
+            return
+        encoded = head.encoded.get(tag)
+        if encoded is None:
+            part = bytearray()
+            self._items(part, tag, head.attributes.items())
+            encoded = head.encoded[tag] = bytes(part)
+        out += encoded
+        if len(attributes) > head.size:
+            _inline(out, tag, islice(attributes.items(), head.size, None))
+
+    def _items(self, out: bytearray, tag: int, items: Iterable[tuple[str, Any]]) -> None:
+        """Pairs that repeat (method, tool, direction...) come from a cache of whole fields; a
+        key whose values keep changing (request ids, sizes) stops being cached."""
         fields, seen, uncached = self._fields, self._distinct, self._uncached
-        for key, value in attributes.items():
+        for key, value in items:
             kind: type[object] = type(value)  # pyright: ignore[reportUnknownVariableType]
             if key in uncached or not (kind is str or kind is int or kind is bool):
                 # (inlined `key_value` for the scalars that change from record to record)
@@ -200,6 +265,34 @@ class OtlpEncoder:
             cached = self._headers[id(origin)] = (bytes(head), bytes(scope_field), origin)
         return cached[0], cached[1]
 
+    def _request(self, records: Sequence[Span] | Sequence[Log], encode: Any) -> bytes:
+        """The request of ``records``, each written by ``encode(record, out)``, grouped by
+        origin. Each is written in place, after room for the two-byte length most records'
+        lengths take (128 to 16,383 bytes), which is then filled in (or made to fit)."""
+        if not records:
+            return b""
+        origin = records[0].origin
+        body = bytearray()
+        for record in records:
+            if record.origin is not origin:  # (the worker has one origin: never there)
+                return self._grouped([(r.origin, self._alone(encode, r)) for r in records], 0x12)
+            body += b"\x12\x80\x01"
+            at = len(body)
+            encode(record, body)
+            n = len(body) - at
+            if 0x7F < n < 0x4000:
+                body[at - 2] = (n & 0x7F) | 0x80
+                body[at - 1] = n >> 7
+            else:
+                body[at - 2 : at] = _varint(n)
+        return self._block(origin, body)
+
+    @staticmethod
+    def _alone(encode: Any, record: Span | Log) -> bytes:
+        out = bytearray()
+        encode(record, out)
+        return bytes(out)
+
     def _grouped(self, encoded: Sequence[tuple[Origin, bytes]], tag: int) -> bytes:
         """Group by origin in order of first appearance; return the request."""
         groups: dict[int, tuple[Origin, bytearray]] = {}
@@ -208,51 +301,83 @@ class OtlpEncoder:
             if group is None:
                 group = groups[id(origin)] = (origin, bytearray())
             _field(group[1], tag, item)
-        out = bytearray()
-        for origin, body in groups.values():
-            resource, scope = origin.resource, origin.scope
-            head, scope_field = self._header(origin)
-            scoped = bytearray(scope_field)
-            scoped += body
-            if scope is not None and scope.schema_url:
-                _field(scoped, 0x1A, _text(scope.schema_url))
-            block = bytearray(head)
-            _field(block, 0x12, scoped)
-            if resource.schema_url:
-                _field(block, 0x1A, _text(resource.schema_url))
-            _field(out, 0x0A, block)
-        return bytes(out)
+        return b"".join([self._block(origin, body) for origin, body in groups.values()])
+
+    def _block(self, origin: Origin, body: bytearray) -> bytes:
+        """One ``ResourceSpans`` / ``ResourceLogs`` field: ``origin``'s, holding ``body``. Its
+        lengths are worked out first, so the records are copied once (into the result)."""
+        resource, scope = origin.resource, origin.scope
+        head, scope_field = self._header(origin)
+        scope_url = (
+            _wrapped(b"\x1a", _text(scope.schema_url))
+            if scope is not None and scope.schema_url
+            else b""
+        )
+        resource_url = _wrapped(b"\x1a", _text(resource.schema_url)) if resource.schema_url else b""
+        scoped = len(scope_field) + len(body) + len(scope_url)  # ScopeSpans / ScopeLogs
+        scoped_length = _varint(scoped)
+        block = len(head) + 1 + len(scoped_length) + scoped + len(resource_url)
+        return b"".join((
+            b"\x0a", _varint(block), head, b"\x12", scoped_length, scope_field, body, scope_url,
+            resource_url,
+        ))  # fmt: skip
+
+    def _name_and_kind(self, name: str, kind: int) -> bytes:
+        """A span's name and kind fields (they repeat), cached."""
+        field = _wrapped(b"\x2a", _text(name)) + _KINDS[kind]
+        if len(self._span_names) < _NAMES_MAX and len(name) <= _CACHEABLE_LEN:
+            self._span_names[(name, kind)] = field
+        return field
+
+    def _named(self, cache: dict[str, bytes], tag: bytes, text: str) -> bytes:
+        """A string field whose values repeat (span names, event names), cached."""
+        field = cache.get(text)
+        if field is None:
+            field = _wrapped(tag, _text(text))
+            if len(cache) < _NAMES_MAX and len(text) <= _CACHEABLE_LEN:
+                cache[text] = field
+        return field
 
     # -- spans ------------------------------------------------------------------------------
     def spans(self, spans: Sequence[Span]) -> bytes:
-        return self._grouped([(s.origin, self._span(s)) for s in spans], 0x12)
+        return self._request(spans, self._span)
 
-    def _span(self, span: Span) -> bytes:
-        out = bytearray(b"\x0a\x10")
-        out += span.trace_id.to_bytes(16, "big")
-        out += b"\x12\x08"
-        out += span.span_id.to_bytes(8, "big")
-        if span.trace_state:
-            _field(out, 0x1A, _text(span.trace_state))
-        parent = span.parent
-        if parent:
-            out += b"\x22\x08"
-            out += parent.to_bytes(8, "big")
-        _field(out, 0x2A, _text(span.name))
-        out += _KINDS[span.kind]
+    def _span(self, span: Span, out: bytearray) -> None:
+        """Append ``span`` as a ``Span`` message body."""
+        trace_id, parent = span.trace_id, span.parent
+        if parent and not span.trace_state:  # (ids and parent in one pack: nearly every span)
+            out += _IDS_PARENT.pack(0x0A, 0x10, trace_id >> 64, trace_id & _LOW64, 0x12, 0x08,
+                                    span.span_id, 0x22, 0x08, parent)  # fmt: skip
+        else:
+            out += _IDS.pack(0x0A, 0x10, trace_id >> 64, trace_id & _LOW64, 0x12, 0x08,
+                             span.span_id)  # fmt: skip
+            if span.trace_state:
+                _field(out, 0x1A, _text(span.trace_state))
+            if parent:
+                out += _PARENT.pack(0x22, 0x08, parent)
+        named = self._span_names.get((span.name, span.kind))
+        out += named if named is not None else self._name_and_kind(span.name, span.kind)
         out += _TIMES.pack(0x39, span.start, 0x41, span.end)
-        self._attributes(out, 0x4A, span.attributes)
-        for event in span.events:
-            ev = bytearray(b"\x09" + _FIXED64.pack(event.ts))
-            _field(ev, 0x12, _text(event.name))
-            self._attributes(ev, 0x1A, event.attributes)
-            _field(out, 0x5A, ev)
-        for link in span.links:
-            lk = bytearray(b"\x0a\x10" + link.trace_id.to_bytes(16, "big"))
-            lk += b"\x12\x08" + link.span_id.to_bytes(8, "big")
-            self._attributes(lk, 0x22, link.attributes)
-            lk += _REMOTE_FLAGS if link.remote else _LOCAL_FLAGS
-            _field(out, 0x6A, lk)
+        attributes, head = span.attributes, span.head
+        if head is not None and (encoded := head.encoded.get(0x4A)) is not None:
+            out += encoded  # (`_attributes`, inlined for a head encoded before)
+            if len(attributes) > head.size:
+                _inline(out, 0x4A, islice(attributes.items(), head.size, None))
+        elif attributes:
+            self._attributes(out, 0x4A, attributes, head)
+        if span.events:
+            for event in span.events:
+                ev = bytearray(b"\x09" + _FIXED64.pack(event.ts))
+                _field(ev, 0x12, _text(event.name))
+                self._attributes(ev, 0x1A, event.attributes)
+                _field(out, 0x5A, ev)
+        if span.links:
+            for link in span.links:
+                lk = bytearray(b"\x0a\x10" + link.trace_id.to_bytes(16, "big"))
+                lk += b"\x12\x08" + link.span_id.to_bytes(8, "big")
+                self._attributes(lk, 0x22, link.attributes)
+                lk += _REMOTE_FLAGS if link.remote else _LOCAL_FLAGS
+                _field(out, 0x6A, lk)
         description = span.description
         if description:
             st = bytearray()
@@ -260,34 +385,22 @@ class OtlpEncoder:
             if span.status:
                 st += _STATUS_CODES[span.status]
             _field(out, 0x7A, st)
-        else:
-            out += _STATUS_FIELDS[span.status]
-        out += _REMOTE_FLAGS_FIELD if span.parent_remote else _LOCAL_FLAGS_FIELD
-        return bytes(out)
+            out += _REMOTE_FLAGS_FIELD if span.parent_remote else _LOCAL_FLAGS_FIELD
+        else:  # (the status and the flags: one of six)
+            out += _ENDS[span.status * 2 + span.parent_remote]
 
     # -- log records ------------------------------------------------------------------------
     def logs(self, records: Sequence[Log]) -> bytes:
-        return self._grouped([(r.origin, self._log(r)) for r in records], 0x12)
+        return self._request(records, self._log)
 
-    def _log(self, record: Log) -> bytes:
-        out = bytearray()
-        if record.ts:
-            out += b"\x09"
-            out += _FIXED64.pack(record.ts)
-        severity = record.severity
-        if severity:
-            out += b"\x10"
-            out += _SMALL[severity]
-        text = record.severity_text
-        if text:
-            field = _TEXTS.get(text)
-            if field is None:
-                field = bytearray()
-                _field(field, 0x1A, _text(text))
-                field = bytes(field)
-                if len(_TEXTS) < 64:
-                    _TEXTS[text] = field
-            out += field
+    def _log(self, record: Log, out: bytearray) -> None:
+        """Append ``record`` as a ``LogRecord`` message body."""
+        ts = record.ts
+        if ts:
+            out += _STAMP.pack(0x09, ts)
+        severity, text = record.severity, record.severity_text
+        field = _SEVERITY_FIELDS.get((severity, text))
+        out += field if field is not None else _severity(severity, text)
         text = record.body_json
         if text is not None and len(text) <= _BODY_CACHE_LEN:  # a small body: it may repeat
             bodies = self._bodies
@@ -300,26 +413,53 @@ class OtlpEncoder:
             out += field
         else:
             _field(out, 0x2A, any_value(record.body))
-        self._attributes(out, 0x32, record.attributes)
+        attributes, head = record.attributes, record.head
+        if head is not None and (encoded := head.encoded.get(0x32)) is not None:
+            out += encoded  # (`_attributes`, inlined for a head encoded before)
+            if len(attributes) > head.size:
+                _inline(out, 0x32, islice(attributes.items(), head.size, None))
+        elif attributes:
+            self._attributes(out, 0x32, attributes, head)
         flags = record.flags
         if flags:
-            out += b"\x45"
-            out += _FIXED32.pack(flags)
-        if record.trace_id:
+            out += _FLAGS[flags] if flags < 256 else b"\x45" + _FIXED32.pack(flags)
+        trace_id, span_id = record.trace_id, record.span_id
+        if trace_id and span_id:
+            out += _IDS.pack(0x4A, 0x10, trace_id >> 64, trace_id & _LOW64, 0x52, 0x08, span_id)
+        elif trace_id:
             out += b"\x4a\x10"
-            out += record.trace_id.to_bytes(16, "big")
-        if record.span_id:
+            out += trace_id.to_bytes(16, "big")
+        elif span_id:
             out += b"\x52\x08"
-            out += record.span_id.to_bytes(8, "big")
+            out += span_id.to_bytes(8, "big")
         if record.observed:
-            out += b"\x59"
-            out += _FIXED64.pack(record.observed)
-        if record.event:
-            _field(out, 0x62, _text(record.event))
-        return bytes(out)
+            out += _STAMP.pack(0x59, record.observed)
+        event = record.event
+        if event:
+            field = self._events.get(event)
+            out += field if field is not None else self._named(self._events, b"\x62", event)
 
 
-_TEXTS: dict[str, bytes] = {}  # severity text fields
+# (severity number, text) -> their fields (a handful of pairs)
+_SEVERITY_FIELDS: dict[tuple[int, str | None], bytes] = {}
+_FLAGS = [b"\x45" + _FIXED32.pack(n) for n in range(256)]  # a log record's trace flags fields
+
+
+def _severity(number: int, text: str | None) -> bytes:
+    field = b"\x10" + _varint(number) if number else b""
+    if text:
+        field += _wrapped(b"\x1a", _text(text))
+    if len(_SEVERITY_FIELDS) < 64:
+        _SEVERITY_FIELDS[(number, text)] = field
+    return field
+
+
+_NAMES_MAX = 1024  # span and event names remembered
+_LOW64 = (1 << 64) - 1
+_IDS = struct.Struct(">BBQQBBQ")  # a trace id and a span id field (ids are big-endian bytes)
+_PARENT = struct.Struct(">BBQ")  # a span id field
+_IDS_PARENT = struct.Struct(">BBQQBBQBBQ")  # a span's trace, span and parent span id fields
+_STAMP = struct.Struct("<BQ")  # a fixed64 field (a timestamp)
 _KINDS = [b"\x30" + _SMALL[kind + 1] for kind in range(5)]  # Span.kind is SpanKind + 1
 _TIMES = struct.Struct("<BQBQ")  # start and end time, as fields
 _STATUS_CODES = [b"", b"\x18\x01", b"\x18\x02"]
@@ -328,3 +468,9 @@ _LOCAL_FLAGS = b"\x35" + _FIXED32.pack(_HAS_IS_REMOTE)
 _REMOTE_FLAGS = b"\x35" + _FIXED32.pack(_HAS_IS_REMOTE | _IS_REMOTE)
 _LOCAL_FLAGS_FIELD = b"\x85\x01" + _FIXED32.pack(_HAS_IS_REMOTE)
 _REMOTE_FLAGS_FIELD = b"\x85\x01" + _FIXED32.pack(_HAS_IS_REMOTE | _IS_REMOTE)
+# by status * 2 + parent_remote: a span's status (no description) and flags fields
+_ENDS = [
+    status + flags
+    for status in _STATUS_FIELDS
+    for flags in (_LOCAL_FLAGS_FIELD, _REMOTE_FLAGS_FIELD)
+]

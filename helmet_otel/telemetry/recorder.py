@@ -88,6 +88,10 @@ class Recorder:
         self.close_reason = ""
 
     def handle(self, frame: Frame) -> None:
+        if type(frame) is Msg:  # (nearly every frame)
+            session = self.sessions.get(frame.session)
+            (session or self._session(frame.session)).message(frame)
+            return
         match frame:  # the frames in the order of how often they come
             case Msg():
                 self._session(frame.session).message(frame)

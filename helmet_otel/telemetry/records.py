@@ -11,13 +11,14 @@ from opentelemetry._logs import SeverityNumber
 
 from helmet_otel import semconv as sc
 from helmet_otel.redaction import Redactor
-from helmet_otel.store.records import Log, Origin, Span
+from helmet_otel.store.records import AttributeHead, Log, Origin, Span
 from helmet_otel.telemetry.frames import CUT, NOT_JSON, Summary
 from helmet_otel.telemetry.pipeline import Pipeline
 
 SEVERITY_TEXT = {s: s.name.rstrip("0123456789") or s.name for s in SeverityNumber}
-# (number, text) by severity: one lookup per record
-_SEVERITIES = {s: (s.value, SEVERITY_TEXT[s]) for s in SeverityNumber}
+# (number, text) by severity: one lookup per record (by the member's identity: hashing an enum
+# member runs Python code)
+_SEVERITIES = {id(s): (s.value, SEVERITY_TEXT[s]) for s in SeverityNumber}
 _SECURITY = sc.EVENT_SECURITY
 _POLICY_ID = sc.HELMET_POLICY_ID
 _new_log = tuple[Any, ...].__new__  # a NamedTuple from its fields, without its __new__
@@ -40,18 +41,21 @@ class RecordWriter:
         body: Any = None,
         severity: SeverityNumber = SeverityNumber.INFO,
         body_json: str | None = None,
+        head: AttributeHead | None = None,
     ) -> None:
         """The record carries ``span``'s trace and span ids (None: no trace). A finding and
         the records of a call a policy decided on are queued so that no sink sheds them.
-        ``body_json``: ``body`` as compact JSON, when known (`recorded_body` gives it)."""
-        number, text = _SEVERITIES[severity]
+        ``body_json``: ``body`` as compact JSON, when known (`recorded_body` gives it);
+        ``head``: what ``attributes`` begin with (`AttributeHead`)."""
+        pair = _SEVERITIES.get(id(severity))
+        number, text = (severity.value, SEVERITY_TEXT[severity]) if pair is None else pair
         if span is None:
             trace_id = span_id = flags = 0
         else:
             trace_id, span_id, flags = span.trace_id, span.span_id, span.flags
         record = _new_log(Log, (
             ts, time.time_ns(), trace_id, span_id, flags, number, text, event, body, attributes,
-            self.origin, body_json,
+            self.origin, body_json, head,
         ))  # fmt: skip
         urgent = event == _SECURITY or _POLICY_ID in attributes
         (self._emit_urgent if urgent else self._emit)(record)
@@ -63,12 +67,13 @@ def recorded_body(
     """The body of a message's record: the redacted ``part`` of the message (all of it when
     ``part`` is empty), per ``--capture``; and its compact JSON text when the scrubber made it
     (the store keeps that text; the OTLP encoder reuses its encoding of a body that repeats)."""
+    if type(parsed) is dict:  # (nearly every message; JSON objects are exact dicts)
+        message: dict[str, Any] = parsed  # pyright: ignore[reportUnknownVariableType]
+        return redactor.body_and_json(message.get(part) if part else message)
     if parsed is CUT:  # the relay sent only the head of a large message
         return redactor.body_from_json(raw, size), None
     if parsed is NOT_JSON:
         return redactor.body(raw.decode("utf-8", "replace").rstrip("\r\n")), None
-    if part and isinstance(parsed, dict):
-        return redactor.body_and_json(cast(dict[str, Any], parsed).get(part))
     return redactor.body_and_json(parsed)
 
 

@@ -21,7 +21,7 @@ from helmet_otel import semconv as sc
 from helmet_otel.core.verdicts import Decision, Finding
 from helmet_otel.protocol.message import JsonId
 from helmet_otel.redaction import Redactor
-from helmet_otel.store.records import Link, Span
+from helmet_otel.store.records import AttributeHead, Link, Span
 from helmet_otel.telemetry.frames import (
     CUT,
     NOT_JSON,
@@ -36,7 +36,7 @@ from helmet_otel.telemetry.frames import (
     Start,
 )
 from helmet_otel.telemetry.instruments import Instruments
-from helmet_otel.telemetry.operations import Operations, decision_attributes
+from helmet_otel.telemetry.operations import DIRECTIONS, Operations, decision_attributes
 from helmet_otel.telemetry.process_tree import sample_trees
 from helmet_otel.telemetry.records import (
     RecordWriter,
@@ -51,11 +51,11 @@ from helmet_otel.telemetry.severity import mcp_level_severity
 from helmet_otel.telemetry.spans import ERROR, INTERNAL, SpanWriter, segment_link
 from helmet_otel.telemetry.stderr_groups import StderrGroup
 
-DIRECTIONS = (sc.DIRECTION_C2S, sc.DIRECTION_S2C)
 # network.transport of the client's side of a session, by the session's transport
 NETWORK_TRANSPORTS = {"stdio": "pipe", "http": "tcp"}
-_SAMPLED = TraceFlags.SAMPLED
-_NOT_SAMPLED = TraceFlags.DEFAULT
+# (plain ints: a TraceFlags, an int subclass, costs more in every ``&``)
+_SAMPLED = int(TraceFlags.SAMPLED)
+_NOT_SAMPLED = int(TraceFlags.DEFAULT)
 _JSON_IDS = (str, int, float)
 _CANCELLED = "notifications/cancelled"
 # From a session start's ``upstream``: the client's side of an HTTP session (SERVER spans) and
@@ -164,14 +164,18 @@ class SessionRecorder:
         body: Any = None,
         severity: SeverityNumber = SeverityNumber.INFO,
         body_json: str | None = None,
+        head: AttributeHead | None = None,
     ) -> None:
-        """A record of this session (in the root span unless ``span`` says)."""
-        attributes[sc.HELMET_SESSION_ID] = self.session_id
-        if self.mcp_session_id is not None:
-            attributes[sc.MCP_SESSION_ID] = self.mcp_session_id
+        """A record of this session (in the root span unless ``span`` says). ``head``: what
+        ``attributes`` begin with (`AttributeHead`), the session's ids included."""
+        if head is None:
+            attributes[sc.HELMET_SESSION_ID] = self.session_id
+            if self.mcp_session_id is not None:
+                attributes[sc.MCP_SESSION_ID] = self.mcp_session_id
         self.shared.records.emit(
-            event, ts, self.root if span is None else span, attributes, body, severity, body_json
-        )
+            event, ts, self.root if span is None else span, attributes, body, severity, body_json,
+            head,
+        )  # fmt: skip
 
     def _new_root(self, ts: int, trace_id: int, span_id: int, links: list[Link]) -> Span:
         attributes: dict[str, Any] = {
@@ -253,15 +257,34 @@ class SessionRecorder:
 
     def message(self, frame: Msg) -> None:
         summary = frame.summary
-        clean = scrubbed_summary(self.shared.redactor, summary)
-        if clean is not summary:
-            frame = frame._replace(summary=clean)
-            summary = clean
+        # (a plain response has no text to scrub)
+        if (
+            summary.method is not None
+            or summary.target is not None
+            or summary.resource_uri is not None
+            or summary.error_message is not None
+        ):
+            clean = scrubbed_summary(self.shared.redactor, summary)
+            if clean is not summary:
+                frame = frame._replace(summary=clean)
         kind = summary.kind
         self.messages += 1
+        if kind == "request":
+            self.requests += frame.weight
+            self.operations.request(frame)
+        elif kind == "response" or kind == "error":
+            self.operations.response(frame)
+        elif kind == "notification":
+            self._notification(frame, self.message_attributes(frame))
+        else:
+            self._other(frame, self.message_attributes(frame))
+
+    def message_attributes(self, frame: Msg) -> dict[str, Any]:
+        """The attributes a message's record begins with when no call kind's head gives them."""
+        summary = frame.summary
         attrs: dict[str, Any] = {
             sc.HELMET_DIRECTION: DIRECTIONS[frame.s2c],
-            sc.HELMET_MESSAGE_KIND: kind,
+            sc.HELMET_MESSAGE_KIND: summary.kind,
             sc.HELMET_MESSAGE_SIZE: frame.size,
         }
         if summary.id is not None:
@@ -269,15 +292,7 @@ class SessionRecorder:
         weight = frame.weight
         if weight > 1:
             attrs[sc.HELMET_SAMPLE_WEIGHT] = weight
-        if kind == "request":
-            self.requests += weight
-            self.operations.request(frame, attrs)
-        elif kind == "response" or kind == "error":
-            self.operations.response(frame, attrs)
-        elif kind == "notification":
-            self._notification(frame, attrs)
-        else:
-            self._other(frame, attrs)
+        return attrs
 
     def _other(self, frame: Msg, attrs: dict[str, Any]) -> None:
         """A batch (recorded as a request), or something that is not JSON-RPC."""

@@ -13,7 +13,7 @@ from opentelemetry.trace import SpanKind, TraceFlags, get_current_span
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from helmet_otel import semconv as sc
-from helmet_otel.store.records import Link, Origin, Span
+from helmet_otel.store.records import AttributeHead, Link, Origin, Span
 from helmet_otel.telemetry.pipeline import Pipeline
 
 _TRACE_CONTEXT = TraceContextTextMapPropagator()
@@ -22,7 +22,7 @@ _PREVIOUS_SEGMENT = {"helmet.link": "previous_segment"}
 # what an ending span takes over from its operation's outcome
 _OUTCOME_KEYS = (sc.ERROR_TYPE, sc.RPC_RESPONSE_STATUS_CODE, sc.MCP_PROTOCOL_VERSION)
 _POLICY_ID = sc.HELMET_POLICY_ID
-_SAMPLED = TraceFlags.SAMPLED
+_SAMPLED = int(TraceFlags.SAMPLED)
 ERROR = 2  # the status code of a failed span
 INTERNAL, SERVER, CLIENT = SpanKind.INTERNAL.value, SpanKind.SERVER.value, SpanKind.CLIENT.value
 
@@ -52,10 +52,13 @@ class SpanWriter:
     def new(
         self, name: str, trace_id: int, span_id: int, flags: int, parent: int, kind: int,
         ts: int, attributes: dict[str, Any], links: list[Link] | None = None,
+        head: AttributeHead | None = None,
     ) -> Span:  # fmt: skip
-        """A span in progress (``parent`` 0: a root)."""
+        """A span in progress (``parent`` 0: a root; ``head``: what ``attributes`` begin with,
+        `AttributeHead`)."""
+        # (every field given, in order: no keyword matching, no default factories)
         return Span(name, trace_id, span_id, flags, parent, kind, ts, attributes, self.origin,
-                    links or [])  # fmt: skip
+                    links or [], [], 0, 0, None, False, "", head)  # fmt: skip
 
     def end(self, span: Span, ts: int) -> None:
         if not span.flags & _SAMPLED:
@@ -74,7 +77,12 @@ class SpanWriter:
         attributes = span.attributes
         for key in _OUTCOME_KEYS:
             if key in outcome:
-                attributes[key] = outcome[key]
+                value = outcome[key]
+                if key in attributes and span.head is not None:
+                    old = attributes[key]
+                    if type(old) is not type(value) or old != value:
+                        span.head = None  # (a leading attribute changes: no longer the head's)
+                attributes[key] = value
         if sc.ERROR_TYPE in outcome:
             span.status = ERROR
             span.description = error

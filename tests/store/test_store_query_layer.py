@@ -56,6 +56,18 @@ def test_a_store_that_cannot_be_upgraded_is_read_as_it_is(
     ).fetchall()
     for column in ("cpu_s", "peak_memory", "imported_ts"):  # version 3's
         conn.execute(f"ALTER TABLE sessions DROP COLUMN {column}")
+    # version 5's: a call's CLIENT span in its SERVER span's row (then two rows again)
+    conn.execute(
+        "INSERT INTO spans (trace_id, span_id, parent_span_id, name, kind, start_ts, end_ts,"
+        " status, status_message, session_id, segment, service, attrs, links)"
+        " SELECT trace_id, client_span_id, span_id, name, 'CLIENT', start_ts, end_ts, status,"
+        " status_message, session_id, segment, service, attrs, links FROM spans"
+        " WHERE client_span_id IS NOT NULL"
+    )
+    conn.commit()
+    spans_before = sorted(conn.execute("SELECT span_id, kind FROM spans"))
+    assert ("CLIENT",) in conn.execute("SELECT kind FROM spans")  # there was a pair
+    conn.execute("ALTER TABLE spans DROP COLUMN client_span_id")
     conn.execute("PRAGMA user_version = 1")
     conn.close()
 
@@ -69,6 +81,8 @@ def test_a_store_that_cannot_be_upgraded_is_read_as_it_is(
         [session] = reader.sessions()  # without the newer columns
         assert (session.requests, session.cpu_s, session.peak_memory) == (4, None, None)
         of_span = [e.id for e in reader.logs_of_span(span_id.upper())]  # no index: a scan
+        sid = reader.resolve_session_ref("last")[0]
+        assert sorted((s.span_id, s.kind) for s in reader.spans(sid)) == spans_before
     assert records == 1 and len(of_span) == 2  # the request and its answer
     monkeypatch.undo()
     with Reader.open(store_path) as reader:  # writable again: upgraded on the way
@@ -76,7 +90,7 @@ def test_a_store_that_cannot_be_upgraded_is_read_as_it_is(
         assert [e.id for e in reader.logs_of_span(span_id)] == of_span  # logs_spans, filled
         assert reader.run("SELECT name FROM sqlite_master WHERE name LIKE '%span%'") == [
             ("spans",), ("spans_session",), ("logs_spans",), ("logs_spans_data",),
-            ("logs_spans_idx",), ("logs_spans_docsize",), ("logs_spans_config",),
+            ("logs_spans_idx",), ("logs_spans_config",),
         ]  # fmt: skip
 
 

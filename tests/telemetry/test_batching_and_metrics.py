@@ -309,6 +309,34 @@ def test_a_measurement_by_key_is_one_by_its_attributes() -> None:
     assert [(e.value, e.trace_id, e.span_id) for e in point.exemplars] == [(5.0, 7, 9)]
 
 
+def test_tallied_values_collect_as_recorded_ones_do() -> None:
+    """`Histogram.tally` (message sizes: values that repeat) counts now and aggregates when
+    collected, or when it holds too many distinct values: the same points as `record_key`."""
+    for delta in (False, True):
+        metrics = MetricSet(Resource({}), InstrumentationScope("t"), delta=delta)
+        tallied = metrics.histogram("t", "By", "d", [10, 100])
+        recorded = metrics.histogram("r", "By", "d", [10, 100])
+        key = attribute_key({"m": "a"})
+        for round_ in range(2):
+            values = [(5, key, 1), (50, key, 3), (5, key, 2), (500, attribute_key(None), 1)]
+            values += [(1000 + i, key, 1) for i in range(5000)]  # (past the tally's bound)
+            for value, at, weight in values:
+                tallied.tally(value, at, weight)
+                recorded.record_key(value, at, weight=weight)
+            data = metrics.collect()
+            assert data is not None
+            points = {name: [] for name in ("t", "r")}
+            for metric in data.resource_metrics[0].scope_metrics[0].metrics:
+                assert isinstance(metric.data, HistogramData)
+                points[metric.name] = sorted(
+                    (sorted((p.attributes or {}).items()), p.count, p.sum, p.min, p.max,
+                     list(p.bucket_counts))
+                    for p in metric.data.data_points
+                )  # fmt: skip
+            assert points["t"] == points["r"]
+            assert points["t"][1][1] == 5006 * (1 if delta else round_ + 1)
+
+
 class HeldExporter:
     """A metric exporter whose first export waits until released; it keeps every value."""
 

@@ -4,49 +4,15 @@ fed the relay's frames, its records kept as the sinks would get them."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+import random
 
 from helmet_otel import semconv as sc
-from helmet_otel.config import ProxyOptions
 from helmet_otel.store.records import Log, Span
 from helmet_otel.telemetry import frames as fr
-from helmet_otel.telemetry.metrics import MetricSet
-from helmet_otel.telemetry.pipeline import DropCounter, Pipeline
+from helmet_otel.telemetry.operations import milliseconds
 from helmet_otel.telemetry.recorder import Recorder
-
-TRACE = 0x0AF7651916CD43DD8448EB211C80319C
-
-
-class Kept:
-    """A sink queue that keeps what it is given."""
-
-    local = True
-
-    def __init__(self) -> None:
-        self.items: list[Any] = []
-
-    def put(self, item: Any) -> None:
-        self.items.append(item)
-
-    put_urgent = put
-
-
-def _recorder() -> tuple[Recorder, Kept, Kept]:
-    resource = Resource({sc.SERVICE_NAME: "demo"})
-    scope = InstrumentationScope(sc.SCOPE_NAME, "1")
-    metrics = MetricSet(resource, scope)
-    drops = DropCounter(metrics.counter(sc.METRIC_TELEMETRY_DROPPED, "{record}", "dropped"))
-    sampler = TracerProvider(resource=resource, shutdown_on_exit=False).sampler
-    pipeline = Pipeline(resource, scope, sampler, metrics, drops)
-    spans, logs = Kept(), Kept()
-    pipeline.span_queues.append(spans)  # pyright: ignore[reportArgumentType]
-    pipeline.log_queues.append(logs)  # pyright: ignore[reportArgumentType]
-    config = fr.Config(ProxyOptions(no_store=True), "demo", 1, "host", "http")
-    return Recorder(pipeline, config), spans, logs
+from tests.telemetry.in_process import TRACE
+from tests.telemetry.in_process import recorder as _recorder
 
 
 def _call(recorder: Recorder, request_id: int, ts: int) -> None:
@@ -97,3 +63,10 @@ def test_a_secret_shaped_session_id_is_scrubbed_in_every_record() -> None:
     ids = {value for value in seen if value is not None}
     assert ids and all(secret not in value for value in ids), ids
     assert all(value.startswith("id-") for value in ids), ids
+
+
+def test_latency_milliseconds_are_what_round_gives() -> None:
+    rng = random.Random(7)
+    values = [*range(200_000), *(rng.randrange(10**13) for _ in range(200_000))]
+    values += [rng.randrange(10**9) * 1000 + 500 for _ in range(1000)]  # ties
+    assert [milliseconds(ns) for ns in values] == [round(ns / 1e9 * 1000, 3) for ns in values]

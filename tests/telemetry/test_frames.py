@@ -177,6 +177,49 @@ def test_summarize_reads_the_facts_once() -> None:
     )
 
 
+_MESSAGES = [
+    b'{"jsonrpc":"2.0","id":"a","method":"resources/read","params":{"uri":"demo://x",'
+    b'"_meta":{"traceparent":"tp"}}}',
+    b'{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo","uri":3,'
+    b'"_meta":{"traceparent":5}}}',
+    b'{"jsonrpc":"2.0","id":1.5,"method":"prompts/get","params":{"name":"p"}}',
+    b'{"jsonrpc":"2.0","id":true,"method":"tools/call","params":{"name":["x"]}}',
+    b'{"jsonrpc":"2.0","id":null,"method":"tools/call","params":{"name":"n"}}',
+    b'{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":1}}',
+    b'{"jsonrpc":"2.0","method":"tools/call","params":{"name":"x","_meta":{"traceparent":"t"}}}',
+    b'{"jsonrpc":"2.0","id":2,"method":"ping","params":[1]}',
+    b'{"jsonrpc":"2.0","id":1,"result":{"isError":true}}',
+    b'{"jsonrpc":"2.0","id":1,"result":{"isError":1}}',
+    b'{"jsonrpc":"2.0","id":"z","result":null}',
+    b'{"jsonrpc":"2.0","id":3,"error":{"code":-32601,"message":"no"},"result":{"isError":true}}',
+    b'{"jsonrpc":"2.0","id":3,"error":{"code":"x","message":7}}',
+    b'{"jsonrpc":"2.0","id":3,"error":"flat"}',
+    b'{"jsonrpc":"2.0","id":4,"method":5,"result":{}}',
+    b'{"jsonrpc":"2.0","id":4}',
+    b'{"jsonrpc":"2.0","id":123456789012345678901234567890,"result":{}}',
+    b'[{"jsonrpc":"2.0","id":1,"method":"ping"}]',
+    b'"text"',
+    b"not json",
+]
+
+
+@pytest.mark.parametrize("flags", [0, 1, FLAG_REPLIED, 1 | FLAG_PROXY])
+def test_decoding_a_message_gives_what_inspect_and_summarize_give(flags: int) -> None:
+    """The worker reads an ``M`` record's summary straight from its JSON value (no `Message`):
+    the same facts as the relay's `inspect` then `summarize`."""
+    decoded = frames.decode(
+        b"".join(frames.whole(1, flags & 1, flags & ~1, 5, raw, TRACE, 2, 3) for raw in _MESSAGES)
+    )
+    expected = [
+        summarize(inspect(raw), not flags & 1, bool(flags & FLAG_REPLIED), bool(flags & FLAG_PROXY))
+        for raw in _MESSAGES
+    ]
+    assert [f.summary for f in decoded if isinstance(f, Msg)] == expected
+    big = decoded[16]
+    assert isinstance(big, Msg) and big.summary.id == 123456789012345678901234567890
+    assert isinstance(decoded[-1], Msg) and decoded[-1].parsed is NOT_JSON
+
+
 @pytest.mark.parametrize(
     ("traceparent", "linked"),
     [

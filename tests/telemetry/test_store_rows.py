@@ -3,7 +3,12 @@
 
 from __future__ import annotations
 
+import pickle
+
+from opentelemetry.trace import SpanKind
+
 from helmet_otel.redaction import Redactor
+from helmet_otel.store.batch import log_batch, log_batch_of_rows, span_batch, span_batch_of_rows
 from helmet_otel.store.exporters import (
     log_row_from_record,
     log_row_from_sdk,
@@ -11,7 +16,9 @@ from helmet_otel.store.exporters import (
     span_row_from_sdk,
 )
 from helmet_otel.telemetry.sdk_adapter import sdk_log, sdk_span
-from tests.telemetry.records import HUGE_LOGS, HUGE_SPANS, LOGS, SPANS, log
+from tests.telemetry.records import HUGE_LOGS, HUGE_SPANS, LOGS, SPANS, log, span
+
+CLIENT = SpanKind.CLIENT.value
 
 
 def test_span_rows_are_the_rows_of_the_sdk_spans() -> None:
@@ -45,3 +52,68 @@ def test_a_body_with_its_json_makes_the_same_row() -> None:
         assert text is not None
         assert log_row_from_record(record) == log_row_from_sdk(sdk_log(record))
         assert log_row_from_record(record) == log_row_from_record(log(body))
+
+
+def test_the_batch_rows_are_the_rows_of_the_row_values() -> None:
+    """The write boundary (``store.batch``: plain tuples the writer takes, made once per batch)
+    gives every row exactly as ``LogRow``/``SpanRow`` do, with the same session updates."""
+    records = [*LOGS, *HUGE_LOGS, log({"x": 1}, attributes={"helmet.session.id": "s", "n": 1})]
+    batch = log_batch(records)
+    rows = [log_row_from_record(r) for r in records]
+    assert batch.rows == [r.values() for r in rows] and batch.failed == 0
+    assert batch == log_batch_of_rows(rows)
+    assert batch.sessions[0][:4] == ("s", 1_700_000_000_000_000_123, 1_700_000_000_000_000_123, 0)
+    spans = span_batch([*SPANS, *HUGE_SPANS])
+    assert spans.rows == [(*span_row_from_record(s).values(), None)
+                          for s in [*SPANS, *HUGE_SPANS]]  # fmt: skip
+    assert (spans.spans, spans.failed) == (8, 0)
+    assert pickle.loads(pickle.dumps(batch)) == batch  # a store writer of its own can take it
+
+
+def test_a_call_s_client_and_server_spans_are_one_row_when_they_agree() -> None:
+    server = span(21, attributes={"mcp.method.name": "tools/call", "helmet.session.id": "s"})
+    client = span(22, kind=CLIENT, parent=21, attributes=dict(server.attributes))
+    other = span(23, kind=CLIENT, parent=21, attributes={**server.attributes, "x": 1})
+    fresh = "".join(["tools/", "call"])  # equal, not the same object
+    equal = span(24, kind=CLIENT, parent=21,
+                 attributes={"mcp.method.name": fresh, "helmet.session.id": "s"})  # fmt: skip
+    batch = span_batch([client, server, other, server, server, client, equal, server, SPANS[2]])
+    server_row, client_row = span_row_from_record(server), span_row_from_record(client)
+    assert batch.rows == [
+        (*server_row.values(), client_row.span_id),  # the pair
+        (*span_row_from_record(other).values(), None),  # an attribute more: its own row
+        (*server_row.values(), None),
+        (*server_row.values(), client_row.span_id),  # the SERVER first: a pair too
+        # equal attributes, but not the recorder's copy of the same objects: not paired here
+        (*span_row_from_record(equal).values(), None),
+        (*server_row.values(), None),
+        (*span_row_from_record(SPANS[2]).values(), None),
+    ]
+    assert (batch.spans, batch.failed) == (9, 0)
+    assert span_batch_of_rows([client_row, server_row]).rows == batch.rows[:1]
+    assert span_batch_of_rows([server_row, client_row]).rows == batch.rows[:1]
+    # the rows' own check: equal JSON is enough (the values are text already)
+    assert span_batch_of_rows([span_row_from_record(equal), server_row]).rows == [
+        (*server_row.values(), f"{24:016x}")
+    ]
+    odd = span_row_from_record(span(25, kind=CLIENT, parent=21, attributes={
+        "mcp.method.name": "tools/call", "helmet.session.id": "s", "n": True}))  # fmt: skip
+    one = span_row_from_record(span(21, attributes={
+        "mcp.method.name": "tools/call", "helmet.session.id": "s", "n": 1}))  # fmt: skip
+    assert [r[-1] for r in span_batch_of_rows([odd, one]).rows] == [None, None]  # true is not 1
+
+
+def test_a_record_that_cannot_be_converted_is_counted_not_fatal() -> None:
+    broken = log("x")._replace(attributes=None)  # pyright: ignore[reportArgumentType]
+    batch = log_batch([LOGS[0], broken, LOGS[1]])
+    assert (len(batch.rows), batch.failed) == (2, 1)
+    spans = span_batch([SPANS[0], span(30, kind=99), SPANS[4]])
+    assert (len(spans.rows), spans.spans, spans.failed) == (2, 2, 1)
+
+
+def test_ids_of_zero_are_written_as_before() -> None:
+    """A span's trace id 0 is 32 zeros, a log record's is no trace (NULL), in any order."""
+    records = [log("a", trace_id=0, span_id=0), LOGS[0], log("b", trace_id=0, span_id=0)]
+    assert log_batch(records).rows == [log_row_from_record(r).values() for r in records]
+    spans = [span(41, trace_id=0, parent=0), SPANS[0], span(42, trace_id=0, parent=0)]
+    assert span_batch(spans).rows == [(*span_row_from_record(s).values(), None) for s in spans]
