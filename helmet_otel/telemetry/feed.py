@@ -56,6 +56,7 @@ BUSY_FLUSH_DELAY = 0.05  # the same while the governor sheds
 # timer, at this many times the delay, only hands over what a quiet spell leaves: a timer that
 # expires wakes the relay's loop, a cost of its own that is larger than the hand-over.
 QUIET_FLUSH_FACTOR = 2
+_NEVER = 1 << 62  # `flush_due` while the hand-over is already scheduled
 PIPE_SIZE = 1024 * 1024
 # The governor: every GOVERN_WINDOW seconds it reads how busy the relay's loop was (see
 # `busy_share`); over the last two windows above `--relay-busy-limit`, it traces one
@@ -161,7 +162,7 @@ class TelemetryFeed:
         self._ran_mark, self._waited_mark = loop_times()
         self._window = (0.0, 0.0, 0.0)  # the last window's (ran, waited, elapsed)
         self._wall_mark = time.monotonic()
-        self.timer: asyncio.TimerHandle | None = None
+        self.timer: asyncio.Handle | None = None  # the hand-over that is scheduled
         self.flush_due = 0  # time_ns at which the batch being gathered is handed over
         self._writer_armed = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -435,10 +436,14 @@ class TelemetryFeed:
             self.timer = self._loop.call_later(delay * QUIET_FLUSH_FACTOR, self._flush)
 
     def flush_early(self) -> None:
-        """Hand the batch over now, from a message past `flush_due` (not the timer)."""
+        """A message past `flush_due`: the batch is handed over as soon as the loop is done
+        with the messages it is handling (a callback of this loop iteration, not a wake-up;
+        and not inline, so that nothing in the hand-over can reach the relay's path)."""
         if self.timer is not None:
             self.timer.cancel()
-        self._flush()
+        if self._loop is not None:
+            self.flush_due = _NEVER
+            self.timer = self._loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         """Hand the batch over. New calls are shed while the buffer is full, so what is left
