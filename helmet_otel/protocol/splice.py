@@ -71,29 +71,28 @@ def _open(raw: bytes, at: int, entry: bytes, empty: bool) -> bytes:
     return raw[: at + 1] + entry + (b"" if empty else b",") + raw[at + 1 :]
 
 
-def first_meta_at(raw: bytes, params: dict[str, Any]) -> int:
-    """The usual request: where ``"_meta":{...}`` goes in as the first member of ``params``
-    (the parsed ``params`` object of ``raw``, which has no ``_meta``): right after the ``{``
-    that opens it, followed by a comma when ``params`` has members. -1 when the bytes are not
-    that plain (`with_meta_entry` then finds the place the slow way).
+_PARAMS_OPEN = b'"params":{'
+
+
+def first_meta(raw: bytes, params: dict[str, Any], member: bytes) -> bytes | None:
+    """The usual request: ``raw`` with ``member`` (an encoded ``"_meta":{...}`` member, then
+    a comma when ``params`` has members) as the first member of ``params`` (the parsed
+    ``params`` object of ``raw``, which has no ``_meta``). None when the bytes are not that
+    plain (`with_meta_entry` then finds the place the slow way).
 
     With no backslash in ``raw`` every name is spelled as is, so a single ``"params"`` in the
-    bytes is the member the parse found, and ``{`` right after its colon opens it."""
-    if "_meta" in params or raw.find(0x5C) >= 0:  # no backslash
-        return -1
-    at = raw.find(b'"params":{')
-    if at < 0 or raw.count(b'"params"') != 1:
-        return -1
-    return at + 10
+    bytes is the member the parse found, and ``{`` right after its colon opens it. (One
+    ``replace``: the relay does this for every request.)"""
+    if "_meta" in params or raw.find(0x5C) >= 0 or raw.count(b'"params"') != 1:
+        return None
+    spliced = raw.replace(_PARAMS_OPEN, _PARAMS_OPEN + member, 1)
+    return spliced if len(spliced) > len(raw) else None  # (else: no ``"params":{``)
 
 
 def _first_meta(raw: bytes, params: dict[str, Any], entry: bytes) -> bytes | None:
-    """``{"_meta":{<entry>}`` as the first member of ``params`` (`first_meta_at`); ``entry``
-    is an encoded ``"key":value`` member. None when the bytes are not that plain."""
-    at = first_meta_at(raw, params)
-    if at < 0:
-        return None
-    return b"".join((raw[:at], b'"_meta":{', entry, b"}," if params else b"}", raw[at:]))
+    """``{"_meta":{<entry>}`` as the first member of ``params`` (`first_meta`); ``entry`` is
+    an encoded ``"key":value`` member. None when the bytes are not that plain."""
+    return first_meta(raw, params, b'"_meta":{' + entry + (b"}," if params else b"}"))
 
 
 _members: dict[str, bytes] = {}  # key -> its encoding and a colon (callers use one or two keys)

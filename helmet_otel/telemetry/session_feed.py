@@ -14,7 +14,7 @@ from helmet_otel.core.interceptor import BaseInterceptor
 from helmet_otel.core.session import Restart, Session
 from helmet_otel.core.verdicts import DECISION, FINDINGS, POLICY_LOADED, Decision, Finding
 from helmet_otel.protocol.message import BLANK, ERROR, REQUEST, RESPONSE, Kind, id_key
-from helmet_otel.protocol.splice import first_meta_at, with_meta_entry
+from helmet_otel.protocol.splice import first_meta, with_meta_entry
 from helmet_otel.telemetry.frames import (
     FLAG_PROXY,
     FLAG_REPLIED,
@@ -72,7 +72,7 @@ class SessionFeed(BaseInterceptor):
         # the trace id
         self._tp_head = b""  # '"00-<trace id>-' of the current trace
         self._tp_tail = b'-01"' if feed.sampled else b'-00"'
-        # ... and as the first member of params (`first_meta_at`), with a %016x for the span
+        # ... and as the first member of params (`first_meta`), with a %016x for the span
         # id: followed by a comma, and alone
         self._tp_first = self._tp_alone = b""
         self._trace_context()
@@ -110,14 +110,17 @@ class SessionFeed(BaseInterceptor):
             env.annotations["segment"] = (self.trace_id, self.root_span_id)
         # Our traceparent into params._meta. (The client's own traceparent, which becomes a
         # span link, the worker reads from the message.) The usual request (params an object
-        # without _meta, no escapes: `first_meta_at`) takes one format and one join.
+        # without _meta, no escapes: `first_meta`) takes one format and one replace.
         payload = msg.payload
         raw = env.raw
         if payload is not None and len(raw) <= self._propagate_max:
             params = payload.get("params")
-            if type(params) is dict and (at := first_meta_at(raw, params)) >= 0:  # pyright: ignore[reportUnknownArgumentType]
-                member = self._tp_first if params else self._tp_alone
-                env.wire = b"".join((raw[:at], member % env.client_span_id, raw[at:]))
+            wire = None
+            if type(params) is dict:
+                member = (self._tp_first if params else self._tp_alone) % env.client_span_id
+                wire = first_meta(raw, params, member)  # pyright: ignore[reportUnknownArgumentType]
+            if wire is not None:
+                env.wire = wire
             else:
                 self._inject(env, payload)
 
