@@ -101,6 +101,9 @@ class BatchQueue(Generic[T]):
         # the batch being exported and how many of its first items are urgent (counted only
         # when drain gives it up: weighing every batch costs more than it ever tells)
         self._in_flight: tuple[list[T], int] = ([], 0)
+        # taking a batch (and ending its export) against `drain` giving up: so that every item
+        # is either in the queues, in flight or delivered when drain counts what is left
+        self._taking = threading.Lock()
         self._export_started = 0.0  # monotonic, while an export is in flight
         self._abandoned = False  # drain gave up on the batch in flight: it is counted there
         self.failed = False  # an export failed since `close`
@@ -148,22 +151,26 @@ class BatchQueue(Generic[T]):
             self._wake.wait(self._settings.delay_s)
             while queue or urgent:
                 self._wake.clear()  # (a batch's worth queued from now on wakes us again)
-                batch = [urgent.popleft() for _ in range(min(size, len(urgent)))]
-                taken = len(batch)  # of them urgent
-                batch += [queue.popleft() for _ in range(min(size - taken, len(queue)))]
+                with self._taking:
+                    if self._abandoned:
+                        return
+                    batch = [urgent.popleft() for _ in range(min(size, len(urgent)))]
+                    taken = len(batch)  # of them urgent
+                    batch += [queue.popleft() for _ in range(min(size - taken, len(queue)))]
+                    self._in_flight = (batch, taken)
                 self._room.set()
                 if not self._patient and len(queue) * 2 <= self._max_queue:
                     self._patient = self._wait_s > 0
-                self._in_flight = (batch, taken)
                 self._export_started = time.monotonic()
                 try:
                     delivered = self._export(batch)
                 except Exception:
                     delivered = False
                 self._export_started = 0.0
-                if self._abandoned:
-                    return
-                self._in_flight = ([], 0)
+                with self._taking:
+                    if self._abandoned:  # drain counted this batch among those left
+                        return
+                    self._in_flight = ([], 0)
                 if not delivered:
                     ordinary = self._count(batch[taken:])
                     if ordinary:
@@ -202,15 +209,16 @@ class BatchQueue(Generic[T]):
             if stall_s is not None:
                 wait = min(wait, (started or now) + stall_s - now, 0.05)
             thread.join(max(wait, 0.001))
-        left = self._count(self._queue)
-        self._queue.clear()
-        urgent_left = len(self._urgent)
-        self._urgent.clear()
-        if thread.is_alive():
-            self._abandoned = True
-            in_flight, taken = self._in_flight
-            left += self._count(in_flight[taken:])
-            urgent_left += taken
+        with self._taking:  # (the export thread takes no batch meanwhile, and none after)
+            left = self._count(self._queue)
+            self._queue.clear()
+            urgent_left = len(self._urgent)
+            self._urgent.clear()
+            if thread.is_alive():
+                self._abandoned = True
+                in_flight, taken = self._in_flight
+                left += self._count(in_flight[taken:])
+                urgent_left += taken
         if urgent_left:
             self._on_drop(f"{self.name}_security_shutdown_timeout", urgent_left)
         return left
