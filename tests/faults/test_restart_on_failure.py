@@ -457,3 +457,28 @@ def test_a_client_that_leaves_during_the_backoff_ends_the_session(
     _, (end,) = restart_records(proxy.store)
     # the fifth was announced, never made: four servers took the session over
     assert (attrs(end)[sc.HELMET_RESTART_COUNT], attrs(end)[sc.HELMET_EXIT_STATUS]) == (4, 1)
+
+
+def test_a_new_server_that_never_answers_the_replayed_initialize_ends_the_session(
+    tmp_path: Path,
+) -> None:
+    """The replay's answer is awaited 10 s (`REPLAY_TIMEOUT`, the one slow test here): then the
+    held call gets the error, the new server is stopped, and the crash's status is the exit's."""
+    never = tmp_path / "never"  # the new server waits for this file before it answers
+    with Proxy(tmp_path, "--no-store", CRASH_GO=str(never)) as proxy:
+        proxy.exchange(request(1, "initialize", INIT_PARAMS), init_answer())
+        proxy.write(INITIALIZED)
+        proxy.exchange(call(2, "crash"), error_response(2, -32000, CRASH_ERROR))
+        proxy.write(call(3, "echo", text="held"))
+        reason = "MCP server exited with status 3; the restarted server failed"
+        proxy.expect(error_response(3, -32000, f"{reason} before responding (helmet-otel)"))
+        assert proxy.wait(TIMEOUT) == 3
+        proxy.stdout.join(TIMEOUT)
+        assert proxy.stdout.data() == proxy.expected
+        assert proxy.stderr.data().decode().splitlines() == [
+            RESTARTING.format(3, 1, 5),
+            "helmet-otel: the restarted MCP server did not answer the replayed initialize "
+            "within 10 s: ending the session",
+        ]
+    seen = server_log(proxy.log)
+    assert [m.get("id") for m in seen[2]] == ["helmet-otel/restart/1"]  # nothing else reached it
