@@ -324,9 +324,10 @@ class HttpSession:
                 tg.start_soon(self._pump_out, out, done)
                 tg.start_soon(self._pump_err, err)
                 await child.exited.wait()
+                # no new request from now on (404), while what the child wrote last drains
+                self.gone = True
                 with anyio.move_on_after(STDOUT_DRAIN_AFTER_EXIT):
                     await done.wait()
-                self.gone = True
                 self._answer(self.lifecycle.upstream_exited(*child.describe_exit(), child.usage))
                 self._end_streams()
                 tg.cancel_scope.cancel()
