@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 
 from helmet_otel.telemetry.cutoff import CLOSING_SIGNAL
-from tests.e2e.helpers import clean_env
+from tests.e2e.helpers import RawProcess, clean_env
 from tests.faults.helpers import (
     call_lines,
     count,
@@ -48,6 +48,18 @@ def _pending(pid: int) -> int:
     return mask
 
 
+def _stopped_behind(proxy: RawProcess) -> psutil.Process:
+    """Stop the proxy's worker, send ``BEHIND`` calls (all answered, their records in the
+    worker's pipe), close the proxy's stdin. -> the stopped worker."""
+    (worker,) = workers(proxy.proc.pid)
+    worker.send_signal(signal.SIGSTOP)
+    proxy.write(call_lines(FIRST + 1, BEHIND))
+    proxy.stdout.wait(lambda b: b.count(b"\n") >= FIRST + 1 + BEHIND, 30)
+    poll(lambda: unread_in_stdin(worker.pid), lambda n: n > 0, 10, "records in its pipe")
+    proxy.close_stdin()
+    return worker
+
+
 def test_a_worker_behind_at_the_flush_deadline_counts_what_it_cannot_record(
     tmp_path: Path,
 ) -> None:
@@ -59,12 +71,7 @@ def test_a_worker_behind_at_the_flush_deadline_counts_what_it_cannot_record(
         "HELMET_WORKER_SCHED": "normal", "HELMET_WORKER_NICENESS": "0",
     })  # fmt: skip
     with recorded_proxy(store, FIRST, env) as proxy:
-        (worker,) = workers(proxy.proc.pid)
-        worker.send_signal(signal.SIGSTOP)
-        proxy.write(call_lines(FIRST + 1, BEHIND))
-        proxy.stdout.wait(lambda b: b.count(b"\n") >= FIRST + 1 + BEHIND, 30)
-        poll(lambda: unread_in_stdin(worker.pid), lambda n: n > 0, 10, "records in its pipe")
-        proxy.close_stdin()
+        worker = _stopped_behind(proxy)
         bit = 1 << (CLOSING_SIGNAL - 1)
         poll(lambda: _pending(worker.pid) & bit, bool, 10, "the relay says it closes")
         started = time.monotonic()
@@ -103,12 +110,7 @@ def test_a_worker_that_never_resumes_is_killed_and_what_it_had_not_read_is_count
     store = tmp_path / "store.db"
     env = clean_env({"HELMET_FLUSH_TIMEOUT": "0.5", "HELMET_RELAY_BUSY_LIMIT": "1"})
     with recorded_proxy(store, FIRST, env) as proxy:
-        (worker,) = workers(proxy.proc.pid)
-        worker.send_signal(signal.SIGSTOP)
-        proxy.write(call_lines(FIRST + 1, BEHIND))
-        proxy.stdout.wait(lambda b: b.count(b"\n") >= FIRST + 1 + BEHIND, 30)
-        poll(lambda: unread_in_stdin(worker.pid), lambda n: n > 0, 10, "records in its pipe")
-        proxy.close_stdin()
+        _stopped_behind(proxy)
         assert proxy.wait(20) == 0
         stderr = proxy.stderr.data()
 

@@ -253,6 +253,25 @@ def test_a_crash_loop_ends_after_the_bound(tmp_path: Path) -> None:
     assert (attrs(end)[sc.HELMET_RESTART_COUNT], attrs(end)[sc.HELMET_EXIT_STATUS]) == (2, 1)
 
 
+def _take_over_fails(proxy: Proxy, go: Path | None) -> str:
+    """A crash, then a call held for the new server, which cannot take the session over (once
+    ``go`` exists, or never): the held call gets the error and the proxy exits with the
+    crash's status, having written nothing more. -> the session's end reason."""
+    proxy.exchange(request(1, "initialize", INIT_PARAMS), init_answer())
+    proxy.write(INITIALIZED)
+    proxy.exchange(call(2, "crash"), error_response(2, -32000, CRASH_ERROR))
+    proxy.write(call(3, "echo", text="held"))
+    if go is not None:
+        poll(lambda: unread_in_stdin(proxy.proc.pid), lambda n: n == 0, TIMEOUT, "held read")
+        go.touch()
+    reason = "MCP server exited with status 3; the restarted server failed"
+    proxy.expect(error_response(3, -32000, f"{reason} before responding (helmet-otel)"))
+    assert proxy.wait(TIMEOUT) == 3
+    proxy.stdout.join(TIMEOUT)
+    assert proxy.stdout.data() == proxy.expected
+    return reason
+
+
 @pytest.mark.parametrize(
     ("variable", "value", "failure"),
     [
@@ -269,17 +288,7 @@ def test_a_new_server_that_cannot_take_the_session_over_ends_it(
 ) -> None:
     go = tmp_path / "go"
     with Proxy(tmp_path, store=True, CRASH_GO=str(go), extra={variable: value}) as proxy:
-        proxy.exchange(request(1, "initialize", INIT_PARAMS), init_answer())
-        proxy.write(INITIALIZED)
-        proxy.exchange(call(2, "crash"), error_response(2, -32000, CRASH_ERROR))
-        proxy.write(call(3, "echo", text="held"))
-        poll(lambda: unread_in_stdin(proxy.proc.pid), lambda n: n == 0, TIMEOUT, "held read")
-        go.touch()
-        reason = "MCP server exited with status 3; the restarted server failed"
-        proxy.expect(error_response(3, -32000, f"{reason} before responding (helmet-otel)"))
-        assert proxy.wait(TIMEOUT) == 3
-        proxy.stdout.join(TIMEOUT)
-        assert proxy.stdout.data() == proxy.expected
+        reason = _take_over_fails(proxy, go)
         assert proxy.stderr.data().decode().splitlines() == [
             RESTARTING.format(3, 1, 5),
             f"helmet-otel: the restarted MCP server {failure}: ending the session",
@@ -466,15 +475,7 @@ def test_a_new_server_that_never_answers_the_replayed_initialize_ends_the_sessio
     held call gets the error, the new server is stopped, and the crash's status is the exit's."""
     never = tmp_path / "never"  # the new server waits for this file before it answers
     with Proxy(tmp_path, "--no-store", CRASH_GO=str(never)) as proxy:
-        proxy.exchange(request(1, "initialize", INIT_PARAMS), init_answer())
-        proxy.write(INITIALIZED)
-        proxy.exchange(call(2, "crash"), error_response(2, -32000, CRASH_ERROR))
-        proxy.write(call(3, "echo", text="held"))
-        reason = "MCP server exited with status 3; the restarted server failed"
-        proxy.expect(error_response(3, -32000, f"{reason} before responding (helmet-otel)"))
-        assert proxy.wait(TIMEOUT) == 3
-        proxy.stdout.join(TIMEOUT)
-        assert proxy.stdout.data() == proxy.expected
+        _take_over_fails(proxy, None)
         assert proxy.stderr.data().decode().splitlines() == [
             RESTARTING.format(3, 1, 5),
             "helmet-otel: the restarted MCP server did not answer the replayed initialize "
