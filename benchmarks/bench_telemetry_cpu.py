@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -54,6 +55,37 @@ def cpu_seconds(process: psutil.Process | None) -> float:
     except psutil.Error:
         return 0.0
     return times.user + times.system
+
+
+def thread_cpu(process: psutil.Process | None) -> dict[str, float]:
+    """CPU seconds per thread name (the worker names its threads for the kernel)."""
+    per: dict[str, float] = {}
+    if process is None:
+        return per
+    for task in Path(f"/proc/{process.pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks = int(fields[11]) + int(fields[12])  # utime, stime
+        per[name] = per.get(name, 0.0) + ticks / os.sysconf("SC_CLK_TCK")
+    return per
+
+
+def context_switches(process: psutil.Process | None) -> int:
+    """The process's context switches, voluntary and not, summed over its threads."""
+    if process is None:
+        return 0
+    try:
+        return sum(
+            int(line.split()[1])
+            for task in Path(f"/proc/{process.pid}/task").iterdir()
+            for line in (task / "status").read_text().splitlines()
+            if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches"))
+        )
+    except OSError:
+        return 0
 
 
 async def wait_idle(process: psutil.Process | None, idle: float, limit: float = 120.0) -> None:
@@ -91,10 +123,17 @@ async def one_round(mode: str, args: argparse.Namespace, workdir: Path) -> dict[
                 raise RuntimeError("no telemetry worker found")
             await wait_idle(worker, args.idle)
             relay_before, worker_before = cpu_seconds(relay), cpu_seconds(worker)
+            switches_before = context_switches(worker)
+            threads_before = thread_cpu(worker)
             achieved = await session.paced(args.calls, args.depth, args.rate)
             relay_after = cpu_seconds(relay)
             await wait_idle(worker, args.idle)
             worker_after = cpu_seconds(worker)
+            switches = context_switches(worker) - switches_before
+            threads = {
+                name: round((cpu - threads_before.get(name, 0.0)) / args.calls * 1e6, 1)
+                for name, cpu in thread_cpu(worker).items()
+            }
             exit_s = await session.close(grace=120)
         received = receiver.ask("stats") if receiver is not None else None
     finally:
@@ -106,6 +145,8 @@ async def one_round(mode: str, args: argparse.Namespace, workdir: Path) -> dict[
         "relay_us": (relay_after - relay_before) / args.calls * 1e6,
         "worker_us": (worker_after - worker_before) / args.calls * 1e6,
         "exit_s": round(exit_s, 3),
+        "worker_switches": round(switches / args.calls, 2),
+        "worker_threads": threads,
     }
     if mode != "off":
         figures = store_figures(store)
@@ -136,10 +177,13 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             shed = row.get("nothing_shed")
             print(
                 f"round {round_no} {mode:>5}: {row['calls_per_s']:>6,} calls/s  relay "
-                f"{row['relay_us']:6.1f} us  worker {row['worker_us']:6.1f} us  exit "
+                f"{row['relay_us']:6.1f} us  worker {row['worker_us']:6.1f} us "
+                f"({row['worker_switches']:.1f} switches)  exit "
                 f"{row['exit_s']:.2f} s" + ("" if shed is None else f"  nothing shed: {shed}"),
                 flush=True,
             )
+            if args.threads and row["worker_threads"]:
+                print("    " + ", ".join(f"{n} {u}" for n, u in row["worker_threads"].items()))
     return rows
 
 
@@ -175,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--idle", type=float, default=0.5)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--threads", action="store_true", help="the worker's CPU per thread too")
     args = parser.parse_args(argv)
     rows = asyncio.run(run(args))
     result = {"rows": rows, "median": summary(rows)}

@@ -22,6 +22,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence, Sized
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from helmet_otel.telemetry.thread_name import name_this_thread
+
 T = TypeVar("T")
 
 # Twice the SDK's 2048: a burst of a thousand calls must fit while an export to a
@@ -146,6 +148,7 @@ class BatchQueue(Generic[T]):
             self._wake.set()
 
     def _run(self) -> None:
+        name_this_thread()
         queue, urgent, size = self._queue, self._urgent, self._batch_size
         while not self._closing:
             self._wake.wait(self._settings.delay_s)

@@ -49,6 +49,8 @@ from opentelemetry.sdk.metrics.export import Histogram as HistogramData
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
+from helmet_otel.telemetry.thread_name import name_this_thread
+
 Key = frozenset[tuple[str, Any]]
 _TALLIES_MAX = 4096  # distinct (key, value) pairs a histogram tallies before it aggregates
 NO_ATTRIBUTES: Key = frozenset()
@@ -295,6 +297,7 @@ class PeriodicExport:
             self._ready.set()
 
     def _run(self) -> None:
+        name_this_thread()
         while True:
             self._ready.wait()
             if self._stop.is_set():

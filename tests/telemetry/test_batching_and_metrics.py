@@ -105,6 +105,17 @@ def test_a_full_queue_drops_its_oldest_items_and_counts_them() -> None:
     assert gate.batches == [[0, 1], [4, 5], [6, 7]]
 
 
+def test_an_export_thread_has_its_name_in_the_kernel_too() -> None:
+    gate = Gate()
+    queue = BatchQueue("store_logs", gate, lambda r, n: None, BatchSettings(4, 1, 60))
+    queue.put(0)
+    assert gate.entered.wait(10)  # the thread is running (and named before its first batch)
+    names = {p.read_text().strip() for p in Path("/proc/self/task").glob("*/comm")}
+    gate.release.set()
+    assert queue.drain(time.monotonic() + 10) == 0
+    assert "helmet-store_lo" in names  # the kernel keeps 15 bytes
+
+
 def test_failed_exports_and_what_a_deadline_leaves_are_counted() -> None:
     gate = Gate(result=False)
     drops: Counter[str] = Counter()
