@@ -1,8 +1,8 @@
 """The writing side of the store: ``Store`` batches rows into SQLite and never raises.
 
 Many proxy processes write to one store at once. Each batch is one short ``BEGIN IMMEDIATE``
-transaction (``executemany`` for the rows, one upsert per session touched). A busy database
-is waited for (SQLite's busy timeout, then our own retries with backoff) up to
+transaction (the rows many to a statement, `insert_rows`; one upsert per session touched). A
+busy database is waited for (SQLite's busy timeout, then our own retries with backoff) up to
 ``lock_timeout_s``; after that the batch is dropped and counted. Every other failure (corrupt
 file, read-only or full disk, unreadable directory) is reported once on stderr with the
 ``helmet-otel: store:`` prefix and counted in ``Store.dropped``: the pipeline, and the proxy,
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
 import sqlite3
 import struct
@@ -21,6 +22,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from itertools import chain
 from pathlib import Path
 from typing import Final
 
@@ -48,14 +50,12 @@ from helmet_otel.store.schema import (
 
 __all__ = ["Store"]
 
-INSERT_LOG: Final = (  # the ids are the next ones AUTOINCREMENT gives (see `_insert_logs`)
-    f"INSERT INTO logs ({', '.join(LOG_FIELDS)}) VALUES ({', '.join('?' for _ in LOG_FIELDS)})"
-)
+INSERT_LOG: Final = f"INSERT INTO logs ({', '.join(LOG_FIELDS)}) VALUES "  # + rows' placeholders
 LAST_LOG_ID: Final = "SELECT seq FROM sqlite_sequence WHERE name = 'logs'"
 INSERT_SESSION_ERROR: Final = "INSERT OR IGNORE INTO session_errors (session_id, key) VALUES (?, ?)"
-INSERT_SPAN: Final = (
-    f"INSERT INTO spans ({', '.join(SPAN_FIELDS)}) VALUES ({', '.join('?' for _ in SPAN_FIELDS)})"
-)
+INSERT_SPAN: Final = f"INSERT INTO spans ({', '.join(SPAN_FIELDS)}) VALUES "
+_FTS_ROWS: Final = FTS_INSERT.removesuffix("(?, ?)")  # + rows' placeholders (`insert_rows`)
+_SPAN_ID_ROWS: Final = SPAN_INSERT.removesuffix("(?, ?)")
 _BODY, _SPAN_ID = LOG_FIELDS.index("body"), LOG_FIELDS.index("span_id")
 
 # How a column of an existing session row takes a new value (default: the new one, if any).
@@ -270,7 +270,7 @@ class Store:
                 if logs is not None and log_rows:
                     _insert_logs(conn, logs)
                 if span_rows:
-                    conn.executemany(INSERT_SPAN, span_rows)
+                    insert_rows(conn, INSERT_SPAN, len(SPAN_FIELDS), span_rows)
                 return len(log_rows) + len(span_rows)
 
             if self._write(insert):
@@ -494,6 +494,33 @@ class Store:
         return result
 
 
+# Rows per INSERT statement: one statement of many rows opens the table's and its indexes'
+# cursors, reads and writes AUTOINCREMENT's counter and releases the GIL once, where
+# ``executemany`` does all of it per row. A batch is cut into chunks of these sizes (largest
+# first), so a few statements serve every batch size from SQLite's statement cache.
+_CHUNKS: Final = (128, 32, 8, 1)
+
+
+@functools.cache
+def _values_sql(insert: str, columns: int, rows: int) -> str:
+    one = f"({', '.join('?' * columns)})"
+    return insert + ", ".join([one] * rows)
+
+
+def insert_rows(
+    conn: sqlite3.Connection, insert: str, columns: int, rows: Sequence[Sequence[object]]
+) -> None:
+    """``insert`` (``INSERT INTO t (...) VALUES ``) of ``rows``, many per statement."""
+    start, total = 0, len(rows)
+    for size in _CHUNKS:
+        if total - start < size:
+            continue
+        sql = _values_sql(insert, columns, size)
+        while total - start >= size:
+            conn.execute(sql, list(chain.from_iterable(rows[start : start + size])))
+            start += size
+
+
 def _insert_logs(conn: sqlite3.Connection, batch: LogBatch) -> None:
     """The rows, their full-text entries and their sessions' updates (inside a transaction)."""
     rows = batch.rows
@@ -501,13 +528,15 @@ def _insert_logs(conn: sqlite3.Connection, batch: LogBatch) -> None:
     # the last one given, in order (checked after the insert).
     last = conn.execute(LAST_LOG_ID).fetchone()
     first = (int(last[0]) if last else 0) + 1
-    conn.executemany(INSERT_LOG, rows)
+    insert_rows(conn, INSERT_LOG, len(LOG_FIELDS), rows)
     last = conn.execute(LAST_LOG_ID).fetchone()
     if last is None or int(last[0]) != first + len(rows) - 1:
         raise sqlite3.IntegrityError(f"log ids not as expected after {first}: {last}")
     body, span_id = _BODY, _SPAN_ID
-    conn.executemany(
-        FTS_INSERT,
+    insert_rows(
+        conn,
+        _FTS_ROWS,
+        2,
         [
             # (fts_text's own first test, without the call: this runs for every record)
             (first + i, text if "\\" not in text else fts_text(text))  # pyright: ignore[reportOperatorIssue, reportArgumentType]
@@ -515,8 +544,11 @@ def _insert_logs(conn: sqlite3.Connection, batch: LogBatch) -> None:
             if (text := row[body]) is not None
         ],
     )
-    conn.executemany(
-        SPAN_INSERT, [(first + i, r[span_id]) for i, r in enumerate(rows) if r[span_id] is not None]
+    insert_rows(
+        conn,
+        _SPAN_ID_ROWS,
+        2,
+        [(first + i, r[span_id]) for i, r in enumerate(rows) if r[span_id] is not None],
     )
     if batch.sessions:
         conn.executemany(UPSERT_SESSION, batch.sessions)

@@ -345,3 +345,63 @@ def test_redacted_values_never_reach_the_file(store_path: Path) -> None:
     with Reader.open(store_path) as reader:
         assert [e.request_id for e in reader.logs(LogFilter(grep="REDACTED"))] == ["1"]
         assert reader.logs(LogFilter(grep=SECRET)) == []
+
+
+@pytest.mark.parametrize("count", [1, 7, 171, 512])
+def test_batches_of_any_size_keep_every_row_in_order(store_path: Path, count: int) -> None:
+    """The writer inserts many rows per statement (chunks of 128, 32, 8, 1): every row of a
+    batch lands once, in order, with its full-text and span-id entries under its own id."""
+    from helmet_otel.store.model import LogRow, SpanRow
+
+    store = Store.open(store_path, max_bytes=0, max_age_s=0)
+    logs = [
+        LogRow(
+            ts=1_000 + i,
+            event="helmet.request",
+            severity_number=9,
+            severity_text="INFO",
+            service="svc",
+            trace_id=f"{i + 1:032x}",
+            span_id=f"{i + 1:016x}",
+            body=f'{{"word":"w{i}x"}}',
+            attrs={"n": i},
+            session_id="s",
+            request_id=str(i),
+        )
+        for i in range(count)
+    ]
+    spans = [
+        SpanRow(
+            f"{i + 1:032x}",
+            f"{i + 1:016x}",
+            None,
+            f"op{i}",
+            "INTERNAL",
+            1_000 + i,
+            2_000 + i,
+            "UNSET",
+            None,
+            "s",
+            0,
+            "svc",
+            {"n": i},
+            [],
+        )
+        for i in range(count)
+    ]
+    assert store.write_logs(logs) and store.write_spans(spans)
+    assert (store.written_logs, store.written_spans, store.dropped) == (count, count, 0)
+    store.close()
+    conn = sqlite3.connect(store_path)
+    rows = conn.execute("SELECT id, ts, request_id, attrs FROM logs ORDER BY id").fetchall()
+    assert rows == [(i + 1, 1_000 + i, str(i), f'{{"n":{i}}}') for i in range(count)]
+    for i in sorted({0, count // 2, count - 1}):
+        found = conn.execute("SELECT rowid FROM logs_fts WHERE logs_fts MATCH ?", (f"w{i}x",))
+        assert found.fetchall() == [(i + 1,)]
+        found = conn.execute(
+            "SELECT rowid FROM logs_spans WHERE logs_spans MATCH ?", (f'"{i + 1:016x}"',)
+        )
+        assert found.fetchall() == [(i + 1,)]
+    spans_back = conn.execute("SELECT span_id, name, start_ts FROM spans ORDER BY id").fetchall()
+    assert spans_back == [(f"{i + 1:016x}", f"op{i}", 1_000 + i) for i in range(count)]
+    conn.close()
