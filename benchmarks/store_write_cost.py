@@ -229,11 +229,20 @@ def replay(
         timed_logs = [r for c in copies_rows[base_copies:] for r in c[0]]
         timed_spans = [s for c in copies_rows[base_copies:] for s in c[1]]
         work = [(kind, _prepared(kind, batch)) for kind, batch in _batches(timed_logs, timed_spans)]
-        if TOGETHER:  # a log batch and the span batch after it in one transaction
-            work = [
-                ("both", (work[i][1], work[i + 1][1] if i + 1 < len(work) else None))
-                for i in range(0, len(work), 2)
-            ]
+        if TOGETHER:  # a log batch and the span rows of the same calls in one transaction
+            per_log = len(timed_spans) / len(timed_logs)
+            work = []
+            for start in range(0, len(timed_logs), BATCH):
+                first, last = round(start * per_log), round((start + BATCH) * per_log)
+                work.append(
+                    (
+                        "both",
+                        (
+                            _prepared("logs", timed_logs[start : start + BATCH]),  # pyright: ignore[reportArgumentType]
+                            _prepared("spans", timed_spans[first:last]),  # pyright: ignore[reportArgumentType]
+                        ),
+                    )
+                )
         profiler = cProfile.Profile(time.process_time) if profile else None
         started = time.process_time()
         if profiler is not None:

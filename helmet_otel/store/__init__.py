@@ -29,7 +29,7 @@ from helmet_otel.store.schema import SCHEMA_VERSION, StoreError
 from helmet_otel.store.writer import Store
 
 if TYPE_CHECKING:
-    from helmet_otel.store.exporters import StoreLogExporter, StoreSpanExporter
+    from helmet_otel.store.exporters import StoreExporter, StoreLogExporter, StoreSpanExporter
 
 __all__ = [
     "DEFAULT_MAX_AGE_S",
@@ -37,6 +37,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "Store",
     "StoreError",
+    "StoreExporter",
     "StoreLogExporter",
     "StoreSpanExporter",
     "default_store_path",
@@ -45,7 +46,7 @@ __all__ = [
 
 def __getattr__(name: str) -> object:
     # The exporters import the OTel SDK; the viewer commands never need it, so load it lazily.
-    if name in ("StoreLogExporter", "StoreSpanExporter"):
+    if name in ("StoreExporter", "StoreLogExporter", "StoreSpanExporter"):
         from helmet_otel.store import exporters
 
         return getattr(exporters, name)

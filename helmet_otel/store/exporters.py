@@ -40,6 +40,7 @@ from helmet_otel.store.writer import Store
 R = TypeVar("R")
 
 __all__ = [
+    "StoreExporter",
     "StoreLogExporter",
     "StoreSpanExporter",
     "log_row_from_record",
@@ -266,3 +267,22 @@ class StoreSpanExporter(SpanExporter):
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return True
+
+
+class StoreExporter:
+    """Writes a batch of log records and a batch of spans into a ``Store`` in one transaction
+    (the telemetry worker's one store thread: one wake-up and one commit for both)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def export(self, logs: Sequence[Log], spans: Sequence[Span]) -> tuple[bool, bool]:
+        """-> whether each batch was written whole (a batch that is empty was)."""
+        try:
+            return self.store.write_each(
+                logs_to_batch(logs) if logs else None, spans_to_batch(spans) if spans else None
+            )
+        except Exception:  # never raise into the export thread
+            with contextlib.suppress(Exception):
+                self.store.add_dropped(logs=len(logs), spans=len(spans))
+            return False, False

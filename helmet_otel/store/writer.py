@@ -255,6 +255,11 @@ class Store:
         """Insert log and span rows in one transaction (either may be None). False when they
         were dropped (and counted); the records a batch could not convert (``failed``) are
         counted as dropped here too, and make the result False."""
+        logs_ok, spans_ok = self.write_each(logs, spans)
+        return logs_ok and spans_ok
+
+    def write_each(self, logs: LogBatch | None, spans: SpanBatch | None) -> tuple[bool, bool]:
+        """`write_batches`, with a result per batch: (logs written whole, spans written whole)."""
         log_rows = logs.rows if logs is not None else ()
         span_rows = spans.rows if spans is not None else ()
         failed_logs = logs.failed if logs is not None else 0
@@ -264,7 +269,7 @@ class Store:
             self.dropped_logs += failed_logs
             self.dropped_spans += failed_spans
             if not log_rows and not span_rows:
-                return not (failed_logs or failed_spans)
+                return not failed_logs, not failed_spans
 
             def insert(conn: sqlite3.Connection) -> int:
                 if logs is not None and log_rows:
@@ -276,10 +281,10 @@ class Store:
             if self._write(insert):
                 self.written_logs += len(log_rows)
                 self.written_spans += n_spans
-                return not (failed_logs or failed_spans)
+                return not failed_logs, not failed_spans
             self.dropped_logs += len(log_rows)
             self.dropped_spans += n_spans
-            return False
+            return False, False
 
     def write_chosen_logs(
         self, choose: Callable[[sqlite3.Connection], Sequence[LogRow]]

@@ -20,7 +20,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence, Sized
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from helmet_otel.telemetry.thread_name import name_this_thread
 
@@ -82,7 +82,9 @@ class BatchQueue(Generic[T]):
         *,
         wait_s: float = 0.0,
         weight: Callable[[T], int] | None = None,
+        start: bool = True,
     ) -> None:
+        """``start=False``: no export thread of its own (`joint_export` gives it one)."""
         self.name = name
         self._wait_s = wait_s
         self._patient = wait_s > 0  # whether a full queue waits for room now
@@ -109,8 +111,10 @@ class BatchQueue(Generic[T]):
         self._export_started = 0.0  # monotonic, while an export is in flight
         self._abandoned = False  # drain gave up on the batch in flight: it is counted there
         self.failed = False  # an export failed since `close`
+        self._partners: tuple[BatchQueue[object], ...] = ()  # (`joint_export`)
         self._thread = threading.Thread(target=self._run, name=f"helmet-{name}", daemon=True)
-        self._thread.start()
+        if start:
+            self._thread.start()
 
     def put(self, item: T) -> None:
         queue = self._queue
@@ -149,46 +153,57 @@ class BatchQueue(Generic[T]):
 
     def _run(self) -> None:
         name_this_thread()
+        export = self._export
+        _export_loop((self,), lambda batches: (export(batches[0]),), self._settings.delay_s)
+
+    def _take(self) -> tuple[list[T], int] | None:
+        """The next batch (its urgent items first) and how many of it are urgent; None once
+        `drain` gave up on this queue."""
         queue, urgent, size = self._queue, self._urgent, self._batch_size
-        while not self._closing:
-            self._wake.wait(self._settings.delay_s)
-            while queue or urgent:
-                self._wake.clear()  # (a batch's worth queued from now on wakes us again)
-                with self._taking:
-                    if self._abandoned:
-                        return
-                    batch = [urgent.popleft() for _ in range(min(size, len(urgent)))]
-                    taken = len(batch)  # of them urgent
-                    batch += [queue.popleft() for _ in range(min(size - taken, len(queue)))]
-                    self._in_flight = (batch, taken)
-                self._room.set()
-                if not self._patient and len(queue) * 2 <= self._max_queue:
-                    self._patient = self._wait_s > 0
-                self._export_started = time.monotonic()
-                try:
-                    delivered = self._export(batch)
-                except Exception:
-                    delivered = False
-                self._export_started = 0.0
-                with self._taking:
-                    if self._abandoned:  # drain counted this batch among those left
-                        return
-                    self._in_flight = ([], 0)
-                if not delivered:
-                    ordinary = self._count(batch[taken:])
-                    if ordinary:
-                        self._on_drop(f"{self.name}_export_failed", ordinary)
-                    if taken:
-                        self._on_drop(f"{self.name}_security_export_failed", taken)
-                    if self._closing:  # the sink fails: the rest is not tried, drain counts it
-                        self.failed = True
-                        return
-                if len(queue) + len(urgent) < size and not self._closing:
-                    break  # what came during the export waits for a batch's worth or the delay
+        with self._taking:
+            if self._abandoned:
+                return None
+            batch = [urgent.popleft() for _ in range(min(size, len(urgent)))]
+            taken = len(batch)  # of them urgent
+            batch += [queue.popleft() for _ in range(min(size - taken, len(queue)))]
+            self._in_flight = (batch, taken)
+        self._room.set()
+        if not self._patient and len(queue) * 2 <= self._max_queue:
+            self._patient = self._wait_s > 0
+        return batch, taken
+
+    def _done(self, batch: list[T], taken: int, delivered: bool) -> bool:
+        """The end of a batch's export: what failed is counted. -> False when the export
+        thread must stop (drain gave up on this queue, or its sink fails while closing)."""
+        with self._taking:
+            if self._abandoned:  # drain counted this batch among those left
+                return False
+            self._in_flight = ([], 0)
+        if not delivered:
+            ordinary = self._count(batch[taken:])
+            if ordinary:
+                self._on_drop(f"{self.name}_export_failed", ordinary)
+            if taken:
+                self._on_drop(f"{self.name}_security_export_failed", taken)
+            if self._closing:  # the sink fails: the rest is not tried, drain counts it
+                self.failed = True
+                return False
+        return True
+
+    def _put_back(self, batch: list[T], taken: int) -> None:
+        """A batch taken but not exported goes back to the front of its queues."""
+        with self._taking:
+            self._urgent.extendleft(reversed(batch[:taken]))
+            self._queue.extendleft(reversed(batch[taken:]))
+            self._in_flight = ([], 0)
+
+    def _waiting(self) -> int:
+        return len(self._queue) + len(self._urgent)
 
     def close(self) -> None:
         """Export what is queued now, then stop (`drain` waits for it)."""
-        self._closing = True
+        for queue in (self, *self._partners):  # (queues that share a thread close together)
+            queue._closing = True
         self._wake.set()
 
     def drain(self, deadline: float, stall_s: float | None = None) -> int:
@@ -232,3 +247,74 @@ class BatchQueue(Generic[T]):
         if weight is None:
             return len(items) if isinstance(items, Sized) else sum(1 for _ in items)
         return sum(weight(item) for item in items)
+
+
+def joint_export(
+    name: str,
+    queues: Sequence[BatchQueue[Any]],
+    export: Callable[[Sequence[Sequence[Any]]], Sequence[bool]],
+) -> threading.Thread:
+    """One export thread for ``queues`` (made with ``start=False``): each turn takes a batch
+    from each (an empty one where a queue has nothing) and hands them to ``export`` together,
+    which says per batch whether it was delivered. For sinks with a fixed cost per export that
+    several queues can share (the store: one transaction and one wake-up for the log records
+    and the spans instead of one each). Each queue keeps its own bound, urgent lane, batch
+    size and drop reasons; a batch's worth in any of them starts a turn; closing one closes
+    them all (`drain` waits for the shared thread), and the first queue's delay applies."""
+    wake = threading.Event()
+    delay_s = queues[0]._settings.delay_s  # pyright: ignore[reportPrivateUsage]
+
+    def run() -> None:
+        name_this_thread()
+        _export_loop(queues, export, delay_s)
+
+    thread = threading.Thread(target=run, name=f"helmet-{name}", daemon=True)
+    for queue in queues:
+        queue._wake = wake  # pyright: ignore[reportPrivateUsage]
+        queue._thread = thread  # pyright: ignore[reportPrivateUsage]
+        queue._partners = tuple(q for q in queues if q is not queue)  # pyright: ignore[reportPrivateUsage]
+    thread.start()
+    return thread
+
+
+def _export_loop(
+    queues: Sequence[BatchQueue[Any]],
+    export: Callable[[Sequence[Sequence[Any]]], Sequence[bool]],
+    delay_s: float,
+) -> None:
+    """The export thread of ``queues`` (one, or those of a `joint_export`)."""
+    wake = queues[0]._wake  # pyright: ignore[reportPrivateUsage]
+    while True:
+        if not all(q._closing for q in queues):  # pyright: ignore[reportPrivateUsage]
+            wake.wait(delay_s)
+        elif not any(q._waiting() for q in queues):  # pyright: ignore[reportPrivateUsage]
+            return  # closed, and all is exported (what was queued before `close` included)
+        while any(q._waiting() for q in queues):  # pyright: ignore[reportPrivateUsage]
+            wake.clear()  # (a batch's worth queued from now on wakes us again)
+            taken: list[tuple[list[Any], int]] = []
+            for queue in queues:
+                batch = queue._take()  # pyright: ignore[reportPrivateUsage]
+                if batch is None:  # drain gave up: the batches taken go back, it counts them
+                    for earlier, (items, urgent) in zip(queues, taken, strict=False):
+                        earlier._put_back(items, urgent)  # pyright: ignore[reportPrivateUsage]
+                    return
+                taken.append(batch)
+            started = time.monotonic()
+            for queue in queues:
+                queue._export_started = started  # pyright: ignore[reportPrivateUsage]
+            try:
+                delivered = export([batch for batch, _ in taken])
+            except Exception:
+                delivered = [False] * len(queues)
+            go_on = True
+            for queue, (batch, urgent), ok in zip(queues, taken, delivered, strict=True):
+                queue._export_started = 0.0  # pyright: ignore[reportPrivateUsage]
+                # (every queue's batch is settled, even after one says stop)
+                go_on = queue._done(batch, urgent, ok or not batch) and go_on  # pyright: ignore[reportPrivateUsage]
+            if not go_on:
+                return
+            if not any(q._closing for q in queues) and all(  # pyright: ignore[reportPrivateUsage]
+                q._waiting() < q._batch_size  # pyright: ignore[reportPrivateUsage]
+                for q in queues
+            ):
+                break  # what came during the export waits for a batch's worth or the delay

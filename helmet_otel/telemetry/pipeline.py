@@ -30,7 +30,7 @@ from helmet_otel import semconv as sc
 from helmet_otel.config import ProxyOptions, otlp_signals
 from helmet_otel.redaction import scrub_line
 from helmet_otel.store.records import Log, Span
-from helmet_otel.telemetry.batching import BatchQueue, settings
+from helmet_otel.telemetry.batching import BatchQueue, joint_export, settings
 from helmet_otel.telemetry.frames import Config
 from helmet_otel.telemetry.metrics import Counter, MetricSet, PeriodicExport, delta_preferred
 from helmet_otel.telemetry.otlp_encoding import OtlpEncoder
@@ -39,6 +39,10 @@ from helmet_otel.telemetry.otlp_exporters import otlp_exporter
 if TYPE_CHECKING:
     from helmet_otel.store import Store
 
+# Records per store transaction at most: at 2,000 calls/s the 0.2 s delay comes first (about
+# 800 log records and as many spans per turn, against 512 each before: 5 commits a second
+# instead of 16, 2.5 us per call less in the store's thread, measured).
+STORE_BATCH = 2048
 STORE_QUEUE_WAIT_S = 0.25  # how long a full store queue holds the worker before dropping
 # At shutdown, a collector whose export failed, or has not answered for this long, is given up
 # (what it did not take is counted): with the last metric export, a collector fault adds at
@@ -157,9 +161,11 @@ class Pipeline:
 
     def drain_local(self, deadline: float) -> None:
         """Write what the store's queues hold until ``deadline``; count what is left."""
-        for queue in [*self.span_queues, *self.log_queues]:
-            if queue.local:
-                self.drops.add("shutdown_timeout", queue.drain(deadline))
+        local = [q for q in [*self.span_queues, *self.log_queues] if q.local]
+        for queue in local:
+            queue.close()  # (all of them first: they share one export thread)
+        for queue in local:
+            self.drops.add("shutdown_timeout", queue.drain(deadline))
 
     @contextlib.contextmanager
     def straight_to_store(self) -> Generator[None]:
@@ -262,6 +268,18 @@ def _log_export(exporter: Any) -> Any:
     return export
 
 
+def _unused_export(batch: Sequence[object]) -> bool:  # (a queue of `joint_export`)
+    raise AssertionError("exported by its joint export thread")
+
+
+def _joint_store_export(exporter: Any) -> Callable[[Sequence[Sequence[Any]]], Sequence[bool]]:
+    def export(batches: Sequence[Sequence[Any]]) -> Sequence[bool]:
+        logs, spans = batches
+        return exporter.export(logs, spans)
+
+    return export
+
+
 class _ScrubbedFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         return scrub_line(super().format(record))
@@ -349,7 +367,7 @@ def build_pipeline(config: Config, env: MutableMapping[str, str]) -> Pipeline:
                 lambda: drops.add("otlp_metrics_export_failed"),
             )
     if options.store_enabled:
-        from helmet_otel.store import Store, StoreLogExporter, StoreSpanExporter
+        from helmet_otel.store import Store, StoreExporter, StoreLogExporter
 
         # never raises: a bad store degrades, once
         store = Store.open(
@@ -357,22 +375,42 @@ def build_pipeline(config: Config, env: MutableMapping[str, str]) -> Pipeline:
         )
         pipeline.store = store
         pipeline.sinks.append(f"store({store.path})")
-        # the OTel batch settings, but every 0.2 s: `logs --follow` shows records soon
-        span_store = replace(span_settings, delay_s=0.2)
-        log_store = replace(log_settings, delay_s=0.2)
+        # the OTel queue bounds, but every 0.2 s (`logs --follow` shows records soon) or at
+        # STORE_BATCH records: fewer, larger transactions (a commit costs per batch)
+        span_store = replace(
+            span_settings, delay_s=0.2, batch_size=min(STORE_BATCH, span_settings.max_queue)
+        )
+        log_store = replace(
+            log_settings, delay_s=0.2, batch_size=min(STORE_BATCH, log_settings.max_queue)
+        )
 
         def store_drop(reason: str, count: int) -> None:  # the store reports its own failures
             drops.add(reason, count, quiet=reason.endswith("_export_failed"))
 
-        store_log_export = pipeline.store_log_export = _log_export(StoreLogExporter(store))
+        pipeline.store_log_export = _log_export(StoreLogExporter(store))
         # The store always answers (a locked or broken store fails fast and counts): a full
         # queue may wait for it a little, which yields the worker's time to the writer.
-        pipeline.span_queues.append(
-            BatchQueue("store_spans", _span_export(StoreSpanExporter(store)), store_drop, span_store,
-                       wait_s=STORE_QUEUE_WAIT_S, weight=_span_weight)
-        )  # fmt: skip
-        pipeline.log_queues.append(
-            BatchQueue("store_logs", store_log_export, store_drop, log_store,
-                       wait_s=STORE_QUEUE_WAIT_S, weight=_log_weight)
-        )  # fmt: skip
+        log_queue = BatchQueue[Log](
+            "store_logs",
+            _unused_export,
+            store_drop,
+            log_store,
+            wait_s=STORE_QUEUE_WAIT_S,
+            weight=_log_weight,
+            start=False,
+        )
+        span_queue = BatchQueue[Span](
+            "store_spans",
+            _unused_export,
+            store_drop,
+            span_store,
+            wait_s=STORE_QUEUE_WAIT_S,
+            weight=_span_weight,
+            start=False,
+        )
+        # One thread and one transaction for both: a batch of log records and the spans queued
+        # meanwhile share a wake-up and a commit.
+        joint_export("store", [log_queue, span_queue], _joint_store_export(StoreExporter(store)))
+        pipeline.span_queues.append(span_queue)
+        pipeline.log_queues.append(log_queue)
     return pipeline

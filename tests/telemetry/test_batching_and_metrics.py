@@ -24,7 +24,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from helmet_otel import semconv as sc
 from helmet_otel.config import ProxyOptions
-from helmet_otel.telemetry.batching import BatchQueue, BatchSettings, settings
+from helmet_otel.telemetry.batching import BatchQueue, BatchSettings, joint_export, settings
 from helmet_otel.telemetry.frames import Config
 from helmet_otel.telemetry.metrics import (
     MetricSet,
@@ -162,6 +162,90 @@ def test_urgent_items_are_never_evicted_and_leave_first() -> None:
     gate.release.set()
     assert queue.drain(time.monotonic() + 10) == 0
     assert gate.batches == [[0, 1, 2], [101, 102, 103], [104, 9, 10], [11, 12]]
+
+
+class JointGate:
+    """A joint export (two queues) that blocks until released, records every pair of batches
+    and answers per batch with ``results``."""
+
+    def __init__(self, results: tuple[bool, bool] = (True, True)) -> None:
+        self.release = threading.Event()
+        self.entered = threading.Event()
+        self.turns: list[tuple[list[int], list[int]]] = []
+        self.results = results
+
+    def __call__(self, batches: Sequence[Sequence[int]]) -> Sequence[bool]:
+        self.entered.set()
+        assert self.release.wait(10)
+        first, second = batches
+        self.turns.append((list(first), list(second)))
+        return self.results
+
+
+def _joint(gate: JointGate, drops: Counter[str], size: int = 2) -> tuple[BatchQueue[int], ...]:
+    def unused(batch: Sequence[int]) -> bool:
+        raise AssertionError("a queue of a joint export has no export of its own")
+
+    def drop(reason: str, count: int) -> None:
+        drops.update({reason: count})
+
+    queues = tuple(
+        BatchQueue(name, unused, drop, BatchSettings(10, size, 60), start=False)
+        for name in ("logs", "spans")
+    )
+    joint_export("joint", queues, gate)
+    return queues
+
+
+def test_a_joint_export_takes_a_batch_of_each_queue_in_one_turn() -> None:
+    """The store's log records and spans: one thread, one export (one transaction) per turn;
+    a batch's worth in either queue starts it, and each queue keeps its own bound and reasons."""
+    gate, drops = JointGate(), Counter[str]()
+    logs, spans = _joint(gate, drops)
+    spans.put(100)
+    logs.put(0)
+    logs.put(1)  # a batch's worth of log records: both queues go in the same turn
+    assert gate.entered.wait(10)
+    names = {p.read_text().strip() for p in Path("/proc/self/task").glob("*/comm")}
+    for item in range(2, 14):  # into a log queue of 10 while the export hangs
+        logs.put(item)
+    spans.put_urgent(101)
+    spans.put(102)
+    gate.release.set()
+    logs.close()  # closes both: they share the thread
+    assert logs.drain(time.monotonic() + 10) == 0
+    assert spans.drain(time.monotonic() + 10) == 0
+    assert "helmet-joint" in names
+    assert drops == {"logs_queue_full": 2}  # 2 and 3, the oldest
+    assert gate.turns == [([0, 1], [100]), ([4, 5], [101, 102]), ([6, 7], []), ([8, 9], []),
+                          ([10, 11], []), ([12, 13], [])]  # fmt: skip
+
+
+def test_a_joint_export_counts_each_queues_failures_and_leftovers_apart() -> None:
+    gate, drops = JointGate(results=(True, False)), Counter[str]()
+    logs, spans = _joint(gate, drops)
+    logs.put(0)
+    spans.put_urgent(100)
+    spans.put(101)  # spans' batch's worth: one turn, whose span batch fails
+    gate.release.set()
+    assert logs.drain(time.monotonic() + 10) == 0
+    assert spans.drain(time.monotonic() + 10) == 0
+    assert gate.turns == [([0], [100, 101])]
+    assert drops == {"spans_export_failed": 1, "spans_security_export_failed": 1}
+    # a deadline that gives up on a hung turn: each queue counts its own part of it
+    hung, drops = JointGate(), Counter[str]()
+    logs, spans = _joint(hung, drops)
+    logs.put(0)
+    logs.put(1)
+    spans.put(100)
+    assert hung.entered.wait(10)
+    logs.put(2)
+    logs.close()
+    assert logs.drain(time.monotonic()) == 3  # 0 and 1 in flight, 2 never left
+    assert spans.drain(time.monotonic()) == 1  # 100 in flight
+    hung.release.set()
+    assert drops == {}
+    assert not logs._waiting() and not spans._waiting()  # pyright: ignore[reportPrivateUsage]
 
 
 def test_lost_urgent_items_are_counted_apart() -> None:
