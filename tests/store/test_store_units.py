@@ -405,3 +405,48 @@ def test_batches_of_any_size_keep_every_row_in_order(store_path: Path, count: in
     spans_back = conn.execute("SELECT span_id, name, start_ts FROM spans ORDER BY id").fetchall()
     assert spans_back == [(f"{i + 1:016x}", f"op{i}", 1_000 + i) for i in range(count)]
     conn.close()
+
+
+def test_the_joint_store_export_answers_per_batch(store_path: Path) -> None:
+    """The worker's one store thread: a log batch and a span batch in one transaction, and a
+    result for each (a span that cannot be converted fails the span batch, not the logs)."""
+    from opentelemetry.sdk.resources import Resource
+
+    from helmet_otel.store import StoreExporter
+    from helmet_otel.store.records import Log, Origin, Span
+
+    origin = Origin(Resource({}), None, "svc")
+    logs = [
+        Log(
+            1_000 + i,
+            0,
+            7,
+            8 + i,
+            1,
+            9,
+            "INFO",
+            "helmet.request",
+            {"n": i},
+            {"helmet.session.id": "s"},
+            origin,
+        )
+        for i in range(3)
+    ]
+    good = Span("op", 7, 100, 1, 0, 1, 1_000, {"helmet.session.id": "s"}, origin, end=2_000)
+    broken = Span("op", 7, 101, 1, 0, 99, 1_000, {}, origin, end=2_000)  # no such kind
+    store = Store.open(store_path, max_bytes=0, max_age_s=0)
+    exporter = StoreExporter(store)
+    assert exporter.export([], []) == (True, True)
+    assert exporter.export(logs, [good, broken]) == (True, False)
+    assert exporter.export(logs[:1], [good]) == (True, True)
+    assert (store.written_logs, store.written_spans, store.dropped_spans) == (4, 2, 1)
+    store.close()
+    assert exporter.export(logs, [good]) == (False, False)  # closed: dropped and counted
+    assert (store.dropped_logs, store.dropped_spans) == (3, 2)
+    conn = sqlite3.connect(store_path)
+    assert conn.execute("SELECT count(*) FROM logs").fetchone() == (4,)
+    assert conn.execute("SELECT span_id, name FROM spans").fetchall() == [
+        ("0000000000000064", "op"),
+        ("0000000000000064", "op"),
+    ]
+    conn.close()
