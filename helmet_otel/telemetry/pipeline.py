@@ -39,10 +39,12 @@ from helmet_otel.telemetry.otlp_exporters import otlp_exporter
 if TYPE_CHECKING:
     from helmet_otel.store import Store
 
-# Records per store transaction at most: at 2,000 calls/s the 0.2 s delay comes first (about
-# 800 log records and as many spans per turn, against 512 each before: 5 commits a second
-# instead of 16, 2.5 us per call less in the store's thread, measured).
-STORE_BATCH = 2048
+# Records per store batch at most: at 2,000 calls/s the 0.2 s delay comes first (about 800 log
+# records and as many spans per turn, against 512 each before: 5 commits a second instead of
+# 16, 2.5 us per call less in the store's thread, measured). Not more: a full queue waits for
+# the next turn to make room, and a turn of two 2,048-record batches on a starved worker took
+# longer than that wait (`STORE_QUEUE_WAIT_S`) at 10,000 calls/s.
+STORE_BATCH = 1024
 STORE_QUEUE_WAIT_S = 0.25  # how long a full store queue holds the worker before dropping
 # At shutdown, a collector whose export failed, or has not answered for this long, is given up
 # (what it did not take is counted): with the last metric export, a collector fault adds at
