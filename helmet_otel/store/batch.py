@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
+from itertools import islice
 from operator import is_
 from typing import Final, NamedTuple
 
@@ -25,7 +26,7 @@ import orjson
 
 from helmet_otel import semconv as sc
 from helmet_otel.store.model import PROMOTED, LogRow, SpanRow, coerce, dumps
-from helmet_otel.store.records import KIND_NAMES, STATUS_NAMES, Log, Span
+from helmet_otel.store.records import KIND_NAMES, STATUS_NAMES, AttributeHead, Log, Span
 
 __all__ = [
     "LOG_FIELDS",
@@ -87,12 +88,13 @@ def _attrs_json(rest: dict[str, object]) -> str:
         return dumps(rest, sort_keys=True)
 
 
-def _log_tuple(record: Log, hex_ids: _HexIds) -> tuple[Row, dict[str, object]]:
-    """One record's row, and its attributes that were not promoted (``model.log_row``'s rules)."""
-    columns: list[object] = [None] * 8  # session_id .. error_type, as in PROMOTED
-    rest: dict[str, object] = {}
+def _promote(
+    items: Iterable[tuple[str, object]], columns: list[object], rest: dict[str, object]
+) -> None:
+    """Attributes into their promoted ``columns`` (as in PROMOTED) or ``rest`` (``model.log_row``'s
+    rules)."""
     promoted_at = _PROMOTED_AT
-    for key, value in record.attributes.items():
+    for key, value in items:
         promoted = promoted_at.get(key)
         if promoted is None:
             rest[key] = value
@@ -102,16 +104,56 @@ def _log_tuple(record: Log, hex_ids: _HexIds) -> tuple[Row, dict[str, object]]:
             rest[key] = value
             if value is not None:
                 columns[promoted[0]] = coerce(promoted[1], value)
-    target = None
-    if rest:
-        for key in _TARGET_KEYS:
-            value = rest.get(key)
-            if isinstance(value, str) and value:
-                target = value
-                break
-        attrs_json = _attrs_json(rest)
+
+
+def _target_and_json(rest: dict[str, object]) -> tuple[str | None, str | None]:
+    """The ``target`` column and the ``attrs`` JSON of the attributes not promoted."""
+    if not rest:
+        return None, None
+    for key in _TARGET_KEYS:
+        value = rest.get(key)
+        if isinstance(value, str) and value:
+            return value, _attrs_json(rest)
+    return None, _attrs_json(rest)
+
+
+# what a head's attributes give every record that begins with them: (columns, rest, target,
+# attrs JSON when the record adds nothing to rest)
+_HeadRow = tuple[list[object], dict[str, object], str | None, str | None]
+
+
+def _head_row(head: AttributeHead) -> _HeadRow:
+    columns: list[object] = [None] * 8
+    rest: dict[str, object] = {}
+    _promote(head.attributes.items(), columns, rest)
+    return columns, rest, *_target_and_json(rest)
+
+
+def _log_tuple(
+    record: Log, hex_ids: _HexIds, heads: dict[int, _HeadRow]
+) -> tuple[Row, dict[str, object]]:
+    """One record's row, and its attributes that were not promoted (``model.log_row``'s rules).
+    ``heads``: what each head of the batch gives (by ``id``: the records keep their heads
+    alive), so a record's own attributes after its head are the only ones looked at."""
+    head = record.head
+    if head is None:
+        columns: list[object] = [None] * 8  # session_id .. error_type, as in PROMOTED
+        rest: dict[str, object] = {}
+        _promote(record.attributes.items(), columns, rest)
+        target, attrs_json = _target_and_json(rest)
     else:
-        attrs_json = None
+        known = heads.get(id(head))
+        if known is None:
+            known = heads[id(head)] = _head_row(head)
+        head_columns, head_rest, target, attrs_json = known
+        columns = head_columns.copy()
+        own: dict[str, object] = {}
+        _promote(islice(record.attributes.items(), head.size, None), columns, own)
+        if own:
+            rest = {**head_rest, **own}
+            target, attrs_json = _target_and_json(rest)
+        else:
+            rest = head_rest
     session_id, direction, kind, method, request_id, latency_ms, size, error_type = columns
     event = record.event or None
     severity = record.severity or None
@@ -268,9 +310,10 @@ def log_batch(records: Iterable[Log]) -> LogBatch:
     converted: list[tuple[Row, dict[str, object]]] = []
     failed = 0
     hex_ids = _HexIds()
+    heads: dict[int, _HeadRow] = {}
     for record in records:
         try:
-            converted.append(_log_tuple(record, hex_ids))
+            converted.append(_log_tuple(record, hex_ids, heads))
         except Exception:  # a malformed record never costs the batch
             failed += 1
     sessions, errors = session_updates(converted)

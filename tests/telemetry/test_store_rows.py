@@ -16,7 +16,7 @@ from helmet_otel.store.exporters import (
     span_row_from_sdk,
 )
 from helmet_otel.telemetry.sdk_adapter import sdk_log, sdk_span
-from tests.telemetry.records import HUGE_LOGS, HUGE_SPANS, LOGS, SPANS, log, span
+from tests.telemetry.records import HUGE_LOGS, HUGE_SPANS, LOGS, ODD_VALUES, SPANS, log, span
 
 CLIENT = SpanKind.CLIENT.value
 
@@ -117,3 +117,34 @@ def test_ids_of_zero_are_written_as_before() -> None:
     assert log_batch(records).rows == [log_row_from_record(r).values() for r in records]
     spans = [span(41, trace_id=0, parent=0), SPANS[0], span(42, trace_id=0, parent=0)]
     assert span_batch(spans).rows == [(*span_row_from_record(s).values(), None) for s in spans]
+
+
+def test_records_with_a_head_make_the_rows_they_make_without_one() -> None:
+    """``log_batch`` works out what a head's attributes give once per batch and looks only at
+    each record's own attributes after it: the rows and session updates are those of the same
+    records read attribute by attribute (odd values, a target or an error code of a record's
+    own, a head with nothing left unpromoted)."""
+    from helmet_otel.store.records import AttributeHead
+
+    call = AttributeHead({"helmet.direction": "client->server", "helmet.message.kind": "request",
+                          "mcp.method.name": "tools/call", "gen_ai.tool.name": "echo",
+                          "helmet.session.id": "s"})  # fmt: skip
+    bare = AttributeHead({"helmet.session.id": "s", "mcp.method.name": 5})  # coerced
+    owns: list[dict[str, object]] = [
+        {"helmet.message.size": 107, "jsonrpc.request.id": "1"},  # all promoted
+        {"helmet.message.size": 85, "jsonrpc.request.id": "1", "helmet.latency_ms": 2.5},
+        {"jsonrpc.request.id": 7, "error.type": "-32602", "rpc.response.status_code": "-32602"},
+        {"gen_ai.prompt.name": "p", **ODD_VALUES},
+        {},
+    ]
+    records = [
+        log(f"b{i}", attributes={**head.attributes, **own}, head=head)
+        for i, (head, own) in enumerate((h, o) for o in owns for h in (call, bare))
+    ]
+    batch = log_batch(records)
+    plain = log_batch([r._replace(head=None) for r in records])
+    assert batch == plain
+    assert [row[8] for row in batch.rows[:4]] == ["echo", None, "echo", None]  # target
+    assert [row[18] for row in batch.rows[:2]] == ['{"gen_ai.tool.name":"echo"}',
+                                                  '{"mcp.method.name":5}']  # fmt: skip
+    assert batch.rows[1][7] == "5" and batch.rows[5][12] == 1  # a coerced method; an error
