@@ -270,6 +270,29 @@ def test_a_joint_export_counts_each_queues_failures_and_leftovers_apart() -> Non
     assert not logs._waiting() and not spans._waiting()  # pyright: ignore[reportPrivateUsage]
 
 
+def test_a_joint_export_ends_with_the_write_in_flight_when_one_queue_drains() -> None:
+    """At the deadline, ``finish_s`` waits for the turn in flight to end; the next turn takes
+    nothing: what it had taken of another queue goes back there, for that queue's drain."""
+    gate, drops = JointGate(), Counter[str]()
+    logs, spans = _joint(gate, drops)
+    logs.put(0)
+    logs.put(1)
+    assert gate.entered.wait(10)  # the turn ([0, 1], []) is in flight
+    logs.put(2)
+    logs.put(3)
+    spans.put(100)
+    left: list[int] = []
+    drainer = threading.Thread(target=lambda: left.append(spans.drain(time.monotonic(), None, 10)))
+    drainer.start()
+    last = lambda: spans._last_batch  # noqa: E731  # pyright: ignore[reportPrivateUsage]
+    poll(last, bool, 10, "drain waits for the turn in flight")
+    gate.release.set()  # the turn ends within finish_s; the next one finds spans closing
+    drainer.join(10)
+    assert left == [1]  # 100 never left
+    assert logs.drain(time.monotonic()) == 2  # 2 and 3, taken and put back
+    assert (gate.turns, drops) == ([([0, 1], [])], {})
+
+
 def test_lost_urgent_items_are_counted_apart() -> None:
     gate = Gate(result=False)
     drops: Counter[str] = Counter()
