@@ -87,7 +87,6 @@ class Instruments:
         self.message_size = metrics.histogram(
             sc.METRIC_MESSAGE_SIZE, "By", "Size of relayed MCP messages", sc.SIZE_BUCKETS
         )
-        self._message_counts = self.messages.values
         self.errors = metrics.counter(sc.METRIC_ERRORS, "{error}", "Failed MCP operations")
         self.policy_decisions = metrics.counter(
             sc.METRIC_POLICY_DECISIONS, "{decision}", "Policy decisions made by a rule"
@@ -148,9 +147,7 @@ class Instruments:
     def count_message_keys(self, keys: tuple[Key, Key], size: int, weight: int) -> None:
         """`count_message` with its `message_keys`."""
         self.messages_total += 1
-        counts = self._message_counts  # (`Counter.add_key`, inlined: twice per call)
-        key = keys[0]
-        counts[key] = counts.get(key, 0) + weight
+        self.messages.add_key(weight, keys[0])
         self.message_size.tally(size, keys[1], weight)  # (sizes repeat)
 
     def count_error(

@@ -199,8 +199,7 @@ class Operations:
         name = summary.target
         ts = frame.ts
         kind = self._kind(method, name)
-        found = kind.heads.get((frame.s2c, "request"))
-        head, keys = found or self._head(kind, frame.s2c, "request")
+        head, keys = self._head(kind, frame.s2c, "request")
         attrs = head.attributes.copy()
         attrs[sc.HELMET_MESSAGE_SIZE] = frame.size
         span_attrs = kind.span_head.attributes.copy()
@@ -236,21 +235,18 @@ class Operations:
         trace_id = root.trace_id
         flags = session.trace_flags
         span_head = kind.span_head
-        origin = shared.spans.origin
+        new = shared.spans.new
         client = None
-        # (`SpanWriter.new`, inlined: every field given, in order)
         if not summary.replied:
             client_attrs = span_attrs.copy()
             if session.upstream_attributes:
                 client_attrs.update(session.upstream_attributes)
-            client = Span(span_name, trace_id, frame.client_span_id, flags, frame.server_span_id,
-                          CLIENT, ts, client_attrs, origin, [], [], 0, 0, None, False, "",
-                          span_head)  # fmt: skip
+            client = new(span_name, trace_id, frame.client_span_id, flags, frame.server_span_id,
+                         CLIENT, ts, client_attrs, None, span_head)  # fmt: skip
         if session.peer_attributes:
             span_attrs.update(session.peer_attributes)
-        server = Span(span_name, trace_id, frame.server_span_id, flags, root.span_id, SERVER, ts,
-                      span_attrs, origin, links or [], [], 0, 0, None, False, "",
-                      span_head)  # fmt: skip
+        server = new(span_name, trace_id, frame.server_span_id, flags, root.span_id, SERVER, ts,
+                     span_attrs, links, span_head)  # fmt: skip
         if summary.id is not None:
             request_id = summary.id  # (`id_key`, inlined: JSON gives exact types)
             self.open[(frame.s2c, (type(request_id) is str, request_id))] = Operation(
@@ -295,8 +291,7 @@ class Operations:
             kind = opened.kind
             if opened.generation != self.generation:
                 kind = self._kind(opened.method, opened.name)
-            found = kind.heads.get((frame.s2c, summary.kind))
-            head, keys = found or self._head(kind, frame.s2c, summary.kind)
+            head, keys = self._head(kind, frame.s2c, summary.kind)
             attrs = head.attributes.copy()
             attrs[sc.HELMET_MESSAGE_SIZE] = frame.size
             # (the request's id as shown, unless the two differ in type: 1 answers 1.0)

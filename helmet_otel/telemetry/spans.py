@@ -100,6 +100,4 @@ class SpanWriter:
         if sc.ERROR_TYPE in outcome:
             span.status = ERROR
             span.description = error
-        if span.flags & _SAMPLED:  # (`end`, inlined: twice per call)
-            span.end = ts
-            (self._emit_urgent if _POLICY_ID in span.attributes else self._emit)(span)
+        self.end(span, ts)
