@@ -500,24 +500,22 @@ class OtlpEncoder:
         protobuf: the times, flags and ids first, then what the record shares with others of
         its head, severity, event and small body, cached as one piece: those fields and the
         head's attributes; then its own attributes. `_log_fields` writes the same order.)"""
-        head, text = record.head, record.body_json
+        # (one unpacking instead of a named tuple's attribute look-ups: `_LOG_FIELDS`)
+        ts, observed, trace_id, span_id, flags, severity, severity_text, event, _, attributes, \
+            _, text, head = record  # fmt: skip
         if head is None or text is None or len(text) > _BODY_CACHE_LEN:
             self._log_fields(record, out)
             return
-        key = (head, text, record.severity, record.severity_text, record.event)
+        key = (head, text, severity, severity_text, event)
         shared = self._shared_logs.get(key)
         if shared is None:
             shared = self._log_shared(record, head, key)
-        ts, observed, trace_id, span_id, flags = (
-            record.ts, record.observed, record.trace_id, record.span_id, record.flags
-        )  # fmt: skip
         if ts and observed and trace_id and span_id and 0 < flags < 0x100000000:
             out += _LOG_FIXED.pack(0x09, ts, 0x59, observed, 0x45, flags, 0x4A, 0x10)
             out += _ID_FIELDS.pack(trace_id >> 64, trace_id & _LOW64, 0x52, 0x08, span_id)
         else:
             self._log_ids(record, out)
         out += shared
-        attributes = record.attributes
         if len(attributes) > head.size:
             _inline(out, 0x32, islice(attributes.items(), head.size, None))
 
@@ -583,6 +581,12 @@ class OtlpEncoder:
         if record.attributes:
             self._attributes(out, 0x32, record.attributes, record.head)
 
+
+# the fields of `Log` as `OtlpEncoder._log` unpacks them
+_LOG_FIELDS = ("ts", "observed", "trace_id", "span_id", "flags", "severity", "severity_text",
+               "event", "body", "attributes", "origin", "body_json", "head")  # fmt: skip
+if Log._fields != _LOG_FIELDS:  # pragma: no cover - a change to Log must change _log too
+    raise ImportError(f"OtlpEncoder._log unpacks {_LOG_FIELDS}, not {Log._fields}")
 
 # (severity number, text) -> their fields (a handful of pairs)
 _SEVERITY_FIELDS: dict[tuple[int, str | None], bytes] = {}
