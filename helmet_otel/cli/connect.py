@@ -78,7 +78,7 @@ def main_connect(
 ) -> int:
     parsed = connect_parser(prog, parser_class).parse_args(list(args))
     env = environ()
-    options = resolve_or_report(parsed, env)
+    options = resolve_or_report(parsed, env, "connect")
     if options is None:
         return 2
     url: str = parsed.url

@@ -174,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"{PROG}: error: no server command given (see {PROG} --help)\n")
         return 2
     env = environ()
-    options = resolve_or_report(parsed, env)
+    options = resolve_or_report(parsed, env, "run")
     if options is None:
         return 2
     return run_proxy(command, options, env)

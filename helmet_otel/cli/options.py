@@ -471,14 +471,36 @@ def _read_config(path: str, source: str) -> dict[str, Any]:
     return values
 
 
-def resolve_or_report(args: argparse.Namespace, env: Mapping[str, str]) -> ProxyOptions | None:
+def resolve_or_report(
+    args: argparse.Namespace, env: Mapping[str, str], command: str | None = None
+) -> ProxyOptions | None:
     """`resolve`, or None once the one stderr line a bad value gets is written (the caller
-    exits with status 2 and starts nothing)."""
+    exits with status 2 and starts nothing). With a proxy ``command``, a value from the
+    environment or the config file for an option of another proxy command only (``--restart``
+    for ``serve``) gets one stderr line saying it is ignored: it is not an error, since one
+    environment or config file often serves several commands, but it must not pass silently."""
     try:
-        return resolve(args, env)
+        options, sources = resolve_with_sources(args, env)
     except ConfigError as exc:
         sys.stderr.write(f"helmet-otel: error: {exc}\n")
         return None
+    if command is not None:
+        for line in ignored_for(command, sources):
+            sys.stderr.write(f"helmet-otel: {line}\n")
+    return options
+
+
+def ignored_for(command: str, sources: Mapping[str, str]) -> list[str]:
+    """What `resolve_or_report` tells of the values ``command`` ignores (one line each)."""
+    lines: list[str] = []
+    for name, source in sources.items():
+        option = _BY_NAME[name]
+        if command in option.commands or "ui" in option.commands:
+            continue
+        where = source.removeprefix("env ")
+        only = ", ".join(f"`{c}`" for c in option.commands)
+        lines.append(f"{where} applies to {only} only: `{command}` ignores it")
+    return lines
 
 
 def resolve(args: argparse.Namespace, env: Mapping[str, str]) -> ProxyOptions:

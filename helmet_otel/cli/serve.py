@@ -66,7 +66,7 @@ def main_serve(args: Sequence[str], prog: str, parser_class: type[argparse.Argum
     if command and command[0] == "--":
         command = command[1:]
     env = environ()
-    options = resolve_or_report(parsed, env)
+    options = resolve_or_report(parsed, env, "serve")
     if options is None:
         return 2
     if options.upstream is not None:

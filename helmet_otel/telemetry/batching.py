@@ -55,6 +55,9 @@ def settings(env: Mapping[str, str], prefix: str, *, delay_s: float) -> BatchSet
     return BatchSettings(max_queue, batch_size, number("SCHEDULE_DELAY", delay_s * 1000) / 1000)
 
 
+SHUTDOWN_IN_FLIGHT = "shutdown_in_flight"  # given up at the deadline while being exported
+
+
 class BatchQueue(Generic[T]):
     """Items wait here until the export thread hands a batch of them to ``export``.
 
@@ -108,6 +111,7 @@ class BatchQueue(Generic[T]):
         self._taking = threading.Lock()
         self._export_started = 0.0  # monotonic, while an export is in flight
         self._abandoned = False  # drain gave up on the batch in flight: it is counted there
+        self._last_batch = False  # drain waits for the export in flight; take no other batch
         self.failed = False  # an export failed since `close`
         self._thread = threading.Thread(target=self._run, name=f"helmet-{name}", daemon=True)
         self._thread.start()
@@ -150,12 +154,13 @@ class BatchQueue(Generic[T]):
     def _run(self) -> None:
         name_this_thread()
         queue, urgent, size = self._queue, self._urgent, self._batch_size
-        while not self._closing:
-            self._wake.wait(self._settings.delay_s)
+        while True:
+            if not self._closing:  # (closed before this thread ran: export what is queued)
+                self._wake.wait(self._settings.delay_s)
             while queue or urgent:
                 self._wake.clear()  # (a batch's worth queued from now on wakes us again)
                 with self._taking:
-                    if self._abandoned:
+                    if self._abandoned or self._last_batch:
                         return
                     batch = [urgent.popleft() for _ in range(min(size, len(urgent)))]
                     taken = len(batch)  # of them urgent
@@ -185,20 +190,28 @@ class BatchQueue(Generic[T]):
                         return
                 if len(queue) + len(urgent) < size and not self._closing:
                     break  # what came during the export waits for a batch's worth or the delay
+            if self._closing:
+                return
 
     def close(self) -> None:
         """Export what is queued now, then stop (`drain` waits for it)."""
         self._closing = True
         self._wake.set()
 
-    def drain(self, deadline: float, stall_s: float | None = None) -> int:
+    def drain(self, deadline: float, stall_s: float | None = None, finish_s: float = 0.0) -> int:
         """Export what is queued until ``deadline`` (monotonic); return how many were left.
 
+        ``finish_s``: at the deadline, take no other batch but wait that much longer for the
+        export in flight to end, so that its outcome is known (the store: the last record's
+        write waits for that write anyway).
+
         ``stall_s``: give up sooner on a sink whose export has been in flight that long (a
-        hung or retrying collector), or whose export failed. What is given up, the batch in
-        flight included, is among those left (and not counted again if its export fails).
-        Urgent items left are not returned but counted here, as
-        ``{name}_security_shutdown_timeout``."""
+        hung or retrying collector), or whose export failed. The batch in flight then is
+        counted here, apart, as ``shutdown_in_flight`` (the sink may still have taken it: a
+        slow collector that answers after the deadline), and not again if its export fails.
+        Urgent items are not returned but counted here too: those that never left as
+        ``{name}_security_shutdown_timeout``, those in flight as
+        ``{name}_security_shutdown_in_flight``."""
         self.close()
         thread = self._thread
         while thread.is_alive():
@@ -212,18 +225,24 @@ class BatchQueue(Generic[T]):
             if stall_s is not None:
                 wait = min(wait, (started or now) + stall_s - now, 0.05)
             thread.join(max(wait, 0.001))
+        if finish_s > 0 and thread.is_alive():
+            with self._taking:
+                self._last_batch = True
+            thread.join(finish_s)
         with self._taking:  # (the export thread takes no batch meanwhile, and none after)
             left = self._count(self._queue)
             self._queue.clear()
             urgent_left = len(self._urgent)
             self._urgent.clear()
-            if thread.is_alive():
-                self._abandoned = True
-                in_flight, taken = self._in_flight
-                left += self._count(in_flight[taken:])
-                urgent_left += taken
+            in_flight, taken = self._in_flight if thread.is_alive() else ([], 0)
+            self._abandoned = thread.is_alive()
         if urgent_left:
             self._on_drop(f"{self.name}_security_shutdown_timeout", urgent_left)
+        if taken:
+            self._on_drop(f"{self.name}_security_shutdown_in_flight", taken)
+        ordinary = self._count(in_flight[taken:])
+        if ordinary:
+            self._on_drop(SHUTDOWN_IN_FLIGHT, ordinary)
         return left
 
     def _count(self, items: Iterable[T]) -> int:

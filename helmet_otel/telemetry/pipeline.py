@@ -155,11 +155,12 @@ class Pipeline:
             _bounded(exporter.shutdown, 0.05)  # (gRPC's waits for an export in flight)
         return healthy
 
-    def drain_local(self, deadline: float) -> None:
-        """Write what the store's queues hold until ``deadline``; count what is left."""
+    def drain_local(self, deadline: float, finish_s: float = 0.0) -> None:
+        """Write what the store's queues hold until ``deadline``, and the write in progress
+        then for at most ``finish_s`` more; count what is left."""
         for queue in [*self.span_queues, *self.log_queues]:
             if queue.local:
-                self.drops.add("shutdown_timeout", queue.drain(deadline))
+                self.drops.add("shutdown_timeout", queue.drain(deadline, finish_s=finish_s))
 
     @contextlib.contextmanager
     def straight_to_store(self) -> Generator[None]:
@@ -199,7 +200,7 @@ class Pipeline:
         start = time.monotonic()
         deadline = start + timeout_s * 0.8
         self.drain_remote(deadline)
-        self.drain_local(deadline)
+        self.drain_local(deadline, timeout_s * 0.1)
         if self.store is not None:
             self.store.close()
         self.shutdown_metrics(max(start + timeout_s - time.monotonic(), REMOTE_STALL_S))

@@ -198,7 +198,7 @@ def _shut_down(pipeline: Pipeline, recorder: Recorder, timeout: float) -> None:
             with pipeline.only(local=False):
                 recorder.proxy_close()
             healthy = pipeline.drain_remote(deadline)
-            pipeline.drain_local(deadline)
+            pipeline.drain_local(deadline, timeout * 0.1)
             with pipeline.straight_to_store():
                 recorder.proxy_close()
             said.set()

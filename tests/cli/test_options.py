@@ -13,6 +13,7 @@ from helmet_otel.cli.options import (
     add_proxy_arguments,
     child_environment,
     resolve,
+    resolve_or_report,
 )
 
 
@@ -127,3 +128,25 @@ def test_usage_errors_exit_2_with_one_line(
     assert main(argv) == 2
     captured = capsys.readouterr()
     assert (captured.out, captured.err) == ("", message)
+
+
+def test_a_value_for_another_commands_option_is_said_to_be_ignored(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "helmet.toml"
+    config.write_text('max-restarts = 3\nlisten = "127.0.0.1:9000"\n')
+    env = {"HELMET_RESTART": "on-failure", "HELMET_CONFIG": str(config), "HELMET_UI_OPEN": "1"}
+    parser = argparse.ArgumentParser()
+    add_proxy_arguments(parser, "serve")
+    options = resolve_or_report(parser.parse_args([]), env, "serve")
+    assert options is not None and options.restart == "on-failure"
+    assert capsys.readouterr().err.splitlines() == [
+        f"helmet-otel: config file {config}: max-restarts applies to `run` only: `serve` ignores it",
+        "helmet-otel: HELMET_RESTART applies to `run` only: `serve` ignores it",
+    ]
+    assert resolve_or_report(parse(), env, "run") is not None  # --listen is serve's
+    assert capsys.readouterr().err.splitlines() == [
+        f"helmet-otel: config file {config}: listen applies to `serve` only: `run` ignores it",
+    ]
+    assert resolve_or_report(parse(), {"HELMET_RESTART": "on-failure"}, "run") is not None
+    assert capsys.readouterr().err == ""

@@ -33,6 +33,7 @@ from helmet_otel.telemetry.metrics import (
     delta_preferred,
 )
 from helmet_otel.telemetry.pipeline import DropCounter, Pipeline, build_pipeline
+from tests.faults.helpers import poll
 
 
 class Gate:
@@ -123,11 +124,32 @@ def test_failed_exports_and_what_a_deadline_leaves_are_counted() -> None:
     for item in range(5):
         queue.put(item)
     assert gate.entered.wait(10)
-    # [0, 1] is in flight, 2, 3, 4 never left: all five are left, and counted once
-    assert queue.drain(time.monotonic()) == 5
+    # [0, 1] is in flight, 2, 3, 4 never left: those three are left; the two in flight are
+    # counted apart (their sink may still take them), and once
+    assert queue.drain(time.monotonic()) == 3
+    assert drops == {"shutdown_in_flight": 2}
     gate.release.set()
     queue._thread.join(10)  # pyright: ignore[reportPrivateUsage]
-    assert drops == {}  # the failed export of [0, 1] was given up and counted by drain
+    assert drops == {"shutdown_in_flight": 2}  # not again when the given-up export fails
+
+
+def test_at_the_deadline_drain_can_wait_for_the_export_in_flight_to_end() -> None:
+    """The store's drain: the batch being written at the deadline is written (not counted as
+    given up while it lands anyway), and no other batch is started."""
+    gate = Gate()
+    drops: Counter[str] = Counter()
+    queue = BatchQueue("sink", gate, lambda r, n: drops.update({r: n}), BatchSettings(10, 2, 60))
+    for item in range(5):
+        queue.put(item)
+    assert gate.entered.wait(10)  # [0, 1] is in flight
+    left: list[int] = []
+    drainer = threading.Thread(target=lambda: left.append(queue.drain(time.monotonic(), None, 10)))
+    drainer.start()
+    last = lambda: queue._last_batch  # noqa: E731  # pyright: ignore[reportPrivateUsage]
+    poll(last, bool, 10, "drain waits for the export in flight")
+    gate.release.set()  # the export in flight ends within finish_s
+    drainer.join(10)
+    assert (left, gate.batches, drops) == ([3], [[0, 1]], {})
 
 
 def test_a_failing_sink_is_not_tried_again_while_draining() -> None:
@@ -185,8 +207,12 @@ def test_lost_urgent_items_are_counted_apart() -> None:
     assert hung.entered.wait(10)
     queue.put_urgent(101)
     queue.put(2)
-    assert queue.drain(time.monotonic()) == 3  # 0 and 1 in flight, 2 never left
-    assert drops == {"sink_security_shutdown_timeout": 2}  # 100 in flight, 101 never left
+    assert queue.drain(time.monotonic()) == 1  # 2 never left
+    assert drops == {
+        "shutdown_in_flight": 2,  # 0 and 1
+        "sink_security_shutdown_in_flight": 1,  # 100
+        "sink_security_shutdown_timeout": 1,  # 101 never left
+    }
     hung.release.set()
 
 
@@ -415,13 +441,15 @@ def test_what_the_flush_deadline_leaves_is_counted_before_the_last_metric_export
         queue.put(item)
     assert gate.entered.wait(10)  # [0, 1] stuck in an export to a hung collector
     pipeline.flush_and_shutdown(0.1)
-    assert drops.take() == {"shutdown_timeout": 5}  # the stuck batch is given up and counted
+    # what never left and the stuck batch given up in flight, counted apart
+    assert drops.take() == {"shutdown_timeout": 3, "shutdown_in_flight": 2}
     data = metrics.collect()
     assert data is not None
     (dropped,) = data.resource_metrics[0].scope_metrics[0].metrics
     assert {(dict(p.attributes)[sc.HELMET_TELEMETRY_REASON], p.value)
             for p in dropped.data.data_points} == {  # pyright: ignore[reportAttributeAccessIssue]
-        ("relay_queue_full", 0), ("relay_busy", 0), ("shutdown_timeout", 5)
+        ("relay_queue_full", 0), ("relay_busy", 0), ("shutdown_timeout", 3),
+        ("shutdown_in_flight", 2),
     }  # fmt: skip
     gate.release.set()
 
