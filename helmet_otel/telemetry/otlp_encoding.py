@@ -257,7 +257,7 @@ class OtlpEncoder:
         self._bodies: dict[str, bytes] = {}
         self._span_names: dict[tuple[str, int], bytes] = {}  # encoded name and kind fields
         self._events: dict[str, bytes] = {}  # encoded event name fields
-        # (head, body JSON, severity, its text, event) -> those fields of a log record, encoded
+        # (head, severity, its text, event) -> those fields of a log record, encoded
         self._shared_logs: dict[tuple[Any, ...], bytes] = {}
         # (head, name, kind, status, parent remote) -> those fields of a span, encoded
         self._shared_spans: dict[tuple[Any, ...], bytes] = {}
@@ -497,16 +497,17 @@ class OtlpEncoder:
 
     def _log(self, record: Log, out: bytearray) -> None:
         """Append ``record`` as a ``LogRecord`` message body. (Field order is free in
-        protobuf: the times, flags and ids first, then what the record shares with others of
-        its head, severity, event and small body, cached as one piece: those fields and the
-        head's attributes; then its own attributes. `_log_fields` writes the same order.)"""
+        protobuf: the times, flags and ids first, then the body (a small one's field from a
+        cache by its JSON text), then what the record shares with the others of its head,
+        severity and event, cached as one piece: those fields and the head's attributes; then
+        its own attributes. `_log_fields` writes the same order.)"""
         # (one unpacking instead of a named tuple's attribute look-ups: `_LOG_FIELDS`)
         ts, observed, trace_id, span_id, flags, severity, severity_text, event, _, attributes, \
             _, text, head = record  # fmt: skip
-        if head is None or text is None or len(text) > _BODY_CACHE_LEN:
+        if head is None:
             self._log_fields(record, out)
             return
-        key = (head, text, severity, severity_text, event)
+        key = (head, severity, severity_text, event)
         shared = self._shared_logs.get(key)
         if shared is None:
             shared = self._log_shared(record, head, key)
@@ -515,39 +516,40 @@ class OtlpEncoder:
             out += _ID_FIELDS.pack(trace_id >> 64, trace_id & _LOW64, 0x52, 0x08, span_id)
         else:
             self._log_ids(record, out)
+        field = (
+            self._bodies.get(text) if text is not None and len(text) <= _BODY_CACHE_LEN else None
+        )
+        out += field if field is not None else self._body(record)
         out += shared
         if len(attributes) > head.size:
             _inline(out, 0x32, islice(attributes.items(), head.size, None))
 
     def _log_shared(self, record: Log, head: AttributeHead, key: tuple[Any, ...]) -> bytes:
-        """What a log record shares with the others of its head, severity, event and body:
-        those fields, encoded (cached)."""
+        """What a log record shares with the others of its head, severity and event: those
+        fields and the head's attributes, encoded (cached)."""
         out = bytearray()
         field = _SEVERITY_FIELDS.get((record.severity, record.severity_text))
         out += field if field is not None else _severity(record.severity, record.severity_text)
-        out += self._body(record)
         if record.event:
             out += self._named(self._events, b"\x62", record.event)
         self._attributes(out, 0x32, head.attributes, head)
         shared = bytes(out)
-        if len(self._shared_logs) >= _BODY_CACHE_MAX:
+        if len(self._shared_logs) >= _NAMES_MAX:
             self._shared_logs.clear()
         self._shared_logs[key] = shared
         return shared
 
     def _body(self, record: Log) -> bytes:
-        """The body field (a small one's from its JSON text's cache)."""
+        """The body field (a small one's remembered by its JSON text: `_bodies`, looked up
+        by the callers)."""
+        field = _wrapped(b"\x2a", any_value(record.body))
         text = record.body_json
         if text is not None and len(text) <= _BODY_CACHE_LEN:  # a small body: it may repeat
             bodies = self._bodies
-            field = bodies.get(text)
-            if field is None:
-                field = _wrapped(b"\x2a", any_value(record.body))
-                if len(bodies) >= _BODY_CACHE_MAX:
-                    bodies.clear()
-                bodies[text] = field
-            return field
-        return _wrapped(b"\x2a", any_value(record.body))
+            if len(bodies) >= _BODY_CACHE_MAX:
+                bodies.clear()
+            bodies[text] = field
+        return field
 
     @staticmethod
     def _log_ids(record: Log, out: bytearray) -> None:
@@ -570,12 +572,16 @@ class OtlpEncoder:
             out += span_id.to_bytes(8, "big")
 
     def _log_fields(self, record: Log, out: bytearray) -> None:
-        """A log record without a head or a small body, field by field."""
+        """A log record without a head, field by field (in `_log`'s order)."""
         self._log_ids(record, out)
-        severity, text = record.severity, record.severity_text
-        field = _SEVERITY_FIELDS.get((severity, text))
-        out += field if field is not None else _severity(severity, text)
-        out += self._body(record)
+        text = record.body_json
+        field = (
+            self._bodies.get(text) if text is not None and len(text) <= _BODY_CACHE_LEN else None
+        )
+        out += field if field is not None else self._body(record)
+        severity, severity_text = record.severity, record.severity_text
+        field = _SEVERITY_FIELDS.get((severity, severity_text))
+        out += field if field is not None else _severity(severity, severity_text)
         if record.event:
             out += self._named(self._events, b"\x62", record.event)
         if record.attributes:
