@@ -128,7 +128,7 @@ def key_value(key: str, value: Any) -> bytes:
     return _key_field(key) + _wrapped(b"\x12", any_value(value))
 
 
-_SHORT_KEY = 27  # a key this long or shorter gets its own templates (`_templates`)
+_SHORT_KEY = 27  # a key this long or shorter gets its own templates (`_Templates`)
 _SHORT_TEXT = 94  # a string this long or shorter fits a templated field (one-byte lengths)
 
 
