@@ -647,7 +647,9 @@ class Redactor:
         `truncated=True` says the text is the head of a longer text cut at its end: secrets
         running into the cut are then redacted even though incomplete.
         """
-        if len(text) < 5 and not self._extra_values and not truncated:
+        # (every rule below looks for a letter or a sign first: digits alone, a request id,
+        # have nothing to scrub unless the user added patterns)
+        if not self._extra_values and not truncated and (len(text) < 5 or text.isdigit()):
             return text
         if "PRIVATE KEY" in text:
             text = _PEM.sub(_PRIVATE_KEY_MARKER, text)

@@ -926,3 +926,13 @@ def test_contains_secret_shape() -> None:
     assert contains_secret_shape("password=hunter2")
     assert not contains_secret_shape("x " + m("openai-key"))
     assert not contains_secret_shape("hello world")
+
+
+def test_digits_alone_are_kept_unless_a_pattern_of_the_users_matches_them() -> None:
+    """A request id is digits: no built-in rule can match them (each looks for a letter or a
+    sign first), so they are kept as they are; a ``re:`` pattern still scrubs them."""
+    assert Redactor().scrub_text("4111111111111111") == "4111111111111111"
+    custom = Redactor(RedactionConfig(extra=(r"re:\d{16}",)))
+    assert custom.scrub_text("4111111111111111") == custom.scrub_text("card 4111111111111111")[5:]
+    assert "4111" not in custom.scrub_text("4111111111111111")
+    assert Redactor().scrub_text("12345-token=abc") != "12345-token=abc"

@@ -128,10 +128,95 @@ def key_value(key: str, value: Any) -> bytes:
     return _key_field(key) + _wrapped(b"\x12", any_value(value))
 
 
+_SHORT_KEY = 27  # a key this long or shorter gets its own templates (`_Templates`)
+_SHORT_TEXT = 94  # a string this long or shorter fits a templated field (one-byte lengths)
+
+
+class _Templates:
+    """The fields of one field tag's short keys, ready but for the value: a string value's as
+    a format (`%` with the lengths and the text), an integer's (the lengths and the varint),
+    a double's as its bytes up to the value. (One-byte lengths: short keys, short values.)"""
+
+    __slots__ = ("doubles", "ints", "others", "strings", "tag")
+
+    def __init__(self, tag: int) -> None:
+        self.tag = tag
+        self.strings: dict[str, bytes] = {}
+        self.ints: dict[str, bytes] = {}
+        self.doubles: dict[str, bytes] = {}
+        self.others: set[str] = set()  # keys without templates
+
+    def add(self, key: str) -> bool:
+        """Make ``key``'s templates; False: it is too long for them (or too many keys)."""
+        if key in self.strings or key in self.others:
+            return False
+        name = _key_field(key)
+        if len(name) > _SHORT_KEY + 2 or b"%" in name or len(self.strings) >= _KEY_FIELDS_LIMIT:
+            if len(self.others) < _KEY_FIELDS_LIMIT:
+                self.others.add(key)
+            return False
+        head = bytes((self.tag,))
+        # (their lengths tell the name's: a string's field is len(template) - 7 + its length
+        # long, an integer's len(template) - 6 + its varint's)
+        self.strings[key] = head + b"%c" + name + b"\x12%c\x0a%c%s"
+        self.ints[key] = head + b"%c" + name + b"\x12%c\x18%s"
+        self.doubles[key] = head + bytes((len(name) + 11,)) + name + b"\x12\x09\x21"
+        return True
+
+
+_TEMPLATES = {tag: _Templates(tag) for tag in (0x32, 0x4A)}  # log and span attributes
+
+
 def _inline(out: bytearray, tag: int, items: Iterable[tuple[str, Any]]) -> None:
     """Append ``items`` as KeyValue fields numbered by ``tag``, uncached: a record's own
-    attributes after its head (request ids, sizes, latencies) rarely repeat. (A field whose
-    lengths all fit one byte is written with one ``%``.)"""
+    attributes after its head (request ids, sizes, latencies) rarely repeat. (A short key's
+    field with a short string, an integer or a double is written from its templates.)"""
+    templates = _TEMPLATES.get(tag)
+    if templates is None:
+        _inline_fields(out, tag, items)
+        return
+    strings, ints, doubles = templates.strings, templates.ints, templates.doubles
+    for key, value in items:
+        kind: type[object] = type(value)  # pyright: ignore[reportUnknownVariableType]
+        if kind is str:
+            template = strings.get(key)
+            if template is not None:
+                try:
+                    text: bytes = value.encode()
+                except UnicodeEncodeError:
+                    text = value.encode("utf-8", "replace")
+                n = len(text)
+                if n <= _SHORT_TEXT:
+                    out += template % (len(template) - 7 + n, n + 2, n, text)
+                    continue
+        elif kind is int:
+            template = ints.get(key)
+            if template is not None:
+                number: int = value
+                if 0 <= number < 256:
+                    varint = _SMALL[number]
+                elif _INT64_MIN <= number <= _INT64_MAX:
+                    varint = _varint(number)
+                else:
+                    _inline_fields(out, tag, ((key, value),))
+                    continue
+                n = len(varint)
+                out += template % (len(template) - 6 + n, n + 1, varint)
+                continue
+        elif kind is float:
+            prefix = doubles.get(key)
+            if prefix is not None:
+                out += prefix
+                out += _DOUBLE.pack(value)
+                continue
+        if templates.add(key):
+            _inline(out, tag, ((key, value),))
+        else:
+            _inline_fields(out, tag, ((key, value),))
+
+
+def _inline_fields(out: bytearray, tag: int, items: Iterable[tuple[str, Any]]) -> None:
+    """`_inline` without templates."""
     keys = _KEY_FIELDS
     for key, value in items:
         name = keys.get(key)
@@ -140,24 +225,11 @@ def _inline(out: bytearray, tag: int, items: Iterable[tuple[str, Any]]) -> None:
         kind: type[object] = type(value)  # pyright: ignore[reportUnknownVariableType]
         if kind is str:
             text: bytes = value.encode("utf-8", "replace")
-            if len(name) + len(text) < 124:
-                n = len(text)
-                out += b"%c%c%s\x12%c\x0a%c%s" % (tag, len(name) + n + 4, name, n + 2, n, text)
-                continue
             n = len(text)
             item = b"\x0a" + (_SMALL[n] if n < 256 else _varint(n)) + text
         elif kind is int and _INT64_MIN <= value <= _INT64_MAX:
-            number: int = value
-            varint = _SMALL[number] if 0 <= number < 256 else _varint(number)
-            if len(name) < 100:
-                n = len(varint)
-                out += b"%c%c%s\x12%c\x18%s" % (tag, len(name) + n + 3, name, n + 1, varint)
-                continue
-            item = b"\x18" + varint
+            item = b"\x18" + _varint(value)
         elif kind is float:
-            if len(name) < 100:
-                out += b"%c%c%s\x12\x09\x21%s" % (tag, len(name) + 11, name, _DOUBLE.pack(value))
-                continue
             item = b"\x21" + _DOUBLE.pack(value)
         elif kind is bool:
             item = b"\x10\x01" if value else b"\x10\x00"
@@ -185,6 +257,10 @@ class OtlpEncoder:
         self._bodies: dict[str, bytes] = {}
         self._span_names: dict[tuple[str, int], bytes] = {}  # encoded name and kind fields
         self._events: dict[str, bytes] = {}  # encoded event name fields
+        # (head, severity, its text, event) -> those fields of a log record, encoded
+        self._shared_logs: dict[tuple[Any, ...], bytes] = {}
+        # (head, name, kind, status, parent remote) -> those fields of a span, encoded
+        self._shared_spans: dict[tuple[Any, ...], bytes] = {}
 
     # -- shared pieces ----------------------------------------------------------------------
     def _attributes(
@@ -343,41 +419,54 @@ class OtlpEncoder:
         return self._request(spans, self._span)
 
     def _span(self, span: Span, out: bytearray) -> None:
-        """Append ``span`` as a ``Span`` message body."""
+        """Append ``span`` as a ``Span`` message body. (Field order is free in protobuf: the
+        ids and times first, then what the span shares with the others of its head, name,
+        kind and outcome, cached as one piece: those fields and the head's attributes; then
+        its own attributes. `_span_fields` writes the same order.)"""
+        head, parent = span.head, span.parent
+        if (
+            head is None or not parent or span.description or span.events or span.links
+            or span.trace_state
+        ):  # fmt: skip
+            self._span_fields(span, out)
+            return
+        key = (head, span.name, span.kind, span.status, span.parent_remote)
+        shared = self._shared_spans.get(key)
+        if shared is None:
+            shared = self._span_shared(span, head, key)
+        trace_id = span.trace_id
+        out += _IDS_PARENT.pack(0x0A, 0x10, trace_id >> 64, trace_id & _LOW64, 0x12, 0x08,
+                                span.span_id, 0x22, 0x08, parent)  # fmt: skip
+        out += _TIMES.pack(0x39, span.start, 0x41, span.end)
+        out += shared
+        attributes = span.attributes
+        if len(attributes) > head.size:
+            _inline(out, 0x4A, islice(attributes.items(), head.size, None))
+
+    def _span_shared(self, span: Span, head: AttributeHead, key: tuple[Any, ...]) -> bytes:
+        """What a span shares with the others of its head, name, kind and outcome: those
+        fields, encoded (cached)."""
+        out = bytearray(self._name_and_kind(span.name, span.kind))
+        out += _ENDS[span.status * 2 + span.parent_remote]
+        self._attributes(out, 0x4A, head.attributes, head)
+        shared = bytes(out)
+        if len(self._shared_spans) >= _NAMES_MAX:
+            self._shared_spans.clear()
+        self._shared_spans[key] = shared
+        return shared
+
+    def _span_fields(self, span: Span, out: bytearray) -> None:
+        """A span, field by field (in `_span`'s order)."""
         trace_id, parent = span.trace_id, span.parent
-        if parent and not span.trace_state:  # (ids and parent in one pack: nearly every span)
-            out += _IDS_PARENT.pack(0x0A, 0x10, trace_id >> 64, trace_id & _LOW64, 0x12, 0x08,
-                                    span.span_id, 0x22, 0x08, parent)  # fmt: skip
-        else:
-            out += _IDS.pack(0x0A, 0x10, trace_id >> 64, trace_id & _LOW64, 0x12, 0x08,
-                             span.span_id)  # fmt: skip
-            if span.trace_state:
-                _field(out, 0x1A, _text(span.trace_state))
-            if parent:
-                out += _PARENT.pack(0x22, 0x08, parent)
+        out += _IDS.pack(0x0A, 0x10, trace_id >> 64, trace_id & _LOW64, 0x12, 0x08,
+                         span.span_id)  # fmt: skip
+        if span.trace_state:
+            _field(out, 0x1A, _text(span.trace_state))
+        if parent:
+            out += _PARENT.pack(0x22, 0x08, parent)
+        out += _TIMES.pack(0x39, span.start, 0x41, span.end)
         named = self._span_names.get((span.name, span.kind))
         out += named if named is not None else self._name_and_kind(span.name, span.kind)
-        out += _TIMES.pack(0x39, span.start, 0x41, span.end)
-        attributes, head = span.attributes, span.head
-        if head is not None and (encoded := head.encoded.get(0x4A)) is not None:
-            out += encoded  # (`_attributes`, inlined for a head encoded before)
-            if len(attributes) > head.size:
-                _inline(out, 0x4A, islice(attributes.items(), head.size, None))
-        elif attributes:
-            self._attributes(out, 0x4A, attributes, head)
-        if span.events:
-            for event in span.events:
-                ev = bytearray(b"\x09" + _FIXED64.pack(event.ts))
-                _field(ev, 0x12, _text(event.name))
-                self._attributes(ev, 0x1A, event.attributes)
-                _field(out, 0x5A, ev)
-        if span.links:
-            for link in span.links:
-                lk = bytearray(b"\x0a\x10" + link.trace_id.to_bytes(16, "big"))
-                lk += b"\x12\x08" + link.span_id.to_bytes(8, "big")
-                self._attributes(lk, 0x22, link.attributes)
-                lk += _REMOTE_FLAGS if link.remote else _LOCAL_FLAGS
-                _field(out, 0x6A, lk)
         description = span.description
         if description:
             st = bytearray()
@@ -388,38 +477,87 @@ class OtlpEncoder:
             out += _REMOTE_FLAGS_FIELD if span.parent_remote else _LOCAL_FLAGS_FIELD
         else:  # (the status and the flags: one of six)
             out += _ENDS[span.status * 2 + span.parent_remote]
+        if span.attributes:
+            self._attributes(out, 0x4A, span.attributes, span.head)
+        for event in span.events:
+            ev = bytearray(b"\x09" + _FIXED64.pack(event.ts))
+            _field(ev, 0x12, _text(event.name))
+            self._attributes(ev, 0x1A, event.attributes)
+            _field(out, 0x5A, ev)
+        for link in span.links:
+            lk = bytearray(b"\x0a\x10" + link.trace_id.to_bytes(16, "big"))
+            lk += b"\x12\x08" + link.span_id.to_bytes(8, "big")
+            self._attributes(lk, 0x22, link.attributes)
+            lk += _REMOTE_FLAGS if link.remote else _LOCAL_FLAGS
+            _field(out, 0x6A, lk)
 
     # -- log records ------------------------------------------------------------------------
     def logs(self, records: Sequence[Log]) -> bytes:
         return self._request(records, self._log)
 
     def _log(self, record: Log, out: bytearray) -> None:
-        """Append ``record`` as a ``LogRecord`` message body."""
-        ts = record.ts
-        if ts:
-            out += _STAMP.pack(0x09, ts)
-        severity, text = record.severity, record.severity_text
-        field = _SEVERITY_FIELDS.get((severity, text))
-        out += field if field is not None else _severity(severity, text)
+        """Append ``record`` as a ``LogRecord`` message body. (Field order is free in
+        protobuf: the times, flags and ids first, then the body (a small one's field from a
+        cache by its JSON text), then what the record shares with the others of its head,
+        severity and event, cached as one piece: those fields and the head's attributes; then
+        its own attributes. `_log_fields` writes the same order.)"""
+        # (one unpacking instead of a named tuple's attribute look-ups: `_LOG_FIELDS`)
+        ts, observed, trace_id, span_id, flags, severity, severity_text, event, _, attributes, \
+            _, text, head = record  # fmt: skip
+        if head is None:
+            self._log_fields(record, out)
+            return
+        key = (head, severity, severity_text, event)
+        shared = self._shared_logs.get(key)
+        if shared is None:
+            shared = self._log_shared(record, head, key)
+        if ts and observed and trace_id and span_id and 0 < flags < 0x100000000:
+            out += _LOG_FIXED.pack(0x09, ts, 0x59, observed, 0x45, flags, 0x4A, 0x10)
+            out += _ID_FIELDS.pack(trace_id >> 64, trace_id & _LOW64, 0x52, 0x08, span_id)
+        else:
+            self._log_ids(record, out)
+        field = (
+            self._bodies.get(text) if text is not None and len(text) <= _BODY_CACHE_LEN else None
+        )
+        out += field if field is not None else self._body(record)
+        out += shared
+        if len(attributes) > head.size:
+            _inline(out, 0x32, islice(attributes.items(), head.size, None))
+
+    def _log_shared(self, record: Log, head: AttributeHead, key: tuple[Any, ...]) -> bytes:
+        """What a log record shares with the others of its head, severity and event: those
+        fields and the head's attributes, encoded (cached)."""
+        out = bytearray()
+        field = _SEVERITY_FIELDS.get((record.severity, record.severity_text))
+        out += field if field is not None else _severity(record.severity, record.severity_text)
+        if record.event:
+            out += self._named(self._events, b"\x62", record.event)
+        self._attributes(out, 0x32, head.attributes, head)
+        shared = bytes(out)
+        if len(self._shared_logs) >= _NAMES_MAX:
+            self._shared_logs.clear()
+        self._shared_logs[key] = shared
+        return shared
+
+    def _body(self, record: Log) -> bytes:
+        """The body field (a small one's remembered by its JSON text: `_bodies`, looked up
+        by the callers)."""
+        field = _wrapped(b"\x2a", any_value(record.body))
         text = record.body_json
         if text is not None and len(text) <= _BODY_CACHE_LEN:  # a small body: it may repeat
             bodies = self._bodies
-            field = bodies.get(text)
-            if field is None:
-                field = _wrapped(b"\x2a", any_value(record.body))
-                if len(bodies) >= _BODY_CACHE_MAX:
-                    bodies.clear()
-                bodies[text] = field
-            out += field
-        else:
-            _field(out, 0x2A, any_value(record.body))
-        attributes, head = record.attributes, record.head
-        if head is not None and (encoded := head.encoded.get(0x32)) is not None:
-            out += encoded  # (`_attributes`, inlined for a head encoded before)
-            if len(attributes) > head.size:
-                _inline(out, 0x32, islice(attributes.items(), head.size, None))
-        elif attributes:
-            self._attributes(out, 0x32, attributes, head)
+            if len(bodies) >= _BODY_CACHE_MAX:
+                bodies.clear()
+            bodies[text] = field
+        return field
+
+    @staticmethod
+    def _log_ids(record: Log, out: bytearray) -> None:
+        """A log record's times, trace flags and ids, each when there is one."""
+        if record.ts:
+            out += _STAMP.pack(0x09, record.ts)
+        if record.observed:
+            out += _STAMP.pack(0x59, record.observed)
         flags = record.flags
         if flags:
             out += _FLAGS[flags] if flags < 256 else b"\x45" + _FIXED32.pack(flags)
@@ -432,13 +570,29 @@ class OtlpEncoder:
         elif span_id:
             out += b"\x52\x08"
             out += span_id.to_bytes(8, "big")
-        if record.observed:
-            out += _STAMP.pack(0x59, record.observed)
-        event = record.event
-        if event:
-            field = self._events.get(event)
-            out += field if field is not None else self._named(self._events, b"\x62", event)
 
+    def _log_fields(self, record: Log, out: bytearray) -> None:
+        """A log record without a head, field by field (in `_log`'s order)."""
+        self._log_ids(record, out)
+        text = record.body_json
+        field = (
+            self._bodies.get(text) if text is not None and len(text) <= _BODY_CACHE_LEN else None
+        )
+        out += field if field is not None else self._body(record)
+        severity, severity_text = record.severity, record.severity_text
+        field = _SEVERITY_FIELDS.get((severity, severity_text))
+        out += field if field is not None else _severity(severity, severity_text)
+        if record.event:
+            out += self._named(self._events, b"\x62", record.event)
+        if record.attributes:
+            self._attributes(out, 0x32, record.attributes, record.head)
+
+
+# the fields of `Log` as `OtlpEncoder._log` unpacks them
+_LOG_FIELDS = ("ts", "observed", "trace_id", "span_id", "flags", "severity", "severity_text",
+               "event", "body", "attributes", "origin", "body_json", "head")  # fmt: skip
+if Log._fields != _LOG_FIELDS:  # pragma: no cover - a change to Log must change _log too
+    raise ImportError(f"OtlpEncoder._log unpacks {_LOG_FIELDS}, not {Log._fields}")
 
 # (severity number, text) -> their fields (a handful of pairs)
 _SEVERITY_FIELDS: dict[tuple[int, str | None], bytes] = {}
@@ -460,6 +614,9 @@ _IDS = struct.Struct(">BBQQBBQ")  # a trace id and a span id field (ids are big-
 _PARENT = struct.Struct(">BBQ")  # a span id field
 _IDS_PARENT = struct.Struct(">BBQQBBQBBQ")  # a span's trace, span and parent span id fields
 _STAMP = struct.Struct("<BQ")  # a fixed64 field (a timestamp)
+# a log record's time, observed time and trace flags fields, and the trace id field's tag
+_LOG_FIXED = struct.Struct("<BQBQBIBB")
+_ID_FIELDS = struct.Struct(">QQBBQ")  # a trace id's value, then a span id field
 _KINDS = [b"\x30" + _SMALL[kind + 1] for kind in range(5)]  # Span.kind is SpanKind + 1
 _TIMES = struct.Struct("<BQBQ")  # start and end time, as fields
 _STATUS_CODES = [b"", b"\x18\x01", b"\x18\x02"]

@@ -1,7 +1,7 @@
 """The OTLP exporter of each signal: the SDK's, fed by `OtlpEncoder` through `sdk_adapter`.
 
 Over OTLP/HTTP, spans and log records are posted by our `otlp_http.HttpSender` (one kept-alive
-``http.client`` connection, configured from the ``OTEL_EXPORTER_OTLP_*`` variables as the SDK
+HTTP/1.1 connection, configured from the ``OTEL_EXPORTER_OTLP_*`` variables as the SDK
 is), unless the configuration needs the SDK's transport (`otlp_http.http_settings` says why).
 Metrics go through the SDK's exporter untouched (one request per interval). OTLP/gRPC comes with the ``grpc`` extra (``pip install 'helmet-otel[grpc]'``);
 asked for without it, the worker says so once on stderr and exports over http/protobuf, the

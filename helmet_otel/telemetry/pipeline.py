@@ -123,6 +123,14 @@ class Pipeline:
         for queue in self.log_queues:
             queue.put(record)
 
+    def emit_spans(self, spans: Sequence[Span]) -> None:
+        for queue in self.span_queues:
+            queue.put_all(spans)
+
+    def emit_logs(self, records: Sequence[Log]) -> None:
+        for queue in self.log_queues:
+            queue.put_all(records)
+
     def emit_urgent_span(self, span: Span) -> None:
         """A span of a call a policy decided on: never evicted by a full queue."""
         for queue in self.span_queues:
@@ -230,6 +238,10 @@ class _Immediate:
             written = False
         if not written:
             self._drops.add("store_logs_export_failed", 1, quiet=True)
+
+    def put_all(self, records: Sequence[Log]) -> None:
+        for record in records:
+            self.put(record)
 
 
 def _bounded(call: Callable[[], object], timeout_s: float) -> None:

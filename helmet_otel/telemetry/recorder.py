@@ -122,6 +122,18 @@ class Recorder:
             case Config():
                 pass  # the worker took the first; there is no other
 
+    def gather(self) -> None:
+        """Until `release`, the records and spans the frames make are kept and then handed to
+        each sink queue at once (the worker does this per read of its pipe: a queue's ``put``
+        per record cost more than the record's list append). Urgent ones go at once."""
+        self.shared.records.gather()
+        self.shared.spans.gather()
+
+    def release(self) -> None:
+        """Hand what was gathered to the queues."""
+        self.shared.spans.release()
+        self.shared.records.release()
+
     def _session(self, key: int) -> SessionRecorder:
         session = self.sessions.get(key)
         if session is None:

@@ -28,9 +28,25 @@ class RecordWriter:
     """Emits log records into the pipeline's log queues."""
 
     def __init__(self, pipeline: Pipeline, origin: Origin) -> None:
-        self._emit = pipeline.emit_log
+        self._put = pipeline.emit_log
+        self._put_all = pipeline.emit_logs
+        self._emit = self._put
         self._emit_urgent = pipeline.emit_urgent_log
+        self._gathered: list[Log] = []
         self.origin = origin
+
+    def gather(self) -> None:
+        """From now on ordinary records wait in a list until `release` (urgent ones still go
+        at once): the worker hands what one read of its pipe made to each queue in one call."""
+        self._emit = self._gathered.append
+
+    def release(self) -> None:
+        """Hand what `gather` kept to the queues, in order; records go one by one again."""
+        self._emit = self._put
+        gathered = self._gathered
+        if gathered:
+            self._gathered = []
+            self._put_all(gathered)
 
     def emit(
         self,

@@ -45,9 +45,23 @@ class SpanWriter:
     """Starts spans and ends them into the pipeline's span queues."""
 
     def __init__(self, pipeline: Pipeline, origin: Origin) -> None:
-        self._emit = pipeline.emit_span
+        self._put = pipeline.emit_span
+        self._put_all = pipeline.emit_spans
+        self._emit = self._put
         self._emit_urgent = pipeline.emit_urgent_span
+        self._gathered: list[Span] = []
         self.origin = origin
+
+    def gather(self) -> None:
+        """Ended spans wait in a list until `release` (as `RecordWriter.gather`)."""
+        self._emit = self._gathered.append
+
+    def release(self) -> None:
+        self._emit = self._put
+        gathered = self._gathered
+        if gathered:
+            self._gathered = []
+            self._put_all(gathered)
 
     def new(
         self, name: str, trace_id: int, span_id: int, flags: int, parent: int, kind: int,

@@ -120,11 +120,15 @@ def main() -> int:
     cutoff.install()
     try:
         while True:
-            for frame in cutoff.sift(pending):
-                try:
-                    recorder.handle(frame)
-                except Exception as exc:  # one bad frame must not end telemetry
-                    errors.add(exc)
+            recorder.gather()  # (what one read makes goes to each queue at once)
+            try:
+                for frame in cutoff.sift(pending):
+                    try:
+                        recorder.handle(frame)
+                    except Exception as exc:  # one bad frame must not end telemetry
+                        errors.add(exc)
+            finally:
+                recorder.release()
             pending = []
             stderr_due = recorder.stderr_due()
             now = time.monotonic()

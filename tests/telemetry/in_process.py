@@ -26,11 +26,17 @@ class Kept:
 
     def __init__(self) -> None:
         self.items: list[Any] = []
+        self.urgent: list[Any] = []  # of them, those put as urgent
 
     def put(self, item: Any) -> None:
         self.items.append(item)
 
-    put_urgent = put
+    def put_all(self, items: list[Any]) -> None:
+        self.items += items
+
+    def put_urgent(self, item: Any) -> None:
+        self.items.append(item)
+        self.urgent.append(item)
 
 
 def recorder() -> tuple[Recorder, Kept, Kept]:

@@ -6,6 +6,7 @@ the SDK's encoder makes of them)."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
@@ -40,8 +41,12 @@ def _call(rec: Recorder, span: int, request: bytes, response: bytes, *, weight: 
     _send(rec, 1 - s2c, response, 0, response_flags, ts=span * 1000 + 500)
 
 
-def _records() -> tuple[list[Log], list[Span]]:
+def _records(*, gathered: bool = False) -> tuple[list[Log], list[Span]]:
+    """Every kind of call; ``gathered``: the records kept until the end, as the worker keeps
+    a read's worth (`Recorder.gather`)."""
     rec, spans, logs = recorder()
+    if gathered:
+        rec.gather()
     rec.handle(fr.Start(1, 1, "s1", "http", TRACE, 1, UPSTREAM))
     rec.handle(fr.Info(1, "legacy", "2025-06-18", {"name": "c", "version": "1"},
                        {"name": "s", "version": "2"}, "mcp-1"))  # fmt: skip
@@ -113,6 +118,10 @@ def _records() -> tuple[list[Log], list[Span]]:
               b'{"requestId":12,"reason":"user"}}', ts=121_000)  # fmt: skip
     _send(rec, 0, call % b"13", 130)  # never answered
     rec.close(140_000, "done")
+    if gathered:  # only what is never shed went at once
+        assert logs.items == logs.urgent and spans.items == spans.urgent
+        assert len(logs.urgent) == 4 and len(spans.urgent) == 2  # a finding, a decided call
+        rec.release()
     return ([r for r in logs.items if isinstance(r, Log)],
             [s for s in spans.items if isinstance(s, Span)])  # fmt: skip
 
@@ -195,3 +204,31 @@ def test_the_records_of_a_call_say_what_they_said_before_heads() -> None:
     methods = {r.attributes.get(sc.MCP_METHOD_NAME) for r in logs if r.head is not None}
     assert methods == {"initialize", "tools/call", "resources/read", "prompts/get",
                        "sampling/createMessage"}  # fmt: skip
+
+
+def test_records_gathered_over_a_read_reach_the_queues_as_one_by_one() -> None:
+    """The worker keeps the ordinary records and spans of one read of its pipe and hands them
+    to each queue at once; the urgent ones go at once. Nothing else changes: the same records,
+    in the same order within each lane."""
+
+    def lanes(
+        items: Sequence[Log | Span],
+    ) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
+        ordinary: list[tuple[object, ...]] = []
+        urgent: list[tuple[object, ...]] = []
+        for item in items:
+            if isinstance(item, Log):
+                seen = (item.event, item.ts, item.span_id, item.attributes, item.body_json)
+            else:
+                seen = (item.name, item.span_id, item.kind, item.start, item.end,
+                        item.attributes, item.status, item.events, item.links)  # fmt: skip
+            decided = sc.HELMET_POLICY_ID in item.attributes
+            finding = isinstance(item, Log) and item.event == sc.EVENT_SECURITY
+            (urgent if decided or finding else ordinary).append(seen)
+        return ordinary, urgent
+
+    one_by_one, gathered = _records(), _records(gathered=True)
+    for before, after in zip(one_by_one, gathered, strict=True):
+        ordinary, urgent = lanes(before)
+        assert len(ordinary) > 20 and urgent
+        assert lanes(after) == (ordinary, urgent)

@@ -581,3 +581,17 @@ def test_the_pipeline_is_built_from_the_typed_options(tmp_path: Path) -> None:
         assert (attributes[sc.SERVICE_NAME], attributes[sc.HELMET_TRANSPORT]) == ("svc", "http")
     finally:
         pipeline.flush_and_shutdown(5.0)
+
+
+def test_items_put_all_at_once_are_kept_and_dropped_as_one_by_one() -> None:
+    gate = Gate()
+    drops: Counter[str] = Counter()
+    queue = BatchQueue("sink", gate, lambda r, n: drops.update({r: n}), BatchSettings(4, 2, 60))
+    queue.put_all([0, 1])  # a full batch: the thread takes [0, 1] and blocks in the exporter
+    assert gate.entered.wait(10)
+    queue.put_all([2, 3, 4])  # they fit
+    queue.put_all([5, 6, 7])  # they do not: the two oldest (2, 3) go, as `put` by `put`
+    assert drops == {"sink_queue_full": 2}
+    gate.release.set()
+    assert queue.drain(time.monotonic() + 10) == 0
+    assert gate.batches == [[0, 1], [4, 5], [6, 7]]

@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 import pytest
 from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
@@ -10,9 +13,19 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from helmet_otel.redaction import Redactor
+from helmet_otel.store.records import AttributeHead, Event
 from helmet_otel.telemetry.otlp_encoding import OtlpEncoder
 from helmet_otel.telemetry.sdk_adapter import plain_log, plain_span, sdk_log, sdk_span
-from tests.telemetry.records import HUGE_AS_SENT, HUGE_LOGS, HUGE_SPANS, LOGS, SPANS, log
+from tests.telemetry.records import (
+    HUGE_AS_SENT,
+    HUGE_LOGS,
+    HUGE_SPANS,
+    LOGS,
+    ODD_VALUES,
+    SPANS,
+    log,
+    span,
+)
 
 
 def test_spans_parse_to_the_sdk_encoders_messages() -> None:
@@ -90,3 +103,50 @@ def test_plain_records_encode_with_the_sdk_as_ours_do() -> None:
     # records with nothing to change keep their values as they are
     assert dict(plain_spans[2].attributes or {}) == HUGE_SPANS[2].attributes
     assert plain_logs[2].log_record.attributes is HUGE_LOGS[2].attributes
+
+
+# a record's own attributes after its head: every kind of value, short and long keys and texts
+TAIL: dict[str, Any] = {
+    **ODD_VALUES, "jsonrpc.request.id": "7", "helmet.latency_ms": 0.25, "size": 300,
+    "u64": 2**64 - 1, "below": -(2**63) - 1, "a%key": "%s %c", "k" * 40: "long key", "x" * 94: 1,
+    "y" * 95: "ü" * 40,
+}  # fmt: skip
+
+
+def test_records_with_heads_encode_as_the_sdk_does_cached_or_not() -> None:
+    """The pieces a head's records share (`_log_shared`, `_span_shared`) and the templates of
+    their own attributes (`_inline`) write what the SDK's encoder writes (integers beyond int64
+    as strings: `plain_log`), and the same bytes as the same records without heads."""
+    head = AttributeHead({"helmet.direction": "client_to_server", "mcp.method.name": "tools/call"})
+    span_head = AttributeHead({"mcp.method.name": "tools/call", "gen_ai.tool.name": "echo"})
+    logs = [
+        log(body, attributes={**head.attributes, **dict(list(TAIL.items())[i:])}, head=head,
+            body_json=text, **fields)
+        for i, (body, text, fields) in enumerate([
+            ({"n": 1}, '{"n":1}', {}), ({"n": 1}, '{"n":1}', {"severity": 17}),
+            ({"n": 1}, '{"n":1}', {"event": "helmet.response"}), ("x" * 300, "x" * 302, {}),
+            ({"n": 1}, '{"n":1}', {"flags": 0}), ({"n": 1}, '{"n":1}', {"ts": 0}),
+            ({"n": 2}, '{"n":2}', {"trace_id": 0, "span_id": 0, "flags": 0}), ({"n": 1}, '{"n":1}', {}),
+        ])
+    ]  # fmt: skip
+    spans = [
+        span(i + 1, attributes={**span_head.attributes, **dict(list(TAIL.items())[i:])},
+             head=span_head, **fields)
+        for i, fields in enumerate([
+            {}, {"kind": 3}, {"status": 1}, {"parent_remote": True},
+            {"status": 2, "description": "failed"}, {"parent": 0}, {"trace_state": "k=v"},
+            {"events": [Event("cancelled", 5, {"reason": "user"})]}, {},
+        ])
+    ]  # fmt: skip
+    encoder = OtlpEncoder()
+    for _ in range(2):  # (the second time from the caches)
+        assert ExportLogsServiceRequest.FromString(encoder.logs(logs)) == encode_logs(
+            [plain_log(r) for r in logs]
+        )
+        assert ExportTraceServiceRequest.FromString(encoder.spans(spans)) == encode_spans(
+            [plain_span(s) for s in spans]
+        )
+    plain_logs = [r._replace(head=None) for r in logs]
+    plain_spans = [dataclasses.replace(s, head=None) for s in spans]
+    assert encoder.logs(logs) == OtlpEncoder().logs(plain_logs)
+    assert encoder.spans(spans) == OtlpEncoder().spans(plain_spans)

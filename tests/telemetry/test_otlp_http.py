@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import socket
 import subprocess
 import threading
 import time
@@ -353,3 +354,89 @@ def test_an_unreadable_client_certificate_stays_with_the_sdk(
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", str(tmp_path / "missing.pem"))
     sender, reason = otlp_http.sender_for("logs", os.environ)
     assert sender is None and reason is not None and reason.startswith("TLS setup failed")
+
+
+# -- the answers our connection reads, from a scripted server over a real socket ------------
+
+
+class ScriptedCollector:
+    """Answers each request with the next scripted bytes (then closes the connection when told),
+    keeping the raw requests and the connection each came on."""
+
+    def __init__(self, script: list[tuple[bytes, bool]]) -> None:
+        self.script = script
+        self.requests: list[tuple[int, bytes]] = []
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._listener.getsockname()[1]
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        connections = 0
+        while self.script:
+            conn, _ = self._listener.accept()
+            connections += 1
+            with conn:
+                data = b""
+                while self.script:
+                    while b"\r\n\r\n" not in data:
+                        chunk = conn.recv(65536)
+                        if not chunk:
+                            break
+                        data += chunk
+                    head, _, data = data.partition(b"\r\n\r\n")
+                    if not head:
+                        break
+                    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+                    while len(data) < length:
+                        data += conn.recv(65536)
+                    self.requests.append((connections, head + b"\r\n\r\n" + data[:length]))
+                    data = data[length:]
+                    answer, close = self.script.pop(0)
+                    conn.sendall(answer)
+                    if close:
+                        break
+        self._listener.close()
+
+    def join(self) -> None:
+        self._thread.join(5.0)
+        assert not self._thread.is_alive()
+
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
+
+
+def test_the_request_is_what_http_client_writes_and_answers_are_read_in_every_framing(
+    fast_backoff: None,
+) -> None:
+    collector = ScriptedCollector([
+        (b"HTTP/1.1 100 Continue\r\n\r\n" + OK, False),  # informational, then the answer
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+         b"3;x=1\r\nabc\r\n10\r\n0123456789abcdef\r\n0\r\nX-Trailer: 1\r\n\r\n", False),
+        (b"HTTP/1.1 503 Busy\r\nRetry-After: 0\r\nContent-Length: 0\r\n\r\n", False),
+        (b"HTTP/1.1 204 No Content\r\n\r\n", False),  # (the retry, on the same connection)
+        (b"HTTP/1.0 200 OK\r\n\r\nthe body ends with the connection", True),
+        (b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n", True),
+        (b"SSH-2.0-not-http\r\n\r\n", True),  # not HTTP: a connection error, retried at once
+        (OK + b"unasked bytes", False),  # taken, but the connection is not trusted further
+        (b"HTTP/1.1 400 Bad Request\r\nContent-Length: 5\r\n\r\nnope!", False),
+    ])  # fmt: skip
+    sender = _sender(f"http://127.0.0.1:{collector.port}/v1/traces", headers={"api-key": "k 1"})
+    assert [sender.send(BODY) for _ in range(7)] == [True] * 6 + [False]
+    sender.shutdown()
+    collector.join()
+    head = (
+        b"POST /v1/traces HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nAccept-Encoding: identity\r\n"
+        b"content-type: application/x-protobuf\r\napi-key: k 1\r\nContent-Length: %d\r\n\r\n"
+    ) % (collector.port, len(BODY))
+    assert collector.requests == [
+        (n, head + BODY) for n in (1, 1, 1, 1, 1, 2, 3, 4, 5)
+    ]  # fmt: skip
+
+
+def test_a_header_http_cannot_carry_stays_with_the_sdk(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "api-key=a%0D%0Ab")
+    sender, reason = otlp_http.sender_for("traces", os.environ)
+    assert (
+        sender is None and reason == "a header HTTP cannot carry: invalid value of header 'api-key'"
+    )
