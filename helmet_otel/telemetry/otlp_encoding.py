@@ -449,11 +449,7 @@ class OtlpEncoder:
         out = bytearray(self._name_and_kind(span.name, span.kind))
         out += _ENDS[span.status * 2 + span.parent_remote]
         self._attributes(out, 0x4A, head.attributes, head)
-        shared = bytes(out)
-        if len(self._shared_spans) >= _NAMES_MAX:
-            self._shared_spans.clear()
-        self._shared_spans[key] = shared
-        return shared
+        return _remember(self._shared_spans, key, bytes(out))
 
     def _span_fields(self, span: Span, out: bytearray) -> None:
         """A span, field by field (in `_span`'s order)."""
@@ -533,11 +529,7 @@ class OtlpEncoder:
         if record.event:
             out += self._named(self._events, b"\x62", record.event)
         self._attributes(out, 0x32, head.attributes, head)
-        shared = bytes(out)
-        if len(self._shared_logs) >= _NAMES_MAX:
-            self._shared_logs.clear()
-        self._shared_logs[key] = shared
-        return shared
+        return _remember(self._shared_logs, key, bytes(out))
 
     def _body(self, record: Log) -> bytes:
         """The body field (a small one's remembered by its JSON text: `_bodies`, looked up
@@ -609,6 +601,16 @@ def _severity(number: int, text: str | None) -> bytes:
 
 
 _NAMES_MAX = 1024  # span and event names remembered
+
+
+def _remember(cache: dict[tuple[Any, ...], bytes], key: tuple[Any, ...], shared: bytes) -> bytes:
+    """``shared`` kept in ``cache`` (emptied first when it holds `_NAMES_MAX`)."""
+    if len(cache) >= _NAMES_MAX:
+        cache.clear()
+    cache[key] = shared
+    return shared
+
+
 _LOW64 = (1 << 64) - 1
 _IDS = struct.Struct(">BBQQBBQ")  # a trace id and a span id field (ids are big-endian bytes)
 _PARENT = struct.Struct(">BBQ")  # a span id field

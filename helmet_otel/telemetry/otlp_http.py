@@ -349,30 +349,25 @@ class Connection:
             if not self._read():
                 raise ConnectionResetError("the collector closed the connection")
 
-    def _line(self) -> bytes:
+    def _upto(self, marker: bytes, what: str) -> bytes:
+        """The buffered bytes before ``marker`` (read until it comes), taken out with it."""
         buffer = self._buffer
-        end = buffer.find(b"\r\n")
+        end = buffer.find(marker)
         while end < 0:
             if len(buffer) > _MAX_HEAD:
-                raise BadAnswer("a line too long")
+                raise BadAnswer(f"{what} too long")
             if not self._read():
                 raise ConnectionResetError("the collector closed the connection")
-            end = buffer.find(b"\r\n")
-        line = bytes(buffer[:end])
-        del buffer[: end + 2]
-        return line
+            end = buffer.find(marker)
+        taken = bytes(buffer[:end])
+        del buffer[: end + len(marker)]
+        return taken
+
+    def _line(self) -> bytes:
+        return self._upto(b"\r\n", "a line")
 
     def _head(self) -> tuple[int, str, dict[bytes, bytes], bytes]:
-        buffer = self._buffer
-        end = buffer.find(b"\r\n\r\n")
-        while end < 0:
-            if len(buffer) > _MAX_HEAD:
-                raise BadAnswer("the answer's headers are too long")
-            if not self._read():
-                raise ConnectionResetError("the collector closed the connection")
-            end = buffer.find(b"\r\n\r\n")
-        lines = bytes(buffer[:end]).split(b"\r\n")
-        del buffer[: end + 4]
+        lines = self._upto(b"\r\n\r\n", "the answer's headers are").split(b"\r\n")
         version, _, rest = lines[0].partition(b" ")
         code, _, reason = rest.partition(b" ")
         if not version.startswith(b"HTTP/1.") or len(code) != 3 or not code.isdigit():

@@ -13,6 +13,7 @@ from helmet_otel import semconv as sc
 from helmet_otel.redaction import Redactor
 from helmet_otel.store.records import AttributeHead, Log, Origin, Span
 from helmet_otel.telemetry.frames import CUT, NOT_JSON, Summary
+from helmet_otel.telemetry.gathering import Gatherer
 from helmet_otel.telemetry.pipeline import Pipeline
 
 SEVERITY_TEXT = {s: s.name.rstrip("0123456789") or s.name for s in SeverityNumber}
@@ -24,29 +25,13 @@ _POLICY_ID = sc.HELMET_POLICY_ID
 _new_log = tuple[Any, ...].__new__  # a NamedTuple from its fields, without its __new__
 
 
-class RecordWriter:
+class RecordWriter(Gatherer[Log]):
     """Emits log records into the pipeline's log queues."""
 
     def __init__(self, pipeline: Pipeline, origin: Origin) -> None:
-        self._put = pipeline.emit_log
-        self._put_all = pipeline.emit_logs
-        self._emit = self._put
+        super().__init__(pipeline.emit_log, pipeline.emit_logs)
         self._emit_urgent = pipeline.emit_urgent_log
-        self._gathered: list[Log] = []
         self.origin = origin
-
-    def gather(self) -> None:
-        """From now on ordinary records wait in a list until `release` (urgent ones still go
-        at once): the worker hands what one read of its pipe made to each queue in one call."""
-        self._emit = self._gathered.append
-
-    def release(self) -> None:
-        """Hand what `gather` kept to the queues, in order; records go one by one again."""
-        self._emit = self._put
-        gathered = self._gathered
-        if gathered:
-            self._gathered = []
-            self._put_all(gathered)
 
     def emit(
         self,

@@ -14,6 +14,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from helmet_otel import semconv as sc
 from helmet_otel.store.records import AttributeHead, Link, Origin, Span
+from helmet_otel.telemetry.gathering import Gatherer
 from helmet_otel.telemetry.pipeline import Pipeline
 
 _TRACE_CONTEXT = TraceContextTextMapPropagator()
@@ -41,27 +42,13 @@ def segment_link(previous: Span) -> Link:
     return Link(previous.trace_id, previous.span_id, False, _PREVIOUS_SEGMENT)
 
 
-class SpanWriter:
+class SpanWriter(Gatherer[Span]):
     """Starts spans and ends them into the pipeline's span queues."""
 
     def __init__(self, pipeline: Pipeline, origin: Origin) -> None:
-        self._put = pipeline.emit_span
-        self._put_all = pipeline.emit_spans
-        self._emit = self._put
+        super().__init__(pipeline.emit_span, pipeline.emit_spans)
         self._emit_urgent = pipeline.emit_urgent_span
-        self._gathered: list[Span] = []
         self.origin = origin
-
-    def gather(self) -> None:
-        """Ended spans wait in a list until `release` (as `RecordWriter.gather`)."""
-        self._emit = self._gathered.append
-
-    def release(self) -> None:
-        self._emit = self._put
-        gathered = self._gathered
-        if gathered:
-            self._gathered = []
-            self._put_all(gathered)
 
     def new(
         self, name: str, trace_id: int, span_id: int, flags: int, parent: int, kind: int,
