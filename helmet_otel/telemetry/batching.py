@@ -172,7 +172,9 @@ class BatchQueue(Generic[T]):
     def _run(self) -> None:
         name_this_thread()
         export = self._export
-        _export_loop((self,), lambda batches: (export(batches[0]),), self._settings.delay_s)
+        BatchQueue._export_loop(
+            (self,), lambda batches: (export(batches[0]),), self._settings.delay_s
+        )
 
     def _take(self) -> tuple[list[T], int] | None:
         """The next batch (its urgent items first) and how many of it are urgent; None once
@@ -278,73 +280,75 @@ class BatchQueue(Generic[T]):
             return len(items) if isinstance(items, Sized) else sum(1 for _ in items)
         return sum(weight(item) for item in items)
 
+    @staticmethod
+    def joint_export(
+        name: str,
+        queues: Sequence[BatchQueue[Any]],
+        export: Callable[[Sequence[Sequence[Any]]], Sequence[bool]],
+    ) -> threading.Thread:
+        """One export thread for ``queues`` (made with ``start=False``): each turn takes a batch
+        from each (an empty one where a queue has nothing) and hands them to ``export`` together,
+        which says per batch whether it was delivered. For sinks with a fixed cost per export that
+        several queues can share (the store: one transaction and one wake-up for the log records
+        and the spans instead of one each). Each queue keeps its own bound, urgent lane, batch
+        size and drop reasons; a batch's worth in any of them starts a turn; closing one closes
+        them all (`drain` waits for the shared thread), and the first queue's delay applies."""
+        wake = threading.Event()
+        delay_s = queues[0]._settings.delay_s
 
-def joint_export(
-    name: str,
-    queues: Sequence[BatchQueue[Any]],
-    export: Callable[[Sequence[Sequence[Any]]], Sequence[bool]],
-) -> threading.Thread:
-    """One export thread for ``queues`` (made with ``start=False``): each turn takes a batch
-    from each (an empty one where a queue has nothing) and hands them to ``export`` together,
-    which says per batch whether it was delivered. For sinks with a fixed cost per export that
-    several queues can share (the store: one transaction and one wake-up for the log records
-    and the spans instead of one each). Each queue keeps its own bound, urgent lane, batch
-    size and drop reasons; a batch's worth in any of them starts a turn; closing one closes
-    them all (`drain` waits for the shared thread), and the first queue's delay applies."""
-    wake = threading.Event()
-    delay_s = queues[0]._settings.delay_s  # pyright: ignore[reportPrivateUsage]
+        def run() -> None:
+            name_this_thread()
+            BatchQueue._export_loop(queues, export, delay_s)
 
-    def run() -> None:
-        name_this_thread()
-        _export_loop(queues, export, delay_s)
+        thread = threading.Thread(target=run, name=f"helmet-{name}", daemon=True)
+        for queue in queues:
+            queue._wake = wake
+            queue._thread = thread
+            queue._partners = tuple(q for q in queues if q is not queue)
+        thread.start()
+        return thread
 
-    thread = threading.Thread(target=run, name=f"helmet-{name}", daemon=True)
-    for queue in queues:
-        queue._wake = wake  # pyright: ignore[reportPrivateUsage]
-        queue._thread = thread  # pyright: ignore[reportPrivateUsage]
-        queue._partners = tuple(q for q in queues if q is not queue)  # pyright: ignore[reportPrivateUsage]
-    thread.start()
-    return thread
-
-
-def _export_loop(
-    queues: Sequence[BatchQueue[Any]],
-    export: Callable[[Sequence[Sequence[Any]]], Sequence[bool]],
-    delay_s: float,
-) -> None:
-    """The export thread of ``queues`` (one, or those of a `joint_export`)."""
-    wake = queues[0]._wake  # pyright: ignore[reportPrivateUsage]
-    while True:
-        if not all(q._closing for q in queues):  # pyright: ignore[reportPrivateUsage]
-            wake.wait(delay_s)
-        elif not any(q._waiting() for q in queues):  # pyright: ignore[reportPrivateUsage]
-            return  # closed, and all is exported (what was queued before `close` included)
-        while any(q._waiting() for q in queues):  # pyright: ignore[reportPrivateUsage]
-            wake.clear()  # (a batch's worth queued from now on wakes us again)
-            taken: list[tuple[list[Any], int]] = []
-            for queue in queues:
-                batch = queue._take()  # pyright: ignore[reportPrivateUsage]
-                if batch is None:  # drain gave up: the batches taken go back, it counts them
-                    for earlier, (items, urgent) in zip(queues, taken, strict=False):
-                        earlier._put_back(items, urgent)  # pyright: ignore[reportPrivateUsage]
+    @staticmethod
+    def _export_loop(
+        queues: Sequence[BatchQueue[Any]],
+        export: Callable[[Sequence[Sequence[Any]]], Sequence[bool]],
+        delay_s: float,
+    ) -> None:
+        """The export thread of ``queues`` (one, or those of a `joint_export`)."""
+        wake = queues[0]._wake
+        while True:
+            if not all(q._closing for q in queues):
+                wake.wait(delay_s)
+            elif not any(q._waiting() for q in queues):
+                return  # closed, and all is exported (what was queued before `close` included)
+            while any(q._waiting() for q in queues):
+                wake.clear()  # (a batch's worth queued from now on wakes us again)
+                taken: list[tuple[list[Any], int]] = []
+                for queue in queues:
+                    batch = queue._take()
+                    if batch is None:  # drain gave up: the batches taken go back, it counts them
+                        for earlier, (items, urgent) in zip(queues, taken, strict=False):
+                            earlier._put_back(items, urgent)
+                        return
+                    taken.append(batch)
+                started = time.monotonic()
+                for queue in queues:
+                    queue._export_started = started
+                try:
+                    delivered = export([batch for batch, _ in taken])
+                except Exception:
+                    delivered = [False] * len(queues)
+                go_on = True
+                for queue, (batch, urgent), ok in zip(queues, taken, delivered, strict=True):
+                    queue._export_started = 0.0
+                    # (every queue's batch is settled, even after one says stop)
+                    go_on = queue._done(batch, urgent, ok or not batch) and go_on
+                if not go_on:
                     return
-                taken.append(batch)
-            started = time.monotonic()
-            for queue in queues:
-                queue._export_started = started  # pyright: ignore[reportPrivateUsage]
-            try:
-                delivered = export([batch for batch, _ in taken])
-            except Exception:
-                delivered = [False] * len(queues)
-            go_on = True
-            for queue, (batch, urgent), ok in zip(queues, taken, delivered, strict=True):
-                queue._export_started = 0.0  # pyright: ignore[reportPrivateUsage]
-                # (every queue's batch is settled, even after one says stop)
-                go_on = queue._done(batch, urgent, ok or not batch) and go_on  # pyright: ignore[reportPrivateUsage]
-            if not go_on:
-                return
-            if not any(q._closing for q in queues) and all(  # pyright: ignore[reportPrivateUsage]
-                q._waiting() < q._batch_size  # pyright: ignore[reportPrivateUsage]
-                for q in queues
-            ):
-                break  # what came during the export waits for a batch's worth or the delay
+                if not any(q._closing for q in queues) and all(
+                    q._waiting() < q._batch_size for q in queues
+                ):
+                    break  # what came during the export waits for a batch's worth or the delay
+
+
+joint_export = BatchQueue.joint_export
