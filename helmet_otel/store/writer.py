@@ -515,10 +515,12 @@ def _values_sql(insert: str, columns: int, rows: int) -> str:
 def insert_rows(
     conn: sqlite3.Connection, insert: str, columns: int, rows: Sequence[Sequence[object]]
 ) -> None:
-    """``insert`` (``INSERT INTO t (...) VALUES ``) of ``rows``, many per statement."""
+    """``insert`` (``INSERT INTO t (...) VALUES ``) of ``rows``, many per statement (as many
+    as this SQLite's limit on a statement's parameters allows: 999 before 3.32)."""
     start, total = 0, len(rows)
+    most = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // columns
     for size in _CHUNKS:
-        if total - start < size:
+        if total - start < size or (size > most and size > 1):
             continue
         sql = _values_sql(insert, columns, size)
         while total - start >= size:

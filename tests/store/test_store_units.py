@@ -450,3 +450,18 @@ def test_the_joint_store_export_answers_per_batch(store_path: Path) -> None:
         ("0000000000000064", "op"),
     ]
     conn.close()
+
+
+@pytest.mark.parametrize("limit", [999, 40])
+def test_rows_per_statement_keep_within_the_sqlite_parameter_limit(limit: int) -> None:
+    """SQLite before 3.32 allows 999 parameters per statement: 128 rows of 20 columns would
+    fail every write there, so the chunks shrink to the connection's limit."""
+    from helmet_otel.store.writer import insert_rows
+
+    conn = sqlite3.connect(":memory:")
+    conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, limit)
+    columns = [f"c{i}" for i in range(20)]
+    conn.execute(f"CREATE TABLE t (id INTEGER PRIMARY KEY, {', '.join(columns)})")
+    rows = [tuple(r * 100 + c for c in range(20)) for r in range(171)]
+    insert_rows(conn, f"INSERT INTO t ({', '.join(columns)}) VALUES ", 20, rows)
+    assert conn.execute(f"SELECT {', '.join(columns)} FROM t ORDER BY id").fetchall() == rows
