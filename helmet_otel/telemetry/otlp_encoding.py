@@ -21,227 +21,33 @@ from itertools import islice
 from typing import Any
 
 from helmet_otel.store.records import AttributeHead, Log, Origin, Span
+from helmet_otel.telemetry.otlp_values import (
+    CACHEABLE_LEN,
+    DOUBLE,
+    INT64_MAX,
+    INT64_MIN,
+    SMALL,
+    any_value,
+    inline,
+    key_field,
+    key_value,
+    put_field,
+    to_varint,
+    wrapped,
+)
 
-_DOUBLE = struct.Struct("<d")
 _FIXED64 = struct.Struct("<Q")
 _FIXED32 = struct.Struct("<I")
-_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 _CACHE_LIMIT = 8192  # cached attribute fields
 _DISTINCT_LIMIT = 64  # distinct values of one key before it is no longer cached
-_CACHEABLE_LEN = 128
 # Span.flags: the SDK always says whether the parent is remote (SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE)
 _HAS_IS_REMOTE, _IS_REMOTE = 0x100, 0x200
-
-
-def _varint(value: int) -> bytes:
-    if 0x7F < value < 0x4000:  # (two bytes: lengths of most records)
-        return bytes(((value & 0x7F) | 0x80, value >> 7))
-    if value < 0:
-        value &= 0xFFFFFFFFFFFFFFFF
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-_SMALL = [_varint(i) for i in range(256)]
-
-
-def _field(out: bytearray, tag: int, payload: bytes | bytearray) -> None:
-    """A length-delimited field (``tag`` is the whole first byte: field << 3 | 2)."""
-    n = len(payload)
-    out.append(tag)
-    out += _SMALL[n] if n < 256 else _varint(n)
-    out += payload
-
-
-def _wrapped(tag: bytes, payload: bytes) -> bytes:
-    n = len(payload)
-    return tag + (_SMALL[n] if n < 256 else _varint(n)) + payload
+_BODY_CACHE_LEN = 256  # log bodies whose JSON text is at most this long are remembered
+_BODY_CACHE_MAX = 1024
 
 
 def _text(value: str) -> bytes:
     return value.encode("utf-8", "replace")
-
-
-def any_value(value: Any) -> bytes:
-    """An ``AnyValue`` message body."""
-    kind: type[object] = type(value)  # pyright: ignore[reportUnknownVariableType]
-    if kind is str:
-        return _wrapped(b"\x0a", value.encode("utf-8", "replace"))
-    if value is None:
-        return b""
-    if kind is dict:  # (inlined: bodies are mostly objects)
-        parts: list[bytes] = []
-        for k, v in value.items():  # pyright: ignore[reportUnknownVariableType,reportUnknownMemberType]
-            item = any_value(v)
-            n = len(item)
-            pair = _key_field(k if type(k) is str else str(k)) + b"\x12"  # pyright: ignore[reportUnknownArgumentType]
-            pair += (_SMALL[n] if n < 256 else _varint(n)) + item
-            n = len(pair)
-            parts.append(b"\x0a" + (_SMALL[n] if n < 256 else _varint(n)) + pair)
-        return _wrapped(b"\x32", b"".join(parts))
-    if kind is list:
-        return _wrapped(b"\x2a", b"".join([_wrapped(b"\x0a", any_value(v)) for v in value]))  # pyright: ignore[reportUnknownVariableType]
-    if kind is bool:
-        return b"\x10\x01" if value else b"\x10\x00"
-    if kind is int:
-        if _INT64_MIN <= value <= _INT64_MAX:
-            return b"\x18" + _varint(value)
-        return _wrapped(b"\x0a", str(value).encode())
-    if kind is float:
-        return b"\x21" + _DOUBLE.pack(value)
-    if isinstance(value, (bytes, bytearray)):
-        return _wrapped(b"\x3a", bytes(value))
-    if isinstance(value, Mapping):
-        return any_value(dict(value))  # pyright: ignore[reportUnknownArgumentType]
-    if isinstance(value, Sequence):
-        return any_value(list(value))  # pyright: ignore[reportUnknownArgumentType]
-    if isinstance(value, bool):
-        return any_value(bool(value))
-    if isinstance(value, int):
-        return any_value(int(value))
-    if isinstance(value, float):
-        return any_value(float(value))
-    return any_value(str(value))
-
-
-_BODY_CACHE_LEN = 256  # log bodies whose JSON text is at most this long are remembered
-_BODY_CACHE_MAX = 1024
-_KEY_FIELDS: dict[str, bytes] = {}  # KeyValue.key fields of the keys seen (they repeat)
-_KEY_FIELDS_LIMIT = 4096
-
-
-def _key_field(key: str) -> bytes:
-    field = _KEY_FIELDS.get(key)
-    if field is None:
-        field = _wrapped(b"\x0a", key.encode("utf-8", "replace"))
-        if len(_KEY_FIELDS) < _KEY_FIELDS_LIMIT and len(key) <= _CACHEABLE_LEN:
-            _KEY_FIELDS[key] = field
-    return field
-
-
-def key_value(key: str, value: Any) -> bytes:
-    """A ``KeyValue`` message body."""
-    return _key_field(key) + _wrapped(b"\x12", any_value(value))
-
-
-_SHORT_KEY = 27  # a key this long or shorter gets its own templates (`_Templates`)
-_SHORT_TEXT = 94  # a string this long or shorter fits a templated field (one-byte lengths)
-
-
-class _Templates:
-    """The fields of one field tag's short keys, ready but for the value: a string value's as
-    a format (`%` with the lengths and the text), an integer's (the lengths and the varint),
-    a double's as its bytes up to the value. (One-byte lengths: short keys, short values.)"""
-
-    __slots__ = ("doubles", "ints", "others", "strings", "tag")
-
-    def __init__(self, tag: int) -> None:
-        self.tag = tag
-        self.strings: dict[str, bytes] = {}
-        self.ints: dict[str, bytes] = {}
-        self.doubles: dict[str, bytes] = {}
-        self.others: set[str] = set()  # keys without templates
-
-    def add(self, key: str) -> bool:
-        """Make ``key``'s templates; False: it is too long for them (or too many keys)."""
-        if key in self.strings or key in self.others:
-            return False
-        name = _key_field(key)
-        if len(name) > _SHORT_KEY + 2 or b"%" in name or len(self.strings) >= _KEY_FIELDS_LIMIT:
-            if len(self.others) < _KEY_FIELDS_LIMIT:
-                self.others.add(key)
-            return False
-        head = bytes((self.tag,))
-        # (their lengths tell the name's: a string's field is len(template) - 7 + its length
-        # long, an integer's len(template) - 6 + its varint's)
-        self.strings[key] = head + b"%c" + name + b"\x12%c\x0a%c%s"
-        self.ints[key] = head + b"%c" + name + b"\x12%c\x18%s"
-        self.doubles[key] = head + bytes((len(name) + 11,)) + name + b"\x12\x09\x21"
-        return True
-
-
-_TEMPLATES = {tag: _Templates(tag) for tag in (0x32, 0x4A)}  # log and span attributes
-
-
-def _inline(out: bytearray, tag: int, items: Iterable[tuple[str, Any]]) -> None:
-    """Append ``items`` as KeyValue fields numbered by ``tag``, uncached: a record's own
-    attributes after its head (request ids, sizes, latencies) rarely repeat. (A short key's
-    field with a short string, an integer or a double is written from its templates.)"""
-    templates = _TEMPLATES.get(tag)
-    if templates is None:
-        _inline_fields(out, tag, items)
-        return
-    strings, ints, doubles = templates.strings, templates.ints, templates.doubles
-    for key, value in items:
-        kind: type[object] = type(value)  # pyright: ignore[reportUnknownVariableType]
-        if kind is str:
-            template = strings.get(key)
-            if template is not None:
-                try:
-                    text: bytes = value.encode()
-                except UnicodeEncodeError:
-                    text = value.encode("utf-8", "replace")
-                n = len(text)
-                if n <= _SHORT_TEXT:
-                    out += template % (len(template) - 7 + n, n + 2, n, text)
-                    continue
-        elif kind is int:
-            template = ints.get(key)
-            if template is not None:
-                number: int = value
-                if 0 <= number < 256:
-                    varint = _SMALL[number]
-                elif _INT64_MIN <= number <= _INT64_MAX:
-                    varint = _varint(number)
-                else:
-                    _inline_fields(out, tag, ((key, value),))
-                    continue
-                n = len(varint)
-                out += template % (len(template) - 6 + n, n + 1, varint)
-                continue
-        elif kind is float:
-            prefix = doubles.get(key)
-            if prefix is not None:
-                out += prefix
-                out += _DOUBLE.pack(value)
-                continue
-        if templates.add(key):
-            _inline(out, tag, ((key, value),))
-        else:
-            _inline_fields(out, tag, ((key, value),))
-
-
-def _inline_fields(out: bytearray, tag: int, items: Iterable[tuple[str, Any]]) -> None:
-    """`_inline` without templates."""
-    keys = _KEY_FIELDS
-    for key, value in items:
-        name = keys.get(key)
-        if name is None:
-            name = _key_field(key)
-        kind: type[object] = type(value)  # pyright: ignore[reportUnknownVariableType]
-        if kind is str:
-            text: bytes = value.encode("utf-8", "replace")
-            n = len(text)
-            item = b"\x0a" + (_SMALL[n] if n < 256 else _varint(n)) + text
-        elif kind is int and _INT64_MIN <= value <= _INT64_MAX:
-            item = b"\x18" + _varint(value)
-        elif kind is float:
-            item = b"\x21" + _DOUBLE.pack(value)
-        elif kind is bool:
-            item = b"\x10\x01" if value else b"\x10\x00"
-        else:
-            _field(out, tag, key_value(key, value))
-            continue
-        n = len(item)
-        pair = name + b"\x12" + (_SMALL[n] if n < 256 else _varint(n)) + item
-        n = len(pair)
-        out.append(tag)
-        out += _SMALL[n] if n < 256 else _varint(n)
-        out += pair
 
 
 class OtlpEncoder:
@@ -281,7 +87,7 @@ class OtlpEncoder:
             encoded = head.encoded[tag] = bytes(part)
         out += encoded
         if len(attributes) > head.size:
-            _inline(out, tag, islice(attributes.items(), head.size, None))
+            inline(out, tag, islice(attributes.items(), head.size, None))
 
     def _items(self, out: bytearray, tag: int, items: Iterable[tuple[str, Any]]) -> None:
         """Pairs that repeat (method, tool, direction...) come from a cache of whole fields; a
@@ -294,27 +100,27 @@ class OtlpEncoder:
                 if kind is str:
                     text = value.encode("utf-8", "replace")
                     n = len(text)
-                    item = b"\x0a" + (_SMALL[n] if n < 256 else _varint(n)) + text
+                    item = b"\x0a" + (SMALL[n] if n < 256 else to_varint(n)) + text
                 elif kind is float:
-                    item = b"\x21" + _DOUBLE.pack(value)
-                elif kind is int and _INT64_MIN <= value <= _INT64_MAX:
-                    item = b"\x18" + _varint(value)
+                    item = b"\x21" + DOUBLE.pack(value)
+                elif kind is int and INT64_MIN <= value <= INT64_MAX:
+                    item = b"\x18" + to_varint(value)
                 else:
-                    _field(out, tag, key_value(key, value))
+                    put_field(out, tag, key_value(key, value))
                     continue
                 n = len(item)
-                pair = _key_field(key) + b"\x12" + (_SMALL[n] if n < 256 else _varint(n)) + item
+                pair = key_field(key) + b"\x12" + (SMALL[n] if n < 256 else to_varint(n)) + item
                 n = len(pair)
                 out.append(tag)
-                out += _SMALL[n] if n < 256 else _varint(n)
+                out += SMALL[n] if n < 256 else to_varint(n)
                 out += pair
                 continue
             cache_key = (tag, key, value, kind)
             field = fields.get(cache_key)
             if field is None:
-                field = _wrapped(bytes((tag,)), key_value(key, value))
+                field = wrapped(bytes((tag,)), key_value(key, value))
                 count = seen[key] = seen.get(key, 0) + 1
-                if count > _DISTINCT_LIMIT or (kind is str and len(value) > _CACHEABLE_LEN):
+                if count > _DISTINCT_LIMIT or (kind is str and len(value) > CACHEABLE_LEN):
                     uncached.add(key)
                 elif len(fields) < _CACHE_LIMIT:
                     fields[cache_key] = field
@@ -328,16 +134,16 @@ class OtlpEncoder:
             res = bytearray()
             self._attributes(res, 0x0A, resource.attributes)
             head = bytearray()
-            _field(head, 0x0A, res)
+            put_field(head, 0x0A, res)
             sc = bytearray()
             if scope is not None:
                 if scope.name:
-                    _field(sc, 0x0A, _text(scope.name))
+                    put_field(sc, 0x0A, _text(scope.name))
                 if scope.version:
-                    _field(sc, 0x12, _text(scope.version))
+                    put_field(sc, 0x12, _text(scope.version))
                 self._attributes(sc, 0x1A, scope.attributes)
             scope_field = bytearray()
-            _field(scope_field, 0x0A, sc)
+            put_field(scope_field, 0x0A, sc)
             cached = self._headers[id(origin)] = (bytes(head), bytes(scope_field), origin)
         return cached[0], cached[1]
 
@@ -360,7 +166,7 @@ class OtlpEncoder:
                 body[at - 2] = (n & 0x7F) | 0x80
                 body[at - 1] = n >> 7
             else:
-                body[at - 2 : at] = _varint(n)
+                body[at - 2 : at] = to_varint(n)
         return self._block(origin, body)
 
     @staticmethod
@@ -376,7 +182,7 @@ class OtlpEncoder:
             group = groups.get(id(origin))
             if group is None:
                 group = groups[id(origin)] = (origin, bytearray())
-            _field(group[1], tag, item)
+            put_field(group[1], tag, item)
         return b"".join([self._block(origin, body) for origin, body in groups.values()])
 
     def _block(self, origin: Origin, body: bytearray) -> bytes:
@@ -385,23 +191,23 @@ class OtlpEncoder:
         resource, scope = origin.resource, origin.scope
         head, scope_field = self._header(origin)
         scope_url = (
-            _wrapped(b"\x1a", _text(scope.schema_url))
+            wrapped(b"\x1a", _text(scope.schema_url))
             if scope is not None and scope.schema_url
             else b""
         )
-        resource_url = _wrapped(b"\x1a", _text(resource.schema_url)) if resource.schema_url else b""
+        resource_url = wrapped(b"\x1a", _text(resource.schema_url)) if resource.schema_url else b""
         scoped = len(scope_field) + len(body) + len(scope_url)  # ScopeSpans / ScopeLogs
-        scoped_length = _varint(scoped)
+        scoped_length = to_varint(scoped)
         block = len(head) + 1 + len(scoped_length) + scoped + len(resource_url)
         return b"".join((
-            b"\x0a", _varint(block), head, b"\x12", scoped_length, scope_field, body, scope_url,
+            b"\x0a", to_varint(block), head, b"\x12", scoped_length, scope_field, body, scope_url,
             resource_url,
         ))  # fmt: skip
 
     def _name_and_kind(self, name: str, kind: int) -> bytes:
         """A span's name and kind fields (they repeat), cached."""
-        field = _wrapped(b"\x2a", _text(name)) + _KINDS[kind]
-        if len(self._span_names) < _NAMES_MAX and len(name) <= _CACHEABLE_LEN:
+        field = wrapped(b"\x2a", _text(name)) + _KINDS[kind]
+        if len(self._span_names) < _NAMES_MAX and len(name) <= CACHEABLE_LEN:
             self._span_names[(name, kind)] = field
         return field
 
@@ -409,8 +215,8 @@ class OtlpEncoder:
         """A string field whose values repeat (span names, event names), cached."""
         field = cache.get(text)
         if field is None:
-            field = _wrapped(tag, _text(text))
-            if len(cache) < _NAMES_MAX and len(text) <= _CACHEABLE_LEN:
+            field = wrapped(tag, _text(text))
+            if len(cache) < _NAMES_MAX and len(text) <= CACHEABLE_LEN:
                 cache[text] = field
         return field
 
@@ -441,7 +247,7 @@ class OtlpEncoder:
         out += shared
         attributes = span.attributes
         if len(attributes) > head.size:
-            _inline(out, 0x4A, islice(attributes.items(), head.size, None))
+            inline(out, 0x4A, islice(attributes.items(), head.size, None))
 
     def _span_shared(self, span: Span, head: AttributeHead, key: tuple[Any, ...]) -> bytes:
         """What a span shares with the others of its head, name, kind and outcome: those
@@ -457,7 +263,7 @@ class OtlpEncoder:
         out += _IDS.pack(0x0A, 0x10, trace_id >> 64, trace_id & _LOW64, 0x12, 0x08,
                          span.span_id)  # fmt: skip
         if span.trace_state:
-            _field(out, 0x1A, _text(span.trace_state))
+            put_field(out, 0x1A, _text(span.trace_state))
         if parent:
             out += _PARENT.pack(0x22, 0x08, parent)
         out += _TIMES.pack(0x39, span.start, 0x41, span.end)
@@ -466,10 +272,10 @@ class OtlpEncoder:
         description = span.description
         if description:
             st = bytearray()
-            _field(st, 0x12, _text(description))
+            put_field(st, 0x12, _text(description))
             if span.status:
                 st += _STATUS_CODES[span.status]
-            _field(out, 0x7A, st)
+            put_field(out, 0x7A, st)
             out += _REMOTE_FLAGS_FIELD if span.parent_remote else _LOCAL_FLAGS_FIELD
         else:  # (the status and the flags: one of six)
             out += _ENDS[span.status * 2 + span.parent_remote]
@@ -477,15 +283,15 @@ class OtlpEncoder:
             self._attributes(out, 0x4A, span.attributes, span.head)
         for event in span.events:
             ev = bytearray(b"\x09" + _FIXED64.pack(event.ts))
-            _field(ev, 0x12, _text(event.name))
+            put_field(ev, 0x12, _text(event.name))
             self._attributes(ev, 0x1A, event.attributes)
-            _field(out, 0x5A, ev)
+            put_field(out, 0x5A, ev)
         for link in span.links:
             lk = bytearray(b"\x0a\x10" + link.trace_id.to_bytes(16, "big"))
             lk += b"\x12\x08" + link.span_id.to_bytes(8, "big")
             self._attributes(lk, 0x22, link.attributes)
             lk += _REMOTE_FLAGS if link.remote else _LOCAL_FLAGS
-            _field(out, 0x6A, lk)
+            put_field(out, 0x6A, lk)
 
     # -- log records ------------------------------------------------------------------------
     def logs(self, records: Sequence[Log]) -> bytes:
@@ -518,7 +324,7 @@ class OtlpEncoder:
         out += field if field is not None else self._body(record)
         out += shared
         if len(attributes) > head.size:
-            _inline(out, 0x32, islice(attributes.items(), head.size, None))
+            inline(out, 0x32, islice(attributes.items(), head.size, None))
 
     def _log_shared(self, record: Log, head: AttributeHead, key: tuple[Any, ...]) -> bytes:
         """What a log record shares with the others of its head, severity and event: those
@@ -534,7 +340,7 @@ class OtlpEncoder:
     def _body(self, record: Log) -> bytes:
         """The body field (a small one's remembered by its JSON text: `_bodies`, looked up
         by the callers)."""
-        field = _wrapped(b"\x2a", any_value(record.body))
+        field = wrapped(b"\x2a", any_value(record.body))
         text = record.body_json
         if text is not None and len(text) <= _BODY_CACHE_LEN:  # a small body: it may repeat
             bodies = self._bodies
@@ -592,9 +398,9 @@ _FLAGS = [b"\x45" + _FIXED32.pack(n) for n in range(256)]  # a log record's trac
 
 
 def _severity(number: int, text: str | None) -> bytes:
-    field = b"\x10" + _varint(number) if number else b""
+    field = b"\x10" + to_varint(number) if number else b""
     if text:
-        field += _wrapped(b"\x1a", _text(text))
+        field += wrapped(b"\x1a", _text(text))
     if len(_SEVERITY_FIELDS) < 64:
         _SEVERITY_FIELDS[(number, text)] = field
     return field
@@ -619,10 +425,10 @@ _STAMP = struct.Struct("<BQ")  # a fixed64 field (a timestamp)
 # a log record's time, observed time and trace flags fields, and the trace id field's tag
 _LOG_FIXED = struct.Struct("<BQBQBIBB")
 _ID_FIELDS = struct.Struct(">QQBBQ")  # a trace id's value, then a span id field
-_KINDS = [b"\x30" + _SMALL[kind + 1] for kind in range(5)]  # Span.kind is SpanKind + 1
+_KINDS = [b"\x30" + SMALL[kind + 1] for kind in range(5)]  # Span.kind is SpanKind + 1
 _TIMES = struct.Struct("<BQBQ")  # start and end time, as fields
 _STATUS_CODES = [b"", b"\x18\x01", b"\x18\x02"]
-_STATUS_FIELDS = [b"\x7a" + _SMALL[len(code)] + code for code in _STATUS_CODES]
+_STATUS_FIELDS = [b"\x7a" + SMALL[len(code)] + code for code in _STATUS_CODES]
 _LOCAL_FLAGS = b"\x35" + _FIXED32.pack(_HAS_IS_REMOTE)
 _REMOTE_FLAGS = b"\x35" + _FIXED32.pack(_HAS_IS_REMOTE | _IS_REMOTE)
 _LOCAL_FLAGS_FIELD = b"\x85\x01" + _FIXED32.pack(_HAS_IS_REMOTE)

@@ -1,0 +1,219 @@
+"""Protobuf wire fields of OTLP's ``AnyValue`` and ``KeyValue`` messages, written out directly:
+varints and length-delimited fields, any attribute value, keys (their fields remembered), and a
+record's own attributes from per-key templates (`inline`). `OtlpEncoder`
+(``otlp_encoding``) builds the export requests from these."""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+DOUBLE = struct.Struct("<d")
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
+CACHEABLE_LEN = 128  # keys (and, in the encoder, texts) at most this long are remembered
+
+
+def to_varint(value: int) -> bytes:
+    if 0x7F < value < 0x4000:  # (two bytes: lengths of most records)
+        return bytes(((value & 0x7F) | 0x80, value >> 7))
+    if value < 0:
+        value &= 0xFFFFFFFFFFFFFFFF
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+SMALL = [to_varint(i) for i in range(256)]
+
+
+def put_field(out: bytearray, tag: int, payload: bytes | bytearray) -> None:
+    """A length-delimited field (``tag`` is the whole first byte: field << 3 | 2)."""
+    n = len(payload)
+    out.append(tag)
+    out += SMALL[n] if n < 256 else to_varint(n)
+    out += payload
+
+
+def wrapped(tag: bytes, payload: bytes) -> bytes:
+    n = len(payload)
+    return tag + (SMALL[n] if n < 256 else to_varint(n)) + payload
+
+
+def any_value(value: Any) -> bytes:
+    """An ``AnyValue`` message body."""
+    kind: type[object] = type(value)  # pyright: ignore[reportUnknownVariableType]
+    if kind is str:
+        return wrapped(b"\x0a", value.encode("utf-8", "replace"))
+    if value is None:
+        return b""
+    if kind is dict:  # (inlined: bodies are mostly objects)
+        parts: list[bytes] = []
+        for k, v in value.items():  # pyright: ignore[reportUnknownVariableType,reportUnknownMemberType]
+            item = any_value(v)
+            n = len(item)
+            pair = key_field(k if type(k) is str else str(k)) + b"\x12"  # pyright: ignore[reportUnknownArgumentType]
+            pair += (SMALL[n] if n < 256 else to_varint(n)) + item
+            n = len(pair)
+            parts.append(b"\x0a" + (SMALL[n] if n < 256 else to_varint(n)) + pair)
+        return wrapped(b"\x32", b"".join(parts))
+    if kind is list:
+        return wrapped(b"\x2a", b"".join([wrapped(b"\x0a", any_value(v)) for v in value]))  # pyright: ignore[reportUnknownVariableType]
+    if kind is bool:
+        return b"\x10\x01" if value else b"\x10\x00"
+    if kind is int:
+        if INT64_MIN <= value <= INT64_MAX:
+            return b"\x18" + to_varint(value)
+        return wrapped(b"\x0a", str(value).encode())
+    if kind is float:
+        return b"\x21" + DOUBLE.pack(value)
+    if isinstance(value, (bytes, bytearray)):
+        return wrapped(b"\x3a", bytes(value))
+    if isinstance(value, Mapping):
+        return any_value(dict(value))  # pyright: ignore[reportUnknownArgumentType]
+    if isinstance(value, Sequence):
+        return any_value(list(value))  # pyright: ignore[reportUnknownArgumentType]
+    if isinstance(value, bool):
+        return any_value(bool(value))
+    if isinstance(value, int):
+        return any_value(int(value))
+    if isinstance(value, float):
+        return any_value(float(value))
+    return any_value(str(value))
+
+
+_KEY_FIELDS: dict[str, bytes] = {}  # KeyValue.key fields of the keys seen (they repeat)
+_KEY_FIELDS_LIMIT = 4096
+
+
+def key_field(key: str) -> bytes:
+    field = _KEY_FIELDS.get(key)
+    if field is None:
+        field = wrapped(b"\x0a", key.encode("utf-8", "replace"))
+        if len(_KEY_FIELDS) < _KEY_FIELDS_LIMIT and len(key) <= CACHEABLE_LEN:
+            _KEY_FIELDS[key] = field
+    return field
+
+
+def key_value(key: str, value: Any) -> bytes:
+    """A ``KeyValue`` message body."""
+    return key_field(key) + wrapped(b"\x12", any_value(value))
+
+
+_SHORT_KEY = 27  # a key this long or shorter gets its own templates (`_Templates`)
+_SHORT_TEXT = 94  # a string this long or shorter fits a templated field (one-byte lengths)
+
+
+class _Templates:
+    """The fields of one field tag's short keys, ready but for the value: a string value's as
+    a format (`%` with the lengths and the text), an integer's (the lengths and the varint),
+    a double's as its bytes up to the value. (One-byte lengths: short keys, short values.)"""
+
+    __slots__ = ("doubles", "ints", "others", "strings", "tag")
+
+    def __init__(self, tag: int) -> None:
+        self.tag = tag
+        self.strings: dict[str, bytes] = {}
+        self.ints: dict[str, bytes] = {}
+        self.doubles: dict[str, bytes] = {}
+        self.others: set[str] = set()  # keys without templates
+
+    def add(self, key: str) -> bool:
+        """Make ``key``'s templates; False: it is too long for them (or too many keys)."""
+        if key in self.strings or key in self.others:
+            return False
+        name = key_field(key)
+        if len(name) > _SHORT_KEY + 2 or b"%" in name or len(self.strings) >= _KEY_FIELDS_LIMIT:
+            if len(self.others) < _KEY_FIELDS_LIMIT:
+                self.others.add(key)
+            return False
+        head = bytes((self.tag,))
+        # (their lengths tell the name's: a string's field is len(template) - 7 + its length
+        # long, an integer's len(template) - 6 + its varint's)
+        self.strings[key] = head + b"%c" + name + b"\x12%c\x0a%c%s"
+        self.ints[key] = head + b"%c" + name + b"\x12%c\x18%s"
+        self.doubles[key] = head + bytes((len(name) + 11,)) + name + b"\x12\x09\x21"
+        return True
+
+
+_TEMPLATES = {tag: _Templates(tag) for tag in (0x32, 0x4A)}  # log and span attributes
+
+
+def inline(out: bytearray, tag: int, items: Iterable[tuple[str, Any]]) -> None:
+    """Append ``items`` as KeyValue fields numbered by ``tag``, uncached: a record's own
+    attributes after its head (request ids, sizes, latencies) rarely repeat. (A short key's
+    field with a short string, an integer or a double is written from its templates.)"""
+    templates = _TEMPLATES.get(tag)
+    if templates is None:
+        _inline_fields(out, tag, items)
+        return
+    strings, ints, doubles = templates.strings, templates.ints, templates.doubles
+    for key, value in items:
+        kind: type[object] = type(value)  # pyright: ignore[reportUnknownVariableType]
+        if kind is str:
+            template = strings.get(key)
+            if template is not None:
+                try:
+                    text: bytes = value.encode()
+                except UnicodeEncodeError:
+                    text = value.encode("utf-8", "replace")
+                n = len(text)
+                if n <= _SHORT_TEXT:
+                    out += template % (len(template) - 7 + n, n + 2, n, text)
+                    continue
+        elif kind is int:
+            template = ints.get(key)
+            if template is not None:
+                number: int = value
+                if 0 <= number < 256:
+                    varint = SMALL[number]
+                elif INT64_MIN <= number <= INT64_MAX:
+                    varint = to_varint(number)
+                else:
+                    _inline_fields(out, tag, ((key, value),))
+                    continue
+                n = len(varint)
+                out += template % (len(template) - 6 + n, n + 1, varint)
+                continue
+        elif kind is float:
+            prefix = doubles.get(key)
+            if prefix is not None:
+                out += prefix
+                out += DOUBLE.pack(value)
+                continue
+        if templates.add(key):
+            inline(out, tag, ((key, value),))
+        else:
+            _inline_fields(out, tag, ((key, value),))
+
+
+def _inline_fields(out: bytearray, tag: int, items: Iterable[tuple[str, Any]]) -> None:
+    """`inline` without templates."""
+    keys = _KEY_FIELDS
+    for key, value in items:
+        name = keys.get(key)
+        if name is None:
+            name = key_field(key)
+        kind: type[object] = type(value)  # pyright: ignore[reportUnknownVariableType]
+        if kind is str:
+            text: bytes = value.encode("utf-8", "replace")
+            n = len(text)
+            item = b"\x0a" + (SMALL[n] if n < 256 else to_varint(n)) + text
+        elif kind is int and INT64_MIN <= value <= INT64_MAX:
+            item = b"\x18" + to_varint(value)
+        elif kind is float:
+            item = b"\x21" + DOUBLE.pack(value)
+        elif kind is bool:
+            item = b"\x10\x01" if value else b"\x10\x00"
+        else:
+            put_field(out, tag, key_value(key, value))
+            continue
+        n = len(item)
+        pair = name + b"\x12" + (SMALL[n] if n < 256 else to_varint(n)) + item
+        n = len(pair)
+        out.append(tag)
+        out += SMALL[n] if n < 256 else to_varint(n)
+        out += pair
