@@ -287,14 +287,6 @@ def _unused_export(batch: Sequence[object]) -> bool:  # (a queue of `joint_expor
     raise AssertionError("exported by its joint export thread")
 
 
-def _joint_store_export(exporter: Any) -> Callable[[Sequence[Sequence[Any]]], Sequence[bool]]:
-    def export(batches: Sequence[Sequence[Any]]) -> Sequence[bool]:
-        logs, spans = batches
-        return exporter.export(logs, spans)
-
-    return export
-
-
 class _ScrubbedFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         return scrub_line(super().format(record))
@@ -425,7 +417,8 @@ def build_pipeline(config: Config, env: MutableMapping[str, str]) -> Pipeline:
         )
         # One thread and one transaction for both: a batch of log records and the spans queued
         # meanwhile share a wake-up and a commit.
-        joint_export("store", [log_queue, span_queue], _joint_store_export(StoreExporter(store)))
+        store_export = StoreExporter(store).export
+        joint_export("store", [log_queue, span_queue], lambda both: store_export(*both))
         pipeline.span_queues.append(span_queue)
         pipeline.log_queues.append(log_queue)
     return pipeline
