@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -150,3 +153,19 @@ def test_a_value_for_another_commands_option_is_said_to_be_ignored(
     ]
     assert resolve_or_report(parse(), {"HELMET_RESTART": "on-failure"}, "run") is not None
     assert capsys.readouterr().err == ""
+
+
+def test_serve_says_it_ignores_the_restart_variable(tmp_path: Path) -> None:
+    """The real command: the notice comes before anything starts (here serve then refuses a
+    non-loopback address without a token file, so nothing listens)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HELMET_", "OTEL_"))}
+    env["HELMET_RESTART"] = "on-failure"
+    proc = subprocess.run(
+        [sys.executable, "-m", "helmet_otel", "serve", "--listen", "0.0.0.0:0", "--no-store",
+         "--", sys.executable, "-c", "pass"],
+        env=env, cwd=tmp_path, capture_output=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines()[0] == (
+        b"helmet-otel: HELMET_RESTART applies to `run` only: `serve` ignores it"
+    )

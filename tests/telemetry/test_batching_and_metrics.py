@@ -152,6 +152,18 @@ def test_at_the_deadline_drain_can_wait_for_the_export_in_flight_to_end() -> Non
     assert (left, gate.batches, drops) == ([3], [[0, 1]], {})
 
 
+def test_a_queue_closed_before_its_thread_ran_still_exports_what_it_holds() -> None:
+    gate = Gate()
+    gate.release.set()
+    queue = BatchQueue("sink", gate, lambda r, n: None, BatchSettings(10, 2, 60), start=False)
+    for item in range(3):
+        queue.put(item)
+    queue.close()
+    queue._thread.start()  # pyright: ignore[reportPrivateUsage]  # (the thread runs only now)
+    assert queue.drain(time.monotonic() + 10) == 0
+    assert gate.batches == [[0, 1], [2]]
+
+
 def test_a_failing_sink_is_not_tried_again_while_draining() -> None:
     gate = Gate(result=False)
     drops: Counter[str] = Counter()
