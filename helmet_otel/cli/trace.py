@@ -13,8 +13,9 @@ import orjson
 from helmet_otel.cli.common import NotFound, UsageError
 from helmet_otel.cli.render import Style, colour_wanted, output, printable, wants_pager
 from helmet_otel.store.calls import pending_calls
-from helmet_otel.store.query import LogEntry, Reader, SpanNode, TraceTree
+from helmet_otel.store.query import LogEntry, Reader
 from helmet_otel.store.timefmt import format_duration_ms, format_rfc3339
+from helmet_otel.store.traces import SpanNode, TraceTree
 
 __all__ = ["cmd_trace", "resolve_one_session"]
 

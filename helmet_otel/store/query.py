@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import math
 import re
 import signal
 import socket
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
 
@@ -25,6 +24,7 @@ from helmet_otel.store.names import NameColumn, known_names, match_names, name_m
 from helmet_otel.store.procfs import pid_alive
 from helmet_otel.store.schema import BULK_EVENTS, RARE_EVENT, StoreError, connect_reader
 from helmet_otel.store.stats import Stats, compute_stats
+from helmet_otel.store.traces import SpanEntry, TraceTree, build_traces, span_entries
 
 __all__ = [
     "LOG_COLUMNS",
@@ -33,9 +33,6 @@ __all__ = [
     "LogFilter",
     "Reader",
     "SessionInfo",
-    "SpanEntry",
-    "SpanNode",
-    "TraceTree",
     "fts_query",
 ]
 
@@ -311,57 +308,6 @@ _SESSION_COLUMNS: Final = (
     "client_name, client_version, server_info_name, server_version, protocol_version, era, "
     "first_ts, last_ts, start_ts, end_ts, duration_ms, requests, errors, exit_status, exit_reason"
 )
-
-
-@dataclass(frozen=True, slots=True)
-class SpanEntry:
-    id: int
-    trace_id: str
-    span_id: str
-    parent_span_id: str | None
-    name: str
-    kind: str
-    start_ts: int
-    end_ts: int | None
-    status: str
-    status_message: str | None
-    session_id: str | None
-    segment: int | None
-    service: str | None
-    attrs_json: str | None
-    links_json: str | None
-
-    @property
-    def duration_ms(self) -> float | None:
-        return None if self.end_ts is None else (self.end_ts - self.start_ts) / 1e6
-
-    @property
-    def attributes(self) -> dict[str, object]:
-        value = decode(self.attrs_json)
-        return value if isinstance(value, dict) else {}  # pyright: ignore[reportUnknownVariableType]
-
-    @property
-    def links(self) -> list[object]:
-        value = decode(self.links_json)
-        return value if isinstance(value, list) else []  # pyright: ignore[reportUnknownVariableType]
-
-
-@dataclass(slots=True)
-class SpanNode:
-    span: SpanEntry
-    children: list[SpanNode] = field(default_factory=list["SpanNode"])
-
-    def walk(self, depth: int = 0) -> Iterator[tuple[int, SpanNode]]:
-        yield depth, self
-        for child in self.children:
-            yield from child.walk(depth + 1)
-
-
-@dataclass(slots=True)
-class TraceTree:
-    trace_id: str
-    segment: int | None
-    roots: list[SpanNode]
 
 
 def _count(value: object) -> int:
@@ -713,43 +659,7 @@ class Reader:
             f"{_PAIR if found else 'NULL'} FROM spans WHERE session_id = ? ORDER BY start_ts, id",
             (session_id,),
         )
-        entries: list[SpanEntry] = []
-        for row in rows:
-            entries.append(SpanEntry(*row[:15]))  # pyright: ignore[reportArgumentType]
-            client = row[15]
-            if client is not None:  # the same but for its id, parent (the SERVER) and kind
-                pair = (row[0], row[1], client, row[2], row[4], "CLIENT", *row[6:15])
-                entries.append(SpanEntry(*pair))  # pyright: ignore[reportArgumentType]
-        return entries
+        return span_entries(rows)
 
     def traces(self, session_id: str) -> list[TraceTree]:
         return build_traces(self.spans(session_id))
-
-
-def build_traces(spans: Iterable[SpanEntry]) -> list[TraceTree]:
-    """Group spans by trace and nest them; traces in segment order, children by start time."""
-    by_trace: dict[str, list[SpanEntry]] = {}
-    for span in spans:
-        by_trace.setdefault(span.trace_id, []).append(span)
-    trees: list[TraceTree] = []
-    for trace_id, members in by_trace.items():
-        nodes = {s.span_id: SpanNode(s) for s in members}
-        roots: list[SpanNode] = []
-        for span in sorted(members, key=lambda s: (s.start_ts, s.id)):
-            node = nodes[span.span_id]
-            parent = nodes.get(span.parent_span_id) if span.parent_span_id else None
-            if parent is None or parent is node:
-                roots.append(node)
-            else:
-                parent.children.append(node)
-        segments = [s.segment for s in members if s.segment is not None]
-        trees.append(
-            TraceTree(trace_id=trace_id, segment=min(segments) if segments else None, roots=roots)
-        )
-    trees.sort(
-        key=lambda t: (
-            t.segment if t.segment is not None else math.inf,
-            min(r.span.start_ts for r in t.roots) if t.roots else 0,
-        )
-    )
-    return trees

@@ -18,14 +18,7 @@ import orjson
 from helmet_otel import semconv as sc
 from helmet_otel.store import codec
 from helmet_otel.store.pages import answer_of, page, record, tail
-from helmet_otel.store.query import (
-    LogEntry,
-    LogFilter,
-    Reader,
-    SessionInfo,
-    SpanEntry,
-    build_traces,
-)
+from helmet_otel.store.query import LogEntry, LogFilter, Reader, SessionInfo
 from helmet_otel.store.security import finding_type, security_summary
 from helmet_otel.store.servers import (
     restrict_to_servers,
@@ -34,6 +27,7 @@ from helmet_otel.store.servers import (
     summarize_servers,
 )
 from helmet_otel.store.session_calls import session_calls
+from helmet_otel.store.traces import SpanEntry, build_traces
 from helmet_otel.ui.filters import EVENTS, LogQuery, Params, parse_params
 
 __all__ = ["ROUTES", "NotFoundError", "log_filter"]
