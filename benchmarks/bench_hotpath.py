@@ -156,10 +156,17 @@ def main() -> None:
         help="a different argument text in every call (the detectors remember clean texts)",
     )  # fmt: skip
     args = parser.parse_args()
-    # hold the governor off (its clock is `loop_times`; `cpu_demand` on older revisions)
+    # hold the governor off (its clock is `governor.loop_times`; in `feed` on older revisions,
+    # `cpu_demand` before that)
+    try:
+        from helmet_otel.telemetry import governor
+
+        governor.loop_times = lambda: (0.0, 0.0)
+    except ImportError:
+        pass
     if hasattr(feed_module, "loop_times"):
         feed_module.loop_times = lambda: (0.0, 0.0)  # pyright: ignore[reportAttributeAccessIssue]
-    else:
+    elif not hasattr(feed_module, "Governor"):
         feed_module.cpu_demand = lambda: 0.0  # pyright: ignore[reportAttributeAccessIssue]
     setups = SETUPS if args.setup == "all" else (args.setup,)
     per_call: dict[str, list[float]] = {setup: [] for setup in setups}

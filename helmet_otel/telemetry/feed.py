@@ -9,7 +9,7 @@ a non-blocking pipe.
 
 Telemetry sheds whole calls, never parts of one: a request is traced or not, and its response
 follows it. It sheds (and counts) new calls while the worker's pipe and our buffer are full,
-and, while the relay's own loop is busy, all but one call in `every` (see `_govern`), so at
+and, while the relay's own loop is busy, all but one call in `every` (see `governor`), so at
 saturation the traffic keeps the relay's CPU.
 """
 
@@ -47,6 +47,7 @@ from helmet_otel.telemetry.frames import (
     decode,
     pickled,
 )
+from helmet_otel.telemetry.governor import Governor
 from helmet_otel.telemetry.session_feed import SessionFeed
 
 FLUSH_DELAY = 0.02  # seconds a record may wait in the relay before it is handed over (each
@@ -58,19 +59,6 @@ BUSY_FLUSH_DELAY = 0.05  # the same while the governor sheds
 QUIET_FLUSH_FACTOR = 2
 _NEVER = 1 << 62  # `flush_due` while the hand-over is already scheduled
 PIPE_SIZE = 1024 * 1024
-# The governor: every GOVERN_WINDOW seconds it reads how busy the relay's loop was (see
-# `busy_share`); over the last two windows above `--relay-busy-limit`, it traces one
-# call in MAX_EVERY at once and keeps at most an eighth of `--telemetry-buffer` for the worker;
-# under the limit - 0.1 it traces twice as many as before. Backing off at once keeps a backlog
-# for the worker from building up at saturation, when the worker's CPU would be taken from the
-# traffic; two windows (0.1 s), not one, so that a burst of catching up after a stall does not
-# cost a sample of the calls.
-GOVERN_WINDOW = 0.05
-# ...and only while calls pass faster than this: below it telemetry's share of the relay's CPU
-# is small, and a busy start-up must not cost the first calls their records.
-GOVERN_MIN_RATE = 2000.0
-RUN_FLOOR = 0.3  # see `busy_share`: the share of the time the loop must run for its wait to count
-MAX_EVERY = 64
 
 
 WORKER_LOST = "worker_lost"  # helmet.telemetry.dropped reason: records a dead worker never took
@@ -86,37 +74,6 @@ def _say(line: str) -> None:
 
 class WorkerUnavailable(Exception):
     """The telemetry worker process could not be started (e.g. EAGAIN under a process limit)."""
-
-
-def loop_times() -> tuple[float, float]:
-    """Seconds the calling thread has run, and (where Linux says) waited in a run queue for a
-    CPU. Without schedstat the CPU time alone (and no wait)."""
-    try:
-        with open("/proc/thread-self/schedstat", "rb") as stat:
-            ran, waited = stat.read().split()[:2]
-        return int(ran) / 1e9, int(waited) / 1e9
-    except (OSError, ValueError):
-        return time.thread_time(), 0.0
-
-
-def busy_share(ran: float, waited: float, elapsed: float) -> float:
-    """How busy the loop was over ``elapsed`` seconds in which it ``ran`` and ``waited`` in
-    the run queue for a CPU: the larger of two readings.
-
-    - Of the time it had a CPU or did not want one (``elapsed`` less the wait), the share it
-      ran. A loop that never goes idle is saturated by its own work, whatever the share of the
-      time it got a CPU (on a 2-core machine whose client and server also run flat out it may
-      run only 60% of the time): 100%.
-    - While it ran at least `RUN_FLOOR` of the time, the time it ran or waited: then the
-      traffic and the relay take the CPUs, and what telemetry costs the relay is taken from
-      the traffic. Below that floor the wait is the machine's other work (a relay that keeps
-      up with a paced load waits after each wake-up on a loaded machine), and counting it
-      would shed calls whose records cost the traffic nothing."""
-    own = elapsed - waited
-    share = 1.0 if own <= ran else ran / own
-    if ran >= RUN_FLOOR * elapsed:
-        share = max(share, (ran + waited) / elapsed)
-    return min(share, 1.0)
 
 
 def _sampled_by_env(env: Mapping[str, str]) -> bool:
@@ -140,7 +97,6 @@ class TelemetryFeed:
         # The worker applies --capture; it still needs small bodies (log levels, cancellations).
         self.body_cap = max(options.max_body, 4096) + 1024
         self._buffer_limit = options.telemetry_buffer
-        self._busy_limit = options.relay_busy_limit
         self._sessions = 0  # keys handed out
         self.batch = bytearray()  # records of the batch being gathered
         self.backlog = Backlog()  # batches not yet taken by the worker's pipe
@@ -158,10 +114,7 @@ class TelemetryFeed:
         # `shed` (the governor samples, or telemetry is off)
         self.open_limit = self._limit
         self.tick = 0  # calls and notifications seen (and decided on; the governor's rate)
-        self._tick_mark = 0
-        self._ran_mark, self._waited_mark = loop_times()
-        self._window = (0.0, 0.0, 0.0)  # the last window's (ran, waited, elapsed)
-        self._wall_mark = time.monotonic()
+        self._governor = Governor(options.relay_busy_limit)
         self.timer: asyncio.Handle | None = None  # the hand-over that is scheduled
         self.flush_due = 0  # time_ns at which the batch being gathered is handed over
         self._writer_armed = False
@@ -450,7 +403,7 @@ class TelemetryFeed:
         (responses to traced calls, session events) always goes, and the buffer stays bounded."""
         self.timer = None
         now = time.monotonic()
-        if now - self._wall_mark >= GOVERN_WINDOW:
+        if self._governor.due(now):
             self._govern(now)
         pending = self.batch
         if not pending and not self._shed_full and not self._shed_busy and not self._security_lost:
@@ -474,20 +427,7 @@ class TelemetryFeed:
 
     def _govern(self, now: float) -> None:
         """Trace fewer calls while the relay's loop is busy, more again when it is not."""
-        ran, waited = loop_times()
-        elapsed = now - self._wall_mark
-        window = (ran - self._ran_mark, waited - self._waited_mark, elapsed)
-        last = self._window
-        busy = busy_share(window[0] + last[0], window[1] + last[1], elapsed + last[2])
-        rate = (self.tick - self._tick_mark) / elapsed
-        self._ran_mark, self._waited_mark = ran, waited
-        self._window = window
-        self._wall_mark = now
-        self._tick_mark = self.tick
-        if busy > self._busy_limit and rate >= GOVERN_MIN_RATE:
-            self.every = MAX_EVERY
-        elif busy < self._busy_limit - 0.1:
-            self.every = max(self.every // 2, 1)
+        self.every = self._governor.every(now, self.tick, self.every)
         self._limit = self._buffer_limit if self.every == 1 else self._buffer_limit // 8
         self._set_open_limit()
 

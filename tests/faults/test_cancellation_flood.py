@@ -10,7 +10,7 @@ from pathlib import Path
 
 import psutil
 
-from helmet_otel.telemetry.feed import MAX_EVERY
+from helmet_otel.telemetry.governor import MAX_EVERY
 from tests.e2e.helpers import MISBEHAVING, RawProcess, clean_env, proxy_argv
 from tests.faults.helpers import INITIALIZE, count, poll, proxy_close_dropped, rows, workers
 

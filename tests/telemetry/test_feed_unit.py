@@ -25,7 +25,7 @@ from helmet_otel.core.relay import UPSTREAM_GONE_CODE, Relay
 from helmet_otel.core.session import Session
 from helmet_otel.protocol.message import REQUEST, error_response
 from helmet_otel.telemetry import feed as feed_module
-from helmet_otel.telemetry import frames
+from helmet_otel.telemetry import frames, governor
 from helmet_otel.telemetry.feed import TelemetryFeed
 from helmet_otel.telemetry.frames import Frame, read_batch
 from helmet_otel.telemetry.session_feed import PROPAGATE_MAX_BYTES, SessionFeed
@@ -442,8 +442,9 @@ def test_the_governor_follows_the_relays_cpu(
 ) -> None:
     feed = make_feed()
     clock = {"ran": 0.0, "waited": 0.0}
-    monkeypatch.setattr(feed_module, "loop_times", lambda: (clock["ran"], clock["waited"]))
-    feed._ran_mark, feed._waited_mark, feed._wall_mark = 0.0, 0.0, 0.0
+    monkeypatch.setattr(governor, "loop_times", lambda: (clock["ran"], clock["waited"]))
+    feed._governor = governor.Governor(feed.options.relay_busy_limit)
+    feed._governor._wall_mark = 0.0
     seen: list[tuple[int, int]] = []
     wall = 0.0
     # (share of the window the loop ran, share it waited for a CPU, calls): busy (95%) but
@@ -477,14 +478,14 @@ def test_the_governor_follows_the_relays_cpu(
 
 
 def test_busy_share_counts_the_wait_for_a_cpu_only_for_a_relay_that_works() -> None:
-    assert feed_module.busy_share(0.3, 0.0, 1.0) == pytest.approx(0.3)
+    assert governor.busy_share(0.3, 0.0, 1.0) == pytest.approx(0.3)
     # runs little, waits much, goes idle: a relay that keeps up on a loaded machine
-    assert feed_module.busy_share(0.25, 0.65, 1.0) == pytest.approx(0.25 / 0.35)
+    assert governor.busy_share(0.25, 0.65, 1.0) == pytest.approx(0.25 / 0.35)
     # runs 40% and waits 50%: the traffic and the relay take the CPUs
-    assert feed_module.busy_share(0.4, 0.5, 1.0) == pytest.approx(0.9)
-    assert feed_module.busy_share(0.2, 0.75, 1.0) == pytest.approx(0.8)  # idle 5%, runs 20%
-    assert feed_module.busy_share(0.6, 0.4, 1.0) == 1.0  # never idle
-    assert feed_module.busy_share(0.6, 0.45, 1.0) == 1.0  # (clocks read a little apart)
+    assert governor.busy_share(0.4, 0.5, 1.0) == pytest.approx(0.9)
+    assert governor.busy_share(0.2, 0.75, 1.0) == pytest.approx(0.8)  # idle 5%, runs 20%
+    assert governor.busy_share(0.6, 0.4, 1.0) == 1.0  # never idle
+    assert governor.busy_share(0.6, 0.45, 1.0) == 1.0  # (clocks read a little apart)
 
 
 def test_frames_round_trip_shared_and_deeply_nested_values() -> None:
@@ -548,11 +549,11 @@ def test_frames_round_trip_shared_and_deeply_nested_values() -> None:
 
 
 def test_loop_times_count_running_time() -> None:
-    ran, waited = feed_module.loop_times()
+    ran, waited = governor.loop_times()
     started = time.thread_time()
     while time.thread_time() - started < 0.05:  # spin: run 50 ms of CPU
         pass
-    ran_after, waited_after = feed_module.loop_times()
+    ran_after, waited_after = governor.loop_times()
     assert ran_after - ran >= 0.05 and waited_after >= waited
 
 
