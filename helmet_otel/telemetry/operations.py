@@ -79,6 +79,7 @@ def milliseconds(ns: int) -> float:
 
 
 DIRECTIONS = (sc.DIRECTION_C2S, sc.DIRECTION_S2C)  # by `Msg.s2c`
+_REQUESTS = ((0, "request"), (1, "request"))  # `CallKind.heads` keys of requests, by `Msg.s2c`
 
 
 def _no_heads() -> dict[tuple[int, str], tuple[AttributeHead, tuple[Key, Key]]]:
@@ -88,9 +89,11 @@ def _no_heads() -> dict[tuple[int, str], tuple[AttributeHead, tuple[Key, Key]]]:
 @dataclass(slots=True)
 class CallKind:
     """What every call of one method and target in a session shares, worked out once: its
-    metric label and attributes, its spans' name, its spans' attributes before the call's
-    own (the request id...), and its records' (`records`)."""
+    method and target names scrubbed, its metric label and attributes, its spans' name, its
+    spans' attributes before the call's own (the request id...), and its records'
+    (`records`). Kinds are found by the names as the traffic gave them."""
 
+    method: str  # scrubbed, as the records and spans show it
     label: str
     metric_attrs: dict[str, Any]  # shared: never changed
     span_head: AttributeHead  # what its spans' attributes begin with: copied per call
@@ -111,7 +114,7 @@ class CallKind:
 class Operation:
     server: Span  # (its records are in it)
     client: Span | None  # None when the proxy answered the request itself
-    method: str
+    method: str  # the method and target as the traffic gave them (its kind's key)
     name: str | None
     started_ns: int
     kind: CallKind
@@ -135,11 +138,16 @@ class Operations:
         self._kinds.clear()
         self.generation += 1
 
-    def _kind(self, method: str, name: str | None) -> CallKind:
-        kind = self._kinds.get((method, name))
+    def _kind(self, raw_method: str, raw_name: str | None) -> CallKind:
+        """The kind of the calls of ``raw_method`` and ``raw_name`` (as the traffic gave them:
+        scrubbed here, once per kind)."""
+        kind = self._kinds.get((raw_method, raw_name))
         if kind is not None:
             return kind
         session = self.session
+        scrub = session.shared.redactor.scrub_name
+        method = scrub(raw_method)
+        name = raw_name if raw_name is None else scrub(raw_name)
         label = session.shared.instruments.method_label(method)
         metric_attrs = self._metric_attributes(label, name)
         span_attrs = dict(metric_attrs)
@@ -149,10 +157,10 @@ class Operations:
             span_attrs[sc.MCP_SESSION_ID] = session.mcp_session_id
         named = tuple((key, span_attrs[key]) for key in _NAMED_KEYS if key in span_attrs)
         span_name = f"{method} {name}" if name else method
-        kind = CallKind(label, metric_attrs, AttributeHead(span_attrs), span_name, named)
+        kind = CallKind(method, label, metric_attrs, AttributeHead(span_attrs), span_name, named)
         if len(self._kinds) >= _KINDS_MAX:
             self._kinds.clear()
-        self._kinds[(method, name)] = kind
+        self._kinds[(raw_method, raw_name)] = kind
         return kind
 
     def _head(
@@ -192,14 +200,16 @@ class Operations:
         return attrs
 
     def request(self, frame: Msg) -> None:
+        """A request (its summary as the traffic gave it: what it records is scrubbed)."""
         session = self.session
         shared = session.shared
         summary = frame.summary
-        method = summary.method or ""
-        name = summary.target
+        raw_method = summary.method or ""
+        raw_name = summary.target
         ts = frame.ts
-        kind = self._kind(method, name)
-        head, keys = self._head(kind, frame.s2c, "request")
+        kind = self._kinds.get((raw_method, raw_name)) or self._kind(raw_method, raw_name)
+        method = kind.method
+        head, keys = kind.heads.get(_REQUESTS[frame.s2c]) or self._head(kind, frame.s2c, "request")
         attrs = head.attributes.copy()
         attrs[sc.HELMET_MESSAGE_SIZE] = frame.size
         span_attrs = kind.span_head.attributes.copy()
@@ -209,6 +219,7 @@ class Operations:
             span_attrs[sc.JSONRPC_REQUEST_ID] = attrs[sc.JSONRPC_REQUEST_ID] = text_id
         uri = summary.resource_uri
         if uri is not None and method.startswith("resources/"):
+            uri = shared.redactor.scrub_text(uri)
             span_attrs[sc.MCP_RESOURCE_URI] = uri
             attrs[sc.MCP_RESOURCE_URI] = uri
         weight = frame.weight
@@ -252,8 +263,8 @@ class Operations:
             self.open[(frame.s2c, (type(request_id) is str, request_id))] = Operation(
                 server,
                 client,
-                method,
-                name,
+                raw_method,
+                raw_name,
                 ts,
                 kind,
                 weight,
@@ -366,7 +377,7 @@ class Operations:
         elapsed = max(ts - opened.started_ns, 0)
         latency_s = elapsed / 1e9
         attrs[sc.HELMET_LATENCY_MS] = milliseconds(elapsed)
-        if opened.method == "initialize":
+        if opened.kind.method == "initialize":
             attrs.update(info_attributes(session.server_info, sc.HELMET_SERVER_INFO_NAME,
                                          sc.HELMET_SERVER_VERSION))  # fmt: skip
         kind = opened.kind

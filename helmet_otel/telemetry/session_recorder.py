@@ -257,6 +257,12 @@ class SessionRecorder:
 
     def message(self, frame: Msg) -> None:
         summary = frame.summary
+        kind = summary.kind
+        self.messages += 1
+        if kind == "request":  # (its names are scrubbed once per call kind: `Operations`)
+            self.requests += frame.weight
+            self.operations.request(frame)
+            return
         # (a plain response has no text to scrub)
         if (
             summary.method is not None
@@ -267,12 +273,7 @@ class SessionRecorder:
             clean = scrubbed_summary(self.shared.redactor, summary)
             if clean is not summary:
                 frame = frame._replace(summary=clean)
-        kind = summary.kind
-        self.messages += 1
-        if kind == "request":
-            self.requests += frame.weight
-            self.operations.request(frame)
-        elif kind == "response" or kind == "error":
+        if kind == "response" or kind == "error":
             self.operations.response(frame)
         elif kind == "notification":
             self._notification(frame, self.message_attributes(frame))
