@@ -10,7 +10,7 @@ block, an "upstream gone" error) ends its operation like any other, and its reco
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from opentelemetry._logs import SeverityNumber
 
@@ -110,8 +110,10 @@ class CallKind:
     )
 
 
-@dataclass(slots=True)
-class Operation:
+class Operation(NamedTuple):
+    """An open call (a tuple: built without a Python ``__init__``, `_operation`). A call
+    cancelled by ``notifications/cancelled`` has a ``cancelled`` event on its SERVER span."""
+
     server: Span  # (its records are in it)
     client: Span | None  # None when the proxy answered the request itself
     method: str  # the method and target as the traffic gave them (its kind's key)
@@ -119,10 +121,17 @@ class Operation:
     started_ns: int
     kind: CallKind
     weight: int
-    cancelled: bool = False
-    request_id: JsonId | None = None  # the request's id, and as its records show it
-    id_text: str | None = None
-    generation: int = 0  # `Operations.generation` when it started
+    request_id: JsonId | None  # the request's id, and as its records show it
+    id_text: str | None
+    generation: int  # `Operations.generation` when it started
+
+    @property
+    def cancelled(self) -> bool:
+        return any(event.name == _CANCELLED for event in self.server.events)
+
+
+_operation = tuple[Any, ...].__new__  # an `Operation` from its fields, without its __new__
+_CANCELLED = "cancelled"  # the event on a cancelled call's SERVER span
 
 
 class Operations:
@@ -260,19 +269,11 @@ class Operations:
                      span_attrs, links, span_head)  # fmt: skip
         if summary.id is not None:
             request_id = summary.id  # (`id_key`, inlined: JSON gives exact types)
-            self.open[(frame.s2c, (type(request_id) is str, request_id))] = Operation(
-                server,
-                client,
-                raw_method,
-                raw_name,
-                ts,
-                kind,
-                weight,
-                False,
-                summary.id,
-                text_id,
-                self.generation,
-            )
+            self.open[(frame.s2c, (type(request_id) is str, request_id))] = _operation(
+                Operation,
+                (server, client, raw_method, raw_name, ts, kind, weight, request_id, text_id,
+                 self.generation),
+            )  # fmt: skip
         shared.instruments.count_message_keys(keys, frame.size, weight)
         body, text = recorded_body(shared.redactor, frame.body, frame.size, frame.parsed, "params")
         # (its head holds the session's ids: straight to the writer)
@@ -384,6 +385,7 @@ class Operations:
         version = session.protocol_version
         description = None
         duration_key = None
+        taken = False  # the spans hold their outcome already
         if code_text is None and not tool_error:  # (read only from here on: shared)
             ended = kind.ended
             if ended is None or ended[2] != version:
@@ -391,6 +393,9 @@ class Operations:
                 ended = (server_attrs, client_attrs, version, attribute_key(server_attrs))
                 kind.ended = ended
             server_attrs, client_attrs, _, duration_key = ended
+            # A success's outcome is its kind's metric attributes and the protocol version:
+            # what the spans began with, unless the session's facts changed since the request.
+            taken = opened.generation == self.generation
         else:
             server_attrs, client_attrs = self._outcomes(kind, version)
         if code_text is not None:
@@ -407,8 +412,10 @@ class Operations:
             description = "tool returned isError"
             attrs[sc.ERROR_TYPE] = sc.ERROR_TYPE_TOOL_ERROR
             server_attrs[sc.ERROR_TYPE] = client_attrs[sc.ERROR_TYPE] = sc.ERROR_TYPE_TOOL_ERROR
-        shared.spans.finish(opened.client, ts, client_attrs, description)
-        shared.spans.finish(opened.server, ts, server_attrs, description)
+        shared.spans.finish_call(
+            opened.server, opened.client, ts, None if taken else server_attrs, client_attrs,
+            description,
+        )  # fmt: skip
         server = opened.server  # exemplars: a latency bucket links to a request's trace
         weight = opened.weight
         if duration_key is None:
@@ -446,8 +453,7 @@ class Operations:
         for direction in (0, 1):
             opened = self.open.get((direction, key))
             if opened is not None:
-                opened.server.events.append(Event("cancelled", ts, {"reason": reason}))
-                opened.cancelled = True
+                opened.server.events.append(Event(_CANCELLED, ts, {"reason": reason}))
 
     def abandon(self, ts: int, reason: str) -> int:
         """The session ended: what is still open got no response (unless it was cancelled).
@@ -460,10 +466,11 @@ class Operations:
         description = f"no response: {reason}"
         failed = 0
         for (direction, _key), opened in self.open.items():
-            outcome = {} if opened.cancelled else {sc.ERROR_TYPE: sc.ERROR_TYPE_NO_RESPONSE}
+            cancelled = opened.cancelled
+            outcome = {} if cancelled else {sc.ERROR_TYPE: sc.ERROR_TYPE_NO_RESPONSE}
             spans.finish(opened.client, ts, outcome, description)
             spans.finish(opened.server, ts, outcome, description)
-            if opened.cancelled:
+            if cancelled:
                 continue
             failed += opened.weight
             attrs: dict[str, Any] = {

@@ -75,16 +75,42 @@ class SpanWriter(Gatherer[Span]):
         ``error.type``."""
         if span is None:
             return
-        attributes = span.attributes
-        for key in _OUTCOME_KEYS:
-            if key in outcome:
-                value = outcome[key]
-                if key in attributes and span.head is not None:
-                    old = attributes[key]
-                    if type(old) is not type(value) or old != value:
-                        span.head = None  # (a leading attribute changes: no longer the head's)
-                attributes[key] = value
-        if sc.ERROR_TYPE in outcome:
-            span.status = ERROR
-            span.description = error
+        _take_outcome(span, outcome, error)
         self.end(span, ts)
+
+    def finish_call(
+        self, server: Span, client: Span | None, ts: int, server_outcome: dict[str, Any] | None,
+        client_outcome: dict[str, Any], error: str | None,
+    ) -> None:  # fmt: skip
+        """`finish` of a call's CLIENT span (if any), then its SERVER span, in one call.
+        ``server_outcome`` None: both spans' attributes hold their outcome already (a success
+        of the kind they were made with)."""
+        emit = self._emit
+        if client is not None:
+            if server_outcome is not None:
+                _take_outcome(client, client_outcome, error)
+            if client.flags & _SAMPLED:
+                client.end = ts
+                (self._emit_urgent if _POLICY_ID in client.attributes else emit)(client)
+        if server_outcome is not None:
+            _take_outcome(server, server_outcome, error)
+        if server.flags & _SAMPLED:
+            server.end = ts
+            (self._emit_urgent if _POLICY_ID in server.attributes else emit)(server)
+
+
+def _take_outcome(span: Span, outcome: dict[str, Any], error: str | None) -> None:
+    """``span``'s attributes take its operation's ``outcome``; it failed when that carries
+    ``error.type``."""
+    attributes = span.attributes
+    for key in _OUTCOME_KEYS:
+        if key in outcome:
+            value = outcome[key]
+            if key in attributes and span.head is not None:
+                old = attributes[key]
+                if type(old) is not type(value) or old != value:
+                    span.head = None  # (a leading attribute changes: no longer the head's)
+            attributes[key] = value
+    if sc.ERROR_TYPE in outcome:
+        span.status = ERROR
+        span.description = error
