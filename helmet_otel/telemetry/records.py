@@ -32,6 +32,17 @@ class RecordWriter(Gatherer[Log]):
         super().__init__(pipeline.emit_log, pipeline.emit_logs)
         self._emit_urgent = pipeline.emit_urgent_log
         self.origin = origin
+        self._observed = 0  # between `gather` and `release`: when the worker read the frames
+
+    def gather(self) -> None:
+        """`Gatherer.gather`; the records made until `release` were observed now (what one
+        read of the pipe made: their observed time is the read's, one clock reading)."""
+        super().gather()
+        self._observed = time.time_ns()
+
+    def release(self) -> None:
+        self._observed = 0
+        super().release()
 
     def emit(
         self,
@@ -55,7 +66,7 @@ class RecordWriter(Gatherer[Log]):
         else:
             trace_id, span_id, flags = span.trace_id, span.span_id, span.flags
         record = _new_log(Log, (
-            ts, time.time_ns(), trace_id, span_id, flags, number, text, event, body, attributes,
+            ts, self._observed or time.time_ns(), trace_id, span_id, flags, number, text, event, body, attributes,
             self.origin, body_json, head,
         ))  # fmt: skip
         urgent = event == _SECURITY or _POLICY_ID in attributes
