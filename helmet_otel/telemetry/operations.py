@@ -137,7 +137,8 @@ _CANCELLED = "cancelled"  # the event on a cancelled call's SERVER span
 class Operations:
     def __init__(self, session: SessionRecorder) -> None:
         self.session = session
-        self.open: dict[tuple[int, tuple[bool, JsonId]], Operation] = {}
+        # by the request's direction and `id_key` (flat: one tuple per call)
+        self.open: dict[tuple[int, bool, JsonId], Operation] = {}
         self._kinds: dict[tuple[str, str | None], CallKind] = {}
         self.generation = 0  # of the session's facts the kinds hold: counts `forget_kinds`
 
@@ -269,7 +270,7 @@ class Operations:
                      span_attrs, links, span_head)  # fmt: skip
         if summary.id is not None:
             request_id = summary.id  # (`id_key`, inlined: JSON gives exact types)
-            self.open[(frame.s2c, (type(request_id) is str, request_id))] = _operation(
+            self.open[(frame.s2c, type(request_id) is str, request_id)] = _operation(
                 Operation,
                 (server, client, raw_method, raw_name, ts, kind, weight, request_id, text_id,
                  self.generation),
@@ -297,7 +298,7 @@ class Operations:
         opened = None
         if summary.id is not None:
             answered = summary.id  # (`id_key`, inlined: JSON gives exact types)
-            opened = self.open.pop((1 - frame.s2c, (type(answered) is str, answered)), None)
+            opened = self.open.pop((1 - frame.s2c, type(answered) is str, answered), None)
         if opened is None:
             head = keys = None
             weight = frame.weight
@@ -461,9 +462,9 @@ class Operations:
     def cancel(self, request_id: JsonId, reason: str, ts: int) -> None:
         """``notifications/cancelled``: an event on the request, which now expects no
         response."""
-        key = id_key(request_id)
+        is_str, value = id_key(request_id)
         for direction in (0, 1):
-            opened = self.open.get((direction, key))
+            opened = self.open.get((direction, is_str, value))
             if opened is not None:
                 opened.server.events.append(Event(_CANCELLED, ts, {"reason": reason}))
 
@@ -477,7 +478,7 @@ class Operations:
         spans = session.shared.spans
         description = f"no response: {reason}"
         failed = 0
-        for (direction, _key), opened in self.open.items():
+        for (direction, _, _), opened in self.open.items():
             cancelled = opened.cancelled
             outcome = {} if cancelled else {sc.ERROR_TYPE: sc.ERROR_TYPE_NO_RESPONSE}
             spans.finish(opened.client, ts, outcome, description)
