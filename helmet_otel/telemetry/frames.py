@@ -309,20 +309,22 @@ def summary_of(parsed: Any, flags: int) -> Summary:
     """`summarize` of a parsed ``M`` record's message (``flags``: its record's), read straight
     from its JSON value: no `Message` in between. The same facts (`classify` then `summarize`;
     a test holds them equal)."""
-    replied = flags & FLAG_REPLIED != 0
-    proxy = flags & FLAG_PROXY != 0
     if type(parsed) is not dict:
         return _tuple(Summary, (
             "batch" if type(parsed) is list else "invalid", None, None, None, None, None, None,
-            False, None, replied, proxy, None,
+            False, None, flags & FLAG_REPLIED != 0, flags & FLAG_PROXY != 0, None,
         ))  # fmt: skip
     obj: _Object = parsed  # pyright: ignore[reportUnknownVariableType]
     method = obj.get("method")
     raw_id = obj.get("id")
     msg_id = raw_id if type(raw_id) in _ID_TYPES else None
-    target = uri = traceparent = code = message = None
+    result = obj.get("result")
+    tool_error = False
+    if type(result) is dict:
+        outcome: _Object = result  # pyright: ignore[reportUnknownVariableType]
+        tool_error = outcome.get("isError") is True
     if type(method) is str:
-        kind = "request" if raw_id is not None else "notification"
+        target = uri = traceparent = None
         params = obj.get("params")
         if type(params) is dict:
             fields: _Object = params  # pyright: ignore[reportUnknownVariableType]
@@ -337,27 +339,24 @@ def summary_of(parsed: Any, flags: int) -> Summary:
                     entries: _Object = meta  # pyright: ignore[reportUnknownVariableType]
                     value = entries.get("traceparent")
                     traceparent = value if type(value) is str else None
-    else:
-        method = None
-        error = obj.get("error")
-        if type(error) is dict:
-            kind = "error"
-            details: _Object = error  # pyright: ignore[reportUnknownVariableType]
-            value = details.get("code")
-            code = value if type(value) is int else None
-            value = details.get("message")
-            message = value if type(value) is str else None
-        elif "result" in obj:
-            kind = "response"
-        else:
-            kind = "invalid"
-    result = obj.get("result")
-    tool_error = False
-    if type(result) is dict:
-        outcome: _Object = result  # pyright: ignore[reportUnknownVariableType]
-        tool_error = outcome.get("isError") is True
+        return _tuple(Summary, (
+            "notification" if raw_id is None else "request", msg_id, method, target, uri, None,
+            None, tool_error, traceparent, flags & FLAG_REPLIED != 0, flags & FLAG_PROXY != 0,
+            None,
+        ))  # fmt: skip
+    error = obj.get("error")
+    if type(error) is dict:
+        details: _Object = error  # pyright: ignore[reportUnknownVariableType]
+        value = details.get("code")
+        code = value if type(value) is int else None
+        value = details.get("message")
+        return _tuple(Summary, (
+            "error", msg_id, None, None, None, code, value if type(value) is str else None,
+            tool_error, None, flags & FLAG_REPLIED != 0, flags & FLAG_PROXY != 0, None,
+        ))  # fmt: skip
     return _tuple(Summary, (
-        kind, msg_id, method, target, uri, code, message, tool_error, traceparent, replied, proxy,
+        "response" if result is not None or "result" in obj else "invalid", msg_id, None, None,
+        None, None, None, tool_error, None, flags & FLAG_REPLIED != 0, flags & FLAG_PROXY != 0,
         None,
     ))  # fmt: skip
 
@@ -376,21 +375,23 @@ def _parsed(frame: Msg) -> object:
 def decode(data: bytes | bytearray, at: int = 0, end: int | None = None) -> list[Frame]:
     """The frames of one batch's records (``data[at:end]``)."""
     frames: list[Frame] = []
-    view = memoryview(data)
     if end is None:
         end = len(data)
+    if type(data) is not bytes:  # (copied once: a message's body is then one slice of it)
+        data, at, end = bytes(memoryview(data)[at:end]), 0, end - at
+    whole = WHOLE.size
     while at < end:
         tag = data[at]
         if tag == _M:
             record = WHOLE.unpack_from(data, at)
-            at += WHOLE.size
+            at += whole
             size = record[5]
-            frames.append(_message(record, bytes(view[at : at + size])))
+            frames.append(_message(record, data[at : at + size]))
             at += size
         elif tag == _P:
             _, size = _PICKLED.unpack_from(data, at)
             at += _PICKLED.size
-            frame: Frame = pickle.loads(view[at : at + size])
+            frame: Frame = pickle.loads(data[at : at + size])
             if type(frame) is Msg and frame.parsed is None:
                 frame = frame._replace(parsed=_parsed(frame))
             frames.append(frame)
