@@ -224,8 +224,12 @@ class Operations:
         attrs[sc.HELMET_MESSAGE_SIZE] = frame.size
         span_attrs = kind.span_head.attributes.copy()
         text_id = None
-        if summary.id is not None:
-            text_id = id_text(shared.redactor, summary.id)
+        request_id = summary.id
+        if request_id is not None:
+            if type(request_id) is int and request_id >= 0 and shared.redactor.keeps_digits:
+                text_id = str(request_id)  # (`id_text` of the usual id: digits, kept as they are)
+            else:
+                text_id = id_text(shared.redactor, request_id)
             span_attrs[sc.JSONRPC_REQUEST_ID] = attrs[sc.JSONRPC_REQUEST_ID] = text_id
         uri = summary.resource_uri
         if uri is not None and method.startswith("resources/"):
@@ -268,8 +272,7 @@ class Operations:
             span_attrs.update(session.peer_attributes)
         server = new(span_name, trace_id, frame.server_span_id, flags, root.span_id, SERVER, ts,
                      span_attrs, links, span_head)  # fmt: skip
-        if summary.id is not None:
-            request_id = summary.id  # (`id_key`, inlined: JSON gives exact types)
+        if request_id is not None:  # (`id_key`, inlined: JSON gives exact types)
             self.open[(frame.s2c, type(request_id) is str, request_id)] = _operation(
                 Operation,
                 (server, client, raw_method, raw_name, ts, kind, weight, request_id, text_id,
