@@ -260,18 +260,21 @@ class Operations:
         trace_id = root.trace_id
         flags = session.trace_flags
         span_head = kind.span_head
-        new = shared.spans.new
+        origin = shared.spans.origin
         client = None
+        # (`SpanWriter.new`, inlined: every field given, in order)
         if not summary.replied:
             client_attrs = span_attrs.copy()
             if session.upstream_attributes:
                 client_attrs.update(session.upstream_attributes)
-            client = new(span_name, trace_id, frame.client_span_id, flags, frame.server_span_id,
-                         CLIENT, ts, client_attrs, None, span_head)  # fmt: skip
+            client = Span(span_name, trace_id, frame.client_span_id, flags, frame.server_span_id,
+                          CLIENT, ts, client_attrs, origin, [], [], 0, 0, None, False, "",
+                          span_head)  # fmt: skip
         if session.peer_attributes:
             span_attrs.update(session.peer_attributes)
-        server = new(span_name, trace_id, frame.server_span_id, flags, root.span_id, SERVER, ts,
-                     span_attrs, links, span_head)  # fmt: skip
+        server = Span(span_name, trace_id, frame.server_span_id, flags, root.span_id, SERVER, ts,
+                      span_attrs, origin, links or [], [], 0, 0, None, False, "",
+                      span_head)  # fmt: skip
         if request_id is not None:  # (`id_key`, inlined: JSON gives exact types)
             self.open[(frame.s2c, type(request_id) is str, request_id)] = _operation(
                 Operation,

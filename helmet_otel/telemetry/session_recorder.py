@@ -263,7 +263,10 @@ class SessionRecorder:
             self.requests += frame.weight
             self.operations.request(frame)
             return
-        # (a plain response has no text to scrub)
+        if kind == "response" and summary.error_message is None:
+            # (no text to scrub: a response's summary has no method, target or URI)
+            self.operations.response(frame)
+            return
         if (
             summary.method is not None
             or summary.target is not None
