@@ -129,12 +129,17 @@ def _head_row(head: AttributeHead) -> _HeadRow:
     return columns, rest, *_target_and_json(rest)
 
 
+_EVENT_ERROR: Final = sc.EVENT_ERROR
+_STATUS_CODE: Final = sc.RPC_RESPONSE_STATUS_CODE
+
+
 def _log_tuple(
     record: Log, hex_ids: _HexIds, heads: dict[int, _HeadRow]
 ) -> tuple[Row, dict[str, object]]:
     """One record's row, and its attributes that were not promoted (``model.log_row``'s rules).
     ``heads``: what each head of the batch gives (by ``id``: the records keep their heads
-    alive), so a record's own attributes after its head are the only ones looked at."""
+    alive), so a record's own attributes after its head are the only ones looked at: usually
+    all promoted (the size, the request id, the latency), set here without a call."""
     head = record.head
     if head is None:
         columns: list[object] = [None] * 8  # session_id .. error_type, as in PROMOTED
@@ -145,15 +150,23 @@ def _log_tuple(
         known = heads.get(id(head))
         if known is None:
             known = heads[id(head)] = _head_row(head)
-        head_columns, head_rest, target, attrs_json = known
-        columns = head_columns.copy()
-        own: dict[str, object] = {}
-        _promote(islice(record.attributes.items(), head.size, None), columns, own)
-        if own:
-            rest = {**head_rest, **own}
+        columns, rest, target, attrs_json = known
+        columns = columns.copy()
+        own: dict[str, object] | None = None
+        promoted_at = _PROMOTED_AT
+        for key, value in islice(record.attributes.items(), head.size, None):
+            promoted = promoted_at.get(key)
+            if promoted is not None and type(value) is promoted[1]:
+                columns[promoted[0]] = value
+            else:  # not promoted, or not as it is (``_promote``'s rules)
+                if own is None:
+                    own = {}
+                own[key] = value
+                if promoted is not None and value is not None:
+                    columns[promoted[0]] = coerce(promoted[1], value)
+        if own is not None:
+            rest = {**rest, **own}
             target, attrs_json = _target_and_json(rest)
-        else:
-            rest = head_rest
     session_id, direction, kind, method, request_id, latency_ms, size, error_type = columns
     event = record.event or None
     severity = record.severity or None
@@ -168,7 +181,7 @@ def _log_tuple(
     if span_id != hex_ids.span:
         hex_ids.span = span_id
         hex_ids.span_hex = f"{span_id:016x}" if span_id else None
-    if error_type is not None or event == sc.EVENT_ERROR or sc.RPC_RESPONSE_STATUS_CODE in rest:
+    if error_type is not None or event == _EVENT_ERROR or _STATUS_CODE in rest:
         is_error = 1
     else:
         is_error = 1 if severity is not None and severity >= _SEVERITY_ERROR else 0
