@@ -129,8 +129,23 @@ def _head_row(head: AttributeHead) -> _HeadRow:
     return columns, rest, *_target_and_json(rest)
 
 
+def _own_row(record: Log, known: _HeadRow, size: int) -> _HeadRow:
+    """A head's row with the record's own attributes after its ``size`` items."""
+    head_columns, rest, target, attrs_json = known
+    columns = head_columns.copy()
+    own: dict[str, object] = {}
+    _promote(islice(record.attributes.items(), size, None), columns, own)
+    if own:
+        rest = {**rest, **own}
+        target, attrs_json = _target_and_json(rest)
+    return columns, rest, target, attrs_json
+
+
 _EVENT_ERROR: Final = sc.EVENT_ERROR
 _STATUS_CODE: Final = sc.RPC_RESPONSE_STATUS_CODE
+# what a message's record adds to its head, as it usually comes (all promoted as they are)
+_SIZE, _RID, _LATENCY = sc.HELMET_MESSAGE_SIZE, sc.JSONRPC_REQUEST_ID, sc.HELMET_LATENCY_MS
+assert [_PROMOTED_AT[key][1] for key in (_SIZE, _RID, _LATENCY)] == [int, str, float]
 
 
 def _log_tuple(
@@ -139,35 +154,33 @@ def _log_tuple(
     """One record's row, and its attributes that were not promoted (``model.log_row``'s rules).
     ``heads``: what each head of the batch gives (by ``id``: the records keep their heads
     alive), so a record's own attributes after its head are the only ones looked at: usually
-    all promoted (the size, the request id, the latency), set here without a call."""
+    the size, the request id and the latency, set here without a call."""
     head = record.head
     if head is None:
         columns: list[object] = [None] * 8  # session_id .. error_type, as in PROMOTED
         rest: dict[str, object] = {}
         _promote(record.attributes.items(), columns, rest)
         target, attrs_json = _target_and_json(rest)
+        session_id, direction, kind, method, request_id, latency_ms, size, error_type = columns
     else:
         known = heads.get(id(head))
         if known is None:
             known = heads[id(head)] = _head_row(head)
         columns, rest, target, attrs_json = known
-        columns = columns.copy()
-        own: dict[str, object] | None = None
-        promoted_at = _PROMOTED_AT
+        session_id, direction, kind, method, request_id, latency_ms, size, error_type = columns
         for key, value in islice(record.attributes.items(), head.size, None):
-            promoted = promoted_at.get(key)
-            if promoted is not None and type(value) is promoted[1]:
-                columns[promoted[0]] = value
-            else:  # not promoted, or not as it is (``_promote``'s rules)
-                if own is None:
-                    own = {}
-                own[key] = value
-                if promoted is not None and value is not None:
-                    columns[promoted[0]] = coerce(promoted[1], value)
-        if own is not None:
-            rest = {**rest, **own}
-            target, attrs_json = _target_and_json(rest)
-    session_id, direction, kind, method, request_id, latency_ms, size, error_type = columns
+            if key == _SIZE and type(value) is int:
+                size = value
+            elif key == _RID and type(value) is str:
+                request_id = value
+            elif key == _LATENCY and type(value) is float:
+                latency_ms = value
+            else:  # anything else: every own attribute by `_promote`'s rules
+                columns, rest, target, attrs_json = _own_row(record, known, head.size)
+                session_id, direction, kind, method, request_id, latency_ms, size, error_type = (
+                    columns
+                )
+                break
     event = record.event or None
     severity = record.severity or None
     body = record.body_json

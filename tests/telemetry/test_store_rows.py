@@ -136,6 +136,8 @@ def test_records_with_a_head_make_the_rows_they_make_without_one() -> None:
         {"jsonrpc.request.id": 7, "error.type": "-32602", "rpc.response.status_code": "-32602"},
         {"gen_ai.prompt.name": "p", **ODD_VALUES},
         {},
+        # the usual ones first, then one that is not as it usually comes (an int latency)
+        {"helmet.message.size": 9, "jsonrpc.request.id": "2", "helmet.latency_ms": 3, "x": "y"},
     ]
     records = [
         log(f"b{i}", attributes={**head.attributes, **own}, head=head)
@@ -148,3 +150,6 @@ def test_records_with_a_head_make_the_rows_they_make_without_one() -> None:
     assert [row[18] for row in batch.rows[:2]] == ['{"gen_ai.tool.name":"echo"}',
                                                   '{"mcp.method.name":5}']  # fmt: skip
     assert batch.rows[1][7] == "5" and batch.rows[5][12] == 1  # a coerced method; an error
+    # the usual attributes, then an int latency: kept in attrs, its column a float
+    assert batch.rows[-2][9:12] == ("2", 3.0, 9)
+    assert batch.rows[-2][18] == '{"gen_ai.tool.name":"echo","helmet.latency_ms":3,"x":"y"}'
