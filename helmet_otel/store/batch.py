@@ -190,10 +190,10 @@ def _log_tuple(
     if trace_id != hex_ids.trace:
         hex_ids.trace = trace_id
         hex_ids.trace_hex = f"{trace_id:032x}" if trace_id else None
-    span_id = record.span_id
-    if span_id != hex_ids.span:
-        hex_ids.span = span_id
-        hex_ids.span_hex = f"{span_id:016x}" if span_id else None
+    span_id = record.span_id  # (a call's request and answer: a few records apart)
+    span_hex = hex_ids.spans.get(span_id)
+    if span_hex is None and span_id:
+        span_hex = hex_ids.spans[span_id] = f"{span_id:016x}"
     if error_type is not None or event == _EVENT_ERROR or _STATUS_CODE in rest:
         is_error = 1
     else:
@@ -201,7 +201,7 @@ def _log_tuple(
     row = (
         record.ts or record.observed or time.time_ns(), session_id, event, severity,
         record.severity_text, direction, kind, method, target, request_id, latency_ms, size,
-        is_error, error_type, record.origin.service, hex_ids.trace_hex, hex_ids.span_hex, body,
+        is_error, error_type, record.origin.service, hex_ids.trace_hex, span_hex, body,
         attrs_json,
     )  # fmt: skip
     return row, rest
@@ -349,12 +349,13 @@ def log_batch(records: Iterable[Log]) -> LogBatch:
 class _HexIds:
     """The text of the last trace and span id converted (a batch's records share a few)."""
 
-    __slots__ = ("span", "span_hex", "trace", "trace_hex")
+    __slots__ = ("span", "span_hex", "spans", "trace", "trace_hex")
 
     def __init__(self) -> None:
         self.trace = self.span = -1  # no id is negative
         self.trace_hex: str | None = None
         self.span_hex: str | None = None
+        self.spans: dict[int, str] = {}  # a log batch's span ids
 
 
 def log_batch_of_rows(rows: Iterable[LogRow]) -> LogBatch:
