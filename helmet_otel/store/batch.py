@@ -246,6 +246,8 @@ SESSION_COLUMNS: Final = (
     *(c for c, _ in _USAGE_ATTRS),
 )
 ERA_UNKNOWN: Final = "unknown"
+_C2S: Final = sc.DIRECTION_C2S
+_SESSION_START, _SESSION_END = sc.EVENT_SESSION_START, sc.EVENT_SESSION_END
 
 
 def _sql_value(value: object) -> object:
@@ -268,11 +270,11 @@ def session_updates(
     requests: dict[str, int] = {}
     meta: dict[str, dict[str, object]] = {}
     errors: list[tuple[str, str]] = []
+    session_keys, usage_keys = _SESSION_KEYS, _USAGE_KEYS
     for row, attrs in rows:
-        sid = row[_SID]
+        sid: str | None = row[_SID]  # pyright: ignore[reportAssignmentType]
         if sid is None:
             continue
-        assert isinstance(sid, str)
         ts: int = row[_TS]  # pyright: ignore[reportAssignmentType]
         seen = bounds.get(sid)
         if seen is None:
@@ -286,9 +288,9 @@ def session_updates(
             entry = meta[sid]
         kind = row[_KIND]
         event = row[_EVENT]
-        if kind == "request" and row[_DIRECTION] == sc.DIRECTION_C2S:
+        if kind == "request" and row[_DIRECTION] == _C2S:
             requests[sid] = requests.get(sid, 0) + 1
-        if row[_IS_ERROR] and (kind in _RESPONSE_KINDS or event == sc.EVENT_ERROR):
+        if row[_IS_ERROR] and (kind in _RESPONSE_KINDS or event == _EVENT_ERROR):
             # a JSON-RPC error is reported twice (helmet.response + helmet.error): count it once
             request_id = row[_REQUEST_ID]
             key = f"{row[_DIRECTION]}|{request_id}" if request_id is not None else f"{event}|{ts}"
@@ -298,14 +300,14 @@ def session_updates(
             entry["service"] = service
         if attrs:
             for key, value in attrs.items():
-                column = _SESSION_KEYS.get(key)
+                column = session_keys.get(key)
                 if column is not None:
                     if value is not None and not (
                         column == "era" and value == ERA_UNKNOWN and column in entry
                     ):
                         entry[column] = _sql_value(value)
                     continue
-                column = _USAGE_KEYS.get(key)
+                column = usage_keys.get(key)
                 if (
                     column is not None
                     and isinstance(value, int | float)
@@ -315,9 +317,9 @@ def session_updates(
                     entry[column] = (
                         value if not isinstance(known, int | float) else max(known, value)
                     )
-        if event == sc.EVENT_SESSION_START:
+        if event == _SESSION_START:
             entry["start_ts"] = ts
-        elif event == sc.EVENT_SESSION_END:
+        elif event == _SESSION_END:
             entry["end_ts"] = ts
             for column, key in _END_ATTRS:
                 value = attrs.get(key)
