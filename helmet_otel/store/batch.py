@@ -454,8 +454,8 @@ def _paired(rows: Iterable[Row]) -> tuple[list[Row], int]:
 def _same_call(client: Span, server: Span) -> bool:
     """Whether ``client`` is the CLIENT span of ``server``'s call and differs from it only in
     id, kind and parent: the same attribute objects in the same order (the recorder copies one
-    map into the other; identity, so equal values of other types, 1 and True, never pass), no
-    events, no links."""
+    map into the other; identity, so equal values of other types, 1 and True, never pass; the
+    items of a head both spans still begin with are the head's), no events, no links."""
     if (
         client.kind != _CLIENT_KIND
         or server.kind != _SERVER_KIND
@@ -474,6 +474,18 @@ def _same_call(client: Span, server: Span) -> bool:
     ):
         return False
     ours, theirs = client.attributes, server.attributes
+    head = client.head
+    if head is not None and head is server.head and len(ours) == len(theirs):
+        # Both begin with exactly the head's items (`AttributeHead`: a span whose leading
+        # attributes change drops its head), so only what follows them is compared; usually
+        # one item (the request id).
+        own = len(ours) - head.size
+        if own == 0:
+            return True
+        if own == 1:
+            key, value = next(reversed(ours.items()))
+            their_key, their_value = next(reversed(theirs.items()))
+            return key == their_key and value is their_value
     return list(ours) == list(theirs) and all(map(is_, ours.values(), theirs.values()))
 
 
