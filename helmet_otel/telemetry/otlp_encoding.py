@@ -61,12 +61,19 @@ class OtlpEncoder:
         self._headers: dict[int, tuple[bytes, bytes, Origin]] = {}
         # a small log body's JSON text -> its encoded body field (a JSON text is one AnyValue)
         self._bodies: dict[str, bytes] = {}
-        self._span_names: dict[tuple[str, int], bytes] = {}  # encoded name and kind fields
+        self._span_names: dict[str, bytes] = {}  # encoded name fields
         self._events: dict[str, bytes] = {}  # encoded event name fields
         # (head, severity, its text, event) -> those fields of a log record, encoded
         self._shared_logs: dict[tuple[Any, ...], bytes] = {}
-        # (head, name, kind, status, parent remote) -> those fields of a span, encoded
+        # (head, name, status, parent remote) -> those fields of a span, encoded
         self._shared_spans: dict[tuple[Any, ...], bytes] = {}
+        # the span just written with a head, and what followed its ids and kind (`_span`)
+        self._last_span: Span | None = None
+        self._last_common = bytearray()
+        # whether it had no own attribute (after its head's) or one string: an equal map then
+        # is written the same (a string equals only strings; 1, 1.0 and True are equal; the
+        # order of two or more may differ in equal maps)
+        self._last_texts = False
 
     # -- shared pieces ----------------------------------------------------------------------
     def _attributes(
@@ -204,13 +211,6 @@ class OtlpEncoder:
             resource_url,
         ))  # fmt: skip
 
-    def _name_and_kind(self, name: str, kind: int) -> bytes:
-        """A span's name and kind fields (they repeat), cached."""
-        field = wrapped(b"\x2a", _text(name)) + _KINDS[kind]
-        if len(self._span_names) < _NAMES_MAX and len(name) <= CACHEABLE_LEN:
-            self._span_names[(name, kind)] = field
-        return field
-
     def _named(self, cache: dict[str, bytes], tag: bytes, text: str) -> bytes:
         """A string field whose values repeat (span names, event names), cached."""
         field = cache.get(text)
@@ -222,13 +222,16 @@ class OtlpEncoder:
 
     # -- spans ------------------------------------------------------------------------------
     def spans(self, spans: Sequence[Span]) -> bytes:
+        self._last_span = None  # (a pair is looked for within a batch)
         return self._request(spans, self._span)
 
     def _span(self, span: Span, out: bytearray) -> None:
         """Append ``span`` as a ``Span`` message body. (Field order is free in protobuf: the
-        ids and times first, then what the span shares with the others of its head, name,
-        kind and outcome, cached as one piece: those fields and the head's attributes; then
-        its own attributes. `_span_fields` writes the same order.)"""
+        ids and the kind first; then the times, what the span shares with the others of its
+        head, name and outcome, cached as one piece (those fields and the head's attributes),
+        and its own attributes. `_span_fields` writes the same order.) A call's CLIENT span
+        and its SERVER span come one after the other and mostly differ only in their ids and
+        kind: what follows those is then copied from the first (`_last_common`)."""
         head, parent = span.head, span.parent
         if (
             head is None or not parent or span.description or span.events or span.links
@@ -236,23 +239,39 @@ class OtlpEncoder:
         ):  # fmt: skip
             self._span_fields(span, out)
             return
-        key = (head, span.name, span.kind, span.status, span.parent_remote)
+        trace_id = span.trace_id
+        out += _IDS_PARENT_KIND.pack(0x0A, 0x10, trace_id >> 64, trace_id & _LOW64, 0x12, 0x08,
+                                     span.span_id, 0x22, 0x08, parent, 0x30, span.kind + 1)  # fmt: skip
+        last, attributes, start, end = self._last_span, span.attributes, span.start, span.end
+        if (
+            last is not None and last.start == start and last.end == end and last.head is head
+            and last.name == span.name and last.status == span.status
+            and last.parent_remote == span.parent_remote and self._last_texts
+            and last.attributes == attributes
+        ):  # fmt: skip
+            out += self._last_common
+            self._last_span = None  # (a pair is two)
+            return
+        key = (head, span.name, span.status, span.parent_remote)
         shared = self._shared_spans.get(key)
         if shared is None:
             shared = self._span_shared(span, head, key)
-        trace_id = span.trace_id
-        out += _IDS_PARENT.pack(0x0A, 0x10, trace_id >> 64, trace_id & _LOW64, 0x12, 0x08,
-                                span.span_id, 0x22, 0x08, parent)  # fmt: skip
-        out += _TIMES.pack(0x39, span.start, 0x41, span.end)
+        at = len(out)
+        out += _TIMES.pack(0x39, start, 0x41, end)
         out += shared
-        attributes = span.attributes
-        if len(attributes) > head.size:
-            inline(out, 0x4A, islice(attributes.items(), head.size, None))
+        own = len(attributes) - head.size
+        if own:
+            texts = inline(out, 0x4A, islice(attributes.items(), head.size, None))
+            self._last_texts = texts and own == 1
+        else:
+            self._last_texts = True
+        self._last_span = span
+        self._last_common = out[at:]
 
     def _span_shared(self, span: Span, head: AttributeHead, key: tuple[Any, ...]) -> bytes:
-        """What a span shares with the others of its head, name, kind and outcome: those
-        fields, encoded (cached)."""
-        out = bytearray(self._name_and_kind(span.name, span.kind))
+        """What a span shares with the others of its head, name and outcome: those fields,
+        encoded (cached)."""
+        out = bytearray(self._named(self._span_names, b"\x2a", span.name))
         out += _ENDS[span.status * 2 + span.parent_remote]
         self._attributes(out, 0x4A, head.attributes, head)
         return _remember(self._shared_spans, key, bytes(out))
@@ -266,9 +285,9 @@ class OtlpEncoder:
             put_field(out, 0x1A, _text(span.trace_state))
         if parent:
             out += _PARENT.pack(0x22, 0x08, parent)
+        out += _KINDS[span.kind]
         out += _TIMES.pack(0x39, span.start, 0x41, span.end)
-        named = self._span_names.get((span.name, span.kind))
-        out += named if named is not None else self._name_and_kind(span.name, span.kind)
+        out += self._named(self._span_names, b"\x2a", span.name)
         description = span.description
         if description:
             st = bytearray()
@@ -420,7 +439,8 @@ def _remember(cache: dict[tuple[Any, ...], bytes], key: tuple[Any, ...], shared:
 _LOW64 = (1 << 64) - 1
 _IDS = struct.Struct(">BBQQBBQ")  # a trace id and a span id field (ids are big-endian bytes)
 _PARENT = struct.Struct(">BBQ")  # a span id field
-_IDS_PARENT = struct.Struct(">BBQQBBQBBQ")  # a span's trace, span and parent span id fields
+# a span's trace, span and parent span id fields, and its kind's (SpanKind + 1: one byte)
+_IDS_PARENT_KIND = struct.Struct(">BBQQBBQBBQBB")
 _STAMP = struct.Struct("<BQ")  # a fixed64 field (a timestamp)
 # a log record's time, observed time and trace flags fields, and the trace id field's tag
 _LOG_FIXED = struct.Struct("<BQBQBIBB")

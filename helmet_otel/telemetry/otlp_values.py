@@ -151,16 +151,17 @@ class _Templates:
 _TEMPLATES = {tag: _Templates(tag) for tag in (0x32, 0x4A)}  # log and span attributes
 
 
-def inline(out: bytearray, tag: int, items: Iterable[tuple[str, Any]]) -> None:
+def inline(out: bytearray, tag: int, items: Iterable[tuple[str, Any]]) -> bool:
     """Append ``items`` as KeyValue fields numbered by ``tag``, uncached: a record's own
     attributes after its head (request ids, sizes, latencies) rarely repeat. (A short key's
     field with a short string, an integer or a double is written from its templates: what
-    precedes the value, then the value's bytes.)"""
+    precedes the value, then the value's bytes.) -> whether every value was a `str`."""
     templates = _TEMPLATES.get(tag)
     if templates is None:
         _inline_fields(out, tag, items)
-        return
+        return False
     strings, ints, doubles = templates.strings, templates.ints, templates.doubles
+    texts = True
     for key, value in items:
         kind: type[object] = type(value)  # pyright: ignore[reportUnknownVariableType]
         if kind is str:
@@ -176,7 +177,9 @@ def inline(out: bytearray, tag: int, items: Iterable[tuple[str, Any]]) -> None:
                     out += prefix if prefix is not None else templates.string(key, n)
                     out += text
                     continue
-        elif kind is int:
+        else:
+            texts = False
+        if kind is int:
             prefixes = ints.get(key)
             if prefixes is not None:
                 number: int = value
@@ -200,6 +203,7 @@ def inline(out: bytearray, tag: int, items: Iterable[tuple[str, Any]]) -> None:
             inline(out, tag, ((key, value),))
         else:
             _inline_fields(out, tag, ((key, value),))
+    return texts
 
 
 def _inline_fields(out: bytearray, tag: int, items: Iterable[tuple[str, Any]]) -> None:

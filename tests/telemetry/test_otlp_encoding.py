@@ -11,9 +11,10 @@ from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.trace import SpanKind
 
 from helmet_otel.redaction import Redactor
-from helmet_otel.store.records import AttributeHead, Event
+from helmet_otel.store.records import AttributeHead, Event, Span
 from helmet_otel.telemetry.otlp_encoding import OtlpEncoder
 from helmet_otel.telemetry.sdk_adapter import plain_log, plain_span, sdk_log, sdk_span
 from tests.telemetry.records import (
@@ -22,6 +23,7 @@ from tests.telemetry.records import (
     HUGE_SPANS,
     LOGS,
     ODD_VALUES,
+    OK,
     SPANS,
     log,
     span,
@@ -150,3 +152,48 @@ def test_records_with_heads_encode_as_the_sdk_does_cached_or_not() -> None:
     plain_spans = [dataclasses.replace(s, head=None) for s in spans]
     assert encoder.logs(logs) == OtlpEncoder().logs(plain_logs)
     assert encoder.spans(spans) == OtlpEncoder().spans(plain_spans)
+
+
+def test_a_calls_span_pair_shares_its_encoding_only_where_it_is_written_the_same() -> None:
+    """A CLIENT span and the SERVER span after it with equal times, outcome and attributes
+    share what follows their ids and kind (`OtlpEncoder._span`); pairs that differ, or whose
+    equal attributes are written differently (1, 1.0 and True are equal; equal maps may order
+    two own attributes differently), are written apart. All parse to the SDK's messages."""
+    head = AttributeHead({"mcp.method.name": "tools/call", "gen_ai.tool.name": "echo"})
+    client, server = SpanKind.CLIENT.value, SpanKind.SERVER.value
+
+    def pair(first: dict[str, Any], second: dict[str, Any], **fields: Any) -> list[Span]:
+        return [
+            span(len(first) * 10 + 1, kind=client, head=head,
+                 attributes={**head.attributes, **first}),
+            span(len(first) * 10 + 2, kind=server,
+                 attributes={**head.attributes, **second}, **{"head": head, **fields}),
+        ]  # fmt: skip
+
+    spans = [
+        *pair({"jsonrpc.request.id": "7"}, {"jsonrpc.request.id": "7"}),  # shared
+        *pair({}, {}),  # shared
+        *pair({"jsonrpc.request.id": "7"}, {"jsonrpc.request.id": "8"}),
+        *pair({"n": 1}, {"n": True}),
+        *pair({"n": 1.0}, {"n": 1}),
+        *pair({"a": "x", "b": "y"}, {"b": "y", "a": "x"}),
+        *pair({"jsonrpc.request.id": "7"}, {"jsonrpc.request.id": "7"}, end=5),
+        *pair({"jsonrpc.request.id": "7"}, {"jsonrpc.request.id": "7"}, status=OK),
+        *pair({"jsonrpc.request.id": "7"}, {"jsonrpc.request.id": "7"}, name="other"),
+        *pair({"jsonrpc.request.id": "7"}, {"jsonrpc.request.id": "7"}, parent_remote=True),
+        *pair({"jsonrpc.request.id": "7"}, {"jsonrpc.request.id": "7"}, head=None),
+    ]
+    spans.append(span(3, head=head, attributes={**head.attributes, "jsonrpc.request.id": "7"}))
+    encoder = OtlpEncoder()
+    for _ in range(2):
+        assert ExportTraceServiceRequest.FromString(encoder.spans(spans)) == encode_spans(
+            [plain_span(s) for s in spans]
+        )
+    assert encoder.spans(spans) == OtlpEncoder().spans(
+        [dataclasses.replace(s, head=None) for s in spans]
+    )
+    for shared in (spans[:2], spans[2:4]):  # (a shared second span clears the first)
+        encoder.spans(shared)
+        assert encoder._last_span is None  # pyright: ignore[reportPrivateUsage]
+    encoder.spans(spans[4:6])
+    assert encoder._last_span is spans[5]  # pyright: ignore[reportPrivateUsage]
