@@ -44,6 +44,7 @@ _DISTINCT_LIMIT = 64  # distinct values of one key before it is no longer cached
 _HAS_IS_REMOTE, _IS_REMOTE = 0x100, 0x200
 _BODY_CACHE_LEN = 256  # log bodies whose JSON text is at most this long are remembered
 _BODY_CACHE_MAX = 1024
+Encoded = bytes | bytearray  # an encoded request (`OtlpEncoder._request`: a bytearray)
 
 
 def _text(value: str) -> bytes:
@@ -154,14 +155,22 @@ class OtlpEncoder:
             cached = self._headers[id(origin)] = (bytes(head), bytes(scope_field), origin)
         return cached[0], cached[1]
 
-    def _request(self, records: Sequence[Span] | Sequence[Log], encode: Any) -> bytes:
+    def _request(self, records: Sequence[Span] | Sequence[Log], encode: Any) -> Encoded:
         """The request of ``records``, each written by ``encode(record, out)``, grouped by
         origin. Each is written in place, after room for the two-byte length most records'
-        lengths take (128 to 16,383 bytes), which is then filled in (or made to fit)."""
+        lengths take (128 to 16,383 bytes), which is then filled in (or made to fit).
+
+        The records of one origin are written after room for what precedes them (the
+        resource, the scope, their lengths), filled in at the end; the room left over is cut
+        off the front, which moves the start of the bytearray without copying it. So a request
+        is one buffer, not copied again into a `bytes` (a copy of this size also costs the
+        page faults of a fresh allocation: about 80 us per 512 log records)."""
         if not records:
             return b""
         origin = records[0].origin
-        body = bytearray()
+        head, scope_field = self._header(origin)
+        room = len(head) + len(scope_field) + 2 * (1 + _MAX_LENGTH)
+        body = bytearray(room)
         for record in records:
             if record.origin is not origin:  # (the worker has one origin: never there)
                 return self._grouped([(r.origin, self._alone(encode, r)) for r in records], 0x12)
@@ -174,7 +183,13 @@ class OtlpEncoder:
                 body[at - 1] = n >> 7
             else:
                 body[at - 2 : at] = to_varint(n)
-        return self._block(origin, body)
+        prefix, suffix = self._framing(origin, len(body) - room)
+        start = room - len(prefix)
+        body[start:room] = prefix  # (as long as what it replaces: no resizing)
+        del body[:start]
+        if suffix:
+            body += suffix
+        return body
 
     @staticmethod
     def _alone(encode: Any, record: Span | Log) -> bytes:
@@ -193,8 +208,13 @@ class OtlpEncoder:
         return b"".join([self._block(origin, body) for origin, body in groups.values()])
 
     def _block(self, origin: Origin, body: bytearray) -> bytes:
-        """One ``ResourceSpans`` / ``ResourceLogs`` field: ``origin``'s, holding ``body``. Its
-        lengths are worked out first, so the records are copied once (into the result)."""
+        """One ``ResourceSpans`` / ``ResourceLogs`` field: ``origin``'s, holding ``body``."""
+        prefix, suffix = self._framing(origin, len(body))
+        return b"".join((prefix, body, suffix))
+
+    def _framing(self, origin: Origin, size: int) -> tuple[bytes, bytes]:
+        """What precedes and what follows ``size`` bytes of ``origin``'s records in their
+        ``ResourceSpans`` / ``ResourceLogs`` field (at most `_MAX_LENGTH` bytes a length)."""
         resource, scope = origin.resource, origin.scope
         head, scope_field = self._header(origin)
         scope_url = (
@@ -203,13 +223,11 @@ class OtlpEncoder:
             else b""
         )
         resource_url = wrapped(b"\x1a", _text(resource.schema_url)) if resource.schema_url else b""
-        scoped = len(scope_field) + len(body) + len(scope_url)  # ScopeSpans / ScopeLogs
+        scoped = len(scope_field) + size + len(scope_url)  # ScopeSpans / ScopeLogs
         scoped_length = to_varint(scoped)
         block = len(head) + 1 + len(scoped_length) + scoped + len(resource_url)
-        return b"".join((
-            b"\x0a", to_varint(block), head, b"\x12", scoped_length, scope_field, body, scope_url,
-            resource_url,
-        ))  # fmt: skip
+        prefix = b"".join((b"\x0a", to_varint(block), head, b"\x12", scoped_length, scope_field))
+        return prefix, scope_url + resource_url
 
     def _named(self, cache: dict[str, bytes], tag: bytes, text: str) -> bytes:
         """A string field whose values repeat (span names, event names), cached."""
@@ -221,7 +239,7 @@ class OtlpEncoder:
         return field
 
     # -- spans ------------------------------------------------------------------------------
-    def spans(self, spans: Sequence[Span]) -> bytes:
+    def spans(self, spans: Sequence[Span]) -> Encoded:
         self._last_span = None  # (a pair is looked for within a batch)
         return self._request(spans, self._span)
 
@@ -313,7 +331,7 @@ class OtlpEncoder:
             put_field(out, 0x6A, lk)
 
     # -- log records ------------------------------------------------------------------------
-    def logs(self, records: Sequence[Log]) -> bytes:
+    def logs(self, records: Sequence[Log]) -> Encoded:
         return self._request(records, self._log)
 
     def _log(self, record: Log, out: bytearray) -> None:
@@ -437,6 +455,7 @@ def _remember(cache: dict[tuple[Any, ...], bytes], key: tuple[Any, ...], shared:
 
 
 _LOW64 = (1 << 64) - 1
+_MAX_LENGTH = 10  # bytes of a varint
 _IDS = struct.Struct(">BBQQBBQ")  # a trace id and a span id field (ids are big-endian bytes)
 _PARENT = struct.Struct(">BBQ")  # a span id field
 # a span's trace, span and parent span id fields, and its kind's (SpanKind + 1: one byte)

@@ -11,10 +11,12 @@ from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanKind
 
 from helmet_otel.redaction import Redactor
-from helmet_otel.store.records import AttributeHead, Event, Span
+from helmet_otel.store.records import AttributeHead, Event, Origin, Span
 from helmet_otel.telemetry.otlp_encoding import OtlpEncoder
 from helmet_otel.telemetry.sdk_adapter import plain_log, plain_span, sdk_log, sdk_span
 from tests.telemetry.records import (
@@ -197,3 +199,29 @@ def test_a_calls_span_pair_shares_its_encoding_only_where_it_is_written_the_same
         assert encoder._last_span is None  # pyright: ignore[reportPrivateUsage]
     encoder.spans(spans[4:6])
     assert encoder._last_span is spans[5]  # pyright: ignore[reportPrivateUsage]
+
+
+def test_schema_urls_and_origins_frame_the_records_as_the_sdk_does() -> None:
+    """What precedes and follows an origin's records (resource, scope, their schema URLs and
+    lengths) is written into the room left before them or after them: one origin, a large
+    batch (three-byte lengths), and two origins (grouped) parse to the SDK's messages."""
+    urls = Origin(
+        Resource({"service.name": "demo"}, "https://opentelemetry.io/schemas/1.0.0"),
+        InstrumentationScope("helmet-otel", "1.2.3", "https://example.com/scope"),
+        "demo",
+    )
+    records = [log({"n": i}, origin=urls) for i in range(3)]
+    batches = [records, records * 40, [*records, log({"n": 9}), *records]]
+    spans = [span(1, origin=urls), span(2, origin=urls), span(3)]
+    encoder = OtlpEncoder()
+    for batch in batches:
+        encoded = encoder.logs(batch)
+        assert ExportLogsServiceRequest.FromString(encoded) == encode_logs(
+            [sdk_log(r) for r in batch]
+        )
+    assert ExportTraceServiceRequest.FromString(encoder.spans(spans)) == encode_spans(
+        [sdk_span(s) for s in spans]
+    )
+    assert ExportTraceServiceRequest.FromString(encoder.spans(SPANS)) == encode_spans(
+        [sdk_span(s) for s in SPANS]
+    )
