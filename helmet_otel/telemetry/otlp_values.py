@@ -134,7 +134,7 @@ class _Templates:
         head = bytes((self.tag,))
         self.strings[key] = [None] * (_SHORT_TEXT + 1)
         self.ints[key] = [
-            head + bytes((len(name) + 3 + n,)) + name + bytes((n + 1,)).join((b"\x12", b"\x18"))
+            head + bytes((len(name) + 3 + n,)) + name + b"\x12" + bytes((n + 1,)) + b"\x18"
             for n in range(11)
         ]
         self.doubles[key] = head + bytes((len(name) + 11,)) + name + b"\x12\x09\x21"
