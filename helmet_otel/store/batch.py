@@ -129,32 +129,58 @@ def _head_row(head: AttributeHead) -> _HeadRow:
     return columns, rest, *_target_and_json(rest)
 
 
+def _own_row(record: Log, known: _HeadRow, size: int) -> _HeadRow:
+    """A head's row with the record's own attributes after its ``size`` items."""
+    head_columns, rest, target, attrs_json = known
+    columns = head_columns.copy()
+    own: dict[str, object] = {}
+    _promote(islice(record.attributes.items(), size, None), columns, own)
+    if own:
+        rest = {**rest, **own}
+        target, attrs_json = _target_and_json(rest)
+    return columns, rest, target, attrs_json
+
+
+_EVENT_ERROR: Final = sc.EVENT_ERROR
+_STATUS_CODE: Final = sc.RPC_RESPONSE_STATUS_CODE
+# what a message's record adds to its head, as it usually comes (all promoted as they are)
+_SIZE, _RID, _LATENCY = sc.HELMET_MESSAGE_SIZE, sc.JSONRPC_REQUEST_ID, sc.HELMET_LATENCY_MS
+assert [_PROMOTED_AT[key][1] for key in (_SIZE, _RID, _LATENCY)] == [int, str, float]
+
+
 def _log_tuple(
     record: Log, hex_ids: _HexIds, heads: dict[int, _HeadRow]
 ) -> tuple[Row, dict[str, object]]:
     """One record's row, and its attributes that were not promoted (``model.log_row``'s rules).
     ``heads``: what each head of the batch gives (by ``id``: the records keep their heads
-    alive), so a record's own attributes after its head are the only ones looked at."""
+    alive), so a record's own attributes after its head are the only ones looked at: usually
+    the size, the request id and the latency, set here without a call."""
     head = record.head
     if head is None:
         columns: list[object] = [None] * 8  # session_id .. error_type, as in PROMOTED
         rest: dict[str, object] = {}
         _promote(record.attributes.items(), columns, rest)
         target, attrs_json = _target_and_json(rest)
+        session_id, direction, kind, method, request_id, latency_ms, size, error_type = columns
     else:
         known = heads.get(id(head))
         if known is None:
             known = heads[id(head)] = _head_row(head)
-        head_columns, head_rest, target, attrs_json = known
-        columns = head_columns.copy()
-        own: dict[str, object] = {}
-        _promote(islice(record.attributes.items(), head.size, None), columns, own)
-        if own:
-            rest = {**head_rest, **own}
-            target, attrs_json = _target_and_json(rest)
-        else:
-            rest = head_rest
-    session_id, direction, kind, method, request_id, latency_ms, size, error_type = columns
+        columns, rest, target, attrs_json = known
+        session_id, direction, kind, method, request_id, latency_ms, size, error_type = columns
+        for key, value in islice(record.attributes.items(), head.size, None):
+            if key == _SIZE and type(value) is int:
+                size = value
+            elif key == _RID and type(value) is str:
+                request_id = value
+            elif key == _LATENCY and type(value) is float:
+                latency_ms = value
+            else:  # anything else: every own attribute by `_promote`'s rules
+                columns, rest, target, attrs_json = _own_row(record, known, head.size)
+                session_id, direction, kind, method, request_id, latency_ms, size, error_type = (
+                    columns
+                )
+                break
     event = record.event or None
     severity = record.severity or None
     body = record.body_json
@@ -164,18 +190,18 @@ def _log_tuple(
     if trace_id != hex_ids.trace:
         hex_ids.trace = trace_id
         hex_ids.trace_hex = f"{trace_id:032x}" if trace_id else None
-    span_id = record.span_id
-    if span_id != hex_ids.span:
-        hex_ids.span = span_id
-        hex_ids.span_hex = f"{span_id:016x}" if span_id else None
-    if error_type is not None or event == sc.EVENT_ERROR or sc.RPC_RESPONSE_STATUS_CODE in rest:
+    span_id = record.span_id  # (a call's request and answer: a few records apart)
+    span_hex = hex_ids.spans.get(span_id)
+    if span_hex is None and span_id:
+        span_hex = hex_ids.spans[span_id] = f"{span_id:016x}"
+    if error_type is not None or event == _EVENT_ERROR or _STATUS_CODE in rest:
         is_error = 1
     else:
         is_error = 1 if severity is not None and severity >= _SEVERITY_ERROR else 0
     row = (
         record.ts or record.observed or time.time_ns(), session_id, event, severity,
         record.severity_text, direction, kind, method, target, request_id, latency_ms, size,
-        is_error, error_type, record.origin.service, hex_ids.trace_hex, hex_ids.span_hex, body,
+        is_error, error_type, record.origin.service, hex_ids.trace_hex, span_hex, body,
         attrs_json,
     )  # fmt: skip
     return row, rest
@@ -220,6 +246,8 @@ SESSION_COLUMNS: Final = (
     *(c for c, _ in _USAGE_ATTRS),
 )
 ERA_UNKNOWN: Final = "unknown"
+_C2S: Final = sc.DIRECTION_C2S
+_SESSION_START, _SESSION_END = sc.EVENT_SESSION_START, sc.EVENT_SESSION_END
 
 
 def _sql_value(value: object) -> object:
@@ -242,11 +270,11 @@ def session_updates(
     requests: dict[str, int] = {}
     meta: dict[str, dict[str, object]] = {}
     errors: list[tuple[str, str]] = []
+    session_keys, usage_keys = _SESSION_KEYS, _USAGE_KEYS
     for row, attrs in rows:
-        sid = row[_SID]
+        sid: str | None = row[_SID]  # pyright: ignore[reportAssignmentType]
         if sid is None:
             continue
-        assert isinstance(sid, str)
         ts: int = row[_TS]  # pyright: ignore[reportAssignmentType]
         seen = bounds.get(sid)
         if seen is None:
@@ -260,9 +288,9 @@ def session_updates(
             entry = meta[sid]
         kind = row[_KIND]
         event = row[_EVENT]
-        if kind == "request" and row[_DIRECTION] == sc.DIRECTION_C2S:
+        if kind == "request" and row[_DIRECTION] == _C2S:
             requests[sid] = requests.get(sid, 0) + 1
-        if row[_IS_ERROR] and (kind in _RESPONSE_KINDS or event == sc.EVENT_ERROR):
+        if row[_IS_ERROR] and (kind in _RESPONSE_KINDS or event == _EVENT_ERROR):
             # a JSON-RPC error is reported twice (helmet.response + helmet.error): count it once
             request_id = row[_REQUEST_ID]
             key = f"{row[_DIRECTION]}|{request_id}" if request_id is not None else f"{event}|{ts}"
@@ -272,14 +300,14 @@ def session_updates(
             entry["service"] = service
         if attrs:
             for key, value in attrs.items():
-                column = _SESSION_KEYS.get(key)
+                column = session_keys.get(key)
                 if column is not None:
                     if value is not None and not (
                         column == "era" and value == ERA_UNKNOWN and column in entry
                     ):
                         entry[column] = _sql_value(value)
                     continue
-                column = _USAGE_KEYS.get(key)
+                column = usage_keys.get(key)
                 if (
                     column is not None
                     and isinstance(value, int | float)
@@ -289,9 +317,9 @@ def session_updates(
                     entry[column] = (
                         value if not isinstance(known, int | float) else max(known, value)
                     )
-        if event == sc.EVENT_SESSION_START:
+        if event == _SESSION_START:
             entry["start_ts"] = ts
-        elif event == sc.EVENT_SESSION_END:
+        elif event == _SESSION_END:
             entry["end_ts"] = ts
             for column, key in _END_ATTRS:
                 value = attrs.get(key)
@@ -323,12 +351,13 @@ def log_batch(records: Iterable[Log]) -> LogBatch:
 class _HexIds:
     """The text of the last trace and span id converted (a batch's records share a few)."""
 
-    __slots__ = ("span", "span_hex", "trace", "trace_hex")
+    __slots__ = ("span", "span_hex", "spans", "trace", "trace_hex")
 
     def __init__(self) -> None:
         self.trace = self.span = -1  # no id is negative
         self.trace_hex: str | None = None
         self.span_hex: str | None = None
+        self.spans: dict[int, str] = {}  # a log batch's span ids
 
 
 def log_batch_of_rows(rows: Iterable[LogRow]) -> LogBatch:
@@ -425,8 +454,8 @@ def _paired(rows: Iterable[Row]) -> tuple[list[Row], int]:
 def _same_call(client: Span, server: Span) -> bool:
     """Whether ``client`` is the CLIENT span of ``server``'s call and differs from it only in
     id, kind and parent: the same attribute objects in the same order (the recorder copies one
-    map into the other; identity, so equal values of other types, 1 and True, never pass), no
-    events, no links."""
+    map into the other; identity, so equal values of other types, 1 and True, never pass; the
+    items of a head both spans still begin with are the head's), no events, no links."""
     if (
         client.kind != _CLIENT_KIND
         or server.kind != _SERVER_KIND
@@ -445,6 +474,18 @@ def _same_call(client: Span, server: Span) -> bool:
     ):
         return False
     ours, theirs = client.attributes, server.attributes
+    head = client.head
+    if head is not None and head is server.head and len(ours) == len(theirs):
+        # Both begin with exactly the head's items (`AttributeHead`: a span whose leading
+        # attributes change drops its head), so only what follows them is compared; usually
+        # one item (the request id).
+        own = len(ours) - head.size
+        if own == 0:
+            return True
+        if own == 1:
+            key, value = next(reversed(ours.items()))
+            their_key, their_value = next(reversed(theirs.items()))
+            return key == their_key and value is their_value
     return list(ours) == list(theirs) and all(map(is_, ours.values(), theirs.values()))
 
 

@@ -92,8 +92,9 @@ def _store_dump(path: Path) -> tuple[bytes, list[str]]:
             try:
                 rows = conn.execute(f'SELECT * FROM "{table}"').fetchall()
             except sqlite3.OperationalError as exc:
-                # a contentless FTS5 table without token counts (logs_spans): its rows would be
-                # NULLs anyway; what it holds is in its shadow tables (dumped) and terms (below)
+                # a contentless FTS5 table without token counts (logs_spans, a new store's
+                # logs_fts): its rows would be NULLs anyway; what it holds is in its shadow
+                # tables (dumped) and terms (below)
                 assert "does not support scanning" in str(exc), exc
                 continue
             for row in rows:

@@ -150,6 +150,47 @@ def test_new_store_schema(store_path: Path) -> None:
     conn.close()
 
 
+@pytest.mark.parametrize("token_counts", [False, True])
+def test_full_text_with_and_without_token_counts(store_path: Path, token_counts: bool) -> None:
+    """A new store's ``logs_fts`` keeps no token counts per record; one made before (with
+    them) is written, searched and pruned alike."""
+    from helmet_otel.store.maintenance import delete_sessions
+    from helmet_otel.store.model import LogRow
+
+    Store.open(store_path).close()
+    conn = sqlite3.connect(store_path, isolation_level=None)
+    if token_counts:  # the table as stores made before kept it
+        conn.execute("DROP TABLE logs_fts")
+        conn.execute(
+            "CREATE VIRTUAL TABLE logs_fts USING fts5 (body, content='',"
+            " tokenize='unicode61 remove_diacritics 2')"
+        )
+    conn.close()
+    store = Store.open(store_path, max_bytes=0, max_age_s=0)
+    bodies = ['"alpha beta"', '"beta\\ngamma"', '"delta"']
+    rows = [
+        LogRow(1_000 + i, "helmet.request", 9, "INFO", "svc", None, None, b, session_id=f"s{i % 2}")
+        for i, b in enumerate(bodies)
+    ]
+    assert store.write_logs(rows) and store.dropped == 0
+    store.close()
+    conn = sqlite3.connect(store_path)
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+    assert ("logs_fts_docsize" in tables) is token_counts
+
+    def found(word: str) -> list[int]:
+        query = "SELECT rowid FROM logs_fts WHERE logs_fts MATCH ? ORDER BY rowid"
+        return [r[0] for r in conn.execute(query, (word,))]
+
+    assert [found(w) for w in ("alpha", "beta", "gamma", "delta", '"alpha beta"')] == [
+        [1], [1, 2], [2], [3], [1]
+    ]  # fmt: skip
+    assert delete_sessions(store_path, ["s0"]).logs == 2
+    assert [found(w) for w in ("alpha", "beta", "gamma", "delta")] == [[], [2], [2], []]
+    conn.execute("INSERT INTO logs_fts (logs_fts, rank) VALUES ('integrity-check', 0)")
+    conn.close()
+
+
 def test_migrations_apply_in_order_once(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
     conn = sqlite3.connect(path, isolation_level=None)

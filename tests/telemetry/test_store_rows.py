@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
+from collections.abc import Mapping
 
 from opentelemetry.trace import SpanKind
 
@@ -15,6 +17,7 @@ from helmet_otel.store.exporters import (
     span_row_from_record,
     span_row_from_sdk,
 )
+from helmet_otel.store.records import Span
 from helmet_otel.telemetry.sdk_adapter import sdk_log, sdk_span
 from tests.telemetry.records import HUGE_LOGS, HUGE_SPANS, LOGS, ODD_VALUES, SPANS, log, span
 
@@ -103,6 +106,41 @@ def test_a_call_s_client_and_server_spans_are_one_row_when_they_agree() -> None:
     assert [r[-1] for r in span_batch_of_rows([odd, one]).rows] == [None, None]  # true is not 1
 
 
+def test_a_headed_pair_is_compared_after_its_head() -> None:
+    """Spans that name the same head begin with its items (`AttributeHead`): what follows is
+    compared as the whole map is otherwise (the same objects, in the same order)."""
+    from helmet_otel.store.records import AttributeHead
+
+    head = AttributeHead({"mcp.method.name": "tools/call", "helmet.session.id": "s"})
+    rid, other_rid = "7", "".join(["", "7"])  # equal, not the same object
+    assert rid is not other_rid
+
+    def pair(server_own: Mapping[str, object], client_own: Mapping[str, object]) -> list[object]:
+        server = span(31, attributes={**head.attributes, **server_own}, head=head)
+        client = span(32, kind=CLIENT, parent=31, attributes={**head.attributes, **client_own},
+                      head=head)  # fmt: skip
+        rows = span_batch([client, server]).rows
+        # with no head: the same answer from the whole maps
+        plain = span_batch([_headless(client), _headless(server)])
+        assert [r[-1] for r in plain.rows] == [r[-1] for r in rows]
+        return [r[-1] for r in rows]
+
+    paired: list[object] = [f"{32:016x}"]
+    assert pair({}, {}) == paired  # nothing after the head
+    assert pair({"jsonrpc.request.id": rid}, {"jsonrpc.request.id": rid}) == paired
+    assert pair({"jsonrpc.request.id": rid}, {"jsonrpc.request.id": other_rid}) == [None, None]
+    assert pair({"n": 1}, {"n": True}) == [None, None]  # equal, another type
+    assert pair({"a": rid}, {"b": rid}) == [None, None]  # another key
+    assert pair({"a": rid}, {}) == [None, None]  # one more
+    two = {"jsonrpc.request.id": rid, "helmet.message.size": 85}
+    assert pair(two, dict(two)) == paired  # more than one: the whole maps compared
+    assert pair(two, dict(reversed(two.items()))) == [None, None]  # another order
+
+
+def _headless(s: Span) -> Span:
+    return dataclasses.replace(s, head=None)
+
+
 def test_a_record_that_cannot_be_converted_is_counted_not_fatal() -> None:
     broken = log("x")._replace(attributes=None)  # pyright: ignore[reportArgumentType]
     batch = log_batch([LOGS[0], broken, LOGS[1]])
@@ -136,6 +174,8 @@ def test_records_with_a_head_make_the_rows_they_make_without_one() -> None:
         {"jsonrpc.request.id": 7, "error.type": "-32602", "rpc.response.status_code": "-32602"},
         {"gen_ai.prompt.name": "p", **ODD_VALUES},
         {},
+        # the usual ones first, then one that is not as it usually comes (an int latency)
+        {"helmet.message.size": 9, "jsonrpc.request.id": "2", "helmet.latency_ms": 3, "x": "y"},
     ]
     records = [
         log(f"b{i}", attributes={**head.attributes, **own}, head=head)
@@ -148,3 +188,6 @@ def test_records_with_a_head_make_the_rows_they_make_without_one() -> None:
     assert [row[18] for row in batch.rows[:2]] == ['{"gen_ai.tool.name":"echo"}',
                                                   '{"mcp.method.name":5}']  # fmt: skip
     assert batch.rows[1][7] == "5" and batch.rows[5][12] == 1  # a coerced method; an error
+    # the usual attributes, then an int latency: kept in attrs, its column a float
+    assert batch.rows[-2][9:12] == ("2", 3.0, 9)
+    assert batch.rows[-2][18] == '{"gen_ai.tool.name":"echo","helmet.latency_ms":3,"x":"y"}'
