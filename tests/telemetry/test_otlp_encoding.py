@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import random
 from typing import Any
 
 import pytest
@@ -16,7 +17,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanKind
 
 from helmet_otel.redaction import Redactor
-from helmet_otel.store.records import AttributeHead, Event, Origin, Span
+from helmet_otel.store.records import AttributeHead, Event, Log, Origin, Span
 from helmet_otel.telemetry.otlp_encoding import OtlpEncoder
 from helmet_otel.telemetry.sdk_adapter import plain_log, plain_span, sdk_log, sdk_span
 from tests.telemetry.records import (
@@ -225,3 +226,61 @@ def test_schema_urls_and_origins_frame_the_records_as_the_sdk_does() -> None:
     assert ExportTraceServiceRequest.FromString(encoder.spans(SPANS)) == encode_spans(
         [sdk_span(s) for s in SPANS]
     )
+
+
+def _random_value(rng: random.Random) -> Any:
+    """Values at the edges of the encoder's shortcuts: varint lengths, short and long texts
+    (one-, two- and three-byte characters), doubles, booleans, a list."""
+    pick = rng.random()
+    if pick < 0.3:
+        edges = [0, 1, -1, 63, 64, 127, 128, 255, 256, 16383, 16384, 2**31, -(2**31), 2**63 - 1]
+        return rng.choice([*edges, -(2**63), rng.randrange(-(10**6), 10**6)])
+    if pick < 0.6:
+        return rng.choice(["", "a", "é", "✓"]) * rng.randrange(150)
+    if pick < 0.75:
+        return rng.choice([0.0, 1.5, -2.25, 1e300, rng.random()])
+    if pick < 0.85:
+        return rng.random() < 0.5
+    return [rng.randrange(5), "x"]
+
+
+def test_random_records_with_and_without_heads_encode_as_the_sdk_does() -> None:
+    """Many random batches (seeded): records with and without attribute heads, own attributes
+    of every kind and size, and CLIENT/SERVER pairs that are written the same or differ in one
+    own attribute; each batch twice (the second time from the caches)."""
+    rng = random.Random(15)
+    keys = ["jsonrpc.request.id", "helmet.latency_ms", "size", "helmet.sample.weight", "k",
+            "a" * 40, "b" * 100, "error.type"]  # fmt: skip
+    heads = [
+        AttributeHead({"helmet.direction": "client_to_server", "mcp.method.name": "tools/call"}),
+        AttributeHead({"mcp.method.name": "tools/call", "gen_ai.tool.name": "echo"}),
+        None,
+    ]
+    encoder = OtlpEncoder()
+    for _ in range(200):
+        logs: list[Log] = []
+        spans: list[Span] = []
+        for n in range(rng.randrange(1, 30)):
+            head = rng.choice(heads)
+            shared = head.attributes if head else {}
+            own = {k: _random_value(rng) for k in rng.sample(keys, rng.randrange(5))}
+            attributes = {**shared, **{k: v for k, v in own.items() if k not in shared}}
+            logs.append(log({"n": n}, attributes=attributes, head=head))
+            span_id = rng.randrange(1, 2**64)
+            spans.append(span(span_id, kind=SpanKind.CLIENT.value, attributes=attributes,
+                              head=head))  # fmt: skip
+            if rng.random() < 0.7:
+                second = dict(attributes)
+                free = [k for k in second if k not in shared]
+                if free and rng.random() < 0.3:
+                    second[rng.choice(free)] = _random_value(rng)
+                kind = rng.choice([SpanKind.SERVER.value, SpanKind.CLIENT.value])
+                spans.append(span(span_id ^ 1 or 5, kind=kind, parent=span_id,
+                                  attributes=second, head=head))  # fmt: skip
+        for _ in range(2):
+            assert ExportLogsServiceRequest.FromString(encoder.logs(logs)) == encode_logs(
+                [plain_log(r) for r in logs]
+            )
+            assert ExportTraceServiceRequest.FromString(encoder.spans(spans)) == encode_spans(
+                [plain_span(s) for s in spans]
+            )
