@@ -58,18 +58,24 @@ def cpu_seconds(process: psutil.Process | None) -> float:
 
 
 def thread_cpu(process: psutil.Process | None) -> dict[str, float]:
-    """CPU seconds per thread name (the worker names its threads for the kernel)."""
+    """CPU seconds per thread name (the worker names its threads for the kernel), from each
+    thread's ``schedstat`` (nanoseconds; ``stat``'s clock ticks resolve only 0.5 us per call
+    over 20,000 calls), or its ``stat`` where the kernel keeps no scheduler statistics."""
     per: dict[str, float] = {}
     if process is None:
         return per
     for task in Path(f"/proc/{process.pid}/task").iterdir():
         try:
             name = (task / "comm").read_text().strip()
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            try:
+                seconds = int((task / "schedstat").read_text().split()[0]) / 1e9
+            except (OSError, ValueError, IndexError):
+                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+                ticks = int(fields[11]) + int(fields[12])  # utime, stime
+                seconds = ticks / os.sysconf("SC_CLK_TCK")
         except OSError:
             continue
-        ticks = int(fields[11]) + int(fields[12])  # utime, stime
-        per[name] = per.get(name, 0.0) + ticks / os.sysconf("SC_CLK_TCK")
+        per[name] = per.get(name, 0.0) + seconds
     return per
 
 
@@ -131,7 +137,7 @@ async def one_round(mode: str, args: argparse.Namespace, workdir: Path) -> dict[
             worker_after = cpu_seconds(worker)
             switches = context_switches(worker) - switches_before
             threads = {
-                name: round((cpu - threads_before.get(name, 0.0)) / args.calls * 1e6, 1)
+                name: round((cpu - threads_before.get(name, 0.0)) / args.calls * 1e6, 2)
                 for name, cpu in thread_cpu(worker).items()
             }
             exit_s = await session.close(grace=120)

@@ -283,7 +283,7 @@ class Connection:
         self._gather = not isinstance(sock, ssl.SSLSocket)  # (TLS sockets have no sendmsg)
         self._buffer = bytearray()
 
-    def request(self, head: bytes, body: bytes) -> Reply:
+    def request(self, head: bytes, body: bytes | bytearray) -> Reply:
         """Send ``head`` (up to ``Content-Length: ``) and ``body``; read the answer."""
         head = b"%s%d\r\n\r\n" % (head, len(body))
         sock = self.sock
@@ -419,7 +419,7 @@ class HttpSender:
         self._lock = threading.Lock()  # the connection, between send and shutdown
         self._stop = threading.Event()
 
-    def send(self, data: bytes) -> bool:
+    def send(self, data: bytes | bytearray) -> bool:
         """Post ``data`` (compressed as configured), retrying as the module docstring says."""
         body = self._compress(data)
         deadline = time.monotonic() + self.settings.timeout_s
@@ -462,7 +462,7 @@ class HttpSender:
             except OSError:
                 pass
 
-    def _compress(self, data: bytes) -> bytes:
+    def _compress(self, data: bytes | bytearray) -> bytes | bytearray:
         if self.settings.compression == "gzip":
             return gzip.compress(data, compresslevel=6, mtime=0)
         if self.settings.compression == "deflate":
@@ -495,7 +495,7 @@ class HttpSender:
         if connection is not None:
             connection.close()
 
-    def _post(self, body: bytes, deadline: float) -> _Answer:
+    def _post(self, body: bytes | bytearray, deadline: float) -> _Answer:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return _Answer(None, error="timed out")

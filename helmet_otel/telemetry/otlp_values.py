@@ -108,16 +108,17 @@ _SHORT_TEXT = 94  # a string this long or shorter fits a templated field (one-by
 
 
 class _Templates:
-    """The fields of one field tag's short keys, ready but for the value: a string value's as
-    a format (`%` with the lengths and the text), an integer's (the lengths and the varint),
-    a double's as its bytes up to the value. (One-byte lengths: short keys, short values.)"""
+    """The fields of one field tag's short keys, ready but for the value: by the value's
+    length, what precedes a string's UTF-8 bytes (made when first needed) and an integer's
+    varint; a double's bytes up to the value. (One-byte lengths: short keys, short values.)"""
 
     __slots__ = ("doubles", "ints", "others", "strings", "tag")
 
     def __init__(self, tag: int) -> None:
         self.tag = tag
-        self.strings: dict[str, bytes] = {}
-        self.ints: dict[str, bytes] = {}
+        # key -> by the length of the value's bytes (0 to _SHORT_TEXT), the field up to them
+        self.strings: dict[str, list[bytes | None]] = {}
+        self.ints: dict[str, list[bytes]] = {}  # key -> by the varint's length (1 to 10)
         self.doubles: dict[str, bytes] = {}
         self.others: set[str] = set()  # keys without templates
 
@@ -126,47 +127,61 @@ class _Templates:
         if key in self.strings or key in self.others:
             return False
         name = key_field(key)
-        if len(name) > _SHORT_KEY + 2 or b"%" in name or len(self.strings) >= _KEY_FIELDS_LIMIT:
+        if len(name) > _SHORT_KEY + 2 or len(self.strings) >= _KEY_FIELDS_LIMIT:
             if len(self.others) < _KEY_FIELDS_LIMIT:
                 self.others.add(key)
             return False
         head = bytes((self.tag,))
-        # (their lengths tell the name's: a string's field is len(template) - 7 + its length
-        # long, an integer's len(template) - 6 + its varint's)
-        self.strings[key] = head + b"%c" + name + b"\x12%c\x0a%c%s"
-        self.ints[key] = head + b"%c" + name + b"\x12%c\x18%s"
+        self.strings[key] = [None] * (_SHORT_TEXT + 1)
+        self.ints[key] = [
+            head + bytes((len(name) + 3 + n,)) + name + b"\x12" + bytes((n + 1,)) + b"\x18"
+            for n in range(11)
+        ]
         self.doubles[key] = head + bytes((len(name) + 11,)) + name + b"\x12\x09\x21"
         return True
+
+    def string(self, key: str, n: int) -> bytes:
+        """What precedes a string value of ``n`` bytes in ``key``'s field (made once)."""
+        name = key_field(key)
+        prefix = bytes((self.tag, len(name) + 4 + n)) + name + bytes((0x12, n + 2, 0x0A, n))
+        self.strings[key][n] = prefix
+        return prefix
 
 
 _TEMPLATES = {tag: _Templates(tag) for tag in (0x32, 0x4A)}  # log and span attributes
 
 
-def inline(out: bytearray, tag: int, items: Iterable[tuple[str, Any]]) -> None:
+def inline(out: bytearray, tag: int, items: Iterable[tuple[str, Any]]) -> bool:
     """Append ``items`` as KeyValue fields numbered by ``tag``, uncached: a record's own
     attributes after its head (request ids, sizes, latencies) rarely repeat. (A short key's
-    field with a short string, an integer or a double is written from its templates.)"""
+    field with a short string, an integer or a double is written from its templates: what
+    precedes the value, then the value's bytes.) -> whether every value was a `str`."""
     templates = _TEMPLATES.get(tag)
     if templates is None:
         _inline_fields(out, tag, items)
-        return
+        return False
     strings, ints, doubles = templates.strings, templates.ints, templates.doubles
+    texts = True
     for key, value in items:
         kind: type[object] = type(value)  # pyright: ignore[reportUnknownVariableType]
         if kind is str:
-            template = strings.get(key)
-            if template is not None:
+            prefixes = strings.get(key)
+            if prefixes is not None:
                 try:
                     text: bytes = value.encode()
                 except UnicodeEncodeError:
                     text = value.encode("utf-8", "replace")
                 n = len(text)
                 if n <= _SHORT_TEXT:
-                    out += template % (len(template) - 7 + n, n + 2, n, text)
+                    prefix = prefixes[n]
+                    out += prefix if prefix is not None else templates.string(key, n)
+                    out += text
                     continue
-        elif kind is int:
-            template = ints.get(key)
-            if template is not None:
+        else:
+            texts = False
+        if kind is int:
+            prefixes = ints.get(key)
+            if prefixes is not None:
                 number: int = value
                 if 0 <= number < 256:
                     varint = SMALL[number]
@@ -175,8 +190,8 @@ def inline(out: bytearray, tag: int, items: Iterable[tuple[str, Any]]) -> None:
                 else:
                     _inline_fields(out, tag, ((key, value),))
                     continue
-                n = len(varint)
-                out += template % (len(template) - 6 + n, n + 1, varint)
+                out += prefixes[len(varint)]
+                out += varint
                 continue
         elif kind is float:
             prefix = doubles.get(key)
@@ -188,6 +203,7 @@ def inline(out: bytearray, tag: int, items: Iterable[tuple[str, Any]]) -> None:
             inline(out, tag, ((key, value),))
         else:
             _inline_fields(out, tag, ((key, value),))
+    return texts
 
 
 def _inline_fields(out: bytearray, tag: int, items: Iterable[tuple[str, Any]]) -> None:

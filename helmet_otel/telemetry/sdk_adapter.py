@@ -56,7 +56,7 @@ from opentelemetry.trace import (
 )
 
 from helmet_otel.store.records import Log, Span
-from helmet_otel.telemetry.otlp_encoding import OtlpEncoder
+from helmet_otel.telemetry.otlp_encoding import Encoded, OtlpEncoder
 
 __all__ = [
     "LOGS",
@@ -79,13 +79,13 @@ _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 
 Item = TypeVar("Item", Span, Log)
 Result = TypeVar("Result", SpanExportResult, LogRecordExportResult)
-Send = Callable[[Sequence[Item], bytes], bool]  # (batch, its encoding) -> accepted
+Send = Callable[[Sequence[Item], Encoded], bool]  # (batch, its encoding) -> accepted
 
 
 class Sender(Protocol):
     """Posts an encoded request body (`otlp_http.HttpSender`)."""
 
-    def send(self, data: bytes) -> bool: ...
+    def send(self, data: Encoded) -> bool: ...
 
     def shutdown(self) -> None: ...
 
@@ -94,7 +94,7 @@ class Sender(Protocol):
 class Signal(Generic[Item, Result]):
     """What differs between exporting spans and exporting log records."""
 
-    encode: Callable[[OtlpEncoder, Sequence[Item]], bytes]
+    encode: Callable[[OtlpEncoder, Sequence[Item]], Encoded]
     plain: Callable[[Item], Any]  # the SDK's record as OtlpEncoder writes it, for its encoder
     success: Result
     failure: Result
@@ -144,7 +144,7 @@ class EncodedExporter(Generic[Item, Result]):
             return self._in_halves(batch[half:]) and first
         return self._send(batch, data)
 
-    def _sdk_export(self, batch: Sequence[Item], data: bytes) -> bool:
+    def _sdk_export(self, batch: Sequence[Item], data: Encoded) -> bool:
         """The fallback: the SDK encodes (``data`` only measured the batch)."""
         plain = [self._signal.plain(item) for item in batch]
         return self.sdk.export(plain) is self._signal.success
@@ -182,7 +182,7 @@ def encoded_http(
     posts the bodies when given (``sender_reason``: why there is none)."""
     if sender is not None:
 
-        def post(batch: Sequence[Item], data: bytes) -> bool:
+        def post(batch: Sequence[Item], data: Encoded) -> bool:
             return sender.send(data)
 
         return EncodedExporter(sdk, signal, encoder, post, None, sender)
@@ -190,8 +190,8 @@ def encoded_http(
     if problem is not None:
         return EncodedExporter(sdk, signal, encoder, None, problem, None, sender_reason)
 
-    def send(batch: Sequence[Item], data: bytes) -> bool:
-        return bool(sdk._client.export(data).success)
+    def send(batch: Sequence[Item], data: Encoded) -> bool:
+        return bool(sdk._client.export(bytes(data)).success)  # (bytes, as it is annotated)
 
     return EncodedExporter(sdk, signal, encoder, send, None, None, sender_reason)
 
@@ -203,7 +203,7 @@ class _Encoded(list[Any]):
     """A batch with its encoding. The SDK's gRPC exporter takes it as any batch (it counts the
     records), and the ``_translate_data`` we give the exporter parses ``data``."""
 
-    def __init__(self, batch: Sequence[Any], data: bytes) -> None:
+    def __init__(self, batch: Sequence[Any], data: Encoded) -> None:
         super().__init__(batch)
         self.data = data
 
@@ -264,7 +264,7 @@ def encoded_grpc(
 
     sdk._translate_data = translate
 
-    def send(batch: Sequence[Item], data: bytes) -> bool:
+    def send(batch: Sequence[Item], data: Encoded) -> bool:
         return sdk.export(_Encoded(batch, data)) is signal.success
 
     return EncodedExporter(sdk, signal, encoder, send, None)

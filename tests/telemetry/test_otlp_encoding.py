@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import random
 from typing import Any
 
 import pytest
@@ -11,9 +12,12 @@ from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import SpanKind
 
 from helmet_otel.redaction import Redactor
-from helmet_otel.store.records import AttributeHead, Event
+from helmet_otel.store.records import AttributeHead, Event, Log, Origin, Span
 from helmet_otel.telemetry.otlp_encoding import OtlpEncoder
 from helmet_otel.telemetry.sdk_adapter import plain_log, plain_span, sdk_log, sdk_span
 from tests.telemetry.records import (
@@ -22,6 +26,7 @@ from tests.telemetry.records import (
     HUGE_SPANS,
     LOGS,
     ODD_VALUES,
+    OK,
     SPANS,
     log,
     span,
@@ -150,3 +155,132 @@ def test_records_with_heads_encode_as_the_sdk_does_cached_or_not() -> None:
     plain_spans = [dataclasses.replace(s, head=None) for s in spans]
     assert encoder.logs(logs) == OtlpEncoder().logs(plain_logs)
     assert encoder.spans(spans) == OtlpEncoder().spans(plain_spans)
+
+
+def test_a_calls_span_pair_shares_its_encoding_only_where_it_is_written_the_same() -> None:
+    """A CLIENT span and the SERVER span after it with equal times, outcome and attributes
+    share what follows their ids and kind (`OtlpEncoder._span`); pairs that differ, or whose
+    equal attributes are written differently (1, 1.0 and True are equal; equal maps may order
+    two own attributes differently), are written apart. All parse to the SDK's messages."""
+    head = AttributeHead({"mcp.method.name": "tools/call", "gen_ai.tool.name": "echo"})
+    client, server = SpanKind.CLIENT.value, SpanKind.SERVER.value
+
+    def pair(first: dict[str, Any], second: dict[str, Any], **fields: Any) -> list[Span]:
+        return [
+            span(len(first) * 10 + 1, kind=client, head=head,
+                 attributes={**head.attributes, **first}),
+            span(len(first) * 10 + 2, kind=server,
+                 attributes={**head.attributes, **second}, **{"head": head, **fields}),
+        ]  # fmt: skip
+
+    spans = [
+        *pair({"jsonrpc.request.id": "7"}, {"jsonrpc.request.id": "7"}),  # shared
+        *pair({}, {}),  # shared
+        *pair({"jsonrpc.request.id": "7"}, {"jsonrpc.request.id": "8"}),
+        *pair({"n": 1}, {"n": True}),
+        *pair({"n": 1.0}, {"n": 1}),
+        *pair({"a": "x", "b": "y"}, {"b": "y", "a": "x"}),
+        *pair({"jsonrpc.request.id": "7"}, {"jsonrpc.request.id": "7"}, end=5),
+        *pair({"jsonrpc.request.id": "7"}, {"jsonrpc.request.id": "7"}, status=OK),
+        *pair({"jsonrpc.request.id": "7"}, {"jsonrpc.request.id": "7"}, name="other"),
+        *pair({"jsonrpc.request.id": "7"}, {"jsonrpc.request.id": "7"}, parent_remote=True),
+        *pair({"jsonrpc.request.id": "7"}, {"jsonrpc.request.id": "7"}, head=None),
+    ]
+    spans.append(span(3, head=head, attributes={**head.attributes, "jsonrpc.request.id": "7"}))
+    encoder = OtlpEncoder()
+    for _ in range(2):
+        assert ExportTraceServiceRequest.FromString(encoder.spans(spans)) == encode_spans(
+            [plain_span(s) for s in spans]
+        )
+    assert encoder.spans(spans) == OtlpEncoder().spans(
+        [dataclasses.replace(s, head=None) for s in spans]
+    )
+    for shared in (spans[:2], spans[2:4]):  # (a shared second span clears the first)
+        encoder.spans(shared)
+        assert encoder._last_span is None  # pyright: ignore[reportPrivateUsage]
+    encoder.spans(spans[4:6])
+    assert encoder._last_span is spans[5]  # pyright: ignore[reportPrivateUsage]
+
+
+def test_schema_urls_and_origins_frame_the_records_as_the_sdk_does() -> None:
+    """What precedes and follows an origin's records (resource, scope, their schema URLs and
+    lengths) is written into the room left before them or after them: one origin, a large
+    batch (three-byte lengths), and two origins (grouped) parse to the SDK's messages."""
+    urls = Origin(
+        Resource({"service.name": "demo"}, "https://opentelemetry.io/schemas/1.0.0"),
+        InstrumentationScope("helmet-otel", "1.2.3", "https://example.com/scope"),
+        "demo",
+    )
+    records = [log({"n": i}, origin=urls) for i in range(3)]
+    batches = [records, records * 40, [*records, log({"n": 9}), *records]]
+    spans = [span(1, origin=urls), span(2, origin=urls), span(3)]
+    encoder = OtlpEncoder()
+    for batch in batches:
+        encoded = encoder.logs(batch)
+        assert ExportLogsServiceRequest.FromString(encoded) == encode_logs(
+            [sdk_log(r) for r in batch]
+        )
+    assert ExportTraceServiceRequest.FromString(encoder.spans(spans)) == encode_spans(
+        [sdk_span(s) for s in spans]
+    )
+    assert ExportTraceServiceRequest.FromString(encoder.spans(SPANS)) == encode_spans(
+        [sdk_span(s) for s in SPANS]
+    )
+
+
+def _random_value(rng: random.Random) -> Any:
+    """Values at the edges of the encoder's shortcuts: varint lengths, short and long texts
+    (one-, two- and three-byte characters), doubles, booleans, a list."""
+    pick = rng.random()
+    if pick < 0.3:
+        edges = [0, 1, -1, 63, 64, 127, 128, 255, 256, 16383, 16384, 2**31, -(2**31), 2**63 - 1]
+        return rng.choice([*edges, -(2**63), rng.randrange(-(10**6), 10**6)])
+    if pick < 0.6:
+        return rng.choice(["", "a", "é", "✓"]) * rng.randrange(150)
+    if pick < 0.75:
+        return rng.choice([0.0, 1.5, -2.25, 1e300, rng.random()])
+    if pick < 0.85:
+        return rng.random() < 0.5
+    return [rng.randrange(5), "x"]
+
+
+def test_random_records_with_and_without_heads_encode_as_the_sdk_does() -> None:
+    """Many random batches (seeded): records with and without attribute heads, own attributes
+    of every kind and size, and CLIENT/SERVER pairs that are written the same or differ in one
+    own attribute; each batch twice (the second time from the caches)."""
+    rng = random.Random(15)
+    keys = ["jsonrpc.request.id", "helmet.latency_ms", "size", "helmet.sample.weight", "k",
+            "a" * 40, "b" * 100, "error.type"]  # fmt: skip
+    heads = [
+        AttributeHead({"helmet.direction": "client_to_server", "mcp.method.name": "tools/call"}),
+        AttributeHead({"mcp.method.name": "tools/call", "gen_ai.tool.name": "echo"}),
+        None,
+    ]
+    encoder = OtlpEncoder()
+    for _ in range(200):
+        logs: list[Log] = []
+        spans: list[Span] = []
+        for n in range(rng.randrange(1, 30)):
+            head = rng.choice(heads)
+            shared = head.attributes if head else {}
+            own = {k: _random_value(rng) for k in rng.sample(keys, rng.randrange(5))}
+            attributes = {**shared, **{k: v for k, v in own.items() if k not in shared}}
+            logs.append(log({"n": n}, attributes=attributes, head=head))
+            span_id = rng.randrange(1, 2**64)
+            spans.append(span(span_id, kind=SpanKind.CLIENT.value, attributes=attributes,
+                              head=head))  # fmt: skip
+            if rng.random() < 0.7:
+                second = dict(attributes)
+                free = [k for k in second if k not in shared]
+                if free and rng.random() < 0.3:
+                    second[rng.choice(free)] = _random_value(rng)
+                kind = rng.choice([SpanKind.SERVER.value, SpanKind.CLIENT.value])
+                spans.append(span(span_id ^ 1 or 5, kind=kind, parent=span_id,
+                                  attributes=second, head=head))  # fmt: skip
+        for _ in range(2):
+            assert ExportLogsServiceRequest.FromString(encoder.logs(logs)) == encode_logs(
+                [plain_log(r) for r in logs]
+            )
+            assert ExportTraceServiceRequest.FromString(encoder.spans(spans)) == encode_spans(
+                [plain_span(s) for s in spans]
+            )
