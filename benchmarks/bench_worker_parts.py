@@ -59,8 +59,8 @@ def _call_records(n: int) -> list[bytes]:
             b'"text":"hello world"}],"isError":false}}' % i
         )
         ts = time.time_ns()
-        records.append(frames.whole(1, 0, 0, ts, request, TRACE, 0x1111 + i, 0x2222 + i))
-        records.append(frames.whole(1, 1, 0, ts + 1000, response, TRACE, 0x1111 + i, 0x2222 + i))
+        records.append(frames.whole(1, 0, 0, ts, request, 0x1111 + i, 0x2222 + i))
+        records.append(frames.whole(1, 1, 0, ts + 1000, response, 0x1111 + i, 0x2222 + i))
     return records
 
 

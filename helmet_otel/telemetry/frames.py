@@ -40,15 +40,15 @@ from helmet_otel.protocol.message import (
 )
 
 BATCH = struct.Struct("<III")  # payload length, records the relay shed (queue full, busy)
-# b"M", flags, weight, session key, ts, size, trace id (hi, lo), server span id, client span id
-WHOLE = struct.Struct("<cBHIqQQQQQ")
+# b"M", flags, weight, session key, ts, size, server span id, client span id (no trace id: a
+# message belongs to its session's current trace, which `Start` and `Segment` tell)
+WHOLE = struct.Struct("<cBHIqQQQ")
 _PICKLED = struct.Struct("<cI")  # b"P", length
 _M, _P = ord("M"), ord("P")  # the tags, as indexing a batch reads them
 FLAG_S2C: Final = 1  # direction server->client
 FLAG_REPLIED: Final = 2  # on a request: the proxy answered it itself; it was not forwarded
 FLAG_PROXY: Final = 4  # on a response or error: the proxy wrote it, not the server
 STDERR_LINE_MAX: Final = 8192  # bytes of a server's stderr line handed over (a longer one is cut)
-_LOW64 = (1 << 64) - 1
 # Builds a NamedTuple from a tuple of its fields: a third of the cost of the generated
 # ``__new__`` (0.3 us), which the worker would pay twice for every message it parses.
 _tuple = tuple[Any, ...].__new__
@@ -108,7 +108,6 @@ class Msg(NamedTuple):
     size: int  # bytes on the wire
     body: bytes  # the message, or its head when it was too large to hand over whole
     summary: Summary
-    trace_id: int
     server_span_id: int
     client_span_id: int
     weight: int  # how many calls it stands for while the relay traces one in so many
@@ -266,14 +265,13 @@ def pickled(frame: Frame) -> bytes:
 
 
 def whole(
-    session: int, s2c: int, flags_extra: int, ts: int, raw: bytes, trace_id: int,
-    server_span: int, client_span: int, weight: int = 1,
+    session: int, s2c: int, flags_extra: int, ts: int, raw: bytes, server_span: int,
+    client_span: int, weight: int = 1,
 ) -> bytes:  # fmt: skip
     """An ``M`` record (the relay's loop packs these inline; this is the same, for tests).
     ``flags_extra``: `FLAG_REPLIED` and `FLAG_PROXY`, or 0."""
     header = WHOLE.pack(
-        b"M", s2c | flags_extra, weight, session, ts, len(raw), trace_id >> 64,
-        trace_id & _LOW64, server_span, client_span,
+        b"M", s2c | flags_extra, weight, session, ts, len(raw), server_span, client_span
     )  # fmt: skip
     return header + raw
 
@@ -283,7 +281,7 @@ def batch(records: bytes, queue_full: int = 0, busy: int = 0) -> bytes:
 
 
 def _message(record: tuple[Any, ...], body: bytes) -> Msg:
-    _, flags, weight, session, ts, size, trace_hi, trace_lo, server_span, client_span = record
+    _, flags, weight, session, ts, size, server_span, client_span = record
     try:
         parsed: Any = _orjson_loads(body)
     except JSONDecodeError:  # rare: valid JSON orjson refuses (lone surrogates...), or not JSON
@@ -294,7 +292,7 @@ def _message(record: tuple[Any, ...], body: bytes) -> Msg:
             parsed = _exactly(body)  # an id beyond 64 bits: an exact integer (`float_id`)
     return _tuple(Msg, (
         session, ts, flags & FLAG_S2C, size, body, summary_of(parsed, flags),
-        (trace_hi << 64) | trace_lo, server_span, client_span, weight, parsed,
+        server_span, client_span, weight, parsed,
     ))  # fmt: skip
 
 

@@ -189,12 +189,8 @@ class SessionFeed(BaseInterceptor):
             return
         if env.direction is not C2S:
             flags |= FLAG_S2C
-        trace_id = env.trace_id
         batch = feed.batch
-        batch += _pack_whole(
-            b"M", flags, weight, self.key, env.ts, size, trace_id >> 64, trace_id & _SPAN_MASK,
-            span, env.client_span_id,
-        )  # fmt: skip
+        batch += _pack_whole(b"M", flags, weight, self.key, env.ts, size, span, env.client_span_id)
         batch += raw
         feed.records += 1
         if feed.timer is None:  # the rest of `append`
@@ -268,15 +264,13 @@ class SessionFeed(BaseInterceptor):
                 summary = summary._replace(http_traceparent=traceparent)
             feed.append(
                 Msg(self.key, env.ts, int(s2c), size, raw[: feed.body_cap], summary,
-                    env.trace_id, env.server_span_id, env.client_span_id, weight, None)
+                    env.server_span_id, env.client_span_id, weight, None)
             )  # fmt: skip
             return
-        trace_id = env.trace_id
         pending = feed.batch
         pending += _pack_whole(
-            b"M", flags, weight, self.key, env.ts, size, trace_id >> 64, trace_id & _SPAN_MASK,
-            env.server_span_id, env.client_span_id,
-        )  # fmt: skip
+            b"M", flags, weight, self.key, env.ts, size, env.server_span_id, env.client_span_id
+        )
         pending += raw
         feed.records += 1
         if feed.timer is None:  # the rest of `append`

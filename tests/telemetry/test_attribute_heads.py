@@ -30,7 +30,7 @@ UPSTREAM: dict[str, object] = {sc.CLIENT_ADDRESS: "10.0.0.1", "client.port": 555
 
 def _send(rec: Recorder, s2c: int, raw: bytes, span: int = 0, flags: int = 0, weight: int = 1,
           ts: int = 0) -> None:  # fmt: skip
-    for frame in fr.decode(fr.whole(1, s2c, flags, ts or span * 1000, raw, TRACE, span, span + 1,
+    for frame in fr.decode(fr.whole(1, s2c, flags, ts or span * 1000, raw, span, span + 1,
                                     weight)):  # fmt: skip
         rec.handle(frame)
 

@@ -21,8 +21,8 @@ def _call(recorder: Recorder, request_id: int, ts: int) -> None:
     )
     response = b'{"jsonrpc":"2.0","id":%d,"result":{"content":[]}}' % request_id
     span = 2 * request_id
-    records = fr.whole(1, 0, 0, ts, request, TRACE, span, span + 1)
-    records += fr.whole(1, 1, 0, ts + 1000, response, TRACE, 0, 0)
+    records = fr.whole(1, 0, 0, ts, request, span, span + 1)
+    records += fr.whole(1, 1, 0, ts + 1000, response, 0, 0)
     for frame in fr.decode(records):
         recorder.handle(frame)
 

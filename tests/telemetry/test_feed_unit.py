@@ -165,11 +165,11 @@ def test_summaries_carry_the_protocol_facts(make_feed: Any) -> None:
          ("error", 4, None, None, None, None, None, False, None, False, False, None)),
     ]  # fmt: skip
     assert [f.session for f in msgs] == [session_feed.key] * 10 == [1] * 10
-    for frame in msgs[:4]:  # requests get a trace and two distinct, non-zero 64-bit span ids
-        assert frame.trace_id == session_feed.trace_id
+    for frame in msgs[:4]:  # requests get two distinct, non-zero 64-bit span ids (their trace
+        # is the session's current one, which Start and Segment frames tell)
         assert 0 < frame.server_span_id < 1 << 64 and 0 < frame.client_span_id < 1 << 64
         assert frame.server_span_id != frame.client_span_id
-    assert [(f.trace_id, f.server_span_id, f.client_span_id) for f in msgs[4:]] == [(0, 0, 0)] * 6
+    assert [(f.server_span_id, f.client_span_id) for f in msgs[4:]] == [(0, 0)] * 6
     # the worker gets each message's parse with it, and parses nothing twice
     assert [f.weight for f in msgs] == [1] * 10  # every call traced: each stands for itself
     assert [f.parsed for f in msgs] == [orjson.loads(r) for r in requests[:5]] + [
@@ -301,15 +301,16 @@ def test_a_long_session_rolls_over_to_new_traces(make_feed: Any) -> None:
     assert traces[:2] == [first_trace] * 2 and traces[2] == traces[3] != first_trace
     assert traces[4] not in (first_trace, traces[2])
     assert session_feed.trace_id == traces[4]
+    # a message's trace is the one the session's Start or the last Segment before it named
     tags = [
-        ("segment", f.trace_id) if isinstance(f, frames.Segment) else ("msg", f.trace_id)
+        ("segment", f.trace_id) if isinstance(f, frames.Segment) else "msg"
         for f in feed.frames()
         if isinstance(f, frames.Segment | frames.Msg)
     ]
     assert tags == [
-        ("msg", first_trace), ("msg", first_trace),
-        ("segment", traces[2]), ("msg", traces[2]), ("msg", traces[2]),
-        ("segment", traces[4]), ("msg", traces[4]),
+        "msg", "msg",
+        ("segment", traces[2]), "msg", "msg",
+        ("segment", traces[4]), "msg",
     ]  # fmt: skip
 
 
@@ -501,7 +502,7 @@ def test_frames_round_trip_shared_and_deeply_nested_values() -> None:
     summary = frames.Summary(
         "request", "x", None, None, None, None, None, False, None, False, False
     )
-    cut = frames.Msg(1, 1, 0, 9, b"{}", summary, 7, 1, 2, 1, None)
+    cut = frames.Msg(1, 1, 0, 9, b"{}", summary, 1, 2, 1, None)
     start = frames.Start(2, 8, "sid", "stdio", 9, 10, {"command": ["x"], "pid": 1})
     config = frames.Config(ProxyOptions(no_store=True), "t", 11, "host", "http")
     request = b'{"id":"x","method":"m"}\n'
@@ -509,10 +510,10 @@ def test_frames_round_trip_shared_and_deeply_nested_values() -> None:
     records = (
         frames.pickled(info)
         + frames.pickled(end)
-        + frames.whole(2, 1, frames.FLAG_REPLIED, 3, request, (1 << 128) - 1, 1, (1 << 64) - 1, 64)
+        + frames.whole(2, 1, frames.FLAG_REPLIED, 3, request, 1, (1 << 64) - 1, 64)
         + frames.pickled(cut)
-        + frames.whole(2, 0, 0, 4, b"nope\n", 0, 0, 0)
-        + frames.whole((1 << 32) - 1, 1, frames.FLAG_PROXY, 6, proxy_error, 0, 0, 0)
+        + frames.whole(2, 0, 0, 4, b"nope\n", 0, 0)
+        + frames.whole((1 << 32) - 1, 1, frames.FLAG_PROXY, 6, proxy_error, 0, 0)
         + frames.pickled(start)
         + frames.pickled(config)
     )
@@ -532,14 +533,14 @@ def test_frames_round_trip_shared_and_deeply_nested_values() -> None:
             frames.Msg(2, 3, 1, 24, b'{"id":"x","method":"m"}\n',
              frames.Summary("request", "x", "m", None, None, None, None, False, None, True,
                             False),
-             (1 << 128) - 1, 1, (1 << 64) - 1, 64, {"id": "x", "method": "m"}),
+             1, (1 << 64) - 1, 64, {"id": "x", "method": "m"}),
             cut._replace(parsed=frames.CUT),
             frames.Msg(2, 4, 0, 5, b"nope\n",
              frames.Summary("invalid", None, None, None, None, None, None, False, None, False,
-                            False), 0, 0, 0, 1, frames.NOT_JSON),
+                            False), 0, 0, 1, frames.NOT_JSON),
             frames.Msg((1 << 32) - 1, 6, 1, len(proxy_error), proxy_error,
              frames.Summary("error", "x", None, None, None, -32001, "no", False, None, False,
-                            True), 0, 0, 0, 1, orjson.loads(proxy_error)),
+                            True), 0, 0, 1, orjson.loads(proxy_error)),
             start,
             config,
         ]  # fmt: skip
@@ -633,9 +634,8 @@ def test_sessions_on_one_feed_keep_their_own_keys_and_traces(make_feed: Any) -> 
     ]
     for f in msgs:
         if f.s2c:
-            assert (f.trace_id, f.server_span_id, f.client_span_id) == (0, 0, 0)
+            assert (f.server_span_id, f.client_span_id) == (0, 0)
         else:
-            assert f.trace_id == trace[f.session][0]
             assert f.server_span_id == sent[(f.session, f.body)].server_span_id
 
 
@@ -669,13 +669,13 @@ def test_a_call_blocked_before_the_feed_is_answered_by_the_proxy(make_feed: Any)
     assert msgs == got and [f.body for f in msgs] == [allowed, blocked, denial, response(1)]
     asked, answered = msgs[1], msgs[2]
     assert (asked.s2c, asked.summary.replied, asked.summary.proxy) == (0, True, False)
-    assert asked.trace_id == session_feed.trace_id != 0
+    assert request.trace_id == session_feed.trace_id != 0
     assert asked.server_span_id == request.server_span_id != 0
     assert answered == frames.Msg(
         session_feed.key, reply.ts, 1, len(denial), denial,
         frames.Summary("error", 2, None, None, None, -32001, "Tool access denied by policy",
                        False, None, False, True),
-        0, 0, 0, 1, orjson.loads(denial),
+        0, 0, 1, orjson.loads(denial),
     )  # fmt: skip
     assert answered.summary.id == asked.summary.id
     # Like every response, the proxy's answer carries no trace ids of its own: the worker
@@ -685,7 +685,7 @@ def test_a_call_blocked_before_the_feed_is_answered_by_the_proxy(make_feed: Any)
 
 def test_answers_to_pending_calls_are_handed_over_as_proxy_messages(make_feed: Any) -> None:
     feed = make_feed()
-    session, session_feed, relay = open_session(feed)
+    session, _, relay = open_session(feed)
     calls = [line(call(5, {"name": "slow"})), line(call("a", {"name": "slower"}))]
     sent = relay.route(Direction.C2S, calls)
     relay.forwarded(sent)
@@ -727,10 +727,7 @@ def test_answers_to_pending_calls_are_handed_over_as_proxy_messages(make_feed: A
         (1, 0, ("request", 6, "tools/call", None, None, None, None, False, None, True, False, None)),
         (1, 1, error(6)),
     ]  # fmt: skip
-    assert [f.trace_id for f in msgs] == [session_feed.trace_id] * 2 + [0, 0] + [
-        session_feed.trace_id,
-        0,
-    ]
+    assert [f.server_span_id != 0 for f in msgs] == [True, True, False, False, True, False]
     assert [f.weight for f in msgs] == [1] * 6
 
 

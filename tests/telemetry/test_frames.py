@@ -100,11 +100,11 @@ def test_messages_whole_and_cut(pipe: tuple[int, int]) -> None:
         b'"_meta":{"traceparent":"' + CLIENT_TP.encode() + b'"}}}\n'  # fmt: skip
     proxy_error = b'{"jsonrpc":"2.0","id":3,"error":{"code":-32000,"message":"gone"}}\n'
     head = Msg(7, 5, 0, 1 << 20, b'{"jsonrpc":"2.0","id":4,"meth', _summary("request", 4, "x"),
-               TRACE, 1, 2, 64, None)  # fmt: skip
+               1, 2, 64, None)  # fmt: skip
     records = (
-        frames.whole(7, 0, 0, 1, request, TRACE, (1 << 64) - 1, 1 << 63, weight=64)
-        + frames.whole(9, 1, FLAG_PROXY, 2, proxy_error, 0, 0, 0)
-        + frames.whole(7, 0, FLAG_REPLIED, 3, b"nope\n", 0, 0, 0)
+        frames.whole(7, 0, 0, 1, request, (1 << 64) - 1, 1 << 63, weight=64)
+        + frames.whole(9, 1, FLAG_PROXY, 2, proxy_error, 0, 0)
+        + frames.whole(7, 0, FLAG_REPLIED, 3, b"nope\n", 0, 0)
         + frames.pickled(head)
     )
     (got, _) = _through(pipe, frames.batch(records, queue_full=3, busy=4))
@@ -114,13 +114,13 @@ def test_messages_whole_and_cut(pipe: tuple[int, int]) -> None:
         Msg(7, 1, 0, len(request), request,
             Summary("request", 3, "tools/call", "echo", None, None, None, False, CLIENT_TP,
                     False, False),
-            TRACE, (1 << 64) - 1, 1 << 63, 64, orjson.loads(request)),
+            (1 << 64) - 1, 1 << 63, 64, orjson.loads(request)),
         Msg(9, 2, 1, len(proxy_error), proxy_error,
             Summary("error", 3, None, None, None, -32000, "gone", False, None, False, True),
-            0, 0, 0, 1, orjson.loads(proxy_error)),
+            0, 0, 1, orjson.loads(proxy_error)),
         Msg(7, 3, 0, 5, b"nope\n",
             Summary("invalid", None, None, None, None, None, None, False, None, True, False),
-            0, 0, 0, 1, NOT_JSON),
+            0, 0, 1, NOT_JSON),
         head._replace(parsed=CUT),
     ]  # fmt: skip
 
@@ -142,7 +142,7 @@ def test_messages_whole_and_cut(pipe: tuple[int, int]) -> None:
 def test_messages_are_parsed_exactly(
     pipe: tuple[int, int], raw: bytes, parsed: dict[str, object]
 ) -> None:
-    (got, _) = _through(pipe, frames.batch(frames.whole(1, 0, 0, 1, raw, 0, 0, 0)))
+    (got, _) = _through(pipe, frames.batch(frames.whole(1, 0, 0, 1, raw, 0, 0)))
     assert got is not None
     (msg,) = got
     assert type(msg) is Msg
@@ -153,7 +153,7 @@ def test_messages_are_parsed_exactly(
 
 def test_too_deep_json_is_not_json(pipe: tuple[int, int]) -> None:
     raw = b"[" * 5000 + b"]" * 5000  # deeper than orjson and the standard library go
-    (got, _) = _through(pipe, frames.batch(frames.whole(1, 0, 0, 1, raw, 0, 0, 0)))
+    (got, _) = _through(pipe, frames.batch(frames.whole(1, 0, 0, 1, raw, 0, 0)))
     assert got is not None and type(got[0]) is Msg and got[0].parsed is NOT_JSON
 
 
@@ -208,7 +208,7 @@ def test_decoding_a_message_gives_what_inspect_and_summarize_give(flags: int) ->
     """The worker reads an ``M`` record's summary straight from its JSON value (no `Message`):
     the same facts as the relay's `inspect` then `summarize`."""
     decoded = frames.decode(
-        b"".join(frames.whole(1, flags & 1, flags & ~1, 5, raw, TRACE, 2, 3) for raw in _MESSAGES)
+        b"".join(frames.whole(1, flags & 1, flags & ~1, 5, raw, 2, 3) for raw in _MESSAGES)
     )
     expected = [
         summarize(inspect(raw), not flags & 1, bool(flags & FLAG_REPLIED), bool(flags & FLAG_PROXY))
@@ -252,7 +252,7 @@ def test_the_batch_reader_takes_whole_batches_however_the_pipe_splits_them(
     torn last batch is the end."""
     body = b'{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"%s"}}'
     batches = [
-        frames.batch(frames.whole(7, 0, 0, i, body % (i, b"x" * 40 * i), TRACE, i + 1, i + 2)
+        frames.batch(frames.whole(7, 0, 0, i, body % (i, b"x" * 40 * i), i + 1, i + 2)
                      + frames.pickled(Segment(7, i, 99, 100)), queue_full=i % 2, busy=i % 3)
         for i in range(1, 8)
     ]  # fmt: skip

@@ -72,12 +72,11 @@ def _request(
     flags: int = 0,
 ) -> bytes:  # fmt: skip
     raw = _json({"jsonrpc": "2.0", "id": msg_id, "method": method, "params": params})
-    trace = TRACE_A if session == A else TRACE_B
-    return frames.whole(session, 0, flags, T0 + at_ms * MS, raw + b"\n", trace, span, span + 1)
+    return frames.whole(session, 0, flags, T0 + at_ms * MS, raw + b"\n", span, span + 1)
 
 
 def _response(session: int, at_ms: int, raw: bytes, flags: int = 0) -> bytes:
-    return frames.whole(session, 1, flags, T0 + at_ms * MS, raw + b"\n", 0, 0, 0)
+    return frames.whole(session, 1, flags, T0 + at_ms * MS, raw + b"\n", 0, 0)
 
 
 def _result(msg_id: int, result: dict[str, Any] | None = None) -> bytes:
@@ -106,7 +105,7 @@ def test_two_interleaved_sessions_stay_apart(tmp_path: Path) -> None:
     the recorder cannot take (its session never started) is counted and the rest recorded;
     the worker's input ends without a goodbye, so the session still open is lost."""
     store = tmp_path / "store.db"
-    unknown = frames.whole(99, 0, 0, T0, b'{"jsonrpc":"2.0","id":1,"method":"ping"}\n', 1, 2, 3)
+    unknown = frames.whole(99, 0, 0, T0, b'{"jsonrpc":"2.0","id":1,"method":"ping"}\n', 2, 3)
     with OTLPReceiver() as rx:
         config = _config(store, "http", rx.endpoint)
         start_a = Start(A, T0, "sess-a", "stdio", TRACE_A, ROOT_A, UPSTREAM_A)
