@@ -280,22 +280,6 @@ def batch(records: bytes, queue_full: int = 0, busy: int = 0) -> bytes:
     return BATCH.pack(len(records), queue_full, busy) + records
 
 
-def _message(record: tuple[Any, ...], body: bytes) -> Msg:
-    _, flags, weight, session, ts, size, server_span, client_span = record
-    try:
-        parsed: Any = _orjson_loads(body)
-    except JSONDecodeError:  # rare: valid JSON orjson refuses (lone surrogates...), or not JSON
-        parsed = _exactly(body)
-    else:
-        top: Any = parsed  # (narrowed here, not ``parsed``)
-        if type(top) is dict and type(top.get("id")) is float:  # pyright: ignore[reportUnknownMemberType,reportUnknownArgumentType]
-            parsed = _exactly(body)  # an id beyond 64 bits: an exact integer (`float_id`)
-    return _tuple(Msg, (
-        session, ts, flags & FLAG_S2C, size, body, summary_of(parsed, flags),
-        server_span, client_span, weight, parsed,
-    ))  # fmt: skip
-
-
 def _exactly(body: bytes) -> object:
     try:
         return loads_for_record(body)
@@ -378,21 +362,33 @@ def decode(data: bytes | bytearray, at: int = 0, end: int | None = None) -> list
     if type(data) is not bytes:  # (copied once: a message's body is then one slice of it)
         data, at, end = bytes(memoryview(data)[at:end]), 0, end - at
     whole = WHOLE.size
+    unpack, append, loads = WHOLE.unpack_from, frames.append, _orjson_loads
     while at < end:
         tag = data[at]
-        if tag == _M:
-            record = WHOLE.unpack_from(data, at)
+        if tag == _M:  # a message, parsed here (no call per message but `summary_of`)
+            _, flags, weight, session, ts, size, server_span, client_span = unpack(data, at)
             at += whole
-            size = record[5]
-            frames.append(_message(record, data[at : at + size]))
+            body = data[at : at + size]
             at += size
+            try:
+                parsed: Any = loads(body)
+            except JSONDecodeError:  # rare: valid JSON orjson refuses (lone surrogates...)
+                parsed = _exactly(body)  # or not JSON
+            else:
+                top: Any = parsed  # (narrowed here, not ``parsed``)
+                if type(top) is dict and type(top.get("id")) is float:  # pyright: ignore[reportUnknownMemberType,reportUnknownArgumentType]
+                    parsed = _exactly(body)  # an id beyond 64 bits: an exact integer (`float_id`)
+            append(_tuple(Msg, (
+                session, ts, flags & FLAG_S2C, size, body, summary_of(parsed, flags),
+                server_span, client_span, weight, parsed,
+            )))  # fmt: skip
         elif tag == _P:
             _, size = _PICKLED.unpack_from(data, at)
             at += _PICKLED.size
             frame: Frame = pickle.loads(data[at : at + size])
             if type(frame) is Msg and frame.parsed is None:
                 frame = frame._replace(parsed=_parsed(frame))
-            frames.append(frame)
+            append(frame)
             at += size
         else:
             raise ValueError(f"unknown frame record {bytes([tag])!r}")
