@@ -43,7 +43,8 @@ from helmet_otel.telemetry import frames as fr
 
 ROOT = Path(__file__).resolve().parent.parent
 ECHO = ROOT / "benchmarks" / "echo_server.py"
-DEFAULT_FRAMES = Path(tempfile.gettempdir()) / "helmet-worker-frames.bin"
+# (named by the message record's size: a capture in another record layout is not read)
+DEFAULT_FRAMES = Path(tempfile.gettempdir()) / f"helmet-worker-frames-{fr.WHOLE.size}.bin"
 BATCH_RECORDS = 512  # what a batch queue hands its exporter at most (OTEL_B*_MAX_EXPORT_BATCH_SIZE)
 
 # Put on the worker's PYTHONPATH: tees fd 0 into HELMET_BENCH_CAPTURE, only in the worker.
