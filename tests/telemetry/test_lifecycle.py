@@ -128,7 +128,9 @@ def test_a_busy_relay_sheds_whole_calls_and_counts_them() -> None:
     `fail` tool, so that the error counts are weighted too."""
     calls = 0
     with OTLPReceiver() as rx:
-        env = proxy_env(rx.endpoint, {"HELMET_RELAY_BUSY_LIMIT": "0"})
+        # (a long flush timeout: on a loaded machine the worker, at idle priority, may need
+        # more than the default 5 s to drain, and what it cuts would be counted, not recorded)
+        env = proxy_env(rx.endpoint, {"HELMET_RELAY_BUSY_LIMIT": "0", "HELMET_FLUSH_TIMEOUT": "15"})
         with RawProcess(_proxy(DEMO_SERVER), env=env) as proxy:
             proxy.write(line(INIT))
             proxy.stdout.wait(lambda data: b'"id":1' in data, timeout=20)
@@ -151,6 +153,7 @@ def test_a_busy_relay_sheds_whole_calls_and_counts_them() -> None:
             assert proxy.wait(timeout=20) == 0
         rx.wait_for(_closed, timeout=20)
         rx.wait_for(lambda r: _dropped(r, "relay_busy") is not None, timeout=20)
+        assert _drop_reasons(rx) == {"relay_busy"}  # the shed calls, and nothing lost besides
         spans = rx.spans()
         servers = [s for s in spans if s["name"] == "tools/call echo" and s["kind"] == "SERVER"]
         clients = [s for s in spans if s["name"] == "tools/call echo" and s["kind"] == "CLIENT"]
@@ -203,6 +206,15 @@ def _total(
     ]
     assert points, (metric, attributes)
     return sum(points)
+
+
+def _drop_reasons(rx: OTLPReceiver) -> set[str]:
+    """The reasons the last export of ``helmet.telemetry.dropped`` counts anything for."""
+    exports = [m for m in rx.metrics() if m["name"] == sc.METRIC_TELEMETRY_DROPPED]
+    if not exports:
+        return set()
+    last = exports[-1]["data_points"]
+    return {str(p["attributes"].get(sc.HELMET_TELEMETRY_REASON)) for p in last if p["value"]}
 
 
 def _dropped(rx: OTLPReceiver, reason: str) -> float | None:
