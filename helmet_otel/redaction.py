@@ -515,9 +515,6 @@ class Redactor:
                     raise ValueError(f"--redact {item!r}: a key word needs a letter or digit")
                 self._extra_words.append((word, marker(f"key:{word}")))
         self._custom_marker = marker("custom")
-        # `scrub_text` gives a text of digits alone back as it is (a request id): no pattern of
-        # the user's to apply
-        self.keeps_digits = not self._extra_values
         # caches of key decisions, bounded by _KEY_CACHE_MAX (cleared when full)
         self._markers: dict[str, str | None] = {}
         self._keys: dict[str, tuple[str | None, str]] = {}

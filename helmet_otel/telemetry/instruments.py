@@ -13,7 +13,7 @@ from typing import Any
 
 from helmet_otel import semconv as sc
 from helmet_otel.percentile import percentile
-from helmet_otel.telemetry.metrics import TALLIES_MAX, Key, MetricSet, attribute_key
+from helmet_otel.telemetry.metrics import Key, MetricSet, attribute_key
 
 MAX_METHOD_LABELS = 64  # distinct unknown methods that become metric labels, then "_other"
 LATENCY_SAMPLES = 10_000  # latencies kept per method and interval for the quantiles
@@ -147,15 +147,8 @@ class Instruments:
     def count_message_keys(self, keys: tuple[Key, Key], size: int, weight: int) -> None:
         """`count_message` with its `message_keys`."""
         self.messages_total += 1
-        # (`Counter.add_key` and `Histogram.tally`, inlined: this is the recording thread)
-        values = self.messages.values
-        key = keys[0]
-        values[key] = values.get(key, 0) + weight
-        tallies = self.message_size.tallies  # (sizes repeat)
-        at = (keys[1], size)
-        tallies[at] = tallies.get(at, 0) + weight
-        if len(tallies) > TALLIES_MAX:
-            self.message_size.settle()
+        self.messages.add_key(weight, keys[0])
+        self.message_size.tally(size, keys[1], weight)  # (sizes repeat)
 
     def count_error(
         self, weight: int, error_type: str, label: str, tool: str | None = None

@@ -52,7 +52,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from helmet_otel.telemetry.thread_name import name_this_thread
 
 Key = frozenset[tuple[str, Any]]
-TALLIES_MAX = 4096  # distinct (key, value) pairs a histogram tallies before it aggregates
+_TALLIES_MAX = 4096  # distinct (key, value) pairs a histogram tallies before it aggregates
 NO_ATTRIBUTES: Key = frozenset()
 _UNSHARED = nullcontext()
 
@@ -121,22 +121,20 @@ class Histogram:
         self.name, self.unit, self.description = name, unit, description
         self.bounds = list(bounds)
         self.points: dict[Key, _Point] = {}
-        # `tally`'s, not yet in ``points`` (the recording thread may add to it in place, as
-        # `tally` does, and must then call `settle` when it holds more than TALLIES_MAX)
-        self.tallies: dict[tuple[Key, float], int] = {}
+        self._tallies: dict[tuple[Key, float], int] = {}  # `tally`'s, not yet in ``points``
 
     def tally(self, value: float, key: Key, weight: int = 1) -> None:
         """`record_key` without an exemplar, for values that repeat (message sizes): counted
         now (a dict increment), aggregated into its point when collected (`settle`)."""
-        tallies = self.tallies
+        tallies = self._tallies
         at = (key, value)
         tallies[at] = tallies.get(at, 0) + weight
-        if len(tallies) > TALLIES_MAX:
+        if len(tallies) > _TALLIES_MAX:
             self.settle()
 
     def settle(self) -> None:
         """Aggregate what `tally` counted into the points."""
-        tallies, self.tallies = self.tallies, {}
+        tallies, self._tallies = self._tallies, {}
         for (key, value), weight in tallies.items():
             self.record_key(value, key, weight=weight)
 

@@ -226,10 +226,7 @@ class Operations:
         text_id = None
         request_id = summary.id
         if request_id is not None:
-            if type(request_id) is int and request_id >= 0 and shared.redactor.keeps_digits:
-                text_id = str(request_id)  # (`id_text` of the usual id: digits, kept as they are)
-            else:
-                text_id = id_text(shared.redactor, request_id)
+            text_id = id_text(shared.redactor, request_id)
             span_attrs[sc.JSONRPC_REQUEST_ID] = attrs[sc.JSONRPC_REQUEST_ID] = text_id
         uri = summary.resource_uri
         if uri is not None and method.startswith("resources/"):
