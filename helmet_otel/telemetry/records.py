@@ -66,8 +66,8 @@ class RecordWriter(Gatherer[Log]):
         else:
             trace_id, span_id, flags = span.trace_id, span.span_id, span.flags
         record = _new_log(Log, (
-            ts, self._observed or time.time_ns(), trace_id, span_id, flags, number, text, event, body, attributes,
-            self.origin, body_json, head,
+            ts, self._observed or time.time_ns(), trace_id, span_id, flags, number, text, event,
+            body, attributes, self.origin, body_json, head,
         ))  # fmt: skip
         urgent = event == _SECURITY or _POLICY_ID in attributes
         (self._emit_urgent if urgent else self._emit)(record)

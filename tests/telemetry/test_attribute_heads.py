@@ -6,6 +6,7 @@ the SDK's encoder makes of them)."""
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Sequence
 
 from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
@@ -232,3 +233,27 @@ def test_records_gathered_over_a_read_reach_the_queues_as_one_by_one() -> None:
         ordinary, urgent = lanes(before)
         assert len(ordinary) > 20 and urgent
         assert lanes(after) == (ordinary, urgent)
+
+
+def test_the_records_of_one_read_share_its_observed_time() -> None:
+    """Between `Recorder.gather` and `release` (one read of the worker's pipe) every record's
+    observed time is the read's: one clock reading, taken at `gather`. Outside a read each
+    record reads the clock itself."""
+    rec, _spans, logs = recorder()
+    rec.handle(fr.Start(1, 1, "s1", "stdio", TRACE, 1, {}))
+    call = b'{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"echo"}}'
+    ok = b'{"jsonrpc":"2.0","id":%d,"result":{"content":[]}}'
+    before = time.time_ns()
+    rec.gather()
+    after = time.time_ns()
+    for n in (1, 2):
+        _call(rec, n * 10, call % n, ok % n)
+    rec.release()
+    read = [r for r in logs.items if r.event in (sc.EVENT_REQUEST, sc.EVENT_RESPONSE)]
+    assert len(read) == 4
+    assert len({r.observed for r in read}) == 1
+    assert before <= read[0].observed <= after
+    _call(rec, 30, call % 3, ok % 3)  # (no read gathered: each record its own clock reading)
+    alone = [r for r in logs.items if r.event in (sc.EVENT_REQUEST, sc.EVENT_RESPONSE)][4:]
+    assert len(alone) == 2
+    assert all(r.observed > after for r in alone)
