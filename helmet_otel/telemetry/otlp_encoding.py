@@ -27,8 +27,10 @@ from helmet_otel.telemetry.otlp_values import (
     INT64_MAX,
     INT64_MIN,
     SMALL,
+    TEMPLATES,
     any_value,
     inline,
+    inline_with,
     key_field,
     key_value,
     put_field,
@@ -68,13 +70,6 @@ class OtlpEncoder:
         self._shared_logs: dict[tuple[Any, ...], bytes] = {}
         # (head, name, status, parent remote) -> those fields of a span, encoded
         self._shared_spans: dict[tuple[Any, ...], bytes] = {}
-        # the span just written with a head, and what followed its ids and kind (`_span`)
-        self._last_span: Span | None = None
-        self._last_common = bytearray()
-        # whether it had no own attribute (after its head's) or one string: an equal map then
-        # is written the same (a string equals only strings; 1, 1.0 and True are equal; the
-        # order of two or more may differ in equal maps)
-        self._last_texts = False
 
     # -- shared pieces ----------------------------------------------------------------------
     def _attributes(
@@ -155,10 +150,12 @@ class OtlpEncoder:
             cached = self._headers[id(origin)] = (bytes(head), bytes(scope_field), origin)
         return cached[0], cached[1]
 
-    def _request(self, records: Sequence[Span] | Sequence[Log], encode: Any) -> Encoded:
-        """The request of ``records``, each written by ``encode(record, out)``, grouped by
-        origin. Each is written in place, after room for the two-byte length most records'
-        lengths take (128 to 16,383 bytes), which is then filled in (or made to fit).
+    def _request(self, records: Sequence[Span] | Sequence[Log], write: Any) -> Encoded:
+        """The request of ``records``, grouped by origin: ``write(records, out, origin)``
+        appends them as fields of their ``ScopeSpans`` / ``ScopeLogs`` (False: one is not of
+        ``origin``). Each record is written in place by the writer's own loop (no call per
+        record), after room for the two-byte length most records' lengths take (128 to 16,383
+        bytes), which is then filled in (`_fit`).
 
         The records of one origin are written after room for what precedes them (the
         resource, the scope, their lengths), filled in at the end; the room left over is cut
@@ -171,18 +168,8 @@ class OtlpEncoder:
         head, scope_field = self._header(origin)
         room = len(head) + len(scope_field) + 2 * (1 + _MAX_LENGTH)
         body = bytearray(room)
-        for record in records:
-            if record.origin is not origin:  # (the worker has one origin: never there)
-                return self._grouped([(r.origin, self._alone(encode, r)) for r in records], 0x12)
-            body += b"\x12\x80\x01"
-            at = len(body)
-            encode(record, body)
-            n = len(body) - at
-            if 0x7F < n < 0x4000:
-                body[at - 2] = (n & 0x7F) | 0x80
-                body[at - 1] = n >> 7
-            else:
-                body[at - 2 : at] = to_varint(n)
+        if not write(records, body, origin):  # (the worker has one origin: never there)
+            return self._grouped([(r.origin, self._alone(write, r)) for r in records])
         prefix, suffix = self._framing(origin, len(body) - room)
         start = room - len(prefix)
         body[start:room] = prefix  # (as long as what it replaces: no resizing)
@@ -192,19 +179,20 @@ class OtlpEncoder:
         return body
 
     @staticmethod
-    def _alone(encode: Any, record: Span | Log) -> bytes:
+    def _alone(write: Any, record: Span | Log) -> bytes:
+        """``record``'s field in its ``ScopeSpans`` / ``ScopeLogs``."""
         out = bytearray()
-        encode(record, out)
+        write((record,), out, record.origin)
         return bytes(out)
 
-    def _grouped(self, encoded: Sequence[tuple[Origin, bytes]], tag: int) -> bytes:
-        """Group by origin in order of first appearance; return the request."""
+    def _grouped(self, fields: Sequence[tuple[Origin, bytes]]) -> bytes:
+        """Group records' fields by origin in order of first appearance; return the request."""
         groups: dict[int, tuple[Origin, bytearray]] = {}
-        for origin, item in encoded:
+        for origin, item in fields:
             group = groups.get(id(origin))
             if group is None:
                 group = groups[id(origin)] = (origin, bytearray())
-            put_field(group[1], tag, item)
+            group[1].extend(item)
         return b"".join([self._block(origin, body) for origin, body in groups.values()])
 
     def _block(self, origin: Origin, body: bytearray) -> bytes:
@@ -240,51 +228,73 @@ class OtlpEncoder:
 
     # -- spans ------------------------------------------------------------------------------
     def spans(self, spans: Sequence[Span]) -> Encoded:
-        self._last_span = None  # (a pair is looked for within a batch)
-        return self._request(spans, self._span)
+        return self._request(spans, self._write_spans)
 
-    def _span(self, span: Span, out: bytearray) -> None:
-        """Append ``span`` as a ``Span`` message body. (Field order is free in protobuf: the
-        ids and the kind first; then the times, what the span shares with the others of its
-        head, name and outcome, cached as one piece (those fields and the head's attributes),
-        and its own attributes. `_span_fields` writes the same order.) A call's CLIENT span
-        and its SERVER span come one after the other and mostly differ only in their ids and
-        kind: what follows those is then copied from the first (`_last_common`)."""
-        head, parent = span.head, span.parent
-        if (
-            head is None or not parent or span.description or span.events or span.links
-            or span.trace_state
-        ):  # fmt: skip
-            self._span_fields(span, out)
-            return
-        trace_id = span.trace_id
-        out += _IDS_PARENT_KIND.pack(0x0A, 0x10, trace_id >> 64, trace_id & _LOW64, 0x12, 0x08,
-                                     span.span_id, 0x22, 0x08, parent, 0x30, span.kind + 1)  # fmt: skip
-        last, attributes, start, end = self._last_span, span.attributes, span.start, span.end
-        if (
-            last is not None and last.start == start and last.end == end and last.head is head
-            and last.name == span.name and last.status == span.status
-            and last.parent_remote == span.parent_remote and self._last_texts
-            and last.attributes == attributes
-        ):  # fmt: skip
-            out += self._last_common
-            self._last_span = None  # (a pair is two)
-            return
-        key = (head, span.name, span.status, span.parent_remote)
-        shared = self._shared_spans.get(key)
-        if shared is None:
-            shared = self._span_shared(span, head, key)
-        at = len(out)
-        out += _TIMES.pack(0x39, start, 0x41, end)
-        out += shared
-        own = len(attributes) - head.size
-        if own:
-            texts = inline(out, 0x4A, islice(attributes.items(), head.size, None))
-            self._last_texts = texts and own == 1
-        else:
-            self._last_texts = True
-        self._last_span = span
-        self._last_common = out[at:]
+    def _write_spans(self, spans: Sequence[Span], out: bytearray, origin: Origin) -> bool:
+        """Append ``spans`` as ``Span`` fields (`_request`). (Field order is free in protobuf:
+        the ids and the kind first; then the times, what the span shares with the others of
+        its head, name and outcome, cached as one piece (those fields and the head's
+        attributes), and its own attributes. `_span_fields` writes the same order.) A call's
+        CLIENT span and its SERVER span come one after the other and mostly differ only in
+        their ids and kind: what follows those is then copied from the first (``common``)."""
+        shared_spans, templates = self._shared_spans, TEMPLATES[0x4A]
+        ids_parent_kind, times = _IDS_PARENT_KIND.pack, _TIMES.pack
+        last: Span | None = None  # the span just written with a head (a pair is looked for)
+        common = b""  # what followed its ids and kind
+        # whether it had no own attribute (after its head's) or one string: an equal map then
+        # is written the same (a string equals only strings; 1, 1.0 and True are equal but
+        # encode apart; the order of two or more may differ in equal maps)
+        texts = False
+        for span in spans:
+            if span.origin is not origin:
+                return False
+            out += b"\x12\x80\x01"
+            at = len(out)
+            head, parent = span.head, span.parent
+            if (
+                head is None or not parent or span.description or span.events or span.links
+                or span.trace_state
+            ):  # fmt: skip
+                self._span_fields(span, out)
+                last = None
+            else:
+                trace_id = span.trace_id
+                out += ids_parent_kind(0x0A, 0x10, trace_id >> 64, trace_id & _LOW64, 0x12, 0x08,
+                                       span.span_id, 0x22, 0x08, parent, 0x30, span.kind + 1)  # fmt: skip
+                attributes, start, end = span.attributes, span.start, span.end
+                if (
+                    last is not None and texts and last.start == start and last.end == end
+                    and last.head is head and last.name == span.name
+                    and last.status == span.status and last.parent_remote == span.parent_remote
+                    and last.attributes == attributes
+                ):  # fmt: skip
+                    out += common
+                    last = None  # (a pair is two)
+                else:
+                    key = (head, span.name, span.status, span.parent_remote)
+                    shared = shared_spans.get(key)
+                    if shared is None:
+                        shared = self._span_shared(span, head, key)
+                    begin = len(out)
+                    out += times(0x39, start, 0x41, end)
+                    out += shared
+                    own = len(attributes) - head.size
+                    if own:
+                        texts = inline_with(
+                            out, templates, islice(attributes.items(), head.size, None)
+                        )
+                        texts = texts and own == 1
+                    else:
+                        texts = True
+                    last = span
+                    common = out[begin:]
+            n = len(out) - at  # (the record's length into the two bytes left for it)
+            if 0x7F < n < 0x4000:
+                out[at - 2] = (n & 0x7F) | 0x80
+                out[at - 1] = n >> 7
+            else:
+                out[at - 2 : at] = to_varint(n)
+        return True
 
     def _span_shared(self, span: Span, head: AttributeHead, key: tuple[Any, ...]) -> bytes:
         """What a span shares with the others of its head, name and outcome: those fields,
@@ -295,7 +305,7 @@ class OtlpEncoder:
         return _remember(self._shared_spans, key, bytes(out))
 
     def _span_fields(self, span: Span, out: bytearray) -> None:
-        """A span, field by field (in `_span`'s order)."""
+        """A span, field by field (in `_write_spans`' order)."""
         trace_id, parent = span.trace_id, span.parent
         out += _IDS.pack(0x0A, 0x10, trace_id >> 64, trace_id & _LOW64, 0x12, 0x08,
                          span.span_id)  # fmt: skip
@@ -332,36 +342,51 @@ class OtlpEncoder:
 
     # -- log records ------------------------------------------------------------------------
     def logs(self, records: Sequence[Log]) -> Encoded:
-        return self._request(records, self._log)
+        return self._request(records, self._write_logs)
 
-    def _log(self, record: Log, out: bytearray) -> None:
-        """Append ``record`` as a ``LogRecord`` message body. (Field order is free in
+    def _write_logs(self, records: Sequence[Log], out: bytearray, origin: Origin) -> bool:
+        """Append ``records`` as ``LogRecord`` fields (`_request`). (Field order is free in
         protobuf: the times, flags and ids first, then the body (a small one's field from a
         cache by its JSON text), then what the record shares with the others of its head,
         severity and event, cached as one piece: those fields and the head's attributes; then
         its own attributes. `_log_fields` writes the same order.)"""
-        # (one unpacking instead of a named tuple's attribute look-ups: `_LOG_FIELDS`)
-        ts, observed, trace_id, span_id, flags, severity, severity_text, event, _, attributes, \
-            _, text, head = record  # fmt: skip
-        if head is None:
-            self._log_fields(record, out)
-            return
-        key = (head, severity, severity_text, event)
-        shared = self._shared_logs.get(key)
-        if shared is None:
-            shared = self._log_shared(record, head, key)
-        if ts and observed and trace_id and span_id and 0 < flags < 0x100000000:
-            out += _LOG_FIXED.pack(0x09, ts, 0x59, observed, 0x45, flags, 0x4A, 0x10)
-            out += _ID_FIELDS.pack(trace_id >> 64, trace_id & _LOW64, 0x52, 0x08, span_id)
-        else:
-            self._log_ids(record, out)
-        field = (
-            self._bodies.get(text) if text is not None and len(text) <= _BODY_CACHE_LEN else None
-        )
-        out += field if field is not None else self._body(record)
-        out += shared
-        if len(attributes) > head.size:
-            inline(out, 0x32, islice(attributes.items(), head.size, None))
+        shared_logs, bodies, templates = self._shared_logs, self._bodies, TEMPLATES[0x32]
+        log_fixed, id_fields = _LOG_FIXED.pack, _ID_FIELDS.pack
+        for record in records:
+            # (one unpacking instead of a named tuple's attribute look-ups: `_LOG_FIELDS`)
+            ts, observed, trace_id, span_id, flags, severity, severity_text, event, _, \
+                attributes, record_origin, text, head = record  # fmt: skip
+            if record_origin is not origin:
+                return False
+            out += b"\x12\x80\x01"
+            at = len(out)
+            if (
+                head is None or not (ts and observed and trace_id and span_id)
+                or not 0 < flags < 0x100000000
+            ):  # fmt: skip
+                self._log_fields(record, out)
+            else:
+                key = (head, severity, severity_text, event)
+                shared = shared_logs.get(key)
+                if shared is None:
+                    shared = self._log_shared(record, head, key)
+                out += log_fixed(0x09, ts, 0x59, observed, 0x45, flags, 0x4A, 0x10)
+                out += id_fields(trace_id >> 64, trace_id & _LOW64, 0x52, 0x08, span_id)
+                field = (
+                    bodies.get(text) if text is not None and len(text) <= _BODY_CACHE_LEN
+                    else None
+                )  # fmt: skip
+                out += field if field is not None else self._body(record)
+                out += shared
+                if len(attributes) > head.size:
+                    inline_with(out, templates, islice(attributes.items(), head.size, None))
+            n = len(out) - at  # (the record's length into the two bytes left for it)
+            if 0x7F < n < 0x4000:
+                out[at - 2] = (n & 0x7F) | 0x80
+                out[at - 1] = n >> 7
+            else:
+                out[at - 2 : at] = to_varint(n)
+        return True
 
     def _log_shared(self, record: Log, head: AttributeHead, key: tuple[Any, ...]) -> bytes:
         """What a log record shares with the others of its head, severity and event: those
@@ -407,7 +432,8 @@ class OtlpEncoder:
             out += span_id.to_bytes(8, "big")
 
     def _log_fields(self, record: Log, out: bytearray) -> None:
-        """A log record without a head, field by field (in `_log`'s order)."""
+        """A log record field by field (in `_write_logs`' order): without a head, or without
+        all of its times and ids."""
         self._log_ids(record, out)
         text = record.body_json
         field = (
@@ -423,11 +449,11 @@ class OtlpEncoder:
             self._attributes(out, 0x32, record.attributes, record.head)
 
 
-# the fields of `Log` as `OtlpEncoder._log` unpacks them
+# the fields of `Log` as `OtlpEncoder._write_logs` unpacks them
 _LOG_FIELDS = ("ts", "observed", "trace_id", "span_id", "flags", "severity", "severity_text",
                "event", "body", "attributes", "origin", "body_json", "head")  # fmt: skip
-if Log._fields != _LOG_FIELDS:  # pragma: no cover - a change to Log must change _log too
-    raise ImportError(f"OtlpEncoder._log unpacks {_LOG_FIELDS}, not {Log._fields}")
+if Log._fields != _LOG_FIELDS:  # pragma: no cover - a change to Log must change the writer too
+    raise ImportError(f"OtlpEncoder._write_logs unpacks {_LOG_FIELDS}, not {Log._fields}")
 
 # (severity number, text) -> their fields (a handful of pairs)
 _SEVERITY_FIELDS: dict[tuple[int, str | None], bytes] = {}

@@ -148,7 +148,7 @@ class _Templates:
         return prefix
 
 
-_TEMPLATES = {tag: _Templates(tag) for tag in (0x32, 0x4A)}  # log and span attributes
+TEMPLATES = {tag: _Templates(tag) for tag in (0x32, 0x4A)}  # log and span attributes
 
 
 def inline(out: bytearray, tag: int, items: Iterable[tuple[str, Any]]) -> bool:
@@ -156,10 +156,17 @@ def inline(out: bytearray, tag: int, items: Iterable[tuple[str, Any]]) -> bool:
     attributes after its head (request ids, sizes, latencies) rarely repeat. (A short key's
     field with a short string, an integer or a double is written from its templates: what
     precedes the value, then the value's bytes.) -> whether every value was a `str`."""
-    templates = _TEMPLATES.get(tag)
+    templates = TEMPLATES.get(tag)
     if templates is None:
         _inline_fields(out, tag, items)
         return False
+    return inline_with(out, templates, items)
+
+
+def inline_with(out: bytearray, templates: _Templates, items: Iterable[tuple[str, Any]]) -> bool:
+    """`inline` with the templates of the fields' tag (`TEMPLATES`), looked up once by a
+    caller that writes many records."""
+    tag = templates.tag
     strings, ints, doubles = templates.strings, templates.ints, templates.doubles
     texts = True
     for key, value in items:
@@ -200,7 +207,7 @@ def inline(out: bytearray, tag: int, items: Iterable[tuple[str, Any]]) -> bool:
                 out += DOUBLE.pack(value)
                 continue
         if templates.add(key):
-            inline(out, tag, ((key, value),))
+            inline_with(out, templates, ((key, value),))
         else:
             _inline_fields(out, tag, ((key, value),))
     return texts

@@ -195,11 +195,27 @@ def test_a_calls_span_pair_shares_its_encoding_only_where_it_is_written_the_same
     assert encoder.spans(spans) == OtlpEncoder().spans(
         [dataclasses.replace(s, head=None) for s in spans]
     )
-    for shared in (spans[:2], spans[2:4]):  # (a shared second span clears the first)
-        encoder.spans(shared)
-        assert encoder._last_span is None  # pyright: ignore[reportPrivateUsage]
-    encoder.spans(spans[4:6])
-    assert encoder._last_span is spans[5]  # pyright: ignore[reportPrivateUsage]
+    # a span whose attributes are not read item by item shared what its pair wrote
+    for first, second, shares in ((2 * i, 2 * i + 1, i < 2) for i in range(11)):
+        alone = [spans[first], _unread(spans[second])]
+        if shares:
+            assert encoder.spans(alone) == encoder.spans(spans[first : second + 1])
+        else:
+            with pytest.raises(AssertionError, match="written"):
+                encoder.spans(alone)
+    with pytest.raises(AssertionError, match="written"):  # (a pair is two: a third is written)
+        encoder.spans([*spans[:2], _unread(spans[1])])
+
+
+class _Unread(dict[str, Any]):
+    """Attributes that may be compared but not written (their items are not read)."""
+
+    def items(self) -> Any:
+        raise AssertionError("written")
+
+
+def _unread(span: Span) -> Span:
+    return dataclasses.replace(span, attributes=_Unread(span.attributes))
 
 
 def test_schema_urls_and_origins_frame_the_records_as_the_sdk_does() -> None:
