@@ -238,7 +238,8 @@ class OtlpEncoder:
         CLIENT span and its SERVER span come one after the other and mostly differ only in
         their ids and kind: what follows those is then copied from the first (``common``)."""
         shared_spans, templates = self._shared_spans, TEMPLATES[0x4A]
-        ids_parent_kind, times = _IDS_PARENT_KIND.pack, _TIMES.pack
+        ids_parent_kind, times = _SPAN_START.pack, _TIMES.pack
+        last_trace, trace = 0, b""  # a trace id and its bytes (a batch holds a few traces)
         last: Span | None = None  # the span just written with a head (a pair is looked for)
         common = b""  # what followed its ids and kind
         # whether it had no own attribute (after its head's) or one string: an equal map then
@@ -248,19 +249,22 @@ class OtlpEncoder:
         for span in spans:
             if span.origin is not origin:
                 return False
-            out += b"\x12\x80\x01"
-            at = len(out)
             head, parent = span.head, span.parent
             if (
                 head is None or not parent or span.description or span.events or span.links
                 or span.trace_state
             ):  # fmt: skip
+                out += b"\x12\x80\x01"
+                at = len(out)
                 self._span_fields(span, out)
                 last = None
             else:
                 trace_id = span.trace_id
-                out += ids_parent_kind(0x0A, 0x10, trace_id >> 64, trace_id & _LOW64, 0x12, 0x08,
+                if trace_id != last_trace:
+                    last_trace, trace = trace_id, trace_id.to_bytes(16, "big")
+                out += ids_parent_kind(0x12, 0x80, 0x01, 0x0A, 0x10, trace, 0x12, 0x08,
                                        span.span_id, 0x22, 0x08, parent, 0x30, span.kind + 1)  # fmt: skip
+                at = len(out) - _SPAN_START_FIELDS
                 attributes, start, end = span.attributes, span.start, span.end
                 if (
                     last is not None and texts and last.start == start and last.end == end
@@ -351,35 +355,35 @@ class OtlpEncoder:
         severity and event, cached as one piece: those fields and the head's attributes; then
         its own attributes. `_log_fields` writes the same order.)"""
         shared_logs, bodies, templates = self._shared_logs, self._bodies, TEMPLATES[0x32]
-        log_fixed, id_fields = _LOG_FIXED.pack, _ID_FIELDS.pack
+        start = _LOG_START.pack
+        last_trace, trace = 0, b""  # a trace id and its bytes (a batch holds a few traces)
         for record in records:
             # (one unpacking instead of a named tuple's attribute look-ups: `_LOG_FIELDS`)
             ts, observed, trace_id, span_id, flags, severity, severity_text, event, _, \
                 attributes, record_origin, text, head = record  # fmt: skip
             if record_origin is not origin:
                 return False
-            out += b"\x12\x80\x01"
-            at = len(out)
             if (
                 head is None or not (ts and observed and trace_id and span_id)
                 or not 0 < flags < 0x100000000
             ):  # fmt: skip
+                out += b"\x12\x80\x01"
+                at = len(out)
                 self._log_fields(record, out)
             else:
+                if trace_id != last_trace:
+                    last_trace, trace = trace_id, trace_id.to_bytes(16, "big")
+                out += start(0x12, 0x80, 0x01, 0x09, ts, 0x59, observed, 0x45, flags, 0x4A, 0x10,
+                             trace, 0x52, 0x08, span_id.to_bytes(8, "big"))  # fmt: skip
+                at = len(out) - _LOG_START_FIELDS
                 key = (head, severity, severity_text, event)
                 shared = shared_logs.get(key)
                 if shared is None:
                     shared = self._log_shared(record, head, key)
-                out += log_fixed(0x09, ts, 0x59, observed, 0x45, flags, 0x4A, 0x10)
-                out += id_fields(trace_id >> 64, trace_id & _LOW64, 0x52, 0x08, span_id)
-                field = (
-                    bodies.get(text) if text is not None and len(text) <= _BODY_CACHE_LEN
-                    else None
-                )  # fmt: skip
+                field = bodies.get(text)  # pyright: ignore[reportArgumentType]
                 out += field if field is not None else self._body(record)
                 out += shared
-                if len(attributes) > head.size:
-                    inline_with(out, templates, islice(attributes.items(), head.size, None))
+                inline_with(out, templates, islice(attributes.items(), head.size, None))
             n = len(out) - at  # (the record's length into the two bytes left for it)
             if 0x7F < n < 0x4000:
                 out[at - 2] = (n & 0x7F) | 0x80
@@ -484,12 +488,15 @@ _LOW64 = (1 << 64) - 1
 _MAX_LENGTH = 10  # bytes of a varint
 _IDS = struct.Struct(">BBQQBBQ")  # a trace id and a span id field (ids are big-endian bytes)
 _PARENT = struct.Struct(">BBQ")  # a span id field
-# a span's trace, span and parent span id fields, and its kind's (SpanKind + 1: one byte)
-_IDS_PARENT_KIND = struct.Struct(">BBQQBBQBBQBB")
+# a span's field tag, room for its length (two bytes), its trace, span and parent span id
+# fields, and its kind's (SpanKind + 1: one byte)
+_SPAN_START = struct.Struct(">BBBBB16sBBQBBQBB")
+_SPAN_START_FIELDS = _SPAN_START.size - 3  # what follows the length
 _STAMP = struct.Struct("<BQ")  # a fixed64 field (a timestamp)
-# a log record's time, observed time and trace flags fields, and the trace id field's tag
-_LOG_FIXED = struct.Struct("<BQBQBIBB")
-_ID_FIELDS = struct.Struct(">QQBBQ")  # a trace id's value, then a span id field
+# a log record's field tag, room for its length (two bytes), its time, observed time, trace
+# flags, trace id and span id fields
+_LOG_START = struct.Struct("<BBBBQBQBIBB16sBB8s")
+_LOG_START_FIELDS = _LOG_START.size - 3  # what follows the length
 _KINDS = [b"\x30" + SMALL[kind + 1] for kind in range(5)]  # Span.kind is SpanKind + 1
 _TIMES = struct.Struct("<BQBQ")  # start and end time, as fields
 _STATUS_CODES = [b"", b"\x18\x01", b"\x18\x02"]

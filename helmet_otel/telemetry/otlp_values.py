@@ -165,52 +165,67 @@ def inline(out: bytearray, tag: int, items: Iterable[tuple[str, Any]]) -> bool:
 
 def inline_with(out: bytearray, templates: _Templates, items: Iterable[tuple[str, Any]]) -> bool:
     """`inline` with the templates of the fields' tag (`TEMPLATES`), looked up once by a
-    caller that writes many records."""
-    tag = templates.tag
-    strings, ints, doubles = templates.strings, templates.ints, templates.doubles
+    caller that writes many records. (The usual values are written in one try each: a key
+    without templates, a prefix not made yet, a longer or unencodable string, a number
+    beyond what the templates hold fall through to `_inline_one`.)"""
+    # (a prefix not made yet is None: adding it to the text raises TypeError)
+    strings: dict[str, list[Any]] = templates.strings  # pyright: ignore[reportAssignmentType]
+    ints, doubles = templates.ints, templates.doubles
     texts = True
     for key, value in items:
         kind: type[object] = type(value)  # pyright: ignore[reportUnknownVariableType]
         if kind is str:
-            prefixes = strings.get(key)
-            if prefixes is not None:
-                try:
-                    text: bytes = value.encode()
-                except UnicodeEncodeError:
-                    text = value.encode("utf-8", "replace")
-                n = len(text)
-                if n <= _SHORT_TEXT:
-                    prefix = prefixes[n]
-                    out += prefix if prefix is not None else templates.string(key, n)
-                    out += text
-                    continue
+            try:
+                text: bytes = value.encode()
+                out += strings[key][len(text)] + text
+                continue
+            except (KeyError, IndexError, TypeError, UnicodeEncodeError):
+                pass
         else:
             texts = False
-        if kind is int:
-            prefixes = ints.get(key)
-            if prefixes is not None:
+            if kind is int:
                 number: int = value
-                if 0 <= number < 256:
-                    varint = SMALL[number]
-                elif INT64_MIN <= number <= INT64_MAX:
-                    varint = to_varint(number)
-                else:
-                    _inline_fields(out, tag, ((key, value),))
+                if 0 <= number <= INT64_MAX:
+                    varint = SMALL[number] if number < 256 else to_varint(number)
+                    try:
+                        out += ints[key][len(varint)] + varint
+                        continue
+                    except KeyError:
+                        pass
+            elif kind is float:
+                try:
+                    out += doubles[key] + DOUBLE.pack(value)
                     continue
-                out += prefixes[len(varint)]
-                out += varint
-                continue
-        elif kind is float:
-            prefix = doubles.get(key)
-            if prefix is not None:
-                out += prefix
-                out += DOUBLE.pack(value)
-                continue
-        if templates.add(key):
-            inline_with(out, templates, ((key, value),))
-        else:
-            _inline_fields(out, tag, ((key, value),))
+                except KeyError:
+                    pass
+        _inline_one(out, templates, key, value)
     return texts
+
+
+def _inline_one(out: bytearray, templates: _Templates, key: str, value: Any) -> None:
+    """One field that `inline_with` does not write at once."""
+    if templates.add(key):  # (its first value: the key has templates now)
+        inline_with(out, templates, ((key, value),))
+        return
+    kind: type[object] = type(value)  # pyright: ignore[reportUnknownVariableType]
+    if kind is str:
+        prefixes = templates.strings.get(key)
+        if prefixes is not None:
+            text: bytes = value.encode("utf-8", "replace")
+            n = len(text)
+            if n <= _SHORT_TEXT:
+                prefix = prefixes[n]
+                out += prefix if prefix is not None else templates.string(key, n)
+                out += text
+                return
+    elif kind is int and INT64_MIN <= value <= INT64_MAX:
+        prefixes = templates.ints.get(key)
+        if prefixes is not None:
+            varint = to_varint(value)
+            out += prefixes[len(varint)]
+            out += varint
+            return
+    _inline_fields(out, templates.tag, ((key, value),))
 
 
 def _inline_fields(out: bytearray, tag: int, items: Iterable[tuple[str, Any]]) -> None:

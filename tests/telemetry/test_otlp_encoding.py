@@ -28,6 +28,7 @@ from tests.telemetry.records import (
     ODD_VALUES,
     OK,
     SPANS,
+    TRACE,
     log,
     span,
 )
@@ -250,7 +251,8 @@ def _random_value(rng: random.Random) -> Any:
     pick = rng.random()
     if pick < 0.3:
         edges = [0, 1, -1, 63, 64, 127, 128, 255, 256, 16383, 16384, 2**31, -(2**31), 2**63 - 1]
-        return rng.choice([*edges, -(2**63), rng.randrange(-(10**6), 10**6)])
+        beyond = [2**63, 2**64 + 5, -(2**63) - 1]  # (written as strings)
+        return rng.choice([*edges, *beyond, -(2**63), rng.randrange(-(10**6), 10**6)])
     if pick < 0.6:
         return rng.choice(["", "a", "é", "✓"]) * rng.randrange(150)
     if pick < 0.75:
@@ -263,8 +265,10 @@ def _random_value(rng: random.Random) -> Any:
 def test_random_records_with_and_without_heads_encode_as_the_sdk_does() -> None:
     """Many random batches (seeded): records with and without attribute heads, own attributes
     of every kind and size, and CLIENT/SERVER pairs that are written the same or differ in one
-    own attribute; each batch twice (the second time from the caches)."""
+    own attribute; log records with and without times, flags and ids, and records of a few
+    traces in one batch; each batch twice (the second time from the caches)."""
     rng = random.Random(15)
+    traces = [TRACE, TRACE ^ 1, 1, 2**128 - 1]
     keys = ["jsonrpc.request.id", "helmet.latency_ms", "size", "helmet.sample.weight", "k",
             "a" * 40, "b" * 100, "error.type"]  # fmt: skip
     heads = [
@@ -281,10 +285,15 @@ def test_random_records_with_and_without_heads_encode_as_the_sdk_does() -> None:
             shared = head.attributes if head else {}
             own = {k: _random_value(rng) for k in rng.sample(keys, rng.randrange(5))}
             attributes = {**shared, **{k: v for k, v in own.items() if k not in shared}}
-            logs.append(log({"n": n}, attributes=attributes, head=head))
+            trace_id = rng.choice(traces)
+            ids = rng.choice([(trace_id, rng.randrange(1, 2**64)), (trace_id, 0), (0, 0)])
+            flags = rng.choice([0, 1, 255]) if ids[0] else 0  # (trace flags come with a trace)
+            logs.append(log({"n": n}, attributes=attributes, head=head, trace_id=ids[0],
+                            span_id=ids[1], ts=rng.choice([0, 1, 2**64 - 1]),
+                            observed=rng.choice([0, 7]), flags=flags))  # fmt: skip
             span_id = rng.randrange(1, 2**64)
             spans.append(span(span_id, kind=SpanKind.CLIENT.value, attributes=attributes,
-                              head=head))  # fmt: skip
+                              head=head, trace_id=trace_id))  # fmt: skip
             if rng.random() < 0.7:
                 second = dict(attributes)
                 free = [k for k in second if k not in shared]
@@ -292,7 +301,7 @@ def test_random_records_with_and_without_heads_encode_as_the_sdk_does() -> None:
                     second[rng.choice(free)] = _random_value(rng)
                 kind = rng.choice([SpanKind.SERVER.value, SpanKind.CLIENT.value])
                 spans.append(span(span_id ^ 1 or 5, kind=kind, parent=span_id,
-                                  attributes=second, head=head))  # fmt: skip
+                                  attributes=second, head=head, trace_id=trace_id))  # fmt: skip
         for _ in range(2):
             assert ExportLogsServiceRequest.FromString(encoder.logs(logs)) == encode_logs(
                 [plain_log(r) for r in logs]
@@ -300,3 +309,16 @@ def test_random_records_with_and_without_heads_encode_as_the_sdk_does() -> None:
             assert ExportTraceServiceRequest.FromString(encoder.spans(spans)) == encode_spans(
                 [plain_span(s) for s in spans]
             )
+
+
+def test_an_own_attribute_that_utf8_cannot_hold_is_written_with_replacements() -> None:
+    """(The worker never records one: a lone surrogate becomes U+FFFD when it is read.) The
+    encoder does not fail on it: the character is written as ``?``, as before the shortcut
+    that encodes own attributes at once."""
+    head = AttributeHead({"mcp.method.name": "tools/call"})
+
+    def encoded(value: str) -> bytes:
+        record = log(None, attributes={**head.attributes, "k": value}, head=head)
+        return bytes(OtlpEncoder().logs([record, record]))
+
+    assert encoded("a\ud800b") == encoded("a?b")
