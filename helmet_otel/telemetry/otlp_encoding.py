@@ -238,7 +238,7 @@ class OtlpEncoder:
         CLIENT span and its SERVER span come one after the other and mostly differ only in
         their ids and kind: what follows those is then copied from the first (``common``)."""
         shared_spans, templates = self._shared_spans, TEMPLATES[0x4A]
-        ids_parent_kind, times = _SPAN_START.pack, _TIMES.pack
+        ids_parent_kind, times, opening = _SPAN_START.pack, _TIMES.pack, _SPAN_OPENING
         last_trace, trace = 0, b""  # a trace id and its bytes (a batch holds a few traces)
         last: Span | None = None  # the span just written with a head (a pair is looked for)
         common = b""  # what followed its ids and kind
@@ -262,8 +262,8 @@ class OtlpEncoder:
                 trace_id = span.trace_id
                 if trace_id != last_trace:
                     last_trace, trace = trace_id, trace_id.to_bytes(16, "big")
-                out += ids_parent_kind(0x12, 0x80, 0x01, 0x0A, 0x10, trace, 0x12, 0x08,
-                                       span.span_id, 0x22, 0x08, parent, 0x30, span.kind + 1)  # fmt: skip
+                out += ids_parent_kind(opening, trace, 0x1208, span.span_id, 0x2208, parent, 0x30,
+                                       span.kind + 1)  # fmt: skip
                 at = len(out) - _SPAN_START_FIELDS
                 attributes, start, end = span.attributes, span.start, span.end
                 if (
@@ -355,7 +355,7 @@ class OtlpEncoder:
         severity and event, cached as one piece: those fields and the head's attributes; then
         its own attributes. `_log_fields` writes the same order.)"""
         shared_logs, bodies, templates = self._shared_logs, self._bodies, TEMPLATES[0x32]
-        start = _LOG_START.pack
+        start, opening, trace_tag, span_tag = _LOG_START.pack, _LOG_OPENING, _TRACE_TAG, _SPAN_TAG
         last_trace, trace = 0, b""  # a trace id and its bytes (a batch holds a few traces)
         for record in records:
             # (one unpacking instead of a named tuple's attribute look-ups: `_LOG_FIELDS`)
@@ -373,8 +373,8 @@ class OtlpEncoder:
             else:
                 if trace_id != last_trace:
                     last_trace, trace = trace_id, trace_id.to_bytes(16, "big")
-                out += start(0x12, 0x80, 0x01, 0x09, ts, 0x59, observed, 0x45, flags, 0x4A, 0x10,
-                             trace, 0x52, 0x08, span_id.to_bytes(8, "big"))  # fmt: skip
+                out += start(opening, ts, 0x59, observed, 0x45, flags, trace_tag, trace, span_tag,
+                             span_id.to_bytes(8, "big"))  # fmt: skip
                 at = len(out) - _LOG_START_FIELDS
                 key = (head, severity, severity_text, event)
                 shared = shared_logs.get(key)
@@ -489,13 +489,19 @@ _MAX_LENGTH = 10  # bytes of a varint
 _IDS = struct.Struct(">BBQQBBQ")  # a trace id and a span id field (ids are big-endian bytes)
 _PARENT = struct.Struct(">BBQ")  # a span id field
 # a span's field tag, room for its length (two bytes), its trace, span and parent span id
-# fields, and its kind's (SpanKind + 1: one byte)
-_SPAN_START = struct.Struct(">BBBBB16sBBQBBQBB")
+# fields, and its kind's (SpanKind + 1: one byte). (Tags that follow one another are one
+# value: fewer arguments to pack.)
+_SPAN_START = struct.Struct(">5s16sHQHQBB")
+_SPAN_OPENING = b"\x12\x80\x01\x0a\x10"  # the tag, the room, the trace id's tag and length
 _SPAN_START_FIELDS = _SPAN_START.size - 3  # what follows the length
 _STAMP = struct.Struct("<BQ")  # a fixed64 field (a timestamp)
 # a log record's field tag, room for its length (two bytes), its time, observed time, trace
-# flags, trace id and span id fields
-_LOG_START = struct.Struct("<BBBBQBQBIBB16sBB8s")
+# flags, trace id and span id fields (as `_SPAN_START`: tags that follow one another are one
+# little-endian value)
+_LOG_START = struct.Struct("<IQBQBIH16sH8s")
+_LOG_OPENING = int.from_bytes(b"\x12\x80\x01\x09", "little")  # the tag, the room, the time's tag
+_TRACE_TAG = int.from_bytes(b"\x4a\x10", "little")  # a trace id's tag and length
+_SPAN_TAG = int.from_bytes(b"\x52\x08", "little")  # a span id's tag and length
 _LOG_START_FIELDS = _LOG_START.size - 3  # what follows the length
 _KINDS = [b"\x30" + SMALL[kind + 1] for kind in range(5)]  # Span.kind is SpanKind + 1
 _TIMES = struct.Struct("<BQBQ")  # start and end time, as fields
