@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Final
 
+from helmet_otel.store.engine import Connection
 from helmet_otel.store.model import LogRow, SpanRow
 from helmet_otel.store.schema import connect_writer
 from helmet_otel.store.writer import Store
@@ -118,7 +119,7 @@ class _ImportMatcher:
         # rows of earlier batches, each matched to a stored row: skipped, or written by us
         self._claimed: dict[tuple[object, ...], int] = {}
 
-    def fresh(self, conn: sqlite3.Connection, rows: Sequence[LogRow]) -> list[LogRow]:
+    def fresh(self, conn: Connection, rows: Sequence[LogRow]) -> list[LogRow]:
         stored: dict[tuple[int, str | None], dict[tuple[object, ...], int]] = {}
         result: list[LogRow] = []
         for row in rows:

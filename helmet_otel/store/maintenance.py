@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Final
 
 from helmet_otel.store import retention
+from helmet_otel.store.engine import Connection
 from helmet_otel.store.schema import (
     StoreError,
     connect_reader,
@@ -108,7 +109,7 @@ def check_integrity(path: Path) -> str | None:
     return None if found == ["ok"] else "; ".join(found[:3])
 
 
-def _writer(path: Path) -> sqlite3.Connection:
+def _writer(path: Path) -> Connection:
     if not path.exists():
         raise StoreError(f"no store at {path}")
     try:
@@ -117,8 +118,8 @@ def _writer(path: Path) -> sqlite3.Connection:
         raise StoreError(f"cannot write to the store at {path}: {exc}") from None
 
 
-def _transact(conn: sqlite3.Connection) -> Callable[[Callable[[sqlite3.Connection], int]], int]:
-    def run(op: Callable[[sqlite3.Connection], int]) -> int:
+def _transact(conn: Connection) -> Callable[[Callable[[Connection], int]], int]:
+    def run(op: Callable[[Connection], int]) -> int:
         conn.execute("BEGIN IMMEDIATE")
         try:
             result = op(conn)
@@ -156,7 +157,7 @@ def delete_sessions(path: Path, session_ids: list[str]) -> Deleted:
     try:
         for session_id in session_ids:
 
-            def logs_chunk(c: sqlite3.Connection, sid: str = session_id) -> int:
+            def logs_chunk(c: Connection, sid: str = session_id) -> int:
                 doomed = c.execute(
                     "SELECT id, body, span_id FROM logs WHERE session_id = ? LIMIT ?",
                     (sid, retention.CHUNK),
@@ -167,7 +168,7 @@ def delete_sessions(path: Path, session_ids: list[str]) -> Deleted:
             while (n := transact(logs_chunk)) > 0:
                 deleted.logs += n
 
-            def rest(c: sqlite3.Connection, sid: str = session_id) -> int:
+            def rest(c: Connection, sid: str = session_id) -> int:
                 deleted.spans += retention.deleted_spans(
                     c.execute(
                         "DELETE FROM spans WHERE session_id = ?"
@@ -201,7 +202,7 @@ def vacuum(path: Path) -> tuple[int, int]:
     return before, retention.disk_bytes(path)
 
 
-def _span_count(conn: sqlite3.Connection) -> int:
+def _span_count(conn: Connection) -> int:
     """Spans held (a row may hold a call's CLIENT/SERVER pair; a store older than schema 5 that
     could not be upgraded has no pairs)."""
     try:

@@ -12,12 +12,12 @@ persistence (it stays in the process's memory), never the traffic.
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from helmet_otel.store.engine import Connection
 from helmet_otel.store.schema import connect_reader, connect_writer
 
 __all__ = ["REMOVED", "PinRow", "PinTable", "read_pins"]
@@ -48,7 +48,7 @@ class PinRow:
     called_ns: int | None
 
 
-def _rows(conn: sqlite3.Connection, server: str | None) -> list[PinRow]:
+def _rows(conn: Connection, server: str | None) -> list[PinRow]:
     exists = conn.execute(
         "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'tool_pins'"
     ).fetchone()

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from helmet_otel.store.engine import Connection, Rows
 from helmet_otel.store.schema import forget_logs
 
 __all__ = [
@@ -42,7 +43,7 @@ _VACUUM_PAGES: Final = 2048
 _AUTO_VACUUM_INCREMENTAL: Final = 2
 
 # Runs ``fn(conn)`` inside BEGIN IMMEDIATE ... COMMIT with the writer's busy/retry policy.
-Transact = Callable[[Callable[[sqlite3.Connection], int]], int]
+Transact = Callable[[Callable[[Connection], int]], int]
 
 
 @dataclass(slots=True)
@@ -88,7 +89,7 @@ _DOOMED_SPANS: Final = (
 _PAIRS: Final = " RETURNING client_span_id IS NOT NULL"
 
 
-def deleted_spans(cursor: sqlite3.Cursor) -> int:
+def deleted_spans(cursor: Rows) -> int:
     """How many spans the rows a ``DELETE FROM spans ... RETURNING client_span_id IS NOT
     NULL`` deleted held."""
     return sum(1 + int(paired) for (paired,) in cursor.fetchall())
@@ -98,7 +99,7 @@ def delete_before(transact: Transact, cutoff_ts: int, result: RetentionResult) -
     """Delete logs with ts <= cutoff, then spans and sessions that ended before it (at most
     ``MAX_CHUNKS`` transactions: ``result.complete`` says whether that was all)."""
 
-    def logs_chunk(conn: sqlite3.Connection) -> int:
+    def logs_chunk(conn: Connection) -> int:
         doomed = conn.execute(
             "SELECT id, body, span_id FROM logs WHERE ts <= ? ORDER BY ts LIMIT ?",
             (cutoff_ts, CHUNK),
@@ -108,10 +109,10 @@ def delete_before(transact: Transact, cutoff_ts: int, result: RetentionResult) -
         forget_logs(conn, doomed)
         return len(doomed)
 
-    def spans_chunk(conn: sqlite3.Connection) -> int:
+    def spans_chunk(conn: Connection) -> int:
         return deleted_spans(conn.execute(_DOOMED_SPANS + _PAIRS, (cutoff_ts, CHUNK)))
 
-    def sessions_all(conn: sqlite3.Connection) -> int:
+    def sessions_all(conn: Connection) -> int:
         n = conn.execute("DELETE FROM sessions WHERE last_ts <= ?", (cutoff_ts,)).rowcount
         if n:
             conn.execute(
@@ -143,7 +144,7 @@ def enforce_age(transact: Transact, now_ns: int, max_age_s: float) -> RetentionR
 
 
 def enforce_size(
-    conn: sqlite3.Connection, transact: Transact, path: Path, max_bytes: int
+    conn: Connection, transact: Transact, path: Path, max_bytes: int
 ) -> RetentionResult:
     """Delete the oldest data until the store is back under ``LOW_WATER`` of ``max_bytes``."""
     result = RetentionResult()
@@ -176,7 +177,7 @@ def enforce_size(
     return result
 
 
-def _give_back_pages(conn: sqlite3.Connection) -> None:
+def _give_back_pages(conn: Connection) -> None:
     """Shrink the file by the free pages, then truncate the WAL (best effort, never waits;
     otherwise the WAL shrinks to ``journal_size_limit`` once no reader holds it)."""
     if int(conn.execute("PRAGMA auto_vacuum").fetchone()[0]) == _AUTO_VACUUM_INCREMENTAL:

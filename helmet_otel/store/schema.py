@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from helmet_otel.store.engine import Connection, Engine, connect
+
 __all__ = [
     "BULK_EVENTS",
     "FTS_DELETE",
@@ -235,9 +237,7 @@ SPAN_INSERT: Final = "INSERT INTO logs_spans (rowid, span_id) VALUES (?, ?)"
 SPAN_DELETE: Final = "INSERT INTO logs_spans (logs_spans, rowid, span_id) VALUES ('delete', ?, ?)"
 
 
-def forget_logs(
-    conn: sqlite3.Connection, doomed: Sequence[tuple[int, str | None, str | None]]
-) -> None:
+def forget_logs(conn: Connection, doomed: Sequence[tuple[int, str | None, str | None]]) -> None:
     """Delete log records ``(id, body, span_id)`` and their full-text entries (inside a
     transaction). A contentless FTS5 entry is deleted with exactly the text it indexed."""
     conn.executemany(FTS_DELETE, [(i, fts_text(b)) for i, b, _ in doomed if b is not None])
@@ -260,12 +260,12 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
 SCHEMA_VERSION: Final = MIGRATIONS[-1].version
 
 
-def schema_version(conn: sqlite3.Connection) -> int:
+def schema_version(conn: Connection) -> int:
     row = conn.execute("PRAGMA user_version").fetchone()
     return int(row[0])
 
 
-def migrate(conn: sqlite3.Connection) -> int:
+def migrate(conn: Connection) -> int:
     """Bring the schema to ``SCHEMA_VERSION``; returns the version found before.
 
     Raises ``StoreError`` for a store from a newer helmet-otel and ``sqlite3.Error`` otherwise
@@ -335,13 +335,14 @@ def _private_dirs(directory: Path) -> None:
 PAGE_SIZE: Final = 8192  # of a new store
 
 
-def connect_writer(path: Path, *, busy_timeout_ms: int = 2000) -> sqlite3.Connection:
-    """A read-write connection in WAL mode with the schema migrated. Raises ``sqlite3.Error``
-    (busy included), ``OSError`` or ``StoreError``."""
+def connect_writer(
+    path: Path, *, busy_timeout_ms: int = 2000, engine: Engine = "sqlite3"
+) -> Connection:
+    """A read-write connection in WAL mode with the schema migrated, through ``engine``'s
+    SQLite library (``store/engine.py``). Raises ``sqlite3.Error`` (busy included),
+    ``OSError`` or ``StoreError``."""
     _ensure_file(path)
-    conn = sqlite3.connect(
-        path, timeout=busy_timeout_ms / 1000, isolation_level=None, check_same_thread=False
-    )
+    conn = connect(engine, path, busy_timeout_ms)
     try:
         conn.execute(f"PRAGMA busy_timeout = {busy_timeout_ms:d}")
         # The page size of a brand-new file (before anything reads it: an existing store keeps
@@ -357,6 +358,9 @@ def connect_writer(path: Path, *, busy_timeout_ms: int = 2000) -> sqlite3.Connec
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA temp_store = MEMORY")
         conn.execute("PRAGMA cache_size = -16000")
+        # Deleted records are overwritten, whatever the library's build default (Debian's
+        # SQLite has it on, most others off): a pruned body leaves nothing in free pages.
+        conn.execute("PRAGMA secure_delete = ON")
         migrate(conn)
     except BaseException:
         conn.close()

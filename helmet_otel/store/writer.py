@@ -38,6 +38,7 @@ from helmet_otel.store.batch import (
     log_batch_of_rows,
     span_batch_of_rows,
 )
+from helmet_otel.store.engine import Connection, Engine
 from helmet_otel.store.model import LogRow, SpanRow
 from helmet_otel.store.paths import default_store_path, retention_from_env
 from helmet_otel.store.schema import (
@@ -161,15 +162,17 @@ class Store:
         max_age_s: float,
         lock_timeout_s: float,
         report: Callable[[str], None],
+        engine: Engine = "sqlite3",
     ) -> None:
         self.path = path
+        self.engine: Engine = engine
         self.max_bytes = max_bytes
         self.max_age_s = max_age_s
         self.lock_timeout_s = lock_timeout_s
         self._report = report
         self._lock = threading.RLock()
         self._closing = threading.Event()
-        self._conn: sqlite3.Connection | None = None
+        self._conn: Connection | None = None
         self._reopen_at = 0.0
         self._permanent: str | None = None
         self._reported: set[str] = set()
@@ -193,6 +196,7 @@ class Store:
         max_age_s: float | None = None,
         lock_timeout_s: float = 10.0,
         report: Callable[[str], None] | None = None,
+        engine: Engine = "sqlite3",
     ) -> Store:
         """Open (creating or migrating) the store at ``path`` (default: ``default_store_path()``).
 
@@ -200,7 +204,9 @@ class Store:
         ``HELMET_STORE_MAX_BYTES`` / ``HELMET_STORE_MAX_AGE``, else 500 MB / 14 days; ``0``
         disables a cap. ``lock_timeout_s``: how long a batch may wait for a busy database before
         it is dropped. ``report``: where the one-line problem reports go (default: stderr with
-        the ``helmet-otel: store:`` prefix). Never raises: a store that cannot be opened is
+        the ``helmet-otel: store:`` prefix). ``engine``: the SQLite library it writes through
+        (``store/engine.py``: ``"apsw"`` only in a process with no other connection to the
+        store). Never raises: a store that cannot be opened is
         returned degraded (``store.degraded``), and what it cannot write is counted.
         """
         resolved = Path(path).expanduser() if path is not None else default_store_path()
@@ -211,6 +217,7 @@ class Store:
             max_age_s=cap_age,
             lock_timeout_s=lock_timeout_s,
             report=report or _report_stderr,
+            engine=engine,
         )
         for problem in problems:
             store._report_once(f"env:{problem}", problem)
@@ -271,7 +278,7 @@ class Store:
             if not log_rows and not span_rows:
                 return not failed_logs, not failed_spans
 
-            def insert(conn: sqlite3.Connection) -> int:
+            def insert(conn: Connection) -> int:
                 if logs is not None and log_rows:
                     _insert_logs(conn, logs)
                 if span_rows:
@@ -286,16 +293,14 @@ class Store:
             self.dropped_spans += n_spans
             return False, False
 
-    def write_chosen_logs(
-        self, choose: Callable[[sqlite3.Connection], Sequence[LogRow]]
-    ) -> int | None:
+    def write_chosen_logs(self, choose: Callable[[Connection], Sequence[LogRow]]) -> int | None:
         """One transaction that inserts the log records ``choose(conn)`` picks inside it (asked
         again on a retry: the rollback undid the first pick) -> how many it wrote. None when
         the transaction failed (reported, ``last_error`` set); the caller counts what it drops.
         """
         written = 0
 
-        def insert(conn: sqlite3.Connection) -> int:
+        def insert(conn: Connection) -> int:
             nonlocal written
             rows = choose(conn)
             if rows:
@@ -327,7 +332,7 @@ class Store:
 
     # --- internals ------------------------------------------------------------------------
 
-    def _write(self, op: Callable[[sqlite3.Connection], int]) -> bool:
+    def _write(self, op: Callable[[Connection], int]) -> bool:
         if self._permanent is not None or time.monotonic() < self._reopen_at:
             return False
         damage = self._damage()
@@ -341,7 +346,7 @@ class Store:
         self._maybe_retain(force=False)
         return True
 
-    def _transact(self, op: Callable[[sqlite3.Connection], int], *, quiet: bool = False) -> int:
+    def _transact(self, op: Callable[[Connection], int], *, quiet: bool = False) -> int:
         """Run ``op`` in BEGIN IMMEDIATE ... COMMIT, retrying while the database is busy.
 
         On failure: unless ``quiet``, report once, set ``last_error`` and close the connection
@@ -373,10 +378,10 @@ class Store:
             self.last_error = None
             return result
 
-    def _connection(self) -> sqlite3.Connection:
+    def _connection(self) -> Connection:
         if self._conn is None:
             busy_ms = max(1, min(_BUSY_TIMEOUT_MS, int(self.lock_timeout_s * 1000)))
-            conn = connect_writer(self.path, busy_timeout_ms=busy_ms)
+            conn = connect_writer(self.path, busy_timeout_ms=busy_ms, engine=self.engine)
             self._wanted = None
             page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
             pages = retention.wal_pages_for(self.max_bytes, page_size)
@@ -459,7 +464,7 @@ class Store:
         with contextlib.suppress(Exception):
             self._report(message)
 
-    def _retain_transact(self, op: Callable[[sqlite3.Connection], int]) -> int:
+    def _retain_transact(self, op: Callable[[Connection], int]) -> int:
         return self._transact(op, quiet=True)
 
     def _maybe_retain(self, *, force: bool) -> retention.RetentionResult:
@@ -513,7 +518,7 @@ def _values_sql(insert: str, columns: int, rows: int) -> str:
 
 
 def insert_rows(
-    conn: sqlite3.Connection, insert: str, columns: int, rows: Sequence[Sequence[object]]
+    conn: Connection, insert: str, columns: int, rows: Sequence[Sequence[object]]
 ) -> None:
     """``insert`` (``INSERT INTO t (...) VALUES ``) of ``rows``, many per statement (as many
     as this SQLite's limit on a statement's parameters allows: 999 before 3.32)."""
@@ -528,7 +533,7 @@ def insert_rows(
             start += size
 
 
-def _insert_logs(conn: sqlite3.Connection, batch: LogBatch) -> None:
+def _insert_logs(conn: Connection, batch: LogBatch) -> None:
     """The rows, their full-text entries and their sessions' updates (inside a transaction)."""
     rows = batch.rows
     # We hold the write lock and AUTOINCREMENT never reuses an id: the rows get the ids after

@@ -1,5 +1,6 @@
 """A store that is locked too long, corrupt, read-only or on a full disk: the pipeline goes on,
-the problem is said once, and what could not be written is counted."""
+the problem is said once, and what could not be written is counted. Each through both SQLite
+libraries a writer can use (``store/engine.py``): the worker's apsw must fail the same way."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ import sys
 import tempfile
 from pathlib import Path
 
+import pytest
 from opentelemetry.sdk._logs.export import LogRecordExportResult
 
 from helmet_otel.store import Store, StoreLogExporter
+from helmet_otel.store.engine import ENGINES, Engine
 from helmet_otel.store.model import log_row
 from tests.store.conftest import REPO, cli_env
 from tests.store.scenario import Pipeline, everything_session, write_store
@@ -37,14 +40,38 @@ def _rows(n: int) -> list:  # type: ignore[type-arg]
     ]
 
 
-def test_locked_too_long_drops_and_counts_then_recovers(store_path: Path) -> None:
+# Holds the store's write lock until its stdin closes. A process of its own: POSIX locks do not
+# exclude each other within one process, and apsw's SQLite cannot see sqlite3's.
+HOLDER = r"""
+import sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("BEGIN IMMEDIATE")
+print("held", flush=True)
+sys.stdin.read()
+conn.execute("ROLLBACK")
+"""
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_locked_too_long_drops_and_counts_then_recovers(store_path: Path, engine: Engine) -> None:
     reports: list[str] = []
     store = Store.open(
-        store_path, max_bytes=0, max_age_s=0, lock_timeout_s=0.3, report=reports.append
+        store_path,
+        max_bytes=0,
+        max_age_s=0,
+        lock_timeout_s=0.3,
+        report=reports.append,
+        engine=engine,
     )
-    holder = sqlite3.connect(store_path, isolation_level=None)
-    holder.execute("BEGIN IMMEDIATE")  # another process keeps the write lock
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(store_path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None and holder.stdin is not None
     try:
+        assert holder.stdout.readline() == "held\n"
         assert store.write_logs(_rows(5)) is False
         assert store.write_logs(_rows(7)) is False
         assert (store.dropped_logs, store.degraded) == (12, True)
@@ -53,19 +80,20 @@ def test_locked_too_long_drops_and_counts_then_recovers(store_path: Path) -> Non
             "telemetry records are being dropped and counted (MCP traffic is not affected)"
         ]
     finally:
-        holder.execute("ROLLBACK")
-        holder.close()
+        holder.stdin.close()
+        assert holder.wait(timeout=30) == 0
     assert store.write_logs(_rows(3)) is True
     assert (store.dropped, store.written_logs, store.degraded) == (12, 3, False)
     store.close()
     assert len(reports) == 1
 
 
-def test_corrupt_store_never_raises_into_the_sdk(store_path: Path) -> None:
+@pytest.mark.parametrize("engine", ENGINES)
+def test_corrupt_store_never_raises_into_the_sdk(store_path: Path, engine: Engine) -> None:
     store_path.parent.mkdir(parents=True)
     store_path.write_bytes(b"definitely not SQLite " * 500)
     reports: list[str] = []
-    store = Store.open(store_path, report=reports.append)
+    store = Store.open(store_path, report=reports.append, engine=engine)
     assert store.degraded
     exporter = StoreLogExporter(store)
     pipe = Pipeline(store)
@@ -87,12 +115,12 @@ import json, os, resource, signal, sys
 from helmet_otel.store import Store
 from tests.store.scenario import Pipeline, bulk_session, BASE_NS
 
-mode, path = sys.argv[1], sys.argv[2]
+mode, path, engine = sys.argv[1], sys.argv[2], sys.argv[3]
 if mode == "readonly" and os.geteuid() == 0:
     os.setgid(65534)
     os.setuid(65534)
 reports = []
-store = Store.open(path, max_bytes=0, max_age_s=0, report=reports.append)
+store = Store.open(path, max_bytes=0, max_age_s=0, report=reports.append, engine=engine)
 if mode == "full":
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     limit = os.path.getsize(path) + 64 * 1024
@@ -105,9 +133,9 @@ print(json.dumps({"dropped": store.dropped_logs, "written": store.written_logs, 
 """
 
 
-def _child(mode: str, path: Path) -> dict[str, object]:
+def _child(mode: str, path: Path, engine: Engine) -> dict[str, object]:
     r = subprocess.run(
-        [sys.executable, "-c", CHILD, mode, str(path)],
+        [sys.executable, "-c", CHILD, mode, str(path), engine],
         capture_output=True,
         text=True,
         env=cli_env(),
@@ -119,7 +147,8 @@ def _child(mode: str, path: Path) -> dict[str, object]:
     return json.loads(r.stdout)
 
 
-def test_read_only_store(tmp_path: Path) -> None:
+@pytest.mark.parametrize("engine", ENGINES)
+def test_read_only_store(tmp_path: Path, engine: Engine) -> None:
     base = Path(tempfile.mkdtemp(dir=tmp_path))
     os.chmod(tmp_path, 0o755)
     os.chmod(base, 0o755)
@@ -131,7 +160,7 @@ def test_read_only_store(tmp_path: Path) -> None:
     else:
         os.chmod(path, 0o644)
     try:
-        result = _child("readonly", path)
+        result = _child("readonly", path, engine)
     finally:
         os.chmod(base, 0o755)
     assert result["written"] == 0
@@ -146,9 +175,10 @@ def test_read_only_store(tmp_path: Path) -> None:
     conn.close()
 
 
-def test_full_disk(store_path: Path) -> None:
+@pytest.mark.parametrize("engine", ENGINES)
+def test_full_disk(store_path: Path, engine: Engine) -> None:
     Store.open(store_path, max_bytes=0, max_age_s=0).close()
-    result = _child("full", store_path)
+    result = _child("full", store_path, engine)
     assert 0 < result["written"] < 20 * 102  # type: ignore[operator]
     assert result["written"] + result["dropped"] == 20 * 102  # type: ignore[operator]
     [report] = result["reports"]  # type: ignore[misc]

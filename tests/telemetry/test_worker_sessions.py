@@ -6,6 +6,7 @@ and reads what it exported from a real OTLP receiver and a real local store.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -31,6 +32,7 @@ from helmet_otel.telemetry.frames import (
     Stderr,
 )
 from tests.e2e.helpers import RawProcess, clean_env
+from tests.faults.helpers import poll
 from tests.otlp_receiver import OTLPReceiver
 from tests.telemetry.helpers import by_event
 
@@ -352,3 +354,43 @@ def test_without_a_configuration_the_worker_does_nothing() -> None:
     worker.write(_batch(Close(T0, "done")))
     worker.close_stdin()
     assert worker.wait(timeout=30) == 2
+
+
+def _store_descriptors(pid: int, store: Path) -> list[str]:
+    """What the process's descriptors on the store's files point at."""
+    found: list[str] = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if target.startswith(str(store)):
+                found.append(target)
+    return sorted(found)
+
+
+def test_the_worker_writes_its_store_through_apsw_alone(tmp_path: Path) -> None:
+    """The worker's one connection to the store is apsw's (store/engine.py): apsw's module is
+    mapped, and the store, its WAL and its index are each open once (a second connection,
+    e.g. through sqlite3, would open the database file again)."""
+    store = tmp_path / "store.db"
+    worker = RawProcess(WORKER, env=clean_env())
+    try:
+        worker.write(
+            _batch(_config(store, "stdio"), Start(1, T0, "only", "stdio", TRACE_A, ROOT_A, {}))
+        )
+        wanted = [str(store), f"{store}-shm", f"{store}-wal"]
+        poll(  # the store opens as the worker starts
+            lambda: _store_descriptors(worker.proc.pid, store),
+            lambda held: held == wanted,
+            30,
+            "the worker's descriptors on the store",
+        )
+        maps = Path(f"/proc/{worker.proc.pid}/maps").read_text()
+        assert "/apsw/" in maps
+        worker.write(_batch(_request(1, 1, 1, "tools/call", _echo("x"), 0xA10)))
+    finally:
+        worker.close_stdin()
+    assert worker.wait(timeout=30) == 0
+    with Reader.open(store) as reader:
+        assert [e.event for e in reader.logs(LogFilter(events=(sc.EVENT_REQUEST,)))] == [
+            sc.EVENT_REQUEST
+        ]
