@@ -292,12 +292,7 @@ class OtlpEncoder:
                         texts = True
                     last = span
                     common = out[begin:]
-            n = len(out) - at  # (the record's length into the two bytes left for it)
-            if 0x7F < n < 0x4000:
-                out[at - 2] = (n & 0x7F) | 0x80
-                out[at - 1] = n >> 7
-            else:
-                out[at - 2 : at] = to_varint(n)
+            _fit(out, at)
         return True
 
     def _span_shared(self, span: Span, head: AttributeHead, key: tuple[Any, ...]) -> bytes:
@@ -384,12 +379,7 @@ class OtlpEncoder:
                 out += field if field is not None else self._body(record)
                 out += shared
                 inline_with(out, templates, islice(attributes.items(), head.size, None))
-            n = len(out) - at  # (the record's length into the two bytes left for it)
-            if 0x7F < n < 0x4000:
-                out[at - 2] = (n & 0x7F) | 0x80
-                out[at - 1] = n >> 7
-            else:
-                out[at - 2 : at] = to_varint(n)
+            _fit(out, at)
         return True
 
     def _log_shared(self, record: Log, head: AttributeHead, key: tuple[Any, ...]) -> bytes:
@@ -482,6 +472,17 @@ def _remember(cache: dict[tuple[Any, ...], bytes], key: tuple[Any, ...], shared:
         cache.clear()
     cache[key] = shared
     return shared
+
+
+def _fit(out: bytearray, at: int) -> None:
+    """The length of the record written from ``at`` into the two bytes left for it before
+    (or as many as it takes)."""
+    n = len(out) - at
+    if 0x7F < n < 0x4000:
+        out[at - 2] = (n & 0x7F) | 0x80
+        out[at - 1] = n >> 7
+    else:
+        out[at - 2 : at] = to_varint(n)
 
 
 _LOW64 = (1 << 64) - 1
