@@ -130,9 +130,11 @@ class Recorder:
         self.shared.spans.gather()
 
     def release(self) -> None:
-        """Hand what was gathered to the queues."""
+        """Hand what was gathered to the queues; make the metric measurements the read
+        deferred (`Instruments.settle`)."""
         self.shared.spans.release()
         self.shared.records.release()
+        self.shared.instruments.settle()
 
     def _session(self, key: int) -> SessionRecorder:
         session = self.sessions.get(key)
