@@ -75,7 +75,11 @@ class _Stats:
 
 
 class Instruments:
-    def __init__(self, metrics: MetricSet) -> None:
+    """``exported``: something reads the metrics (a metric exporter); when nothing does, the
+    per-message and per-call measurements are not made (only ``helmet.performance``'s)."""
+
+    def __init__(self, metrics: MetricSet, exported: bool = True) -> None:
+        self.exported = exported
         durations = sc.DURATION_BUCKETS
         self.server_duration = metrics.histogram(
             sc.METRIC_SERVER_OPERATION_DURATION, "s",
@@ -137,12 +141,15 @@ class Instruments:
         if self.messages_seen:
             messages, self.messages_seen = self.messages_seen, []
             self.messages_total += len(messages)
-            for (keys, size, weight), times in Counter(messages).items():
-                self.messages.add_key(weight * times, keys[0])
-                self.message_size.tally(size, keys[1], weight * times)
+            if self.exported:
+                for (keys, size, weight), times in Counter(messages).items():
+                    self.messages.add_key(weight * times, keys[0])
+                    self.message_size.tally(size, keys[1], weight * times)
         if self.calls_done:
             calls, self.calls_done = self.calls_done, []
-            record_pairs(self.server_duration, self.client_duration, (call[:7] for call in calls))
+            if self.exported:
+                pairs = (call[:7] for call in calls)
+                record_pairs(self.server_duration, self.client_duration, pairs)
             stats_of = self._stats
             for latency_s, _, _, _, _, _, weight, name, size, failed in calls:
                 stats = stats_of[name]

@@ -65,8 +65,10 @@ class Recorder:
         origin = Origin(
             pipeline.resource, pipeline.scope, None if service is None else str(service)
         )
+        # (without a metric exporter nothing reads the messages' and calls' metrics)
+        instruments = Instruments(pipeline.metrics, pipeline.metric_export is not None)
         self.shared = Shared(
-            config, redactor, Instruments(pipeline.metrics), SpanWriter(pipeline, origin),
+            config, redactor, instruments, SpanWriter(pipeline, origin),
             RecordWriter(pipeline, origin), pipeline.sampler, redactor.scrub(configuration),
         )  # fmt: skip
         # Exported as 0 from the start: a series that starts at 1 has no increase to

@@ -447,6 +447,26 @@ def test_instruments_make_deferred_measurements_once_settled() -> None:
     assert (stats["count"], stats["errors"], stats["bytes"], stats["p99_ms"]) == (5, 1, 170, 3.0)
 
 
+def test_instruments_nothing_reads_make_only_the_performance_figures() -> None:
+    """Without a metric exporter (``exported`` False) a message's and a call's metrics are not
+    made; ``helmet.performance``'s figures are."""
+    metrics = MetricSet(Resource({}), InstrumentationScope("t"))
+    instruments = Instruments(metrics, exported=False)
+    keys = instruments.message_keys("tools/call", sc.DIRECTION_C2S, "request")
+    duration_key = attribute_key({sc.MCP_METHOD_NAME: "tools/call"})
+    origin = Origin(Resource({}), InstrumentationScope("t"), None)
+    server = Span("s", 5, 50, 1, 0, 2, 0, {}, origin)
+    instruments.messages_seen.append((keys, 120, 1))
+    instruments.calls_done.append(
+        (0.002, duration_key, duration_key, server, None, 900, 1, "tools/call echo", 40, False)
+    )
+    body = instruments.interval()
+    assert body["messages"] == 1
+    assert body["methods"]["tools/call echo"]["count"] == 1
+    assert instruments.messages.values == {}
+    assert instruments.server_duration.points == {} and instruments.message_size.points == {}
+
+
 def test_counters_delta_resets_but_up_down_stays_cumulative() -> None:
     metrics = MetricSet(Resource({}), InstrumentationScope("t"), delta=True)
     counter = metrics.counter("c", "1", "d")
