@@ -20,7 +20,7 @@ result code maps to (``sqlite_errorcode`` set), so the writer classifies failure
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final, Literal, Protocol
 
@@ -150,19 +150,17 @@ class ApswConnection:
         return bool(self._db.in_transaction)
 
     def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> Rows:
-        db = self._db
-        try:
-            before = db.total_changes()
-            cursor = db.execute(sql, parameters)
-            return _ApswRows(cursor, db.total_changes() - before)
-        except self._error as exc:
-            raise _sqlite_error(exc) from exc
+        return self._counted(self._db.execute, sql, parameters)
 
     def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> Rows:
+        return self._counted(self._db.executemany, sql, parameters)
+
+    def _counted(self, run: Callable[[str, Any], Any], sql: str, parameters: Any) -> Rows:
+        """``run(sql, parameters)``'s rows, the changes it made as their ``rowcount``."""
         db = self._db
         try:
             before = db.total_changes()
-            cursor = db.executemany(sql, parameters)
+            cursor = run(sql, parameters)
             return _ApswRows(cursor, db.total_changes() - before)
         except self._error as exc:
             raise _sqlite_error(exc) from exc
