@@ -141,6 +141,9 @@ class _Collect:
 
     put_urgent = put
 
+    def put_all(self, items: Sequence[Any]) -> None:
+        self.items.extend(items)
+
 
 def _pipeline(config: fr.Config) -> tuple[Any, _Collect, _Collect]:
     from opentelemetry.sdk.resources import Resource
@@ -220,8 +223,10 @@ def replay(batches: Sequence[bytes]) -> tuple[Parts, int, int, int]:
                     n_spans += len(batch)
 
     def handle(frames: list[fr.Frame]) -> None:
+        recorder.gather()  # (as the worker does per read of its pipe)
         for frame in frames:
             recorder.handle(frame)
+        recorder.release()
 
     for data in batches:
         frames = decoded if data is batches[0] else parts.timed("decode", lambda: fr.decode(data))  # noqa: B023

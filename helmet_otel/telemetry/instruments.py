@@ -7,13 +7,14 @@ metrics have no session attribute) and the same per-method statistics.
 from __future__ import annotations
 
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
 from helmet_otel import semconv as sc
 from helmet_otel.percentile import percentile
-from helmet_otel.telemetry.metrics import Key, MetricSet, attribute_key
+from helmet_otel.store.records import Span
+from helmet_otel.telemetry.metrics import Key, MetricSet, attribute_key, record_pairs
 
 MAX_METHOD_LABELS = 64  # distinct unknown methods that become metric labels, then "_other"
 LATENCY_SAMPLES = 10_000  # latencies kept per method and interval for the quantiles
@@ -58,6 +59,13 @@ KNOWN_METHODS = frozenset(
 )
 
 
+# A finished call's measurements, deferred (`Instruments.calls_done`): its latency in
+# seconds, its SERVER and CLIENT durations' keys, its SERVER and CLIENT spans (the exemplars'
+# ids; CLIENT None when the proxy answered), its end, weight, `helmet.performance` key, its
+# response's size, and whether it failed
+CallDone = tuple[float, Key, Key, Span, "Span | None", int, int, str, int, bool]
+
+
 @dataclass(slots=True)
 class _Stats:
     count: int = 0
@@ -67,7 +75,11 @@ class _Stats:
 
 
 class Instruments:
-    def __init__(self, metrics: MetricSet) -> None:
+    """``exported``: something reads the metrics (a metric exporter); when nothing does, the
+    per-message and per-call measurements are not made (only ``helmet.performance``'s)."""
+
+    def __init__(self, metrics: MetricSet, exported: bool = True) -> None:
+        self.exported = exported
         durations = sc.DURATION_BUCKETS
         self.server_duration = metrics.histogram(
             sc.METRIC_SERVER_OPERATION_DURATION, "s",
@@ -115,6 +127,38 @@ class Instruments:
         self._stats: defaultdict[str, _Stats] = defaultdict(_Stats)
         self.messages_total = 0  # since the worker started
         self._interval_started = time.monotonic()
+        # Measurements the recorder appends as it goes (a list append, no call per
+        # measurement) and `settle` makes, in order, once per read of the worker's pipe and
+        # before anything reads the instruments: `count_message_keys`' arguments, and
+        # `CallDone`s
+        self.messages_seen: list[tuple[tuple[Key, Key], int, int]] = []
+        self.calls_done: list[CallDone] = []
+        metrics.before_collect(self.settle)
+
+    def settle(self) -> None:
+        """Make the measurements `messages_seen` and `calls_done` hold: the messages counted
+        by kind (they repeat), the durations of both sides with one bucket search per call."""
+        if self.messages_seen:
+            messages, self.messages_seen = self.messages_seen, []
+            self.messages_total += len(messages)
+            if self.exported:
+                for (keys, size, weight), times in Counter(messages).items():
+                    self.messages.add_key(weight * times, keys[0])
+                    self.message_size.tally(size, keys[1], weight * times)
+        if self.calls_done:
+            calls, self.calls_done = self.calls_done, []
+            if self.exported:
+                pairs = (call[:7] for call in calls)
+                record_pairs(self.server_duration, self.client_duration, pairs)
+            stats_of = self._stats
+            for latency_s, _, _, _, _, _, weight, name, size, failed in calls:
+                stats = stats_of[name]
+                stats.count += weight
+                stats.bytes += size * weight
+                if len(stats.latencies_ms) < LATENCY_SAMPLES:
+                    stats.latencies_ms.append(latency_s * 1000)
+                if failed:
+                    stats.errors += weight
 
     def method_label(self, method: str | None) -> str:
         """``method`` as a metric label: known methods and the first few others by name."""
@@ -158,20 +202,9 @@ class Instruments:
             attributes[sc.GEN_AI_TOOL_NAME] = tool
         self.errors.add(weight, attributes)
 
-    def operation_done(
-        self, key: str, weight: int, size: int, latency_ms: float, failed: bool
-    ) -> None:
-        """One call of ``key`` (method and target) for ``helmet.performance``."""
-        stats = self._stats[key]
-        stats.count += weight
-        stats.bytes += size * weight
-        if len(stats.latencies_ms) < LATENCY_SAMPLES:
-            stats.latencies_ms.append(latency_ms)
-        if failed:
-            stats.errors += weight
-
     def interval(self) -> dict[str, Any]:
         """The statistics since the last call (``helmet.performance``), and a new interval."""
+        self.settle()
         now = time.monotonic()
         methods: dict[str, Any] = {}
         for key, stats in sorted(self._stats.items()):

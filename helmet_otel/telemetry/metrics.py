@@ -29,9 +29,9 @@ from __future__ import annotations
 import threading
 import time
 from bisect import bisect_left
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import nullcontext
-from typing import Any
+from typing import Any, Protocol
 
 from opentelemetry.sdk.metrics import Exemplar
 from opentelemetry.sdk.metrics.export import (
@@ -123,6 +123,11 @@ class Histogram:
         self.points: dict[Key, _Point] = {}
         self._tallies: dict[tuple[Key, float], int] = {}  # `tally`'s, not yet in ``points``
 
+    def new_point(self, key: Key) -> _Point:
+        """``key``'s point, new."""
+        point = self.points[key] = _Point(len(self.bounds) + 1)
+        return point
+
     def tally(self, value: float, key: Key, weight: int = 1) -> None:
         """`record_key` without an exemplar, for values that repeat (message sizes): counted
         now (a dict increment), aggregated into its point when collected (`settle`)."""
@@ -160,9 +165,7 @@ class Histogram:
         weight: int = 1,
     ) -> None:
         """`record` with the attributes' `attribute_key`."""
-        point = self.points.get(key)
-        if point is None:
-            point = self.points[key] = _Point(len(self.bounds) + 1)
+        point = self.points.get(key) or self.new_point(key)
         index = bisect_left(self.bounds, value)
         point.count += weight
         point.sum += value * weight
@@ -175,6 +178,42 @@ class Histogram:
             point.exemplars[index] = (value, ts, trace_id, span_id)
 
 
+class Traced(Protocol):
+    """What an exemplar is taken from: a span's ids."""
+
+    @property
+    def trace_id(self) -> int: ...
+    @property
+    def span_id(self) -> int: ...
+
+
+# A measurement for two histograms at once (`Histogram.record_pairs`): the value, its key in
+# each, its exemplar's span in each (the second None: not recorded there), its time, weight
+Pair = tuple[float, Key, Key, Traced, "Traced | None", int, int]
+
+
+def record_pairs(first: Histogram, second: Histogram, pairs: Iterable[Pair]) -> None:
+    """`Histogram.record_key` of each pair's value into both histograms (which share their
+    bounds), each with its own key and exemplar: one bucket search per pair."""
+    bounds = first.bounds
+    for value, first_key, second_key, first_span, second_span, ts, weight in pairs:
+        index = bisect_left(bounds, value)
+        point = first.points.get(first_key) or first.new_point(first_key)
+        for _ in (0, 1):  # (the first histogram's point, then the second's)
+            point.count += weight
+            point.sum += value * weight
+            if value < point.min:
+                point.min = value
+            if value > point.max:
+                point.max = value
+            point.buckets[index] += weight
+            point.exemplars[index] = (value, ts, first_span.trace_id, first_span.span_id)
+            if second_span is None:
+                break
+            first_span, second_span = second_span, None
+            point = second.points.get(second_key) or second.new_point(second_key)
+
+
 class MetricSet:
     """Every instrument of one worker, and their collection into `MetricsData`."""
 
@@ -184,6 +223,7 @@ class MetricSet:
         self.resource, self.scope, self.delta = resource, scope, delta
         self._counters: list[Counter] = []
         self._histograms: list[Histogram] = []
+        self._before_collect: list[Callable[[], None]] = []
         self._started_ns = time.time_ns()
         self._last_ns = self._started_ns
 
@@ -206,9 +246,16 @@ class MetricSet:
         self._histograms.append(histogram)
         return histogram
 
+    def before_collect(self, settle: Callable[[], None]) -> None:
+        """``settle`` is called first whenever the instruments are collected: a recorder that
+        defers its measurements hands them over there."""
+        self._before_collect.append(settle)
+
     def collect(self) -> MetricsData | None:
         """The current points (and, for delta, a fresh interval); None when there are none.
         On the recording thread (or once it has stopped recording)."""
+        for settle in self._before_collect:
+            settle()
         now = time.time_ns()
         metrics: list[Metric] = []
         for counter in self._counters:

@@ -278,7 +278,7 @@ class Operations:
                 (server, client, raw_method, raw_name, ts, kind, weight, request_id, text_id,
                  self.generation),
             )  # fmt: skip
-        shared.instruments.count_message_keys(keys, frame.size, weight)
+        shared.instruments.messages_seen.append((keys, frame.size, weight))
         parsed = frame.parsed
         if type(parsed) is dict:  # (`recorded_body` of nearly every request, inlined)
             message: dict[str, Any] = parsed  # pyright: ignore[reportUnknownVariableType]
@@ -365,7 +365,7 @@ class Operations:
         if keys is None:
             shared.instruments.count_message(label, attrs, weight)
         else:
-            shared.instruments.count_message_keys(keys, frame.size, weight)
+            shared.instruments.messages_seen.append((keys, frame.size, weight))
         emit = session.emit if head is None else shared.records.emit  # (a head: a span too)
         emit(sc.EVENT_RESPONSE, ts, span, attrs, body, severity, text, head)
         if is_error:
@@ -432,24 +432,17 @@ class Operations:
             opened.server, opened.client, ts, None if taken else server_attrs, client_attrs,
             description,
         )  # fmt: skip
-        server = opened.server  # exemplars: a latency bucket links to a request's trace
         weight = opened.weight
         if duration_key is None:
             server_key, client_key = attribute_key(server_attrs), attribute_key(client_attrs)
         else:
             server_key = client_key = duration_key
-        instruments.server_duration.record_key(
-            latency_s, server_key, server.trace_id, server.span_id, ts, weight
-        )
-        if opened.client is not None:
-            client = opened.client
-            instruments.client_duration.record_key(
-                latency_s, client_key, client.trace_id, client.span_id, ts, weight
-            )
         failed = sc.ERROR_TYPE in attrs
-        instruments.operation_done(
-            kind.span_name, weight, attrs[sc.HELMET_MESSAGE_SIZE], latency_s * 1000, failed
-        )
+        # (the durations, their exemplars and helmet.performance: made at `settle`)
+        instruments.calls_done.append((
+            latency_s, server_key, client_key, opened.server, opened.client, ts, weight,
+            kind.span_name, attrs[sc.HELMET_MESSAGE_SIZE], failed,
+        ))  # fmt: skip
         if failed:
             tool = attrs.get(sc.GEN_AI_TOOL_NAME)
             instruments.count_error(weight, attrs[sc.ERROR_TYPE], kind.label, tool)

@@ -65,8 +65,10 @@ class Recorder:
         origin = Origin(
             pipeline.resource, pipeline.scope, None if service is None else str(service)
         )
+        # (without a metric exporter nothing reads the messages' and calls' metrics)
+        instruments = Instruments(pipeline.metrics, pipeline.metric_export is not None)
         self.shared = Shared(
-            config, redactor, Instruments(pipeline.metrics), SpanWriter(pipeline, origin),
+            config, redactor, instruments, SpanWriter(pipeline, origin),
             RecordWriter(pipeline, origin), pipeline.sampler, redactor.scrub(configuration),
         )  # fmt: skip
         # Exported as 0 from the start: a series that starts at 1 has no increase to
@@ -130,9 +132,11 @@ class Recorder:
         self.shared.spans.gather()
 
     def release(self) -> None:
-        """Hand what was gathered to the queues."""
+        """Hand what was gathered to the queues; make the metric measurements the read
+        deferred (`Instruments.settle`)."""
         self.shared.spans.release()
         self.shared.records.release()
+        self.shared.instruments.settle()
 
     def _session(self, key: int) -> SessionRecorder:
         session = self.sessions.get(key)

@@ -7,6 +7,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 from opentelemetry.sdk.metrics.export import (
@@ -24,13 +25,16 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from helmet_otel import semconv as sc
 from helmet_otel.config import ProxyOptions
+from helmet_otel.store.records import Origin, Span
 from helmet_otel.telemetry.batching import BatchQueue, BatchSettings, joint_export, settings
 from helmet_otel.telemetry.frames import Config
+from helmet_otel.telemetry.instruments import Instruments
 from helmet_otel.telemetry.metrics import (
     MetricSet,
     PeriodicExport,
     attribute_key,
     delta_preferred,
+    record_pairs,
 )
 from helmet_otel.telemetry.pipeline import DropCounter, Pipeline, build_pipeline
 from tests.faults.helpers import poll
@@ -359,6 +363,108 @@ def test_histogram_buckets_exemplars_and_temporality() -> None:
         (point,) = _histogram(metrics)
         assert point.count == (1 if delta else 4)
         assert point.exemplars == []  # exemplars belong to the interval they were taken in
+
+
+class _Ids(NamedTuple):
+    trace_id: int
+    span_id: int
+
+
+def _points(metrics: MetricSet) -> dict[str, list[tuple[object, ...]]]:
+    """The histograms' points, collected."""
+    data = metrics.collect()
+    assert data is not None
+    return {
+        m.name: sorted(
+            (
+                sorted(p.attributes.items()), p.count, p.sum, p.min, p.max,  # pyright: ignore
+                list(p.bucket_counts),  # pyright: ignore
+                [(e.value, e.time_unix_nano, e.trace_id, e.span_id) for e in p.exemplars],
+            )
+            for p in m.data.data_points
+        )
+        for m in data.resource_metrics[0].scope_metrics[0].metrics
+        if isinstance(m.data, HistogramData)
+    }  # fmt: skip
+
+
+def test_record_pairs_is_record_key_into_both_histograms() -> None:
+    pairs = [  # (value, first key, second key, first span, second span, ts, weight)
+        (0.05, 1, 2, _Ids(7, 70), _Ids(7, 71), 100, 1),
+        (0.07, 1, 2, _Ids(8, 80), _Ids(8, 81), 200, 1),  # same bucket: its exemplar is the last
+        (0.1, 1, 3, _Ids(9, 90), None, 300, 2),  # the proxy answered: no second measurement
+        (5.0, 4, 2, _Ids(6, 60), _Ids(6, 61), 400, 3),
+    ]
+    keys = {n: attribute_key({"k": n}) for n in (1, 2, 3, 4)}
+    paired, single = (MetricSet(Resource({}), InstrumentationScope("t")) for _ in range(2))
+    first, second = (paired.histogram(n, "s", "d", [0.1, 1.0]) for n in ("a", "b"))
+    record_pairs(first, second, [
+        (v, keys[a], keys[b], x, y, ts, w) for v, a, b, x, y, ts, w in pairs
+    ])  # fmt: skip
+    one, other = (single.histogram(n, "s", "d", [0.1, 1.0]) for n in ("a", "b"))
+    for value, a, b, x, y, ts, weight in pairs:
+        one.record_key(value, keys[a], x.trace_id, x.span_id, ts, weight)
+        if y is not None:
+            other.record_key(value, keys[b], y.trace_id, y.span_id, ts, weight)
+    expected = _points(single)
+    assert _points(paired) == expected
+    assert expected["a"][0][5:] == ([4, 0, 0], [(0.1, 300, 9, 90)])  # (0.1 belongs below)
+    ((_, count, _, low, high, buckets, exemplars),) = expected["b"]  # (key 3: never recorded)
+    assert (count, low, high, buckets) == (5, 0.05, 5.0, [2, 0, 3])
+    assert exemplars == [(0.07, 200, 8, 81), (5.0, 400, 6, 61)]
+
+
+def test_instruments_make_deferred_measurements_once_settled() -> None:
+    """A call's messages and durations are appended as it goes and made at `settle`, which
+    collecting (and ``helmet.performance``'s interval) runs first."""
+    metrics = MetricSet(Resource({}), InstrumentationScope("t"))
+    instruments = Instruments(metrics)
+    keys = instruments.message_keys("tools/call", sc.DIRECTION_C2S, "request")
+    duration_key = attribute_key({sc.MCP_METHOD_NAME: "tools/call"})
+    for _ in range(3):
+        instruments.messages_seen.append((keys, 120, 1))
+    instruments.messages_seen.append((keys, 120, 4))
+    origin = Origin(Resource({}), InstrumentationScope("t"), None)
+    server, client = Span("s", 5, 50, 1, 0, 2, 0, {}, origin), Span("c", 5, 51, 1, 50, 3, 0, {}, origin)  # fmt: skip
+    instruments.calls_done.append(
+        (0.002, duration_key, duration_key, server, client, 900, 4, "tools/call echo", 40, False)
+    )
+    assert instruments.messages.values == {} and instruments.server_duration.points == {}
+    points = _points(metrics)
+    assert [(p[0], p[1]) for p in points[sc.METRIC_MESSAGE_SIZE]] == [
+        (sorted({sc.MCP_METHOD_NAME: "tools/call", sc.HELMET_DIRECTION: sc.DIRECTION_C2S}.items()), 7)
+    ]  # fmt: skip
+    assert instruments.messages.values == {keys[0]: 7}
+    assert instruments.messages_total == 4
+    for name, span in ((sc.METRIC_SERVER_OPERATION_DURATION, server), (sc.METRIC_CLIENT_OPERATION_DURATION, client)):  # fmt: skip
+        ((_, count, total, _, _, _, exemplars),) = points[name]
+        assert (count, total, exemplars) == (4, 0.008, [(0.002, 900, 5, span.span_id)])
+    assert instruments.messages_seen == [] and instruments.calls_done == []
+    instruments.calls_done.append(
+        (0.003, duration_key, duration_key, server, None, 901, 1, "tools/call echo", 10, True)
+    )
+    stats = instruments.interval()["methods"]["tools/call echo"]  # (the first call's, too)
+    assert (stats["count"], stats["errors"], stats["bytes"], stats["p99_ms"]) == (5, 1, 170, 3.0)
+
+
+def test_instruments_nothing_reads_make_only_the_performance_figures() -> None:
+    """Without a metric exporter (``exported`` False) a message's and a call's metrics are not
+    made; ``helmet.performance``'s figures are."""
+    metrics = MetricSet(Resource({}), InstrumentationScope("t"))
+    instruments = Instruments(metrics, exported=False)
+    keys = instruments.message_keys("tools/call", sc.DIRECTION_C2S, "request")
+    duration_key = attribute_key({sc.MCP_METHOD_NAME: "tools/call"})
+    origin = Origin(Resource({}), InstrumentationScope("t"), None)
+    server = Span("s", 5, 50, 1, 0, 2, 0, {}, origin)
+    instruments.messages_seen.append((keys, 120, 1))
+    instruments.calls_done.append(
+        (0.002, duration_key, duration_key, server, None, 900, 1, "tools/call echo", 40, False)
+    )
+    body = instruments.interval()
+    assert body["messages"] == 1
+    assert body["methods"]["tools/call echo"]["count"] == 1
+    assert instruments.messages.values == {}
+    assert instruments.server_duration.points == {} and instruments.message_size.points == {}
 
 
 def test_counters_delta_resets_but_up_down_stays_cumulative() -> None:
