@@ -112,6 +112,16 @@ class _Point:
         self.buckets = [0] * size
         self.exemplars: dict[int, tuple[float, int, int, int]] = {}
 
+    def add(self, index: int, value: float, weight: int) -> None:
+        """``weight`` measurements of ``value``, in bucket ``index``."""
+        self.count += weight
+        self.sum += value * weight
+        if value < self.min:
+            self.min = value
+        if value > self.max:
+            self.max = value
+        self.buckets[index] += weight
+
 
 class Histogram:
     """Explicit-bucket histogram with optional exemplars, written by the recording thread
@@ -167,13 +177,7 @@ class Histogram:
         """`record` with the attributes' `attribute_key`."""
         point = self.points.get(key) or self.new_point(key)
         index = bisect_left(self.bounds, value)
-        point.count += weight
-        point.sum += value * weight
-        if value < point.min:
-            point.min = value
-        if value > point.max:
-            point.max = value
-        point.buckets[index] += weight
+        point.add(index, value, weight)
         if span_id:
             point.exemplars[index] = (value, ts, trace_id, span_id)
 
@@ -187,7 +191,7 @@ class Traced(Protocol):
     def span_id(self) -> int: ...
 
 
-# A measurement for two histograms at once (`Histogram.record_pairs`): the value, its key in
+# A measurement for two histograms at once (`record_pairs`): the value, its key in
 # each, its exemplar's span in each (the second None: not recorded there), its time, weight
 Pair = tuple[float, Key, Key, Traced, "Traced | None", int, int]
 
@@ -199,19 +203,12 @@ def record_pairs(first: Histogram, second: Histogram, pairs: Iterable[Pair]) -> 
     for value, first_key, second_key, first_span, second_span, ts, weight in pairs:
         index = bisect_left(bounds, value)
         point = first.points.get(first_key) or first.new_point(first_key)
-        for _ in (0, 1):  # (the first histogram's point, then the second's)
-            point.count += weight
-            point.sum += value * weight
-            if value < point.min:
-                point.min = value
-            if value > point.max:
-                point.max = value
-            point.buckets[index] += weight
-            point.exemplars[index] = (value, ts, first_span.trace_id, first_span.span_id)
-            if second_span is None:
-                break
-            first_span, second_span = second_span, None
+        point.add(index, value, weight)
+        point.exemplars[index] = (value, ts, first_span.trace_id, first_span.span_id)
+        if second_span is not None:
             point = second.points.get(second_key) or second.new_point(second_key)
+            point.add(index, value, weight)
+            point.exemplars[index] = (value, ts, second_span.trace_id, second_span.span_id)
 
 
 class MetricSet:
