@@ -45,7 +45,6 @@ class Envelope:
     reply: bytes | None
     request: PendingRequest | None  # the matched request, on responses; on the first
     # notifications/cancelled of a pending request, that request
-    trace_id: int  # set by the telemetry feed, when it runs
     server_span_id: int
     client_span_id: int
     annotations: dict[str, object]
@@ -56,7 +55,7 @@ class Envelope:
     # per message, and the generated one pays for a generic-alias ``default_factory``.
     def __init__(
         self, direction: Direction, raw: bytes, msg: Message, ts: int, wire: bytes = b"",
-        reply: bytes | None = None, request: PendingRequest | None = None, trace_id: int = 0,
+        reply: bytes | None = None, request: PendingRequest | None = None,
         server_span_id: int = 0, client_span_id: int = 0,
         annotations: dict[str, object] | None = None, proxy: bool = False,
     ) -> None:  # fmt: skip
@@ -67,7 +66,6 @@ class Envelope:
         self.wire = wire or raw
         self.reply = reply
         self.request = request
-        self.trace_id = trace_id
         self.server_span_id = server_span_id
         self.client_span_id = client_span_id
         self.annotations = {} if annotations is None else annotations

@@ -96,7 +96,6 @@ class SessionFeed(BaseInterceptor):
         else:
             # the calls it stands for; its response (through the session's pending request) too
             env.weight = 1 if annotations and _verdict(annotations) else feed.every
-        env.trace_id = self.trace_id
         bits = _getrandbits(128)  # both span ids from one draw
         env.server_span_id = (bits & _SPAN_MASK) or 1
         env.client_span_id = (bits >> 64) or 1
@@ -105,7 +104,6 @@ class SessionFeed(BaseInterceptor):
         self._segment_requests += 1
         if self._segment_requests > self._max_requests:
             self._roll_over()
-            env.trace_id = self.trace_id
             # Handed over in after_forward, right before this message: frames stay in order.
             env.annotations["segment"] = (self.trace_id, self.root_span_id)
         # Our traceparent into params._meta. (The client's own traceparent, which becomes a

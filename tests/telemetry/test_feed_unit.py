@@ -295,8 +295,9 @@ def test_a_long_session_rolls_over_to_new_traces(make_feed: Any) -> None:
         routed = relay.route(Direction.C2S, [line(call(i))])
         relay.forwarded(routed)
         env = routed.envelopes[0]
-        assert ours(routed.forward[0], env.trace_id, env.client_span_id)
-        traces.append(env.trace_id)
+        trace_id = session_feed.trace_id  # (after a roll-over: the request's new trace)
+        assert ours(routed.forward[0], trace_id, env.client_span_id)
+        traces.append(trace_id)
         roots.append(session_feed.root_span_id)
     assert traces[:2] == [first_trace] * 2 and traces[2] == traces[3] != first_trace
     assert traces[4] not in (first_trace, traces[2])
@@ -669,8 +670,7 @@ def test_a_call_blocked_before_the_feed_is_answered_by_the_proxy(make_feed: Any)
     assert msgs == got and [f.body for f in msgs] == [allowed, blocked, denial, response(1)]
     asked, answered = msgs[1], msgs[2]
     assert (asked.s2c, asked.summary.replied, asked.summary.proxy) == (0, True, False)
-    assert request.trace_id == session_feed.trace_id != 0
-    assert asked.server_span_id == request.server_span_id != 0
+    assert asked.server_span_id == request.server_span_id != 0  # traced: ids, the session's trace
     assert answered == frames.Msg(
         session_feed.key, reply.ts, 1, len(denial), denial,
         frames.Summary("error", 2, None, None, None, -32001, "Tool access denied by policy",
