@@ -40,6 +40,15 @@ class Gate:
         return self.result
 
 
+def _five_queued(gate: Gate) -> tuple[Counter[str], BatchQueue[int]]:
+    """A queue of batches of 2 into ``gate``, 0..4 put, and what it counts as dropped."""
+    drops: Counter[str] = Counter()
+    queue = BatchQueue("sink", gate, lambda r, n: drops.update({r: n}), BatchSettings(10, 2, 60))
+    for item in range(5):
+        queue.put(item)
+    return drops, queue
+
+
 def test_settings_read_the_sdk_variables_and_ignore_nonsense() -> None:
     env = {"OTEL_BSP_MAX_QUEUE_SIZE": "100", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "500",
            "OTEL_BSP_SCHEDULE_DELAY": "250"}  # fmt: skip
@@ -107,10 +116,7 @@ def test_an_export_thread_has_its_name_in_the_kernel_too() -> None:
 
 def test_failed_exports_and_what_a_deadline_leaves_are_counted() -> None:
     gate = Gate(result=False)
-    drops: Counter[str] = Counter()
-    queue = BatchQueue("sink", gate, lambda r, n: drops.update({r: n}), BatchSettings(10, 2, 60))
-    for item in range(5):
-        queue.put(item)
+    drops, queue = _five_queued(gate)
     assert gate.entered.wait(10)
     # [0, 1] is in flight, 2, 3, 4 never left: those three are left; the two in flight are
     # counted apart (their sink may still take them), and once
@@ -125,10 +131,7 @@ def test_at_the_deadline_drain_can_wait_for_the_export_in_flight_to_end() -> Non
     """The store's drain: the batch being written at the deadline is written (not counted as
     given up while it lands anyway), and no other batch is started."""
     gate = Gate()
-    drops: Counter[str] = Counter()
-    queue = BatchQueue("sink", gate, lambda r, n: drops.update({r: n}), BatchSettings(10, 2, 60))
-    for item in range(5):
-        queue.put(item)
+    drops, queue = _five_queued(gate)
     assert gate.entered.wait(10)  # [0, 1] is in flight
     left: list[int] = []
     drainer = threading.Thread(target=lambda: left.append(queue.drain(time.monotonic(), None, 10)))
@@ -154,10 +157,7 @@ def test_a_queue_closed_before_its_thread_ran_still_exports_what_it_holds() -> N
 
 def test_a_failing_sink_is_not_tried_again_while_draining() -> None:
     gate = Gate(result=False)
-    drops: Counter[str] = Counter()
-    queue = BatchQueue("sink", gate, lambda r, n: drops.update({r: n}), BatchSettings(10, 2, 60))
-    for item in range(5):
-        queue.put(item)
+    drops, queue = _five_queued(gate)
     assert gate.entered.wait(10)  # [0, 1] is in flight
     queue.close()
     gate.release.set()  # ... and fails while the queue closes: 2, 3, 4 are not tried
