@@ -127,3 +127,34 @@ def test_apsw_connection_gives_what_the_writer_reads(tmp_path: Path) -> None:
     assert conn.execute("DELETE FROM session_errors WHERE key = ?", ("1",)).rowcount == 2
     assert conn.execute("SELECT count(*) FROM session_errors").fetchall() == [(1,)]
     conn.close()
+
+
+_MEMORY_USED = """
+import sys
+from pathlib import Path
+import apsw
+from helmet_otel.store.engine import connect
+path = Path(sys.argv[1])
+other = apsw.Connection(str(path.with_name("other.db"))) if sys.argv[2] == "open" else None
+conn = connect("apsw", path, 1000)
+conn.execute("CREATE TABLE t (x)")
+conn.execute("INSERT INTO t VALUES (?)", ("x" * 5000,))
+print(apsw.status(apsw.SQLITE_STATUS_MEMORY_USED)[0] > 0, conn.execute("SELECT count(*) FROM t").fetchone())
+"""
+
+
+@pytest.mark.parametrize(("other", "counted"), [("none", "False"), ("open", "True")])
+def test_apsw_keeps_no_memory_statistics_unless_a_connection_came_first(
+    tmp_path: Path, other: str, counted: str
+) -> None:
+    """The writer's apsw turns SQLite's memory statistics off (a global mutex per allocation):
+    in a process of its own, as the worker is. With an apsw connection already open (the
+    setting needs SQLite shut down), it connects all the same and the statistics stay on."""
+    done = subprocess.run(
+        [sys.executable, "-c", _MEMORY_USED, str(tmp_path / "store.db"), other],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert done.stdout.split("\n") == [f"{counted} (1,)", ""]
