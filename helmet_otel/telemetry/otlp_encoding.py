@@ -407,23 +407,23 @@ class OtlpEncoder:
 
     @staticmethod
     def _log_ids(record: Log, out: bytearray) -> None:
-        """A log record's times, trace flags and ids, each when there is one."""
+        """A log record's times, trace flags and ids, each when there is one. Without a trace
+        id a record is in no trace: no flags and no span id either, as the SDK writes it."""
         if record.ts:
             out += _STAMP.pack(0x09, record.ts)
         if record.observed:
             out += _STAMP.pack(0x59, record.observed)
+        trace_id, span_id = record.trace_id, record.span_id
+        if not trace_id:
+            return
         flags = record.flags
         if flags:
             out += _FLAGS[flags] if flags < 256 else b"\x45" + _FIXED32.pack(flags)
-        trace_id, span_id = record.trace_id, record.span_id
-        if trace_id and span_id:
+        if span_id:
             out += _IDS.pack(0x4A, 0x10, trace_id >> 64, trace_id & _LOW64, 0x52, 0x08, span_id)
-        elif trace_id:
+        else:
             out += b"\x4a\x10"
             out += trace_id.to_bytes(16, "big")
-        elif span_id:
-            out += b"\x52\x08"
-            out += span_id.to_bytes(8, "big")
 
     def _log_fields(self, record: Log, out: bytearray) -> None:
         """A log record field by field (in `_write_logs`' order): without a head, or without

@@ -322,3 +322,20 @@ def test_an_own_attribute_that_utf8_cannot_hold_is_written_with_replacements() -
         return bytes(OtlpEncoder().logs([record, record]))
 
     assert encoded("a\ud800b") == encoded("a?b")
+
+
+def test_a_log_record_without_a_trace_id_carries_no_trace_flags_or_span_id() -> None:
+    """A record in no trace is written as the SDK writes it (no flags, no span id), whatever
+    its other ids say; one with a trace id and no span id keeps its flags."""
+    records = [
+        log("a", trace_id=0, span_id=5, flags=1),
+        log("b", trace_id=0, span_id=0, flags=1),
+        log("c", span_id=0, flags=1),
+        log("d", trace_id=0, span_id=5, flags=1, head=None, severity=0),
+    ]
+    ours = ExportLogsServiceRequest.FromString(OtlpEncoder().logs(records))
+    assert ours == encode_logs([sdk_log(r) for r in records])
+    written = [r for r in ours.resource_logs[0].scope_logs[0].log_records]
+    assert [(r.flags, r.span_id, len(r.trace_id)) for r in written] == [
+        (0, b"", 0), (0, b"", 0), (1, b"", 16), (0, b"", 0),
+    ]  # fmt: skip
