@@ -129,8 +129,8 @@ class Instruments:
         self._interval_started = time.monotonic()
         # Measurements the recorder appends as it goes (a list append, no call per
         # measurement) and `settle` makes, in order, once per read of the worker's pipe and
-        # before anything reads the instruments: `count_message_keys`' arguments, and
-        # `CallDone`s
+        # before anything reads the instruments: a message's `message_keys`, size and
+        # weight, and `CallDone`s
         self.messages_seen: list[tuple[tuple[Key, Key], int, int]] = []
         self.calls_done: list[CallDone] = []
         metrics.before_collect(self.settle)
@@ -174,7 +174,7 @@ class Instruments:
     def count_message(self, label: str, attrs: dict[str, Any], weight: int) -> None:
         """One message (standing for ``weight``), from its record's attributes."""
         keys = self.message_keys(label, attrs[sc.HELMET_DIRECTION], attrs[sc.HELMET_MESSAGE_KIND])
-        self.count_message_keys(keys, attrs[sc.HELMET_MESSAGE_SIZE], weight)
+        self.messages_seen.append((keys, attrs[sc.HELMET_MESSAGE_SIZE], weight))
 
     def message_keys(self, label: str, direction: str, kind: str) -> tuple[Key, Key]:
         """The keys of ``helmet.mcp.messages`` and ``helmet.mcp.message.size`` for messages of
@@ -187,12 +187,6 @@ class Instruments:
                 attribute_key({sc.MCP_METHOD_NAME: label, sc.HELMET_DIRECTION: direction}),
             )  # fmt: skip
         return keys
-
-    def count_message_keys(self, keys: tuple[Key, Key], size: int, weight: int) -> None:
-        """`count_message` with its `message_keys`."""
-        self.messages_total += 1
-        self.messages.add_key(weight, keys[0])
-        self.message_size.tally(size, keys[1], weight)  # (sizes repeat)
 
     def count_error(
         self, weight: int, error_type: str, label: str, tool: str | None = None
