@@ -284,10 +284,8 @@ _LOG_INDEXES = (
     "logs_event_ts",
     "logs_target_ts",
     "logs_errors_ts",
-    "logs_span",
     "logs_service_ts",
     "logs_method_ts",
-    "logs_call",
 )
 _SPAN_INDEXES = ("spans_session",)
 

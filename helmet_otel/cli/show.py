@@ -18,7 +18,7 @@ import orjson
 from helmet_otel.cli.common import NotFound, UsageError
 from helmet_otel.cli.render import Style, colour_wanted, output, printable, wants_pager
 from helmet_otel.store import codec
-from helmet_otel.store.calls import answer_of, request_of
+from helmet_otel.store.calls import other_half
 from helmet_otel.store.model import dumps
 from helmet_otel.store.query import LogEntry, Reader
 from helmet_otel.store.timefmt import format_duration_ms, format_local, format_rfc3339
@@ -45,13 +45,7 @@ def _find(reader: Reader, ident: str) -> tuple[LogEntry, LogEntry | None, int]:
         shared = len(records)
     else:
         raise UsageError(f"ID {ident!r} is neither a record id (a number) nor a span id (16 hex)")
-    if entry.kind == "request":
-        related = answer_of(reader, entry)
-    elif entry.kind in ("response", "error"):
-        related = request_of(reader, entry)
-    else:
-        related = None
-    return entry, related, shared
+    return entry, other_half(reader, entry), shared
 
 
 def _record_object(e: LogEntry) -> dict[str, object]:

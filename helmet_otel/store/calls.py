@@ -1,9 +1,13 @@
 """Calls: a request joined with its answer (``logs --calls``, ``show``, ``sessions --active``).
 
 A call is a ``kind = request`` record and the first answer (``response`` or ``error``) in the
-other direction with the same session and JSON-RPC id at or after it, found through the
-``logs_call`` index. A JSON-RPC error comes as ``helmet.response`` and ``helmet.error``; the
-response is the answer. A request with no answer is ``pending`` while its session runs and
+other direction with the same session and JSON-RPC id at or after it. The telemetry worker
+writes a call's request and answers in the call's span, so the answer is looked for among the
+records of the request's span first (``logs_spans``: a few rows); where that finds none (a
+record without a span id, an answer written elsewhere, none at all), among the session's
+records after the request (``logs(session_id, ts)``: those between a request and its answer).
+A JSON-RPC error comes as ``helmet.response`` and ``helmet.error``; the response is the
+answer. A request with no answer is ``pending`` while its session runs and
 ``no response`` once it has ended (the telemetry worker also writes a ``helmet.error`` with
 ``error.type = no_response`` for it, which then is its answer).
 """
@@ -11,9 +15,9 @@ response is the answer. A request with no answer is ``pending`` while its sessio
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, cast
 
 from helmet_otel import semconv as sc
 from helmet_otel.store.model import dumps
@@ -27,6 +31,7 @@ __all__ = [
     "arguments",
     "calls",
     "error_message",
+    "other_half",
     "pending_calls",
     "request_of",
 ]
@@ -87,33 +92,65 @@ class CallEntry:
         return error_message(self.answer) if self.answer.is_error else ""
 
 
-def _select(reader: Reader, where: str, args: Sequence[object]) -> LogEntry | None:
-    rows = reader.run(f"SELECT {LOG_COLUMNS} FROM logs WHERE {where} LIMIT 1", args)
+# How many of a span's records the span look-up reads (a call's span holds its request, its
+# answer, an error's twin and the odd finding; a session's root span holds many more).
+_SPAN_RECORDS: Final = 64
+
+
+def _other_half(reader: Reader, entry: LogEntry, where: str, order: str) -> LogEntry | None:
+    """The first record in ``order`` of ``entry``'s session that meets ``where`` (whose
+    parameters are the session, the request id, the time and the direction of ``entry``):
+    looked for among the records of ``entry``'s span first, then along the session's time."""
+    args: list[object] = [entry.session_id, entry.request_id, entry.ts, entry.direction]
+    of_span = None
+    if entry.span_id is not None:
+        of_span = reader.span_condition(entry.span_id, first=_SPAN_RECORDS)
+    if of_span is not None:
+        span_where, span_args = of_span
+        rows = reader.run(
+            f"SELECT {LOG_COLUMNS} FROM logs NOT INDEXED WHERE {span_where} AND {where}"
+            f" {order} LIMIT 1",
+            [*span_args, *args],
+        )
+        if rows:
+            return LogEntry.from_row(rows[0])
+    rows = reader.run(
+        f"SELECT {LOG_COLUMNS} FROM logs INDEXED BY logs_session_ts WHERE {where} {order} LIMIT 1",
+        args,
+    )
     return LogEntry.from_row(rows[0]) if rows else None
+
+
+_ANSWER: Final = (
+    "session_id = ? AND request_id = ? AND ts >= ? AND kind IN ('response', 'error')"
+    " AND direction IS NOT ?"
+)
+_REQUEST: Final = (
+    "session_id = ? AND request_id = ? AND ts <= ? AND kind = 'request' AND direction IS NOT ?"
+)
 
 
 def answer_of(reader: Reader, request: LogEntry) -> LogEntry | None:
     """The first answer to ``request`` (same session and id, the other direction)."""
-    if request.request_id is None or request.session_id is None:
+    if request.request_id is None or request.session_id is None or request.kind != "request":
         return None
-    return _select(
-        reader,
-        "session_id = ? AND request_id = ? AND ts >= ? AND kind IN ('response', 'error')"
-        f" AND direction IS NOT ? {_ANSWER_ORDER}",
-        (request.session_id, request.request_id, request.ts, request.direction),
-    )
+    return _other_half(reader, request, _ANSWER, _ANSWER_ORDER)
 
 
 def request_of(reader: Reader, answer: LogEntry) -> LogEntry | None:
     """The request ``answer`` answers (the latest one with its id at or before it)."""
     if answer.request_id is None or answer.session_id is None:
         return None
-    return _select(
-        reader,
-        "session_id = ? AND request_id = ? AND ts <= ? AND kind = 'request'"
-        " AND direction IS NOT ? ORDER BY ts DESC, id DESC",
-        (answer.session_id, answer.request_id, answer.ts, answer.direction),
-    )
+    if answer.kind not in ("response", "error"):
+        return None
+    return _other_half(reader, answer, _REQUEST, "ORDER BY ts DESC, id DESC")
+
+
+def other_half(reader: Reader, entry: LogEntry) -> LogEntry | None:
+    """A request's answer, or an answer's request; None for any other record."""
+    if entry.kind == "request":
+        return answer_of(reader, entry)
+    return request_of(reader, entry)
 
 
 def calls(
@@ -164,17 +201,30 @@ def pending_calls(
 ) -> list[LogEntry]:
     """The requests of ``session_id`` that have no answer yet, oldest first, among its newest
     ``window`` requests (a live session's calls in flight are its latest ones; looking
-    further back would cost a lookup per request of a long session)."""
+    further back would read the answers of all of a long session's calls)."""
     rows = reader.run(
-        f"SELECT {LOG_COLUMNS} FROM logs AS r WHERE id IN (SELECT id FROM logs"
+        f"SELECT {LOG_COLUMNS} FROM logs WHERE id IN (SELECT id FROM logs"
         " WHERE session_id = ? AND kind = 'request' AND request_id IS NOT NULL"
-        " ORDER BY ts DESC, id DESC LIMIT ?) AND NOT EXISTS (SELECT 1 FROM logs a"
-        " WHERE a.session_id = r.session_id AND a.request_id = r.request_id AND a.ts >= r.ts"
-        " AND a.kind IN ('response', 'error') AND a.direction IS NOT r.direction)"
-        " ORDER BY ts, id",
+        " ORDER BY ts DESC, id DESC LIMIT ?) ORDER BY ts, id",
         (session_id, window),
     )
-    return [LogEntry.from_row(r) for r in rows]
+    requests = [LogEntry.from_row(r) for r in rows]
+    if not requests:
+        return []
+    # the answers from the oldest of them on: one pass along the session's time
+    answers: dict[object, list[tuple[int, object]]] = {}
+    for request_id, ts, direction in reader.run(
+        "SELECT request_id, ts, direction FROM logs INDEXED BY logs_session_ts"
+        " WHERE session_id = ? AND ts >= ? AND kind IN ('response', 'error')"
+        " AND request_id IS NOT NULL",
+        (session_id, requests[0].ts),
+    ):
+        answers.setdefault(request_id, []).append((cast(int, ts), direction))
+    return [
+        r for r in requests
+        if not any(ts >= r.ts and direction != r.direction
+                   for ts, direction in answers.get(r.request_id, ()))
+    ]  # fmt: skip
 
 
 def error_message(answer: LogEntry) -> str:

@@ -13,15 +13,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Final
 
 from helmet_otel.store.query import LOG_COLUMNS, LogEntry, LogFilter, Reader, fts_query
 from helmet_otel.store.rows import read_rows
 from helmet_otel.store.search import newest_matches
 
-__all__ = ["Page", "Tail", "answer_of", "conditions", "page", "read_rows", "record", "tail"]
-
-_PAIR_KINDS: Final = ("response", "error")
+__all__ = ["Page", "Tail", "conditions", "page", "read_rows", "record", "tail"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,27 +112,4 @@ def tail(reader: Reader, flt: LogFilter, after_id: int, *, limit: int = 1000) ->
 
 def record(reader: Reader, log_id: int) -> LogEntry | None:
     rows = read_rows(reader, f"SELECT {LOG_COLUMNS} FROM logs WHERE id = ?", (log_id,))
-    return LogEntry.from_row(rows[0]) if rows else None
-
-
-def answer_of(reader: Reader, entry: LogEntry) -> LogEntry | None:
-    """The other half of a call: a request's answer, or an answer's request (same session and
-    request id, the other direction); None for anything else or when it is not stored."""
-    if entry.session_id is None or entry.request_id is None or entry.direction is None:
-        return None
-    if entry.kind == "request":
-        sql = (
-            f"SELECT {LOG_COLUMNS} FROM logs INDEXED BY logs_session_ts WHERE session_id = ? AND ts >= ?"
-            " AND request_id = ?"
-            f" AND kind IN {_PAIR_KINDS} AND direction != ? ORDER BY ts, id LIMIT 1"
-        )
-    elif entry.kind in _PAIR_KINDS:
-        sql = (
-            f"SELECT {LOG_COLUMNS} FROM logs INDEXED BY logs_session_ts WHERE session_id = ? AND ts <= ?"
-            " AND request_id = ?"
-            " AND kind = 'request' AND direction != ? ORDER BY ts DESC, id DESC LIMIT 1"
-        )
-    else:
-        return None
-    rows = read_rows(reader, sql, (entry.session_id, entry.ts, entry.request_id, entry.direction))
     return LogEntry.from_row(rows[0]) if rows else None

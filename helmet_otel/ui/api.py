@@ -17,7 +17,8 @@ import orjson
 
 from helmet_otel import semconv as sc
 from helmet_otel.store import codec
-from helmet_otel.store.pages import answer_of, page, record, tail
+from helmet_otel.store.calls import other_half
+from helmet_otel.store.pages import page, record, tail
 from helmet_otel.store.query import LogEntry, LogFilter, Reader, SessionInfo
 from helmet_otel.store.security import finding_type, security_summary
 from helmet_otel.store.servers import (
@@ -124,7 +125,7 @@ def one_record(reader: Reader, params: Params) -> object:
     entry = record(reader, log_id)
     if entry is None:
         raise NotFoundError(f"no record {log_id} in the store")
-    pair = answer_of(reader, entry)
+    pair = other_half(reader, entry)
     return {"record": _full(entry), "pair": _full(pair) if pair is not None else None}
 
 

@@ -71,7 +71,7 @@ def test_doctor_passes_with_a_collector_that_takes_exports(
     assert checks[0] == "ok    configuration: every value is valid"
     assert checks[1].startswith(f"ok    store: {store}: ")
     assert (
-        "schema 5, 26 records, 2 sessions, 2026-11-18T11:06:40Z .. 2026-11-20T11:06:41Z"
+        "schema 6, 26 records, 2 sessions, 2026-11-18T11:06:40Z .. 2026-11-20T11:06:41Z"
         in (checks[1])
     )
     assert checks[1].endswith("integrity ok")
@@ -163,7 +163,7 @@ def test_store_info_prune_delete_vacuum(tmp_path: Path, capsys: pytest.CaptureFi
     assert main(["store", "info", "--store", str(path), "--format", "json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert {k: info[k] for k in ("records", "spans", "sessions", "schema_version")} == {
-        "records": 26, "spans": 18, "sessions": 2, "schema_version": 5,
+        "records": 26, "spans": 18, "sessions": 2, "schema_version": 6,
     }  # fmt: skip
     assert info["oldest"] == "2026-11-18T11:06:40.000000000Z"
     assert info["bytes"] == info["file_bytes"] + info["wal_bytes"] > 0

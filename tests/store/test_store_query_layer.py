@@ -49,7 +49,7 @@ def test_a_store_that_cannot_be_upgraded_is_read_as_it_is(
     conn = sqlite3.connect(store_path)
     conn.execute("DROP TABLE logs_spans")  # version 4's, which replaced two indexes
     conn.execute("CREATE INDEX spans_start ON spans (start_ts)")
-    for index in ("logs_service_ts", "logs_method_ts", "logs_call"):
+    for index in ("logs_service_ts", "logs_method_ts"):
         conn.execute(f"DROP INDEX {index}")
     [(span_id, records)] = conn.execute(
         "SELECT span_id, count(*) FROM logs WHERE kind = 'request' GROUP BY span_id LIMIT 1"

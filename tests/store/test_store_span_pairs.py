@@ -62,7 +62,7 @@ def test_a_schema_4_store_upgrades_and_new_pairs_are_one_row(
     assert (store.written_spans, store.dropped) == (3, 0)
     store.close()
     conn = sqlite3.connect(store_path)
-    assert conn.execute("PRAGMA user_version").fetchone() == (5,)
+    assert conn.execute("PRAGMA user_version").fetchone() == (schema.SCHEMA_VERSION,)
     assert conn.execute("SELECT span_id, kind, client_span_id FROM spans ORDER BY id").fetchall() == [
         (CLIENT_ID, "CLIENT", None), (SERVER_ID, "SERVER", None),  # as schema 4 wrote them
         (server, "SERVER", client),  # the new pair: one row
