@@ -15,7 +15,7 @@ __all__ = [
     "note",
 ]
 
-FOLLOW_INTERVAL_S: Final = 0.1
+FOLLOW_INTERVAL_S: Final = 0.05
 DEFAULT_TABLE_LIMIT: Final = 100
 DEFAULT_FOLLOW_BACKLOG: Final = 10
 

@@ -1,21 +1,23 @@
 """The relay's telemetry governor: how many calls the relay traces while its loop is busy.
 
-Every `GOVERN_WINDOW` seconds `TelemetryFeed` asks `Governor.every`; the answer is one call in
-how many to trace (1: all of them). It reads the relay loop's own CPU time and its wait for a
-CPU (`loop_times`), so a relay at saturation keeps its CPU for the traffic.
+At a hand-over at least `GOVERN_WINDOW` seconds after the last reading (every `FLUSH_DELAY`
+at a steady pace, more often when batches fill up) `TelemetryFeed` asks `Governor.every`; the
+answer is one call in how many to trace (1: all of them). It reads the relay loop's own CPU
+time and its wait for a CPU (`loop_times`), so a relay at saturation keeps its CPU for the
+traffic.
 """
 
 from __future__ import annotations
 
 import time
 
-# The governor: every GOVERN_WINDOW seconds it reads how busy the relay's loop was (see
+# The governor: at most every GOVERN_WINDOW seconds it reads how busy the relay's loop was (see
 # `busy_share`); over the last two windows above `--relay-busy-limit`, it traces one
 # call in MAX_EVERY at once and keeps at most an eighth of `--telemetry-buffer` for the worker;
 # under the limit - 0.1 it traces twice as many as before. Backing off at once keeps a backlog
 # for the worker from building up at saturation, when the worker's CPU would be taken from the
-# traffic; two windows (0.1 s), not one, so that a burst of catching up after a stall does not
-# cost a sample of the calls.
+# traffic; two windows (0.1-0.16 s), not one, so that a burst of catching up after a stall does
+# not cost a sample of the calls.
 GOVERN_WINDOW = 0.05
 # ...and only while calls pass faster than this: below it telemetry's share of the relay's CPU
 # is small, and a busy start-up must not cost the first calls their records.

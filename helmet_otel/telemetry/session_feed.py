@@ -193,8 +193,8 @@ class SessionFeed(BaseInterceptor):
         feed.records += 1
         if feed.timer is None:  # the rest of `append`
             feed.arm()
-        elif env.ts >= feed.flush_due:  # while messages pass, one of them hands over
-            feed.flush_early()
+        elif env.ts >= feed.flush_due or len(batch) >= feed.handover_bytes:
+            feed.flush_early()  # while messages pass, one of them hands over
 
     def _hand_over(self, env: Envelope) -> None:
         msg = env.msg
@@ -273,6 +273,8 @@ class SessionFeed(BaseInterceptor):
         feed.records += 1
         if feed.timer is None:  # the rest of `append`
             feed.arm()
+        elif env.ts >= feed.flush_due or len(pending) >= feed.handover_bytes:
+            feed.flush_early()  # (as on the short way in `after_forward`)
 
     def _security(self, env: Envelope, annotations: dict[str, object]) -> bool:
         """Hand over a policy's decision and the findings on ``env``, ahead of its record;

@@ -741,10 +741,10 @@ def test_a_passing_message_hands_the_batch_over_and_the_timer_covers_a_quiet_spe
         loop = asyncio.get_running_loop()
         timer = feed.timer
         assert timer is not None and feed.flush_due > 0
-        # due 50 ms after the first record (at 2,000 calls/s a hand-over per 100 calls); the
-        # timer is the quiet spell's: twice the delay
-        assert 0.04 < (feed.flush_due - time.time_ns()) / 1e9 <= feed_module.FLUSH_DELAY == 0.05
-        assert 0.09 < timer.when() - loop.time() <= 0.1
+        # due 80 ms after the first record (at 2,000 calls/s a hand-over per 160 calls); the
+        # timer is the quiet spell's, at 100 ms
+        assert 0.07 < (feed.flush_due - time.time_ns()) / 1e9 <= feed_module.FLUSH_DELAY == 0.08
+        assert 0.09 < timer.when() - loop.time() <= feed_module.QUIET_FLUSH_DELAY == 0.1
         written = feed._written
         route(relay, Direction.C2S, [line(call(1))])
         assert feed._written == written and feed.timer is timer  # not due yet
@@ -763,5 +763,46 @@ def test_a_passing_message_hands_the_batch_over_and_the_timer_covers_a_quiet_spe
             while feed.batch:
                 await asyncio.sleep(0.005)
         assert feed._written > written and not quiet.cancelled()
+
+    asyncio.run(scenario())
+
+
+def test_a_large_batch_is_handed_over_at_once(make_feed: Any) -> None:
+    """However young, a batch of ``handover_bytes`` goes with the message that fills it: a
+    burst's batches stay well within the worker's pipe."""
+
+    async def scenario() -> None:
+        feed = make_feed()
+        session, session_feed, relay = open_session(feed)
+        session_feed.session_started(session, {})
+        assert feed_module.HANDOVER_BYTES == feed_module.PIPE_SIZE // 8
+        timer = feed.timer
+        assert timer is not None
+        written = feed._written
+        route(relay, Direction.C2S, [line(call(1))])  # the short way
+        assert feed.timer is timer and feed._written == written  # young and small: waits
+        feed.handover_bytes = len(feed.batch) + 1  # the next record fills it
+        route(relay, Direction.S2C, [response(1)])
+        assert timer.cancelled() and feed.flush_due == feed_module._NEVER
+        soon = feed.timer
+        route(relay, Direction.C2S, [line(call(2))])  # past it again: scheduled once
+        assert feed.timer is soon and not soon.cancelled()
+        await asyncio.sleep(0)
+        assert feed._written > written and feed.timer is None and not feed.batch
+        # the other way in (`append`: a notification) hands over past the size too
+        route(relay, Direction.C2S, [line(call(3))])
+        feed.handover_bytes = len(feed.batch) + 1
+        route(relay, Direction.S2C, [line({"jsonrpc": "2.0", "method": "notifications/message"})])
+        written = feed._written
+        await asyncio.sleep(0)
+        assert feed._written > written and not feed.batch
+        # and, as a call's message does, past the batch's due time
+        route(relay, Direction.C2S, [line(call(4))])
+        feed.handover_bytes = feed_module.HANDOVER_BYTES
+        feed.flush_due = time.time_ns()
+        route(relay, Direction.S2C, [line({"jsonrpc": "2.0", "method": "notifications/message"})])
+        written = feed._written
+        await asyncio.sleep(0)
+        assert feed._written > written and not feed.batch
 
     asyncio.run(scenario())
