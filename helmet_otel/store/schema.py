@@ -234,8 +234,8 @@ _V5: Final = (
 )
 
 # Version 6 (issue 15: the writer's CPU per call). ``logs_call`` goes: two entries per call
-# (request ids as text, so counting ids landed all over a long session's part of it) were 2 to
-# 2.7 us of the writer's 24. A request's answer is found among the records of its span
+# (request ids as text, so counting ids landed all over a long session's part of it) were about
+# 2 us of the writer's 23. A request's answer is found among the records of its span
 # (``logs_spans``), or else along the session's time (``store/calls.py``).
 _V6: Final = ("DROP INDEX IF EXISTS logs_call",)
 
