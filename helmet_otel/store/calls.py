@@ -104,12 +104,11 @@ def _other_half(reader: Reader, entry: LogEntry, where: str, order: str) -> LogE
     args: list[object] = [entry.session_id, entry.request_id, entry.ts, entry.direction]
     of_span = None
     if entry.span_id is not None:
-        of_span = reader.span_condition(entry.span_id, first=_SPAN_RECORDS)
+        of_span = reader.span_records(entry.span_id, first=_SPAN_RECORDS)
     if of_span is not None:
-        span_where, span_args = of_span
+        source, span_args = of_span
         rows = reader.run(
-            f"SELECT {LOG_COLUMNS} FROM logs NOT INDEXED WHERE {span_where} AND {where}"
-            f" {order} LIMIT 1",
+            f"SELECT {LOG_COLUMNS} FROM {source} AND {where} {order} LIMIT 1",
             [*span_args, *args],
         )
         if rows:

@@ -607,29 +607,30 @@ class Reader:
         Found through ``logs_spans`` (schema 4; ``span_id`` is one token of hex digits), or
         through the ``logs(span_id)`` index of an older store that could not be upgraded."""
         span_id = span_id.lower()
-        of_span = self.span_condition(span_id)
+        of_span = self.span_records(span_id)
         if of_span is not None:
-            where, args = of_span
-            sql = f"SELECT {LOG_COLUMNS} FROM logs NOT INDEXED WHERE {where} ORDER BY ts, id"
+            source, args = of_span
+            sql = f"SELECT {LOG_COLUMNS} FROM {source} ORDER BY ts, id"
             return [LogEntry.from_row(r) for r in self._query(sql, args)]
         sql = f"SELECT {LOG_COLUMNS} FROM logs WHERE span_id = ? ORDER BY ts, id"
         return [LogEntry.from_row(r) for r in self._query(sql, (span_id,))]
 
-    def span_condition(
+    def span_records(
         self, span_id: str, *, first: int | None = None
     ) -> tuple[str, list[object]] | None:
-        """A condition on ``logs`` for the records of a span (its ``first`` records at most)
-        that looks its id up in ``logs_spans``; None where that table cannot: a store too old
-        to have it, or an id that is not one token of letters and digits (as ours are). Read
-        ``FROM logs NOT INDEXED``: SQLite then fetches those few records by id rather than
-        walk another index that the query's other conditions offer."""
+        """``logs ... WHERE`` the records of a span (its ``first`` records at most), for a
+        ``SELECT ... FROM`` to go on from (``AND`` more conditions); None where ``logs_spans``
+        cannot look the id up: a store too old to have it, or an id that is not one token of
+        letters and digits (as ours are). ``NOT INDEXED``: SQLite fetches those few records by
+        id rather than walk another index that further conditions offer."""
         if not (self._span_ids_indexed and span_id.isalnum() and span_id.isascii()):
             return None
         limit = "" if first is None else f" LIMIT {int(first)}"
-        where = (
-            f"id IN (SELECT rowid FROM logs_spans WHERE logs_spans MATCH ?{limit}) AND span_id = ?"
+        source = (
+            "logs NOT INDEXED WHERE id IN (SELECT rowid FROM logs_spans WHERE logs_spans MATCH ?"
+            f"{limit}) AND span_id = ?"
         )
-        return where, [f'"{span_id}"', span_id]
+        return source, [f'"{span_id}"', span_id]
 
     @functools.cached_property
     def _span_ids_indexed(self) -> bool:

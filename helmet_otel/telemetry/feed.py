@@ -383,9 +383,15 @@ class TelemetryFeed:
             return
         self.batch += pickled(frame)
         self.records += 1
+        self.gathered()
+
+    def gathered(self, ts: int = 0) -> None:
+        """A record went into the batch at ``ts`` (0: no time; then only its size counts): the
+        batch's first arms the hand-over; one past the due time or the size hands it over.
+        (`SessionFeed.after_forward` inlines this on the relay's short way.)"""
         if self.timer is None:
             self.arm()
-        elif len(self.batch) >= self.handover_bytes:
+        elif ts >= self.flush_due or len(self.batch) >= self.handover_bytes:
             self.flush_early()
 
     def arm(self) -> None:

@@ -191,7 +191,7 @@ class SessionFeed(BaseInterceptor):
         batch += _pack_whole(b"M", flags, weight, self.key, env.ts, size, span, env.client_span_id)
         batch += raw
         feed.records += 1
-        if feed.timer is None:  # the rest of `append`
+        if feed.timer is None:  # (`TelemetryFeed.gathered`, inlined)
             feed.arm()
         elif env.ts >= feed.flush_due or len(batch) >= feed.handover_bytes:
             feed.flush_early()  # while messages pass, one of them hands over
@@ -271,10 +271,7 @@ class SessionFeed(BaseInterceptor):
         )
         pending += raw
         feed.records += 1
-        if feed.timer is None:  # the rest of `append`
-            feed.arm()
-        elif env.ts >= feed.flush_due or len(pending) >= feed.handover_bytes:
-            feed.flush_early()  # (as on the short way in `after_forward`)
+        feed.gathered(env.ts)
 
     def _security(self, env: Envelope, annotations: dict[str, object]) -> bool:
         """Hand over a policy's decision and the findings on ``env``, ahead of its record;
