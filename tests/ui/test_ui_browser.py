@@ -120,7 +120,11 @@ def test_live_stream_pause_resume_and_history(page: Page, ui: Ui, filled_store: 
     page.reload()
     records = page.locator("tr.rec")
     expect(records.first).to_be_visible()
-    # the first page's query was started by boot.js, before anything app.js asked for
+    # the first page's query was started by boot.js, before anything app.js asked for (a
+    # request is listed once its answer is in: wait for both, however the two finish)
+    page.wait_for_function(
+        "performance.getEntriesByType('resource').some(e => e.name.endsWith('/api/servers'))"
+    )
     fetched = page.evaluate(
         "performance.getEntriesByType('resource').sort((a, b) => a.startTime - b.startTime)"
         ".map(e => e.name)"
